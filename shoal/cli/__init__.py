@@ -1,0 +1,1 @@
+"""The `shoal` command: a thin client of the daemon's control socket."""

@@ -1,0 +1,1 @@
+"""All I/O: index, scanner, peer sessions, discovery, transfers, watcher, control socket."""

@@ -1,0 +1,1 @@
+"""Pure, I/O-free format and wire protocol: everything a second implementation needs."""

@@ -1,0 +1,1 @@
+"""The textual terminal UI: another client of the control API."""
