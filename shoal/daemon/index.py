@@ -1,0 +1,272 @@
+"""The chunk index: one SQLite database (WAL) in the daemon's home.
+
+It holds manifest objects, the stat cache of shared folders (which file is which
+FILE object, like git's index), where each chunk's bytes live inside those files,
+and the datasets with their versions. It never holds file contents.
+
+Calls come from worker threads (`trio.to_thread`), so one lock serialises them;
+every public method is one short transaction.
+"""
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoal.protocol.hashing import Kind
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects(
+    id BLOB PRIMARY KEY, kind INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files(
+    id INTEGER PRIMARY KEY, root TEXT NOT NULL, dir TEXT NOT NULL, name TEXT NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL, file_id BLOB, UNIQUE(root, dir, name));
+CREATE TABLE IF NOT EXISTS locations(
+    chunk_id BLOB NOT NULL, file INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    offset INTEGER NOT NULL, length INTEGER NOT NULL, stale INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(chunk_id, file, offset)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS locations_by_file ON locations(file);
+CREATE TABLE IF NOT EXISTS dirs(
+    root TEXT NOT NULL, rel TEXT NOT NULL, fingerprint BLOB NOT NULL, tree_id BLOB NOT NULL,
+    files INTEGER NOT NULL, PRIMARY KEY(root, rel)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS datasets(name TEXT PRIMARY KEY, path TEXT, head BLOB);
+CREATE TABLE IF NOT EXISTS versions(
+    id BLOB PRIMARY KEY, name TEXT NOT NULL, seq INTEGER NOT NULL, time INTEGER NOT NULL,
+    size INTEGER NOT NULL, files INTEGER NOT NULL, root BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS versions_by_name ON versions(name, seq);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """The stat fields that decide whether a file must be hashed again."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    """A stat-cache row: a file as it was when last hashed."""
+
+    row: int
+    stat: FileStat
+    file_id: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where one chunk's bytes were found, and the file's stat at that time."""
+
+    file_row: int
+    path: Path
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """A version as listed: enough for `ls` and `log` without decoding objects."""
+
+    id: bytes
+    name: str
+    seq: int
+    time: int
+    size: int
+    files: int
+    root: bytes
+
+
+class Index:
+    """The daemon's SQLite index; thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL keeps WAL commits durable across a process crash; only a power
+        # loss can drop the last transactions, which a re-share recomputes.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, args: Iterable = ()) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(sql, args)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: Iterable = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # --- objects ---------------------------------------------------------------
+
+    def put_objects(self, objects: Iterable[tuple[bytes, Kind, bytes]]) -> None:
+        """Store manifest objects (id, kind, encoded bytes); existing ids are kept."""
+        rows = [(i, int(k), d) for i, k, d in objects]
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO objects VALUES (?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+
+    def get_object(self, object_id: bytes) -> tuple[Kind, bytes] | None:
+        """Return (kind, bytes) of a stored object, or None."""
+        rows = self._read("SELECT kind, data FROM objects WHERE id = ?", (object_id,))
+        return (Kind(rows[0][0]), rows[0][1]) if rows else None
+
+    def missing_objects(self, ids: Iterable[bytes]) -> list[bytes]:
+        """Return those of `ids` that are not stored, in order."""
+        with self._lock:
+            cur = self._db.cursor()
+            return [i for i in ids if cur.execute("SELECT 1 FROM objects WHERE id = ?", (i,)).fetchone() is None]
+
+    # --- stat cache ------------------------------------------------------------
+
+    def dir_cache(self, root: str, rel: str) -> tuple[bytes, bytes, int] | None:
+        """Return (fingerprint, tree id, files below) recorded for a directory, or None."""
+        rows = self._read("SELECT fingerprint, tree_id, files FROM dirs WHERE root = ? AND rel = ?", (root, rel))
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def set_dir_cache(self, root: str, rel: str, fingerprint: bytes, tree_id: bytes, files: int) -> None:
+        self._write("INSERT OR REPLACE INTO dirs VALUES (?, ?, ?, ?, ?)", (root, rel, fingerprint, tree_id, files))
+
+    def cached_files(self, root: str, rel: str) -> dict[str, CachedFile]:
+        """Return the stat-cache rows of one directory, by name."""
+        rows = self._read(
+            "SELECT name, id, size, mtime_ns, ctime_ns, ino, file_id FROM files WHERE root = ? AND dir = ?",
+            (root, rel),
+        )
+        return {r[0]: CachedFile(r[1], FileStat(*r[2:6]), r[6]) for r in rows}
+
+    def begin_file(self, root: str, rel: str, name: str, stat: FileStat) -> int:
+        """Forget a file's old chunks and return its row, pending until `finish_file`."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            row = self._db.execute(
+                "SELECT id FROM files WHERE root = ? AND dir = ? AND name = ?", (root, rel, name)
+            ).fetchone()
+            if row is None:
+                cur = self._db.execute(
+                    "INSERT INTO files(root, dir, name, size, mtime_ns, ctime_ns, ino, file_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                    (root, rel, name, stat.size, stat.mtime_ns, stat.ctime_ns, stat.ino),
+                )
+                file_row = int(cur.lastrowid)  # type: ignore[arg-type]
+            else:
+                file_row = row[0]
+                self._db.execute("DELETE FROM locations WHERE file = ?", (file_row,))
+                self._db.execute("UPDATE files SET file_id = NULL WHERE id = ?", (file_row,))
+            self._db.execute("COMMIT")
+        return file_row
+
+    def add_locations(self, file_row: int, chunks: Iterable[tuple[bytes, int, int]]) -> None:
+        """Record chunks (id, offset, length) found in a file."""
+        rows = [(c, file_row, o, n) for c, o, n in chunks]
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO locations(chunk_id, file, offset, length) VALUES (?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+
+    def finish_file(self, file_row: int, stat: FileStat, file_id: bytes) -> None:
+        """Mark a file hashed: its stat as read and its FILE object id."""
+        self._write(
+            "UPDATE files SET size = ?, mtime_ns = ?, ctime_ns = ?, ino = ?, file_id = ? WHERE id = ?",
+            (stat.size, stat.mtime_ns, stat.ctime_ns, stat.ino, file_id, file_row),
+        )
+
+    def drop_files(self, root: str, rel: str, keep: Iterable[str]) -> None:
+        """Forget the files of a directory that are not in `keep`."""
+        keep = set(keep)
+        gone = [row.row for name, row in self.cached_files(root, rel).items() if name not in keep]
+        if gone:
+            with self._lock:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM files WHERE id = ?", [(g,) for g in gone])
+                self._db.execute("COMMIT")
+
+    def drop_dirs_except(self, root: str, visited: Iterable[str]) -> None:
+        """Forget cached directories and files of `root` outside the `visited` set."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS visited(rel TEXT PRIMARY KEY)")
+            self._db.execute("DELETE FROM visited")
+            self._db.executemany("INSERT OR IGNORE INTO visited VALUES (?)", ((v,) for v in visited))
+            self._db.execute("DELETE FROM files WHERE root = ? AND dir NOT IN (SELECT rel FROM visited)", (root,))
+            self._db.execute("DELETE FROM dirs WHERE root = ? AND rel NOT IN (SELECT rel FROM visited)", (root,))
+            self._db.execute("COMMIT")
+
+    # --- chunk locations -------------------------------------------------------
+
+    def locations(self, chunk_id: bytes, limit: int = 4) -> list[Location]:
+        """Return up to `limit` places believed to hold the chunk."""
+        rows = self._read(
+            "SELECT l.file, f.root, f.dir, f.name, l.offset, l.length FROM locations l"
+            " JOIN files f ON f.id = l.file WHERE l.chunk_id = ? AND l.stale = 0 LIMIT ?",
+            (chunk_id, limit),
+        )
+        return [Location(r[0], Path(r[1], r[2], r[3]), r[4], r[5]) for r in rows]
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        return bool(self._read("SELECT 1 FROM locations WHERE chunk_id = ? AND stale = 0 LIMIT 1", (chunk_id,)))
+
+    def mark_stale(self, chunk_id: bytes, file_row: int, offset: int) -> None:
+        """Never serve this location again: the bytes there no longer match."""
+        self._write(
+            "UPDATE locations SET stale = 1 WHERE chunk_id = ? AND file = ? AND offset = ?",
+            (chunk_id, file_row, offset),
+        )
+
+    # --- datasets and versions ------------------------------------------------
+
+    def dataset(self, name: str) -> tuple[str | None, bytes | None] | None:
+        """Return (shared path, head version id) of a dataset, or None."""
+        rows = self._read("SELECT path, head FROM datasets WHERE name = ?", (name,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def dataset_names(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT name FROM datasets ORDER BY name")]
+
+    def add_version(self, row: VersionRow, data: bytes, *, path: str | None) -> None:
+        """Store a version record and make it the dataset's head."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR IGNORE INTO objects VALUES (?, ?, ?)", (row.id, int(Kind.VERSION), data))
+            self._db.execute(
+                "INSERT OR IGNORE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.id, row.name, row.seq, row.time, row.size, row.files, row.root),
+            )
+            self._db.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET path = excluded.path,"
+                " head = excluded.head",
+                (row.name, path, row.id),
+            )
+            self._db.execute("COMMIT")
+
+    def version(self, version_id: bytes) -> VersionRow | None:
+        rows = self._read("SELECT id, name, seq, time, size, files, root FROM versions WHERE id = ?", (version_id,))
+        return VersionRow(*rows[0]) if rows else None
+
+    def versions(self, name: str) -> Iterator[VersionRow]:
+        """The versions of a dataset, newest first."""
+        rows = self._read(
+            "SELECT id, name, seq, time, size, files, root FROM versions WHERE name = ? ORDER BY seq DESC", (name,)
+        )
+        return (VersionRow(*r) for r in rows)
+
+    def version_count(self, name: str) -> int:
+        return self._read("SELECT count(*) FROM versions WHERE name = ?", (name,))[0][0]

@@ -1,0 +1,405 @@
+"""The local datasets: sharing folders as signed versions, listing, verifying.
+
+Sharing never copies the user's bytes: the index records which chunk lives
+where in their files, and every read for serving re-checks the hash.
+"""
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from shoal.daemon import scanner
+from shoal.daemon.index import Index, VersionRow
+from shoal.errors import ShareError, UnknownDataset
+from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams, make_chunker
+from shoal.protocol.errors import ProtocolError
+from shoal.protocol.hashing import Kind, chunk_id
+from shoal.protocol.manifest import FileBuilder, sign_version, walk_tree
+from shoal.protocol.objects import EntryType, FileObject, VersionRecord, decode, encode_with_id
+from shoal.protocol.paths import check_dataset_name
+
+#: Files hashed per worker-thread call: enough to amortise the thread hop for small files.
+_BATCH_FILES = 256
+_BATCH_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """A version of a dataset, as listed by `ls` and `log`."""
+
+    name: str
+    seq: int
+    id: bytes
+    root: bytes
+    parents: tuple[bytes, ...]
+    author: bytes
+    time: int
+    message: str
+    size: int
+    files: int
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "seq": self.seq,
+            "id": self.id.hex(),
+            "root": self.root.hex(),
+            "parents": [p.hex() for p in self.parents],
+            "author": self.author.hex(),
+            "time": self.time,
+            "message": self.message,
+            "size": self.size,
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_record(cls, version_id: bytes, record: VersionRecord) -> "VersionInfo":
+        return cls(
+            record.name, record.seq, version_id, record.root, record.parents, record.author,
+            record.time, record.message, record.size, record.files,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ShareProgress:
+    files_done: int
+    bytes_done: int
+    files_total: int | None
+    bytes_total: int | None
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShareResult:
+    version: VersionInfo
+    created: bool
+    new_bytes: int
+    files_scanned: int
+    files_rehashed: int
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "version": self.version.to_json(),
+            "created": self.created,
+            "new_bytes": self.new_bytes,
+            "files_scanned": self.files_scanned,
+            "files_rehashed": self.files_rehashed,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetInfo:
+    name: str
+    path: str | None
+    head: VersionInfo
+    versions: int
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "path": self.path, "head": self.head.to_json(), "versions": self.versions}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyProblem:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    name: str
+    version: VersionInfo
+    files_checked: int
+    problems: tuple[VerifyProblem, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "version": self.version.to_json(),
+            "files_checked": self.files_checked,
+            "ok": not self.problems,
+            "problems": [{"path": p.path, "reason": p.reason} for p in self.problems],
+        }
+
+
+@dataclass(slots=True)
+class _ShareRun:
+    """What one share learns while it walks the folder."""
+
+    root: Path
+    params: ChunkingParams
+    on_progress: Callable[[ShareProgress], None] | None
+    files_scanned: int = 0
+    files_rehashed: int = 0
+    bytes_rehashed: int = 0
+    warnings: list[str] = field(default_factory=list)
+    visited: list[str] = field(default_factory=list)
+
+
+class Library:
+    """Datasets shared from this machine."""
+
+    def __init__(self, index: Index, signer: Ed25519PrivateKey) -> None:
+        self.index = index
+        self._signer = signer
+        self._author = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        # Two workers: one per core of the machines shoal targets; hashing and
+        # reading release the GIL.
+        self._workers = trio.CapacityLimiter(max(2, min(4, os.cpu_count() or 2)))
+        self._share_locks: dict[str, trio.Lock] = {}
+
+    @classmethod
+    def open(cls, home: Path, signer: Ed25519PrivateKey) -> "Library":
+        return cls(Index(home / "index.sqlite"), signer)
+
+    def close(self) -> None:
+        self.index.close()
+
+    # --- share -----------------------------------------------------------------
+
+    async def share(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        message: str = "",
+        on_progress: Callable[[ShareProgress], None] | None = None,
+    ) -> ShareResult:
+        """Record the folder at `path` as a new version of dataset `name`, if it changed."""
+        root = self._check_root(path)
+        name = self._check_name(name or root.name, root)
+        lock = self._share_locks.setdefault(name, trio.Lock())
+        async with lock:
+            run = _ShareRun(root, DEFAULT_PARAMS, on_progress)
+            try:
+                tree_id, size, files = await self._scan_dir(run, "", 0)
+            except PermissionError as e:
+                raise ShareError(f"cannot read {e.filename}: permission denied") from None
+            await trio.to_thread.run_sync(self.index.drop_dirs_except, str(root), run.visited)
+            version, created = await trio.to_thread.run_sync(self._commit, name, root, tree_id, size, files, message)
+        return ShareResult(
+            version, created, run.bytes_rehashed if created else 0, run.files_scanned, run.files_rehashed,
+            tuple(run.warnings),
+        )
+
+    @staticmethod
+    def _check_root(path: Path) -> Path:
+        try:
+            root = path.resolve(strict=True)
+        except FileNotFoundError:
+            raise ShareError(f"{path} does not exist") from None
+        except OSError as e:
+            raise ShareError(f"cannot open {path}: {e.strerror}") from None
+        if not root.is_dir():
+            raise ShareError(f"{path} is not a directory; share the folder that holds it")
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise ShareError(f"cannot read {path}: permission denied")
+        return root
+
+    def _check_name(self, name: str, root: Path) -> str:
+        try:
+            check_dataset_name(name)
+        except ProtocolError as e:
+            raise ShareError(f"{e}; pass --name") from None
+        known = self.index.dataset(name)
+        if known is not None and known[0] is not None and known[0] != str(root):
+            raise ShareError(f"dataset {name!r} is already shared from {known[0]}; pick another --name")
+        return name
+
+    async def _scan_dir(self, run: _ShareRun, rel: str, depth: int) -> tuple[bytes, int, int]:
+        try:
+            scan = await trio.to_thread.run_sync(scanner.list_dir, self.index, run.root, rel, depth)
+        except PermissionError:
+            if depth == 0:
+                raise
+            run.warnings.append(f"skipped unreadable directory {rel}")
+            raise _Skip from None
+        run.visited.append(rel)
+        run.warnings.extend(scan.warnings)
+        for entry in list(scan.entries):
+            if entry.type == EntryType.DIR:
+                try:
+                    entry.ref, entry.size, entry.files = await self._scan_dir(run, scanner.join(rel, entry.name), depth + 1)
+                except _Skip:
+                    scan.entries.remove(entry)
+        await self._hash_changed(run, scan)
+        run.files_scanned += sum(1 for e in scan.entries if e.type == EntryType.FILE)
+        return await trio.to_thread.run_sync(scanner.build_tree, self.index, run.root, scan)
+
+    async def _hash_changed(self, run: _ShareRun, scan: scanner.DirScan) -> None:
+        todo = [e for e in scan.entries if e.type == EntryType.FILE and e.ref is None]
+        failed: list[scanner.ScanEntry] = []
+        async with trio.open_nursery() as nursery:
+            for batch in _batches(todo):
+                nursery.start_soon(self._hash_batch, run, scan.rel, batch, failed)
+        for entry in failed:
+            scan.entries.remove(entry)
+
+    async def _hash_batch(
+        self, run: _ShareRun, rel: str, batch: list[scanner.ScanEntry], failed: list[scanner.ScanEntry]
+    ) -> None:
+        errors = await trio.to_thread.run_sync(self._hash_files, run, rel, batch, limiter=self._workers)
+        for entry, error in errors:
+            run.warnings.append(error)
+            failed.append(entry)
+        done = [e for e in batch if e.ref is not None]
+        run.files_rehashed += len(done)
+        run.bytes_rehashed += sum(e.size for e in done)
+        if run.on_progress is not None and done:
+            run.on_progress(ShareProgress(run.files_rehashed, run.bytes_rehashed, None, None, scanner.join(rel, done[-1].name)))
+
+    def _hash_files(self, run: _ShareRun, rel: str, batch: list[scanner.ScanEntry]) -> list[tuple[scanner.ScanEntry, str]]:
+        errors = []
+        for entry in batch:
+            shown = scanner.join(rel, entry.name)
+            try:
+                hashed = scanner.hash_file(self.index, run.root, rel, entry.name, run.params)
+            except scanner.FileChanged as e:
+                errors.append((entry, f"skipped {e}; share again once it is complete"))
+                continue
+            except FileNotFoundError:
+                errors.append((entry, f"skipped {shown}: it disappeared during the scan"))
+                continue
+            except OSError as e:
+                errors.append((entry, f"skipped {shown}: {e.strerror}"))
+                continue
+            entry.ref, entry.size = hashed.file_id, hashed.size
+            entry.stat = None
+        return errors
+
+    def _commit(self, name: str, root: Path, tree_id: bytes, size: int, files: int, message: str) -> tuple[VersionInfo, bool]:
+        known = self.index.dataset(name)
+        head = self._record(known[1]) if known and known[1] else None
+        if head is not None and head[1].root == tree_id:
+            return VersionInfo.from_record(*head), False
+        record = sign_version(
+            VersionRecord(
+                name=name,
+                seq=head[1].seq + 1 if head else 1,
+                root=tree_id,
+                parents=(head[0],) if head else (),
+                size=size,
+                files=files,
+                author=self._author,
+                time=int(time.time()),
+                message=message,
+            ),
+            self._signer,
+        )
+        version_id, data = encode_with_id(record)
+        row = VersionRow(version_id, name, record.seq, record.time, size, files, tree_id)
+        self.index.add_version(row, data, path=str(root))
+        return VersionInfo.from_record(version_id, record), True
+
+    def _record(self, version_id: bytes) -> tuple[bytes, VersionRecord]:
+        found = self.index.get_object(version_id)
+        assert found is not None and found[0] == Kind.VERSION, "head version missing from the index"
+        record = decode(Kind.VERSION, found[1], version_id)
+        assert isinstance(record, VersionRecord)
+        return version_id, record
+
+    # --- listing ---------------------------------------------------------------
+
+    def datasets(self) -> list[DatasetInfo]:
+        out = []
+        for name in self.index.dataset_names():
+            path, head = self.index.dataset(name)  # type: ignore[misc]
+            if head is None:
+                continue
+            out.append(DatasetInfo(name, path, VersionInfo.from_record(*self._record(head)), self.index.version_count(name)))
+        return out
+
+    def log(self, name: str) -> list[VersionInfo]:
+        """The versions of `name`, newest first."""
+        rows = list(self.index.versions(name))
+        if not rows:
+            raise UnknownDataset(f"no dataset named {name!r} here; `shoal ls` lists them")
+        return [VersionInfo.from_record(*self._record(r.id)) for r in rows]
+
+    def head(self, name: str) -> VersionInfo:
+        known = self.index.dataset(name)
+        if known is None or known[1] is None:
+            raise UnknownDataset(f"no dataset named {name!r} here; `shoal ls` lists them")
+        return VersionInfo.from_record(*self._record(known[1]))
+
+    # --- verify ----------------------------------------------------------------
+
+    async def verify(self, name: str) -> VerifyReport:
+        """Re-hash the dataset's folder against its latest version."""
+        version = self.head(name)
+        path = self.index.dataset(name)[0]  # type: ignore[index]
+        if path is None:
+            raise UnknownDataset(f"dataset {name!r} has no local folder to verify")
+        problems, checked = await trio.to_thread.run_sync(self._verify_tree, Path(path), version.root)
+        return VerifyReport(name, version, checked, tuple(problems))
+
+    def _verify_tree(self, root: Path, tree_id: bytes) -> tuple[list[VerifyProblem], int]:
+        load = scanner.index_loader(self.index)
+        problems: list[VerifyProblem] = []
+        checked = 0
+        for parts, entry in walk_tree(load, tree_id):
+            rel = "/".join(parts)
+            reason = _check_entry(load, root.joinpath(*parts), entry)
+            checked += entry.type == EntryType.FILE
+            if reason:
+                problems.append(VerifyProblem(rel, reason))
+        return problems, checked
+
+
+class _Skip(Exception):
+    """A subdirectory that could not be read and is left out of the version."""
+
+
+def _batches(entries: list[scanner.ScanEntry]):
+    batch: list[scanner.ScanEntry] = []
+    size = 0
+    for e in entries:
+        batch.append(e)
+        size += e.size
+        if len(batch) >= _BATCH_FILES or size >= _BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _check_entry(load, path: Path, entry) -> str | None:
+    """Return why `path` does not match the version's entry, or None."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"unreadable: {e.strerror}"
+    if entry.type == EntryType.SYMLINK:
+        if not path.is_symlink():
+            return "expected a symlink"
+        return None if os.readlink(path) == entry.ref else f"symlink points to {os.readlink(path)!r}, expected {entry.ref!r}"
+    if entry.type == EntryType.DIR:
+        return None if path.is_dir() and not path.is_symlink() else "expected a directory"
+    if not path.is_file() or path.is_symlink():
+        return "expected a regular file"
+    if st.st_size != entry.size:
+        return f"size is {st.st_size}, expected {entry.size}"
+    file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)
+    assert isinstance(file, FileObject)
+    try:
+        actual = _file_id(path, file.params)
+    except OSError as e:
+        return f"unreadable: {e.strerror}"
+    return None if actual == entry.ref else "content differs"
+
+
+def _file_id(path: Path, params: ChunkingParams) -> bytes:
+    builder = FileBuilder(params, lambda i, d: None)
+    with open(path, "rb", buffering=0) as f:
+        for chunk in make_chunker(params).cut_stream(f):
+            builder.add_chunk(chunk_id(chunk.data), chunk.length)
+    return builder.finish()[0]

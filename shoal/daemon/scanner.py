@@ -1,0 +1,240 @@
+"""Reading a shared folder: listing directories, hashing files, building trees.
+
+These functions block on the disk and on hashing (both release the GIL); the
+library calls them through `trio.to_thread`. A directory whose entries all have
+the stat they had last time keeps its FILE ids without a per-file lookup, and
+keeps its tree id when its subdirectories are unchanged too, so re-sharing an
+unchanged folder costs little more than the stat calls.
+"""
+
+import os
+import stat as statmod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+import msgpack
+
+from shoal.daemon.index import FileStat, Index
+from shoal.errors import ShoalError
+from shoal.protocol.chunking import ChunkingParams, make_chunker
+from shoal.protocol.errors import ProtocolError
+from shoal.protocol.hashing import Kind, chunk_id
+from shoal.protocol.manifest import FileBuilder, TreeBuilder, tree_entries
+from shoal.protocol.objects import EntryType, TreeEntry
+from shoal.protocol.paths import check_name, check_symlink_target
+
+#: Folder a fetch assembles files in; never part of a shared version.
+PARTIAL_DIR = ".shoal-partial"
+#: Chunks recorded per index transaction while hashing a large file.
+_FLUSH_EVERY = 2048
+_READ_SIZE = 1024 * 1024
+_HASH_ATTEMPTS = 3
+
+
+class FileChanged(ShoalError):
+    """A file changed while it was being read."""
+
+
+@dataclass(slots=True)
+class ScanEntry:
+    """One directory entry as found on disk, and what is known of its content."""
+
+    name: str
+    type: EntryType
+    executable: bool = False
+    stat: FileStat | None = None
+    target: str = ""
+    ref: bytes | None = None
+    size: int = 0
+    files: int = 0
+
+
+@dataclass(slots=True)
+class DirScan:
+    """A directory's sorted entries, its stat fingerprint and what was skipped."""
+
+    rel: str
+    depth: int
+    entries: list[ScanEntry]
+    fingerprint: bytes
+    warnings: list[str] = field(default_factory=list)
+    cached_tree: bytes | None = None
+    cached_refs: dict[str, bytes | str] = field(default_factory=dict)
+
+
+def join(rel: str, name: str) -> str:
+    return f"{rel}/{name}" if rel else name
+
+
+def _fingerprint(entries: list[ScanEntry]) -> bytes:
+    rows = [
+        [e.name, int(e.type), e.executable, e.target]
+        + ([e.stat.size, e.stat.mtime_ns, e.stat.ctime_ns, e.stat.ino] if e.stat else [])
+        for e in entries
+    ]
+    return blake3.blake3(msgpack.packb(rows, use_bin_type=True)).digest()
+
+
+def _classify(root: Path, rel: str, depth: int, entry: os.DirEntry) -> ScanEntry | str:
+    """Return a ScanEntry, or a warning saying why the entry is left out."""
+    shown = join(rel, entry.name)
+    try:
+        check_name(entry.name)
+    except ProtocolError as e:
+        return f"skipped {shown!r}: {e}"
+    if entry.is_symlink():
+        target = os.readlink(entry.path)
+        try:
+            check_symlink_target(target, depth)
+        except ProtocolError as e:
+            return f"skipped symlink {shown}: {e}"
+        return ScanEntry(entry.name, EntryType.SYMLINK, target=target, size=len(target.encode("utf-8")))
+    if entry.is_dir(follow_symlinks=False):
+        return ScanEntry(entry.name, EntryType.DIR)
+    st = entry.stat(follow_symlinks=False)
+    if not statmod.S_ISREG(st.st_mode):
+        return f"skipped special file {shown} (fifo, socket or device)"
+    return ScanEntry(
+        entry.name,
+        EntryType.FILE,
+        executable=bool(st.st_mode & statmod.S_IXUSR),
+        stat=FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino),
+        size=st.st_size,
+        files=1,
+    )
+
+
+def list_dir(index: Index, root: Path, rel: str, depth: int) -> DirScan:
+    """List one directory and take what the stat cache already knows of it."""
+    entries: list[ScanEntry] = []
+    warnings: list[str] = []
+    with os.scandir(root / rel if rel else root) as it:
+        for entry in it:
+            if depth == 0 and entry.name == PARTIAL_DIR:
+                continue
+            try:
+                found = _classify(root, rel, depth, entry)
+            except OSError as e:
+                found = f"skipped {join(rel, entry.name)}: {e.strerror}"
+            if isinstance(found, str):
+                warnings.append(found)
+            else:
+                entries.append(found)
+    entries.sort(key=lambda e: e.name.encode("utf-8"))
+    scan = DirScan(rel, depth, entries, _fingerprint(entries), warnings)
+    _apply_cache(index, str(root), scan)
+    return scan
+
+
+def _apply_cache(index: Index, root: str, scan: DirScan) -> None:
+    cached = index.dir_cache(root, scan.rel)
+    files = [e for e in scan.entries if e.type == EntryType.FILE]
+    if cached is not None and cached[0] == scan.fingerprint:
+        scan.cached_tree = cached[1]
+        scan.cached_refs = {e.name: e.ref for e in tree_entries(index_loader(index), cached[1])}
+        for e in files:
+            e.ref = scan.cached_refs.get(e.name)  # type: ignore[assignment]
+        return
+    if not files:
+        return
+    rows = index.cached_files(root, scan.rel)
+    for e in files:
+        row = rows.get(e.name)
+        if row is not None and row.stat == e.stat and row.file_id is not None:
+            e.ref = row.file_id
+
+
+def index_loader(index: Index):
+    """An ObjectLoader over the index's stored objects."""
+
+    def load(kind: Kind, object_id: bytes) -> bytes:
+        found = index.get_object(object_id)
+        if found is None or found[0] != kind:
+            raise ProtocolError(f"{kind.name.lower()} object {object_id.hex()[:16]} is not in the index")
+        return found[1]
+
+    return load
+
+
+@dataclass(frozen=True, slots=True)
+class HashedFile:
+    file_id: bytes
+    size: int
+
+
+def hash_file(index: Index, root: Path, rel: str, name: str, params: ChunkingParams) -> HashedFile:
+    """Chunk and hash one file, record its chunks' locations and its FILE object.
+
+    Retries a file that changes while it is read; raises FileChanged if it keeps changing.
+    """
+    for _ in range(_HASH_ATTEMPTS):
+        try:
+            return _hash_once(index, root, rel, name, params)
+        except FileChanged:
+            continue
+    raise FileChanged(f"{join(rel, name)} kept changing while being read")
+
+
+def _stat_of(st: os.stat_result) -> FileStat:
+    return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingParams) -> HashedFile:
+    path = root / rel / name if rel else root / name
+    objects: list[tuple[bytes, Kind, bytes]] = []
+    with open(path, "rb", buffering=0) as f:
+        before = _stat_of(os.fstat(f.fileno()))
+        file_row = index.begin_file(str(root), rel, name, before)
+        builder = FileBuilder(params, lambda i, d: objects.append((i, _kind_of_page(d), d)))
+        batch: list[tuple[bytes, int, int]] = []
+        for chunk in make_chunker(params).cut_stream(f):
+            cid = chunk_id(chunk.data)
+            builder.add_chunk(cid, chunk.length)
+            batch.append((cid, chunk.offset, chunk.length))
+            if len(batch) >= _FLUSH_EVERY:
+                index.add_locations(file_row, batch)
+                index.put_objects(objects)
+                batch.clear()
+                objects.clear()
+        file_id, size = builder.finish()
+        after = _stat_of(os.fstat(f.fileno()))
+    if after != before or size != before.size or _stat_of(os.stat(path)) != before:
+        raise FileChanged(f"{join(rel, name)} changed while being read")
+    index.add_locations(file_row, batch)
+    index.put_objects(objects)
+    index.finish_file(file_row, before, file_id)
+    return HashedFile(file_id, size)
+
+
+def _kind_of_page(data: bytes) -> Kind:
+    # Pages and FILE objects are both emitted by FileBuilder; the encoded tag
+    # (the msgpack positive fixint after the array header) tells them apart.
+    return Kind(data[1])
+
+
+def build_tree(index: Index, root: Path, scan: DirScan) -> tuple[bytes, int, int]:
+    """Store the directory's TREE and return (tree id, total size, files below)."""
+    size = sum(e.size for e in scan.entries)
+    files = sum(e.files for e in scan.entries)
+    if scan.cached_tree is not None and _matches_cache(scan):
+        return scan.cached_tree, size, files
+    objects: list[tuple[bytes, Kind, bytes]] = []
+    builder = TreeBuilder(lambda i, d: objects.append((i, Kind.TREE, d)))
+    for e in scan.entries:
+        ref: bytes | str = e.target if e.type == EntryType.SYMLINK else e.ref  # type: ignore[assignment]
+        builder.add(TreeEntry(e.name, e.type, e.executable, e.size, ref))
+    tree_id = builder.finish()
+    index.put_objects(objects)
+    index.set_dir_cache(str(root), scan.rel, scan.fingerprint, tree_id, files)
+    index.drop_files(str(root), scan.rel, (e.name for e in scan.entries if e.type == EntryType.FILE))
+    return tree_id, size, files
+
+
+
+def _matches_cache(scan: DirScan) -> bool:
+    if len(scan.entries) != len(scan.cached_refs):
+        return False
+    return all(
+        scan.cached_refs.get(e.name) == (e.target if e.type == EntryType.SYMLINK else e.ref) for e in scan.entries
+    )
