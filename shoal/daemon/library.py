@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from shoal.daemon import scanner
 from shoal.daemon.index import Index, VersionRow
 from shoal.errors import ShareError, UnknownDataset
-from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams, make_chunker
+from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.errors import ProtocolError
-from shoal.protocol.hashing import Kind, chunk_id
-from shoal.protocol.manifest import FileBuilder, sign_version, walk_tree
+from shoal.protocol.hashing import Kind
+from shoal.protocol.manifest import sign_version, walk_tree
 from shoal.protocol.objects import EntryType, FileObject, VersionRecord, decode, encode_with_id
 from shoal.protocol.paths import check_dataset_name
 
@@ -391,15 +391,8 @@ def _check_entry(load, path: Path, entry) -> str | None:
     file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)
     assert isinstance(file, FileObject)
     try:
-        actual = _file_id(path, file.params)
+        actual = scanner.file_id_of(path, file.params)
     except OSError as e:
         return f"unreadable: {e.strerror}"
     return None if actual == entry.ref else "content differs"
 
-
-def _file_id(path: Path, params: ChunkingParams) -> bytes:
-    builder = FileBuilder(params, lambda i, d: None)
-    with open(path, "rb", buffering=0) as f:
-        for chunk in make_chunker(params).cut_stream(f):
-            builder.add_chunk(chunk_id(chunk.data), chunk.length)
-    return builder.finish()[0]

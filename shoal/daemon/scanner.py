@@ -238,3 +238,12 @@ def _matches_cache(scan: DirScan) -> bool:
     return all(
         scan.cached_refs.get(e.name) == (e.target if e.type == EntryType.SYMLINK else e.ref) for e in scan.entries
     )
+
+
+def file_id_of(path: Path, params: ChunkingParams) -> bytes:
+    """Hash a file's content as a FILE object without recording anything."""
+    builder = FileBuilder(params, lambda i, d: None)
+    with open(path, "rb", buffering=0) as f:
+        for chunk in make_chunker(params).cut_stream(f):
+            builder.add_chunk(chunk_id(chunk.data), chunk.length)
+    return builder.finish()[0]

@@ -1,0 +1,892 @@
+"""Fetching a dataset version from peers into a destination folder.
+
+Order of work: resolve the version from the peers' catalogs, fetch the manifest
+objects the index lacks (depth first, a directory page at a time, so memory
+follows the tree's depth rather than its size), then assemble every file that
+differs from what DEST already holds. Each file is assembled in
+DEST/.shoal-partial/ from chunks found locally (any dataset, any version) or
+requested from peers, and renamed into place once complete.
+
+Resume needs no journal: a partial file's name is derived from its path and
+content id, and chunks already in it are recognised by hashing them again.
+Chunks are verified against their id before they are written.
+"""
+
+import fnmatch
+import logging
+import os
+import shutil
+import stat
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import blake3
+import pathspec
+import trio
+
+from shoal.daemon import chunks as chunkio
+from shoal.daemon.index import FileStat, Index, VersionRow
+from shoal.daemon.library import VersionInfo
+from shoal.daemon.scanner import PARTIAL_DIR, file_id_of, index_loader
+from shoal.errors import ShoalError, UnknownDataset, UsageError
+from shoal.protocol.errors import IntegrityError, ProtocolError
+from shoal.protocol.hashing import Kind, chunk_id
+from shoal.protocol.manifest import check_version_signature, file_chunks, tree_entries
+from shoal.protocol.messages import CatalogEntry
+from shoal.protocol.objects import EntryType, FileObject, Ref, TreeEntry, TreeNode, VersionRecord, decode
+
+#: Chunk ids per GET_CHUNKS (the protocol's maximum).
+BATCH_CHUNKS = 256
+#: Requests a single peer may have open for one transfer; enough to keep a LAN link busy.
+WINDOW_PER_PEER = 4
+OBJECT_BATCH = 1024
+
+_log = logging.getLogger("shoal.fetch")
+
+
+class FetchError(ShoalError):
+    """A fetch could not complete."""
+
+
+class NoPeer(FetchError):
+    """No connected peer has the requested dataset or version."""
+
+
+class PeerMisbehaved(ShoalError):
+    """A peer sent bytes that do not match what was asked for."""
+
+
+class Source(Protocol):
+    """A connected, trusted peer that can be asked for objects and chunks."""
+
+    peer_id: str
+
+    async def get_objects(self, ids: Sequence[bytes]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        """Return ([(id, bytes)], missing ids); bytes are unverified."""
+
+    async def get_chunks(self, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+        """Stream chunks into `deliver(id, bytes)` as they arrive; return the ids the peer lacks."""
+
+
+class SourceDirectory(Protocol):
+    """The peers currently connected, with what each offers."""
+
+    def offers(self, name: str) -> list[tuple[Source, CatalogEntry]]:
+        """Peers whose catalog lists dataset `name`, with their entry."""
+
+    async def wait_for_change(self) -> None:
+        """Return when a peer connects, leaves, or changes its catalog."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSpec:
+    name: str
+    version: str | None
+    dest: Path
+    include: tuple[str, ...] = ()
+    from_peer: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(slots=True)
+class PeerStats:
+    received: int = 0
+    chunks: int = 0
+    dropped: str | None = None
+
+
+@dataclass(slots=True)
+class Transfer:
+    """Live state of one fetch, read by status and progress reports."""
+
+    spec: FetchSpec
+    started: float = field(default_factory=time.monotonic)
+    phase: str = "resolving"
+    version: VersionInfo | None = None
+    bytes_total: int = 0
+    bytes_done: int = 0
+    bytes_received: int = 0
+    bytes_reused: int = 0
+    files_total: int = 0
+    files_done: int = 0
+    files_written: int = 0
+    peers: dict[str, PeerStats] = field(default_factory=dict)
+    _rate_mark: tuple[float, int] = (0.0, 0)
+    rate: float = 0.0
+
+    def sample_rate(self) -> None:
+        now = time.monotonic()
+        last_t, last_b = self._rate_mark
+        if last_t and now > last_t:
+            instant = (self.bytes_received - last_b) / (now - last_t)
+            self.rate = instant if not self.rate else 0.5 * self.rate + 0.5 * instant
+        self._rate_mark = (now, self.bytes_received)
+
+    def to_json(self) -> dict:
+        left = self.bytes_total - self.bytes_done
+        return {
+            "name": self.spec.name,
+            "dest": str(self.spec.dest),
+            "phase": self.phase,
+            "version": self.version.to_json() if self.version else None,
+            "bytes_total": self.bytes_total,
+            "bytes_done": self.bytes_done,
+            "bytes_received": self.bytes_received,
+            "bytes_reused": self.bytes_reused,
+            "files_total": self.files_total,
+            "files_done": self.files_done,
+            "rate": round(self.rate),
+            "eta": round(left / self.rate, 1) if self.rate > 0 and left > 0 else None,
+            "elapsed": round(time.monotonic() - self.started, 3),
+            "peers": {p: {"received": s.received, "dropped": s.dropped} for p, s in self.peers.items()},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    version: VersionInfo
+    dest: str
+    files_written: int
+    files_total: int
+    bytes_received: int
+    bytes_reused: int
+    seconds: float
+    peers: dict[str, int]
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "version": self.version.to_json(),
+            "dest": self.dest,
+            "files_written": self.files_written,
+            "files_total": self.files_total,
+            "bytes_received": self.bytes_received,
+            "bytes_reused": self.bytes_reused,
+            "seconds": round(self.seconds, 3),
+            "peers": self.peers,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(slots=True, eq=False)
+class _FileTask:
+    """One file being assembled in the partial folder."""
+
+    parts: tuple[str, ...]
+    entry: TreeEntry
+    partial: Path
+    fd: int
+    remaining: int
+    listed: bool = False
+    finishing: bool = False
+
+
+@dataclass(slots=True)
+class _NetBatch:
+    """Chunks to request from a peer, and where each one goes."""
+
+    targets: dict[bytes, list[tuple[_FileTask, int]]] = field(default_factory=dict)
+    pending: set[bytes] = field(default_factory=set)
+    lengths: dict[bytes, int] = field(default_factory=dict)
+    refused_by: set[str] = field(default_factory=set)
+    serving: set[str] = field(default_factory=set)
+
+    def add(self, task: _FileTask, offset: int, ref: Ref) -> None:
+        self.targets.setdefault(ref.id, []).append((task, offset))
+        self.pending.add(ref.id)
+        self.lengths[ref.id] = ref.size
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+
+def _partial_name(parts: tuple[str, ...], file_id: bytes) -> str:
+    # Derived from path and content, so a restarted fetch finds its own partial file.
+    key = blake3.blake3("/".join(parts).encode("utf-8") + file_id).hexdigest(length=16)
+    return f"{key}.part"
+
+
+class _Run:
+    """One fetch in progress: the work queue shared by the producer and the peer workers."""
+
+    def __init__(self, fetcher: "Fetcher", spec: FetchSpec, transfer: Transfer, dest: Path, version_id: bytes) -> None:
+        self.fetcher = fetcher
+        self.index = fetcher.index
+        self.spec = spec
+        self.transfer = transfer
+        self.dest = dest
+        self.version_id = version_id
+        self.partial_dir = dest / PARTIAL_DIR
+        self.queue: list[_NetBatch] = []
+        self.outstanding: list[_NetBatch] = []
+        self.producing = True
+        self.changed = trio.Event()
+        self.workers: dict[str, int] = {}
+        self.dropped: set[str] = set()
+        self.warnings: list[str] = []
+        self.nursery: trio.Nursery | None = None
+        self.open_tasks: set[_FileTask] = set()
+        self.last_source_seen = time.monotonic()
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    # --- the queue -------------------------------------------------------------
+
+    async def put(self, batch: _NetBatch) -> None:
+        # Bounded look-ahead keeps memory flat however large the version is.
+        while len(self.queue) >= 2 * WINDOW_PER_PEER * max(1, len(self.workers)):
+            await self.changed.wait()
+        self.queue.append(batch)
+        self.notify()
+
+    async def take(self, peer: str) -> _NetBatch | None:
+        """The next batch for `peer`; a duplicate of a slow one in the endgame; None when done."""
+        while True:
+            for i, batch in enumerate(self.queue):
+                if peer not in batch.refused_by:
+                    del self.queue[i]
+                    self.outstanding.append(batch)
+                    batch.serving.add(peer)
+                    self.notify()
+                    return batch
+            if not self.producing and not self.queue:
+                if not self.outstanding:
+                    return None
+                for batch in self.outstanding:
+                    if peer not in batch.serving and peer not in batch.refused_by and batch.pending:
+                        batch.serving.add(peer)
+                        return batch
+            await self.changed.wait()
+
+    def release(self, batch: _NetBatch, peer: str) -> None:
+        batch.serving.discard(peer)
+        if not batch.pending:
+            if batch in self.outstanding:
+                self.outstanding.remove(batch)
+        elif not batch.serving:
+            if batch in self.outstanding:
+                self.outstanding.remove(batch)
+            self.queue.insert(0, batch)
+        self.notify()
+
+    # --- receiving ------------------------------------------------------------
+
+    def deliver(self, batch: _NetBatch, peer: str, cid: bytes, data: bytes) -> None:
+        if cid not in batch.lengths:
+            raise PeerMisbehaved(f"peer {peer} sent chunk {cid.hex()[:16]}, which was not asked for")
+        if len(data) != batch.lengths[cid] or chunk_id(data) != cid:
+            raise PeerMisbehaved(f"peer {peer} sent wrong bytes for chunk {cid.hex()[:16]}")
+        stats = self.transfer.peers[peer]
+        stats.received += len(data)
+        stats.chunks += 1
+        self.transfer.bytes_received += len(data)
+        if cid not in batch.pending:
+            return
+        batch.pending.discard(cid)
+        for task, offset in batch.targets.pop(cid):
+            os.pwrite(task.fd, data, offset)
+            self.account(task, len(data))
+
+    def account(self, task: _FileTask, n: int) -> None:
+        task.remaining -= n
+        self.transfer.bytes_done += n
+        if task.remaining == 0 and task.listed and not task.finishing:
+            task.finishing = True
+            assert self.nursery is not None
+            self.nursery.start_soon(self.finish_file, task)
+
+    async def finish_file(self, task: _FileTask) -> None:
+        await trio.to_thread.run_sync(self.fetcher._install_file, self.dest, task)
+        self.open_tasks.discard(task)
+        self.transfer.files_done += 1
+        self.transfer.files_written += 1
+
+
+class Fetcher:
+    """Runs fetches against the connected peers."""
+
+    def __init__(self, index: Index, peers: SourceDirectory) -> None:
+        self.index = index
+        self.peers = peers
+
+    async def fetch(self, spec: FetchSpec, transfer: Transfer) -> FetchResult:
+        dest = await trio.to_thread.run_sync(self._check_dest, spec)
+        version_id, record, data = await self._resolve(spec, transfer)
+        transfer.version = VersionInfo.from_record(version_id, record)
+        transfer.bytes_total = record.size
+        transfer.files_total = record.files
+        transfer.phase = "manifest"
+        matcher = _include_matcher(spec.include)
+        await self._fetch_tree(record.root, (), matcher, spec, transfer)
+        transfer.phase = "data"
+        run = _Run(self, spec, transfer, dest, version_id)
+        await trio.to_thread.run_sync(self._open_partial_dir, dest, spec.name)
+        try:
+            async with trio.open_nursery() as nursery:
+                run.nursery = nursery
+                nursery.start_soon(self._supervise, run, nursery)
+                await self._produce(run, record, matcher)
+                run.producing = False
+                run.notify()
+        finally:
+            for task in run.open_tasks:
+                if task.fd >= 0:
+                    os.close(task.fd)
+        transfer.phase = "finishing"
+        await trio.to_thread.run_sync(self._complete, dest, version_id, record, data, spec)
+        transfer.phase = "done"
+        return FetchResult(
+            transfer.version, str(dest), transfer.files_written, transfer.files_total,
+            transfer.bytes_received, transfer.bytes_reused, time.monotonic() - transfer.started,
+            {p: s.received for p, s in transfer.peers.items()}, tuple(run.warnings),
+        )
+
+    # --- destination -----------------------------------------------------------
+
+    def _check_dest(self, spec: FetchSpec) -> Path:
+        dest = Path(os.path.abspath(spec.dest))
+        known = self.index.dataset(spec.name)
+        if known is not None and known[0] is not None and known[0] != str(dest):
+            raise UsageError(f"dataset {spec.name!r} is already at {known[0]} here; fetch into that folder")
+        if dest.exists():
+            if not dest.is_dir():
+                raise UsageError(f"{dest} exists and is not a folder")
+            if not os.access(dest, os.W_OK | os.X_OK):
+                raise UsageError(f"{dest} is not writable")
+            ours = known is not None and known[0] == str(dest)
+            marker = dest / PARTIAL_DIR / "dataset"
+            resuming = marker.exists() and marker.read_text(encoding="utf-8") == spec.name
+            others = [p for p in os.listdir(dest) if p != PARTIAL_DIR]
+            if others and not ours and not resuming:
+                raise UsageError(
+                    f"{dest} holds files that are not a fetch of {spec.name}; choose an empty or new folder"
+                )
+        else:
+            parent = dest.parent
+            while not parent.exists():
+                parent = parent.parent
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(f"cannot create {dest}: {parent} is not writable")
+        return dest
+
+    @staticmethod
+    def _open_partial_dir(dest: Path, name: str) -> None:
+        (dest / PARTIAL_DIR).mkdir(parents=True, exist_ok=True)
+        (dest / PARTIAL_DIR / "dataset").write_text(name, encoding="utf-8")
+
+    # --- resolving ------------------------------------------------------------
+
+    async def _resolve(self, spec: FetchSpec, transfer: Transfer) -> tuple[bytes, VersionRecord, bytes]:
+        with trio.move_on_after(spec.timeout):
+            while True:
+                offers = self._offers(spec)
+                if offers:
+                    found = await self._pick_version(spec, offers)
+                    if found is not None:
+                        return found
+                await self.peers.wait_for_change()
+        seen = ", ".join(p for p in self._connected()) or "none"
+        what = f"{spec.name}@{spec.version}" if spec.version else spec.name
+        raise NoPeer(f"no connected peer has {what} (waited {spec.timeout:g}s; peers connected: {seen})")
+
+    def _connected(self) -> list[str]:
+        connected = getattr(self.peers, "connected", None)
+        return list(connected()) if connected else []
+
+    def _offers(self, spec: FetchSpec) -> list[tuple[Source, CatalogEntry]]:
+        offers = self.peers.offers(spec.name)
+        if spec.from_peer:
+            offers = [(s, e) for s, e in offers if s.peer_id == spec.from_peer or s.peer_id.startswith(spec.from_peer)]
+        return offers
+
+    async def _pick_version(
+        self, spec: FetchSpec, offers: list[tuple[Source, CatalogEntry]]
+    ) -> tuple[bytes, VersionRecord, bytes] | None:
+        wanted = (spec.version or "latest").lower()
+        newest = max(offers, key=lambda o: o[1].seq)
+        if wanted == "latest":
+            version_id = newest[1].head
+        elif wanted.isdigit():
+            version_id = await self._find_seq(spec.name, int(wanted), offers, newest)
+        else:
+            version_id = self._find_prefix(spec.name, wanted, offers)
+        if version_id is None:
+            return None
+        sources = [s for s, e in offers if e.head == version_id or version_id in e.full]
+        if not sources:
+            raise NoPeer(f"no connected peer can serve {spec.name}@{spec.version} in full")
+        await self._ensure(Kind.VERSION, [version_id], sources)
+        data = self.index.get_object(version_id)[1]  # type: ignore[index]
+        record = decode(Kind.VERSION, data, version_id)
+        assert isinstance(record, VersionRecord)
+        check_version_signature(record)
+        if record.name != spec.name:
+            raise FetchError(f"version {version_id.hex()[:12]} belongs to {record.name!r}, not {spec.name!r}")
+        return version_id, record, data
+
+    async def _find_seq(
+        self, name: str, seq: int, offers: list[tuple[Source, CatalogEntry]], newest: tuple[Source, CatalogEntry]
+    ) -> bytes | None:
+        for _, entry in offers:
+            if entry.seq == seq:
+                return entry.head
+        for row in self.index.versions(name):
+            if row.seq == seq:
+                return row.id
+        if seq > newest[1].seq:
+            raise UnknownDataset(f"{name}@{seq} does not exist; the newest is {name}@{newest[1].seq}")
+        # Walk back the first-parent chain from the newest head.
+        current = newest[1].head
+        while True:
+            await self._ensure(Kind.VERSION, [current], [newest[0]])
+            record = decode(Kind.VERSION, self.index.get_object(current)[1], current)  # type: ignore[index]
+            assert isinstance(record, VersionRecord)
+            if record.seq == seq:
+                return current
+            if record.seq < seq or not record.parents:
+                raise UnknownDataset(f"{name}@{seq} is not in the history peers offer")
+            current = record.parents[0]
+
+    def _find_prefix(self, name: str, prefix: str, offers: list[tuple[Source, CatalogEntry]]) -> bytes | None:
+        if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+            raise UsageError(f"version {prefix!r} is neither a number, 'latest', nor a hex id prefix of 4+ digits")
+        ids = {e.head for _, e in offers} | {v for _, e in offers for v in e.full}
+        ids |= {row.id for row in self.index.versions(name)}
+        matches = [i for i in ids if i.hex().startswith(prefix)]
+        if len(matches) > 1:
+            raise UsageError(f"version prefix {prefix!r} is ambiguous; give more digits")
+        return matches[0] if matches else None
+
+    # --- manifest ---------------------------------------------------------------
+
+    async def _ensure(self, kind: Kind, ids: Sequence[bytes], sources: Sequence[Source]) -> None:
+        """Make sure the index holds these objects, downloading and checking what it lacks."""
+        missing = await trio.to_thread.run_sync(self.index.missing_objects, list(ids))
+        for start in range(0, len(missing), OBJECT_BATCH):
+            await self._download(kind, missing[start : start + OBJECT_BATCH], sources)
+
+    async def _download(self, kind: Kind, ids: list[bytes], sources: Sequence[Source]) -> None:
+        wanted = set(ids)
+        for source in sources:
+            if not wanted:
+                return
+            try:
+                got, _ = await source.get_objects(sorted(wanted))
+                stored = await trio.to_thread.run_sync(self._check_objects, kind, got, wanted)
+            except (PeerMisbehaved, ProtocolError) as e:
+                self._warn_peer(source, e)
+                continue
+            except trio.BrokenResourceError:
+                continue
+            wanted -= stored
+        if wanted:
+            raise FetchError(f"no connected peer has {len(wanted)} of the {kind.name.lower()} objects needed")
+
+    def _check_objects(self, kind: Kind, got: list[tuple[bytes, bytes]], wanted: set[bytes]) -> set[bytes]:
+        rows = []
+        for oid, data in got:
+            if oid not in wanted:
+                raise PeerMisbehaved(f"sent object {oid.hex()[:16]}, which was not asked for")
+            decode(kind, data, oid)
+            rows.append((oid, kind, data))
+        self.index.put_objects(rows)
+        return {oid for oid, _, _ in rows}
+
+    def _warn_peer(self, source: Source, error: Exception) -> None:
+        _log.warning("peer %s: %s", source.peer_id, error)
+
+    def _sources(self, spec: FetchSpec, version_id: bytes) -> list[Source]:
+        return [s for s, e in self._offers(spec) if e.head == version_id or version_id in e.full]
+
+    async def _fetch_tree(
+        self, tree_id: bytes, prefix: tuple[str, ...], matcher, spec: FetchSpec, transfer: Transfer
+    ) -> None:
+        assert transfer.version is not None
+        sources = self._sources(spec, transfer.version.id)
+        await self._ensure(Kind.TREE, [tree_id], sources)
+        await self._ensure_pages(Kind.TREE, tree_id, sources)
+        entries = await trio.to_thread.run_sync(lambda: list(tree_entries(index_loader(self.index), tree_id)))
+        files = [e.ref for e in entries if e.type == EntryType.FILE and matcher(prefix + (e.name,), False)]
+        await self._ensure(Kind.FILE, files, sources)  # type: ignore[arg-type]
+        for file_id in files:
+            await self._ensure_pages(Kind.FILE, file_id, sources)  # type: ignore[arg-type]
+        for e in entries:
+            if e.type == EntryType.DIR and matcher(prefix + (e.name,), True):
+                await self._fetch_tree(e.ref, prefix + (e.name,), matcher, spec, transfer)  # type: ignore[arg-type]
+
+    async def _ensure_pages(self, kind: Kind, object_id: bytes, sources: Sequence[Source]) -> None:
+        """Fetch the pages below a FILE or TREE object, level by level."""
+        obj = decode(kind, self.index.get_object(object_id)[1], object_id)  # type: ignore[index]
+        assert isinstance(obj, (FileObject, TreeNode))
+        page_kind = Kind.CHUNKS if kind == Kind.FILE else Kind.TREE
+        level, refs = obj.level, list(obj.entries)
+        while level > 0:
+            ids = [r.id for r in refs]  # type: ignore[union-attr]
+            await self._ensure(page_kind, ids, sources)
+            level -= 1
+            if level == 0:
+                break
+            next_refs: list = []
+            for page_id in ids:
+                page = decode(page_kind, self.index.get_object(page_id)[1], page_id)  # type: ignore[index]
+                if page.level != level:  # type: ignore[union-attr]
+                    raise IntegrityError(f"page {page_id.hex()[:16]} is at the wrong level")
+                next_refs.extend(page.entries)  # type: ignore[union-attr]
+            refs = next_refs
+
+    # --- planning and assembly -------------------------------------------------
+
+    async def _produce(self, run: _Run, record: VersionRecord, matcher) -> None:
+        old_root = self._old_root(run.spec.name, run.dest)
+        plan = self._plan(run, record.root, old_root, matcher)
+        batch = _NetBatch()
+        while True:
+            actions = await trio.to_thread.run_sync(_take, plan, 64)
+            if not actions:
+                break
+            for action in actions:
+                if isinstance(action, _FileTask):
+                    batch = await self._feed_file(run, action, batch)
+        if batch:
+            await run.put(batch)
+
+    async def _feed_file(self, run: _Run, task: _FileTask, batch: _NetBatch) -> _NetBatch:
+        file = decode(Kind.FILE, self.index.get_object(task.entry.ref)[1], task.entry.ref)  # type: ignore[index, arg-type]
+        assert isinstance(file, FileObject)
+        chunks = _offsets(file_chunks(index_loader(self.index), file))
+        while True:
+            segment = await trio.to_thread.run_sync(_take, chunks, BATCH_CHUNKS)
+            if not segment:
+                break
+            needed = await trio.to_thread.run_sync(self._satisfy_locally, run, task, segment)
+            for offset, ref in needed:
+                batch.add(task, offset, ref)
+                if len(batch) >= BATCH_CHUNKS:
+                    await run.put(batch)
+                    batch = _NetBatch()
+        task.listed = True
+        run.account(task, 0)
+        return batch
+
+    def _satisfy_locally(self, run: _Run, task: _FileTask, segment: list[tuple[int, Ref]]) -> list[tuple[int, Ref]]:
+        """Write what the partial file or the local index already has; return the rest."""
+        needed = []
+        for offset, ref in segment:
+            present = chunkio.read_fd_at(task.fd, offset, ref.size)
+            if present is not None and chunk_id(present) == ref.id:
+                run.transfer.bytes_reused += ref.size
+                trio.from_thread.run_sync(run.account, task, ref.size)
+                continue
+            data = chunkio.read_chunk(self.index, ref.id)
+            if data is not None:
+                os.pwrite(task.fd, data, offset)
+                run.transfer.bytes_reused += ref.size
+                trio.from_thread.run_sync(run.account, task, ref.size)
+                continue
+            needed.append((offset, ref))
+        return needed
+
+    def _old_root(self, name: str, dest: Path) -> bytes | None:
+        known = self.index.dataset(name)
+        if known is None or known[0] != str(dest) or known[1] is None:
+            return None
+        row = self.index.version(known[1])
+        return row.root if row else None
+
+    def _plan(self, run: _Run, root: bytes, old_root: bytes | None, matcher) -> Iterator["_FileTask | None"]:
+        """Bring DEST's tree in line with `root`, yielding a task for every file to assemble.
+
+        Runs in a worker thread, a few steps at a time.
+        """
+        load = index_loader(self.index)
+        yield from self._plan_dir(run, load, (), root, old_root, matcher)
+
+    def _plan_dir(self, run: _Run, load, prefix: tuple[str, ...], tree_id: bytes, old_id: bytes | None, matcher):
+        dest = run.dest
+        if tree_id == old_id:
+            # Unchanged subtree: the earlier fetch already wrote it.
+            for parts, entry in _walk_files(load, tree_id, prefix):
+                if matcher(parts, False):
+                    _count_kept(run.transfer, entry)
+                    yield None
+            return
+        new = {e.name: e for e in tree_entries(load, tree_id)}
+        if old_id is not None:
+            for e in tree_entries(load, old_id):
+                parts = prefix + (e.name,)
+                replaced = e.name in new and new[e.name].type == e.type
+                if not replaced and matcher(parts, e.type == EntryType.DIR):
+                    _remove(dest.joinpath(*parts))
+        old = {e.name: e for e in tree_entries(load, old_id)} if old_id is not None else {}
+        for name, entry in new.items():
+            parts = prefix + (name,)
+            is_dir = entry.type == EntryType.DIR
+            if not matcher(parts, is_dir):
+                continue
+            target = dest.joinpath(*parts)
+            if entry.type == EntryType.DIR:
+                _ensure_dir(dest, parts)
+                previous = old.get(name)
+                prev_id = previous.ref if previous is not None and previous.type == EntryType.DIR else None
+                yield from self._plan_dir(run, load, parts, entry.ref, prev_id, matcher)  # type: ignore[arg-type]
+            elif entry.type == EntryType.SYMLINK:
+                _ensure_dir(dest, prefix)
+                _place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
+            else:
+                _ensure_dir(dest, prefix)
+                if self._already_there(dest, parts, entry):
+                    _count_kept(run.transfer, entry)
+                    yield None
+                    continue
+                yield self._start_file(run, parts, entry)
+
+    def _already_there(self, dest: Path, parts: tuple[str, ...], entry: TreeEntry) -> bool:
+        path = dest.joinpath(*parts)
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return False
+        if not path.is_file() or path.is_symlink() or st.st_size != entry.size:
+            return False
+        rel = "/".join(parts[:-1])
+        row = self.index.cached_files(str(dest), rel).get(parts[-1])
+        stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        if row is not None and row.stat == stat:
+            return row.file_id == entry.ref
+        # Unknown to the index (a crash between rename and record): check the bytes.
+        file = decode(Kind.FILE, self.index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
+        if file_id_of(path, file.params) != entry.ref:  # type: ignore[union-attr]
+            return False
+        self._record_file(dest, parts, entry, stat)
+        return True
+
+    def _start_file(self, run: _Run, parts: tuple[str, ...], entry: TreeEntry) -> _FileTask:
+        partial = run.partial_dir / _partial_name(parts, entry.ref)  # type: ignore[arg-type]
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        os.ftruncate(fd, entry.size)
+        task = _FileTask(parts, entry, partial, fd, entry.size)
+        run.open_tasks.add(task)
+        return task
+
+    def _install_file(self, dest: Path, task: _FileTask) -> None:
+        """Move a complete, verified file into place and let the index serve it."""
+        mode = 0o755 if task.entry.executable else 0o644
+        os.fchmod(task.fd, mode & ~_umask())
+        st = os.fstat(task.fd)
+        os.close(task.fd)
+        task.fd = -1
+        target = dest.joinpath(*task.parts)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(task.partial, target)
+        stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        self._record_file(dest, task.parts, task.entry, stat)
+
+    def _record_file(self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, stat: FileStat) -> None:
+        rel = "/".join(parts[:-1])
+        row = self.index.begin_file(str(dest), rel, parts[-1], stat)
+        file = decode(Kind.FILE, self.index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
+        batch: list[tuple[bytes, int, int]] = []
+        for offset, ref in _offsets(file_chunks(index_loader(self.index), file)):  # type: ignore[arg-type]
+            batch.append((ref.id, offset, ref.size))
+            if len(batch) >= 4096:
+                self.index.add_locations(row, batch)
+                batch = []
+        self.index.add_locations(row, batch)
+        self.index.finish_file(row, stat, entry.ref)  # type: ignore[arg-type]
+
+    def _complete(self, dest: Path, version_id: bytes, record: VersionRecord, data: bytes, spec: FetchSpec) -> None:
+        # One syncfs for the whole fetch instead of an fsync per file: the data is
+        # on disk before the version is recorded as present here.
+        fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd) if not hasattr(os, "syncfs") else os.syncfs(fd)  # type: ignore[attr-defined]
+        finally:
+            os.close(fd)
+        if not spec.include:
+            row = VersionRow(version_id, record.name, record.seq, record.time, record.size, record.files, record.root)
+            self.index.add_version(row, data, path=str(dest))
+        shutil.rmtree(dest / PARTIAL_DIR, ignore_errors=True)
+
+    # --- peers ------------------------------------------------------------------
+
+    async def _supervise(self, run: _Run, nursery: trio.Nursery) -> None:
+        """Start workers for every peer that serves the version, as peers come and go."""
+        while True:
+            for source in self._sources(run.spec, run.version_id):
+                if source.peer_id not in run.workers and source.peer_id not in run.dropped:
+                    run.workers[source.peer_id] = WINDOW_PER_PEER
+                    run.transfer.peers.setdefault(source.peer_id, PeerStats())
+                    for _ in range(WINDOW_PER_PEER):
+                        nursery.start_soon(self._worker, run, source)
+                    run.last_source_seen = time.monotonic()
+                    run.notify()
+            if not run.producing and not run.queue and not run.outstanding:
+                return
+            with trio.move_on_after(1.0):
+                await self.peers.wait_for_change()
+            if not run.workers and time.monotonic() - run.last_source_seen > run.spec.timeout:
+                raise NoPeer(
+                    f"every peer serving {run.spec.name} left or failed; waited {run.spec.timeout:g}s for another"
+                )
+
+    async def _worker(self, run: _Run, source: Source) -> None:
+        peer = source.peer_id
+        try:
+            while True:
+                batch = await run.take(peer)
+                if batch is None:
+                    return
+                try:
+                    missing = await source.get_chunks(
+                        sorted(batch.pending), lambda cid, data: run.deliver(batch, peer, cid, data)
+                    )
+                except (PeerMisbehaved, ProtocolError) as e:
+                    self._drop(run, peer, str(e))
+                    run.release(batch, peer)
+                    return
+                except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as e:
+                    self._drop(run, peer, f"connection lost: {e}")
+                    run.release(batch, peer)
+                    return
+                if missing and batch.pending:
+                    batch.refused_by.add(peer)
+                    live = set(run.workers) - run.dropped
+                    if live <= batch.refused_by:
+                        raise FetchError(
+                            f"no connected peer has {len(batch.pending)} chunks of {run.spec.name}; "
+                            "the version may be incomplete on every peer"
+                        )
+                run.release(batch, peer)
+        finally:
+            remaining = run.workers.get(peer, 0) - 1
+            if remaining <= 0:
+                run.workers.pop(peer, None)
+            else:
+                run.workers[peer] = remaining
+            run.notify()
+
+    def _drop(self, run: _Run, peer: str, reason: str) -> None:
+        if peer not in run.dropped:
+            run.dropped.add(peer)
+            run.transfer.peers[peer].dropped = reason
+            run.warnings.append(f"dropped peer {peer}: {reason}")
+            _log.warning("fetch %s: dropped peer %s: %s", run.spec.name, peer, reason)
+
+
+def _count_kept(transfer: Transfer, entry: TreeEntry) -> None:
+    transfer.bytes_done += entry.size
+    transfer.files_done += 1
+
+
+def _take(iterator: Iterator, n: int) -> list:
+    out = []
+    for item in iterator:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _offsets(refs: Iterator[Ref]) -> Iterator[tuple[int, Ref]]:
+    offset = 0
+    for ref in refs:
+        yield offset, ref
+        offset += ref.size
+
+
+def _walk_files(load, tree_id: bytes, prefix: tuple[str, ...]):
+    for entry in tree_entries(load, tree_id):
+        parts = prefix + (entry.name,)
+        if entry.type == EntryType.DIR:
+            yield from _walk_files(load, entry.ref, parts)
+        elif entry.type == EntryType.FILE:
+            yield parts, entry
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _ensure_dir(dest: Path, parts: tuple[str, ...]) -> None:
+    """Create DEST/parts as real directories, replacing anything else in the way.
+
+    Never follows a symlink: a link where a directory belongs is removed, so no
+    write can be redirected outside DEST.
+    """
+    current = dest
+    current.mkdir(parents=True, exist_ok=True)
+    for part in parts:
+        current = current / part
+        try:
+            st = current.lstat()
+        except FileNotFoundError:
+            current.mkdir()
+            continue
+        if not _is_real_dir(st.st_mode):
+            current.unlink()
+            current.mkdir()
+
+
+def _is_real_dir(mode: int) -> bool:
+    return stat.S_ISDIR(mode)
+
+
+def _place_symlink(dest: Path, parts: tuple[str, ...], target: str) -> None:
+    path = dest.joinpath(*parts)
+    if path.is_symlink() and os.readlink(path) == target:
+        return
+    tmp = dest / PARTIAL_DIR / (_partial_name(parts, target.encode("utf-8")) + ".link")
+    if tmp.is_symlink():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def _include_matcher(include: tuple[str, ...]):
+    """Return match(parts, is_dir): whether a path is part of the requested subset."""
+    if not include:
+        return lambda parts, is_dir: True
+    try:
+        spec = pathspec.PathSpec.from_lines("gitwildmatch", include)
+    except Exception as e:
+        raise UsageError(f"bad --include pattern: {e}") from None
+    prefixes = [p.strip("/").split("/") for p in include]
+
+    def match(parts: tuple[str, ...], is_dir: bool) -> bool:
+        path = "/".join(parts)
+        if spec.match_file(path + ("/" if is_dir else "")):
+            return True
+        if is_dir:
+            # Descend into a directory that a pattern could still match below.
+            return any(_could_contain(parts, p) for p in prefixes)
+        return False
+
+    return match
+
+
+def _could_contain(parts: tuple[str, ...], pattern: list[str]) -> bool:
+    if "**" in pattern:
+        return True
+    if len(parts) >= len(pattern):
+        return False
+    return all(fnmatch.fnmatchcase(name, pat) for name, pat in zip(parts, pattern))
