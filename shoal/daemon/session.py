@@ -1,0 +1,282 @@
+"""One peer session over a trio stream, driving the sans-I/O `Connection`.
+
+A session has one reader task that feeds bytes into the Connection and acts on
+its events, and one lock around writes so that every send goes out whole and in
+order. Requests we make wait on per-request handles; requests the peer makes
+are served by tasks in the session's own nursery, so closing the session
+cancels them. A misbehaving peer ends only its own session.
+"""
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shoal.daemon import chunks as chunkio
+from shoal.daemon.index import Index
+from shoal.protocol.channel import Role
+from shoal.protocol.connection import (
+    ConnectionClosed,
+    Connection,
+    HelloReceived,
+    MessageReceived,
+    NeedData,
+    PeerAuthenticated,
+)
+from shoal.protocol.errors import ProtocolError
+from shoal.protocol.messages import Cancel, Catalog, CatalogEntry, Data, End, GetChunks, GetObjects, Hello
+from shoal.protocol.identity import PeerId
+
+_log = logging.getLogger("shoal.session")
+
+RECEIVE_SIZE = 256 * 1024
+HANDSHAKE_TIMEOUT = 10.0
+#: Chunks read from disk per worker-thread call while serving.
+SERVE_GROUP = 16
+AGENT = "shoal/0.1"
+
+
+class SessionClosed(trio.BrokenResourceError):
+    """The session ended while a request was waiting for its answer."""
+
+
+class Rejected(Exception):
+    """The peer is not trusted; the session was refused."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A request of ours waiting for DATA and END."""
+
+    deliver: Callable[[bytes, bytes], None]
+    done: trio.Event = field(default_factory=trio.Event)
+    missing: tuple[bytes, ...] = ()
+    error: BaseException | None = None
+
+
+async def establish(
+    stream: trio.abc.Stream,
+    role: Role,
+    key: Ed25519PrivateKey,
+    is_trusted: Callable[[PeerId], bool],
+    listen_port: int | None,
+    expected: str | None = None,
+) -> tuple[Connection, PeerId]:
+    """Run the handshake, authentication and HELLO exchange; return the open connection.
+
+    Raises Rejected when the peer is not trusted (having revealed nothing, if we
+    are the responder) and ProtocolError on any violation.
+    """
+    conn = Connection(role, key)
+    if role is Role.INITIATOR:
+        conn.start()
+    with trio.fail_after(HANDSHAKE_TIMEOUT):
+        await _flush(conn, stream)
+        peer: PeerId | None = None
+        while True:
+            event = conn.next_event()
+            if isinstance(event, NeedData):
+                await _flush(conn, stream)
+                conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
+                continue
+            if isinstance(event, PeerAuthenticated):
+                peer = event.peer_id
+                if (expected is not None and str(peer) != expected) or not is_trusted(peer):
+                    conn.reject()
+                    await _flush(conn, stream)
+                    raise Rejected(str(peer))
+                conn.accept()
+                conn.send(Hello(version=1, agent=AGENT, listen_port=listen_port))
+                await _flush(conn, stream)
+                continue
+            if isinstance(event, HelloReceived):
+                assert peer is not None
+                await _flush(conn, stream)
+                return conn, peer
+            if isinstance(event, ConnectionClosed):
+                raise ProtocolError(f"peer closed during the handshake: {event.reason}", code=event.error_code)
+
+
+async def _flush(conn: Connection, stream: trio.abc.Stream) -> None:
+    data = conn.data_to_send()
+    if data:
+        await stream.send_all(data)
+
+
+class PeerSession:
+    """An open, authenticated session with one trusted peer."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        stream: trio.abc.Stream,
+        peer_id: PeerId,
+        address: str,
+        index: Index,
+        on_catalog: Callable[["PeerSession"], None],
+    ) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.peer = peer_id
+        self.peer_id = str(peer_id)
+        self.address = address
+        self.catalog: tuple[CatalogEntry, ...] = ()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._index = index
+        self._on_catalog = on_catalog
+        self._send_lock = trio.Lock()
+        self._pending: dict[int, _Pending] = {}
+        self._serving: dict[int, trio.CancelScope] = {}
+        self._closed = False
+
+    # --- running --------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Serve the session until it ends; return why it ended."""
+        try:
+            async with trio.open_nursery() as nursery:
+                reason = await self._read_loop(nursery)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._closed = True
+            for pending in self._pending.values():
+                pending.error = SessionClosed(f"session with {self.peer.short()} closed")
+                pending.done.set()
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                await self._flush_quietly()
+                await self.stream.aclose()
+        return reason
+
+    async def _read_loop(self, nursery: trio.Nursery) -> str:
+        while True:
+            event = self.conn.next_event()
+            if isinstance(event, NeedData):
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                    return f"connection lost: {e}"
+                self.bytes_in += len(data)
+                self.conn.receive_data(data)
+                continue
+            if isinstance(event, ConnectionClosed):
+                if event.error_code:
+                    _log.warning("session with %s closed: %s (%s)", self.peer.short(), event.reason, event.error_code)
+                return event.reason
+            if isinstance(event, MessageReceived):
+                self._dispatch(event.message, nursery)
+            await self._flush_quietly()
+
+    def _dispatch(self, message, nursery: trio.Nursery) -> None:
+        if isinstance(message, Data):
+            pending = self._pending.get(message.req)
+            if pending is not None and pending.error is None:
+                try:
+                    pending.deliver(message.id, message.data)
+                except Exception as e:  # a bad chunk: abandon this request only
+                    pending.error = e
+                    pending.done.set()
+                    self.conn.send(Cancel(message.req))
+        elif isinstance(message, End):
+            pending = self._pending.pop(message.req, None)
+            if pending is not None:
+                pending.missing = message.missing
+                pending.done.set()
+        elif isinstance(message, Catalog):
+            self.catalog = message.datasets
+            self._on_catalog(self)
+        elif isinstance(message, (GetObjects, GetChunks)):
+            scope = trio.CancelScope()
+            self._serving[message.req] = scope
+            nursery.start_soon(self._serve, message, scope)
+        elif isinstance(message, Cancel):
+            scope = self._serving.get(message.req)
+            if scope is not None:
+                scope.cancel()
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            data = self.conn.data_to_send()
+            if data:
+                self.bytes_out += len(data)
+                await self.stream.send_all(data)
+
+    async def send(self, message) -> None:
+        """Queue and send one message."""
+        if self._closed:
+            raise SessionClosed(f"session with {self.peer.short()} is closed")
+        self.conn.send(message)
+        await self._flush()
+
+    async def close(self, reason: str = "closing") -> None:
+        self.conn.close(reason)
+        await self._flush_quietly()
+        await self.stream.aclose()
+
+    # --- serving the peer -----------------------------------------------------
+
+    async def _serve(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
+        missing: list[bytes] = []
+        with scope:
+            ids = list(request.ids)
+            for start in range(0, len(ids), SERVE_GROUP):
+                group = ids[start : start + SERVE_GROUP]
+                if isinstance(request, GetChunks):
+                    found = await trio.to_thread.run_sync(chunkio.read_chunks, self._index, group)
+                else:
+                    found = await trio.to_thread.run_sync(self._read_objects, group)
+                for oid, data in found:
+                    if data is None:
+                        missing.append(oid)
+                    else:
+                        self.conn.send(Data(request.req, oid, data))
+                await self._flush()
+        self._serving.pop(request.req, None)
+        if scope.cancelled_caught:
+            return
+        self.conn.send(End(request.req, tuple(missing)))
+        await self._flush()
+
+    def _read_objects(self, ids: list[bytes]) -> list[tuple[bytes, bytes | None]]:
+        out = []
+        for oid in ids:
+            found = self._index.get_object(oid)
+            out.append((oid, found[1] if found else None))
+        return out
+
+    # --- asking the peer (the fetch engine's Source) -----------------------------
+
+    async def _request(self, message_type, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+        req = self.conn.new_request_id()
+        pending = _Pending(deliver)
+        self._pending[req] = pending
+        try:
+            await self.send(message_type(req, tuple(ids)))
+            await pending.done.wait()
+        except BaseException:
+            if self._pending.pop(req, None) is not None and not self._closed:
+                self.conn.send(Cancel(req))
+                with trio.CancelScope(shield=True):
+                    await self._flush_quietly()
+            raise
+        self._pending.pop(req, None)
+        if pending.error is not None:
+            raise pending.error
+        return list(pending.missing)
+
+    async def get_objects(self, ids: Sequence[bytes]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        got: list[tuple[bytes, bytes]] = []
+        missing = await self._request(GetObjects, ids, lambda oid, data: got.append((oid, data)))
+        return got, missing
+
+    async def get_chunks(self, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+        return await self._request(GetChunks, ids, deliver)
