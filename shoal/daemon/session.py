@@ -25,7 +25,7 @@ from shoal.protocol.connection import (
     NeedData,
     PeerAuthenticated,
 )
-from shoal.protocol.errors import ProtocolError
+from shoal.protocol.errors import LocalProtocolError, ProtocolError
 from shoal.protocol.messages import Cancel, Catalog, CatalogEntry, Data, End, GetChunks, GetObjects, Hello
 from shoal.protocol.identity import PeerId
 
@@ -208,7 +208,10 @@ class PeerSession:
             data = self.conn.data_to_send()
             if data:
                 self.bytes_out += len(data)
-                await self.stream.send_all(data)
+                # A send cut short by cancellation would leave half a record on
+                # the wire and break the channel for every other request.
+                with trio.CancelScope(shield=True):
+                    await self.stream.send_all(data)
 
     async def send(self, message) -> None:
         """Queue and send one message."""
@@ -225,6 +228,14 @@ class PeerSession:
     # --- serving the peer -----------------------------------------------------
 
     async def _serve(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
+        try:
+            await self._answer(request, scope)
+        except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the session ended while answering; the reader reports why
+        finally:
+            self._serving.pop(request.req, None)
+
+    async def _answer(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
         missing: list[bytes] = []
         with scope:
             ids = list(request.ids)
@@ -240,7 +251,6 @@ class PeerSession:
                     else:
                         self.conn.send(Data(request.req, oid, data))
                 await self._flush()
-        self._serving.pop(request.req, None)
         if scope.cancelled_caught:
             return
         self.conn.send(End(request.req, tuple(missing)))

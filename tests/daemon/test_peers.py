@@ -1,0 +1,143 @@
+"""Two or three daemons' peer layers in one process, over real loopback sockets."""
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from shoal.daemon import session as session_mod
+from shoal.daemon.fetch import Fetcher, FetchSpec, NoPeer, Transfer
+from shoal.daemon.keys import load_or_create_private_key
+from shoal.daemon.library import Library
+from shoal.daemon.peers import PeerManager
+from shoal.daemon.trust import TrustStore
+from shoal.protocol.identity import peer_id_of
+
+pytestmark = pytest.mark.trio
+
+
+class Node:
+    def __init__(self, home: Path) -> None:
+        home.mkdir(parents=True)
+        self.home = home
+        self.key = load_or_create_private_key(home)
+        self.id = str(peer_id_of(self.key))
+        self.library = Library.open(home, self.key)
+        self.trust = TrustStore.open(home)
+        self.peers = PeerManager(self.key, self.trust, self.library, "127.0.0.1:0")
+        self.port = 0
+
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def fetcher(self) -> Fetcher:
+        return Fetcher(self.library.index, self.peers)
+
+
+def make_data(root: Path) -> None:
+    (root / "sub").mkdir(parents=True)
+    (root / "model.pt").write_bytes(os.urandom(3_000_000))
+    for i in range(20):
+        (root / "sub" / f"s{i}.bin").write_bytes(os.urandom(500 * i))
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".shoal-partial" not in p.parts
+    }
+
+
+async def start(nursery: trio.Nursery, *nodes: Node) -> None:
+    for node in nodes:
+        node.port = await nursery.start(node.peers.run)
+
+
+def befriend(a: Node, b: Node) -> None:
+    """a and b trust each other; b knows a's address."""
+    a.trust.trust(b.id, "b", [])
+    b.trust.trust(a.id, "a", [a.address()])
+    b.peers.wake_dialer()
+
+
+async def fetch(node: Node, dest: Path, version: str | None = None, timeout: float = 10) -> object:
+    transfer = Transfer(FetchSpec("data", version, dest, timeout=timeout))
+    return await node.fetcher().fetch(transfer.spec, transfer)
+
+
+async def test_fetch_full_then_delta(tmp_path: Path) -> None:
+    a, b = Node(tmp_path / "a"), Node(tmp_path / "b")
+    make_data(tmp_path / "data")
+    await a.library.share(tmp_path / "data")
+    async with trio.open_nursery() as nursery:
+        await start(nursery, a, b)
+        befriend(a, b)
+        result = await fetch(b, tmp_path / "dest")
+        assert tree_bytes(tmp_path / "dest") == tree_bytes(tmp_path / "data")
+        assert result.files_written == 21
+
+        with open(tmp_path / "data" / "model.pt", "r+b") as f:
+            f.seek(1_000_000)
+            f.write(os.urandom(100_000))
+        second = await a.library.share(tmp_path / "data")
+        await a.peers.publish_catalog()
+        with trio.fail_after(5):
+            while not any(e.seq == 2 for _, e in b.peers.offers("data")):
+                await b.peers.wait_for_change()
+        result = await fetch(b, tmp_path / "dest")
+        assert result.version.id == second.version.id
+        assert tree_bytes(tmp_path / "dest") == tree_bytes(tmp_path / "data")
+        assert result.files_written == 1
+        # Only the changed region and its boundary chunks cross the wire.
+        assert result.bytes_received < 100_000 + 4 * 256 * 1024
+        nursery.cancel_scope.cancel()
+    assert not (tmp_path / "dest" / ".shoal-partial").exists()
+
+
+async def test_untrusted_peer_gets_nothing(tmp_path: Path) -> None:
+    a, b = Node(tmp_path / "a"), Node(tmp_path / "b")
+    make_data(tmp_path / "data")
+    await a.library.share(tmp_path / "data")
+    async with trio.open_nursery() as nursery:
+        await start(nursery, a, b)
+        # b trusts a, but a does not trust b.
+        b.trust.trust(a.id, "a", [a.address()])
+        b.peers.wake_dialer()
+        with pytest.raises(NoPeer):
+            await fetch(b, tmp_path / "dest", timeout=2)
+        assert b.peers.offers("data") == []
+        assert [p.peer_id for p in a.trust.list().pending] == [b.id]
+        nursery.cancel_scope.cancel()
+    assert not (tmp_path / "dest").exists() or tree_bytes(tmp_path / "dest") == {}
+
+
+async def test_corrupt_peer_is_dropped_and_fetch_completes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    honest, liar, b = Node(tmp_path / "h"), Node(tmp_path / "l"), Node(tmp_path / "b")
+    make_data(tmp_path / "data")
+    await honest.library.share(tmp_path / "data")
+    real = session_mod.chunkio.read_chunks
+
+    def lying(index, ids):
+        found = real(index, ids)
+        if index is liar.library.index:
+            return [(cid, None if data is None else bytes(len(data))) for cid, data in found]
+        return found
+
+    monkeypatch.setattr(session_mod.chunkio, "read_chunks", lying)
+    async with trio.open_nursery() as nursery:
+        await start(nursery, honest, liar, b)
+        # The liar becomes a second seeder of the same version by fetching it.
+        befriend(honest, liar)
+        await fetch(liar, tmp_path / "liar-copy")
+        befriend(honest, b)
+        befriend(liar, b)
+        with trio.fail_after(5):
+            while len(b.peers.offers("data")) < 2:
+                await b.peers.wait_for_change()
+        result = await fetch(b, tmp_path / "dest")
+        assert tree_bytes(tmp_path / "dest") == tree_bytes(tmp_path / "data")
+        nursery.cancel_scope.cancel()
+    assert any(liar.id in w for w in result.warnings), result.warnings
+    assert result.peers.get(honest.id, 0) > 0
