@@ -1,0 +1,59 @@
+"""Running fetches on behalf of control clients, and what they look like live."""
+
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from shoal.daemon.fetch import Fetcher, FetchSpec, Transfer
+
+#: How often a running fetch reports progress to its client and to subscribers.
+REPORT_INTERVAL = 0.5
+
+
+class Transfers:
+    """The fetches in progress; each runs in the control request that asked for it."""
+
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        on_done: Callable[[], Awaitable[None]],
+        publish: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        self._fetcher = fetcher
+        self._on_done = on_done
+        self._publish = publish
+        self._ids = itertools.count(1)
+        self.active: dict[int, Transfer] = {}
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [{"id": tid, **t.to_json()} for tid, t in self.active.items()]
+
+    async def fetch(self, spec: FetchSpec, progress: Callable[[dict[str, Any]], Awaitable[None]]) -> dict[str, Any]:
+        """Run one fetch to completion, reporting progress; return the result map."""
+        tid = next(self._ids)
+        transfer = Transfer(spec)
+        self.active[tid] = transfer
+        self._publish("transfers", {"id": tid, "event": "started", "name": spec.name, "dest": str(spec.dest)})
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._report, tid, transfer, progress)
+                result = await self._fetcher.fetch(spec, transfer)
+                nursery.cancel_scope.cancel()
+        except BaseException as e:
+            self._publish("transfers", {"id": tid, "event": "failed", "name": spec.name, "reason": str(e)})
+            raise
+        finally:
+            del self.active[tid]
+        self._publish("transfers", {"id": tid, "event": "done", **result.to_json()})
+        await self._on_done()
+        return result.to_json()
+
+    async def _report(self, tid: int, transfer: Transfer, progress: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        while True:
+            await trio.sleep(REPORT_INTERVAL)
+            transfer.sample_rate()
+            state = {"id": tid, **transfer.to_json()}
+            self._publish("transfers", {"event": "progress", **state})
+            await progress(state)

@@ -1,0 +1,401 @@
+"""The peer wire messages and their msgpack encoding.
+
+Every frame payload is one msgpack array `[type, field, ...]`. Constructors
+validate their fields, so a message object that exists is a message that may be
+sent; `decode_message` turns any violation in received bytes into a
+RemoteProtocolError.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, fields
+from enum import IntEnum
+from typing import Any, ClassVar, TypeAlias
+
+import msgpack
+
+from shoal.protocol.errors import LocalProtocolError, RemoteProtocolError
+
+PROTOCOL_VERSION = 1
+ID_SIZE = 32
+MAX_AGENT_BYTES = 128
+MAX_NAME_BYTES = 255
+MAX_CATALOG_ENTRIES = 100_000
+MAX_FULL_VERSIONS = 1024
+MAX_OBJECT_IDS = 1024
+MAX_CHUNK_IDS = 256
+MAX_DATA_SIZE = 16 * 1024 * 1024
+MAX_CODE_BYTES = 64
+MAX_TEXT_BYTES = 1024
+MAX_REQUEST_ID = 2**32 - 1
+_U64 = 2**64 - 1
+_I64 = 2**63
+
+
+class MessageType(IntEnum):
+    AUTH = 1
+    HELLO = 2
+    CATALOG = 3
+    GET_OBJECTS = 4
+    GET_CHUNKS = 5
+    DATA = 6
+    END = 7
+    CANCEL = 8
+    PING = 9
+    PONG = 10
+    ERROR = 11
+    BYE = 12
+
+
+class InvalidMessage(LocalProtocolError):
+    """A message was built with a field the protocol forbids."""
+
+    code = "bad-message"
+
+
+class MalformedMessage(RemoteProtocolError):
+    """Received bytes that are not a well-formed message."""
+
+    code = "bad-message"
+
+
+class UnknownMessage(RemoteProtocolError):
+    """Received a message type this version does not define."""
+
+    code = "unknown-message"
+
+
+def _fail(owner: str, field: str, problem: str) -> InvalidMessage:
+    return InvalidMessage(f"{owner}.{field} {problem}")
+
+
+def _check_int(owner: str, field: str, value: Any, low: int, high: int) -> None:
+    # bool is an int subclass and msgpack decodes true/false to it; neither is a number here.
+    if type(value) is not int:
+        raise _fail(owner, field, f"must be an integer, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise _fail(owner, field, f"must be in {low}..{high}, not {value}")
+
+
+def _check_bytes(owner: str, field: str, value: Any, size: int) -> None:
+    if type(value) is not bytes:
+        raise _fail(owner, field, f"must be bytes, not {type(value).__name__}")
+    if len(value) != size:
+        raise _fail(owner, field, f"must be exactly {size} bytes, not {len(value)}")
+
+
+def _check_ids(owner: str, field: str, value: Any, limit: int, *, allow_empty: bool) -> None:
+    if type(value) is not tuple:
+        raise _fail(owner, field, f"must be a tuple of ids, not {type(value).__name__}")
+    low = 0 if allow_empty else 1
+    if not low <= len(value) <= limit:
+        raise _fail(owner, field, f"holds {len(value)} ids; {low}..{limit} allowed")
+    for item in value:
+        _check_bytes(owner, field, item, ID_SIZE)
+    if len(set(value)) != len(value):
+        raise _fail(owner, field, "repeats an id")
+
+
+def _check_text(owner: str, field: str, value: Any, max_bytes: int, *, name_like: bool = False) -> None:
+    if type(value) is not str:
+        raise _fail(owner, field, f"must be a string, not {type(value).__name__}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _fail(owner, field, "is not valid Unicode text") from None
+    if size > max_bytes:
+        raise _fail(owner, field, f"is {size} bytes of UTF-8; at most {max_bytes} allowed")
+    if name_like and (not value or any(_is_control(c) for c in value)):
+        # Names and agents are shown in terminals; control characters could rewrite the screen.
+        raise _fail(owner, field, "must be non-empty and free of control characters")
+
+
+def _is_control(char: str) -> bool:
+    return ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Proof of identity: a signature over the channel's handshake hash."""
+
+    TYPE: ClassVar[MessageType] = MessageType.AUTH
+    public_key: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_bytes("AUTH", "public_key", self.public_key, 32)
+        _check_bytes("AUTH", "signature", self.signature, 64)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first message after authentication, from each side.
+
+    `version` is the protocol version the sender speaks (PROTOCOL_VERSION);
+    `listen_port` is where it accepts connections, if it does.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.HELLO
+    version: int
+    agent: str
+    listen_port: int | None
+
+    def __post_init__(self) -> None:
+        _check_int("HELLO", "version", self.version, 1, _U64)
+        _check_text("HELLO", "agent", self.agent, MAX_AGENT_BYTES, name_like=True)
+        if self.listen_port is not None:
+            _check_int("HELLO", "listen_port", self.listen_port, 1, 65535)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """One dataset as a peer announces it.
+
+    `head` is the newest version's id and `seq` its sequence number; `size`,
+    `files` and `time` (Unix seconds) describe that version; `full` lists the
+    version ids this peer can serve completely.
+    """
+
+    name: str
+    head: bytes
+    seq: int
+    size: int
+    files: int
+    time: int
+    full: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_text("CATALOG", "name", self.name, MAX_NAME_BYTES, name_like=True)
+        _check_bytes("CATALOG", "head", self.head, ID_SIZE)
+        _check_int("CATALOG", "seq", self.seq, 1, _U64)
+        _check_int("CATALOG", "size", self.size, 0, _U64)
+        _check_int("CATALOG", "files", self.files, 0, _U64)
+        _check_int("CATALOG", "time", self.time, -_I64, _I64 - 1)
+        _check_ids("CATALOG", "full", self.full, MAX_FULL_VERSIONS, allow_empty=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """Every dataset the sender shares; sent after HELLO and whenever it changes."""
+
+    TYPE: ClassVar[MessageType] = MessageType.CATALOG
+    datasets: tuple[CatalogEntry, ...]
+
+    def __post_init__(self) -> None:
+        if type(self.datasets) is not tuple or not all(type(e) is CatalogEntry for e in self.datasets):
+            raise _fail("CATALOG", "datasets", "must be a tuple of CatalogEntry")
+        if len(self.datasets) > MAX_CATALOG_ENTRIES:
+            raise _fail("CATALOG", "datasets", f"holds {len(self.datasets)} entries; at most {MAX_CATALOG_ENTRIES} allowed")
+        if len({e.name for e in self.datasets}) != len(self.datasets):
+            raise _fail("CATALOG", "datasets", "names a dataset twice")
+
+
+@dataclass(frozen=True, slots=True)
+class GetObjects:
+    """Ask for objects (manifests, trees, versions) by id."""
+
+    TYPE: ClassVar[MessageType] = MessageType.GET_OBJECTS
+    req: int
+    ids: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_int("GET_OBJECTS", "req", self.req, 0, MAX_REQUEST_ID)
+        _check_ids("GET_OBJECTS", "ids", self.ids, MAX_OBJECT_IDS, allow_empty=False)
+
+
+@dataclass(frozen=True, slots=True)
+class GetChunks:
+    """Ask for file chunks by id."""
+
+    TYPE: ClassVar[MessageType] = MessageType.GET_CHUNKS
+    req: int
+    ids: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_int("GET_CHUNKS", "req", self.req, 0, MAX_REQUEST_ID)
+        _check_ids("GET_CHUNKS", "ids", self.ids, MAX_CHUNK_IDS, allow_empty=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """The bytes of one requested object or chunk."""
+
+    TYPE: ClassVar[MessageType] = MessageType.DATA
+    req: int
+    id: bytes
+    data: bytes
+
+    def __post_init__(self) -> None:
+        _check_int("DATA", "req", self.req, 0, MAX_REQUEST_ID)
+        _check_bytes("DATA", "id", self.id, ID_SIZE)
+        if type(self.data) is not bytes:
+            raise _fail("DATA", "data", f"must be bytes, not {type(self.data).__name__}")
+        if len(self.data) > MAX_DATA_SIZE:
+            raise _fail("DATA", "data", f"is {len(self.data)} bytes; at most {MAX_DATA_SIZE} allowed")
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """A request is answered: DATA went out for every id except `missing`."""
+
+    TYPE: ClassVar[MessageType] = MessageType.END
+    req: int
+    missing: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_int("END", "req", self.req, 0, MAX_REQUEST_ID)
+        _check_ids("END", "missing", self.missing, MAX_OBJECT_IDS, allow_empty=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """The requester no longer wants the rest of a request."""
+
+    TYPE: ClassVar[MessageType] = MessageType.CANCEL
+    req: int
+
+    def __post_init__(self) -> None:
+        _check_int("CANCEL", "req", self.req, 0, MAX_REQUEST_ID)
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Liveness probe; answered with a PONG carrying the same nonce."""
+
+    TYPE: ClassVar[MessageType] = MessageType.PING
+    nonce: int
+
+    def __post_init__(self) -> None:
+        _check_int("PING", "nonce", self.nonce, 0, _U64)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Answer to a PING."""
+
+    TYPE: ClassVar[MessageType] = MessageType.PONG
+    nonce: int
+
+    def __post_init__(self) -> None:
+        _check_int("PONG", "nonce", self.nonce, 0, _U64)
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """The ERROR message (not an exception): a violation report sent before closing."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ERROR
+    code: str
+    message: str
+
+    def __post_init__(self) -> None:
+        _check_text("ERROR", "code", self.code, MAX_CODE_BYTES, name_like=True)
+        _check_text("ERROR", "message", self.message, MAX_TEXT_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """An orderly close."""
+
+    TYPE: ClassVar[MessageType] = MessageType.BYE
+    reason: str
+
+    def __post_init__(self) -> None:
+        _check_text("BYE", "reason", self.reason, MAX_TEXT_BYTES)
+
+
+Message: TypeAlias = Auth | Hello | Catalog | GetObjects | GetChunks | Data | End | Cancel | Ping | Pong | Error | Bye
+
+_CLASSES: dict[int, type[Message]] = {
+    cls.TYPE: cls for cls in (Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye)
+}
+_ARITY = {code: len(fields(cls)) for code, cls in _CLASSES.items()}
+_ENTRY_ARITY = len(fields(CatalogEntry))
+
+
+def _field_values(obj: Any) -> list[Any]:
+    return [getattr(obj, f.name) for f in fields(obj)]
+
+
+def _pack_default(obj: Any) -> list[Any]:
+    if type(obj) is CatalogEntry:
+        return _field_values(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def encode_message(message: Message) -> bytes:
+    """The frame payload of `message`."""
+    return b"".join(encode_message_parts(message))
+
+
+def encode_message_parts(message: Message) -> tuple[bytes, ...]:
+    """The frame payload of `message` in pieces, so DATA's bytes need not be copied to join them."""
+    if type(message) is Data:
+        return _data_header(message), message.data
+    return (msgpack.packb([message.TYPE.value, *_field_values(message)], use_bin_type=True, default=_pack_default),)
+
+
+_DATA_START = bytes([0x94, MessageType.DATA.value])  # fixarray of 4, positive fixint type
+_ID_HEADER = bytes([0xC4, ID_SIZE])  # bin 8 of 32 bytes
+
+
+def _data_header(message: Data) -> bytes:
+    """Everything of a DATA array but the payload bytes, so they are copied once."""
+    size = len(message.data)
+    if size < 0x100:
+        bin_header = struct.pack(">BB", 0xC4, size)
+    elif size < 0x10000:
+        bin_header = struct.pack(">BH", 0xC5, size)
+    else:
+        bin_header = struct.pack(">BI", 0xC6, size)
+    return _DATA_START + msgpack.packb(message.req) + _ID_HEADER + message.id + bin_header
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    raise MalformedMessage(f"msgpack extension type {code} is not allowed")
+
+
+def decode_message(payload: bytes) -> Message:
+    """Parse and validate one frame payload."""
+    try:
+        items = msgpack.unpackb(
+            payload,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            ext_hook=_ext_hook,
+            max_array_len=MAX_CATALOG_ENTRIES,
+            max_map_len=0,
+            max_ext_len=0,
+            max_str_len=MAX_TEXT_BYTES,
+            max_bin_len=MAX_DATA_SIZE,
+        )
+    except (ValueError, msgpack.UnpackException) as exc:
+        detail = str(exc) or type(exc).__name__
+        raise MalformedMessage(f"frame is not a single msgpack value within limits: {detail}") from None
+    if type(items) is not tuple or not items or type(items[0]) is not int:
+        raise MalformedMessage("frame is not an array starting with a message type")
+    cls = _CLASSES.get(items[0])
+    if cls is None:
+        raise UnknownMessage(f"unknown message type {items[0]}")
+    values = items[1:]
+    if len(values) != _ARITY[cls.TYPE]:
+        raise MalformedMessage(f"{cls.TYPE.name} has {_ARITY[cls.TYPE]} fields, not {len(values)}")
+    try:
+        if cls is Catalog:
+            return Catalog(_decode_entries(values[0]))
+        return cls(*values)
+    except InvalidMessage as exc:
+        raise MalformedMessage(str(exc)) from None
+
+
+def _decode_entries(value: Any) -> tuple[CatalogEntry, ...]:
+    if type(value) is not tuple:
+        raise MalformedMessage("CATALOG.datasets must be an array")
+    entries = []
+    for item in value:
+        if type(item) is not tuple or len(item) != _ENTRY_ARITY:
+            raise MalformedMessage(f"a CATALOG entry is an array of {_ENTRY_ARITY} fields")
+        entries.append(CatalogEntry(*item))
+    return tuple(entries)

@@ -1,0 +1,277 @@
+"""The secure channel: the spec's handshake vector, record framing, and tampering."""
+
+import re
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from shoal.protocol.channel import (
+    MAX_NONCE,
+    MAX_RECORD,
+    MAX_RECORD_PLAINTEXT,
+    BadRecord,
+    HandshakeFailed,
+    NonceExhausted,
+    Role,
+    SecureChannel,
+    TransportCipher,
+    auth_transcript,
+)
+from shoal.protocol.errors import LocalProtocolError
+from shoal.protocol.framing import FrameDecoder, encode_frame
+from shoal.protocol.identity import public_key_bytes, sign, verify
+from shoal.protocol.messages import Auth, decode_message, encode_message
+
+SPEC = Path(__file__).resolve().parents[2] / "spec-parts" / "wire.md"
+
+
+def spec_vectors(label: str) -> list[dict[str, str]]:
+    """The spec's ```vector:<label> blocks as {key: value}; indented lines continue a value."""
+    vectors = []
+    for body in re.findall(rf"^```vector:{label}\n(.*?)^```", SPEC.read_text(), re.M | re.S):
+        fields: dict[str, str] = {}
+        key = ""
+        for line in body.splitlines():
+            if line.startswith(" "):
+                fields[key] += line.strip()
+            else:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        vectors.append(fields)
+    return vectors
+
+
+def established_pair() -> tuple[SecureChannel, SecureChannel]:
+    initiator, responder = SecureChannel(Role.INITIATOR), SecureChannel(Role.RESPONDER)
+    initiator.start()
+    responder.receive_data(initiator.data_to_send())
+    assert responder.read() == []
+    initiator.receive_data(responder.data_to_send())
+    assert initiator.read() == []
+    assert initiator.established and responder.established
+    return initiator, responder
+
+
+def records_of(wire: bytes) -> list[bytes]:
+    records = []
+    while wire:
+        size = int.from_bytes(wire[:2], "big")
+        records.append(wire[2 : 2 + size])
+        wire = wire[2 + size :]
+    return records
+
+
+@pytest.mark.filterwarnings("ignore:One of ephemeral keypairs is already set")
+@pytest.mark.parametrize("vector", spec_vectors("handshake"))
+def test_spec_handshake_vector(vector: dict[str, str]) -> None:
+    hexed = {k: bytes.fromhex(v) for k, v in vector.items()}
+    initiator = SecureChannel(Role.INITIATOR, ephemeral_private_key=hexed["initiator-ephemeral-key"])
+    responder = SecureChannel(Role.RESPONDER, ephemeral_private_key=hexed["responder-ephemeral-key"])
+    initiator.start()
+    message_1 = initiator.data_to_send()
+    assert message_1.hex() == vector["message-1"]
+    responder.receive_data(message_1)
+    responder.read()
+    message_2 = responder.data_to_send()
+    assert message_2.hex() == vector["message-2"]
+    initiator.receive_data(message_2)
+    initiator.read()
+    assert initiator.handshake_hash.hex() == responder.handshake_hash.hex() == vector["handshake-hash"]
+
+    for role, channel, peer, key_name, direction in (
+        (Role.INITIATOR, initiator, responder, "initiator", "initiator-to-responder-key"),
+        (Role.RESPONDER, responder, initiator, "responder", "responder-to-initiator-key"),
+    ):
+        identity = Ed25519PrivateKey.from_private_bytes(hexed[f"{key_name}-identity-key"])
+        signature = sign(identity, auth_transcript(role, channel.handshake_hash))
+        assert signature.hex() == vector[f"{key_name}-auth-signature"]
+        channel.write(encode_frame(encode_message(Auth(public_key_bytes(identity), signature))))
+        record = channel.data_to_send()
+        assert record.hex() == vector[f"{key_name}-auth-record"]
+        # The spec's transport key alone must open the record: nonce 0, empty associated data.
+        plaintext = TransportCipher(hexed[direction]).open(record[2:])
+        peer.receive_data(record)
+        assert peer.read() == [plaintext]
+        auth = decode_message(plaintext[4:])
+        assert verify(auth.public_key, auth_transcript(role, peer.handshake_hash), auth.signature)
+
+
+def test_spec_handshake_vector_exists() -> None:
+    assert len(spec_vectors("handshake")) == 1
+
+
+def test_auth_transcript_layout() -> None:
+    h = bytes(range(32))
+    assert auth_transcript(Role.INITIATOR, h) == b"shoal-auth-v1\x00initiator\x00" + h
+    assert auth_transcript(Role.RESPONDER, h) == b"shoal-auth-v1\x00responder\x00" + h
+
+
+def test_handshake_messages_have_fixed_sizes_and_hashes_agree() -> None:
+    initiator, responder = SecureChannel(Role.INITIATOR), SecureChannel(Role.RESPONDER)
+    initiator.start()
+    first = initiator.data_to_send()
+    assert first[:2] == b"\x00\x20" and len(first) == 34
+    responder.receive_data(first)
+    responder.read()
+    second = responder.data_to_send()
+    assert second[:2] == b"\x00\x30" and len(second) == 50
+    initiator.receive_data(second)
+    initiator.read()
+    assert initiator.handshake_hash == responder.handshake_hash
+    assert SecureChannel(Role.INITIATOR).established is False
+
+
+@pytest.mark.parametrize("size", [0, 1, MAX_RECORD_PLAINTEXT, MAX_RECORD_PLAINTEXT + 1, 3 * MAX_RECORD_PLAINTEXT + 17])
+def test_stream_round_trips_in_records_of_at_most_65535_bytes(size: int) -> None:
+    initiator, responder = established_pair()
+    data = bytes(i % 251 for i in range(size))
+    initiator.write(data[: size // 3], data[size // 3 :])
+    wire = initiator.data_to_send()
+    records = records_of(wire)
+    assert all(16 <= len(r) <= MAX_RECORD for r in records)
+    assert len(records) == -(-size // MAX_RECORD_PLAINTEXT)
+    responder.receive_data(wire)
+    assert b"".join(responder.read()) == data
+
+
+def test_every_buffered_record_is_decrypted_in_one_read() -> None:
+    initiator, responder = established_pair()
+    wire = b""
+    for word in (b"one", b"two", b"three"):
+        responder.write(word)
+        wire += responder.data_to_send()
+    initiator.receive_data(wire)
+    assert initiator.read() == [b"one", b"two", b"three"]
+
+
+def test_partial_record_waits_for_the_rest() -> None:
+    initiator, responder = established_pair()
+    initiator.write(b"hello")
+    wire = initiator.data_to_send()
+    for byte in wire[:-1]:
+        responder.receive_data(bytes([byte]))
+        assert responder.read() == []
+    responder.receive_data(wire[-1:])
+    assert responder.read() == [b"hello"]
+    assert responder.buffered == 0
+
+
+def test_tampered_record_fails_authentication() -> None:
+    initiator, responder = established_pair()
+    initiator.write(b"transfer 10 shells")
+    wire = bytearray(initiator.data_to_send())
+    wire[10] ^= 0x01
+    responder.receive_data(bytes(wire))
+    with pytest.raises(BadRecord) as caught:
+        responder.read()
+    assert caught.value.code == "bad-record"
+
+
+def test_replayed_record_fails_authentication() -> None:
+    initiator, responder = established_pair()
+    initiator.write(b"once")
+    wire = initiator.data_to_send()
+    responder.receive_data(wire)
+    assert responder.read() == [b"once"]
+    responder.receive_data(wire)
+    with pytest.raises(BadRecord):
+        responder.read()
+
+
+def test_record_shorter_than_its_tag_is_refused() -> None:
+    _, responder = established_pair()
+    responder.receive_data(b"\x00\x0f" + bytes(15))
+    with pytest.raises(BadRecord):
+        responder.read()
+
+
+def test_records_from_another_session_fail() -> None:
+    initiator, _ = established_pair()
+    _, stranger = established_pair()
+    initiator.write(b"secret")
+    stranger.receive_data(initiator.data_to_send())
+    with pytest.raises(BadRecord):
+        stranger.read()
+
+
+@pytest.mark.parametrize("first", [b"GET / HTTP/1.1\r\n", b"\x00\x21" + bytes(33), b"\x00\x20" + bytes(32)])
+def test_bad_first_handshake_message_is_refused(first: bytes) -> None:
+    responder = SecureChannel(Role.RESPONDER)
+    responder.receive_data(first)
+    with pytest.raises(HandshakeFailed):
+        responder.read()
+    assert responder.data_to_send() == b""
+
+
+def test_tampered_second_handshake_message_is_refused() -> None:
+    initiator, responder = SecureChannel(Role.INITIATOR), SecureChannel(Role.RESPONDER)
+    initiator.start()
+    responder.receive_data(initiator.data_to_send())
+    responder.read()
+    second = bytearray(responder.data_to_send())
+    second[-1] ^= 0x80
+    initiator.receive_data(bytes(second))
+    with pytest.raises(HandshakeFailed):
+        initiator.read()
+
+
+def test_initiator_refuses_bytes_before_it_started() -> None:
+    initiator = SecureChannel(Role.INITIATOR)
+    assert initiator.read() == []
+    initiator.receive_data(b"\x00\x30")
+    with pytest.raises(HandshakeFailed):
+        initiator.read()
+
+
+def test_misuse_is_a_local_error() -> None:
+    initiator, responder = SecureChannel(Role.INITIATOR), SecureChannel(Role.RESPONDER)
+    with pytest.raises(LocalProtocolError):
+        responder.start()
+    with pytest.raises(LocalProtocolError):
+        initiator.write(b"too early")
+    with pytest.raises(LocalProtocolError):
+        initiator.handshake_hash
+    initiator.start()
+    with pytest.raises(LocalProtocolError):
+        initiator.start()
+
+
+def test_record_nonce_is_four_zero_bytes_and_a_big_endian_counter() -> None:
+    key = bytes(range(32))
+    cipher = TransportCipher(key, nonce=5)
+    expected = AESGCM(key).encrypt(b"\x00" * 4 + (5).to_bytes(8, "big"), b"x", None)
+    assert cipher.seal(b"x") == expected
+    assert cipher.seal(b"x") != expected
+
+
+def test_a_forged_record_uses_no_nonce() -> None:
+    sender, receiver = TransportCipher(bytes(32)), TransportCipher(bytes(32))
+    genuine = sender.seal(b"genuine")
+    with pytest.raises(BadRecord):
+        receiver.open(bytes(len(genuine)))
+    assert receiver.open(genuine) == b"genuine"
+
+
+def test_nonce_exhaustion_raises_instead_of_wrapping() -> None:
+    key = bytes(32)
+    sender = TransportCipher(key, nonce=MAX_NONCE - 1)
+    receiver = TransportCipher(key, nonce=MAX_NONCE - 1)
+    assert receiver.open(sender.seal(b"last")) == b"last"
+    with pytest.raises(NonceExhausted):
+        sender.seal(b"one too many")
+    with pytest.raises(NonceExhausted):
+        receiver.open(bytes(16))
+
+
+def test_frames_cross_record_boundaries() -> None:
+    initiator, responder = established_pair()
+    frames = [bytes([n]) * (40_000 + n) for n in range(5)]
+    for frame in frames:
+        initiator.write(encode_frame(frame))
+    responder.receive_data(initiator.data_to_send())
+    decoder = FrameDecoder()
+    for plaintext in responder.read():
+        decoder.feed(plaintext)
+    assert [decoder.next_frame() for _ in frames] == frames

@@ -1,0 +1,94 @@
+"""Length-prefixed frames: encoding, incremental decoding, and the size limit."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoal.protocol.errors import FrameTooLarge, LocalProtocolError, ProtocolError
+from shoal.protocol.framing import HEADER_SIZE, MAX_FRAME_SIZE, FrameDecoder, encode_frame
+
+
+def frames_of(decoder: FrameDecoder) -> list[bytes]:
+    frames = []
+    while (frame := decoder.next_frame()) is not None:
+        frames.append(frame)
+    return frames
+
+
+def test_encode_frame_prefixes_big_endian_length() -> None:
+    assert encode_frame(b"abc") == b"\x00\x00\x00\x03abc"
+    assert encode_frame(b"") == b"\x00\x00\x00\x00"
+    assert encode_frame(bytearray(300)) == b"\x00\x00\x01\x2c" + bytes(300)
+    assert encode_frame(memoryview(b"xyz")[1:]) == b"\x00\x00\x00\x02yz"
+
+
+def test_encode_frame_refuses_oversized_payload() -> None:
+    assert encode_frame(bytes(10), max_size=10) == b"\x00\x00\x00\x0a" + bytes(10)
+    with pytest.raises(LocalProtocolError):
+        encode_frame(bytes(11), max_size=10)
+
+
+def test_decoder_yields_frames_fed_one_byte_at_a_time() -> None:
+    wire = encode_frame(b"first") + encode_frame(b"") + encode_frame(b"third")
+    decoder = FrameDecoder()
+    frames = []
+    for byte in wire:
+        decoder.feed(bytes([byte]))
+        frames += frames_of(decoder)
+    assert frames == [b"first", b"", b"third"]
+    assert decoder.buffered == 0
+
+
+def test_decoder_holds_a_partial_frame_until_complete() -> None:
+    wire = encode_frame(b"payload")
+    decoder = FrameDecoder()
+    decoder.feed(wire[:-1])
+    assert decoder.next_frame() is None
+    assert decoder.buffered == len(wire) - 1
+    decoder.feed(wire[-1:])
+    assert decoder.next_frame() == b"payload"
+
+
+def test_decoder_refuses_oversized_declared_length_before_the_payload_arrives() -> None:
+    decoder = FrameDecoder(max_size=1000)
+    decoder.feed((1001).to_bytes(HEADER_SIZE, "big"))
+    with pytest.raises(FrameTooLarge) as caught:
+        decoder.next_frame()
+    assert caught.value.code == "frame-too-large"
+
+
+def test_decoder_default_limit_is_max_frame_size() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(MAX_FRAME_SIZE.to_bytes(HEADER_SIZE, "big"))
+    assert decoder.next_frame() is None
+    decoder = FrameDecoder()
+    decoder.feed((MAX_FRAME_SIZE + 1).to_bytes(HEADER_SIZE, "big"))
+    with pytest.raises(FrameTooLarge):
+        decoder.next_frame()
+
+
+@given(
+    payloads=st.lists(st.binary(max_size=300), max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=10),
+)
+def test_any_split_of_the_stream_yields_the_same_frames(payloads: list[bytes], cuts: list[int]) -> None:
+    wire = b"".join(encode_frame(p) for p in payloads)
+    bounds = sorted({0, len(wire), *(c for c in cuts if c < len(wire))})
+    decoder = FrameDecoder()
+    frames = []
+    for start, end in zip(bounds, bounds[1:]):
+        decoder.feed(wire[start:end])
+        frames += frames_of(decoder)
+    assert frames == payloads
+
+
+@given(st.lists(st.binary(max_size=64), max_size=10))
+def test_random_bytes_only_ever_raise_protocol_errors(chunks: list[bytes]) -> None:
+    decoder = FrameDecoder(max_size=256)
+    try:
+        for chunk in chunks:
+            decoder.feed(chunk)
+            for frame in frames_of(decoder):
+                assert len(frame) <= 256
+    except ProtocolError:
+        pass

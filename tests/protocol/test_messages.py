@@ -1,0 +1,244 @@
+"""Wire messages: spec vectors, round trips, and refusal of every kind of bad payload."""
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoal.protocol.errors import LocalProtocolError, RemoteProtocolError
+from shoal.protocol.messages import (
+    MAX_CHUNK_IDS,
+    MAX_DATA_SIZE,
+    MAX_REQUEST_ID,
+    Auth,
+    Bye,
+    Cancel,
+    Catalog,
+    CatalogEntry,
+    Data,
+    End,
+    Error,
+    GetChunks,
+    GetObjects,
+    Hello,
+    InvalidMessage,
+    Message,
+    MessageType,
+    Ping,
+    Pong,
+    decode_message,
+    encode_message,
+    encode_message_parts,
+)
+
+SPEC = Path(__file__).resolve().parents[2] / "spec-parts" / "wire.md"
+CLASSES = {cls.TYPE.name: cls for cls in (Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye)}
+A, B, C = bytes([0xAA]) * 32, bytes([0xBB]) * 32, bytes([0xCC]) * 32
+
+
+def spec_vectors(label: str) -> list[dict[str, str]]:
+    """The spec's ```vector:<label> blocks as {key: value}; indented lines continue a value."""
+    vectors = []
+    for body in re.findall(rf"^```vector:{label}\n(.*?)^```", SPEC.read_text(), re.M | re.S):
+        fields: dict[str, str] = {}
+        key = ""
+        for line in body.splitlines():
+            if line.startswith(" "):
+                fields[key] += line.strip()
+            else:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        vectors.append(fields)
+    return vectors
+
+
+def from_json(cls: type, values: dict[str, Any]) -> Any:
+    """Build a message or entry from the spec's JSON, where bytes are hex."""
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        value = values[field.name]
+        if field.type == "bytes":
+            value = bytes.fromhex(value)
+        elif field.type == "tuple[bytes, ...]":
+            value = tuple(bytes.fromhex(v) for v in value)
+        elif field.type == "tuple[CatalogEntry, ...]":
+            value = tuple(from_json(CatalogEntry, v) for v in value)
+        kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def frame_of(message: Message) -> bytes:
+    payload = encode_message(message)
+    return len(payload).to_bytes(4, "big") + payload
+
+
+@pytest.mark.parametrize("vector", spec_vectors("message"), ids=lambda v: v["kind"])
+def test_spec_message_vectors(vector: dict[str, str]) -> None:
+    message = from_json(CLASSES[vector["kind"]], json.loads(vector["fields"]))
+    frame = bytes.fromhex(vector["frame"])
+    assert frame_of(message).hex() == frame.hex()
+    assert decode_message(frame[4:]) == message
+
+
+def test_spec_has_a_vector_for_every_message_kind() -> None:
+    assert {v["kind"] for v in spec_vectors("message")} == {t.name for t in MessageType}
+
+
+EXAMPLES: list[Message] = [
+    Auth(bytes(range(32)), bytes(range(64))),
+    Hello(1, "shoal/0.1.0 (linux)", 22000),
+    Hello(1, "ünïcode agent", None),
+    Catalog(()),
+    Catalog(
+        (
+            CatalogEntry("imagenet", A, 1, 0, 0, -5, ()),
+            CatalogEntry("weights/ß", B, 2**64 - 1, 2**64 - 1, 7, 2**63 - 1, (A, B)),
+        )
+    ),
+    GetObjects(0, (A, B, C)),
+    GetObjects(MAX_REQUEST_ID, tuple(i.to_bytes(32, "big") for i in range(1024))),
+    GetChunks(7, (C,)),
+    Data(7, C, b""),
+    Data(7, C, bytes(range(256)) * 300),
+    End(7, ()),
+    End(8, (A, B)),
+    Cancel(3),
+    Ping(0),
+    Pong(2**64 - 1),
+    Error("bad-request", "a" * 1024),
+    Bye(""),
+]
+
+
+@pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: type(m).__name__)
+def test_every_message_round_trips(message: Message) -> None:
+    payload = encode_message(message)
+    assert decode_message(payload) == message
+    assert msgpack.unpackb(payload)[0] == message.TYPE
+
+
+@pytest.mark.parametrize("size", [0, 255, 256, 65535, 65536, 80 * 1024])
+def test_data_fast_path_is_canonical_msgpack(size: int) -> None:
+    message = Data(MAX_REQUEST_ID, A, bytes([size % 251]) * size)
+    expected = msgpack.packb([MessageType.DATA, message.req, message.id, message.data], use_bin_type=True)
+    assert encode_message(message) == expected
+    head, body = encode_message_parts(message)
+    assert body is message.data
+    assert len(head) <= 48
+
+
+@given(req=st.integers(0, MAX_REQUEST_ID), data=st.binary(max_size=70000))
+def test_data_round_trips(req: int, data: bytes) -> None:
+    message = Data(req, B, data)
+    assert decode_message(encode_message(message)) == message
+
+
+def packed(*items: Any) -> bytes:
+    return msgpack.packb(list(items), use_bin_type=True)
+
+
+BAD_PAYLOADS = {
+    "not msgpack": b"\xc1",
+    "deeply nested": packed(MessageType.CATALOG, []).replace(b"\x90", b"\x91" * 5000 + b"\x90"),
+    "truncated": packed(MessageType.PING, 1)[:-1],
+    "trailing bytes": packed(MessageType.PING, 1) + b"\x00",
+    "not an array": msgpack.packb({"type": 9}),
+    "empty array": packed(),
+    "type not an int": packed("PING", 1),
+    "too few fields": packed(MessageType.DATA, 1, A),
+    "too many fields": packed(MessageType.PING, 1, 2),
+    "bool for int": packed(MessageType.PING, True),
+    "float for int": packed(MessageType.PING, 1.0),
+    "negative req": packed(MessageType.CANCEL, -1),
+    "req over 32 bits": packed(MessageType.CANCEL, 2**32),
+    "str for bytes": msgpack.packb([MessageType.GET_CHUNKS, 1, ["x" * 32]], use_bin_type=True),
+    "short id": packed(MessageType.GET_CHUNKS, 1, [bytes(31)]),
+    "long id": packed(MessageType.END, 1, [bytes(33)]),
+    "bytes for str": packed(MessageType.BYE, b"bye"),
+    "invalid utf-8": b"\x92\x0c\xa2\xff\xfe",
+    "too many chunk ids": packed(MessageType.GET_CHUNKS, 1, [i.to_bytes(32, "big") for i in range(MAX_CHUNK_IDS + 1)]),
+    "no ids": packed(MessageType.GET_OBJECTS, 1, []),
+    "repeated id": packed(MessageType.GET_OBJECTS, 1, [A, A]),
+    "map field": packed(MessageType.CATALOG, {"a": 1}),
+    "ext type": packed(MessageType.PING, msgpack.ExtType(5, b"x")),
+    "timestamp": packed(MessageType.PING, msgpack.Timestamp(1)),
+    "agent too long": packed(MessageType.HELLO, 1, "a" * 129, None),
+    "agent with escape": packed(MessageType.HELLO, 1, "\x1b[2J", None),
+    "port zero": packed(MessageType.HELLO, 1, "x", 0),
+    "version zero": packed(MessageType.HELLO, 0, "x", None),
+    "entry wrong arity": packed(MessageType.CATALOG, [["name", A, 1, 0, 0, 0]]),
+    "entry seq zero": packed(MessageType.CATALOG, [["name", A, 0, 0, 0, 0, []]]),
+    "entry empty name": packed(MessageType.CATALOG, [["", A, 1, 0, 0, 0, []]]),
+    "duplicate names": packed(MessageType.CATALOG, [["n", A, 1, 0, 0, 0, []], ["n", B, 1, 0, 0, 0, []]]),
+    "catalog over 100000": b"\x92\x03\xdd" + (100_001).to_bytes(4, "big") + b"\xc0" * 100_001,
+    "error code empty": packed(MessageType.ERROR, "", "message"),
+    "error message too long": packed(MessageType.ERROR, "code", "m" * 1025),
+    "data over 16 MiB": b"\x94\x06\x01\xc4\x20" + A + b"\xc6" + (MAX_DATA_SIZE + 1).to_bytes(4, "big") + bytes(MAX_DATA_SIZE + 1),
+}
+
+
+@pytest.mark.parametrize("payload", BAD_PAYLOADS.values(), ids=BAD_PAYLOADS.keys())
+def test_bad_payloads_are_refused_as_bad_message(payload: bytes) -> None:
+    with pytest.raises(RemoteProtocolError) as caught:
+        decode_message(payload)
+    assert caught.value.code == "bad-message"
+
+
+def test_unknown_type_is_refused_with_its_own_code() -> None:
+    for code in (0, 13, 200):
+        with pytest.raises(RemoteProtocolError) as caught:
+            decode_message(packed(code, 1))
+        assert caught.value.code == "unknown-message"
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Data(1, A, bytearray(3)),
+        lambda: Data(1, A[:31], b""),
+        lambda: Data(-1, A, b""),
+        lambda: GetChunks(1, [A]),
+        lambda: GetChunks(1, tuple(i.to_bytes(32, "big") for i in range(MAX_CHUNK_IDS + 1))),
+        lambda: Hello(1, "agent", 70000),
+        lambda: Error("code", "\udc80"),
+        lambda: Catalog([]),
+        lambda: Catalog(({"name": "x"},)),
+        lambda: CatalogEntry("x", A, 1, 0, 0, 2**63, ()),
+        lambda: Ping(True),
+    ],
+)
+def test_constructors_refuse_invalid_fields_as_local_errors(build: Any) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        build()
+    assert isinstance(caught.value, LocalProtocolError)
+
+
+MSGPACK_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20) | st.binary(max_size=40),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=20,
+)
+
+
+@given(st.integers(0, 14), st.lists(MSGPACK_VALUES, max_size=5))
+def test_arbitrary_msgpack_arrays_decode_or_raise_remote_errors(kind: int, fields: list[Any]) -> None:
+    payload = msgpack.packb([kind, *fields], use_bin_type=True)
+    try:
+        message = decode_message(payload)
+    except RemoteProtocolError:
+        return
+    assert decode_message(encode_message(message)) == message
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_decode_or_raise_remote_errors(payload: bytes) -> None:
+    try:
+        decode_message(payload)
+    except RemoteProtocolError:
+        pass
