@@ -34,7 +34,7 @@ from shoal.daemon.scanner import PARTIAL_DIR, file_id_of, index_loader
 from shoal.errors import ShoalError, UnknownDataset, UsageError
 from shoal.protocol.errors import IntegrityError, ProtocolError
 from shoal.protocol.hashing import Kind, chunk_id
-from shoal.protocol.manifest import check_version_signature, file_chunks, tree_entries
+from shoal.protocol.manifest import check_dir_size, check_version_signature, file_chunks, tree_entries
 from shoal.protocol.messages import CatalogEntry
 from shoal.protocol.objects import EntryType, FileObject, Ref, TreeEntry, TreeNode, VersionRecord, decode
 
@@ -322,7 +322,12 @@ class Fetcher:
         transfer.files_total = record.files
         transfer.phase = "manifest"
         matcher = _include_matcher(spec.include)
-        await self._fetch_tree(record.root, (), matcher, spec, transfer)
+        size, files = await self._fetch_tree(record.root, (), matcher, spec, transfer)
+        if not spec.include and (size, files) != (record.size, record.files):
+            raise IntegrityError(
+                f"version {transfer.version.id.hex()[:12]} declares {record.size} bytes in {record.files} files,"
+                f" its tree holds {size} in {files}"
+            )
         transfer.phase = "data"
         run = _Run(self, spec, transfer, dest, version_id)
         await trio.to_thread.run_sync(self._open_partial_dir, dest, spec.name)
@@ -505,19 +510,33 @@ class Fetcher:
 
     async def _fetch_tree(
         self, tree_id: bytes, prefix: tuple[str, ...], matcher, spec: FetchSpec, transfer: Transfer
-    ) -> None:
+    ) -> tuple[int, int]:
+        """Fetch a directory's manifest objects; return (bytes, files) its entries declare."""
         assert transfer.version is not None
         sources = self._sources(spec, transfer.version.id)
         await self._ensure(Kind.TREE, [tree_id], sources)
         await self._ensure_pages(Kind.TREE, tree_id, sources)
         entries = await trio.to_thread.run_sync(lambda: list(tree_entries(index_loader(self.index), tree_id)))
-        files = [e.ref for e in entries if e.type == EntryType.FILE and matcher(prefix + (e.name,), False)]
-        await self._ensure(Kind.FILE, files, sources)  # type: ignore[arg-type]
-        for file_id in files:
-            await self._ensure_pages(Kind.FILE, file_id, sources)  # type: ignore[arg-type]
+        files = [e for e in entries if e.type == EntryType.FILE and matcher(prefix + (e.name,), False)]
+        await self._ensure(Kind.FILE, [e.ref for e in files], sources)  # type: ignore[misc]
+        for entry in files:
+            await self._ensure_pages(Kind.FILE, entry.ref, sources)  # type: ignore[arg-type]
+        await trio.to_thread.run_sync(self._check_file_sizes, prefix, files)
+        size = sum(e.size for e in entries)
+        count = sum(1 for e in entries if e.type == EntryType.FILE)
         for e in entries:
             if e.type == EntryType.DIR and matcher(prefix + (e.name,), True):
-                await self._fetch_tree(e.ref, prefix + (e.name,), matcher, spec, transfer)  # type: ignore[arg-type]
+                below, below_files = await self._fetch_tree(e.ref, prefix + (e.name,), matcher, spec, transfer)  # type: ignore[arg-type]
+                check_dir_size(prefix + (e.name,), e, below)
+                count += below_files
+        return size, count
+
+    def _check_file_sizes(self, prefix: tuple[str, ...], files: list[TreeEntry]) -> None:
+        for entry in files:
+            file = decode(Kind.FILE, self.index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
+            if file.size != entry.size:  # type: ignore[union-attr]
+                path = "/".join(prefix + (entry.name,))
+                raise IntegrityError(f"{path}: the tree says {entry.size} bytes, its content object {file.size}")  # type: ignore[union-attr]
 
     async def _ensure_pages(self, kind: Kind, object_id: bytes, sources: Sequence[Source]) -> None:
         """Fetch the pages below a FILE or TREE object, level by level."""

@@ -59,6 +59,17 @@ class CachedFile:
 
 
 @dataclass(frozen=True, slots=True)
+class FileRecord:
+    """Everything the index learns from hashing one small file."""
+
+    name: str
+    stat: FileStat
+    file_id: bytes
+    locations: list[tuple[bytes, int, int]]
+    objects: list[tuple[bytes, Kind, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
 class Location:
     """Where one chunk's bytes were found, and the file's stat at that time."""
 
@@ -173,6 +184,33 @@ class Index:
                 self._db.execute("UPDATE files SET file_id = NULL WHERE id = ?", (file_row,))
             self._db.execute("COMMIT")
         return file_row
+
+    def record_files(self, root: str, rel: str, records: Iterable[FileRecord]) -> None:
+        """Record many hashed files of one directory in a single transaction."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for r in records:
+                    st = r.stat
+                    row = self._db.execute(
+                        "INSERT INTO files(root, dir, name, size, mtime_ns, ctime_ns, ino, file_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(root, dir, name) DO UPDATE SET"
+                        " size = excluded.size, mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,"
+                        " ino = excluded.ino, file_id = excluded.file_id RETURNING id",
+                        (root, rel, r.name, st.size, st.mtime_ns, st.ctime_ns, st.ino, r.file_id),
+                    ).fetchone()[0]
+                    self._db.execute("DELETE FROM locations WHERE file = ?", (row,))
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO locations(chunk_id, file, offset, length) VALUES (?, ?, ?, ?)",
+                        [(c, row, o, n) for c, o, n in r.locations],
+                    )
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO objects VALUES (?, ?, ?)", [(i, int(k), d) for i, k, d in r.objects]
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def add_locations(self, file_row: int, chunks: Iterable[tuple[bytes, int, int]]) -> None:
         """Record chunks (id, offset, length) found in a file."""

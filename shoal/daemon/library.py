@@ -257,6 +257,7 @@ class Library:
 
     def _hash_files(self, run: _ShareRun, rel: str, batch: list[scanner.ScanEntry]) -> list[tuple[scanner.ScanEntry, str]]:
         errors = []
+        records = []
         for entry in batch:
             shown = scanner.join(rel, entry.name)
             try:
@@ -270,8 +271,11 @@ class Library:
             except OSError as e:
                 errors.append((entry, f"skipped {shown}: {e.strerror}"))
                 continue
+            if hashed.record is not None:
+                records.append(hashed.record)
             entry.ref, entry.size = hashed.file_id, hashed.size
             entry.stat = None
+        self.index.record_files(str(run.root), rel, records)
         return errors
 
     def _commit(self, name: str, root: Path, tree_id: bytes, size: int, files: int, message: str) -> tuple[VersionInfo, bool]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import blake3
 import msgpack
 
-from shoal.daemon.index import FileStat, Index
+from shoal.daemon.index import FileRecord, FileStat, Index
 from shoal.errors import ShoalError
 from shoal.protocol.chunking import ChunkingParams, make_chunker
 from shoal.protocol.errors import ProtocolError
@@ -28,7 +28,8 @@ from shoal.protocol.paths import check_name, check_symlink_target
 PARTIAL_DIR = ".shoal-partial"
 #: Chunks recorded per index transaction while hashing a large file.
 _FLUSH_EVERY = 2048
-_READ_SIZE = 1024 * 1024
+#: Files up to this size are hashed whole before anything is written to the index.
+SMALL_FILE = 32 * 1024 * 1024
 _HASH_ATTEMPTS = 3
 
 
@@ -159,14 +160,20 @@ def index_loader(index: Index):
 
 @dataclass(frozen=True, slots=True)
 class HashedFile:
+    """A hashed file; `record` holds its index rows when they are left to the caller."""
+
     file_id: bytes
     size: int
+    record: FileRecord | None = None
 
 
 def hash_file(index: Index, root: Path, rel: str, name: str, params: ChunkingParams) -> HashedFile:
-    """Chunk and hash one file, record its chunks' locations and its FILE object.
+    """Chunk and hash one file and produce its FILE object and chunk locations.
 
-    Retries a file that changes while it is read; raises FileChanged if it keeps changing.
+    A small file's index rows come back in `record` so that the caller can write
+    many files in one transaction; a large one's are written as it is read, so
+    its chunk list never sits whole in memory. Retries a file that changes while
+    it is read; raises FileChanged if it keeps changing.
     """
     for _ in range(_HASH_ATTEMPTS):
         try:
@@ -183,25 +190,29 @@ def _stat_of(st: os.stat_result) -> FileStat:
 def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingParams) -> HashedFile:
     path = root / rel / name if rel else root / name
     objects: list[tuple[bytes, Kind, bytes]] = []
+    locations: list[tuple[bytes, int, int]] = []
+    file_row: int | None = None
     with open(path, "rb", buffering=0) as f:
         before = _stat_of(os.fstat(f.fileno()))
-        file_row = index.begin_file(str(root), rel, name, before)
+        if before.size > SMALL_FILE:
+            file_row = index.begin_file(str(root), rel, name, before)
         builder = FileBuilder(params, lambda i, d: objects.append((i, _kind_of_page(d), d)))
-        batch: list[tuple[bytes, int, int]] = []
         for chunk in make_chunker(params).cut_stream(f):
             cid = chunk_id(chunk.data)
             builder.add_chunk(cid, chunk.length)
-            batch.append((cid, chunk.offset, chunk.length))
-            if len(batch) >= _FLUSH_EVERY:
-                index.add_locations(file_row, batch)
+            locations.append((cid, chunk.offset, chunk.length))
+            if file_row is not None and len(locations) >= _FLUSH_EVERY:
+                index.add_locations(file_row, locations)
                 index.put_objects(objects)
-                batch.clear()
+                locations.clear()
                 objects.clear()
         file_id, size = builder.finish()
         after = _stat_of(os.fstat(f.fileno()))
     if after != before or size != before.size or _stat_of(os.stat(path)) != before:
         raise FileChanged(f"{join(rel, name)} changed while being read")
-    index.add_locations(file_row, batch)
+    if file_row is None:
+        return HashedFile(file_id, size, FileRecord(name, before, file_id, locations, objects))
+    index.add_locations(file_row, locations)
     index.put_objects(objects)
     index.finish_file(file_row, before, file_id)
     return HashedFile(file_id, size)

@@ -4,7 +4,7 @@ Builders are fed in order and hand every finished page and object to a sink,
 so a 100 GB file's chunk list or a huge directory is never held whole.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -143,8 +143,14 @@ def walk_tree(load: ObjectLoader, tree_id: bytes, prefix: tuple[str, ...] = ()) 
     """Yield (path, entry) for every entry below a tree, parents before children.
 
     Symlink targets are checked against the depth they sit at, so a walked tree
-    can be written out without any path leaving the destination.
+    can be written out without any path leaving the destination; a directory's
+    declared size must be what its entries add up to.
     """
+    yield from _walk(load, tree_id, prefix)
+
+
+def _walk(load: ObjectLoader, tree_id: bytes, prefix: tuple[str, ...]) -> Generator[tuple[tuple[str, ...], TreeEntry], None, int]:
+    total = 0
     for entry in tree_entries(load, tree_id):
         path = prefix + (entry.name,)
         if entry.type == EntryType.SYMLINK:
@@ -155,7 +161,16 @@ def walk_tree(load: ObjectLoader, tree_id: bytes, prefix: tuple[str, ...] = ()) 
         yield path, entry
         if entry.type == EntryType.DIR:
             assert isinstance(entry.ref, bytes)
-            yield from walk_tree(load, entry.ref, path)
+            below = yield from _walk(load, entry.ref, path)
+            check_dir_size(path, entry, below)
+        total += entry.size
+    return total
+
+
+def check_dir_size(path: tuple[str, ...], entry: TreeEntry, actual: int) -> None:
+    """Raise unless a directory entry declares the size its tree really holds."""
+    if entry.size != actual:
+        raise ObjectFormatError(f"directory {'/'.join(path)} declares {entry.size} bytes but holds {actual}")
 
 
 def load_chunk_page(load: ObjectLoader, level: int, ref: Ref) -> tuple[Ref, ...]:

@@ -252,6 +252,8 @@ def _decode_fields(kind: Kind, fields: list[Any]) -> ManifestObject:
         refs = _refs_from(fields[2], level)
         if not refs:
             raise _fail("a chunk-list node cannot be empty")
+        if level == 0 and any(r.size == 0 for r in refs):
+            raise _fail("a chunk cannot be empty")
         return ChunkListNode(level, refs)
     if kind == Kind.FILE:
         if len(fields) != 5:

@@ -81,21 +81,32 @@ PageLoader = Callable[[int, Ref], "list | tuple"]
 def iter_items(level: int, entries: "list | tuple", load_page: PageLoader) -> Iterator:
     """Yield the level-0 items of a paged list, loading pages depth first.
 
-    Each page's entries must add up to the size its reference declares, so a
-    dishonest page is caught where it is read.
+    Checks that the list is paged exactly as the rule cuts it (a top above
+    level 0 has at least two pages; every page but the last of its level is
+    full) and that each page adds up to the size its reference declares, so a
+    list has one encoding and a dishonest page is caught where it is read.
     """
+    if level > 0 and len(entries) < 2:
+        raise ObjectFormatError("a paged list with fewer than two pages must be stored inline")
+    yield from _iter_level(level, entries, load_page, last=True)
+
+
+def _iter_level(level: int, entries: "list | tuple", load_page: PageLoader, last: bool) -> Iterator:
     if level == 0:
         yield from entries
         return
-    for ref in entries:
+    final = len(entries) - 1
+    for i, ref in enumerate(entries):
         page = load_page(level - 1, ref)
-        if level - 1 == 0:
-            total = sum(_item_size(item) for item in page)
-        else:
-            total = sum(r.size for r in page)
+        page_is_last = last and i == final
+        if len(page) != FANOUT and not page_is_last:
+            raise ObjectFormatError(f"page {ref.id.hex()[:16]} holds {len(page)} entries; only the last page may be short")
+        if not page:
+            raise ObjectFormatError(f"page {ref.id.hex()[:16]} is empty")
+        total = sum(_item_size(item) for item in page)
         if total != ref.size:
             raise ObjectFormatError(f"page {ref.id.hex()[:16]} holds {total} bytes, its reference says {ref.size}")
-        yield from iter_items(level - 1, page, load_page)
+        yield from _iter_level(level - 1, page, load_page, page_is_last)
 
 
 def _item_size(item: object) -> int:

@@ -1,0 +1,213 @@
+"""Measure `Library.share` against the in-process hashing ceiling, and its memory.
+
+Generates incompressible data (a few large files plus many small ones, 2 GB by
+default) and a separate folder of 100,000 small files, then prints one table:
+
+* ceiling: the same chunker and BLAKE3 over the same files, read from the page
+  cache the same way the scanner reads them, on one thread and on two;
+* first share and unchanged re-share of the data, and share / ceiling (bar >= 0.7);
+* first share and unchanged re-share of the 100,000 small files (bar <= 0.05x);
+* peak RSS while sharing (bar <= 200 MB), from VmHWM after resetting it.
+
+    .venv/bin/python bench/share.py [--size 2G] [--small-files 100000] [--dir DIR]
+"""
+
+import argparse
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import blake3
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shoal.daemon.library import Library, ShareResult
+from shoal.protocol.chunking import DEFAULT_PARAMS, make_chunker
+from shoal.protocol.hashing import chunk_id
+
+LARGE_FILES = 4
+LARGE_SHARE = 0.9
+SMALL_FILE_SIZE = 16 * 1024
+TINY_FILE_SIZE = 1024
+FILES_PER_DIR = 1000
+_BLOCK = 16 * 1024 * 1024
+BAR_RATIO = 0.7
+BAR_RESHARE = 0.05
+BAR_RSS = 200 * 10**6
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 10**3, "M": 10**6, "G": 10**9}
+    if text[-1].upper() in units:
+        return int(float(text[:-1]) * units[text[-1].upper()])
+    return int(text)
+
+
+def write_random(path: Path, size: int, seed: bytes) -> None:
+    """Write `size` incompressible bytes: BLAKE3's output stream for `seed`."""
+    xof = blake3.blake3(seed)
+    with open(path, "wb") as f:
+        for offset in range(0, size, _BLOCK):
+            f.write(xof.digest(length=min(_BLOCK, size - offset), seek=offset))
+
+
+def make_dataset(root: Path, size: int) -> list[Path]:
+    large = int(size * LARGE_SHARE) // LARGE_FILES
+    paths = []
+    for i in range(LARGE_FILES):
+        paths.append(root / f"shard-{i}.bin")
+        write_random(paths[-1], large, b"large %d" % i)
+    small_total = size - large * LARGE_FILES
+    xof = blake3.blake3(b"small files")
+    for i in range(small_total // SMALL_FILE_SIZE):
+        folder = root / "samples" / f"{i // FILES_PER_DIR:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths.append(folder / f"{i:06d}.bin")
+        paths[-1].write_bytes(xof.digest(length=SMALL_FILE_SIZE, seek=i * SMALL_FILE_SIZE))
+    return paths
+
+
+def make_small_files(root: Path, count: int) -> None:
+    xof = blake3.blake3(b"tiny files")
+    for i in range(count):
+        folder = root / f"{i // FILES_PER_DIR:04d}"
+        if i % FILES_PER_DIR == 0:
+            folder.mkdir(parents=True)
+        (folder / f"{i:06d}.txt").write_bytes(xof.digest(length=TINY_FILE_SIZE, seek=i * TINY_FILE_SIZE))
+
+
+def hash_files(paths: list[Path]) -> None:
+    """What the scanner does per file, minus the index: chunk the stream and hash each chunk."""
+    chunker = make_chunker(DEFAULT_PARAMS)
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            for chunk in chunker.cut_stream(f):
+                chunk_id(chunk.data)
+
+
+def ceiling(paths: list[Path], threads: int) -> float:
+    """Seconds to hash `paths` on `threads` threads, files dealt largest first to the least loaded."""
+    shares: list[list[Path]] = [[] for _ in range(threads)]
+    loads = [0] * threads
+    for path in sorted(paths, key=lambda p: p.stat().st_size, reverse=True):
+        i = loads.index(min(loads))
+        shares[i].append(path)
+        loads[i] += path.stat().st_size
+    workers = [threading.Thread(target=hash_files, args=(s,)) for s in shares]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - start
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False if the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def timed_share(library: Library, path: Path) -> tuple[float, int, ShareResult]:
+    """(seconds, peak RSS in bytes during the share, ShareResult)."""
+    reset_peak_rss()
+    start = time.perf_counter()
+    result = trio.run(library.share, path)
+    return time.perf_counter() - start, peak_rss(), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=parse_size, default=parse_size("2G"), help="bytes of data, e.g. 2G, 200M")
+    parser.add_argument("--small-files", type=int, default=100_000, help="files in the small-file folder")
+    parser.add_argument("--dir", type=Path, help="work directory (default: a new temporary one, removed after)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="shoal-bench-", dir=args.dir))
+    try:
+        run(work, args.size, args.small_files)
+    finally:
+        shutil.rmtree(work)
+
+
+def row(label: str, seconds: float, nbytes: int | None = None, note: str = "") -> None:
+    rate = f"{nbytes / seconds / 1e6:9.0f} MB/s" if nbytes else " " * 14
+    print(f"{label:<44} {seconds:8.2f} s {rate}  {note}")
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def run(work: Path, size: int, small_files: int) -> None:
+    data, tiny, home = work / "data", work / "tiny", work / "home"
+    for d in (data, tiny, home):
+        d.mkdir()
+    t = time.perf_counter()
+    paths = make_dataset(data, size)
+    make_small_files(tiny, small_files)
+    total = sum(p.stat().st_size for p in paths)
+    print(f"data: {total / 1e9:.2f} GB in {len(paths)} files ({LARGE_FILES} large); "
+          f"{small_files} files of {TINY_FILE_SIZE} B; generated in {time.perf_counter() - t:.0f} s; "
+          f"{os.cpu_count()} CPUs")
+    hash_files(paths)  # warm the page cache and the code paths
+    one = ceiling(paths, 1)
+    two = ceiling(paths, 2)
+    best = min(one, two)
+
+    # The same split into its two parts, each in a fresh index, to show where time goes.
+    small = [p for p in paths if p.parent.parent.name == "samples"]
+    small_ceiling = min(ceiling(small, 1), ceiling(small, 2))
+    part_home = work / "home-part"
+    part_home.mkdir()
+    part_library = Library.open(part_home, Ed25519PrivateKey.generate())
+    small_share, _, _ = timed_share(part_library, data / "samples")
+    part_library.close()
+    small_bytes = sum(p.stat().st_size for p in small)
+
+    library = Library.open(home, Ed25519PrivateKey.generate())
+    first, rss_first, result = timed_share(library, data)
+    again, rss_again, unchanged = timed_share(library, data)
+    assert result.created and not unchanged.created and unchanged.files_rehashed == 0
+    tiny_first, rss_tiny, _ = timed_share(library, tiny)
+    tiny_again, _, tiny_unchanged = timed_share(library, tiny)
+    assert tiny_unchanged.files_rehashed == 0
+    library.close()
+    rss = max(rss_first, rss_again, rss_tiny)
+    index_size = sum(p.stat().st_size for p in home.iterdir())
+
+    print(f"{'':<44} {'time':>10} {'throughput':>14}")
+    row("ceiling: chunk + BLAKE3, 1 thread", one, total)
+    row("ceiling: chunk + BLAKE3, 2 threads", two, total)
+    row("Library.share, first", first, total, f"share/ceiling = {best / first:.2f} (bar >= {BAR_RATIO}: {verdict(best / first >= BAR_RATIO)})")
+    row(f"  its part in {len(small)} files of {SMALL_FILE_SIZE // 1024} KiB: ceiling", small_ceiling, small_bytes,
+        f"{len(small) / small_ceiling:.0f} files/s")
+    row(f"  its part in {len(small)} files of {SMALL_FILE_SIZE // 1024} KiB: share", small_share, small_bytes,
+        f"{len(small) / small_share:.0f} files/s; share/ceiling = {small_ceiling / small_share:.2f}")
+    row("Library.share, unchanged re-share", again, None, f"{again / first:.4f}x of first")
+    row(f"Library.share, {small_files} small files, first", tiny_first, small_files * TINY_FILE_SIZE,
+        f"{small_files / tiny_first:.0f} files/s")
+    row(f"Library.share, {small_files} small files, re-share", tiny_again, None,
+        f"{tiny_again / tiny_first:.4f}x of first (bar <= {BAR_RESHARE}: {verdict(tiny_again / tiny_first <= BAR_RESHARE)})")
+    print(f"peak RSS while sharing: {rss / 1e6:.0f} MB (first {rss_first / 1e6:.0f}, re-share {rss_again / 1e6:.0f},"
+          f" small files {rss_tiny / 1e6:.0f}; bar <= {BAR_RSS / 1e6:.0f} MB: {verdict(rss <= BAR_RSS)})")
+    print(f"index size: {index_size / 1e6:.1f} MB for {total / 1e9:.2f} GB + {small_files} small files")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Pieces of `shoal` commands that are too big for an adapter in shoal.cli.main."""

@@ -1,0 +1,111 @@
+"""Progress of long requests (share, fetch): a live bar on a terminal, periodic lines otherwise.
+
+Both views read the progress maps the daemon sends: files_done, bytes_done,
+files_total, bytes_total (None until known) and path.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+from shoal.cli.render import format_duration, format_rate, format_size
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing adds milliseconds to every `shoal` start; annotations do not need it at run time.
+    from typing import Any, TextIO
+
+#: Seconds between two plain progress lines, so logs stay readable.
+PLAIN_INTERVAL = 2.0
+
+
+def open_progress(label: str, *, stream: TextIO | None = None) -> PlainProgress | RichProgress:
+    """A bar when `stream` (stderr by default) is a terminal, plain lines otherwise."""
+    out = stream or sys.stderr
+    if out.isatty():
+        return RichProgress(label, out)
+    return PlainProgress(label, out)
+
+
+class PlainProgress:
+    """One line every PLAIN_INTERVAL seconds: counts, bytes, average rate and ETA."""
+
+    def __init__(
+        self,
+        label: str,
+        stream: TextIO,
+        *,
+        interval: float = PLAIN_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._label = label
+        self._stream = stream
+        self._interval = interval
+        self._clock = clock
+        self._started = clock()
+        self._last_line = self._started
+
+    def update(self, data: dict[str, Any]) -> None:
+        now = self._clock()
+        if now - self._last_line < self._interval:
+            return
+        self._last_line = now
+        self._stream.write(f"{self._label}: {describe(data, now - self._started)}\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        """Nothing to tidy: every line is already complete."""
+
+
+class RichProgress:
+    """A transient rich bar with bytes, rate, ETA and file counts."""
+
+    def __init__(self, label: str, stream: TextIO) -> None:
+        # rich costs tens of milliseconds to import; only terminals showing a bar pay it.
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=False),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[files]}"),
+            console=Console(file=stream),
+            transient=True,
+        )
+        self._task = self._progress.add_task(label, total=None, files="")
+        self._progress.start()
+
+    def update(self, data: dict[str, Any]) -> None:
+        files_total = data.get("files_total")
+        files = f"{data['files_done']:,}/{files_total:,} files" if files_total else f"{data['files_done']:,} files"
+        self._progress.update(self._task, completed=data["bytes_done"], total=data.get("bytes_total"), files=files)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def describe(data: dict[str, Any], elapsed: float) -> str:
+    """"1,200/5,000 files, 1.2 GB of 4.0 GB, 150.0 MB/s, ETA 19s" from one progress map."""
+    files_total = data.get("files_total")
+    bytes_total = data.get("bytes_total")
+    bytes_done = data["bytes_done"]
+    files = f"{data['files_done']:,}/{files_total:,} files" if files_total else f"{data['files_done']:,} files"
+    amount = f"{format_size(bytes_done)} of {format_size(bytes_total)}" if bytes_total else format_size(bytes_done)
+    parts = [files, amount]
+    rate = bytes_done / elapsed if elapsed > 0 else 0.0
+    if rate > 0:
+        parts.append(format_rate(rate))
+        if bytes_total and bytes_total >= bytes_done:
+            parts.append(f"ETA {format_duration((bytes_total - bytes_done) / rate)}")
+    return ", ".join(parts)

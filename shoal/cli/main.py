@@ -1,0 +1,553 @@
+"""The `shoal` command: argument parsing, and one thin adapter per subcommand.
+
+Each `_add_<cmd>` adds a command's arguments to its parser; each `_cmd_<cmd>`
+turns parsed arguments into control requests and renders the result. Errors become one line,
+"shoal: <what went wrong>; <what to do>", and a documented exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoal import __version__
+from shoal.cli import render
+from shoal.cli.client import ControlClient
+from shoal.cli.commands.autostart import autostart_enabled, connect
+from shoal.cli.commands.progress import open_progress
+from shoal.daemon.config import KEYS, load_config, resolve_home, set_config_value, socket_path
+from shoal.errors import DaemonNotRunning, ShoalError, TimedOut, UsageError
+from shoal.protocol.control import ExitCode, classify_error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing adds milliseconds to every `shoal` start; annotations do not need it at run time.
+    from typing import Any
+
+#: Requests that should answer at once get this long before the CLI gives up.
+QUICK_TIMEOUT = 30.0
+#: Extra time the CLI allows beyond a fetch's own --timeout, so the daemon reports it first.
+FETCH_TIMEOUT_MARGIN = 10.0
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports usage errors in shoal's one-line style, with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(ExitCode.USAGE, f"shoal: {message}; see `{self.prog} --help`\n")
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    """A command's one-line summary, argument builder and adapter (None: its actions have their own)."""
+
+    summary: str
+    add: Callable[[argparse.ArgumentParser], None]
+    run: Command | None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `shoal` with `argv` (default: sys.argv[1:]) and return the exit code."""
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    return _run(args)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse a command line; SystemExit on usage errors and after printing help.
+
+    The command's own parser also reads the global options, wherever they stand, so
+    only that one parser is built: building them all costs more than the round trip
+    to the daemon, and `shoal status` must stay quick.
+    """
+    index = _command_index(argv)
+    if index is None:
+        top = _top_parser()
+        top.parse_args(argv)
+        top.error("a command is needed")
+    return command_parser(argv[index]).parse_args(argv[:index] + argv[index + 1 :])
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one command, e.g. "share", global options included."""
+    command = _commands()[name]
+    parser = _Parser(prog=f"shoal {name}", description=command.summary)
+    _add_common_options(parser, default=None)
+    command.add(parser)
+    if command.run is not None:
+        parser.set_defaults(run=command.run)
+    return parser
+
+
+def _command_index(argv: list[str]) -> int | None:
+    """Where the command name stands, or None when there is no known one."""
+    skip_value = False
+    for index, arg in enumerate(argv):
+        if skip_value:
+            skip_value = False
+        elif arg == "--home":
+            skip_value = True
+        elif not arg.startswith("-"):
+            return index if arg in _commands() else None
+    return None
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    """The parser for lines without a known command: help, --version and usage errors."""
+    commands = _commands()
+    listing = "\n".join(f"  {name:<9} {command.summary}" for name, command in commands.items())
+    parser = _Parser(
+        prog="shoal",
+        usage="shoal [--home DIR] [--verbose] [--no-autostart] COMMAND [ARGS...]",
+        description="Share datasets and models peer to peer with your team. Commands that need the "
+        "background daemon start it when it is not running.",
+        epilog=f"commands:\n{listing}\n\n`shoal COMMAND --help` describes a command's options.\n\n"
+        "exit codes: 0 ok, 1 error, 2 usage, 3 daemon unreachable, 4 not found,\n"
+        "            5 verification failed, 6 timed out / no peer, 130 interrupted",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common_options(parser, default=None)
+    parser.add_argument("--version", action="version", version=f"shoal {__version__}")
+    parser.add_argument("command", nargs="?", choices=list(commands), metavar="COMMAND", help=argparse.SUPPRESS)
+    return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    """--home, --verbose and --no-autostart.
+
+    `default` is None in a command's parser and SUPPRESS in `config get/set`, whose
+    values would otherwise overwrite ones given before the action.
+    """
+    flag_default = False if default is None else default
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        default=default,
+        help="shoal's state directory (default: $SHOAL_HOME, else the platform's user data dir)",
+    )
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=flag_default,
+        help="show tracebacks on errors and debug logs from a foreground daemon",
+    )
+    parser.add_argument(
+        "--no-autostart",
+        action="store_true",
+        default=flag_default,
+        help="fail with exit code 3 instead of starting the daemon (also: SHOAL_NO_AUTOSTART=1)",
+    )
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object (schema in the README)")
+
+
+# --- daemon ------------------------------------------------------------------------
+
+
+def _add_daemon(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("start", "stop", "status"),
+        help="start: spawn in the background and wait until it answers; stop: shut it down; "
+        "status: show whether it runs (exit 3 if not). Without an action, run in the foreground.",
+    )
+    parser.add_argument("--listen", metavar="HOST:PORT", help="accept peers here instead of the configured address")
+    parser.add_argument("--no-discovery", action="store_true", help="do not announce or look for peers with mDNS")
+    _json_option(parser)
+
+
+def _cmd_daemon(args: argparse.Namespace) -> int:
+    from shoal.daemon import lifecycle  # the daemon's own imports, only for commands that manage it
+
+    home = resolve_home(args.home)
+    if args.action in ("stop", "status") and (args.listen or args.no_discovery):
+        raise UsageError(f"--listen and --no-discovery apply to starting the daemon, not `daemon {args.action}`")
+    if args.action is None:
+        lifecycle.run_foreground(home, listen=args.listen, discovery=not args.no_discovery, verbose=args.verbose)
+        return ExitCode.OK
+    if args.action == "start":
+        return _daemon_start(args, home, lifecycle)
+    if args.action == "stop":
+        return _daemon_stop(args, home, lifecycle)
+    return _daemon_status(args, home, lifecycle)
+
+
+def _daemon_start(args: argparse.Namespace, home: Path, lifecycle: Any) -> int:
+    pid = lifecycle.running_pid(home)
+    started = pid is None
+    if started:
+        pid = lifecycle.start_detached(home, listen=args.listen, discovery=not args.no_discovery)
+    if args.json:
+        render.print_json({"pid": pid, "started": started, "log": str(home / lifecycle.LOG_FILE)})
+    elif started:
+        print(f"shoal daemon started (pid {pid}); log: {home / lifecycle.LOG_FILE}")
+    else:
+        print(f"shoal daemon already running (pid {pid})")
+    return ExitCode.OK
+
+
+def _daemon_stop(args: argparse.Namespace, home: Path, lifecycle: Any) -> int:
+    pid = lifecycle.stop(home)
+    if args.json:
+        render.print_json({"pid": pid, "stopped": pid is not None})
+    elif pid is None:
+        print("shoal daemon is not running")
+    else:
+        print(f"shoal daemon stopped (pid {pid})")
+    return ExitCode.OK
+
+
+def _daemon_status(args: argparse.Namespace, home: Path, lifecycle: Any) -> int:
+    pid = lifecycle.running_pid(home)
+    if pid is None:
+        if args.json:
+            render.print_json({"running": False, "home": str(home)})
+        else:
+            print(f"shoal daemon is not running (home {home})")
+        return ExitCode.UNREACHABLE
+    try:
+        with ControlClient.connect(socket_path(home)) as client:
+            status = client.call("status", timeout=QUICK_TIMEOUT)
+    except (DaemonNotRunning, TimedOut) as exc:
+        raise DaemonNotRunning(f"the daemon (pid {pid}) runs but does not answer: {exc}") from None
+    _print(args, {"running": True, **status}, render.render_status)
+    return ExitCode.OK
+
+
+# --- identity and peers ----------------------------------------------------------------
+
+
+def _add_id(parser: argparse.ArgumentParser) -> None:
+    _json_option(parser)
+
+
+def _cmd_id(args: argparse.Namespace) -> int:
+    _print(args, _call(args, "id"), render.render_id)
+    return ExitCode.OK
+
+
+def _add_peers(parser: argparse.ArgumentParser) -> None:
+    _json_option(parser)
+
+
+def _cmd_peers(args: argparse.Namespace) -> int:
+    _print(args, _call(args, "peers"), render.render_peers)
+    return ExitCode.OK
+
+
+def _add_trust(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("peer_id", metavar="ID", help="the peer's id, as `shoal id` prints it on that machine")
+    parser.add_argument(
+        "--addr",
+        dest="addresses",
+        metavar="HOST:PORT",
+        action="append",
+        default=[],
+        help="where to reach the peer when discovery cannot find it (repeatable)",
+    )
+    parser.add_argument("--name", help="a short name to show instead of the id (default: the id's first group)")
+    _json_option(parser)
+
+
+def _cmd_trust(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"peer_id": args.peer_id, "addresses": args.addresses}
+    if args.name is not None:
+        params["name"] = args.name
+    _print(args, _call(args, "trust", params), lambda result: render.render_trust_change(result, "trusted"))
+    return ExitCode.OK
+
+
+def _add_untrust(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("peer_id", metavar="ID", help="the peer's full id, its name, or a unique prefix of its id")
+    _json_option(parser)
+
+
+def _cmd_untrust(args: argparse.Namespace) -> int:
+    result = _call(args, "untrust", {"peer_id": args.peer_id})
+    _print(args, result, lambda result: render.render_trust_change(result, "no longer trusting"))
+    return ExitCode.OK
+
+
+# --- datasets ----------------------------------------------------------------------------
+
+
+def _add_share(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", metavar="PATH", help="the folder to share; it is read in place, never copied")
+    parser.add_argument("--name", help="the dataset's name (default: the folder's name)")
+    parser.add_argument("-m", "--message", default="", metavar="MSG", help="a note stored with the version")
+    _json_option(parser)
+
+
+def _cmd_share(args: argparse.Namespace) -> int:
+    # The daemon has its own working directory: send it an absolute path.
+    folder = Path(args.path).absolute()
+    params: dict[str, Any] = {"path": str(folder), "message": args.message}
+    if args.name is not None:
+        params["name"] = args.name
+    result = _call_with_progress(args, "share", params, f"sharing {args.name or folder.name or folder}", None)
+    _warn(args, result)
+    _print(args, result, render.render_share)
+    return ExitCode.OK
+
+
+def _add_ls(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--remote", action="store_true", help="list the datasets online peers offer instead")
+    _json_option(parser)
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    if args.remote:
+        _print(args, _call(args, "ls", {"remote": True}), render.render_remote_datasets)
+    else:
+        _print(args, _call(args, "ls"), render.render_datasets)
+    return ExitCode.OK
+
+
+def _add_log(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="the dataset")
+    _json_option(parser)
+
+
+def _cmd_log(args: argparse.Namespace) -> int:
+    _print(args, _call(args, "log", {"name": args.name}), render.render_log)
+    return ExitCode.OK
+
+
+def _add_verify(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="the dataset")
+    _json_option(parser)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    report = _call(args, "verify", {"name": args.name}, timeout=None)
+    _print(args, report, render.render_verify)
+    return ExitCode.OK if report["ok"] else ExitCode.VERIFY_FAILED
+
+
+def _add_fetch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "spec", metavar="NAME[@VERSION]", help="the dataset, optionally a version: its number (@3) or an id prefix"
+    )
+    parser.add_argument("dest", metavar="DEST", nargs="?", help="the folder to write (default: ./NAME)")
+    parser.add_argument(
+        "--include",
+        metavar="GLOB",
+        action="append",
+        default=[],
+        help="fetch only paths matching this gitignore-style pattern (repeatable)",
+    )
+    parser.add_argument("--from", dest="peer", metavar="PEER", help="fetch only from this peer (id, name or prefix)")
+    parser.add_argument(
+        "--timeout", type=_positive_seconds, metavar="SECONDS", help="give up (exit 6) after this long"
+    )
+    _json_option(parser)
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    name, _, version = args.spec.partition("@")
+    if not name or (args.spec.endswith("@")):
+        raise UsageError(f"{args.spec!r} is not NAME or NAME@VERSION")
+    params: dict[str, Any] = {"name": name, "dest": str(Path(args.dest or name).absolute()), "include": args.include}
+    if version:
+        params["version"] = version
+    if args.peer is not None:
+        params["from"] = args.peer
+    if args.timeout is not None:
+        params["timeout"] = args.timeout
+    timeout = None if args.timeout is None else args.timeout + FETCH_TIMEOUT_MARGIN
+    result = _call_with_progress(args, "fetch", params, f"fetching {args.spec}", timeout)
+    _warn(args, result)
+    _print(args, result, render.render_fetch)
+    return ExitCode.OK
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the timeout must be positive")
+    return value
+
+
+# --- daemon-wide -------------------------------------------------------------------------
+
+
+def _add_status(parser: argparse.ArgumentParser) -> None:
+    _json_option(parser)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    _print(args, {"running": True, **_call(args, "status")}, render.render_status)
+    return ExitCode.OK
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
+    keys = "; ".join(f"{key}: {spec.doc}" for key, spec in KEYS.items())
+    get = actions.add_parser("get", help="print one key, or all", description=f"Print settings. Keys: {keys}.")
+    _add_common_options(get, default=argparse.SUPPRESS)
+    get.add_argument("key", metavar="KEY", nargs="?", choices=list(KEYS), help="the key (default: every key)")
+    _json_option(get)
+    get.set_defaults(run=_cmd_config_get)
+    put = actions.add_parser(
+        "set",
+        help="change one key",
+        description="Change a setting and have a running daemon reload it. Rates accept 100MB/s, 50Mbit, "
+        f"2GiB/s or 0 (unlimited). Keys: {keys}.",
+    )
+    _add_common_options(put, default=argparse.SUPPRESS)
+    put.add_argument("key", metavar="KEY", choices=list(KEYS), help="the key")
+    put.add_argument("value", metavar="VALUE", help="the new value")
+    _json_option(put)
+    put.set_defaults(run=_cmd_config_set)
+
+
+def _cmd_config_get(args: argparse.Namespace) -> int:
+    values = load_config(resolve_home(args.home)).to_dict()
+    if args.key is not None:
+        values = {args.key: values[args.key]}
+    if args.json:
+        render.print_json(values)
+    elif args.key is not None:
+        print(values[args.key])
+    else:
+        print(render.render_config(values))
+    return ExitCode.OK
+
+
+def _cmd_config_set(args: argparse.Namespace) -> int:
+    home = resolve_home(args.home)
+    value = set_config_value(home, args.key, args.value).get(args.key)
+    reload = _reload_if_running(home)
+    restart = reload is not None and args.key in reload["restart_required"]
+    if args.json:
+        render.print_json({"key": args.key, "value": value, "reloaded": reload is not None, "restart_required": restart})
+        return ExitCode.OK
+    print(render.render_config({args.key: value}))
+    if restart:
+        print("restart the daemon to apply it: shoal daemon stop && shoal daemon start", file=sys.stderr)
+    return ExitCode.OK
+
+
+def _reload_if_running(home: Path) -> dict[str, Any] | None:
+    try:
+        client = ControlClient.connect(socket_path(home))
+    except DaemonNotRunning:
+        return None
+    with client:
+        return client.call("config.reload", timeout=QUICK_TIMEOUT)
+
+
+def _add_tui(parser: argparse.ArgumentParser) -> None:
+    """The TUI has no options beyond the common ones."""
+
+
+def _cmd_tui(args: argparse.Namespace) -> int:
+    home = resolve_home(args.home)
+    connect(home, autostart=autostart_enabled(args.no_autostart)).close()
+    from shoal.tui.app import run_tui  # textual is heavy; only the TUI pays for it
+
+    return int(run_tui(home) or 0)
+
+
+def _commands() -> dict[str, _Command]:
+    return {
+        "daemon": _Command(
+            "Run the daemon in the foreground, or start, stop or inspect a background one.", _add_daemon, _cmd_daemon
+        ),
+        "id": _Command("Print this daemon's peer id, for others to `shoal trust`.", _add_id, _cmd_id),
+        "peers": _Command("List trusted peers and peers seen but not trusted.", _add_peers, _cmd_peers),
+        "trust": _Command("Trust a peer: exchange datasets with it from now on.", _add_trust, _cmd_trust),
+        "untrust": _Command("Stop trusting a peer.", _add_untrust, _cmd_untrust),
+        "share": _Command("Share a folder as a dataset, or record its changes as a new version.", _add_share, _cmd_share),
+        "ls": _Command("List datasets shared here, or offered by peers.", _add_ls, _cmd_ls),
+        "log": _Command("List the versions of a dataset, newest first.", _add_log, _cmd_log),
+        "status": _Command("Summarise the daemon: identity, datasets, peers.", _add_status, _cmd_status),
+        "verify": _Command(
+            "Re-hash a dataset's folder against its latest version (exit 5 if anything differs).",
+            _add_verify,
+            _cmd_verify,
+        ),
+        "config": _Command("Read or change settings in HOME/config.toml.", _add_config, None),
+        "fetch": _Command("Download a dataset version from trusted peers.", _add_fetch, _cmd_fetch),
+        "tui": _Command("Open the terminal UI: datasets, peers and transfers, live.", _add_tui, _cmd_tui),
+    }
+
+
+# --- shared plumbing -------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> ControlClient:
+    return connect(resolve_home(args.home), autostart=autostart_enabled(args.no_autostart))
+
+
+def _call(
+    args: argparse.Namespace, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = QUICK_TIMEOUT
+) -> dict[str, Any]:
+    with _client(args) as client:
+        return client.call(method, params, timeout=timeout)
+
+
+def _call_with_progress(
+    args: argparse.Namespace, method: str, params: dict[str, Any], label: str, timeout: float | None
+) -> dict[str, Any]:
+    with _client(args) as client:
+        if args.json:
+            return client.call(method, params, timeout=timeout)
+        view = open_progress(label)
+        try:
+            return client.call(method, params, on_progress=view.update, timeout=timeout)
+        finally:
+            view.close()
+
+
+def _warn(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    if not args.json:
+        for warning in result["warnings"]:
+            print(f"shoal: warning: {warning}", file=sys.stderr)
+
+
+def _print(args: argparse.Namespace, result: dict[str, Any], human: Callable[[dict[str, Any]], str]) -> None:
+    if args.json:
+        render.print_json(result)
+    else:
+        print(human(result))
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        _report("interrupted", args.verbose)
+        return ExitCode.INTERRUPTED
+    except ShoalError as exc:
+        _report(str(exc), args.verbose)
+        return classify_error(exc)[1]
+    except BrokenPipeError:
+        # The reader went away (`shoal ls | head`); say nothing more to a closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.ERROR
+    except Exception as exc:  # noqa: BLE001 - the last line of defence turns bugs into one line
+        _report(f"unexpected {type(exc).__name__}: {exc}; rerun with --verbose and report it", args.verbose)
+        return ExitCode.ERROR
+
+
+def _report(message: str, verbose: bool) -> None:
+    if verbose:
+        import traceback  # only --verbose needs it; the common path stays fast
+
+        traceback.print_exc(file=sys.stderr)
+    print(f"shoal: {message}", file=sys.stderr)

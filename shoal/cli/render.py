@@ -1,0 +1,228 @@
+"""How command results look: aligned text for people, one JSON object for scripts.
+
+With `--json` every command prints exactly one JSON object on stdout, the result
+map the daemon returned (schemas in README, "JSON output"). The human renderers
+below are pure functions from that same map to text, so both views show one truth.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing adds milliseconds to every `shoal` start; annotations do not need it at run time.
+    from typing import Any, TextIO
+
+_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
+
+
+def print_json(value: Any, stream: TextIO | None = None) -> None:
+    """Write `value` as indented JSON with sorted keys and a final newline."""
+    import json  # only --json output pays for it
+
+    out = stream or sys.stdout
+    out.write(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def format_size(size: int | float) -> str:
+    """Decimal units, matching the rates `config set` accepts: 1 kB = 1000 B."""
+    value = float(size)
+    for unit in _UNITS:
+        if abs(value) < 1000 or unit == _UNITS[-1]:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable: the last unit always returns")
+
+
+def format_rate(bytes_per_second: int | float) -> str:
+    """A transfer rate; 0 reads as "unlimited" because that is what a 0 limit means."""
+    return "unlimited" if bytes_per_second == 0 else f"{format_size(bytes_per_second)}/s"
+
+
+def format_duration(seconds: float) -> str:
+    """Two units at most: 42s, 3m05s, 2h07m, 4d03h."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def format_time(unix: int | float) -> str:
+    """Local date and time to the minute."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix))
+
+
+def format_count(count: int, noun: str) -> str:
+    """"1 file", "2,345 files"."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> str:
+    """Columns padded to their widest cell; the columns in `right` are right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    lines = []
+    for row in (headers, *rows):
+        cells = [
+            str(cell).rjust(width) if index in right else str(cell).ljust(width)
+            for index, (cell, width) in enumerate(zip(row, widths))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def version_label(version: dict[str, Any]) -> str:
+    """NAME@SEQ, the way users name a version."""
+    return f"{version['name']}@{version['seq']}"
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """`shoal status` and `shoal daemon status`."""
+    peers = status["peers"]
+    rows = [
+        ("daemon", f"running, pid {status['pid']}, up {format_duration(status['uptime'])}, shoal {status['version']}"),
+        ("peer id", status["peer_id"]),
+        ("home", status["home"]),
+        ("listen", f"{status['listen']} (discovery {'on' if status['discovery'] else 'off'})"),
+        ("datasets", f"{status['datasets']:,}"),
+        ("peers", f"{peers['trusted']} trusted ({peers['online']} online), {peers['pending']} pending"),
+    ]
+    return "\n".join(f"{key:<10}{value}" for key, value in rows)
+
+
+def render_id(identity: dict[str, Any]) -> str:
+    """`shoal id`: the id alone, so `$(shoal id)` works."""
+    return identity["peer_id"]
+
+
+def render_datasets(listing: dict[str, Any]) -> str:
+    """`shoal ls`."""
+    if not listing["datasets"]:
+        return "no datasets shared yet; share a folder with `shoal share PATH`"
+    rows = [
+        (
+            info["name"],
+            f"@{info['head']['seq']}",
+            format_size(info["head"]["size"]),
+            f"{info['head']['files']:,}",
+            format_time(info["head"]["time"]),
+            info["path"] or "-",
+        )
+        for info in listing["datasets"]
+    ]
+    return table(("NAME", "HEAD", "SIZE", "FILES", "UPDATED", "PATH"), rows, right=(2, 3))
+
+
+def render_remote_datasets(listing: dict[str, Any]) -> str:
+    """`shoal ls --remote`."""
+    if not listing["datasets"]:
+        return "no peer offers a dataset right now; `shoal peers` shows who is online"
+    rows = [
+        (
+            info["name"],
+            f"@{info['head']['seq']}",
+            format_size(info["head"]["size"]),
+            f"{info['head']['files']:,}",
+            format_time(info["head"]["time"]),
+            info["peer_name"] or info["peer_id"],
+        )
+        for info in listing["datasets"]
+    ]
+    return table(("NAME", "HEAD", "SIZE", "FILES", "UPDATED", "PEER"), rows, right=(2, 3))
+
+
+def render_log(log: dict[str, Any]) -> str:
+    """`shoal log NAME`: newest first."""
+    rows = [
+        (
+            f"@{version['seq']}",
+            version["id"][:16],
+            format_time(version["time"]),
+            format_size(version["size"]),
+            f"{version['files']:,}",
+            version["message"],
+        )
+        for version in log["versions"]
+    ]
+    return table(("VERSION", "ID", "TIME", "SIZE", "FILES", "MESSAGE"), rows, right=(3, 4))
+
+
+def render_share(result: dict[str, Any]) -> str:
+    """`shoal share`: the version line, then one summary line."""
+    version = result["version"]
+    first = f"{version_label(version)} {version['id']}"
+    contents = f"{format_count(version['files'], 'file')}, {format_size(version['size'])}"
+    if not result["created"]:
+        return f"{first}\nunchanged since {format_time(version['time'])}: {contents}"
+    rehashed = format_count(result["files_rehashed"], "file")
+    return f"{first}\nnew version: {contents}; {format_size(result['new_bytes'])} newly hashed from {rehashed}"
+
+
+def render_verify(report: dict[str, Any]) -> str:
+    """`shoal verify NAME`: a verdict line, then one line per problem."""
+    label = version_label(report["version"])
+    checked = format_count(report["files_checked"], "file")
+    if report["ok"]:
+        return f"{label} ok: {checked} match"
+    lines = [f"{label} FAILED: {format_count(len(report['problems']), 'problem')} in {checked}"]
+    lines += [f"  {problem['path']}: {problem['reason']}" for problem in report["problems"]]
+    return "\n".join(lines)
+
+
+def render_peers(listing: dict[str, Any]) -> str:
+    """`shoal peers`: trusted peers, then pending ones."""
+    if not listing["peers"]:
+        return "no peers yet; trust one with `shoal trust ID --addr HOST:PORT`"
+    rows = [
+        (
+            peer["name"] or "-",
+            peer["peer_id"],
+            peer["state"],
+            peer["address"] or ", ".join(peer["addresses"]) or "-",
+        )
+        for peer in listing["peers"]
+    ]
+    return table(("NAME", "PEER ID", "STATE", "ADDRESS"), rows)
+
+
+def render_trust_change(result: dict[str, Any], verb: str) -> str:
+    """`shoal trust` / `shoal untrust`."""
+    peer = result["peer"]
+    where = f" at {', '.join(peer['addresses'])}" if peer["addresses"] else ""
+    return f"{verb} {peer['name']} ({peer['peer_id']}){where}"
+
+
+def render_config(values: dict[str, Any]) -> str:
+    """`shoal config get`: one KEY = VALUE line per key."""
+    return "\n".join(f"{key} = {_config_value(key, value)}" for key, value in values.items())
+
+
+def render_fetch(result: dict[str, Any]) -> str:
+    """`shoal fetch`: the version line, then where it went and what crossed the network."""
+    version = result["version"]
+    seconds = result["seconds"]
+    received = result["bytes_received"]
+    rate = f" ({format_rate(received / seconds)})" if seconds > 0 and received else ""
+    return (
+        f"{version_label(version)} {version['id']}\n"
+        f"fetched into {result['dest']}: {format_count(result['files_total'], 'file')}, "
+        f"{format_size(version['size'])}; {format_size(received)} received from "
+        f"{format_count(len(result['peers']), 'peer')} in {format_duration(seconds)}{rate}, "
+        f"{format_size(result['bytes_reused'])} reused from local data"
+    )
+
+
+def _config_value(key: str, value: Any) -> str:
+    if key.startswith("bandwidth."):
+        return f"{value} ({format_rate(value)})" if value else "0 (unlimited)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

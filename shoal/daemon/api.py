@@ -1,0 +1,283 @@
+"""The control methods: what `shoal` commands and the TUI ask the daemon to do.
+
+Every handler takes the request's params and a progress sender and returns the
+result map; the normative description of each is in SPEC.md, "Control socket".
+`subscribe` is built into the control server, because it belongs to the connection;
+the topics it offers are TOPICS below.
+"""
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import shoal
+from shoal.daemon.config import Config, load_config
+from shoal.daemon.control import ControlServer, Handler, ProgressFn
+from shoal.daemon.library import Library, ShareProgress
+from shoal.daemon.trust import PendingPeer, TrustedPeer, TrustStore, canonical_peer_id
+from shoal.errors import UsageError
+from shoal.protocol.identity import PeerId
+
+#: Event topics: a dataset got a new version; the trust store changed; the
+#: configuration was reloaded; the daemon is about to stop.
+TOPICS = ("datasets", "peers", "config", "daemon")
+#: Keys whose new value takes effect only when the daemon restarts.
+RESTART_KEYS = frozenset({"listen", "discovery"})
+#: Progress of a long request is sent at most this often, however fast it advances.
+PROGRESS_INTERVAL = 0.25
+
+
+class ControlApi:
+    """The daemon state the control methods read and change."""
+
+    def __init__(
+        self,
+        *,
+        home: Path,
+        config: Config,
+        listen: str,
+        discovery: bool,
+        peer_id: PeerId,
+        library: Library,
+        trust: TrustStore,
+        publish: Callable[[str, dict[str, Any]], None],
+        request_shutdown: Callable[[], None],
+        remote_datasets: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self.listen = listen
+        self.discovery = discovery
+        self.peer_id = peer_id
+        self.library = library
+        self.trust = trust
+        self._publish = publish
+        self._request_shutdown = request_shutdown
+        # Supplied by the peer layer: the datasets connected peers offer, as `ls --remote` lists them.
+        self._remote_datasets = remote_datasets
+        self._started = time.time()
+
+    def register(self, server: ControlServer) -> None:
+        """Serve every method on `server`."""
+        for method, handler in self.handlers().items():
+            server.register(method, handler)
+
+    def handlers(self) -> dict[str, Handler]:
+        """Method name to handler."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "shutdown": self.shutdown,
+            "config.reload": self.reload_config,
+            "share": self.share,
+            "ls": self.ls,
+            "log": self.log,
+            "verify": self.verify,
+            "peers": self.peers,
+            "trust": self.trust_peer,
+            "untrust": self.untrust_peer,
+        }
+
+    async def id(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """This daemon's identity and where peers reach it."""
+        _only(params)
+        return {"peer_id": str(self.peer_id), "short": self.peer_id.short(), "listen": self.listen}
+
+    async def status(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """A one-screen summary of the daemon."""
+        _only(params)
+        listing = self.trust.list()
+        return {
+            "version": shoal.__version__,
+            "pid": os.getpid(),
+            "home": str(self.home),
+            "peer_id": str(self.peer_id),
+            "started": int(self._started),
+            "uptime": round(time.time() - self._started, 3),
+            "listen": self.listen,
+            "discovery": self.discovery,
+            "datasets": len(self.library.datasets()),
+            "peers": {"trusted": len(listing.trusted), "pending": len(listing.pending), "online": 0},
+        }
+
+    async def shutdown(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Stop the daemon once this reply is on its way."""
+        _only(params)
+        self._request_shutdown()
+        return {"stopping": True, "pid": os.getpid()}
+
+    async def reload_config(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Re-read config.toml; report keys that changed and which of them need a restart."""
+        _only(params)
+        new = load_config(self.home)
+        old_values, new_values = self.config.to_dict(), new.to_dict()
+        changed = [key for key in new_values if new_values[key] != old_values[key]]
+        self.config = new
+        if changed:
+            self._publish("config", {"config": new_values, "changed": changed})
+        return {
+            "config": new_values,
+            "changed": changed,
+            "restart_required": [key for key in changed if key in RESTART_KEYS],
+        }
+
+    async def share(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Record a folder as a new version of a dataset, reporting progress as it hashes."""
+        _only(params, "path", "name", "message")
+        path = Path(_text(params, "path"))
+        if not path.is_absolute():
+            raise UsageError(f"share needs an absolute path, not {str(path)!r}")
+        name = _optional_text(params, "name")
+        message = _optional_text(params, "message") or ""
+        relay = _ProgressRelay(progress)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relay.run)
+            result = await self.library.share(path, name=name, message=message, on_progress=relay.update)
+            nursery.cancel_scope.cancel()
+        if result.created:
+            self._publish("datasets", {"name": result.version.name, "version": result.version.to_json()})
+        return result.to_json()
+
+    async def ls(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """The local datasets by name, or with `remote` those that connected peers offer."""
+        _only(params, "remote")
+        if _flag(params, "remote"):
+            if self._remote_datasets is None:
+                raise UsageError(
+                    "this daemon runs without the peer layer, so it cannot list peers' datasets; "
+                    "upgrade shoal and restart the daemon"
+                )
+            return {"datasets": self._remote_datasets()}
+        datasets = sorted(self.library.datasets(), key=lambda info: info.name)
+        return {"datasets": [info.to_json() for info in datasets]}
+
+    async def log(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """The versions of one dataset, newest first."""
+        _only(params, "name")
+        name = _text(params, "name")
+        return {"name": name, "versions": [version.to_json() for version in self.library.log(name)]}
+
+    async def verify(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Re-hash a dataset's folder against its latest version."""
+        _only(params, "name")
+        report = await self.library.verify(_text(params, "name"))
+        return report.to_json()
+
+    async def peers(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Trusted peers, then peers seen but not trusted."""
+        _only(params)
+        listing = self.trust.list()
+        entries = [_trusted_entry(peer) for peer in listing.trusted]
+        entries += [_pending_entry(peer) for peer in listing.pending]
+        return {"peers": entries}
+
+    async def trust_peer(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Trust a peer by id, optionally naming it and telling where to reach it."""
+        _only(params, "peer_id", "name", "addresses")
+        peer_id = _text(params, "peer_id")
+        addresses = params.get("addresses", [])
+        if not isinstance(addresses, list) or not all(isinstance(item, str) for item in addresses):
+            raise UsageError("addresses must be a list of HOST:PORT texts")
+        if canonical_peer_id(peer_id) == str(self.peer_id):
+            raise UsageError("that is this daemon's own id; trust the id `shoal id` prints on the other machine")
+        entry = _trusted_entry(self.trust.trust(peer_id, _optional_text(params, "name"), addresses))
+        self._publish("peers", {"change": "trusted", "peer": entry})
+        return {"peer": entry}
+
+    async def untrust_peer(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Stop trusting a peer named by full id, name, or unique id prefix."""
+        _only(params, "peer_id")
+        entry = _trusted_entry(self.trust.untrust(_text(params, "peer_id")))
+        self._publish("peers", {"change": "untrusted", "peer": entry})
+        return {"peer": entry}
+
+
+class _ProgressRelay:
+    """Turns the library's synchronous progress callbacks into paced progress messages."""
+
+    def __init__(self, send: ProgressFn) -> None:
+        self._send = send
+        self._latest: ShareProgress | None = None
+        self._sent: ShareProgress | None = None
+
+    def update(self, progress: ShareProgress) -> None:
+        self._latest = progress
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(PROGRESS_INTERVAL)
+            latest = self._latest
+            if latest is not None and latest is not self._sent:
+                self._sent = latest
+                await self._send(
+                    {
+                        "files_done": latest.files_done,
+                        "bytes_done": latest.bytes_done,
+                        "files_total": latest.files_total,
+                        "bytes_total": latest.bytes_total,
+                        "path": latest.path,
+                    }
+                )
+
+
+def _trusted_entry(peer: TrustedPeer) -> dict[str, Any]:
+    return {
+        "peer_id": peer.peer_id,
+        "short": PeerId.parse(peer.peer_id).short(),
+        "name": peer.name,
+        "trusted": True,
+        "state": "offline",
+        "address": None,
+        "addresses": list(peer.addresses),
+        "rates": None,
+        "added": peer.added,
+        "first_seen": None,
+        "last_seen": None,
+    }
+
+
+def _pending_entry(peer: PendingPeer) -> dict[str, Any]:
+    return {
+        "peer_id": peer.peer_id,
+        "short": PeerId.parse(peer.peer_id).short(),
+        "name": None,
+        "trusted": False,
+        "state": "pending",
+        "address": peer.address,
+        "addresses": [peer.address],
+        "rates": None,
+        "added": None,
+        "first_seen": peer.first_seen,
+        "last_seen": peer.last_seen,
+    }
+
+
+def _only(params: dict[str, Any], *allowed: str) -> None:
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise UsageError(f"unknown parameters {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}")
+
+
+def _text(params: dict[str, Any], key: str) -> str:
+    value = params.get(key)
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"parameter {key!r} must be non-empty text")
+    return value
+
+
+def _flag(params: dict[str, Any], key: str) -> bool:
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise UsageError(f"parameter {key!r} must be true or false")
+    return value
+
+
+def _optional_text(params: dict[str, Any], key: str) -> str | None:
+    value = params.get(key)
+    if value is not None and not isinstance(value, str):
+        raise UsageError(f"parameter {key!r} must be text")
+    return value

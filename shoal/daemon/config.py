@@ -1,0 +1,300 @@
+"""Where shoal keeps its state (the home) and the daemon's settings in home/config.toml.
+
+Keys (dotted names are TOML tables):
+
+- listen: "HOST:PORT" the daemon accepts peers on; default "0.0.0.0:7453".
+- discovery: announce and browse peers with mDNS on the LAN; default true.
+- bandwidth.global_limit: upload+download cap in bytes/s over all peers; 0 = unlimited.
+- bandwidth.per_peer_limit: the same cap for each peer on its own; 0 = unlimited.
+- retention.max_versions: old versions kept per dataset beyond the head; default 5.
+- retention.max_fraction: share of the disk that old versions may use; default 0.25.
+
+The limits accept rates such as "100MB/s", "50Mbit" or "1.5GiB/s" from the command
+line and in the file; they are stored as bytes per second.
+
+platformdirs and the TOML modules are imported by the functions that need them:
+every `shoal` command imports this module for `resolve_home`, and `shoal status`
+must start nearly as fast as Python itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from shoal.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing adds milliseconds to every `shoal` start; annotations do not need it at run time.
+    from typing import Any
+
+DEFAULT_PORT = 7453
+HOME_ENV = "SHOAL_HOME"
+CONFIG_FILE = "config.toml"
+SOCKET_FILE = "control.sock"
+#: sun_path holds 108 bytes including the terminating NUL on Linux.
+MAX_SOCKET_PATH = 107
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The daemon's settings; defaults apply to every key absent from config.toml.
+
+    Fields are the keys' last parts: bandwidth.global_limit is `global_limit`.
+    """
+
+    listen: str = f"0.0.0.0:{DEFAULT_PORT}"
+    discovery: bool = True
+    global_limit: int = 0
+    per_peer_limit: int = 0
+    max_versions: int = 5
+    max_fraction: float = 0.25
+
+    def get(self, key: str) -> Any:
+        """Return the value of a dotted key such as "bandwidth.global_limit"."""
+        return getattr(self, _field(key))
+
+    def with_value(self, key: str, value: Any) -> Config:
+        """Return a copy with one already-validated key changed."""
+        return replace(self, **{_field(key): value})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every key with its value, flat and dotted, in documented order."""
+        return {key: self.get(key) for key in KEYS}
+
+
+def resolve_home(arg: str | os.PathLike[str] | None = None) -> Path:
+    """The home directory: `--home`, else $SHOAL_HOME, else the platform's user data dir."""
+    chosen = arg or os.environ.get(HOME_ENV)
+    if not chosen:
+        import platformdirs
+
+        chosen = platformdirs.user_data_dir("shoal")
+    return Path(chosen).expanduser().absolute()
+
+
+def ensure_home(home: Path) -> Path:
+    """Create the home if needed and make it private (0700): it holds keys and the socket."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if home.stat().st_mode & 0o077:
+        home.chmod(0o700)
+    return home
+
+
+def socket_path(home: Path) -> Path:
+    """The control socket's path; raises ConfigError when too long for a Unix socket."""
+    path = home / SOCKET_FILE
+    length = len(os.fsencode(path))
+    if length > MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"the control socket path {path} is {length} bytes, over the {MAX_SOCKET_PATH}-byte "
+            "limit of Unix sockets; use a shorter --home"
+        )
+    return path
+
+
+def load_config(home: Path) -> Config:
+    """Read home/config.toml; a missing file means all defaults."""
+    return _from_table(_read_table(home / CONFIG_FILE), home / CONFIG_FILE)
+
+
+def set_config_value(home: Path, key: str, text: str) -> Config:
+    """Parse `text` for `key`, write it to config.toml atomically, return the new config."""
+    spec = _key_spec(key)
+    value = spec.parse(text)
+    path = home / CONFIG_FILE
+    table = _read_table(path)
+    section, _, name = key.rpartition(".")
+    target = table.setdefault(section, {}) if section else table
+    if not isinstance(target, dict):
+        raise ConfigError(f"{path}: {section!r} must be a table; fix or delete the file")
+    target[name] = value
+    config = _from_table(table, path)
+    write_toml_atomic(path, table)
+    return config
+
+
+def parse_host_port(text: str, *, allow_port_zero: bool = False) -> tuple[str, int]:
+    """Split "HOST:PORT" or "[IPv6]:PORT"; raise ConfigError if malformed."""
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        sep = ""
+    lowest = 0 if allow_port_zero else 1
+    if not sep or not host or not port_text.isdigit() or not lowest <= int(port_text) <= 65535:
+        raise ConfigError(
+            f"{text!r} is not HOST:PORT; write e.g. 192.168.1.20:{DEFAULT_PORT} or [fe80::1]:{DEFAULT_PORT}"
+        )
+    return host, int(port_text)
+
+
+#: A pattern string, compiled (and cached by re) on first use rather than at every import.
+_RATE = r"(?P<number>\d+(?:\.\d+)?)\s*(?P<prefix>[kmgt]i?)?(?P<unit>bit|b)?(?:/s|ps)?"
+_PREFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_rate(text: str) -> int:
+    """Bytes per second from "100MB/s", "50Mbit", "2GiB/s", "12500000", "0" or "unlimited".
+
+    A capital B means bytes; a lowercase b or "bit" means bits. K/M/G/T are powers of
+    1000 and Ki/Mi/Gi/Ti powers of 1024.
+    """
+    cleaned = text.strip()
+    if cleaned.lower() in ("unlimited", "none", "off"):
+        return 0
+    match = re.fullmatch(_RATE, cleaned, re.IGNORECASE)
+    if not match:
+        raise ConfigError(f"{text!r} is not a rate; write e.g. 100MB/s, 50Mbit, 2GiB/s or 0 for unlimited")
+    prefix = (match["prefix"] or "").lower()
+    scale = 1024 ** (1 + "kmgt".index(prefix[0])) if prefix.endswith("i") else _PREFIXES[prefix]
+    unit = match["unit"] or "B"
+    bits = unit != "B"
+    rate = float(match["number"]) * scale / (8 if bits else 1)
+    if 0 < rate < 1:
+        raise ConfigError(f"{text!r} is below 1 byte/s; use 0 for unlimited")
+    return round(rate)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One configuration key: its documentation and how to read it from text and TOML."""
+
+    doc: str
+    parse: Callable[[str], Any]
+    check: Callable[[Any], Any]
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ConfigError(f"{text!r} is not a boolean; write true or false")
+
+
+def _check_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{value!r} is not a boolean; write true or false")
+    return value
+
+
+def _check_listen(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{value!r} is not HOST:PORT text; write e.g. \"0.0.0.0:{DEFAULT_PORT}\"")
+    parse_host_port(value, allow_port_zero=True)
+    return value
+
+
+def _check_rate(value: Any) -> int:
+    if isinstance(value, str):
+        return parse_rate(value)
+    if type(value) is not int or value < 0:
+        raise ConfigError(f"{value!r} is not a rate; use bytes/s (0 = unlimited) or text like \"100MB/s\"")
+    return value
+
+
+def _parse_versions(text: str) -> int:
+    try:
+        return _check_versions(int(text))
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a whole number of versions") from None
+
+
+def _check_versions(value: Any) -> int:
+    if type(value) is not int or value < 1:
+        raise ConfigError(f"{value!r} is not a number of versions; use a whole number of at least 1")
+    return value
+
+
+def _parse_fraction(text: str) -> float:
+    try:
+        return _check_fraction(float(text))
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a fraction; write a number such as 0.25") from None
+
+
+def _check_fraction(value: Any) -> float:
+    if type(value) not in (int, float) or not 0 < value <= 1:
+        raise ConfigError(f"{value!r} is not a fraction of the disk; use a number in (0, 1], e.g. 0.25")
+    return float(value)
+
+
+#: Every configuration key, in documented order.
+KEYS: dict[str, KeySpec] = {
+    "listen": KeySpec("HOST:PORT to accept peers on", _check_listen, _check_listen),
+    "discovery": KeySpec("find peers on the LAN with mDNS", _parse_bool, _check_bool),
+    "bandwidth.global_limit": KeySpec("bytes/s over all peers, 0 = unlimited", parse_rate, _check_rate),
+    "bandwidth.per_peer_limit": KeySpec("bytes/s per peer, 0 = unlimited", parse_rate, _check_rate),
+    "retention.max_versions": KeySpec("old versions kept per dataset", _parse_versions, _check_versions),
+    "retention.max_fraction": KeySpec("share of the disk old versions may use", _parse_fraction, _check_fraction),
+}
+_SECTIONS = {key.partition(".")[0] for key in KEYS if "." in key}
+
+
+def _field(key: str) -> str:
+    _key_spec(key)
+    return key.rpartition(".")[2]
+
+
+def _key_spec(key: str) -> KeySpec:
+    try:
+        return KEYS[key]
+    except KeyError:
+        raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(KEYS)}") from None
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix it or delete it to use the defaults") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}; check its permissions") from None
+
+
+def _from_table(table: dict[str, Any], path: Path) -> Config:
+    config = Config()
+    for key, value in _flatten(table, path):
+        try:
+            config = config.with_value(key, KEYS[key].check(value))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {key}: {exc}") from None
+    return config
+
+
+def _flatten(table: dict[str, Any], path: Path) -> list[tuple[str, Any]]:
+    pairs = []
+    for name, value in table.items():
+        if name in _SECTIONS and isinstance(value, dict):
+            pairs.extend((f"{name}.{sub}", subvalue) for sub, subvalue in value.items())
+        else:
+            pairs.append((name, value))
+    for key, _ in pairs:
+        if key not in KEYS:
+            raise ConfigError(f"{path}: unknown key {key!r}; known keys: {', '.join(KEYS)}")
+    return pairs
+
+
+def write_toml_atomic(path: Path, table: dict[str, Any]) -> None:
+    """Replace `path` with `table` as TOML so readers see the old or the new file, never half."""
+    import tomli_w
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as file:
+            tomli_w.dump(table, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

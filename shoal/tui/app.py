@@ -1,0 +1,274 @@
+"""`shoal tui`: the app shell, wiring the control client's signals into the tables.
+
+The app holds the daemon's state as the last maps it sent, keyed like the
+tables, so an event changes one row and a refresh is a diff, not a rebuild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Log, Static, TabbedContent, TabPane
+
+from shoal.daemon.config import socket_path
+from shoal.errors import DaemonError, DaemonNotRunning
+from shoal.protocol.control import Event
+from shoal.tui.client import Connected, ControlClient, Signal
+from shoal.tui.rows import (
+    DATASET_COLUMNS,
+    PEER_COLUMNS,
+    TRANSFER_COLUMNS,
+    TransferTracker,
+    dataset_rows,
+    event_line,
+    peer_label,
+    peer_row,
+)
+from shoal.tui.widgets.keyed_table import KeyedTable
+from shoal.tui.widgets.modals import FetchDialog, Params, ShareDialog, TrustDialog, UntrustDialog
+from shoal.tui.widgets.screens import HelpScreen, VersionsScreen
+
+#: Dataset events come in bursts (a share of many datasets); one `ls` per burst is enough.
+REFRESH_DELAY = 0.2
+
+
+class Client(Protocol):
+    """What the app needs from a control client; tests pass an in-memory one."""
+
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, on_progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> Awaitable[dict[str, Any]]: ...
+
+    def signals(self) -> AsyncIterator[Signal]: ...
+
+
+class ShoalApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "shoal"
+    BINDINGS = [
+        Binding("f", "fetch", "Fetch"),
+        Binding("t", "trust", "Trust"),
+        Binding("u", "untrust", "Untrust"),
+        Binding("s", "share", "Share"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+        Binding("1", "tab('peers')", "Peers", show=False),
+        Binding("2", "tab('datasets')", "Datasets", show=False),
+        Binding("3", "tab('transfers')", "Transfers", show=False),
+        Binding("4", "tab('events')", "Events", show=False),
+    ]
+
+    def __init__(self, client: Client) -> None:
+        super().__init__()
+        self.client = client
+        self.connected = False
+        self.peers: dict[str, dict[str, Any]] = {}
+        self.local: list[dict[str, Any]] = []
+        self.remote: list[dict[str, Any]] = []
+        self.transfers: dict[str, TransferTracker] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("connecting to the daemon…", id="status")
+        with TabbedContent(initial="datasets"):
+            with TabPane("Peers", id="peers"):
+                yield KeyedTable(PEER_COLUMNS, id="peers-table")
+            with TabPane("Datasets", id="datasets"):
+                yield KeyedTable(DATASET_COLUMNS, id="datasets-table")
+            with TabPane("Transfers", id="transfers"):
+                yield KeyedTable(TRANSFER_COLUMNS, id="transfers-table")
+            with TabPane("Events", id="events"):
+                yield Log(id="events-log", max_lines=5000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        # Looked up once: events keep arriving while the app shuts down, when a
+        # query of the torn-down screen would raise NoMatches inside a worker.
+        self.status = self.query_one("#status", Static)
+        self.events_log = self.query_one("#events-log", Log)
+        self.tabs = self.query_one(TabbedContent)
+        self.tables = {name: self.query_one(f"#{name}-table", KeyedTable) for name in ("peers", "datasets", "transfers")}
+        self.table("datasets").focus()
+        self.run_worker(self._follow(), group="signals", exclusive=True)
+
+    def table(self, name: str) -> KeyedTable:
+        return self.tables[name]
+
+    # --- the daemon's signals ----------------------------------------------------------
+
+    async def _follow(self) -> None:
+        async for signal in self.client.signals():
+            if isinstance(signal, Connected):
+                self.connected = True
+                self._set_status("connected", down=False)
+                await self._refresh()
+            elif isinstance(signal, Event):
+                self._on_event(signal)
+            else:
+                self.connected = False
+                retry = f" in {signal.retry_in:.0f}s" if signal.retry_in >= 1 else ""
+                self._set_status(f"daemon not running — retrying{retry} ({signal.reason})", down=True)
+
+    def _set_status(self, text: str, *, down: bool) -> None:
+        self.status.update(text)
+        self.status.set_class(down, "down")
+
+    def _on_event(self, event: Event) -> None:
+        data = event.data
+        if event.topic == "peers" and data.get("peer"):
+            peer = data["peer"]
+            self.peers[peer["peer_id"]] = {**self.peers.get(peer["peer_id"], {}), **peer}
+            self.table("peers").upsert(peer["peer_id"], peer_row(self.peers[peer["peer_id"]]))
+        elif event.topic == "datasets":
+            self.run_worker(self._refresh_later(), group="datasets", exclusive=True)
+        elif event.topic == "transfers":
+            self._on_transfer(data)
+        line = event_line(event.topic, data)
+        if line is not None:
+            self.events_log.write_line(line)
+
+    def _on_transfer(self, data: dict[str, Any]) -> None:
+        key = str(data.get("id", data.get("name")))
+        tracker = self.transfers.setdefault(key, TransferTracker(data))
+        kind = data.get("event")
+        if kind == "progress":
+            tracker.update(data)
+        elif kind == "done":
+            tracker.phase = "done"
+            fetched = int(data.get("bytes_received", 0)) + int(data.get("bytes_reused", 0))
+            tracker.bytes_done = tracker.bytes_total = max(tracker.bytes_total, fetched)
+            tracker.rate, tracker.eta = 0, None
+        elif kind == "failed":
+            tracker.phase = f"failed: {data.get('reason') or 'cancelled'}"
+            tracker.rate, tracker.eta = 0, None
+        self.table("transfers").upsert(key, tracker.row(self._peer_label))
+
+    def _peer_label(self, peer_id: str) -> str:
+        peer = self.peers.get(peer_id)
+        return peer_label(peer) if peer else peer_id[:7]
+
+    # --- fetching state ----------------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        await self._reporting_failures(self._refresh_all())
+
+    async def _refresh_later(self) -> None:
+        await asyncio.sleep(REFRESH_DELAY)
+        await self._reporting_failures(self._refresh_datasets())
+
+    async def _reporting_failures(self, refresh: Awaitable[None]) -> None:
+        try:
+            await refresh
+        except DaemonNotRunning:
+            return  # the signal stream reports the loss and retries
+        except DaemonError as exc:
+            self.notify(f"refresh failed: {exc}", severity="error", timeout=8)
+
+    async def _refresh_all(self) -> None:
+        identity = await self.client.call("id")
+        self._set_status(f"connected — this peer {identity['short']} listens on {identity['listen']}", down=False)
+        peers = await self.client.call("peers")
+        self.peers = {peer["peer_id"]: peer for peer in peers["peers"]}
+        self.table("peers").sync({key: peer_row(peer) for key, peer in self.peers.items()})
+        await self._refresh_datasets()
+
+    async def _refresh_datasets(self) -> None:
+        self.local = (await self.client.call("ls"))["datasets"]
+        try:
+            self.remote = (await self.client.call("ls", {"remote": True}))["datasets"]
+        except DaemonError as exc:
+            if exc.code != "usage":
+                raise
+            self.remote = []  # a daemon without the peer layer lists local datasets only
+        self.table("datasets").sync(dataset_rows(self.local, self.remote))
+
+    # --- actions -----------------------------------------------------------------------
+
+    def action_tab(self, tab: str) -> None:
+        self.tabs.active = tab
+        target = self.events_log if tab == "events" else self.table(tab)
+        target.focus()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_refresh(self) -> None:
+        if self.connected:
+            self.run_worker(self._refresh(), group="refresh", exclusive=True)
+
+    def action_fetch(self) -> None:
+        name = self.table("datasets").selected_key
+        if name is None:
+            self.notify("select a dataset on the Datasets tab first", severity="warning")
+            return
+        self.push_screen(FetchDialog(name, str(Path.cwd() / name)), self._send("fetch"))
+
+    def action_trust(self) -> None:
+        peer = self._selected_peer()
+        if peer is not None:
+            self.push_screen(TrustDialog(peer), self._send("trust"))
+
+    def action_untrust(self) -> None:
+        peer = self._selected_peer()
+        if peer is None:
+            return
+        if not peer.get("trusted"):
+            self.notify("that peer is not trusted", severity="warning")
+            return
+        self.push_screen(UntrustDialog(peer), self._send("untrust"))
+
+    def action_share(self) -> None:
+        self.push_screen(ShareDialog(), self._send("share"))
+
+    def _selected_peer(self) -> dict[str, Any] | None:
+        key = self.table("peers").selected_key
+        if key is None:
+            self.notify("select a peer on the Peers tab first", severity="warning")
+            return None
+        return self.peers[key]
+
+    def _send(self, method: str) -> Callable[[Params | None], None]:
+        """A dialog callback that sends the dialog's parameters as `method` in the background."""
+
+        def send(params: Params | None) -> None:
+            if params is not None:
+                self.run_worker(self._call(method, params), group=method)
+
+        return send
+
+    async def _call(self, method: str, params: Params) -> None:
+        try:
+            await self.client.call(method, params)
+        except (DaemonError, DaemonNotRunning) as exc:
+            self.notify(f"{method} failed: {exc}", severity="error", timeout=8)
+            return
+        # The tables follow from the events the daemon publishes for the change.
+        self.notify(f"{method} done")
+
+    async def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id != "datasets-table" or event.row_key.value is None:
+            return
+        name = str(event.row_key.value)
+        try:
+            log = await self.client.call("log", {"name": name})
+        except (DaemonError, DaemonNotRunning) as exc:
+            self.notify(f"no versions to show: {exc}", severity="warning")
+            return
+        await self.push_screen(VersionsScreen(name, log["versions"]))
+
+
+def make_app(client: Client) -> ShoalApp:
+    return ShoalApp(client)
+
+
+def run_tui(home: Path) -> int:
+    """Run the TUI against the daemon at `home` until the user quits; the exit status."""
+    app = make_app(ControlClient(socket_path(home)))
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,177 @@
+"""Pure translation of control-API maps into table rows and event-log lines.
+
+Kept apart from the widgets so the shapes the daemon sends are checked in one
+place, and every `.get` with a default marks a field a daemon may not send yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from rich.text import Text
+
+from shoal.cli.render import format_duration, format_size, format_time
+
+PEER_COLUMNS = ("name", "id", "address", "state", "last seen", "in", "out")
+DATASET_COLUMNS = ("name", "where", "latest", "size", "versions", "holders")
+TRANSFER_COLUMNS = ("dataset", "phase", "progress", "done / total", "rate", "eta", "peers")
+VERSION_COLUMNS = ("version", "id", "time", "size", "files", "message")
+
+_STATE_STYLE = {"online": "green", "offline": "dim", "pending": "yellow", "trusted": "cyan"}
+BAR_WIDTH = 20
+#: The peer layer reports sessions as online/offline; people say joined/left.
+_PEER_CHANGE = {"online": "joined", "offline": "left"}
+
+Row = tuple[str | Text, ...]
+
+
+def peer_state(peer: dict[str, Any]) -> str:
+    """online/offline/pending/trusted: a live session beats what the trust store says."""
+    if peer.get("online"):
+        return "online"
+    return str(peer.get("state") or ("trusted" if peer.get("trusted") else "pending"))
+
+
+def peer_label(peer: dict[str, Any]) -> str:
+    return str(peer.get("name") or peer.get("short") or peer["peer_id"][:12])
+
+
+def peer_row(peer: dict[str, Any]) -> Row:
+    state = peer_state(peer)
+    address = peer.get("address") or ", ".join(peer.get("addresses") or ()) or "-"
+    last_seen = peer.get("last_seen")
+    return (
+        str(peer.get("name") or "-"),
+        str(peer.get("short") or peer["peer_id"][:12]),
+        address,
+        Text(state, style=_STATE_STYLE.get(state, "")),
+        format_time(last_seen) if last_seen else "-",
+        format_size(peer.get("bytes_in") or 0),
+        format_size(peer.get("bytes_out") or 0),
+    )
+
+
+def dataset_rows(local: Iterable[dict[str, Any]], remote: Iterable[dict[str, Any]]) -> dict[str, Row]:
+    """One row per dataset name, merging our copy with every peer that offers one."""
+    heads: dict[str, dict[str, Any]] = {}
+    versions: dict[str, int] = {}
+    holders: dict[str, list[str]] = {}
+    is_local: set[str] = set()
+    for info in local:
+        name = info["name"]
+        heads[name] = info["head"]
+        versions[name] = info.get("versions", 1)
+        is_local.add(name)
+    for info in remote:
+        name = info["name"]
+        if name not in heads or info["head"]["seq"] > heads[name]["seq"]:
+            heads[name] = info["head"]
+        versions[name] = max(versions.get(name, 0), info.get("versions", info["head"]["seq"]))
+        holders.setdefault(name, []).append(str(info.get("peer_name") or info.get("peer_id", "?")[:12]))
+    rows = {}
+    for name in sorted(heads):
+        where = "local+remote" if name in is_local and name in holders else "local" if name in is_local else "remote"
+        peers = holders.get(name, [])
+        rows[name] = (
+            name,
+            where,
+            f"@{heads[name]['seq']}",
+            format_size(heads[name]["size"]),
+            f"{versions[name]:,}",
+            ", ".join(peers[:3]) + (f" +{len(peers) - 3}" if len(peers) > 3 else "") if peers else "-",
+        )
+    return rows
+
+
+def version_row(version: dict[str, Any]) -> Row:
+    return (
+        f"@{version['seq']}",
+        version["id"][:16],
+        format_time(version["time"]),
+        format_size(version["size"]),
+        f"{version['files']:,}",
+        version.get("message") or "",
+    )
+
+
+def progress_bar(done: int, total: int) -> Text:
+    fraction = min(done / total, 1.0) if total else 0.0
+    filled = round(fraction * BAR_WIDTH)
+    bar = Text("█" * filled, style="green")
+    bar.append("░" * (BAR_WIDTH - filled), style="dim")
+    bar.append(f" {fraction:4.0%}")
+    return bar
+
+
+class TransferTracker:
+    """The live view of one transfer; per-peer rates come from successive progress events."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.name = str(data.get("name", "?"))
+        self.phase = "starting"
+        self.bytes_done = 0
+        self.bytes_total = 0
+        self.rate = 0
+        self.eta: float | None = None
+        self.peer_rates: dict[str, float] = {}
+        self._received: dict[str, int] = {}
+        self._mark: float | None = None
+
+    def update(self, data: dict[str, Any], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.phase = str(data.get("phase", self.phase))
+        self.bytes_done = int(data.get("bytes_done", self.bytes_done))
+        self.bytes_total = int(data.get("bytes_total", self.bytes_total))
+        self.rate = int(data.get("rate") or 0)
+        self.eta = data.get("eta")
+        peers = data.get("peers") or {}
+        elapsed = now - self._mark if self._mark is not None else 0.0
+        for peer_id, stats in peers.items():
+            received = int(stats.get("received", 0))
+            if elapsed > 0:
+                self.peer_rates[peer_id] = (received - self._received.get(peer_id, 0)) / elapsed
+            self._received[peer_id] = received
+        self._mark = now
+
+    def row(self, label: Callable[[str], str]) -> Row:
+        """The table row; `label` names a peer id the way the peers table does."""
+        fastest_first = sorted(self.peer_rates.items(), key=lambda item: -item[1])
+        rates = ", ".join(f"{label(peer)} {format_size(rate)}/s" for peer, rate in fastest_first)
+        moving = self.rate > 0
+        return (
+            self.name,
+            self.phase,
+            progress_bar(self.bytes_done, self.bytes_total),
+            f"{format_size(self.bytes_done)} / {format_size(self.bytes_total)}",
+            f"{format_size(self.rate)}/s" if moving else "-",
+            format_duration(self.eta) if self.eta is not None else "-",
+            rates or "-",
+        )
+
+
+def event_line(topic: str, data: dict[str, Any]) -> str | None:
+    """A human line for the events log, or None for events not worth one (progress ticks)."""
+    if topic == "peers":
+        peer = data.get("peer")
+        if not peer:
+            return None
+        change = str(data.get("change", "changed"))
+        return f"peer {peer_label(peer)} {_PEER_CHANGE.get(change, change)}"
+    if topic == "datasets":
+        version = data.get("version") or {}
+        return f"published {data.get('name', '?')}@{version.get('seq', '?')}"
+    if topic == "transfers":
+        event = data.get("event")
+        name = data.get("name") or (data.get("version") or {}).get("name", "?")
+        if event == "done":
+            return f"fetched {name} into {data.get('dest', '?')}"
+        if event == "failed":
+            return f"fetch of {name} failed: {data.get('reason', 'unknown reason')}"
+        if event == "started":
+            return f"fetching {name} into {data.get('dest', '?')}"
+        return None
+    if topic == "daemon":
+        return f"daemon: {data.get('state') or data.get('event') or 'stopping'}"
+    return None

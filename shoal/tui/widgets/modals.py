@@ -1,0 +1,129 @@
+"""Modal dialogs: each returns the request parameters to send, or None when cancelled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+Params = dict[str, Any]
+
+
+class _Dialog(ModalScreen[Params | None]):
+    """Escape cancels, Enter in any input confirms."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def on_input_submitted(self) -> None:
+        self.confirm()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self.confirm()
+        else:
+            self.dismiss(None)
+
+    def buttons(self, ok: str) -> Horizontal:
+        return Horizontal(Button(ok, id="ok", variant="primary"), Button("Cancel", id="cancel"), classes="buttons")
+
+    def confirm(self) -> None:
+        raise NotImplementedError
+
+
+class FetchDialog(_Dialog):
+    def __init__(self, name: str, default_dest: str) -> None:
+        super().__init__()
+        self._name = name
+        self._default_dest = default_dest
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"Fetch [b]{self._name}[/b]")
+            yield Label("Destination folder")
+            yield Input(self._default_dest, id="dest")
+            yield Label("Only paths matching (optional glob, e.g. train/*.parquet)")
+            yield Input(id="include", placeholder="everything")
+            yield self.buttons("Fetch")
+
+    def confirm(self) -> None:
+        dest = self.query_one("#dest", Input).value.strip()
+        if not dest:
+            self.notify("a destination is required", severity="error")
+            return
+        params: Params = {"name": self._name, "dest": dest}
+        include = self.query_one("#include", Input).value.strip()
+        if include:
+            params["include"] = [include]
+        self.dismiss(params)
+
+
+class TrustDialog(_Dialog):
+    """Shows the whole id: trust is only safe once it matches what the other side's `shoal id` prints."""
+
+    def __init__(self, peer: dict[str, Any]) -> None:
+        super().__init__()
+        self._peer = peer
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Trust this peer? Compare the id with `shoal id` on its machine:")
+            yield Static(self._peer["peer_id"], classes="peer-id")
+            yield Label("Name (optional)")
+            yield Input(self._peer.get("name") or "", id="name")
+            yield self.buttons("Trust")
+
+    def confirm(self) -> None:
+        params: Params = {"peer_id": self._peer["peer_id"]}
+        name = self.query_one("#name", Input).value.strip()
+        if name:
+            params["name"] = name
+        if self._peer.get("address"):
+            params["addresses"] = [self._peer["address"]]
+        self.dismiss(params)
+
+
+class UntrustDialog(_Dialog):
+    def __init__(self, peer: dict[str, Any]) -> None:
+        super().__init__()
+        self._peer = peer
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"Stop trusting [b]{self._peer.get('name') or 'this peer'}[/b]?")
+            yield Static(self._peer["peer_id"], classes="peer-id")
+            yield self.buttons("Untrust")
+
+    def confirm(self) -> None:
+        self.dismiss({"peer_id": self._peer["peer_id"]})
+
+
+class ShareDialog(_Dialog):
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Share a folder")
+            yield Label("Folder (absolute path)")
+            yield Input(id="path", placeholder="/data/imagenet-subset")
+            yield Label("Dataset name (optional; defaults to the folder name)")
+            yield Input(id="name")
+            yield Label("Message (optional)")
+            yield Input(id="message")
+            yield self.buttons("Share")
+
+    def confirm(self) -> None:
+        path = self.query_one("#path", Input).value.strip()
+        if not path.startswith("/"):
+            self.notify("the folder must be an absolute path", severity="error")
+            return
+        params: Params = {"path": path}
+        for field in ("name", "message"):
+            value = self.query_one(f"#{field}", Input).value.strip()
+            if value:
+                params[field] = value
+        self.dismiss(params)

@@ -1,0 +1,123 @@
+"""Argument parsing, help texts, and how `main` turns failures into one line and an exit code."""
+
+import argparse
+
+import pytest
+
+from shoal.cli import main as main_mod
+from shoal.cli.main import command_parser, main, parse_args
+from shoal.errors import UnknownDataset
+
+COMMANDS = ["daemon", "id", "peers", "trust", "untrust", "share", "ls", "log", "status", "verify", "config", "fetch", "tui"]
+
+
+def test_every_documented_command_exists():
+    assert list(main_mod._commands()) == COMMANDS
+
+
+def described_options(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from described_options(sub)
+        elif action.option_strings or action.dest != "help":
+            yield parser, action
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_describes_every_option_of_every_command(name, capsys):
+    for parser, action in described_options(command_parser(name)):
+        assert action.help and action.help != argparse.SUPPRESS, f"{parser.prog}: {action.dest} has no help"
+        text = parser.format_help()
+        for option in action.option_strings:
+            assert option in text
+    with pytest.raises(SystemExit) as exited:
+        parse_args([name, "--help"])
+    assert exited.value.code == 0
+    assert f"usage: shoal {name}" in capsys.readouterr().out
+
+
+def test_top_level_help_lists_commands_and_exit_codes(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert f"\n  {name} " in out
+    assert "130 interrupted" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--home", "/h", "-v", "status"],
+        ["status", "--home", "/h", "--verbose"],
+        ["-v", "status", "--home", "/h"],
+    ],
+)
+def test_global_options_go_before_or_after_the_command(argv):
+    args = parse_args(argv)
+    assert (args.home, args.verbose, args.no_autostart) == ("/h", True, False)
+
+
+def test_config_actions_keep_global_options_given_before_them():
+    args = parse_args(["--home", "/h", "config", "set", "listen", "127.0.0.1:1"])
+    assert (args.home, args.key, args.value) == ("/h", "listen", "127.0.0.1:1")
+    assert parse_args(["config", "get", "--no-autostart"]).no_autostart is True
+
+
+def test_repeatable_options_collect_every_value():
+    args = parse_args(["trust", "ID", "--addr", "a:1", "--addr", "b:2"])
+    assert args.addresses == ["a:1", "b:2"]
+    args = parse_args(["fetch", "imagenet@3", "out", "--include", "*.csv", "--include", "train/", "--timeout", "9"])
+    assert (args.spec, args.dest, args.include, args.timeout) == ("imagenet@3", "out", ["*.csv", "train/"], 9.0)
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        ([], "a command is needed"),
+        (["sahre"], "invalid choice: 'sahre'"),
+        (["share"], "the following arguments are required: PATH"),
+        (["fetch", "x", "--timeout", "-1"], "must be positive"),
+        (["config", "get", "colour"], "invalid choice: 'colour'"),
+        (["daemon", "restart"], "invalid choice: 'restart'"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("shoal: ") and fragment in err[0] and "--help" in err[0]
+
+
+def test_a_fetch_spec_ending_in_at_is_a_usage_error(capsys):
+    assert main(["--no-autostart", "fetch", "imagenet@"]) == 2
+    assert "NAME@VERSION" in capsys.readouterr().err
+
+
+def failing(exc: BaseException):
+    def run(args):
+        raise exc
+
+    return run
+
+
+@pytest.mark.parametrize(
+    "exc, code, fragment",
+    [
+        (KeyboardInterrupt(), 130, "shoal: interrupted"),
+        (UnknownDataset("no dataset named 'x'; see `shoal ls`"), 4, "shoal: no dataset named 'x'; see `shoal ls`"),
+        (ZeroDivisionError("boom"), 1, "shoal: unexpected ZeroDivisionError: boom; rerun with --verbose"),
+    ],
+)
+def test_failures_become_one_line_and_an_exit_code(monkeypatch, capsys, exc, code, fragment):
+    monkeypatch.setattr(main_mod, "_cmd_id", failing(exc))
+    assert main(["id"]) == code
+    err = capsys.readouterr().err
+    assert err.strip() == fragment or err.strip().startswith(fragment)
+    assert "Traceback" not in err
+
+
+def test_verbose_adds_the_traceback(monkeypatch, capsys):
+    monkeypatch.setattr(main_mod, "_cmd_id", failing(ZeroDivisionError("boom")))
+    assert main(["id", "--verbose"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().endswith("report it")

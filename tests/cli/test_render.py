@@ -1,0 +1,180 @@
+"""Human renderings of command results, and the progress views."""
+
+import io
+import json
+import time
+
+import pytest
+
+from shoal.cli import render
+from shoal.cli.commands.progress import PlainProgress, RichProgress, describe, open_progress
+
+VERSION = {
+    "name": "imagenet",
+    "seq": 3,
+    "id": "ab" * 32,
+    "root": "cd" * 32,
+    "parents": ["ef" * 32],
+    "author": "01" * 32,
+    "time": 1_700_000_000,
+    "message": "relabel",
+    "size": 4_500_000_000,
+    "files": 1234,
+}
+
+
+@pytest.mark.parametrize(
+    "size, text",
+    [(0, "0 B"), (999, "999 B"), (1000, "1.0 kB"), (4_500_000_000, "4.5 GB"), (3 * 10**18, "3000.0 PB")],
+)
+def test_sizes_use_decimal_units(size, text):
+    assert render.format_size(size) == text
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0s"), (59.9, "59s"), (185, "3m05s"), (7620, "2h07m"), (356400, "4d03h")])
+def test_durations_show_two_units_at_most(seconds, text):
+    assert render.format_duration(seconds) == text
+
+
+def test_rates_read_zero_as_unlimited():
+    assert render.format_rate(0) == "unlimited"
+    assert render.format_rate(12_500_000) == "12.5 MB/s"
+
+
+def test_tables_pad_columns_and_right_align_numbers():
+    text = render.table(("NAME", "SIZE"), [("a", "1 B"), ("longer", "10.0 kB")], right=(1,))
+    assert text.splitlines() == ["NAME       SIZE", "a           1 B", "longer  10.0 kB"]
+
+
+def test_json_output_is_one_sorted_object():
+    out = io.StringIO()
+    render.print_json({"b": 1, "a": "é"}, out)
+    assert out.getvalue() == '{\n  "a": "é",\n  "b": 1\n}\n'
+    assert json.loads(out.getvalue()) == {"a": "é", "b": 1}
+
+
+def test_share_shows_the_version_line_then_what_changed():
+    created = {"version": VERSION, "created": True, "new_bytes": 12_300_000, "files_rehashed": 3, "warnings": []}
+    assert render.render_share(created).splitlines() == [
+        f"imagenet@3 {'ab' * 32}",
+        "new version: 1,234 files, 4.5 GB; 12.3 MB newly hashed from 3 files",
+    ]
+    unchanged = {**created, "created": False, "new_bytes": 0}
+    assert render.render_share(unchanged).splitlines()[1].startswith("unchanged since ")
+
+
+def test_verify_lists_every_problem():
+    report = {
+        "name": "imagenet",
+        "version": VERSION,
+        "files_checked": 1234,
+        "ok": False,
+        "problems": [{"path": "a.jpg", "reason": "missing"}, {"path": "b.jpg", "reason": "content differs"}],
+    }
+    assert render.render_verify(report).splitlines() == [
+        "imagenet@3 FAILED: 2 problems in 1,234 files",
+        "  a.jpg: missing",
+        "  b.jpg: content differs",
+    ]
+
+
+def test_peers_show_names_ids_states_and_addresses():
+    peers = {
+        "peers": [
+            {"name": "bob", "peer_id": "B" * 63, "state": "offline", "address": None, "addresses": ["10.0.0.2:7453"]},
+            {"name": None, "peer_id": "C" * 63, "state": "pending", "address": "10.0.0.3:7453", "addresses": []},
+        ]
+    }
+    lines = render.render_peers(peers).splitlines()
+    assert lines[0].split() == ["NAME", "PEER", "ID", "STATE", "ADDRESS"]
+    assert lines[1].split() == ["bob", "B" * 63, "offline", "10.0.0.2:7453"]
+    assert lines[2].split() == ["-", "C" * 63, "pending", "10.0.0.3:7453"]
+    assert "shoal trust" in render.render_peers({"peers": []})
+
+
+def test_status_summarises_the_daemon():
+    status = {
+        "version": "0.1.0",
+        "pid": 42,
+        "uptime": 3725.0,
+        "peer_id": "P" * 63,
+        "home": "/h",
+        "listen": "0.0.0.0:7453",
+        "discovery": True,
+        "datasets": 3,
+        "peers": {"trusted": 2, "pending": 1, "online": 0},
+    }
+    text = render.render_status(status)
+    assert "running, pid 42, up 1h02m" in text
+    assert "2 trusted (0 online), 1 pending" in text
+    assert "0.0.0.0:7453 (discovery on)" in text
+
+
+def test_fetch_reports_where_the_data_went_and_what_crossed_the_network():
+    result = {
+        "version": VERSION,
+        "dest": "/data/imagenet",
+        "files_written": 1234,
+        "files_total": 1234,
+        "bytes_received": 2_000_000_000,
+        "bytes_reused": 2_500_000_000,
+        "seconds": 20.0,
+        "peers": {"A": 1, "B": 2},
+        "warnings": [],
+    }
+    assert render.render_fetch(result).splitlines()[1] == (
+        "fetched into /data/imagenet: 1,234 files, 4.5 GB; 2.0 GB received from 2 peers in 20s (100.0 MB/s), "
+        "2.5 GB reused from local data"
+    )
+
+
+def test_config_shows_limits_in_words():
+    text = render.render_config({"bandwidth.global_limit": 0, "bandwidth.per_peer_limit": 5_000_000, "discovery": False})
+    assert text.splitlines() == [
+        "bandwidth.global_limit = 0 (unlimited)",
+        "bandwidth.per_peer_limit = 5000000 (5.0 MB/s)",
+        "discovery = false",
+    ]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_progress_prints_a_line_per_interval_at_most():
+    clock = FakeClock()
+    out = io.StringIO()
+    view = PlainProgress("sharing x", out, interval=2.0, clock=clock)
+    for step in range(1, 11):
+        clock.now += 0.5
+        view.update({"files_done": step, "bytes_done": step * 1_000_000, "files_total": 10, "bytes_total": 10_000_000})
+    view.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0] == "sharing x: 4/10 files, 4.0 MB of 10.0 MB, 2.0 MB/s, ETA 3s"
+
+
+def test_progress_without_totals_shows_counts_and_rate_only():
+    assert describe({"files_done": 5, "bytes_done": 3000, "files_total": None, "bytes_total": None}, 1.5) == (
+        "5 files, 3.0 kB, 2.0 kB/s"
+    )
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_a_live_bar_and_a_pipe_plain_lines():
+    assert isinstance(open_progress("x", stream=io.StringIO()), PlainProgress)
+    terminal = Terminal()
+    view = open_progress("sharing imagenet", stream=terminal)
+    assert isinstance(view, RichProgress)
+    view.update({"files_done": 1, "bytes_done": 500, "files_total": 2, "bytes_total": 1000, "path": "a"})
+    time.sleep(0.15)
+    view.close()
+    assert "sharing imagenet" in terminal.getvalue()

@@ -1,0 +1,126 @@
+"""The daemon process: the single-instance lock, detached start, stop, signals, crash recovery."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from shoal.daemon import lifecycle
+from shoal.daemon.lifecycle import DaemonLock, answers, running_pid, start_detached, stop
+from shoal.errors import DaemonAlreadyRunning, DaemonStartFailed
+
+
+@pytest.fixture
+def home():
+    # Under /tmp, not pytest's tmp_path: Unix socket paths are limited to 107 bytes.
+    path = Path(tempfile.mkdtemp(prefix="shoal-life-", dir="/tmp"))
+    yield path
+    pid = running_pid(path)
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_until(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def foreground(home: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "shoal", "--home", str(home), "daemon", "--listen", "127.0.0.1:0", "--no-discovery"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_the_lock_is_exclusive_and_names_its_holder(home):
+    with DaemonLock(home):
+        assert running_pid(home) == os.getpid()
+        with pytest.raises(DaemonAlreadyRunning, match=f"pid {os.getpid()}"):
+            DaemonLock(home).acquire()
+    assert running_pid(home) is None
+    assert (home / lifecycle.LOCK_FILE).read_text() == "", "a clean exit leaves no pid behind"
+
+
+def test_a_pid_left_by_a_crash_is_not_mistaken_for_a_running_daemon(home):
+    (home / lifecycle.LOCK_FILE).write_text("4242\n")
+    assert running_pid(home) is None
+    lock = DaemonLock(home)
+    lock.acquire()
+    try:
+        assert lock.previous_pid == 4242
+        assert (home / lifecycle.LOCK_FILE).read_text() == f"{os.getpid()}\n"
+    finally:
+        lock.release()
+
+
+def test_start_answers_then_stop_removes_every_trace(home):
+    pid = start_detached(home, listen="127.0.0.1:0", discovery=False)
+    assert running_pid(home) == pid
+    assert answers(home)
+    assert os.getsid(pid) == pid, "the daemon leads its own session, detached from our terminal"
+    assert stop(home) == pid
+    assert running_pid(home) is None
+    assert not (home / "control.sock").exists()
+    assert "ready" in (home / lifecycle.LOG_FILE).read_text()
+    assert stop(home) is None, "stopping a stopped daemon is not an error"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_foreground_daemon_shuts_down_cleanly_on_a_signal(home, signum):
+    process = foreground(home)
+    try:
+        wait_until(lambda: answers(home))
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "shutting down" in stderr
+    assert not (home / "control.sock").exists()
+    assert running_pid(home) is None
+
+
+def test_a_second_daemon_for_the_same_home_refuses_to_run(home):
+    process = foreground(home)
+    try:
+        wait_until(lambda: answers(home))
+        second = subprocess.run(
+            [sys.executable, "-m", "shoal", "--home", str(home), "daemon"], capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 1
+        assert f"pid {process.pid}" in second.stderr and "shoal daemon stop" in second.stderr
+        assert answers(home), "the running daemon is untouched"
+    finally:
+        process.terminate()
+        process.communicate(timeout=20)
+
+
+def test_the_next_daemon_cleans_up_after_a_killed_one(home):
+    pid = start_detached(home, listen="127.0.0.1:0", discovery=False)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: running_pid(home) is None)
+    assert (home / "control.sock").exists(), "a killed daemon leaves its socket behind"
+    assert not answers(home)
+    new_pid = start_detached(home, listen="127.0.0.1:0", discovery=False)
+    assert new_pid != pid and answers(home)
+    assert f"previous daemon (pid {pid}) did not shut down cleanly" in (home / lifecycle.LOG_FILE).read_text()
+    stop(home)
+
+
+def test_a_daemon_that_cannot_start_is_reported_with_its_reason(home):
+    (home / "config.toml").write_text("listen = 5\n")
+    with pytest.raises(DaemonStartFailed) as caught:
+        start_detached(home, timeout=30)
+    assert "config.toml" in str(caught.value) and "daemon.log" in str(caught.value)
+    assert running_pid(home) is None

@@ -1,0 +1,227 @@
+"""Pilot tests of `shoal tui` against an in-memory control client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+from textual import events
+from textual.pilot import Pilot
+from textual.widgets import Input, Log, Static, TabbedContent
+from tui_fakes import FakeClient, demo_client, local_dataset, peer
+
+from shoal.tui.app import ShoalApp, make_app
+from shoal.tui.client import Connected
+from shoal.tui.widgets.modals import FetchDialog, TrustDialog, UntrustDialog
+from shoal.tui.widgets.screens import HelpScreen, VersionsScreen
+
+pytestmark = pytest.mark.asyncio
+
+SIZE = (120, 40)
+
+
+async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the UI never reached the expected state"
+        await pilot.pause(0.01)
+
+
+def cell(app: ShoalApp, table: str, key: str, column: int) -> str:
+    return str(app.table(table).get_row(key)[column])
+
+
+async def test_tables_are_filled_from_the_daemon() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        assert app.table("peers").row_count == 5
+        assert cell(app, "datasets", "imagenet-subset", 1) == "local+remote"
+        assert cell(app, "datasets", "imagenet-subset", 2) == "@8"
+        assert cell(app, "datasets", "imagenet-subset", 5) == "gpu-box-a, nas"
+        assert cell(app, "datasets", "speech-commands", 1) == "remote"
+        gpu = client.peers[0]["peer_id"]
+        assert cell(app, "peers", gpu, 3) == "online"
+        assert cell(app, "peers", client.peers[3]["peer_id"], 3) == "pending"
+        assert "connected" in str(app.query_one("#status", Static).render())
+
+
+async def test_transfer_events_update_one_row() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        client.event("transfers", id=1, event="started", name="speech-commands", dest="/data/speech-commands")
+        await until(pilot, lambda: app.table("transfers").row_count == 1)
+        progress = {"id": 1, "event": "progress", "name": "speech-commands", "phase": "chunks",
+                    "bytes_total": 2_000_000_000, "bytes_done": 500_000_000, "rate": 50_000_000, "eta": 30.0,
+                    "peers": {client.peers[1]["peer_id"]: {"received": 400_000_000, "dropped": None}}}
+        client.event("transfers", **progress)
+        await until(pilot, lambda: cell(app, "transfers", "1", 1) == "chunks")
+        assert "25%" in cell(app, "transfers", "1", 2)
+        assert cell(app, "transfers", "1", 3) == "500.0 MB / 2.0 GB"
+        assert cell(app, "transfers", "1", 4) == "50.0 MB/s"
+        assert cell(app, "transfers", "1", 5) == "30s"
+        client.event("transfers", id=1, event="failed", name="speech-commands", reason="no peer has chunk 4f2a")
+        await until(pilot, lambda: cell(app, "transfers", "1", 1).startswith("failed"))
+        assert app.table("transfers").row_count == 1
+        log = "\n".join(app.query_one("#events-log", Log).lines)
+        assert "fetch of speech-commands failed: no peer has chunk 4f2a" in log
+
+
+async def test_fetch_dialog_sends_fetch_with_the_destination() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        await pilot.press("2", "down")  # rows are by name: eval-suite, then imagenet-subset
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, FetchDialog))
+        app.screen.query_one("#dest", Input).value = "/scratch/imnet"
+        app.screen.query_one("#include", Input).value = "train/*"
+        await pilot.click("#ok")
+        await until(pilot, lambda: bool(client.sent("fetch")))
+        assert client.sent("fetch") == [{"name": "imagenet-subset", "dest": "/scratch/imnet", "include": ["train/*"]}]
+
+
+async def test_escape_cancels_a_dialog_without_a_request() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, FetchDialog))
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, FetchDialog))
+        assert client.sent("fetch") == []
+
+
+async def test_trust_and_untrust_dialogs_send_the_full_peer_id() -> None:
+    client = demo_client()
+    app = make_app(client)
+    pending, trusted = client.peers[3], client.peers[0]
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("peers").row_count == 5)
+        await pilot.press("1", "down", "down", "down", "t")
+        await until(pilot, lambda: isinstance(app.screen, TrustDialog))
+        assert pending["peer_id"] in str(app.screen.query_one(".peer-id", Static).render())
+        app.screen.query_one("#name", Input).value = "intern-laptop"
+        await pilot.press("enter")
+        await until(pilot, lambda: bool(client.sent("trust")))
+        assert client.sent("trust") == [
+            {"peer_id": pending["peer_id"], "name": "intern-laptop", "addresses": [pending["address"]]}
+        ]
+        await pilot.press("up", "up", "up", "u")
+        await until(pilot, lambda: isinstance(app.screen, UntrustDialog))
+        assert trusted["peer_id"] in str(app.screen.query_one(".peer-id", Static).render())
+        await pilot.click("#ok")
+        await until(pilot, lambda: bool(client.sent("untrust")))
+        assert client.sent("untrust") == [{"peer_id": trusted["peer_id"]}]
+
+
+async def test_peer_events_update_the_row_and_the_log() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("peers").row_count == 5)
+        laptop = client.peers[2]
+        client.event("peers", change="online", peer={**laptop, "online": True, "address": "192.168.1.9:7447"})
+        await until(pilot, lambda: cell(app, "peers", laptop["peer_id"], 3) == "online")
+        assert cell(app, "peers", laptop["peer_id"], 2) == "192.168.1.9:7447"
+        assert "peer laptop-mira joined" in app.query_one("#events-log", Log).lines
+
+
+async def test_dataset_event_refreshes_the_listing() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        client.local.append(local_dataset("new-one", 1))
+        client.event("datasets", name="new-one", version=client.local[-1]["head"])
+        await until(pilot, lambda: app.table("datasets").row_count == 6)
+        assert "published new-one@1" in app.query_one("#events-log", Log).lines
+
+
+async def test_enter_on_a_dataset_shows_its_versions() -> None:
+    app = make_app(demo_client())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        await pilot.press("2", "enter")
+        await until(pilot, lambda: isinstance(app.screen, VersionsScreen))
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, VersionsScreen))
+
+
+async def test_help_screen_opens_and_closes_while_events_still_apply() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("peers").row_count == 5)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        assert "fetch the selected dataset" in str(app.screen.query_one(Static).render())
+        client.event("peers", change="online", peer={**client.peers[2], "online": True})
+        client.event("transfers", id=3, event="started", name="eval-suite", dest="/tmp/e")
+        await until(pilot, lambda: cell(app, "peers", client.peers[2]["peer_id"], 3) == "online")
+        await until(pilot, lambda: app.table("transfers").row_count == 1)
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, HelpScreen))
+
+
+async def test_daemon_down_is_shown_and_recovers() -> None:
+    client = demo_client(up=False)
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        status = app.query_one("#status", Static)
+        await until(pilot, lambda: "daemon not running — retrying" in str(status.render()))
+        assert status.has_class("down")
+        assert app.table("datasets").row_count == 0
+        client.up = True
+        client.push(Connected())
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        assert not status.has_class("down")
+
+
+async def reflected_within(app: ShoalApp, key: str, condition: Callable[[], bool]) -> float:
+    """Seconds from a key press until its effect is in the widget state, polling every millisecond."""
+    start = time.perf_counter()
+    app.post_message(events.Key(key, key if len(key) == 1 else None))
+    while not condition():
+        assert time.perf_counter() - start < 3, f"key {key!r} had no effect"
+        await asyncio.sleep(0.001)
+    return time.perf_counter() - start
+
+
+async def test_stays_responsive_with_10000_datasets_and_1000_peers() -> None:
+    peers = [peer(n, state=("online", "offline", "pending")[n % 3]) for n in range(1000)]
+    local = [local_dataset(f"dataset-{n:05d}", n % 9 + 1) for n in range(10_000)]
+    client = FakeClient(peers, local)
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 10_000, timeout=30)
+        await until(pilot, lambda: app.table("peers").row_count == 1000)
+        await pilot.pause()
+        datasets, tabs = app.table("datasets"), app.query_one(TabbedContent)
+        timings = []
+        for _ in range(5):
+            row = datasets.cursor_row
+            timings.append(await reflected_within(app, "down", lambda: datasets.cursor_row == row + 1))
+            await pilot.pause()
+        for key, tab in (("1", "peers"), ("2", "datasets"), ("3", "transfers"), ("2", "datasets")):
+            timings.append(await reflected_within(app, key, lambda: tabs.active == tab))
+            await pilot.pause()
+        # The full round trip, rendering and settling included, is slower on a slow machine; report it too.
+        start = time.perf_counter()
+        await pilot.press("down")
+        round_trip = time.perf_counter() - start
+        client.event("transfers", id=9, event="started", name="dataset-00042", dest="/tmp/d")
+        await until(pilot, lambda: app.table("transfers").row_count == 1)
+        mean_ms = 1000 * sum(timings) / len(timings)
+        print(
+            f"\nresponsiveness: key to state mean {mean_ms:.1f} ms, max {1000 * max(timings):.1f} ms;"
+            f" press-to-idle round trip {1000 * round_trip:.0f} ms"
+        )
+        assert mean_ms <= 100

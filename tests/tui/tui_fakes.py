@@ -1,0 +1,131 @@
+"""An in-memory stand-in for shoal.tui.client.ControlClient, and realistic data for it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from shoal.errors import DaemonError, DaemonNotRunning
+from shoal.protocol.control import Event
+from shoal.protocol.identity import PeerId
+from shoal.tui.client import Connected, Disconnected, Signal
+
+NOW = 1_790_000_000
+
+
+def peer_id(n: int) -> str:
+    return str(PeerId(hashlib.sha256(f"peer-{n}".encode()).digest()))
+
+
+def peer(n: int, *, state: str = "offline", name: str | None = None) -> dict[str, Any]:
+    pid = peer_id(n)
+    trusted = state != "pending"
+    return {
+        "peer_id": pid,
+        "short": pid[:7],
+        "name": name if name is not None else (f"node-{n}" if trusted else None),
+        "trusted": trusted,
+        "state": "pending" if state == "pending" else "offline",
+        "online": state == "online",
+        "address": f"10.0.{n // 250}.{n % 250 + 1}:7447" if state != "offline" else None,
+        "addresses": [f"10.0.{n // 250}.{n % 250 + 1}:7447"],
+        "last_seen": NOW - 37 * n,
+        "bytes_in": 3_100_000_000 * (n % 7),
+        "bytes_out": 870_000_000 * (n % 5),
+    }
+
+
+def version(name: str, seq: int, *, size: int = 4_200_000_000, files: int = 1_024) -> dict[str, Any]:
+    digest = hashlib.sha256(f"{name}@{seq}".encode()).hexdigest()
+    return {
+        "name": name, "seq": seq, "id": digest, "root": digest, "parents": [], "author": digest,
+        "time": NOW - 3600 * (10 - seq), "message": f"nightly export {seq}", "size": size, "files": files,
+    }
+
+
+def local_dataset(name: str, seq: int, **kwargs: int) -> dict[str, Any]:
+    return {"name": name, "path": f"/data/{name}", "head": version(name, seq, **kwargs), "versions": seq}
+
+
+def remote_dataset(name: str, seq: int, holder: dict[str, Any], **kwargs: int) -> dict[str, Any]:
+    return {"name": name, "head": version(name, seq, **kwargs), "peer_id": holder["peer_id"], "peer_name": holder["name"]}
+
+
+class FakeClient:
+    """Answers control calls from dictionaries; tests push signals and read `calls`."""
+
+    def __init__(
+        self,
+        peers: Sequence[dict[str, Any]] = (),
+        local: Sequence[dict[str, Any]] = (),
+        remote: Sequence[dict[str, Any]] = (),
+        *,
+        up: bool = True,
+    ) -> None:
+        self.peers = list(peers)
+        self.local = list(local)
+        self.remote = list(remote)
+        self.up = up
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self._signals: asyncio.Queue[Signal] = asyncio.Queue()
+        self.push(Connected() if up else Disconnected("cannot reach /tmp/x/control.sock: No such file", 1.0))
+
+    def push(self, signal: Signal) -> None:
+        self._signals.put_nowait(signal)
+
+    def event(self, topic: str, **data: Any) -> None:
+        self.push(Event(topic, data))
+
+    def sent(self, method: str) -> list[dict[str, Any]]:
+        return [params for name, params in self.calls if name == method]
+
+    async def signals(self) -> AsyncIterator[Signal]:
+        while True:
+            yield await self._signals.get()
+
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, on_progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        params = params or {}
+        self.calls.append((method, params))
+        if not self.up:
+            raise DaemonNotRunning("the daemon is not running")
+        if method == "id":
+            return {"peer_id": peer_id(0), "short": peer_id(0)[:7], "listen": "0.0.0.0:7447"}
+        if method == "peers":
+            return {"peers": self.peers}
+        if method == "ls":
+            return {"datasets": self.remote if params.get("remote") else self.local}
+        if method == "log":
+            head = next((d["head"] for d in self.local + self.remote if d["name"] == params["name"]), None)
+            if head is None:
+                raise DaemonError(f"no dataset {params['name']!r}", code="not-found", exit_code=4)
+            return {"name": params["name"], "versions": [version(head["name"], s) for s in range(head["seq"], 0, -1)]}
+        if method in ("trust", "untrust"):
+            return {"peer": next(p for p in self.peers if p["peer_id"] == params["peer_id"])}
+        return {}
+
+
+def demo_client(*, up: bool = True) -> FakeClient:
+    """A small lab: a few peers in every state, datasets here and there, two transfers."""
+    peers = [
+        peer(1, state="online", name="gpu-box-a"),
+        peer(2, state="online", name="gpu-box-b"),
+        peer(3, name="laptop-mira"),
+        peer(4, state="pending"),
+        peer(5, state="online", name="nas"),
+    ]
+    local = [
+        local_dataset("imagenet-subset", 7, size=12_800_000_000, files=128_000),
+        local_dataset("tokenizer-corpus", 3, size=860_000_000, files=42),
+        local_dataset("eval-suite", 12, size=95_000_000, files=310),
+    ]
+    remote = [
+        remote_dataset("imagenet-subset", 8, peers[0], size=12_900_000_000, files=128_400),
+        remote_dataset("imagenet-subset", 8, peers[4], size=12_900_000_000, files=128_400),
+        remote_dataset("speech-commands", 2, peers[1], size=2_300_000_000, files=105_829),
+        remote_dataset("robot-trajectories", 5, peers[4], size=48_000_000_000, files=9_600),
+    ]
+    return FakeClient(peers, local, remote, up=up)
