@@ -17,18 +17,24 @@ import trio
 import shoal
 from shoal.daemon.config import Config, load_config
 from shoal.daemon.control import ControlServer, Handler, ProgressFn
+from shoal.daemon.fetch import FetchSpec
 from shoal.daemon.library import Library, ShareProgress
+from shoal.daemon.peers import PeerManager
+from shoal.daemon.transfers import Transfers
 from shoal.daemon.trust import PendingPeer, TrustedPeer, TrustStore, canonical_peer_id
 from shoal.errors import UsageError
 from shoal.protocol.identity import PeerId
+from shoal.protocol.messages import CatalogEntry
 
 #: Event topics: a dataset got a new version; the trust store changed; the
 #: configuration was reloaded; the daemon is about to stop.
-TOPICS = ("datasets", "peers", "config", "daemon")
+TOPICS = ("datasets", "peers", "transfers", "config", "daemon")
 #: Keys whose new value takes effect only when the daemon restarts.
 RESTART_KEYS = frozenset({"listen", "discovery"})
 #: Progress of a long request is sent at most this often, however fast it advances.
 PROGRESS_INTERVAL = 0.25
+#: How long a fetch waits for a peer that has the dataset, unless the request says otherwise.
+DEFAULT_FETCH_TIMEOUT = 30.0
 
 
 class ControlApi:
@@ -46,7 +52,8 @@ class ControlApi:
         trust: TrustStore,
         publish: Callable[[str, dict[str, Any]], None],
         request_shutdown: Callable[[], None],
-        remote_datasets: Callable[[], list[dict[str, Any]]] | None = None,
+        peers: PeerManager,
+        transfers: Transfers,
     ) -> None:
         self.home = home
         self.config = config
@@ -57,8 +64,8 @@ class ControlApi:
         self.trust = trust
         self._publish = publish
         self._request_shutdown = request_shutdown
-        # Supplied by the peer layer: the datasets connected peers offer, as `ls --remote` lists them.
-        self._remote_datasets = remote_datasets
+        self.network = peers
+        self.transfers = transfers
         self._started = time.time()
 
     def register(self, server: ControlServer) -> None:
@@ -77,6 +84,7 @@ class ControlApi:
             "ls": self.ls,
             "log": self.log,
             "verify": self.verify,
+            "fetch": self.fetch,
             "peers": self.peers,
             "trust": self.trust_peer,
             "untrust": self.untrust_peer,
@@ -85,7 +93,11 @@ class ControlApi:
     async def id(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """This daemon's identity and where peers reach it."""
         _only(params)
-        return {"peer_id": str(self.peer_id), "short": self.peer_id.short(), "listen": self.listen}
+        return {"peer_id": str(self.peer_id), "short": self.peer_id.short(), "listen": self._listen_address()}
+
+    def _listen_address(self) -> str:
+        host = self.listen.rpartition(":")[0]
+        return f"{host}:{self.network.port}" if self.network.port is not None else self.listen
 
     async def status(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """A one-screen summary of the daemon."""
@@ -98,10 +110,15 @@ class ControlApi:
             "peer_id": str(self.peer_id),
             "started": int(self._started),
             "uptime": round(time.time() - self._started, 3),
-            "listen": self.listen,
+            "listen": self._listen_address(),
             "discovery": self.discovery,
             "datasets": len(self.library.datasets()),
-            "peers": {"trusted": len(listing.trusted), "pending": len(listing.pending), "online": 0},
+            "peers": {
+                "trusted": len(listing.trusted),
+                "pending": len(listing.pending),
+                "online": len(self.network.sessions),
+            },
+            "transfers": self.transfers.snapshot(),
         }
 
     async def shutdown(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
@@ -140,18 +157,14 @@ class ControlApi:
             nursery.cancel_scope.cancel()
         if result.created:
             self._publish("datasets", {"name": result.version.name, "version": result.version.to_json()})
+            await self.network.publish_catalog()
         return result.to_json()
 
     async def ls(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """The local datasets by name, or with `remote` those that connected peers offer."""
         _only(params, "remote")
         if _flag(params, "remote"):
-            if self._remote_datasets is None:
-                raise UsageError(
-                    "this daemon runs without the peer layer, so it cannot list peers' datasets; "
-                    "upgrade shoal and restart the daemon"
-                )
-            return {"datasets": self._remote_datasets()}
+            return {"datasets": [self._remote_entry(pid, e) for pid, e in self.network.remote_datasets()]}
         datasets = sorted(self.library.datasets(), key=lambda info: info.name)
         return {"datasets": [info.to_json() for info in datasets]}
 
@@ -171,9 +184,53 @@ class ControlApi:
         """Trusted peers, then peers seen but not trusted."""
         _only(params)
         listing = self.trust.list()
-        entries = [_trusted_entry(peer) for peer in listing.trusted]
+        entries = [self._live(_trusted_entry(peer)) for peer in listing.trusted]
         entries += [_pending_entry(peer) for peer in listing.pending]
         return {"peers": entries}
+
+    def _live(self, entry: dict[str, Any]) -> dict[str, Any]:
+        live = self.network.peer_state(entry["peer_id"])
+        entry["state"] = "online" if live["online"] else "offline"
+        for key in ("online", "address", "discovered", "last_seen", "last_error", "bytes_in", "bytes_out"):
+            entry[key] = live[key]
+        entry["rates"] = {"up": live["rate_out"], "down": live["rate_in"]}
+        return entry
+
+    def _remote_entry(self, peer_id: str, entry: CatalogEntry) -> dict[str, Any]:
+        trusted = self.trust.get(peer_id)
+        return {
+            "name": entry.name,
+            "peer_id": peer_id,
+            "peer_name": trusted.name if trusted else None,
+            "head": {
+                "name": entry.name, "seq": entry.seq, "id": entry.head.hex(), "time": entry.time,
+                "size": entry.size, "files": entry.files,
+            },
+            "versions": len(entry.full),
+        }
+
+    async def fetch(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Fetch a dataset version from trusted peers into a folder, reporting progress."""
+        _only(params, "name", "dest", "version", "include", "from", "timeout")
+        dest = Path(_text(params, "dest"))
+        if not dest.is_absolute():
+            raise UsageError(f"fetch needs an absolute destination, not {str(dest)!r}")
+        include = params.get("include") or []
+        if not isinstance(include, list) or not all(isinstance(item, str) and item for item in include):
+            raise UsageError("include must be a list of non-empty glob patterns")
+        timeout = params.get("timeout", DEFAULT_FETCH_TIMEOUT)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise UsageError("timeout must be a positive number of seconds")
+        source = _optional_text(params, "from")
+        spec = FetchSpec(
+            name=_text(params, "name"),
+            version=_optional_text(params, "version"),
+            dest=dest,
+            include=tuple(include),
+            from_peer=self.trust.resolve(source) if source else None,
+            timeout=float(timeout),
+        )
+        return await self.transfers.fetch(spec, progress)
 
     async def trust_peer(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Trust a peer by id, optionally naming it and telling where to reach it."""
@@ -185,6 +242,7 @@ class ControlApi:
         if canonical_peer_id(peer_id) == str(self.peer_id):
             raise UsageError("that is this daemon's own id; trust the id `shoal id` prints on the other machine")
         entry = _trusted_entry(self.trust.trust(peer_id, _optional_text(params, "name"), addresses))
+        self.network.wake_dialer(entry["peer_id"])
         self._publish("peers", {"change": "trusted", "peer": entry})
         return {"peer": entry}
 
@@ -192,6 +250,7 @@ class ControlApi:
         """Stop trusting a peer named by full id, name, or unique id prefix."""
         _only(params, "peer_id")
         entry = _trusted_entry(self.trust.untrust(_text(params, "peer_id")))
+        await self.network.disconnect(entry["peer_id"], "no longer trusted")
         self._publish("peers", {"change": "untrusted", "peer": entry})
         return {"peer": entry}
 
@@ -224,6 +283,10 @@ class _ProgressRelay:
                 )
 
 
+#: The live fields of a peer entry while no session with it is open.
+_OFFLINE: dict[str, Any] = {"online": False, "discovered": [], "last_error": None, "bytes_in": 0, "bytes_out": 0}
+
+
 def _trusted_entry(peer: TrustedPeer) -> dict[str, Any]:
     return {
         "peer_id": peer.peer_id,
@@ -237,6 +300,7 @@ def _trusted_entry(peer: TrustedPeer) -> dict[str, Any]:
         "added": peer.added,
         "first_seen": None,
         "last_seen": None,
+        **_OFFLINE,
     }
 
 
@@ -253,6 +317,7 @@ def _pending_entry(peer: PendingPeer) -> dict[str, Any]:
         "added": None,
         "first_seen": peer.first_seen,
         "last_seen": peer.last_seen,
+        **_OFFLINE,
     }
 
 

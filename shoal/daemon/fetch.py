@@ -50,9 +50,14 @@ _log = logging.getLogger("shoal.fetch")
 class FetchError(ShoalError):
     """A fetch could not complete."""
 
+    code = "fetch-failed"
+
 
 class NoPeer(FetchError):
     """No connected peer has the requested dataset or version."""
+
+    code = "no-peer"
+    exit_code = 6
 
 
 class PeerMisbehaved(ShoalError):

@@ -266,6 +266,8 @@ class PeerManager:
             "bytes_out": session.bytes_out if session else 0,
             "datasets": len(session.catalog) if session else 0,
         }
+        rate_in, rate_out = session.rates() if session else (0.0, 0.0)
+        state["rate_in"], state["rate_out"] = round(rate_in), round(rate_out)
         return state
 
 

@@ -5,7 +5,9 @@ Subsystems, in start order (and stopped in reverse):
 1. identity: the Ed25519 key that signs versions and names this daemon.
 2. library: the local datasets and their index.
 3. trust store: trusted and pending peers.
-4. control server: the local socket clients drive everything through.
+4. peers: the listener, the dialler and one session per connected trusted peer.
+5. discovery (unless turned off): mDNS announcement and browsing, feeding the dialler.
+6. control server: the local socket clients drive everything through.
 """
 
 import logging
@@ -15,10 +17,14 @@ from pathlib import Path
 import trio
 
 from shoal.daemon.api import TOPICS, ControlApi
+from shoal.daemon.discovery import Discovery, DiscoveryError, Sighting, announce_addresses, local_ipv4_addresses
+from shoal.daemon.fetch import Fetcher
 from shoal.daemon.config import Config, ensure_home, socket_path
 from shoal.daemon.control import ControlServer
 from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library import Library
+from shoal.daemon.peers import PeerEvent, PeerManager, split_address
+from shoal.daemon.transfers import Transfers
 from shoal.daemon.trust import TrustStore
 from shoal.protocol.identity import PeerId, peer_id_of
 
@@ -60,19 +66,29 @@ async def serve(
     try:
         stopping = trio.Event()
         control = ControlServer(socket_path(home), topics=TOPICS)
+        trust = TrustStore.open(home)
+        listen = listen or config.listen
+        peers = PeerManager(signer, trust, library, listen, on_event=lambda e: _publish_peer_event(control, e))
+        transfers = Transfers(Fetcher(library.index, peers), peers.publish_catalog, control.publish)
         api = ControlApi(
             home=home,
             config=config,
-            listen=listen or config.listen,
+            listen=listen,
             discovery=discovery and config.discovery,
             peer_id=peer_id,
             library=library,
-            trust=TrustStore.open(home),
+            trust=trust,
             publish=control.publish,
             request_shutdown=stopping.set,
+            peers=peers,
+            transfers=transfers,
         )
         api.register(control)
         async with trio.open_nursery() as nursery:
+            port = await nursery.start(peers.run)
+            log.info("listening for peers on %s", api._listen_address())
+            if api.discovery:
+                await _start_discovery(nursery, peer_id, listen, port, peers)
             await nursery.start(control.serve)
             log.info("shoal daemon %s ready; control socket %s", peer_id, control.path)
             task_status.started(DaemonHandle(peer_id, control.path, stopping))
@@ -83,3 +99,27 @@ async def serve(
             nursery.cancel_scope.cancel()
     finally:
         library.close()
+
+
+def _publish_peer_event(control: ControlServer, event: PeerEvent) -> None:
+    control.publish("peers", {"change": event.kind, "peer_id": event.peer_id, **event.detail})
+
+
+async def _start_discovery(nursery: trio.Nursery, peer_id: PeerId, listen: str, port: int, peers: PeerManager) -> None:
+    """Announce this daemon and feed what the LAN announces to the dialler."""
+    host = split_address(listen)[0]
+    try:
+        discovery = Discovery(str(peer_id), port, announce_addresses(host, local_ipv4_addresses()))
+    except DiscoveryError as e:
+        log.warning("discovery is off: %s", e)
+        return
+    await nursery.start(discovery.run)
+    nursery.start_soon(_follow_sightings, discovery, peers)
+
+
+async def _follow_sightings(discovery: Discovery, peers: PeerManager) -> None:
+    async for sighting in discovery.sightings():
+        if isinstance(sighting, Sighting):
+            peers.add_sighting(sighting.peer_id, sighting.addresses)
+        else:
+            peers.add_sighting(sighting.peer_id, ())

@@ -8,6 +8,7 @@ cancels them. A misbehaving peer ends only its own session.
 """
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -131,6 +132,17 @@ class PeerSession:
         self._pending: dict[int, _Pending] = {}
         self._serving: dict[int, trio.CancelScope] = {}
         self._closed = False
+        self._rate_mark = (time.monotonic(), 0, 0)
+        self._rates = (0.0, 0.0)
+
+    def rates(self) -> tuple[float, float]:
+        """Bytes per second received and sent, averaged over the last second or so."""
+        now = time.monotonic()
+        then, bytes_in, bytes_out = self._rate_mark
+        if now - then >= 1.0:
+            self._rates = ((self.bytes_in - bytes_in) / (now - then), (self.bytes_out - bytes_out) / (now - then))
+            self._rate_mark = (now, self.bytes_in, self.bytes_out)
+        return self._rates
 
     # --- running --------------------------------------------------------------
 

@@ -17,9 +17,11 @@ from shoal.protocol.identity import PeerId
 VERSION_KEYS = {"name", "seq", "id", "root", "parents", "author", "time", "message", "size", "files"}
 PEER_KEYS = {
     "peer_id", "short", "name", "trusted", "state", "address", "addresses", "rates", "added", "first_seen", "last_seen",
+    "online", "discovered", "last_error", "bytes_in", "bytes_out",
 }
 STATUS_KEYS = {
     "running", "version", "pid", "home", "peer_id", "started", "uptime", "listen", "discovery", "datasets", "peers",
+    "transfers",
 }
 VERSION_LINE = re.compile(r"(?P<label>[\w.-]+@\d+) (?P<id>[0-9a-f]{64})")
 
@@ -117,7 +119,9 @@ def test_status_and_id(running):
     assert set(status) == STATUS_KEYS
     assert status["running"] is True and status["pid"] == running_pid(running.home)
     assert status["home"] == str(running.home)
-    assert status["listen"] == "127.0.0.1:0" and status["discovery"] is False
+    # Configured as port 0: the daemon reports the port it really bound.
+    host, port = status["listen"].rsplit(":", 1)
+    assert host == "127.0.0.1" and int(port) > 0 and status["discovery"] is False
     assert set(status["peers"]) == {"trusted", "pending", "online"}
     identity = running.json("id")
     assert set(identity) == {"peer_id", "short", "listen"}
@@ -156,8 +160,9 @@ def test_errors_are_one_line_with_documented_exit_codes(running, data):
     one_line_error(running("untrust", "nobody"), 4, "no trusted peer")
     one_line_error(running("share", str(data / "missing")), 1, "does not exist")
     one_line_error(running("share"), 2, "shoal share --help")
-    one_line_error(running("fetch", "imagenet-mini@1", "--timeout", "5"), 1, "no 'fetch' method")
-    one_line_error(running("ls", "--remote"), 2, "cannot list peers' datasets")
+    one_line_error(running("fetch", "nothing-here", "--timeout", "1"), 6, "no connected peer has nothing-here")
+    one_line_error(running("fetch", "imagenet-mini@1", "--timeout", "1"), 2, "already at")
+    assert "no peer offers a dataset" in running("ls", "--remote").stdout
     one_line_error(running("config", "set", "retention.max_versions", "0"), 2, "at least 1")
 
 
