@@ -1,0 +1,116 @@
+"""The two-machine walkthrough, as a user types it: two real daemons on loopback."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import ShoalCli, make_home, remove_home
+
+VERSION_LINE = re.compile(r"(?P<label>[\w.-]+@\d+) (?P<id>[0-9a-f]{64})")
+
+
+@pytest.fixture
+def pair():
+    homes = [make_home(), make_home()]
+    clis = [ShoalCli(h) for h in homes]
+    for cli in clis:
+        started = cli("daemon", "start")
+        assert started.returncode == 0, started.stderr
+    yield clis
+    for cli, home in zip(clis, homes):
+        cli("daemon", "stop")
+        remove_home(home)
+
+
+def ok(process) -> str:
+    assert process.returncode == 0, process.stderr
+    return process.stdout
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".shoal-partial" not in p.parts
+    }
+
+
+def test_share_fetch_update_fetch_delta(pair, tmp_path: Path) -> None:
+    a, b = pair
+    data = tmp_path / "imagenet-mini"
+    (data / "train").mkdir(parents=True)
+    (data / "model.pt").write_bytes(os.urandom(4_000_000))
+    for i in range(30):
+        (data / "train" / f"img{i:03}.jpg").write_bytes(os.urandom(20_000 + i))
+    id_a, id_b = a.json("id")["peer_id"], b.json("id")["peer_id"]
+    listen_a = a.json("status")["listen"]
+    ok(a("trust", id_b, "--name", "laptop"))
+    ok(b("trust", id_a, "--name", "gpu-box", "--addr", listen_a))
+
+    first = VERSION_LINE.search(ok(a("share", str(data), "-m", "first"))).groupdict()
+    assert first["label"] == "imagenet-mini@1"
+    dest = tmp_path / "copy"
+    fetched = b.json("fetch", "imagenet-mini", str(dest), "--timeout", "20")
+    assert fetched["version"]["id"] == first["id"]
+    assert files_of(dest) == files_of(data)
+    assert fetched["bytes_received"] >= 4_000_000
+
+    remote = b.json("ls", "--remote")["datasets"]
+    assert [(d["name"], d["peer_name"], d["head"]["seq"]) for d in remote] == [("imagenet-mini", "gpu-box", 1)]
+    peers = {p["peer_id"]: p for p in b.json("peers")["peers"]}
+    assert peers[id_a]["state"] == "online" and peers[id_a]["name"] == "gpu-box"
+
+    with open(data / "model.pt", "r+b") as f:
+        f.seek(2_000_000)
+        f.write(os.urandom(1024 * 1024))
+    (data / "train" / "img000.jpg").unlink()
+    second = VERSION_LINE.search(ok(a("share", str(data), "-m", "retrained"))).groupdict()
+    assert second["label"] == "imagenet-mini@2"
+    delta = b.json("fetch", "imagenet-mini@2", str(dest), "--timeout", "20")
+    assert delta["version"]["seq"] == 2
+    assert files_of(dest) == files_of(data)
+    assert delta["files_written"] == 1
+    # 1 MiB changed: the changed chunks plus at most two boundary chunks cross the wire.
+    assert delta["bytes_received"] <= 1024 * 1024 + 2 * 256 * 1024
+
+    log = b.json("log", "imagenet-mini")["versions"]
+    assert [v["seq"] for v in log] == [2, 1]
+    assert [v["message"] for v in log] == ["retrained", "first"]
+    verified = b.json("verify", "imagenet-mini")
+    assert verified["ok"] is True and verified["files_checked"] == 30
+    status = b.json("status")
+    assert status["peers"]["online"] == 1 and status["datasets"] == 1
+
+    # B now serves what it fetched: A can get it back from B into a new folder.
+    again = a("fetch", "imagenet-mini", str(tmp_path / "roundtrip"), "--json")
+    assert again.returncode == 2, "A has the dataset at its own folder and must say so"
+    assert "already at" in again.stderr
+
+
+def test_fetch_waits_then_reports_no_peer(pair, tmp_path: Path) -> None:
+    _, b = pair
+    process = b("fetch", "ghost", str(tmp_path / "ghost"), "--timeout", "1")
+    assert process.returncode == 6
+    assert process.stderr.count("\n") == 1 and "no connected peer has ghost" in process.stderr
+    assert not (tmp_path / "ghost").exists() or not any((tmp_path / "ghost").iterdir())
+
+
+def test_dest_with_unrelated_files_is_refused(pair, tmp_path: Path) -> None:
+    a, b = pair
+    data = tmp_path / "ds"
+    data.mkdir()
+    (data / "x.bin").write_bytes(os.urandom(1000))
+    ok(a("trust", b.json("id")["peer_id"]))
+    ok(b("trust", a.json("id")["peer_id"], "--addr", a.json("status")["listen"]))
+    ok(a("share", str(data)))
+    dest = tmp_path / "occupied"
+    dest.mkdir()
+    (dest / "thesis.tex").write_text("precious")
+    process = b("fetch", "ds", str(dest), "--timeout", "10")
+    assert process.returncode == 2 and "not a fetch of ds" in process.stderr
+    assert (dest / "thesis.tex").read_text() == "precious"
+    assert sorted(p.name for p in dest.iterdir()) == ["thesis.tex"]
+    json.loads(b("ls", "--json").stdout)
