@@ -55,4 +55,10 @@ def _read_verified(index: Index, wanted: bytes, place: Location) -> bytes | None
 
 def read_chunks(index: Index, wanted: list[bytes]) -> list[tuple[bytes, bytes | None]]:
     """Read several chunks; for each id, its verified bytes or None."""
-    return [(cid, read_chunk(index, cid)) for cid in wanted]
+    first = index.first_locations(wanted)
+    out = []
+    for cid in wanted:
+        place = first.get(cid)
+        data = _read_verified(index, cid, place) if place is not None else None
+        out.append((cid, data if data is not None else read_chunk(index, cid)))
+    return out

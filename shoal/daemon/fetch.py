@@ -185,6 +185,7 @@ class _FileTask:
     partial: Path
     fd: int
     remaining: int
+    fresh: bool
     listed: bool = False
     finishing: bool = False
 
@@ -198,6 +199,8 @@ class _NetBatch:
     lengths: dict[bytes, int] = field(default_factory=dict)
     refused_by: set[str] = field(default_factory=set)
     serving: set[str] = field(default_factory=set)
+    writing: int = 0
+    liars: set[str] = field(default_factory=set)
 
     def add(self, task: _FileTask, offset: int, ref: Ref) -> None:
         self.targets.setdefault(ref.id, []).append((task, offset))
@@ -206,6 +209,29 @@ class _NetBatch:
 
     def __len__(self) -> int:
         return len(self.pending)
+
+
+@dataclass(slots=True)
+class _Arrival:
+    """A chunk received for a batch, not yet verified."""
+
+    batch: _NetBatch
+    peer: str
+    cid: bytes
+    data: bytes
+    targets: list[tuple[_FileTask, int]]
+
+
+def _verify_and_write(arrivals: list[_Arrival]) -> list[bool]:
+    """Hash each chunk; write the good ones to every place they belong. Runs in a thread."""
+    verdicts = []
+    for arrival in arrivals:
+        good = chunk_id(arrival.data) == arrival.cid
+        if good:
+            for task, offset in arrival.targets:
+                os.pwrite(task.fd, arrival.data, offset)
+        verdicts.append(good)
+    return verdicts
 
 
 def _partial_name(parts: tuple[str, ...], file_id: bytes) -> str:
@@ -235,6 +261,7 @@ class _Run:
         self.nursery: trio.Nursery | None = None
         self.open_tasks: set[_FileTask] = set()
         self.last_source_seen = time.monotonic()
+        self.inbox: list[_Arrival] = []
 
     def notify(self) -> None:
         self.changed.set()
@@ -282,20 +309,48 @@ class _Run:
     # --- receiving ------------------------------------------------------------
 
     def deliver(self, batch: _NetBatch, peer: str, cid: bytes, data: bytes) -> None:
-        if cid not in batch.lengths:
+        """Take a chunk off the wire; it is verified and written by the writer task."""
+        if cid not in batch.lengths or len(data) != batch.lengths[cid]:
             raise PeerMisbehaved(f"peer {peer} sent chunk {cid.hex()[:16]}, which was not asked for")
-        if len(data) != batch.lengths[cid] or chunk_id(data) != cid:
-            raise PeerMisbehaved(f"peer {peer} sent wrong bytes for chunk {cid.hex()[:16]}")
         stats = self.transfer.peers[peer]
         stats.received += len(data)
         stats.chunks += 1
         self.transfer.bytes_received += len(data)
         if cid not in batch.pending:
-            return
+            return  # the endgame asked two peers; the first copy won
         batch.pending.discard(cid)
-        for task, offset in batch.targets.pop(cid):
-            os.pwrite(task.fd, data, offset)
-            self.account(task, len(data))
+        batch.writing += 1
+        self.inbox.append(_Arrival(batch, peer, cid, data, batch.targets.pop(cid)))
+        if len(self.inbox) == 1:
+            self.notify()
+
+    async def write_loop(self) -> None:
+        """Verify and write arrived chunks off the event loop, so that the other
+        core hashes and writes while this one receives and decrypts."""
+        while True:
+            if not self.inbox:
+                if not self.producing and not self.queue and not self.outstanding:
+                    return
+                await self.changed.wait()
+                continue
+            arrivals, self.inbox = self.inbox, []
+            verdicts = await trio.to_thread.run_sync(_verify_and_write, arrivals)
+            for arrival, good in zip(arrivals, verdicts):
+                batch = arrival.batch
+                batch.writing -= 1
+                if good:
+                    for task, _ in arrival.targets:
+                        self.account(task, len(arrival.data))
+                else:
+                    batch.pending.add(arrival.cid)
+                    batch.targets[arrival.cid] = arrival.targets
+                    batch.liars.add(arrival.peer)
+            self.notify()
+
+    async def drained(self, batch: _NetBatch) -> None:
+        """Wait until every chunk received for `batch` has been verified and written."""
+        while batch.writing:
+            await self.changed.wait()
 
     def account(self, task: _FileTask, n: int) -> None:
         task.remaining -= n
@@ -340,6 +395,7 @@ class Fetcher:
             async with trio.open_nursery() as nursery:
                 run.nursery = nursery
                 nursery.start_soon(self._supervise, run, nursery)
+                nursery.start_soon(run.write_loop)
                 await self._produce(run, record, matcher)
                 run.producing = False
                 run.notify()
@@ -587,7 +643,9 @@ class Fetcher:
             segment = await trio.to_thread.run_sync(_take, chunks, BATCH_CHUNKS)
             if not segment:
                 break
-            needed = await trio.to_thread.run_sync(self._satisfy_locally, run, task, segment)
+            needed, done = await trio.to_thread.run_sync(self._satisfy_locally, task, segment)
+            run.transfer.bytes_reused += done
+            run.account(task, done)
             for offset, ref in needed:
                 batch.add(task, offset, ref)
                 if len(batch) >= BATCH_CHUNKS:
@@ -597,23 +655,32 @@ class Fetcher:
         run.account(task, 0)
         return batch
 
-    def _satisfy_locally(self, run: _Run, task: _FileTask, segment: list[tuple[int, Ref]]) -> list[tuple[int, Ref]]:
-        """Write what the partial file or the local index already has; return the rest."""
+    def _satisfy_locally(self, task: _FileTask, segment: list[tuple[int, Ref]]) -> tuple[list[tuple[int, Ref]], int]:
+        """Write what the partial file or the local index already has; return the rest.
+
+        Returns (still needed, bytes satisfied here).
+        """
         needed = []
+        done = 0
+        if not task.fresh:
+            # A partial file left by an interrupted fetch: keep every chunk that verifies.
+            for offset, ref in segment:
+                present = chunkio.read_fd_at(task.fd, offset, ref.size)
+                if present is not None and chunk_id(present) == ref.id:
+                    done += ref.size
+                else:
+                    needed.append((offset, ref))
+            segment = needed
+            needed = []
+        local = self.index.chunks_present([ref.id for _, ref in segment])
         for offset, ref in segment:
-            present = chunkio.read_fd_at(task.fd, offset, ref.size)
-            if present is not None and chunk_id(present) == ref.id:
-                run.transfer.bytes_reused += ref.size
-                trio.from_thread.run_sync(run.account, task, ref.size)
-                continue
-            data = chunkio.read_chunk(self.index, ref.id)
-            if data is not None:
+            data = chunkio.read_chunk(self.index, ref.id) if ref.id in local else None
+            if data is None:
+                needed.append((offset, ref))
+            else:
                 os.pwrite(task.fd, data, offset)
-                run.transfer.bytes_reused += ref.size
-                trio.from_thread.run_sync(run.account, task, ref.size)
-                continue
-            needed.append((offset, ref))
-        return needed
+                done += ref.size
+        return needed, done
 
     def _old_root(self, name: str, dest: Path) -> bytes | None:
         known = self.index.dataset(name)
@@ -691,9 +758,10 @@ class Fetcher:
 
     def _start_file(self, run: _Run, parts: tuple[str, ...], entry: TreeEntry) -> _FileTask:
         partial = run.partial_dir / _partial_name(parts, entry.ref)  # type: ignore[arg-type]
+        fresh = not partial.exists()
         fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         os.ftruncate(fd, entry.size)
-        task = _FileTask(parts, entry, partial, fd, entry.size)
+        task = _FileTask(parts, entry, partial, fd, entry.size, fresh)
         run.open_tasks.add(task)
         return task
 
@@ -771,11 +839,18 @@ class Fetcher:
                         sorted(batch.pending), lambda cid, data: run.deliver(batch, peer, cid, data)
                     )
                 except (PeerMisbehaved, ProtocolError) as e:
+                    await run.drained(batch)
                     self._drop(run, peer, str(e))
                     run.release(batch, peer)
                     return
                 except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as e:
+                    await run.drained(batch)
                     self._drop(run, peer, f"connection lost: {e}")
+                    run.release(batch, peer)
+                    return
+                await run.drained(batch)
+                if peer in batch.liars:
+                    self._drop(run, peer, "sent chunks whose bytes do not match their ids")
                     run.release(batch, peer)
                     return
                 if missing and batch.pending:

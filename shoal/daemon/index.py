@@ -259,8 +259,28 @@ class Index:
         )
         return [Location(r[0], Path(r[1], r[2], r[3]), r[4], r[5]) for r in rows]
 
+    def first_locations(self, ids: list[bytes]) -> dict[bytes, Location]:
+        """One believed location for each of `ids` that has any, in one query."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._read(
+            "SELECT l.chunk_id, l.file, f.root, f.dir, f.name, l.offset, l.length FROM locations l"
+            f" JOIN files f ON f.id = l.file WHERE l.stale = 0 AND l.chunk_id IN ({marks})",
+            ids,
+        )
+        return {r[0]: Location(r[1], Path(r[2], r[3], r[4]), r[5], r[6]) for r in rows}
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         return bool(self._read("SELECT 1 FROM locations WHERE chunk_id = ? AND stale = 0 LIMIT 1", (chunk_id,)))
+
+    def chunks_present(self, ids: list[bytes]) -> set[bytes]:
+        """Those of `ids` that some non-stale location is believed to hold."""
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = self._read(f"SELECT DISTINCT chunk_id FROM locations WHERE stale = 0 AND chunk_id IN ({marks})", ids)
+        return {r[0] for r in rows}
 
     def mark_stale(self, chunk_id: bytes, file_row: int, offset: int) -> None:
         """Never serve this location again: the bytes there no longer match."""

@@ -35,7 +35,7 @@ _log = logging.getLogger("shoal.session")
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 #: Chunks read from disk per worker-thread call while serving.
-SERVE_GROUP = 16
+SERVE_GROUP = 32
 AGENT = "shoal/0.1"
 
 

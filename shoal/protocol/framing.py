@@ -53,7 +53,8 @@ class FrameDecoder:
         if len(self._buf) < end:
             self._compact()
             return None
-        payload = bytes(self._buf[start + HEADER_SIZE : end])
+        with memoryview(self._buf) as view:
+            payload = bytes(view[start + HEADER_SIZE : end])
         self._pos = end
         return payload
 
