@@ -24,7 +24,7 @@ from shoal.protocol.framing import FrameDecoder, encode_frame
 from shoal.protocol.identity import public_key_bytes, sign, verify
 from shoal.protocol.messages import Auth, decode_message, encode_message
 
-SPEC = Path(__file__).resolve().parents[2] / "spec-parts" / "wire.md"
+SPEC = Path(__file__).resolve().parents[2] / "SPEC.md"
 
 
 def spec_vectors(label: str) -> list[dict[str, str]]:

@@ -33,7 +33,7 @@ from shoal.protocol.identity import (
     verify,
 )
 
-SPEC = Path(__file__).resolve().parents[2] / "spec-parts" / "wire.md"
+SPEC = Path(__file__).resolve().parents[2] / "SPEC.md"
 EXAMPLE = "JG7OBAN-ARFHWDN-XEDGFKD-EJ52CND-ZB7ZUKR-DU3MX2T-DRPNOXJ-LJCQ6Q2"
 
 

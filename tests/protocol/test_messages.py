@@ -37,7 +37,7 @@ from shoal.protocol.messages import (
     encode_message_parts,
 )
 
-SPEC = Path(__file__).resolve().parents[2] / "spec-parts" / "wire.md"
+SPEC = Path(__file__).resolve().parents[2] / "SPEC.md"
 CLASSES = {cls.TYPE.name: cls for cls in (Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye)}
 A, B, C = bytes([0xAA]) * 32, bytes([0xBB]) * 32, bytes([0xCC]) * 32
 

@@ -1,7 +1,6 @@
 """The spec's test vectors, checked two ways.
 
-The vectors are the ```shoal-vectors blocks of SPEC.md (or of
-spec-parts/format.md until the parts are joined). They must equal, line for
+The vectors are the ```shoal-vectors blocks of SPEC.md. They must equal, line for
 line, both what shoal's code computes and what a second implementation written
 from the spec's text computes: a minimal msgpack encoder, the byte-wise gear
 chunker with the gear table and masks read from the spec, and the paging rule.
@@ -69,12 +68,7 @@ def vector_tree() -> dict[str, tuple[bytes, bool] | str]:
 
 
 def spec_text() -> str:
-    joined = REPO / "SPEC.md"
-    if joined.exists():
-        text = joined.read_text(encoding="utf-8")
-        if f"```{VECTORS}" in text:
-            return text
-    return (REPO / "spec-parts" / "format.md").read_text(encoding="utf-8")
+    return (REPO / "SPEC.md").read_text(encoding="utf-8")
 
 
 def blocks(text: str, info: str) -> list[str]:
