@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any, NamedTuple
 from pathlib import Path
 
 from shoal import __version__
@@ -19,13 +19,10 @@ from shoal.cli import render
 from shoal.cli.client import ControlClient
 from shoal.cli.commands.autostart import autostart_enabled, connect
 from shoal.cli.commands.progress import open_progress
-from shoal.daemon.config import KEYS, load_config, resolve_home, set_config_value, socket_path
+from shoal.daemon.home import resolve_home, socket_path
 from shoal.errors import DaemonNotRunning, ShoalError, TimedOut, UsageError
 from shoal.protocol.control import ExitCode, classify_error
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing adds milliseconds to every `shoal` start; annotations do not need it at run time.
-    from typing import Any
 
 #: Requests that should answer at once get this long before the CLI gives up.
 QUICK_TIMEOUT = 30.0
@@ -42,8 +39,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.USAGE, f"shoal: {message}; see `{self.prog} --help`\n")
 
 
-@dataclass(frozen=True, slots=True)
-class _Command:
+class _Command(NamedTuple):
     """A command's one-line summary, argument builder and adapter (None: its actions have their own)."""
 
     summary: str
@@ -395,6 +391,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
+    from shoal.daemon.config import KEYS
+
     actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
     keys = "; ".join(f"{key}: {spec.doc}" for key, spec in KEYS.items())
     get = actions.add_parser("get", help="print one key, or all", description=f"Print settings. Keys: {keys}.")
@@ -416,6 +414,8 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_config_get(args: argparse.Namespace) -> int:
+    from shoal.daemon.config import load_config
+
     values = load_config(resolve_home(args.home)).to_dict()
     if args.key is not None:
         values = {args.key: values[args.key]}
@@ -429,6 +429,8 @@ def _cmd_config_get(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_set(args: argparse.Namespace) -> int:
+    from shoal.daemon.config import set_config_value
+
     home = resolve_home(args.home)
     value = set_config_value(home, args.key, args.value).get(args.key)
     reload = _reload_if_running(home)

@@ -12,9 +12,8 @@ Keys (dotted names are TOML tables):
 The limits accept rates such as "100MB/s", "50Mbit" or "1.5GiB/s" from the command
 line and in the file; they are stored as bytes per second.
 
-platformdirs and the TOML modules are imported by the functions that need them:
-every `shoal` command imports this module for `resolve_home`, and `shoal status`
-must start nearly as fast as Python itself.
+The TOML modules are imported by the functions that need them; the home and
+socket paths live in `home.py`, so that `shoal status` never loads this module.
 """
 
 from __future__ import annotations
@@ -32,11 +31,7 @@ if TYPE_CHECKING:  # typing adds milliseconds to every `shoal` start; annotation
     from typing import Any
 
 DEFAULT_PORT = 7453
-HOME_ENV = "SHOAL_HOME"
 CONFIG_FILE = "config.toml"
-SOCKET_FILE = "control.sock"
-#: sun_path holds 108 bytes including the terminating NUL on Linux.
-MAX_SOCKET_PATH = 107
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,36 +59,6 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Every key with its value, flat and dotted, in documented order."""
         return {key: self.get(key) for key in KEYS}
-
-
-def resolve_home(arg: str | os.PathLike[str] | None = None) -> Path:
-    """The home directory: `--home`, else $SHOAL_HOME, else the platform's user data dir."""
-    chosen = arg or os.environ.get(HOME_ENV)
-    if not chosen:
-        import platformdirs
-
-        chosen = platformdirs.user_data_dir("shoal")
-    return Path(chosen).expanduser().absolute()
-
-
-def ensure_home(home: Path) -> Path:
-    """Create the home if needed and make it private (0700): it holds keys and the socket."""
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if home.stat().st_mode & 0o077:
-        home.chmod(0o700)
-    return home
-
-
-def socket_path(home: Path) -> Path:
-    """The control socket's path; raises ConfigError when too long for a Unix socket."""
-    path = home / SOCKET_FILE
-    length = len(os.fsencode(path))
-    if length > MAX_SOCKET_PATH:
-        raise ConfigError(
-            f"the control socket path {path} is {length} bytes, over the {MAX_SOCKET_PATH}-byte "
-            "limit of Unix sockets; use a shorter --home"
-        )
-    return path
 
 
 def load_config(home: Path) -> Config:

@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from shoal.daemon.config import ensure_home
+from shoal.daemon.home import ensure_home
 from shoal.errors import DaemonAlreadyRunning, ShoalError
 from shoal.protocol.control import (
     CONNECTION_ID,

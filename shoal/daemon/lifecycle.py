@@ -18,7 +18,8 @@ from pathlib import Path
 import trio
 
 from shoal.cli.client import ControlClient
-from shoal.daemon.config import Config, ensure_home, load_config, socket_path
+from shoal.daemon.config import Config, load_config
+from shoal.daemon.home import ensure_home, socket_path
 from shoal.daemon.service import DaemonHandle, serve
 from shoal.errors import DaemonAlreadyRunning, DaemonNotRunning, DaemonStartFailed, ShoalError, TimedOut
 

@@ -19,7 +19,8 @@ import trio
 from shoal.daemon.api import TOPICS, ControlApi
 from shoal.daemon.discovery import Discovery, DiscoveryError, Sighting, announce_addresses, local_ipv4_addresses
 from shoal.daemon.fetch import Fetcher
-from shoal.daemon.config import Config, ensure_home, socket_path
+from shoal.daemon.config import Config
+from shoal.daemon.home import ensure_home, socket_path
 from shoal.daemon.control import ControlServer
 from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library import Library

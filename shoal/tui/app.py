@@ -15,7 +15,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Log, Static, TabbedContent, TabPane
 
-from shoal.daemon.config import socket_path
+from shoal.daemon.home import socket_path
 from shoal.errors import DaemonError, DaemonNotRunning
 from shoal.protocol.control import Event
 from shoal.tui.client import Connected, ControlClient, Signal

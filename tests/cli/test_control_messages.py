@@ -24,7 +24,7 @@ from shoal.protocol.framing import HEADER_SIZE
 
 MESSAGES = [
     Request(1, "share", {"path": "/data/x", "name": None}),
-    Request(7, "id"),
+    Request(7, "id", {}),
     Response(1, {"version": {"seq": 3}, "warnings": []}),
     Progress(1, {"bytes_done": 10, "bytes_total": None}),
     ErrorReply(1, "not-found", "no dataset named 'x'; see `shoal ls`", 4),
@@ -112,7 +112,7 @@ def test_an_oversized_frame_is_refused_before_it_is_buffered():
 
 def test_encoding_refuses_what_the_receiver_would_refuse():
     with pytest.raises(LocalProtocolError):
-        encode_message(Request(0, "id"))
+        encode_message(Request(0, "id", {}))
     with pytest.raises(LocalProtocolError):
         encode_message(Response(1, {"path": object()}))
     with pytest.raises(LocalProtocolError):

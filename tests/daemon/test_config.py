@@ -8,16 +8,8 @@ from pathlib import Path
 import pytest
 
 from shoal.daemon import config as config_mod
-from shoal.daemon.config import (
-    Config,
-    ensure_home,
-    load_config,
-    parse_host_port,
-    parse_rate,
-    resolve_home,
-    set_config_value,
-    socket_path,
-)
+from shoal.daemon.config import Config, load_config, parse_host_port, parse_rate, set_config_value
+from shoal.daemon.home import ensure_home, resolve_home, socket_path
 from shoal.errors import ConfigError
 
 

@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import blake3
@@ -19,6 +18,7 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from shoal.daemon import scanner
 from shoal.daemon.library import Library
 from shoal.errors import ShareError, UnknownDataset
 from shoal.protocol.chunking import DEFAULT_PARAMS, make_chunker
@@ -297,25 +297,27 @@ def expected_root_without(ds: Path, rel: str) -> bytes:
         shutil.move(hidden, ds / rel)
 
 
-async def test_file_changing_during_the_scan(lib: Library, ds: Path) -> None:
+async def test_file_changing_during_the_scan(lib: Library, ds: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     growing = ds / "train" / "growing.bin"
-    growing.write_bytes(noise("growing", 64 * MIB))
-    stop = threading.Event()
+    growing.write_bytes(noise("growing", 4 * MIB))
+    real = scanner.make_chunker
 
-    def append() -> None:
-        with open(growing, "ab") as f:
-            while not stop.is_set():
-                f.write(b"x" * 4096)
-                f.flush()
-                stop.wait(0.0005)
+    class AppendingChunker:
+        """The real chunker; a writer appends to growing.bin while it is being read, every time."""
 
-    writer = threading.Thread(target=append)
-    writer.start()
-    try:
-        result = await lib.share(ds)
-    finally:
-        stop.set()
-        writer.join()
+        def __init__(self, params) -> None:
+            self._inner = real(params)
+
+        def cut_stream(self, f):
+            for i, chunk in enumerate(self._inner.cut_stream(f)):
+                if i == 0 and f.name == str(growing):
+                    with open(growing, "ab") as out:
+                        out.write(b"x" * 4096)
+                yield chunk
+
+    monkeypatch.setattr(scanner, "make_chunker", AppendingChunker)
+    result = await lib.share(ds)
+    monkeypatch.setattr(scanner, "make_chunker", real)
     assert len(result.warnings) == 1
     assert "train/growing.bin" in result.warnings[0] and "changing" in result.warnings[0]
     assert result.version.files == FILES_IN_DS  # everything else is in the version

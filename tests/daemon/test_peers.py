@@ -131,12 +131,27 @@ async def test_corrupt_peer_is_dropped_and_fetch_completes(tmp_path: Path, monke
         # The liar becomes a second seeder of the same version by fetching it.
         befriend(honest, liar)
         await fetch(liar, tmp_path / "liar-copy")
-        befriend(honest, b)
+        # b meets the liar first, so the liar is certain to be asked for chunks.
         befriend(liar, b)
         with trio.fail_after(5):
-            while len(b.peers.offers("data")) < 2:
+            while not b.peers.offers("data"):
                 await b.peers.wait_for_change()
-        result = await fetch(b, tmp_path / "dest")
+        transfer = Transfer(FetchSpec("data", None, tmp_path / "dest", timeout=10))
+        outcome = []
+
+        async def run_fetch() -> None:
+            outcome.append(await b.fetcher().fetch(transfer.spec, transfer))
+
+        nursery.start_soon(run_fetch)
+        with trio.fail_after(10):
+            while not (liar.id in transfer.peers and transfer.peers[liar.id].dropped):
+                await trio.sleep(0.01)
+        # The fetch goes on with the honest peer once it appears.
+        befriend(honest, b)
+        with trio.fail_after(20):
+            while not outcome:
+                await trio.sleep(0.05)
+        result = outcome[0]
         assert tree_bytes(tmp_path / "dest") == tree_bytes(tmp_path / "data")
         nursery.cancel_scope.cancel()
     assert any(liar.id in w for w in result.warnings), result.warnings

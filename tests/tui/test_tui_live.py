@@ -14,7 +14,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Static
 
-from shoal.daemon.config import socket_path
+from shoal.daemon.home import socket_path
 from shoal.tui.app import make_app
 from shoal.tui.client import ControlClient
 

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from shoal.cli.client import ControlClient
-from shoal.daemon.config import socket_path
+from shoal.daemon.home import socket_path
 from shoal.errors import DaemonNotRunning
 
 NO_AUTOSTART_ENV = "SHOAL_NO_AUTOSTART"
