@@ -43,8 +43,21 @@ BATCH_CHUNKS = 256
 #: Requests a single peer may have open for one transfer; enough to keep a LAN link busy.
 WINDOW_PER_PEER = 4
 OBJECT_BATCH = 1024
+#: Files up to this size are planned many to a worker-thread call.
+SMALL_FILE = 4 * 1024 * 1024
 
 _log = logging.getLogger("shoal.fetch")
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; do it once, before any thread
+    # could create a file in the moment it is cleared.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 class FetchError(ShoalError):
@@ -84,6 +97,9 @@ class SourceDirectory(Protocol):
 
     async def wait_for_change(self) -> None:
         """Return when a peer connects, leaves, or changes its catalog."""
+
+    def connected(self) -> list[str]:
+        """The ids of the peers connected now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,13 +472,9 @@ class Fetcher:
                     if found is not None:
                         return found
                 await self.peers.wait_for_change()
-        seen = ", ".join(p for p in self._connected()) or "none"
+        seen = ", ".join(self.peers.connected()) or "none"
         what = f"{spec.name}@{spec.version}" if spec.version else spec.name
         raise NoPeer(f"no connected peer has {what} (waited {spec.timeout:g}s; peers connected: {seen})")
-
-    def _connected(self) -> list[str]:
-        connected = getattr(self.peers, "connected", None)
-        return list(connected()) if connected else []
 
     def _offers(self, spec: FetchSpec) -> list[tuple[Source, CatalogEntry]]:
         offers = self.peers.offers(spec.name)
@@ -629,31 +641,57 @@ class Fetcher:
             actions = await trio.to_thread.run_sync(_take, plan, 64)
             if not actions:
                 break
+            small = [a for a in actions if isinstance(a, _FileTask) and a.entry.size <= SMALL_FILE]
+            prepared = await trio.to_thread.run_sync(self._prepare_small, small) if small else []
+            for task, needed, done in prepared:
+                batch = await self._queue_needed(run, task, needed, done, batch)
+                task.listed = True
+                run.account(task, 0)
             for action in actions:
-                if isinstance(action, _FileTask):
+                if isinstance(action, _FileTask) and action.entry.size > SMALL_FILE:
                     batch = await self._feed_file(run, action, batch)
         if batch:
             await run.put(batch)
 
-    async def _feed_file(self, run: _Run, task: _FileTask, batch: _NetBatch) -> _NetBatch:
+    def _prepare_small(self, tasks: list[_FileTask]) -> list[tuple[_FileTask, list[tuple[int, Ref]], int]]:
+        """Plan many small files in one worker-thread call: a thread hop per file would dominate."""
+        out = []
+        for task in tasks:
+            needed, done = self._satisfy_locally(task, list(_offsets(self._chunks_of(task))))
+            out.append((task, needed, done))
+        return out
+
+    def _chunks_of(self, task: _FileTask) -> Iterator[Ref]:
         file = decode(Kind.FILE, self.index.get_object(task.entry.ref)[1], task.entry.ref)  # type: ignore[index, arg-type]
         assert isinstance(file, FileObject)
-        chunks = _offsets(file_chunks(index_loader(self.index), file))
+        return file_chunks(index_loader(self.index), file)
+
+    async def _queue_needed(
+        self, run: _Run, task: _FileTask, needed: list[tuple[int, Ref]], done: int, batch: _NetBatch
+    ) -> _NetBatch:
+        run.transfer.bytes_reused += done
+        run.account(task, done)
+        for offset, ref in needed:
+            batch.add(task, offset, ref)
+            if len(batch) >= BATCH_CHUNKS:
+                await run.put(batch)
+                batch = _NetBatch()
+        return batch
+
+    async def _feed_file(self, run: _Run, task: _FileTask, batch: _NetBatch) -> _NetBatch:
+        chunks = _offsets(self._chunks_of(task))
         while True:
-            segment = await trio.to_thread.run_sync(_take, chunks, BATCH_CHUNKS)
-            if not segment:
+            needed, done = await trio.to_thread.run_sync(self._next_segment, task, chunks)
+            if not needed and not done:
                 break
-            needed, done = await trio.to_thread.run_sync(self._satisfy_locally, task, segment)
-            run.transfer.bytes_reused += done
-            run.account(task, done)
-            for offset, ref in needed:
-                batch.add(task, offset, ref)
-                if len(batch) >= BATCH_CHUNKS:
-                    await run.put(batch)
-                    batch = _NetBatch()
+            batch = await self._queue_needed(run, task, needed, done, batch)
         task.listed = True
         run.account(task, 0)
         return batch
+
+    def _next_segment(self, task: _FileTask, chunks: Iterator[tuple[int, Ref]]) -> tuple[list[tuple[int, Ref]], int]:
+        segment = _take(chunks, BATCH_CHUNKS)
+        return self._satisfy_locally(task, segment) if segment else ([], 0)
 
     def _satisfy_locally(self, task: _FileTask, segment: list[tuple[int, Ref]]) -> tuple[list[tuple[int, Ref]], int]:
         """Write what the partial file or the local index already has; return the rest.
@@ -768,7 +806,7 @@ class Fetcher:
     def _install_file(self, dest: Path, task: _FileTask) -> None:
         """Move a complete, verified file into place and let the index serve it."""
         mode = 0o755 if task.entry.executable else 0o644
-        os.fchmod(task.fd, mode & ~_umask())
+        os.fchmod(task.fd, mode & ~_UMASK)
         st = os.fstat(task.fd)
         os.close(task.fd)
         task.fd = -1
@@ -906,12 +944,6 @@ def _walk_files(load, tree_id: bytes, prefix: tuple[str, ...]):
             yield from _walk_files(load, entry.ref, parts)
         elif entry.type == EntryType.FILE:
             yield parts, entry
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _remove(path: Path) -> None:
