@@ -28,7 +28,7 @@ import pathspec
 import trio
 
 from shoal.daemon import chunks as chunkio
-from shoal.daemon.index import FileStat, Index, VersionRow
+from shoal.daemon.index import FileRecord, FileStat, Index, VersionRow
 from shoal.daemon.library import VersionInfo
 from shoal.daemon.scanner import PARTIAL_DIR, file_id_of, index_loader
 from shoal.errors import ShoalError, UnknownDataset, UsageError
@@ -38,10 +38,11 @@ from shoal.protocol.manifest import check_dir_size, check_version_signature, fil
 from shoal.protocol.messages import CatalogEntry
 from shoal.protocol.objects import EntryType, FileObject, Ref, TreeEntry, TreeNode, VersionRecord, decode
 
-#: Chunk ids per GET_CHUNKS (the protocol's maximum).
-BATCH_CHUNKS = 256
-#: Requests a single peer may have open for one transfer; enough to keep a LAN link busy.
-WINDOW_PER_PEER = 4
+#: Chunk ids per GET_CHUNKS: about 5 MB, small enough that the endgame's
+#: duplicate requests waste little, large enough to amortise a request.
+BATCH_CHUNKS = 64
+#: Requests a single peer may have open for one transfer: about 40 MB in flight.
+WINDOW_PER_PEER = 8
 OBJECT_BATCH = 1024
 #: Files up to this size are planned many to a worker-thread call.
 SMALL_FILE = 4 * 1024 * 1024
@@ -217,6 +218,7 @@ class _NetBatch:
     serving: set[str] = field(default_factory=set)
     writing: int = 0
     liars: set[str] = field(default_factory=set)
+    requests: dict[str, trio.CancelScope] = field(default_factory=dict)
 
     def add(self, task: _FileTask, offset: int, ref: Ref) -> None:
         self.targets.setdefault(ref.id, []).append((task, offset))
@@ -274,10 +276,10 @@ class _Run:
         self.workers: dict[str, int] = {}
         self.dropped: set[str] = set()
         self.warnings: list[str] = []
-        self.nursery: trio.Nursery | None = None
         self.open_tasks: set[_FileTask] = set()
         self.last_source_seen = time.monotonic()
         self.inbox: list[_Arrival] = []
+        self.complete: list[_FileTask] = []
 
     def notify(self) -> None:
         self.changed.set()
@@ -306,7 +308,8 @@ class _Run:
                 if not self.outstanding:
                     return None
                 for batch in self.outstanding:
-                    if peer not in batch.serving and peer not in batch.refused_by and batch.pending:
+                    # Endgame: a batch is asked of at most two peers at once.
+                    if len(batch.serving) == 1 and peer not in batch.serving and peer not in batch.refused_by and batch.pending:
                         batch.serving.add(peer)
                         return batch
             await self.changed.wait()
@@ -335,6 +338,11 @@ class _Run:
         if cid not in batch.pending:
             return  # the endgame asked two peers; the first copy won
         batch.pending.discard(cid)
+        if not batch.pending:
+            # An endgame duplicate is no longer needed: stop the other peers' copies.
+            for other, scope in batch.requests.items():
+                if other != peer:
+                    scope.cancel()
         batch.writing += 1
         self.inbox.append(_Arrival(batch, peer, cid, data, batch.targets.pop(cid)))
         if len(self.inbox) == 1:
@@ -345,8 +353,6 @@ class _Run:
         core hashes and writes while this one receives and decrypts."""
         while True:
             if not self.inbox:
-                if not self.producing and not self.queue and not self.outstanding:
-                    return
                 await self.changed.wait()
                 continue
             arrivals, self.inbox = self.inbox, []
@@ -373,14 +379,28 @@ class _Run:
         self.transfer.bytes_done += n
         if task.remaining == 0 and task.listed and not task.finishing:
             task.finishing = True
-            assert self.nursery is not None
-            self.nursery.start_soon(self.finish_file, task)
+            self.complete.append(task)
+            if len(self.complete) == 1:
+                self.notify()
 
-    async def finish_file(self, task: _FileTask) -> None:
-        await trio.to_thread.run_sync(self.fetcher._install_file, self.dest, task)
-        self.open_tasks.discard(task)
-        self.transfer.files_done += 1
-        self.transfer.files_written += 1
+    async def install_loop(self) -> None:
+        """Move complete files into place, many per worker-thread call."""
+        while True:
+            if not self.complete:
+                await self.changed.wait()
+                continue
+            tasks, self.complete = self.complete, []
+            await trio.to_thread.run_sync(self.fetcher._install_files, self.dest, tasks)
+            for task in tasks:
+                self.open_tasks.discard(task)
+            self.transfer.files_done += len(tasks)
+            self.transfer.files_written += len(tasks)
+            self.notify()
+
+    async def until_installed(self) -> None:
+        """Wait until every file this fetch assembles is in place."""
+        while self.open_tasks:
+            await self.changed.wait()
 
 
 class Fetcher:
@@ -409,12 +429,14 @@ class Fetcher:
         await trio.to_thread.run_sync(self._open_partial_dir, dest, spec.name)
         try:
             async with trio.open_nursery() as nursery:
-                run.nursery = nursery
                 nursery.start_soon(self._supervise, run, nursery)
                 nursery.start_soon(run.write_loop)
+                nursery.start_soon(run.install_loop)
                 await self._produce(run, record, matcher)
                 run.producing = False
                 run.notify()
+                await run.until_installed()
+                nursery.cancel_scope.cancel()
         finally:
             for task in run.open_tasks:
                 if task.fd >= 0:
@@ -803,8 +825,20 @@ class Fetcher:
         run.open_tasks.add(task)
         return task
 
-    def _install_file(self, dest: Path, task: _FileTask) -> None:
-        """Move a complete, verified file into place and let the index serve it."""
+    def _install_files(self, dest: Path, tasks: list[_FileTask]) -> None:
+        """Move complete, verified files into place and let the index serve them."""
+        records = []
+        for task in tasks:
+            stat = self._install(dest, task)
+            if task.entry.size > SMALL_FILE:
+                self._record_file(dest, task.parts, task.entry, stat)
+                continue
+            chunks = [(ref.id, offset, ref.size) for offset, ref in _offsets(self._chunks_of(task))]
+            records.append(FileRecord("/".join(task.parts[:-1]), task.parts[-1], stat, task.entry.ref, chunks, []))  # type: ignore[arg-type]
+        self.index.record_files(str(dest), records)
+
+    @staticmethod
+    def _install(dest: Path, task: _FileTask) -> FileStat:
         mode = 0o755 if task.entry.executable else 0o644
         os.fchmod(task.fd, mode & ~_UMASK)
         st = os.fstat(task.fd)
@@ -814,8 +848,7 @@ class Fetcher:
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(task.partial, target)
-        stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-        self._record_file(dest, task.parts, task.entry, stat)
+        return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
     def _record_file(self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, stat: FileStat) -> None:
         rel = "/".join(parts[:-1])
@@ -859,7 +892,7 @@ class Fetcher:
             if not run.producing and not run.queue and not run.outstanding:
                 return
             with trio.move_on_after(1.0):
-                await self.peers.wait_for_change()
+                await _first_of(run.changed.wait, self.peers.wait_for_change)
             if not run.workers and time.monotonic() - run.last_source_seen > run.spec.timeout:
                 raise NoPeer(
                     f"every peer serving {run.spec.name} left or failed; waited {run.spec.timeout:g}s for another"
@@ -873,9 +906,13 @@ class Fetcher:
                 if batch is None:
                     return
                 try:
-                    missing = await source.get_chunks(
-                        sorted(batch.pending), lambda cid, data: run.deliver(batch, peer, cid, data)
-                    )
+                    with trio.CancelScope() as scope:
+                        batch.requests[peer] = scope
+                        missing = await source.get_chunks(
+                            sorted(batch.pending), lambda cid, data: run.deliver(batch, peer, cid, data)
+                        )
+                    if scope.cancelled_caught:
+                        missing = []  # another peer delivered the rest of this batch first
                 except (PeerMisbehaved, ProtocolError) as e:
                     await run.drained(batch)
                     self._drop(run, peer, str(e))
@@ -914,6 +951,18 @@ class Fetcher:
             run.transfer.peers[peer].dropped = reason
             run.warnings.append(f"dropped peer {peer}: {reason}")
             _log.warning("fetch %s: dropped peer %s: %s", run.spec.name, peer, reason)
+
+
+async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
+    """Return as soon as any of `waits` returns."""
+    async with trio.open_nursery() as nursery:
+        for wait in waits:
+            nursery.start_soon(_then_cancel, wait, nursery.cancel_scope)
+
+
+async def _then_cancel(wait: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+    await wait()
+    scope.cancel()
 
 
 def _count_kept(transfer: Transfer, entry: TreeEntry) -> None:

@@ -60,8 +60,9 @@ class CachedFile:
 
 @dataclass(frozen=True, slots=True)
 class FileRecord:
-    """Everything the index learns from hashing one small file."""
+    """Everything the index learns about one small file: where it is, what it holds."""
 
+    dir: str
     name: str
     stat: FileStat
     file_id: bytes
@@ -185,8 +186,8 @@ class Index:
             self._db.execute("COMMIT")
         return file_row
 
-    def record_files(self, root: str, rel: str, records: Iterable[FileRecord]) -> None:
-        """Record many hashed files of one directory in a single transaction."""
+    def record_files(self, root: str, records: Iterable[FileRecord]) -> None:
+        """Record many files below `root` in a single transaction."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -197,7 +198,7 @@ class Index:
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(root, dir, name) DO UPDATE SET"
                         " size = excluded.size, mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,"
                         " ino = excluded.ino, file_id = excluded.file_id RETURNING id",
-                        (root, rel, r.name, st.size, st.mtime_ns, st.ctime_ns, st.ino, r.file_id),
+                        (root, r.dir, r.name, st.size, st.mtime_ns, st.ctime_ns, st.ino, r.file_id),
                     ).fetchone()[0]
                     self._db.execute("DELETE FROM locations WHERE file = ?", (row,))
                     self._db.executemany(

@@ -275,7 +275,7 @@ class Library:
                 records.append(hashed.record)
             entry.ref, entry.size = hashed.file_id, hashed.size
             entry.stat = None
-        self.index.record_files(str(run.root), rel, records)
+        self.index.record_files(str(run.root), records)
         return errors
 
     def _commit(self, name: str, root: Path, tree_id: bytes, size: int, files: int, message: str) -> tuple[VersionInfo, bool]:

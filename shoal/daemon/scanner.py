@@ -211,7 +211,7 @@ def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingPa
     if after != before or size != before.size or _stat_of(os.stat(path)) != before:
         raise FileChanged(f"{join(rel, name)} changed while being read")
     if file_row is None:
-        return HashedFile(file_id, size, FileRecord(name, before, file_id, locations, objects))
+        return HashedFile(file_id, size, FileRecord(rel, name, before, file_id, locations, objects))
     index.add_locations(file_row, locations)
     index.put_objects(objects)
     index.finish_file(file_row, before, file_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -125,8 +126,13 @@ class ShoalApp(App[int]):
             peer = data["peer"]
             self.peers[peer["peer_id"]] = {**self.peers.get(peer["peer_id"], {}), **peer}
             self.table("peers").upsert(peer["peer_id"], peer_row(self.peers[peer["peer_id"]]))
+        elif event.topic == "peers":
+            # The peer layer's changes (pending, online, offline, catalog) carry only the
+            # peer id: re-read the peers, and the remote datasets that come and go with them.
+            self.run_worker(partial(self._refresh_later, peers=True), group="peers", exclusive=True)
         elif event.topic == "datasets":
-            self.run_worker(self._refresh_later(), group="datasets", exclusive=True)
+            # A callable, not a coroutine: a worker cancelled before it starts then leaves none unawaited.
+            self.run_worker(self._refresh_later, group="datasets", exclusive=True)
         elif event.topic == "transfers":
             self._on_transfer(data)
         line = event_line(event.topic, data)
@@ -144,6 +150,8 @@ class ShoalApp(App[int]):
             fetched = int(data.get("bytes_received", 0)) + int(data.get("bytes_reused", 0))
             tracker.bytes_done = tracker.bytes_total = max(tracker.bytes_total, fetched)
             tracker.rate, tracker.eta = 0, None
+            # The daemon publishes no datasets event for a fetch; the copy is local now.
+            self.run_worker(self._refresh_later, group="datasets", exclusive=True)
         elif kind == "failed":
             tracker.phase = f"failed: {data.get('reason') or 'cancelled'}"
             tracker.rate, tracker.eta = 0, None
@@ -158,8 +166,10 @@ class ShoalApp(App[int]):
     async def _refresh(self) -> None:
         await self._reporting_failures(self._refresh_all())
 
-    async def _refresh_later(self) -> None:
+    async def _refresh_later(self, *, peers: bool = False) -> None:
         await asyncio.sleep(REFRESH_DELAY)
+        if peers:
+            await self._reporting_failures(self._refresh_peers())
         await self._reporting_failures(self._refresh_datasets())
 
     async def _reporting_failures(self, refresh: Awaitable[None]) -> None:
@@ -173,10 +183,13 @@ class ShoalApp(App[int]):
     async def _refresh_all(self) -> None:
         identity = await self.client.call("id")
         self._set_status(f"connected — this peer {identity['short']} listens on {identity['listen']}", down=False)
+        await self._refresh_peers()
+        await self._refresh_datasets()
+
+    async def _refresh_peers(self) -> None:
         peers = await self.client.call("peers")
         self.peers = {peer["peer_id"]: peer for peer in peers["peers"]}
         self.table("peers").sync({key: peer_row(peer) for key, peer in self.peers.items()})
-        await self._refresh_datasets()
 
     async def _refresh_datasets(self) -> None:
         self.local = (await self.client.call("ls"))["datasets"]

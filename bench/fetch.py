@@ -1,0 +1,591 @@
+"""Measure `shoal fetch` between two real daemons against rsync over an rsync daemon, in one run.
+
+Generates an incompressible dataset (3 checkpoint-like files of 400 MB, two
+100 MB files and ~10,000 small files: 2 GB at the default size, everything
+scaled by --size), starts two shoal daemons on loopback (homes under /tmp,
+config `listen = "127.0.0.1:0"`, `discovery = false`) that trust each other,
+then prints one table:
+
+* full fetch: A shares the folder, B runs `shoal fetch --json` into an empty
+  DEST (wall time of the command, MB/s, bytes_received); then rsync pulls the
+  same folder from `rsync --daemon` on 127.0.0.1 (unencrypted) into an empty
+  dir; ratio = shoal time / rsync time (bar <= 1.0);
+* delta, 1 MiB overwritten in place in the middle of a 100 MB file (new
+  mtime): A shares again, B fetches into the same DEST (bar <= 1.5 MiB);
+  rsync updates its existing copy (delta algorithm, its default temp-file
+  mode, which handles shifted data); the same change is also pulled with
+  --inplace into a copy of the old file alone, shown below the table;
+* delta, 1 KiB inserted at offset 4 KiB of the other 100 MB file (bar <= 0.5 MiB).
+
+Page caches are dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before
+every timed command of both tools unless --no-drop-caches; each fetched tree
+is compared byte for byte with the source after the timed part.
+
+    .venv/bin/python bench/fetch.py [--size 2G] [--dir DIR] [--keep] [--skip-rsync] [--no-drop-caches]
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import blake3
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+DATASET = "benchds"
+FULL_SIZE = 2 * 10**9
+LARGE_FILES = 3
+LARGE_SIZE = 400 * 10**6
+MEDIUM_FILES = 2
+MEDIUM_SIZE = 100 * 10**6
+SMALL_FILES = 10_000
+FILES_PER_DIR = 1000
+KIB = 1024
+MIB = 1024 * KIB
+BAR_FULL_RATIO = 1.0
+BAR_OVERWRITE = 1.5 * MIB
+BAR_INSERT = 0.5 * MIB
+_BLOCK = 16 * MIB
+PARTIAL_DIR = ".shoal-partial"
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 10**3, "M": 10**6, "G": 10**9}
+    if text[-1].upper() in units:
+        return int(float(text[:-1]) * units[text[-1].upper()])
+    return int(text)
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_time(s: float | None) -> str:
+    return "-" if s is None else f"{s:.2f} s"
+
+
+# --- dataset -----------------------------------------------------------------
+
+
+def write_random(path: Path, size: int, seed: bytes) -> None:
+    """Write `size` incompressible bytes: BLAKE3's output stream for `seed`."""
+    xof = blake3.blake3(seed)
+    with open(path, "wb") as f:
+        for offset in range(0, size, _BLOCK):
+            f.write(xof.digest(length=min(_BLOCK, size - offset), seek=offset))
+
+
+def make_dataset(root: Path, total: int) -> dict[str, object]:
+    """Large, medium and small files summing to about `total` bytes; all content distinct."""
+    f = total / FULL_SIZE
+    large = int(LARGE_SIZE * f)
+    medium = int(MEDIUM_SIZE * f)
+    small_total = total - LARGE_FILES * large - MEDIUM_FILES * medium
+    count = max(100, int(SMALL_FILES * f))
+    root.mkdir(parents=True)
+    ckpt = root / "checkpoints"
+    ckpt.mkdir()
+    for i in range(LARGE_FILES):
+        write_random(ckpt / f"step-{i:06d}.pt", large, b"large %d" % i)
+    medium_paths = []
+    for i in range(MEDIUM_FILES):
+        p = root / f"shard-{i}.bin"
+        write_random(p, medium, b"medium %d" % i)
+        medium_paths.append(p)
+    # Small files: sizes 1 KiB .. 2*mean-1 KiB around the mean, consecutive slices of one stream.
+    mean = small_total // count
+    xof = blake3.blake3(b"small files")
+    offset = 0
+    written = 0
+    for i in range(count):
+        if i == count - 1:
+            size = max(0, small_total - written)
+        else:
+            size = max(1, mean // 4 + (i * 7919) % max(1, (mean * 3) // 2))
+        d = root / "samples" / f"{i // FILES_PER_DIR:03d}"
+        if i % FILES_PER_DIR == 0:
+            d.mkdir(parents=True)
+        (d / f"{i:06d}.bin").write_bytes(xof.digest(length=size, seek=offset))
+        offset += size
+        written += size
+    return {"large": large, "medium": medium, "medium_paths": medium_paths, "small": count, "small_bytes": written}
+
+
+def tree_bytes(root: Path) -> tuple[int, int]:
+    files = size = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        if PARTIAL_DIR in dirnames:
+            dirnames.remove(PARTIAL_DIR)
+        for name in filenames:
+            files += 1
+            size += os.lstat(os.path.join(dirpath, name)).st_size
+    return files, size
+
+
+def compare_trees(src: Path, dst: Path, only: list[Path] | None = None) -> list[str]:
+    """Differences between two trees (content compared byte for byte); [] when identical."""
+    problems = []
+
+    def listing(root: Path) -> set[str]:
+        out = set()
+        for dirpath, dirnames, filenames in os.walk(root):
+            if PARTIAL_DIR in dirnames:
+                dirnames.remove(PARTIAL_DIR)
+            for name in filenames:
+                out.add(os.path.relpath(os.path.join(dirpath, name), root))
+        return out
+
+    a, b = listing(src), listing(dst)
+    problems += [f"missing in copy: {p}" for p in sorted(a - b)[:10]]
+    problems += [f"extra in copy: {p}" for p in sorted(b - a)[:10]]
+    paths = sorted(a & b) if only is None else [str(p.relative_to(src)) for p in only]
+    for rel in paths:
+        h1, h2 = blake3.blake3(max_threads=blake3.blake3.AUTO), blake3.blake3(max_threads=blake3.blake3.AUTO)
+        h1.update_mmap(src / rel) if (src / rel).stat().st_size else None
+        h2.update_mmap(dst / rel) if (dst / rel).exists() and (dst / rel).stat().st_size else None
+        if h1.digest() != h2.digest():
+            problems.append(f"content differs: {rel}")
+            if len(problems) > 20:
+                break
+    return problems
+
+
+def drop_caches(enabled: bool) -> None:
+    if not enabled:
+        return
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+# --- shoal -------------------------------------------------------------------
+
+
+class ShoalFailed(Exception):
+    pass
+
+
+class Daemon:
+    def __init__(self, label: str, home: Path) -> None:
+        self.label = label
+        self.home = home
+        self.pid: int | None = None
+        home.mkdir(parents=True)
+        (home / "config.toml").write_text('listen = "127.0.0.1:0"\ndiscovery = false\n')
+
+    def cmd(self, *args: str) -> list[str]:
+        return [PYTHON, "-m", "shoal", "--home", str(self.home), *args]
+
+    def run(self, *args: str, timeout: float = 120, check: bool = True) -> tuple[dict, float, subprocess.CompletedProcess]:
+        argv = self.cmd(*args, "--json")
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        except subprocess.TimeoutExpired as e:
+            raise ShoalFailed(
+                f"timed out after {timeout:.0f} s: {shlex.join(argv)}\nstderr: {e.stderr!r}\n" + self.log_tail()
+            ) from None
+        wall = time.perf_counter() - t0
+        if check and proc.returncode != 0:
+            raise ShoalFailed(
+                f"exit {proc.returncode}: {shlex.join(argv)}\nstdout: {proc.stdout.strip()}\nstderr: {proc.stderr.strip()}\n"
+                + self.log_tail()
+            )
+        try:
+            data = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        except json.JSONDecodeError:
+            raise ShoalFailed(f"not JSON from {shlex.join(argv)}: {proc.stdout[:500]!r}\n" + self.log_tail()) from None
+        return data, wall, proc
+
+    def log_tail(self, lines: int = 30) -> str:
+        log = self.home / "daemon.log"
+        if not log.exists():
+            return f"({self.label}: no daemon.log)"
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        return f"--- {self.label} {log} (last {len(tail)} lines) ---\n" + "\n".join(tail)
+
+    def start(self) -> None:
+        data, _, _ = self.run("daemon", "start")
+        self.pid = data.get("pid")
+
+    def stop(self) -> str:
+        note = ""
+        try:
+            subprocess.run(self.cmd("daemon", "stop", "--json"), capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            note = f"{self.label}: daemon stop timed out; "
+        if self.pid is not None and _alive(self.pid):
+            os.kill(self.pid, signal.SIGTERM)
+            for _ in range(50):
+                if not _alive(self.pid):
+                    break
+                time.sleep(0.1)
+            if _alive(self.pid):
+                os.kill(self.pid, signal.SIGKILL)
+                note += f"{self.label}: killed pid {self.pid} with SIGKILL; "
+            else:
+                note += f"{self.label}: pid {self.pid} needed SIGTERM after daemon stop; "
+        return note
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours would still answer; daemons are not our children (own session).
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_remote(b: Daemon, seq: int, timeout: float = 60) -> float:
+    """Wait until B sees DATASET@seq in `ls --remote`; return the seconds waited."""
+    t0 = time.perf_counter()
+    while True:
+        data, _, _ = b.run("ls", "--remote", check=False)
+        for d in data.get("datasets", []):
+            if d.get("name") == DATASET and d.get("head", {}).get("seq", -1) >= seq:
+                return time.perf_counter() - t0
+        if time.perf_counter() - t0 > timeout:
+            raise ShoalFailed(f"B never saw {DATASET}@{seq} in `ls --remote` within {timeout:.0f} s: {data}\n"
+                              + b.log_tail())
+        time.sleep(0.2)
+
+
+# --- rsync -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RsyncDaemon:
+    def __init__(self, workdir: Path, source: Path) -> None:
+        self.dir = workdir / "rsyncd"
+        self.dir.mkdir()
+        self.conf = self.dir / "rsyncd.conf"
+        self.conf.write_text(
+            "\n".join([
+                f"pid file = {self.dir / 'rsyncd.pid'}",
+                f"log file = {self.dir / 'rsyncd.log'}",
+                "use chroot = no",
+                "uid = root",
+                "gid = root",
+                "[bench]",
+                f"    path = {source}",
+                "    read only = yes",
+                "",
+            ])
+        )
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        for _ in range(5):
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                ["rsync", "--daemon", "--no-detach", f"--config={self.conf}", "--address=127.0.0.1", f"--port={self.port}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+            for _ in range(50):
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                    return
+                except OSError:
+                    time.sleep(0.1)
+            self.stop()
+        raise RuntimeError(f"rsync --daemon did not start; see {self.dir / 'rsyncd.log'}")
+
+    def url(self) -> str:
+        return f"rsync://127.0.0.1:{self.port}/bench/"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def rsync_pull(url: str, dest: str, inplace: bool = False) -> tuple[float, dict[str, int], list[str]]:
+    argv = ["rsync", "-a", *(["--inplace"] if inplace else []), "--no-whole-file", "--stats", url, dest]
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {shlex.join(argv)}\n{proc.stderr}")
+    stats = {}
+    for key in ("Total bytes received", "Total bytes sent", "Literal data", "Matched data", "Number of regular files transferred"):
+        m = re.search(rf"^{key}: ([\d,]+)", proc.stdout, re.M)
+        if m:
+            stats[key] = int(m.group(1).replace(",", ""))
+    return wall, stats, argv
+
+
+# --- the run -------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="2G", help="dataset size, e.g. 2G, 200M (10**n units); default 2G")
+    parser.add_argument("--dir", help="parent of the working dir for data and copies (default /tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dirs (homes, data, copies)")
+    parser.add_argument("--skip-rsync", action="store_true", help="measure shoal only")
+    parser.add_argument("--no-drop-caches", action="store_true", help="do not drop the page cache before timed commands")
+    args = parser.parse_args()
+    total = parse_size(args.size)
+    drop = not args.no_drop_caches
+    if drop and os.geteuid() != 0:
+        print("not root: cannot drop caches; running with --no-drop-caches", file=sys.stderr)
+        drop = False
+    if not args.skip_rsync and shutil.which("rsync") is None:
+        print("rsync is not installed (apt-get install rsync), or pass --skip-rsync", file=sys.stderr)
+        return 1
+
+    cmdline = shlex.join([os.path.relpath(PYTHON, REPO) if PYTHON.startswith(str(REPO)) else PYTHON, *sys.argv])
+    homes = Path(tempfile.mkdtemp(prefix="shoal-fb-", dir="/tmp"))  # short: control socket paths <= 107 bytes
+    workdir = Path(tempfile.mkdtemp(prefix="shoal-fetch-bench-", dir=args.dir or "/tmp"))
+    a = b = None
+    rsyncd = None
+    rows: dict[str, dict] = {}
+    notes: list[str] = []
+    failures: list[str] = []
+    shoal_ok = True
+    try:
+        data = workdir / "data"
+        t0 = time.perf_counter()
+        info = make_dataset(data, total)
+        files, size = tree_bytes(data)
+        print(f"generated {files} files, {size / 1e9:.3f} GB in {time.perf_counter() - t0:.1f} s: {data}", file=sys.stderr)
+        medium_paths: list[Path] = info["medium_paths"]  # type: ignore[assignment]
+        dest_shoal = workdir / "dest-shoal"
+        dest_rsync = workdir / "dest-rsync"
+
+        # --- shoal set-up --------------------------------------------------
+        a, b = Daemon("A", homes / "a"), Daemon("B", homes / "b")
+        try:
+            a.start()
+            b.start()
+            ida, _, _ = a.run("id")
+            idb, _, _ = b.run("id")
+            sta, _, _ = a.run("status")
+            stb, _, _ = b.run("status")
+            b.run("trust", ida["peer_id"], "--addr", sta["listen"], "--name", "A")
+            a.run("trust", idb["peer_id"], "--addr", stb["listen"], "--name", "B")
+            print(f"A {ida['short']} on {sta['listen']}, B {idb['short']} on {stb['listen']}", file=sys.stderr)
+        except ShoalFailed as e:
+            shoal_ok = False
+            failures.append(f"shoal set-up failed: {e}")
+
+        def shoal_share_fetch(row: str, check_only: list[Path] | None) -> None:
+            nonlocal shoal_ok
+            if not shoal_ok:
+                return
+            try:
+                drop_caches(drop)
+                share, share_wall, _ = a.run("share", str(data), "--name", DATASET, timeout=1800)
+                seq = share["version"]["seq"]
+                waited = wait_remote(b, seq)
+                drop_caches(drop)
+                fetch, wall, proc = b.run("fetch", DATASET, str(dest_shoal), timeout=1800)
+                if fetch.get("version", {}).get("seq") != seq:
+                    failures.append(f"{row}: fetched seq {fetch.get('version', {}).get('seq')}, expected {seq}")
+                problems = compare_trees(data, dest_shoal, check_only)
+                if problems:
+                    failures.append(f"{row}: shoal's copy differs from the source: " + "; ".join(problems[:10]))
+                rows.setdefault(row, {}).update(
+                    shoal_time=wall, shoal_bytes=fetch["bytes_received"], shoal_reused=fetch.get("bytes_reused"),
+                    shoal_seconds=fetch.get("seconds"), share_time=share_wall, new_bytes=share.get("new_bytes"),
+                    files_written=fetch.get("files_written"), files_total=fetch.get("files_total"),
+                    wait_remote=waited, warnings=fetch.get("warnings", []) + share.get("warnings", []),
+                    stderr=proc.stderr.strip(),
+                )
+            except ShoalFailed as e:
+                shoal_ok = False
+                failures.append(f"{row}: shoal failed: {e}")
+
+        def rsync_run(row: str, check_only: list[Path] | None) -> None:
+            if rsyncd is None:
+                return
+            try:
+                drop_caches(drop)
+                wall, stats, argv = rsync_pull(rsyncd.url(), str(dest_rsync) + "/")
+                problems = compare_trees(data, dest_rsync, check_only)
+                if problems:
+                    failures.append(f"{row}: rsync's copy differs from the source: " + "; ".join(problems[:10]))
+                rows.setdefault(row, {}).update(rsync_time=wall, rsync_stats=stats)
+                notes.append(f"rsync command: {shlex.join(argv)}")
+                if check_only:
+                    # The same change pulled with --inplace into a copy of the old file alone.
+                    rel = str(check_only[0].relative_to(data))
+                    old = workdir / "inplace-old.bin"
+                    drop_caches(drop)
+                    wall, stats, argv = rsync_pull(rsyncd.url() + rel, str(old), inplace=True)
+                    if old.read_bytes() != check_only[0].read_bytes():
+                        failures.append(f"{row}: rsync --inplace copy differs from the source")
+                    old.unlink()
+                    rows[row].update(inplace_time=wall, inplace_stats=stats, inplace_cmd=shlex.join(argv))
+            except Exception as e:  # noqa: BLE001 - reported in the output
+                failures.append(f"{row}: rsync failed: {e}")
+
+        if not args.skip_rsync:
+            rsyncd = RsyncDaemon(workdir, data)
+            rsyncd.start()
+            dest_rsync.mkdir()
+
+        # --- 1. full fetch -------------------------------------------------
+        print("full fetch: shoal ...", file=sys.stderr)
+        shoal_share_fetch("full fetch", None)
+        print("full fetch: rsync ...", file=sys.stderr)
+        rsync_run("full fetch", None)
+
+        # --- 2. delta: 1 MiB overwritten in place in the middle -------------
+        target = medium_paths[0]
+        if rsyncd is not None:
+            shutil.copy2(target, workdir / "inplace-old.bin")
+        mid = target.stat().st_size // 2
+        with open(target, "r+b") as f:
+            f.seek(mid)
+            f.write(blake3.blake3(b"overwrite").digest(length=MIB))
+        now = time.time_ns()
+        os.utime(target, ns=(now, now))
+        print("delta 1 MiB overwrite: shoal ...", file=sys.stderr)
+        shoal_share_fetch("delta 1 MiB overwrite", [target])
+        print("delta 1 MiB overwrite: rsync ...", file=sys.stderr)
+        rsync_run("delta 1 MiB overwrite", [target])
+
+        # --- 3. delta: 1 KiB inserted at offset 4 KiB ---------------------
+        target = medium_paths[1]
+        if rsyncd is not None:
+            shutil.copy2(target, workdir / "inplace-old.bin")
+        body = target.read_bytes()
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(body[: 4 * KIB] + blake3.blake3(b"insert").digest(length=KIB) + body[4 * KIB :])
+        del body
+        os.replace(tmp, target)
+        print("delta 1 KiB insert: shoal ...", file=sys.stderr)
+        shoal_share_fetch("delta 1 KiB insert", [target])
+        print("delta 1 KiB insert: rsync ...", file=sys.stderr)
+        rsync_run("delta 1 KiB insert", [target])
+
+        # --- report ----------------------------------------------------------
+        report(args, cmdline, total, info, files, size, rows, notes, failures, drop)
+        return 1 if failures else 0
+    finally:
+        for d in (a, b):
+            if d is not None:
+                note = d.stop()
+                if note:
+                    print(f"cleanup: {note}", file=sys.stderr)
+        if rsyncd is not None:
+            rsyncd.stop()
+        if args.keep:
+            print(f"kept: {homes} {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(homes, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def report(args, cmdline, total, info, files, size, rows, notes, failures, drop) -> None:  # noqa: ANN001
+    print()
+    print(f"command: {cmdline}")
+    print(f"machine: nproc={os.cpu_count()}, CPU: {cpu_model()}, Python {platform.python_version()}, "
+          f"rsync {subprocess.run(['rsync', '--version'], capture_output=True, text=True).stdout.split()[2] if shutil.which('rsync') else '-'}")
+    print(f"dataset: {files} files, {size / 1e9:.3f} GB ({LARGE_FILES} x {info['large'] / 1e6:.0f} MB, "
+          f"{MEDIUM_FILES} x {info['medium'] / 1e6:.0f} MB, {info['small']} small files = {info['small_bytes'] / 1e6:.0f} MB), "
+          "incompressible, all content distinct")
+    print("page cache: " + ("dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every timed command of both tools"
+                            if drop else "NOT dropped"))
+    print("times: wall time of the client command (`shoal fetch --json` on B; `rsync` pulling from rsync://127.0.0.1);"
+          " shoal's time excludes A's `share`, shown separately")
+    print("rsync bytes: 'Total bytes received' by the client (Literal data in brackets)")
+    print()
+    header = ["", "shoal time", "shoal bytes", "rsync time", "rsync bytes (literal)", "time ratio", "bar", "A share"]
+    table = []
+    bars = {"full fetch": None, "delta 1 MiB overwrite": BAR_OVERWRITE, "delta 1 KiB insert": BAR_INSERT}
+    for name in ("full fetch", "delta 1 MiB overwrite", "delta 1 KiB insert"):
+        r = rows.get(name, {})
+        st, sb = r.get("shoal_time"), r.get("shoal_bytes")
+        rt = r.get("rsync_time")
+        rs = r.get("rsync_stats", {})
+        rb = rs.get("Total bytes received")
+        ratio = f"{st / rt:.2f}" if st and rt else "-"
+        shoal_bytes = fmt_bytes(sb)
+        if name == "full fetch" and st:
+            shoal_bytes += f" ({size / st / 1e6:.0f} MB/s)"
+        rsync_bytes = "-" if rb is None else f"{fmt_bytes(rb)} ({fmt_bytes(rs.get('Literal data'))})"
+        if name == "full fetch" and rt:
+            rsync_bytes += f" {size / rt / 1e6:.0f} MB/s"
+        bar = bars[name]
+        if bar is None:
+            verdict = "-" if not (st and rt) else ("ratio<=1.0 ok" if st / rt <= BAR_FULL_RATIO else "ratio<=1.0 MISSED")
+        else:
+            verdict = "-" if sb is None else (f"<={fmt_bytes(bar)} " + ("ok" if sb <= bar else "MISSED"))
+        table.append([name, fmt_time(st), shoal_bytes, fmt_time(rt), rsync_bytes, ratio, verdict, fmt_time(r.get("share_time"))])
+    widths = [max(len(str(x[i])) for x in [header, *table]) for i in range(len(header))]
+    line = " | ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))
+    print(line)
+    print("-" * len(line))
+    for row in table:
+        print(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    print()
+    for name, r in rows.items():
+        if "shoal_bytes" in r:
+            print(f"{name}: shoal fetch json seconds={r['shoal_seconds']}, bytes_received={r['shoal_bytes']}, "
+                  f"bytes_reused={r['shoal_reused']}, files_written={r['files_written']}/{r['files_total']}; "
+                  f"A share new_bytes={r['new_bytes']}; B saw the version {r['wait_remote']:.2f} s after share returned")
+            if r["warnings"]:
+                print(f"  warnings: {r['warnings']}")
+        if "rsync_stats" in r:
+            print(f"{name}: rsync stats {r['rsync_stats']}")
+        if "inplace_stats" in r:
+            st = r["inplace_stats"]
+            print(f"{name}: rsync --inplace on the changed file alone: {fmt_bytes(st.get('Total bytes received'))} received"
+                  f" (literal {fmt_bytes(st.get('Literal data'))}), {fmt_time(r['inplace_time'])}: {r['inplace_cmd']}")
+    for n in dict.fromkeys(notes):
+        print(n)
+    if failures:
+        print()
+        print("FAILURES:")
+        for f in failures:
+            print(f"- {f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
