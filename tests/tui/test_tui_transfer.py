@@ -1,0 +1,179 @@
+"""B's TUI against two real daemons: trust A through the UI, fetch A's dataset, watch it to the end.
+
+Set SHOAL_TUI_SCREENSHOT=docs/tui.svg to also save the Transfers tab mid-transfer
+as the screenshot in the docs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input, Log
+
+from shoal.daemon.home import socket_path
+from shoal.daemon.lifecycle import running_pid
+from shoal.tui.app import ShoalApp, make_app
+from shoal.tui.client import ControlClient
+from shoal.tui.widgets.modals import FetchDialog, TrustDialog
+
+pytestmark = pytest.mark.asyncio
+
+SIZE = (120, 32)
+DATASET = "imagenet-mini"
+FILE_SIZE = 25 * 1024 * 1024
+FILES = 8  # 200 MiB of random data: on loopback a fetch of about two progress reports (0.5 s apart)
+
+
+class Daemon:
+    """One home and its daemon, driven with the `shoal` command as a user would."""
+
+    def __init__(self) -> None:
+        # Under /tmp, not pytest's tmp_path: Unix socket paths are limited to 107 bytes.
+        self.home = Path(tempfile.mkdtemp(prefix="shoal-tui-", dir="/tmp"))
+        (self.home / "config.toml").write_text('listen = "127.0.0.1:0"\ndiscovery = false\n')
+
+    def run(self, *args: str) -> str:
+        process = subprocess.run(
+            [sys.executable, "-m", "shoal", "--home", str(self.home), *args],
+            capture_output=True, text=True, timeout=60,
+            env={key: value for key, value in os.environ.items() if key != "SHOAL_NO_AUTOSTART"},
+        )
+        assert process.returncode == 0, process.stderr
+        return process.stdout
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.run(*args, "--json"))
+
+    def remove(self) -> None:
+        subprocess.run([sys.executable, "-m", "shoal", "--home", str(self.home), "daemon", "stop"],
+                       capture_output=True, timeout=30)
+        pid = running_pid(self.home)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Daemon, Daemon]]:
+    daemons = (Daemon(), Daemon())
+    try:
+        for daemon in daemons:
+            daemon.run("daemon", "start")
+        yield daemons
+    finally:
+        for daemon in daemons:
+            daemon.remove()
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="shoal-tui-data-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".shoal-partial" not in p.parts
+    }
+
+
+def cell(app: ShoalApp, table: str, key: str, column: int) -> str:
+    return str(app.table(table).get_row(key)[column])
+
+
+def has_row(app: ShoalApp, table: str, key: str) -> bool:
+    return key in app.table(table)._shown
+
+
+async def until(pilot: Pilot[int], condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"the UI never showed {what}"
+        await pilot.pause(0.02)
+
+
+async def test_trust_then_fetch_through_the_ui(pair: tuple[Daemon, Daemon], scratch: Path) -> None:
+    a, b = pair
+    data = scratch / DATASET
+    (data / "train").mkdir(parents=True)
+    for i in range(FILES):
+        (data / "train" / f"shard-{i:02}.bin").write_bytes(os.urandom(FILE_SIZE))
+    (data / "labels.csv").write_text("id,label\n1,cat\n2,dog\n")
+    id_a, id_b = a.json("id")["peer_id"], b.json("id")["peer_id"]
+    listen_b = b.json("status")["listen"]
+    a.run("share", str(data), "-m", "first")
+
+    client = ControlClient(socket_path(b.home), min_backoff=0.05, max_backoff=0.2)
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connected, "the connection to B")
+
+        # A dials B, which refuses it and shows it as pending, through the peers event.
+        await asyncio.to_thread(a.run, "trust", id_b, "--name", "laptop", "--addr", listen_b)
+        await until(pilot, lambda: has_row(app, "peers", id_a), "A as a pending peer")
+        assert cell(app, "peers", id_a, 3) == "pending"
+        await pilot.press("1")
+        app.table("peers").move_cursor(row=app.table("peers").get_row_index(id_a))
+        await pilot.press("t")
+        await until(pilot, lambda: isinstance(app.screen, TrustDialog), "the trust dialog")
+        app.screen.query_one("#name", Input).value = "gpu-box"
+        await pilot.press("enter")
+        await until(pilot, lambda: not isinstance(app.screen, TrustDialog), "the trust dialog closing")
+        await until(pilot, lambda: cell(app, "peers", id_a, 3) in ("trusted", "offline", "online"), "A trusted")
+        peers = {peer["peer_id"]: peer for peer in (await client.call("peers"))["peers"]}
+        assert peers[id_a]["trusted"] is True and peers[id_a]["name"] == "gpu-box"
+
+        # A's dialler may be backing off after B's refusals; trusting again wakes it.
+        await asyncio.to_thread(a.run, "trust", id_b, "--addr", listen_b)
+        await until(pilot, lambda: cell(app, "peers", id_a, 3) == "online", "A online")
+        await until(pilot, lambda: has_row(app, "datasets", DATASET), "A's dataset")
+        assert app.table("datasets").get_row(DATASET)[:3] == [DATASET, "remote", "@1"]
+        assert cell(app, "datasets", DATASET, 5) == "gpu-box"
+
+        dest = scratch / "copy"
+        await pilot.press("2")
+        app.table("datasets").move_cursor(row=app.table("datasets").get_row_index(DATASET))
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, FetchDialog), "the fetch dialog")
+        app.screen.query_one("#dest", Input).value = str(dest)
+        await pilot.click("#ok")
+        await until(pilot, lambda: not isinstance(app.screen, FetchDialog), "the fetch dialog closing")
+        await pilot.press("3")
+
+        transfers = app.table("transfers")
+        await until(pilot, lambda: transfers.row_count == 1, "the transfer")
+        key = next(iter(transfers._shown))
+        tracker = app.transfers[key]
+        await until(pilot, lambda: 0 < tracker.bytes_done < tracker.bytes_total, "the transfer in progress")
+        assert cell(app, "transfers", key, 0) == DATASET
+        assert tracker.bytes_total >= FILES * FILE_SIZE
+        assert "%" in cell(app, "transfers", key, 2) and " / " in cell(app, "transfers", key, 3)
+        if screenshot := os.environ.get("SHOAL_TUI_SCREENSHOT"):
+            # The rates come with the second progress report, if the fetch lasts that long.
+            await until(pilot, lambda: bool(tracker.peer_rates) or tracker.phase == "done", "a second report")
+            await pilot.pause()
+            out = Path(screenshot).resolve()
+            app.save_screenshot(out.name, path=str(out.parent))
+
+        await until(pilot, lambda: cell(app, "transfers", key, 1) == "done", "the transfer done", timeout=30)
+        assert "100%" in cell(app, "transfers", key, 2)
+        log = app.query_one("#events-log", Log).lines
+        assert f"fetched {DATASET} into {dest}" in log
+        assert files_of(dest) == files_of(data)
+        # B now holds it too; the datasets table follows.
+        await until(pilot, lambda: cell(app, "datasets", DATASET, 1) == "local+remote", "B's own copy")
