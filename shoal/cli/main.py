@@ -533,7 +533,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.run(args))
     except KeyboardInterrupt:
-        _report("interrupted", args.verbose)
+        _report("interrupted; run the same command again to pick up where it stopped", args.verbose)
         return ExitCode.INTERRUPTED
     except ShoalError as exc:
         _report(str(exc), args.verbose)

@@ -275,6 +275,7 @@ class _Run:
         self.changed = trio.Event()
         self.workers: dict[str, int] = {}
         self.dropped: set[str] = set()
+        self.lost: dict[str, Source] = {}
         self.warnings: list[str] = []
         self.open_tasks: set[_FileTask] = set()
         self.last_source_seen = time.monotonic()
@@ -882,15 +883,18 @@ class Fetcher:
         """Start workers for every peer that serves the version, as peers come and go."""
         while True:
             for source in self._sources(run.spec, run.version_id):
-                if source.peer_id not in run.workers and source.peer_id not in run.dropped:
-                    run.workers[source.peer_id] = WINDOW_PER_PEER
-                    run.transfer.peers.setdefault(source.peer_id, PeerStats())
+                peer = source.peer_id
+                # A peer whose connection broke is welcome back on a new session.
+                if peer not in run.workers and peer not in run.dropped and run.lost.get(peer) is not source:
+                    run.workers[peer] = WINDOW_PER_PEER
+                    run.transfer.peers.setdefault(peer, PeerStats()).dropped = None
                     for _ in range(WINDOW_PER_PEER):
                         nursery.start_soon(self._worker, run, source)
-                    run.last_source_seen = time.monotonic()
                     run.notify()
             if not run.producing and not run.queue and not run.outstanding:
                 return
+            if run.workers:
+                run.last_source_seen = time.monotonic()
             with trio.move_on_after(1.0):
                 await _first_of(run.changed.wait, self.peers.wait_for_change)
             if not run.workers and time.monotonic() - run.last_source_seen > run.spec.timeout:
@@ -920,7 +924,7 @@ class Fetcher:
                     return
                 except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as e:
                     await run.drained(batch)
-                    self._drop(run, peer, f"connection lost: {e}")
+                    self._lose(run, source, f"connection lost: {e}")
                     run.release(batch, peer)
                     return
                 await run.drained(batch)
@@ -945,7 +949,15 @@ class Fetcher:
                 run.workers[peer] = remaining
             run.notify()
 
+    def _lose(self, run: _Run, source: Source, reason: str) -> None:
+        """The session broke: stop using it, but take the peer back if it reconnects."""
+        if run.lost.get(source.peer_id) is not source:
+            run.lost[source.peer_id] = source
+            run.transfer.peers[source.peer_id].dropped = reason
+            _log.info("fetch %s: lost peer %s: %s", run.spec.name, source.peer_id, reason)
+
     def _drop(self, run: _Run, peer: str, reason: str) -> None:
+        """The peer misbehaved: never ask it again during this fetch."""
         if peer not in run.dropped:
             run.dropped.add(peer)
             run.transfer.peers[peer].dropped = reason
