@@ -768,33 +768,27 @@ class Fetcher:
                     yield None
             return
         new = {e.name: e for e in tree_entries(load, tree_id)}
-        if old_id is not None:
-            for e in tree_entries(load, old_id):
-                parts = prefix + (e.name,)
-                replaced = e.name in new and new[e.name].type == e.type
-                if not replaced and matcher(parts, e.type == EntryType.DIR):
-                    _remove(dest.joinpath(*parts))
         old = {e.name: e for e in tree_entries(load, old_id)} if old_id is not None else {}
+        for name, gone in old.items():
+            parts = prefix + (name,)
+            replaced = name in new and new[name].type == gone.type
+            if not replaced and matcher(parts, gone.type == EntryType.DIR):
+                _remove(dest.joinpath(*parts))
+        _ensure_dir(dest, prefix)
         for name, entry in new.items():
             parts = prefix + (name,)
-            is_dir = entry.type == EntryType.DIR
-            if not matcher(parts, is_dir):
+            if not matcher(parts, entry.type == EntryType.DIR):
                 continue
-            target = dest.joinpath(*parts)
             if entry.type == EntryType.DIR:
-                _ensure_dir(dest, parts)
                 previous = old.get(name)
                 prev_id = previous.ref if previous is not None and previous.type == EntryType.DIR else None
                 yield from self._plan_dir(run, load, parts, entry.ref, prev_id, matcher)  # type: ignore[arg-type]
             elif entry.type == EntryType.SYMLINK:
-                _ensure_dir(dest, prefix)
                 _place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
+            elif self._already_there(dest, parts, entry):
+                _count_kept(run.transfer, entry)
+                yield None
             else:
-                _ensure_dir(dest, prefix)
-                if self._already_there(dest, parts, entry):
-                    _count_kept(run.transfer, entry)
-                    yield None
-                    continue
                 yield self._start_file(run, parts, entry)
 
     def _already_there(self, dest: Path, parts: tuple[str, ...], entry: TreeEntry) -> bool:

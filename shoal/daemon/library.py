@@ -179,7 +179,7 @@ class Library:
         async with lock:
             run = _ShareRun(root, DEFAULT_PARAMS, on_progress)
             try:
-                tree_id, size, files = await self._scan_dir(run, "", 0)
+                tree_id, size, files, _ = await self._scan_dir(run, "", 0)
             except PermissionError as e:
                 raise ShareError(f"cannot read {e.filename}: permission denied") from None
             await trio.to_thread.run_sync(self.index.drop_dirs_except, str(root), run.visited)
@@ -213,7 +213,8 @@ class Library:
             raise ShareError(f"dataset {name!r} is already shared from {known[0]}; pick another --name")
         return name
 
-    async def _scan_dir(self, run: _ShareRun, rel: str, depth: int) -> tuple[bytes, int, int]:
+    async def _scan_dir(self, run: _ShareRun, rel: str, depth: int) -> tuple[bytes, int, int, bool]:
+        """Scan one directory and below; return (tree id, size, files, whether its tree changed)."""
         try:
             scan = await trio.to_thread.run_sync(scanner.list_dir, self.index, run.root, rel, depth)
         except PermissionError:
@@ -226,12 +227,16 @@ class Library:
         for entry in list(scan.entries):
             if entry.type == EntryType.DIR:
                 try:
-                    entry.ref, entry.size, entry.files = await self._scan_dir(run, scanner.join(rel, entry.name), depth + 1)
+                    sub = scanner.join(rel, entry.name)
+                    entry.ref, entry.size, entry.files, entry.changed = await self._scan_dir(run, sub, depth + 1)
                 except _Skip:
                     scan.entries.remove(entry)
-        await self._hash_changed(run, scan)
+                    scan.complete = False
+        if not scan.unchanged:
+            await self._hash_changed(run, scan)
         run.files_scanned += sum(1 for e in scan.entries if e.type == EntryType.FILE)
-        return await trio.to_thread.run_sync(scanner.build_tree, self.index, run.root, scan)
+        tree_id, size, files = await trio.to_thread.run_sync(scanner.build_tree, self.index, run.root, scan)
+        return tree_id, size, files, tree_id != scan.previous_tree
 
     async def _hash_changed(self, run: _ShareRun, scan: scanner.DirScan) -> None:
         todo = [e for e in scan.entries if e.type == EntryType.FILE and e.ref is None]
@@ -241,6 +246,7 @@ class Library:
                 nursery.start_soon(self._hash_batch, run, scan.rel, batch, failed)
         for entry in failed:
             scan.entries.remove(entry)
+            scan.complete = False
 
     async def _hash_batch(
         self, run: _ShareRun, rel: str, batch: list[scanner.ScanEntry], failed: list[scanner.ScanEntry]

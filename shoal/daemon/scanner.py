@@ -22,7 +22,7 @@ from shoal.protocol.errors import ProtocolError
 from shoal.protocol.hashing import Kind, chunk_id
 from shoal.protocol.manifest import FileBuilder, TreeBuilder, tree_entries
 from shoal.protocol.objects import EntryType, TreeEntry
-from shoal.protocol.paths import check_name, check_symlink_target
+from shoal.protocol.paths import MAX_NAME_BYTES, check_name, check_symlink_target
 
 #: Folder a fetch assembles files in; never part of a shared version.
 PARTIAL_DIR = ".shoal-partial"
@@ -49,6 +49,7 @@ class ScanEntry:
     ref: bytes | None = None
     size: int = 0
     files: int = 0
+    changed: bool = True
 
 
 @dataclass(slots=True)
@@ -60,8 +61,11 @@ class DirScan:
     entries: list[ScanEntry]
     fingerprint: bytes
     warnings: list[str] = field(default_factory=list)
-    cached_tree: bytes | None = None
-    cached_refs: dict[str, bytes | str] = field(default_factory=dict)
+    previous_tree: bytes | None = None
+    unchanged: bool = False
+    #: False when an entry had to be left out: the directory is then not cached,
+    #: so the next share tries that entry again and warns again.
+    complete: bool = True
 
 
 def join(rel: str, name: str) -> str:
@@ -81,9 +85,11 @@ def _classify(root: Path, rel: str, depth: int, entry: os.DirEntry) -> ScanEntry
     """Return a ScanEntry, or a warning saying why the entry is left out."""
     shown = join(rel, entry.name)
     try:
-        check_name(entry.name)
-    except ProtocolError as e:
-        return f"skipped {shown!r}: {e}"
+        # The directory itself rules out "/", NUL, "." and ".."; only the encoding and length remain.
+        if len(entry.name.encode("utf-8")) > MAX_NAME_BYTES:
+            check_name(entry.name)
+    except (UnicodeEncodeError, ProtocolError):
+        return f"skipped {shown!r}: the name is not valid UTF-8 or is too long"
     if entry.is_symlink():
         target = os.readlink(entry.path)
         try:
@@ -130,13 +136,13 @@ def list_dir(index: Index, root: Path, rel: str, depth: int) -> DirScan:
 
 def _apply_cache(index: Index, root: str, scan: DirScan) -> None:
     cached = index.dir_cache(root, scan.rel)
+    if cached is not None:
+        scan.previous_tree = cached[1]
+        if cached[0] == scan.fingerprint:
+            # Every entry has the stat it had: the files are what the previous tree says.
+            scan.unchanged = True
+            return
     files = [e for e in scan.entries if e.type == EntryType.FILE]
-    if cached is not None and cached[0] == scan.fingerprint:
-        scan.cached_tree = cached[1]
-        scan.cached_refs = {e.name: e.ref for e in tree_entries(index_loader(index), cached[1])}
-        for e in files:
-            e.ref = scan.cached_refs.get(e.name)  # type: ignore[assignment]
-        return
     if not files:
         return
     rows = index.cached_files(root, scan.rel)
@@ -228,8 +234,14 @@ def build_tree(index: Index, root: Path, scan: DirScan) -> tuple[bytes, int, int
     """Store the directory's TREE and return (tree id, total size, files below)."""
     size = sum(e.size for e in scan.entries)
     files = sum(e.files for e in scan.entries)
-    if scan.cached_tree is not None and _matches_cache(scan):
-        return scan.cached_tree, size, files
+    if scan.unchanged:
+        assert scan.previous_tree is not None
+        if not any(e.changed for e in scan.entries if e.type == EntryType.DIR):
+            return scan.previous_tree, size, files
+        refs = {e.name: e.ref for e in tree_entries(index_loader(index), scan.previous_tree)}
+        for e in scan.entries:
+            if e.type == EntryType.FILE:
+                e.ref = refs[e.name]  # type: ignore[assignment]
     objects: list[tuple[bytes, Kind, bytes]] = []
     builder = TreeBuilder(lambda i, d: objects.append((i, Kind.TREE, d)))
     for e in scan.entries:
@@ -237,18 +249,10 @@ def build_tree(index: Index, root: Path, scan: DirScan) -> tuple[bytes, int, int
         builder.add(TreeEntry(e.name, e.type, e.executable, e.size, ref))
     tree_id = builder.finish()
     index.put_objects(objects)
-    index.set_dir_cache(str(root), scan.rel, scan.fingerprint, tree_id, files)
+    if scan.complete:
+        index.set_dir_cache(str(root), scan.rel, scan.fingerprint, tree_id, files)
     index.drop_files(str(root), scan.rel, (e.name for e in scan.entries if e.type == EntryType.FILE))
     return tree_id, size, files
-
-
-
-def _matches_cache(scan: DirScan) -> bool:
-    if len(scan.entries) != len(scan.cached_refs):
-        return False
-    return all(
-        scan.cached_refs.get(e.name) == (e.target if e.type == EntryType.SYMLINK else e.ref) for e in scan.entries
-    )
 
 
 def file_id_of(path: Path, params: ChunkingParams) -> bytes:

@@ -12,8 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.netns import Lab, netns_lab  # noqa: F401  (netns_lab is a fixture)
 
 PORT = 7453

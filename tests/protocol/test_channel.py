@@ -1,7 +1,5 @@
 """The secure channel: the spec's handshake vector, record framing, and tampering."""
 
-import re
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -23,24 +21,8 @@ from shoal.protocol.errors import LocalProtocolError
 from shoal.protocol.framing import FrameDecoder, encode_frame
 from shoal.protocol.identity import public_key_bytes, sign, verify
 from shoal.protocol.messages import Auth, decode_message, encode_message
+from tests.protocol.spec_vectors import spec_vectors
 
-SPEC = Path(__file__).resolve().parents[2] / "SPEC.md"
-
-
-def spec_vectors(label: str) -> list[dict[str, str]]:
-    """The spec's ```vector:<label> blocks as {key: value}; indented lines continue a value."""
-    vectors = []
-    for body in re.findall(rf"^```vector:{label}\n(.*?)^```", SPEC.read_text(), re.M | re.S):
-        fields: dict[str, str] = {}
-        key = ""
-        for line in body.splitlines():
-            if line.startswith(" "):
-                fields[key] += line.strip()
-            else:
-                key, _, value = line.partition(":")
-                fields[key] = value.strip()
-        vectors.append(fields)
-    return vectors
 
 
 def established_pair() -> tuple[SecureChannel, SecureChannel]:

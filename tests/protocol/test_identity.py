@@ -32,25 +32,9 @@ from shoal.protocol.identity import (
     sign,
     verify,
 )
+from tests.protocol.spec_vectors import spec_vectors
 
-SPEC = Path(__file__).resolve().parents[2] / "SPEC.md"
 EXAMPLE = "JG7OBAN-ARFHWDN-XEDGFKD-EJ52CND-ZB7ZUKR-DU3MX2T-DRPNOXJ-LJCQ6Q2"
-
-
-def spec_vectors(label: str) -> list[dict[str, str]]:
-    """The spec's ```vector:<label> blocks as {key: value}; indented lines continue a value."""
-    vectors = []
-    for body in re.findall(rf"^```vector:{label}\n(.*?)^```", SPEC.read_text(), re.M | re.S):
-        fields: dict[str, str] = {}
-        key = ""
-        for line in body.splitlines():
-            if line.startswith(" "):
-                fields[key] += line.strip()
-            else:
-                key, _, value = line.partition(":")
-                fields[key] = value.strip()
-        vectors.append(fields)
-    return vectors
 
 
 @pytest.mark.parametrize("vector", spec_vectors("peer-id"))

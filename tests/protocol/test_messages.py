@@ -2,8 +2,6 @@
 
 import dataclasses
 import json
-import re
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -36,26 +34,10 @@ from shoal.protocol.messages import (
     encode_message,
     encode_message_parts,
 )
+from tests.protocol.spec_vectors import spec_vectors
 
-SPEC = Path(__file__).resolve().parents[2] / "SPEC.md"
 CLASSES = {cls.TYPE.name: cls for cls in (Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye)}
 A, B, C = bytes([0xAA]) * 32, bytes([0xBB]) * 32, bytes([0xCC]) * 32
-
-
-def spec_vectors(label: str) -> list[dict[str, str]]:
-    """The spec's ```vector:<label> blocks as {key: value}; indented lines continue a value."""
-    vectors = []
-    for body in re.findall(rf"^```vector:{label}\n(.*?)^```", SPEC.read_text(), re.M | re.S):
-        fields: dict[str, str] = {}
-        key = ""
-        for line in body.splitlines():
-            if line.startswith(" "):
-                fields[key] += line.strip()
-            else:
-                key, _, value = line.partition(":")
-                fields[key] = value.strip()
-        vectors.append(fields)
-    return vectors
 
 
 def from_json(cls: type, values: dict[str, Any]) -> Any:
