@@ -308,12 +308,23 @@ async def test_file_changing_during_the_scan(lib: Library, ds: Path, monkeypatch
         def __init__(self, params) -> None:
             self._inner = real(params)
 
+        def cut_buf(self, data):
+            for i, chunk in enumerate(self._inner.cut_buf(data)):
+                if i == 0:
+                    self._grow()
+                yield chunk
+
         def cut_stream(self, f):
             for i, chunk in enumerate(self._inner.cut_stream(f)):
-                if i == 0 and f.name == str(growing):
-                    with open(growing, "ab") as out:
-                        out.write(b"x" * 4096)
+                if i == 0:
+                    self._grow()
                 yield chunk
+
+        @staticmethod
+        def _grow() -> None:
+            if growing.stat().st_size < 8 * MIB:
+                with open(growing, "ab") as out:
+                    out.write(b"x" * 4096)
 
     monkeypatch.setattr(scanner, "make_chunker", AppendingChunker)
     result = await lib.share(ds)
