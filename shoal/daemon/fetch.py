@@ -412,13 +412,13 @@ class Fetcher:
         self.peers = peers
 
     async def fetch(self, spec: FetchSpec, transfer: Transfer) -> FetchResult:
+        matcher = _include_matcher(spec.include)
         dest = await trio.to_thread.run_sync(self._check_dest, spec)
         version_id, record, data = await self._resolve(spec, transfer)
         transfer.version = VersionInfo.from_record(version_id, record)
         transfer.bytes_total = record.size
         transfer.files_total = record.files
         transfer.phase = "manifest"
-        matcher = _include_matcher(spec.include)
         size, files = await self._fetch_tree(record.root, (), matcher, spec, transfer)
         if not spec.include and (size, files) != (record.size, record.files):
             raise IntegrityError(

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,26 @@ def test_dest_with_unrelated_files_is_refused(pair, tmp_path: Path) -> None:
     assert (dest / "thesis.tex").read_text() == "precious"
     assert sorted(p.name for p in dest.iterdir()) == ["thesis.tex"]
     json.loads(b("ls", "--json").stdout)
+
+
+def test_bad_fetch_requests_fail_at_once(shoal, tmp_path: Path) -> None:
+    """Refusals that need no peer come before any waiting: one line, exit 2."""
+    started = shoal("daemon", "start")
+    assert started.returncode == 0, started.stderr
+    bad = shoal("fetch", "ds", str(tmp_path / "d"), "--include", "!", "--timeout", "30")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "bad --include pattern" in bad.stderr
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    if os.geteuid() == 0:
+        # root ignores permission bits; a read-only mount stops it all the same.
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(readonly)], check=True)
+    else:
+        readonly.chmod(0o500)
+    try:
+        denied = shoal("fetch", "ds", str(readonly / "d"), "--timeout", "30")
+        assert denied.returncode == 2 and denied.stderr.count("\n") == 1, denied.stderr
+        assert "not writable" in denied.stderr
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(readonly)], check=True)
+    shoal("daemon", "stop")
