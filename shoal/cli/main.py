@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections import namedtuple
 from pathlib import Path
 
 from shoal import __version__
@@ -22,6 +22,10 @@ from shoal.cli.commands.progress import open_progress
 from shoal.daemon.home import resolve_home, socket_path
 from shoal.errors import DaemonNotRunning, ShoalError, TimedOut, UsageError
 from shoal.protocol.control import ExitCode, classify_error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at every `shoal` start; annotations do not need it.
+    from typing import Any
 
 
 #: Requests that should answer at once get this long before the CLI gives up.
@@ -39,12 +43,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.USAGE, f"shoal: {message}; see `{self.prog} --help`\n")
 
 
-class _Command(NamedTuple):
-    """A command's one-line summary, argument builder and adapter (None: its actions have their own)."""
+class _Command(namedtuple("_Command", "summary add run")):
+    """A command's one-line summary, argument builder and adapter (run is None when its actions have their own)."""
 
-    summary: str
-    add: Callable[[argparse.ArgumentParser], None]
-    run: Command | None
+    __slots__ = ()
 
 
 def main(argv: list[str] | None = None) -> int:

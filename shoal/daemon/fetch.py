@@ -12,6 +12,7 @@ content id, and chunks already in it are recognised by hashing them again.
 Chunks are verified against their id before they are written.
 """
 
+import errno
 import fnmatch
 import logging
 import os
@@ -72,6 +73,12 @@ class NoPeer(FetchError):
 
     code = "no-peer"
     exit_code = 6
+
+
+class DiskFull(FetchError):
+    """The destination's disk filled up; what was written stays for the next attempt."""
+
+    code = "disk-full"
 
 
 class PeerMisbehaved(ShoalError):
@@ -412,6 +419,18 @@ class Fetcher:
         self.peers = peers
 
     async def fetch(self, spec: FetchSpec, transfer: Transfer) -> FetchResult:
+        """Bring spec.dest to the requested version; see SPEC.md, "Fetching"."""
+        try:
+            return await self._fetch(spec, transfer)
+        except BaseException as exc:
+            if not _is_disk_full(exc):
+                raise
+            raise DiskFull(
+                f"no space left on the disk of {spec.dest}; free some space and run the same fetch again:"
+                " it resumes from what was already verified"
+            ) from None
+
+    async def _fetch(self, spec: FetchSpec, transfer: Transfer) -> FetchResult:
         matcher = _include_matcher(spec.include)
         dest = await trio.to_thread.run_sync(self._check_dest, spec)
         version_id, record, data = await self._resolve(spec, transfer)
@@ -969,6 +988,13 @@ async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
 async def _then_cancel(wait: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
     await wait()
     scope.cancel()
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or any exception grouped in it, is the disk running out of space."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_disk_full(inner) for inner in exc.exceptions)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _count_kept(transfer: Transfer, entry: TreeEntry) -> None:

@@ -9,7 +9,7 @@ newer peer can add fields without breaking an older one.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from collections import namedtuple
 from enum import IntEnum
 
 import msgpack
@@ -26,6 +26,10 @@ from shoal.errors import (
 )
 from shoal.protocol.errors import LocalProtocolError, RemoteProtocolError
 from shoal.protocol.framing import FrameDecoder, encode_frame
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at every `shoal` start; annotations do not need it.
+    from typing import Any
 
 
 #: Request ids are positive and fit a JavaScript number; 0 marks replies that
@@ -82,46 +86,39 @@ class ControlProtocolError(RemoteProtocolError):
     code = "bad-message"
 
 
-# NamedTuples rather than dataclasses: immutable values all the same, and the
-# `shoal` command starts about 5 ms sooner without importing dataclasses.
+# Immutable named tuples rather than dataclasses or typing.NamedTuple: the
+# `shoal` command must start nearly as fast as Python itself, and those two
+# imports alone cost it several milliseconds.
 
 
-class Request(NamedTuple):
-    """A call of `method`; answered by Progress* then one Response or ErrorReply."""
+class Request(namedtuple("Request", "id method params")):
+    """A call of `method` (text) with `params` (map); answered by Progress* then one Response or ErrorReply."""
 
-    id: int
-    method: str
-    params: dict[str, Any]
+    __slots__ = ()
 
 
-class Response(NamedTuple):
-    """The successful end of request `id`."""
+class Response(namedtuple("Response", "id result")):
+    """The successful end of request `id`, with its `result` map."""
 
-    id: int
-    result: dict[str, Any]
-
-
-class Progress(NamedTuple):
-    """An intermediate report of a long request; zero or more precede its reply."""
-
-    id: int
-    data: dict[str, Any]
+    __slots__ = ()
 
 
-class ErrorReply(NamedTuple):
-    """The failed end of request `id` (or of the connection, when id is 0)."""
+class Progress(namedtuple("Progress", "id data")):
+    """An intermediate report (`data` map) of a long request; zero or more precede its reply."""
 
-    id: int
-    code: str
-    message: str
-    exit_code: int | None = None
+    __slots__ = ()
 
 
-class Event(NamedTuple):
-    """A published fact on `topic`, sent to connections that subscribed to it."""
+class ErrorReply(namedtuple("ErrorReply", "id code message exit_code", defaults=(None,))):
+    """The failed end of request `id` (or of the connection, when id is 0); `exit_code` may be None."""
 
-    topic: str
-    data: dict[str, Any]
+    __slots__ = ()
+
+
+class Event(namedtuple("Event", "topic data")):
+    """A published fact (`data` map) on `topic`, sent to connections that subscribed to it."""
+
+    __slots__ = ()
 
 
 Message = Request | Response | Progress | ErrorReply | Event
