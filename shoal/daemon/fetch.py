@@ -38,6 +38,7 @@ from shoal.protocol.hashing import Kind, chunk_id
 from shoal.protocol.manifest import check_dir_size, check_version_signature, file_chunks, tree_entries
 from shoal.protocol.messages import CatalogEntry
 from shoal.protocol.objects import EntryType, FileObject, Ref, TreeEntry, TreeNode, VersionRecord, decode
+from shoal.protocol.paths import check_symlink_target
 
 #: Chunk ids per GET_CHUNKS: about 5 MB, small enough that the endgame's
 #: duplicate requests waste little, large enough to amortise a request.
@@ -142,6 +143,9 @@ class Transfer:
     files_total: int = 0
     files_done: int = 0
     files_written: int = 0
+    entries_seen: int = 0
+    #: Subtrees already fetched and checked: tree id -> (bytes, files, entries below).
+    subtrees: dict[bytes, tuple[int, int, int]] = field(default_factory=dict)
     peers: dict[str, PeerStats] = field(default_factory=dict)
     _rate_mark: tuple[float, int] = (0.0, 0)
     rate: float = 0.0
@@ -305,6 +309,8 @@ class _Run:
     async def take(self, peer: str) -> _NetBatch | None:
         """The next batch for `peer`; a duplicate of a slow one in the endgame; None when done."""
         while True:
+            if peer in self.dropped:
+                return None
             for i, batch in enumerate(self.queue):
                 if peer not in batch.refused_by:
                     del self.queue[i]
@@ -438,7 +444,7 @@ class Fetcher:
         transfer.bytes_total = record.size
         transfer.files_total = record.files
         transfer.phase = "manifest"
-        size, files = await self._fetch_tree(record.root, (), matcher, spec, transfer)
+        size, files, _ = await self._fetch_tree(record.root, (), matcher, spec, transfer)
         if not spec.include and (size, files) != (record.size, record.files):
             raise IntegrityError(
                 f"version {transfer.version.id.hex()[:12]} declares {record.size} bytes in {record.files} files,"
@@ -625,13 +631,24 @@ class Fetcher:
 
     async def _fetch_tree(
         self, tree_id: bytes, prefix: tuple[str, ...], matcher, spec: FetchSpec, transfer: Transfer
-    ) -> tuple[int, int]:
-        """Fetch a directory's manifest objects; return (bytes, files) its entries declare."""
+    ) -> tuple[int, int, int]:
+        """Fetch a directory's manifest objects; return the (bytes, files, entries) it declares below it.
+
+        A subtree met again (the same tree id elsewhere) is not walked again, but
+        its entries count again towards the version's bound on entries.
+        """
+        seen = transfer.subtrees.get(tree_id)
+        if seen is not None:
+            _count_entries(transfer, seen[2])
+            return seen
         assert transfer.version is not None
         sources = self._sources(spec, transfer.version.id)
         await self._ensure(Kind.TREE, [tree_id], sources)
         await self._ensure_pages(Kind.TREE, tree_id, sources)
         entries = await trio.to_thread.run_sync(lambda: list(tree_entries(index_loader(self.index), tree_id)))
+        _check_entries(prefix, entries)
+        _count_entries(transfer, len(entries))
+        below_entries = len(entries)
         files = [e for e in entries if e.type == EntryType.FILE and matcher(prefix + (e.name,), False)]
         await self._ensure(Kind.FILE, [e.ref for e in files], sources)  # type: ignore[misc]
         for entry in files:
@@ -641,17 +658,26 @@ class Fetcher:
         count = sum(1 for e in entries if e.type == EntryType.FILE)
         for e in entries:
             if e.type == EntryType.DIR and matcher(prefix + (e.name,), True):
-                below, below_files = await self._fetch_tree(e.ref, prefix + (e.name,), matcher, spec, transfer)  # type: ignore[arg-type]
-                check_dir_size(prefix + (e.name,), e, below)
-                count += below_files
-        return size, count
+                below = await self._fetch_tree(e.ref, prefix + (e.name,), matcher, spec, transfer)  # type: ignore[arg-type]
+                check_dir_size(prefix + (e.name,), e, below[0])
+                count += below[1]
+                below_entries += below[2]
+        if not spec.include:
+            # With --include the walk depends on the path, so a subtree's result is not reusable.
+            transfer.subtrees[tree_id] = (size, count, below_entries)
+        return size, count, below_entries
 
     def _check_file_sizes(self, prefix: tuple[str, ...], files: list[TreeEntry]) -> None:
+        """Every size a file declares must be what its chunk list holds, before any space is allocated for it."""
+        load = index_loader(self.index)
         for entry in files:
-            file = decode(Kind.FILE, self.index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
-            if file.size != entry.size:  # type: ignore[union-attr]
-                path = "/".join(prefix + (entry.name,))
-                raise IntegrityError(f"{path}: the tree says {entry.size} bytes, its content object {file.size}")  # type: ignore[union-attr]
+            path = "/".join(prefix + (entry.name,))
+            file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)  # type: ignore[arg-type]
+            assert isinstance(file, FileObject)
+            if file.size != entry.size:
+                raise IntegrityError(f"{path}: the tree says {entry.size} bytes, its content object {file.size}")
+            if file.level > 0 and sum(ref.size for ref in file_chunks(load, file)) != file.size:
+                raise IntegrityError(f"{path}: its chunk list does not add up to its {file.size} bytes")
 
     async def _ensure_pages(self, kind: Kind, object_id: bytes, sources: Sequence[Source]) -> None:
         """Fetch the pages below a FILE or TREE object, level by level."""
@@ -924,11 +950,21 @@ class Fetcher:
                     return
                 try:
                     with trio.CancelScope() as scope:
+                        # A peer that goes silent on a request is given up after the fetch's timeout.
+                        scope.deadline = trio.current_time() + run.spec.timeout
                         batch.requests[peer] = scope
-                        missing = await source.get_chunks(
-                            sorted(batch.pending), lambda cid, data: run.deliver(batch, peer, cid, data)
-                        )
+
+                        def arrived(cid: bytes, data: bytes) -> None:
+                            scope.deadline = trio.current_time() + run.spec.timeout
+                            run.deliver(batch, peer, cid, data)
+
+                        missing = await source.get_chunks(sorted(batch.pending), arrived)
                     if scope.cancelled_caught:
+                        if batch.pending:
+                            await run.drained(batch)
+                            self._drop(run, peer, f"sent nothing for {run.spec.timeout:g}s")
+                            run.release(batch, peer)
+                            return
                         missing = []  # another peer delivered the rest of this batch first
                 except (PeerMisbehaved, ProtocolError) as e:
                     await run.drained(batch)
@@ -994,7 +1030,34 @@ def _is_disk_full(exc: BaseException) -> bool:
     """Whether `exc`, or any exception grouped in it, is the disk running out of space."""
     if isinstance(exc, BaseExceptionGroup):
         return any(_is_disk_full(inner) for inner in exc.exceptions)
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+#: Entries a version may hold besides one per file: directories and links are
+#: cheap to declare, so without a bound a few shared tree objects could name
+#: billions of directories (SPEC.md, "Fetching").
+EXTRA_ENTRIES = 65536
+
+
+def _count_entries(transfer: Transfer, n: int) -> None:
+    assert transfer.version is not None
+    transfer.entries_seen += n
+    if transfer.entries_seen > 2 * transfer.version.files + EXTRA_ENTRIES:
+        raise IntegrityError(
+            f"version {transfer.version.id.hex()[:12]} names more entries than its {transfer.version.files} files allow"
+        )
+
+
+def _check_entries(prefix: tuple[str, ...], entries: list[TreeEntry]) -> None:
+    """Refuse what a directory of a received version may not hold."""
+    for entry in entries:
+        if not prefix and entry.name == PARTIAL_DIR:
+            raise IntegrityError(f"the version has an entry named {PARTIAL_DIR}, a name shoal reserves")
+        if entry.type == EntryType.SYMLINK:
+            try:
+                check_symlink_target(entry.ref, len(prefix))
+            except ProtocolError as e:
+                raise IntegrityError(f"{'/'.join(prefix + (entry.name,))}: {e}") from None
 
 
 def _count_kept(transfer: Transfer, entry: TreeEntry) -> None:

@@ -113,7 +113,7 @@ class PeerManager:
             await stream.aclose()
             return
         except (ProtocolError, trio.TooSlowError, trio.BrokenResourceError, OSError) as e:
-            _log.info("inbound connection from %s failed: %r", address, e)
+            _log.info("inbound connection from %s failed: %s (%s)", address, e, getattr(e, "code", type(e).__name__))
             await stream.aclose()
             return
         await self._run_session(conn, stream, peer, address)

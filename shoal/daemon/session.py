@@ -35,7 +35,8 @@ _log = logging.getLogger("shoal.session")
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 #: Chunks read from disk per worker-thread call while serving.
-SERVE_GROUP = 32
+SERVE_GROUP = 8
+SERVE_CONCURRENCY = 2
 AGENT = "shoal/0.1"
 
 
@@ -131,6 +132,9 @@ class PeerSession:
         self._send_lock = trio.Lock()
         self._pending: dict[int, _Pending] = {}
         self._serving: dict[int, trio.CancelScope] = {}
+        # Requests answered at once: one reads from disk while the other sends,
+        # and memory per peer stays a few MB however many requests it opens.
+        self._serve_slots = trio.Semaphore(SERVE_CONCURRENCY)
         self._closed = False
         self._rate_mark = (time.monotonic(), 0, 0)
         self._rates = (0.0, 0.0)
@@ -250,23 +254,27 @@ class PeerSession:
     async def _answer(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
         missing: list[bytes] = []
         with scope:
-            ids = list(request.ids)
-            for start in range(0, len(ids), SERVE_GROUP):
-                group = ids[start : start + SERVE_GROUP]
-                if isinstance(request, GetChunks):
-                    found = await trio.to_thread.run_sync(chunkio.read_chunks, self._index, group)
-                else:
-                    found = await trio.to_thread.run_sync(self._read_objects, group)
-                for oid, data in found:
-                    if data is None:
-                        missing.append(oid)
-                    else:
-                        self.conn.send(Data(request.req, oid, data))
-                await self._flush()
+            async with self._serve_slots:
+                await self._answer_all(request, missing)
         if scope.cancelled_caught:
             return
         self.conn.send(End(request.req, tuple(missing)))
         await self._flush()
+
+    async def _answer_all(self, request: GetObjects | GetChunks, missing: list[bytes]) -> None:
+        ids = list(request.ids)
+        for start in range(0, len(ids), SERVE_GROUP):
+            group = ids[start : start + SERVE_GROUP]
+            if isinstance(request, GetChunks):
+                found = await trio.to_thread.run_sync(chunkio.read_chunks, self._index, group)
+            else:
+                found = await trio.to_thread.run_sync(self._read_objects, group)
+            for oid, data in found:
+                if data is None:
+                    missing.append(oid)
+                else:
+                    self.conn.send(Data(request.req, oid, data))
+            await self._flush()
 
     def _read_objects(self, ids: list[bytes]) -> list[tuple[bytes, bytes | None]]:
         out = []

@@ -198,7 +198,9 @@ class Connection:
         self.received_requests = RequestTable()
         self.peer_hello: Hello | None = None
         self._channel = SecureChannel(role)
-        self._frames = FrameDecoder()
+        # Until the peer's HELLO only small frames are allowed, and the limit is
+        # applied to the declared length, before any of the payload is buffered.
+        self._frames = FrameDecoder(max_size=PRE_OPEN_FRAME_LIMIT)
         self._state = State.HANDSHAKE
         self._peer: PeerAuthenticated | None = None
         self._decision_pending = False
@@ -328,8 +330,6 @@ class Connection:
         return self._finish(Step.CLOSE, ConnectionClosed("the peer closed the connection", None, by_peer=True))
 
     def _handle_frame(self, payload: bytes) -> Event | None:
-        if self._state is not State.OPEN and len(payload) > PRE_OPEN_FRAME_LIMIT:
-            raise FrameTooLarge(f"{len(payload)}-byte frame before HELLO; the limit there is {PRE_OPEN_FRAME_LIMIT}")
         message = decode_message(payload)
         if isinstance(message, Bye):
             return self._finish(Step.CLOSE, ConnectionClosed(message.reason, None, by_peer=True))
@@ -364,6 +364,7 @@ class Connection:
             raise UnsupportedVersion(f"peer speaks protocol version {message.version}, we speak {PROTOCOL_VERSION}")
         self.peer_hello = message
         self._advance(Step.HELLO_RECEIVED)
+        self._frames.max_size = MAX_FRAME_SIZE
         return HelloReceived(message)
 
     def _on_request(self, message: GetObjects | GetChunks) -> MessageReceived:

@@ -24,7 +24,7 @@ class FrameDecoder:
     """Buffers bytes and yields complete frame payloads, one at a time."""
 
     def __init__(self, *, max_size: int = MAX_FRAME_SIZE) -> None:
-        self._max_size = max_size
+        self.max_size = max_size
         self._buf = bytearray()
         self._pos = 0
 
@@ -47,8 +47,8 @@ class FrameDecoder:
             return None
         start = self._pos
         n = int.from_bytes(self._buf[start : start + HEADER_SIZE], "big")
-        if n > self._max_size:
-            raise FrameTooLarge(f"peer declared a {n}-byte frame; the limit is {self._max_size}")
+        if n > self.max_size:
+            raise FrameTooLarge(f"peer declared a {n}-byte frame; the limit is {self.max_size}")
         end = start + HEADER_SIZE + n
         if len(self._buf) < end:
             self._compact()
