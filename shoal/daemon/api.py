@@ -85,6 +85,9 @@ class ControlApi:
             "log": self.log,
             "verify": self.verify,
             "fetch": self.fetch,
+            "transfer.cancel": self.cancel_transfer,
+            "transfer.pause": self.pause_transfer,
+            "transfer.resume": self.resume_transfer,
             "peers": self.peers,
             "trust": self.trust_peer,
             "untrust": self.untrust_peer,
@@ -232,6 +235,20 @@ class ControlApi:
         )
         return await self.transfers.fetch(spec, progress)
 
+    async def cancel_transfer(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Stop a running fetch; the next fetch of the same version resumes it."""
+        _only(params, "id")
+        return {"transfer": self.transfers.cancel(_transfer_id(params))}
+
+    async def pause_transfer(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Stop asking peers for more of a fetch until it is resumed."""
+        _only(params, "id")
+        return {"transfer": self.transfers.pause(_transfer_id(params))}
+
+    async def resume_transfer(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        _only(params, "id")
+        return {"transfer": self.transfers.resume(_transfer_id(params))}
+
     async def trust_peer(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Trust a peer by id, optionally naming it and telling where to reach it."""
         _only(params, "peer_id", "name", "addresses")
@@ -319,6 +336,13 @@ def _pending_entry(peer: PendingPeer) -> dict[str, Any]:
         "last_seen": peer.last_seen,
         **_OFFLINE,
     }
+
+
+def _transfer_id(params: dict[str, Any]) -> int:
+    value = params.get("id")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError("parameter 'id' must be a transfer id (an integer)")
+    return value
 
 
 def _only(params: dict[str, Any], *allowed: str) -> None:

@@ -129,6 +129,19 @@ class PeerStats:
 
 
 @dataclass(slots=True)
+class Busy:
+    """Seconds spent so far in each local stage of a fetch, as measured."""
+
+    hashing: float = 0.0
+    disk_write: float = 0.0
+    disk_read: float = 0.0
+
+
+#: A stage busy for this share of an interval limits the transfer.
+BUSY_SHARE = 0.8
+
+
+@dataclass(slots=True)
 class Transfer:
     """Live state of one fetch, read by status and progress reports."""
 
@@ -144,11 +157,29 @@ class Transfer:
     files_done: int = 0
     files_written: int = 0
     entries_seen: int = 0
+    paused: bool = False
+    busy: "Busy" = field(default_factory=lambda: Busy())
+    bottleneck: str = "waiting for peers"
+    _resumed: trio.Event = field(default_factory=trio.Event)
+    _busy_mark: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     #: Subtrees already fetched and checked: tree id -> (bytes, files, entries below).
     subtrees: dict[bytes, tuple[int, int, int]] = field(default_factory=dict)
     peers: dict[str, PeerStats] = field(default_factory=dict)
     _rate_mark: tuple[float, int] = (0.0, 0)
     rate: float = 0.0
+
+    def pause(self) -> None:
+        """Stop asking peers for more; requests already open finish."""
+        if not self.paused:
+            self.paused = True
+            self._resumed = trio.Event()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resumed.set()
+
+    async def wait_resumed(self) -> None:
+        await self._resumed.wait()
 
     def sample_rate(self) -> None:
         now = time.monotonic()
@@ -157,6 +188,36 @@ class Transfer:
             instant = (self.bytes_received - last_b) / (now - last_t)
             self.rate = instant if not self.rate else 0.5 * self.rate + 0.5 * instant
         self._rate_mark = (now, self.bytes_received)
+        self._sample_bottleneck(now)
+
+    def _sample_bottleneck(self, now: float) -> None:
+        """Name the stage that limited the transfer since the last sample, from measured busy time.
+
+        The writer thread's time hashing and writing, and the planner's time
+        reading local data, are measured; a stage busy most of the interval is
+        the bottleneck. Otherwise chunks were not arriving fast enough: the
+        network, or no peer at all.
+        """
+        then, hashing, writing, reading = self._busy_mark
+        busy = self.busy
+        self._busy_mark = (now, busy.hashing, busy.disk_write, busy.disk_read)
+        if not then or now <= then:
+            return
+        span = now - then
+        shares = {
+            "hashing": (busy.hashing - hashing) / span,
+            "disk write": (busy.disk_write - writing) / span,
+            "disk read": (busy.disk_read - reading) / span,
+        }
+        stage, share = max(shares.items(), key=lambda item: item[1])
+        if self.paused:
+            self.bottleneck = "paused"
+        elif self.phase in ("resolving",) or not self.peers or all(s.dropped for s in self.peers.values()):
+            self.bottleneck = "waiting for peers"
+        elif share >= BUSY_SHARE:
+            self.bottleneck = stage
+        else:
+            self.bottleneck = "network"
 
     def to_json(self) -> dict:
         left = self.bytes_total - self.bytes_done
@@ -175,6 +236,8 @@ class Transfer:
             "eta": round(left / self.rate, 1) if self.rate > 0 and left > 0 else None,
             "elapsed": round(time.monotonic() - self.started, 3),
             "peers": {p: {"received": s.received, "dropped": s.dropped} for p, s in self.peers.items()},
+            "paused": self.paused,
+            "bottleneck": self.bottleneck,
         }
 
 
@@ -251,14 +314,18 @@ class _Arrival:
     targets: list[tuple[_FileTask, int]]
 
 
-def _verify_and_write(arrivals: list[_Arrival]) -> list[bool]:
+def _verify_and_write(arrivals: list[_Arrival], busy: "Busy") -> list[bool]:
     """Hash each chunk; write the good ones to every place they belong. Runs in a thread."""
     verdicts = []
     for arrival in arrivals:
+        started = time.perf_counter()
         good = chunk_id(arrival.data) == arrival.cid
+        hashed = time.perf_counter()
         if good:
             for task, offset in arrival.targets:
                 os.pwrite(task.fd, arrival.data, offset)
+        busy.hashing += hashed - started
+        busy.disk_write += time.perf_counter() - hashed
         verdicts.append(good)
     return verdicts
 
@@ -311,6 +378,9 @@ class _Run:
         while True:
             if peer in self.dropped:
                 return None
+            if self.transfer.paused:
+                await self.transfer.wait_resumed()
+                continue
             for i, batch in enumerate(self.queue):
                 if peer not in batch.refused_by:
                     del self.queue[i]
@@ -370,7 +440,7 @@ class _Run:
                 await self.changed.wait()
                 continue
             arrivals, self.inbox = self.inbox, []
-            verdicts = await trio.to_thread.run_sync(_verify_and_write, arrivals)
+            verdicts = await trio.to_thread.run_sync(_verify_and_write, arrivals, self.transfer.busy)
             for arrival, good in zip(arrivals, verdicts):
                 batch = arrival.batch
                 batch.writing -= 1
@@ -710,7 +780,7 @@ class Fetcher:
             if not actions:
                 break
             small = [a for a in actions if isinstance(a, _FileTask) and a.entry.size <= SMALL_FILE]
-            prepared = await trio.to_thread.run_sync(self._prepare_small, small) if small else []
+            prepared = await trio.to_thread.run_sync(self._prepare_small, small, run.transfer.busy) if small else []
             for task, needed, done in prepared:
                 batch = await self._queue_needed(run, task, needed, done, batch)
                 task.listed = True
@@ -721,11 +791,11 @@ class Fetcher:
         if batch:
             await run.put(batch)
 
-    def _prepare_small(self, tasks: list[_FileTask]) -> list[tuple[_FileTask, list[tuple[int, Ref]], int]]:
+    def _prepare_small(self, tasks: list[_FileTask], busy: Busy) -> list[tuple[_FileTask, list[tuple[int, Ref]], int]]:
         """Plan many small files in one worker-thread call: a thread hop per file would dominate."""
         out = []
         for task in tasks:
-            needed, done = self._satisfy_locally(task, list(_offsets(self._chunks_of(task))))
+            needed, done = self._satisfy_locally(task, list(_offsets(self._chunks_of(task))), busy)
             out.append((task, needed, done))
         return out
 
@@ -749,7 +819,7 @@ class Fetcher:
     async def _feed_file(self, run: _Run, task: _FileTask, batch: _NetBatch) -> _NetBatch:
         chunks = _offsets(self._chunks_of(task))
         while True:
-            needed, done = await trio.to_thread.run_sync(self._next_segment, task, chunks)
+            needed, done = await trio.to_thread.run_sync(self._next_segment, task, chunks, run.transfer.busy)
             if not needed and not done:
                 break
             batch = await self._queue_needed(run, task, needed, done, batch)
@@ -757,15 +827,23 @@ class Fetcher:
         run.account(task, 0)
         return batch
 
-    def _next_segment(self, task: _FileTask, chunks: Iterator[tuple[int, Ref]]) -> tuple[list[tuple[int, Ref]], int]:
+    def _next_segment(
+        self, task: _FileTask, chunks: Iterator[tuple[int, Ref]], busy: Busy
+    ) -> tuple[list[tuple[int, Ref]], int]:
         segment = _take(chunks, BATCH_CHUNKS)
-        return self._satisfy_locally(task, segment) if segment else ([], 0)
+        return self._satisfy_locally(task, segment, busy) if segment else ([], 0)
 
-    def _satisfy_locally(self, task: _FileTask, segment: list[tuple[int, Ref]]) -> tuple[list[tuple[int, Ref]], int]:
-        """Write what the partial file or the local index already has; return the rest.
+    def _satisfy_locally(
+        self, task: _FileTask, segment: list[tuple[int, Ref]], busy: Busy
+    ) -> tuple[list[tuple[int, Ref]], int]:
+        """Write what the partial file or the local index already has; return (still needed, bytes done)."""
+        started = time.perf_counter()
+        try:
+            return self._take_local(task, segment)
+        finally:
+            busy.disk_read += time.perf_counter() - started
 
-        Returns (still needed, bytes satisfied here).
-        """
+    def _take_local(self, task: _FileTask, segment: list[tuple[int, Ref]]) -> tuple[list[tuple[int, Ref]], int]:
         needed = []
         done = 0
         if not task.fresh:

@@ -447,3 +447,58 @@ def test_sender_restarted_mid_transfer_is_used_again(pair: Pair, data, tmp_path:
     assert digests(dest) == original
     assert not (dest / PARTIAL).exists() or not any((dest / PARTIAL).iterdir())
     assert result["bytes_received"] <= 1.05 * size
+
+
+def b_call(pair: Pair, method: str, **params) -> dict:
+    with ControlClient.connect(socket_path(pair.b.home)) as client:
+        return client.call(method, params, timeout=10)
+
+
+def test_pause_holds_the_transfer_and_resume_completes_it(pair: Pair, data, tmp_path: Path) -> None:
+    root, size, original = data
+    pair.share(root)
+    dest = tmp_path / "copy"
+    fetch = start_fetch(pair.b, dest, "--timeout", "30")
+    caught = pair.catch_midway(fetch, dest)
+    paused = b_call(pair, "transfer.pause", id=caught["id"])["transfer"]
+    assert paused["paused"] is True
+    pair.thaw(pair.pid_a)
+
+    # Requests already open are answered; no new one goes out while paused.
+    def settled() -> dict | None:
+        before = transfers(pair.b)[0]
+        time.sleep(1.0)
+        after = transfers(pair.b)[0]
+        return after if after["bytes_received"] == before["bytes_received"] else None
+
+    held = wait_until(settled, 20, "the paused transfer to stop moving")
+    assert held["bytes_done"] < size and held["paused"] is True and held["bottleneck"] == "paused"
+    assert fetch.poll() is None, "a paused fetch must not end"
+
+    b_call(pair, "transfer.resume", id=caught["id"])
+    code, out, err = finish(fetch, 60)
+    assert code == 0, err
+    assert json.loads(out)["bytes_received"] <= size + 0.05 * size
+    assert digests(dest) == original
+
+
+def test_cancel_stops_the_fetch_and_the_next_one_resumes(pair: Pair, data, tmp_path: Path) -> None:
+    root, size, original = data
+    pair.share(root)
+    dest = tmp_path / "copy"
+    fetch = start_fetch(pair.b, dest, "--timeout", "30")
+    caught = pair.catch_midway(fetch, dest)
+    b_call(pair, "transfer.cancel", id=caught["id"])
+    code, out, err = finish(fetch, 20)
+    pair.thaw(pair.pid_a)
+    assert code == 1 and out == "", (code, out, err)
+    assert_one_line_error(err)
+    assert "cancelled" in err
+    wait_until(lambda: transfers(pair.b) == [], 10, "the cancelled transfer to go away")
+    assert_no_half_written(dest, original)
+    with pytest.raises(Exception, match="no transfer"):
+        b_call(pair, "transfer.cancel", id=caught["id"])
+
+    again = pair.b.json("fetch", NAME, str(dest), "--timeout", "30")
+    assert digests(dest) == original
+    assert again["bytes_received"] <= size - caught["bytes_done"] + 0.05 * size
