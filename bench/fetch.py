@@ -421,7 +421,8 @@ def main() -> int:
                     failures.append(f"{row}: shoal's copy differs from the source: " + "; ".join(problems[:10]))
                 rows.setdefault(row, {}).update(
                     shoal_time=wall, shoal_bytes=fetch["bytes_received"], shoal_reused=fetch.get("bytes_reused"),
-                    shoal_seconds=fetch.get("seconds"), share_time=share_wall, new_bytes=share.get("new_bytes"),
+                    shoal_seconds=fetch.get("seconds"), first_byte=fetch.get("first_byte"),
+                    share_time=share_wall, new_bytes=share.get("new_bytes"),
                     files_written=fetch.get("files_written"), files_total=fetch.get("files_total"),
                     wait_remote=waited, warnings=fetch.get("warnings", []) + share.get("warnings", []),
                     stderr=proc.stderr.strip(),
@@ -567,7 +568,8 @@ def report(args, cmdline, total, info, files, size, rows, notes, failures, drop)
     print()
     for name, r in rows.items():
         if "shoal_bytes" in r:
-            print(f"{name}: shoal fetch json seconds={r['shoal_seconds']}, bytes_received={r['shoal_bytes']}, "
+            print(f"{name}: shoal fetch json seconds={r['shoal_seconds']}, first byte after {r.get('first_byte')} s, "
+                  f"bytes_received={r['shoal_bytes']}, "
                   f"bytes_reused={r['shoal_reused']}, files_written={r['files_written']}/{r['files_total']}; "
                   f"A share new_bytes={r['new_bytes']}; B saw the version {r['wait_remote']:.2f} s after share returned")
             if r["warnings"]:

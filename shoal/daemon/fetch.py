@@ -157,6 +157,8 @@ class Transfer:
     files_done: int = 0
     files_written: int = 0
     entries_seen: int = 0
+    #: Seconds from the start of the fetch to the first chunk received from a peer.
+    first_byte: float | None = None
     paused: bool = False
     busy: "Busy" = field(default_factory=lambda: Busy())
     bottleneck: str = "waiting for peers"
@@ -238,6 +240,7 @@ class Transfer:
             "peers": {p: {"received": s.received, "dropped": s.dropped} for p, s in self.peers.items()},
             "paused": self.paused,
             "bottleneck": self.bottleneck,
+            "first_byte": round(self.first_byte, 3) if self.first_byte is not None else None,
         }
 
 
@@ -250,6 +253,7 @@ class FetchResult:
     bytes_received: int
     bytes_reused: int
     seconds: float
+    first_byte: float | None
     peers: dict[str, int]
     warnings: tuple[str, ...]
 
@@ -262,6 +266,7 @@ class FetchResult:
             "bytes_received": self.bytes_received,
             "bytes_reused": self.bytes_reused,
             "seconds": round(self.seconds, 3),
+            "first_byte": round(self.first_byte, 3) if self.first_byte is not None else None,
             "peers": self.peers,
             "warnings": list(self.warnings),
         }
@@ -418,6 +423,8 @@ class _Run:
         stats = self.transfer.peers[peer]
         stats.received += len(data)
         stats.chunks += 1
+        if self.transfer.first_byte is None:
+            self.transfer.first_byte = time.monotonic() - self.transfer.started
         self.transfer.bytes_received += len(data)
         if cid not in batch.pending:
             return  # the endgame asked two peers; the first copy won
@@ -542,7 +549,7 @@ class Fetcher:
         transfer.phase = "done"
         return FetchResult(
             transfer.version, str(dest), transfer.files_written, transfer.files_total,
-            transfer.bytes_received, transfer.bytes_reused, time.monotonic() - transfer.started,
+            transfer.bytes_received, transfer.bytes_reused, time.monotonic() - transfer.started, transfer.first_byte,
             {p: s.received for p, s in transfer.peers.items()}, tuple(run.warnings),
         )
 

@@ -16,10 +16,13 @@ from shoal.cli.render import format_duration, format_size, format_time
 
 PEER_COLUMNS = ("name", "id", "address", "state", "last seen", "in", "out")
 DATASET_COLUMNS = ("name", "where", "latest", "size", "versions", "holders")
-TRANSFER_COLUMNS = ("dataset", "phase", "progress", "done / total", "rate", "eta", "peers")
+TRANSFER_COLUMNS = ("dataset", "phase", "progress", "done / total", "rate", "eta", "bottleneck", "peers")
 VERSION_COLUMNS = ("version", "id", "time", "size", "files", "message")
 
 _STATE_STYLE = {"online": "green", "offline": "dim", "pending": "yellow", "trusted": "cyan"}
+#: The daemon's measured bottleneck of a running transfer; one limited by this machine stands out.
+_BOTTLENECK_STYLE = {"paused": "yellow", "waiting for peers": "dim", "hashing": "magenta", "disk write": "magenta",
+                     "disk read": "magenta"}
 BAR_WIDTH = 20
 #: The peer layer reports sessions as online/offline; people say joined/left.
 _PEER_CHANGE = {"online": "joined", "offline": "left"}
@@ -109,8 +112,11 @@ class TransferTracker:
     """The live view of one transfer; per-peer rates come from successive progress events."""
 
     def __init__(self, data: dict[str, Any]) -> None:
+        self.id = data.get("id")
         self.name = str(data.get("name", "?"))
         self.phase = "starting"
+        self.paused = bool(data.get("paused", False))
+        self.bottleneck: str | None = data.get("bottleneck")
         self.bytes_done = 0
         self.bytes_total = 0
         self.rate = 0
@@ -119,6 +125,18 @@ class TransferTracker:
         self._received: dict[str, int] = {}
         self._mark: float | None = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the daemon still runs it: only then can it be paused, resumed or cancelled."""
+        return self.phase != "done" and not self.phase.startswith("failed")
+
+    def update_state(self, data: dict[str, Any]) -> None:
+        """Take the paused flag and the measured bottleneck from any transfer map (event or call result)."""
+        if "paused" in data:
+            self.paused = bool(data["paused"])
+        if data.get("bottleneck"):
+            self.bottleneck = str(data["bottleneck"])
+
     def update(self, data: dict[str, Any], now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self.phase = str(data.get("phase", self.phase))
@@ -126,6 +144,7 @@ class TransferTracker:
         self.bytes_total = int(data.get("bytes_total", self.bytes_total))
         self.rate = int(data.get("rate") or 0)
         self.eta = data.get("eta")
+        self.update_state(data)
         peers = data.get("peers") or {}
         elapsed = now - self._mark if self._mark is not None else 0.0
         for peer_id, stats in peers.items():
@@ -140,6 +159,12 @@ class TransferTracker:
         fastest_first = sorted(self.peer_rates.items(), key=lambda item: -item[1])
         rates = ", ".join(f"{label(peer)} {format_size(rate)}/s" for peer, rate in fastest_first)
         moving = self.rate > 0
+        if not self.running:
+            bottleneck: str | Text = "-"
+        else:
+            # Until the daemon measures again after a resume, its last value still says paused.
+            shown = "paused" if self.paused else "resuming" if self.bottleneck == "paused" else self.bottleneck or "-"
+            bottleneck = Text(shown, style=_BOTTLENECK_STYLE.get(shown, ""))
         return (
             self.name,
             self.phase,
@@ -147,6 +172,7 @@ class TransferTracker:
             f"{format_size(self.bytes_done)} / {format_size(self.bytes_total)}",
             f"{format_size(self.rate)}/s" if moving else "-",
             format_duration(self.eta) if self.eta is not None else "-",
+            bottleneck,
             rates or "-",
         )
 
@@ -171,6 +197,8 @@ def event_line(topic: str, data: dict[str, Any]) -> str | None:
             return f"fetch of {name} failed: {data.get('reason', 'unknown reason')}"
         if event == "started":
             return f"fetching {name} into {data.get('dest', '?')}"
+        if event in ("paused", "resumed"):
+            return f"{event} the fetch of {name}"
         return None
     if topic == "daemon":
         return f"daemon: {data.get('state') or data.get('event') or 'stopping'}"

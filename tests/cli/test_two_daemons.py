@@ -55,6 +55,11 @@ def test_share_fetch_update_fetch_delta(pair, tmp_path: Path) -> None:
     assert first["label"] == "imagenet-mini@1"
     dest = tmp_path / "copy"
     fetched = b.json("fetch", "imagenet-mini", str(dest), "--timeout", "20")
+    assert set(fetched) == {
+        "version", "dest", "files_written", "files_total", "bytes_received", "bytes_reused", "seconds",
+        "first_byte", "peers", "warnings",
+    }
+    assert 0 < fetched["first_byte"] <= fetched["seconds"]
     assert fetched["version"]["id"] == first["id"]
     assert files_of(dest) == files_of(data)
     assert fetched["bytes_received"] >= 4_000_000
