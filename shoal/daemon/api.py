@@ -17,7 +17,7 @@ import trio
 import shoal
 from shoal.daemon.config import Config, load_config
 from shoal.daemon.control import ControlServer, Handler, ProgressFn
-from shoal.daemon.fetch import FetchSpec
+from shoal.daemon.transfer import FetchSpec
 from shoal.daemon.library import Library, ShareProgress
 from shoal.daemon.peers import PeerManager
 from shoal.daemon.transfers import Transfers

@@ -13,24 +13,22 @@ Chunks are verified against their id before they are written.
 """
 
 import errno
-import fnmatch
 import logging
 import os
 import shutil
-import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import blake3
-import pathspec
 import trio
 
 from shoal.daemon import chunks as chunkio
+from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, remove_entry
 from shoal.daemon.index import FileRecord, FileStat, Index, VersionRow
 from shoal.daemon.library import VersionInfo
+from shoal.daemon.transfer import Busy, FetchResult, FetchSpec, PeerStats, Transfer
 from shoal.daemon.scanner import PARTIAL_DIR, file_id_of, index_loader
 from shoal.errors import ShoalError, UnknownDataset, UsageError
 from shoal.protocol.errors import IntegrityError, ProtocolError
@@ -50,17 +48,6 @@ OBJECT_BATCH = 1024
 SMALL_FILE = 4 * 1024 * 1024
 
 _log = logging.getLogger("shoal.fetch")
-
-
-def _read_umask() -> int:
-    # os.umask can only be read by setting it; do it once, before any thread
-    # could create a file in the moment it is cleared.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
 
 
 class FetchError(ShoalError):
@@ -109,167 +96,6 @@ class SourceDirectory(Protocol):
 
     def connected(self) -> list[str]:
         """The ids of the peers connected now."""
-
-
-@dataclass(frozen=True, slots=True)
-class FetchSpec:
-    name: str
-    version: str | None
-    dest: Path
-    include: tuple[str, ...] = ()
-    from_peer: str | None = None
-    timeout: float = 30.0
-
-
-@dataclass(slots=True)
-class PeerStats:
-    received: int = 0
-    chunks: int = 0
-    dropped: str | None = None
-
-
-@dataclass(slots=True)
-class Busy:
-    """Seconds spent so far in each local stage of a fetch, as measured."""
-
-    hashing: float = 0.0
-    disk_write: float = 0.0
-    disk_read: float = 0.0
-
-
-#: A stage busy for this share of an interval limits the transfer.
-BUSY_SHARE = 0.8
-
-
-@dataclass(slots=True)
-class Transfer:
-    """Live state of one fetch, read by status and progress reports."""
-
-    spec: FetchSpec
-    started: float = field(default_factory=time.monotonic)
-    phase: str = "resolving"
-    version: VersionInfo | None = None
-    bytes_total: int = 0
-    bytes_done: int = 0
-    bytes_received: int = 0
-    bytes_reused: int = 0
-    files_total: int = 0
-    files_done: int = 0
-    files_written: int = 0
-    entries_seen: int = 0
-    #: Seconds from the start of the fetch to the first chunk received from a peer.
-    first_byte: float | None = None
-    paused: bool = False
-    busy: "Busy" = field(default_factory=lambda: Busy())
-    bottleneck: str = "waiting for peers"
-    _resumed: trio.Event = field(default_factory=trio.Event)
-    _busy_mark: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    #: Subtrees already fetched and checked: tree id -> (bytes, files, entries below).
-    subtrees: dict[bytes, tuple[int, int, int]] = field(default_factory=dict)
-    peers: dict[str, PeerStats] = field(default_factory=dict)
-    _rate_mark: tuple[float, int] = (0.0, 0)
-    rate: float = 0.0
-
-    def pause(self) -> None:
-        """Stop asking peers for more; requests already open finish."""
-        if not self.paused:
-            self.paused = True
-            self._resumed = trio.Event()
-
-    def resume(self) -> None:
-        self.paused = False
-        self._resumed.set()
-
-    async def wait_resumed(self) -> None:
-        await self._resumed.wait()
-
-    def sample_rate(self) -> None:
-        now = time.monotonic()
-        last_t, last_b = self._rate_mark
-        if last_t and now > last_t:
-            instant = (self.bytes_received - last_b) / (now - last_t)
-            self.rate = instant if not self.rate else 0.5 * self.rate + 0.5 * instant
-        self._rate_mark = (now, self.bytes_received)
-        self._sample_bottleneck(now)
-
-    def _sample_bottleneck(self, now: float) -> None:
-        """Name the stage that limited the transfer since the last sample, from measured busy time.
-
-        The writer thread's time hashing and writing, and the planner's time
-        reading local data, are measured; a stage busy most of the interval is
-        the bottleneck. Otherwise chunks were not arriving fast enough: the
-        network, or no peer at all.
-        """
-        then, hashing, writing, reading = self._busy_mark
-        busy = self.busy
-        self._busy_mark = (now, busy.hashing, busy.disk_write, busy.disk_read)
-        if not then or now <= then:
-            return
-        span = now - then
-        shares = {
-            "hashing": (busy.hashing - hashing) / span,
-            "disk write": (busy.disk_write - writing) / span,
-            "disk read": (busy.disk_read - reading) / span,
-        }
-        stage, share = max(shares.items(), key=lambda item: item[1])
-        if self.paused:
-            self.bottleneck = "paused"
-        elif self.phase in ("resolving",) or not self.peers or all(s.dropped for s in self.peers.values()):
-            self.bottleneck = "waiting for peers"
-        elif share >= BUSY_SHARE:
-            self.bottleneck = stage
-        else:
-            self.bottleneck = "network"
-
-    def to_json(self) -> dict:
-        left = self.bytes_total - self.bytes_done
-        return {
-            "name": self.spec.name,
-            "dest": str(self.spec.dest),
-            "phase": self.phase,
-            "version": self.version.to_json() if self.version else None,
-            "bytes_total": self.bytes_total,
-            "bytes_done": self.bytes_done,
-            "bytes_received": self.bytes_received,
-            "bytes_reused": self.bytes_reused,
-            "files_total": self.files_total,
-            "files_done": self.files_done,
-            "rate": round(self.rate),
-            "eta": round(left / self.rate, 1) if self.rate > 0 and left > 0 else None,
-            "elapsed": round(time.monotonic() - self.started, 3),
-            "peers": {p: {"received": s.received, "dropped": s.dropped} for p, s in self.peers.items()},
-            "paused": self.paused,
-            "bottleneck": self.bottleneck,
-            "first_byte": round(self.first_byte, 3) if self.first_byte is not None else None,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class FetchResult:
-    version: VersionInfo
-    dest: str
-    files_written: int
-    files_total: int
-    bytes_received: int
-    bytes_reused: int
-    seconds: float
-    first_byte: float | None
-    peers: dict[str, int]
-    warnings: tuple[str, ...]
-
-    def to_json(self) -> dict:
-        return {
-            "version": self.version.to_json(),
-            "dest": self.dest,
-            "files_written": self.files_written,
-            "files_total": self.files_total,
-            "bytes_received": self.bytes_received,
-            "bytes_reused": self.bytes_reused,
-            "seconds": round(self.seconds, 3),
-            "first_byte": round(self.first_byte, 3) if self.first_byte is not None else None,
-            "peers": self.peers,
-            "warnings": list(self.warnings),
-        }
 
 
 @dataclass(slots=True, eq=False)
@@ -333,12 +159,6 @@ def _verify_and_write(arrivals: list[_Arrival], busy: "Busy") -> list[bool]:
         busy.disk_write += time.perf_counter() - hashed
         verdicts.append(good)
     return verdicts
-
-
-def _partial_name(parts: tuple[str, ...], file_id: bytes) -> str:
-    # Derived from path and content, so a restarted fetch finds its own partial file.
-    key = blake3.blake3("/".join(parts).encode("utf-8") + file_id).hexdigest(length=16)
-    return f"{key}.part"
 
 
 class _Run:
@@ -514,7 +334,7 @@ class Fetcher:
             ) from None
 
     async def _fetch(self, spec: FetchSpec, transfer: Transfer) -> FetchResult:
-        matcher = _include_matcher(spec.include)
+        matcher = include_matcher(spec.include)
         dest = await trio.to_thread.run_sync(self._check_dest, spec)
         version_id, record, data = await self._resolve(spec, transfer)
         transfer.version = VersionInfo.from_record(version_id, record)
@@ -903,8 +723,8 @@ class Fetcher:
             parts = prefix + (name,)
             replaced = name in new and new[name].type == gone.type
             if not replaced and matcher(parts, gone.type == EntryType.DIR):
-                _remove(dest.joinpath(*parts))
-        _ensure_dir(dest, prefix)
+                remove_entry(dest.joinpath(*parts))
+        ensure_dir(dest, prefix)
         for name, entry in new.items():
             parts = prefix + (name,)
             if not matcher(parts, entry.type == EntryType.DIR):
@@ -914,7 +734,7 @@ class Fetcher:
                 prev_id = previous.ref if previous is not None and previous.type == EntryType.DIR else None
                 yield from self._plan_dir(run, load, parts, entry.ref, prev_id, matcher)  # type: ignore[arg-type]
             elif entry.type == EntryType.SYMLINK:
-                _place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
+                place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
             elif self._already_there(dest, parts, entry):
                 _count_kept(run.transfer, entry)
                 yield None
@@ -942,7 +762,7 @@ class Fetcher:
         return True
 
     def _start_file(self, run: _Run, parts: tuple[str, ...], entry: TreeEntry) -> _FileTask:
-        partial = run.partial_dir / _partial_name(parts, entry.ref)  # type: ignore[arg-type]
+        partial = run.partial_dir / partial_name(parts, entry.ref)  # type: ignore[arg-type]
         fresh = not partial.exists()
         fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         os.ftruncate(fd, entry.size)
@@ -965,7 +785,7 @@ class Fetcher:
     @staticmethod
     def _install(dest: Path, task: _FileTask) -> FileStat:
         mode = 0o755 if task.entry.executable else 0o644
-        os.fchmod(task.fd, mode & ~_UMASK)
+        os.fchmod(task.fd, mode & ~UMASK)
         st = os.fstat(task.fd)
         os.close(task.fd)
         task.fd = -1
@@ -1175,78 +995,3 @@ def _walk_files(load, tree_id: bytes, prefix: tuple[str, ...]):
             yield parts, entry
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _ensure_dir(dest: Path, parts: tuple[str, ...]) -> None:
-    """Create DEST/parts as real directories, replacing anything else in the way.
-
-    Never follows a symlink: a link where a directory belongs is removed, so no
-    write can be redirected outside DEST.
-    """
-    current = dest
-    current.mkdir(parents=True, exist_ok=True)
-    for part in parts:
-        current = current / part
-        try:
-            st = current.lstat()
-        except FileNotFoundError:
-            current.mkdir()
-            continue
-        if not _is_real_dir(st.st_mode):
-            current.unlink()
-            current.mkdir()
-
-
-def _is_real_dir(mode: int) -> bool:
-    return stat.S_ISDIR(mode)
-
-
-def _place_symlink(dest: Path, parts: tuple[str, ...], target: str) -> None:
-    path = dest.joinpath(*parts)
-    if path.is_symlink() and os.readlink(path) == target:
-        return
-    tmp = dest / PARTIAL_DIR / (_partial_name(parts, target.encode("utf-8")) + ".link")
-    if tmp.is_symlink():
-        tmp.unlink()
-    os.symlink(target, tmp)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-
-
-def _include_matcher(include: tuple[str, ...]):
-    """Return match(parts, is_dir): whether a path is part of the requested subset."""
-    if not include:
-        return lambda parts, is_dir: True
-    try:
-        spec = pathspec.PathSpec.from_lines("gitwildmatch", include)
-    except Exception as e:
-        raise UsageError(f"bad --include pattern: {e}") from None
-    prefixes = [p.strip("/").split("/") for p in include]
-
-    def match(parts: tuple[str, ...], is_dir: bool) -> bool:
-        path = "/".join(parts)
-        if spec.match_file(path + ("/" if is_dir else "")):
-            return True
-        if is_dir:
-            # Descend into a directory that a pattern could still match below.
-            return any(_could_contain(parts, p) for p in prefixes)
-        return False
-
-    return match
-
-
-def _could_contain(parts: tuple[str, ...], pattern: list[str]) -> bool:
-    if "**" in pattern:
-        return True
-    if len(parts) >= len(pattern):
-        return False
-    return all(fnmatch.fnmatchcase(name, pat) for name, pat in zip(parts, pattern))

@@ -6,7 +6,8 @@ from typing import Any
 
 import trio
 
-from shoal.daemon.fetch import Fetcher, FetchSpec, Transfer
+from shoal.daemon.fetch import Fetcher
+from shoal.daemon.transfer import FetchSpec, Transfer
 from shoal.errors import ShoalError
 
 #: How often a running fetch reports progress to its client and to subscribers.

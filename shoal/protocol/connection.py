@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.protocol.channel import Role, SecureChannel, auth_transcript
-from shoal.protocol.errors import FrameTooLarge, LocalProtocolError, ProtocolError, RemoteProtocolError
+from shoal.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from shoal.protocol.framing import HEADER_SIZE, MAX_FRAME_SIZE, FrameDecoder
 from shoal.protocol.identity import PeerId, public_key_bytes, sign, verify
 from shoal.protocol.messages import (

@@ -31,7 +31,14 @@ from shoal.tui.rows import (
     peer_row,
 )
 from shoal.tui.widgets.keyed_table import KeyedTable
-from shoal.tui.widgets.modals import FetchDialog, Params, ShareDialog, TrustDialog, UntrustDialog
+from shoal.tui.widgets.modals import (
+    CancelTransferDialog,
+    FetchDialog,
+    Params,
+    ShareDialog,
+    TrustDialog,
+    UntrustDialog,
+)
 from shoal.tui.widgets.screens import HelpScreen, VersionsScreen
 
 #: Dataset events come in bursts (a share of many datasets); one `ls` per burst is enough.
@@ -56,6 +63,8 @@ class ShoalApp(App[int]):
         Binding("t", "trust", "Trust"),
         Binding("u", "untrust", "Untrust"),
         Binding("s", "share", "Share"),
+        Binding("p", "pause_transfer", "Pause/Resume"),
+        Binding("c", "cancel_transfer", "Cancel fetch"),
         Binding("r", "refresh", "Refresh"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -155,6 +164,8 @@ class ShoalApp(App[int]):
         elif kind == "failed":
             tracker.phase = f"failed: {data.get('reason') or 'cancelled'}"
             tracker.rate, tracker.eta = 0, None
+        elif kind in ("paused", "resumed"):
+            tracker.update_state(data)
         self.table("transfers").upsert(key, tracker.row(self._peer_label))
 
     def _peer_label(self, peer_id: str) -> str:
@@ -238,6 +249,53 @@ class ShoalApp(App[int]):
 
     def action_share(self) -> None:
         self.push_screen(ShareDialog(), self._send("share"))
+
+    def action_pause_transfer(self) -> None:
+        selected = self._selected_transfer()
+        if selected is not None:
+            key, tracker = selected
+            method = "transfer.resume" if tracker.paused else "transfer.pause"
+            self.run_worker(self._control_transfer(method, key, {"id": tracker.id}), group="transfer-control")
+
+    def action_cancel_transfer(self) -> None:
+        selected = self._selected_transfer()
+        if selected is None:
+            return
+        key, tracker = selected
+
+        def confirmed(params: Params | None) -> None:
+            if params is not None:
+                self.run_worker(self._control_transfer("transfer.cancel", key, params), group="transfer-control")
+
+        self.push_screen(CancelTransferDialog(tracker.id, tracker.name), confirmed)
+
+    def _selected_transfer(self) -> tuple[str, TransferTracker] | None:
+        """The transfer under the cursor of the Transfers tab, if the daemon still runs it."""
+        key = self.table("transfers").selected_key
+        tracker = self.transfers.get(key) if key is not None else None
+        if tracker is None or tracker.id is None:
+            self.notify("select a transfer on the Transfers tab first", severity="warning")
+            return None
+        if not tracker.running:
+            self.notify(f"the fetch of {tracker.name} has ended", severity="warning")
+            return None
+        return key, tracker
+
+    async def _control_transfer(self, method: str, key: str, params: Params) -> None:
+        """Send a transfer.* request; its result shows at once, the daemon's events confirm it."""
+        tracker = self.transfers[key]
+        verb = method.removeprefix("transfer.")
+        try:
+            result = await self.client.call(method, params)
+        except (DaemonError, DaemonNotRunning) as exc:
+            message = f"{verb} of {tracker.name} failed: {exc}"
+            self.events_log.write_line(message)
+            self.notify(message, severity="error", timeout=8)
+            return
+        if method != "transfer.cancel" and tracker.running:
+            # A cancel shows when the fetch's failed event arrives.
+            tracker.update_state(result.get("transfer") or {})
+            self.table("transfers").upsert(key, tracker.row(self._peer_label))
 
     def _selected_peer(self) -> dict[str, Any] | None:
         key = self.table("peers").selected_key

@@ -10,7 +10,6 @@ was already verified in the partial files.
 """
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess

@@ -15,7 +15,6 @@ Both tests print their figures (run with -s to see them).
 import hashlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import ShoalCli, make_home, remove_home
 from shoal.cli.client import ControlClient
@@ -165,7 +163,6 @@ def test_one_sender_eight_concurrent_fetchers(tmp_path: Path) -> None:
                 r.start()
             rtts: list[float] = []
             peak_rss = idle_rss
-            saw_transfers = 0
             while any(f.poll() is None for f in fetches):
                 start = time.perf_counter()
                 client.call("status", timeout=5)

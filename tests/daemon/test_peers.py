@@ -7,7 +7,8 @@ import pytest
 import trio
 
 from shoal.daemon import session as session_mod
-from shoal.daemon.fetch import Fetcher, FetchSpec, NoPeer, Transfer
+from shoal.daemon.fetch import Fetcher, NoPeer
+from shoal.daemon.transfer import FetchSpec, Transfer
 from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library import Library
 from shoal.daemon.peers import PeerManager

@@ -14,12 +14,13 @@ from tui_fakes import FakeClient, demo_client, local_dataset, peer
 
 from shoal.tui.app import ShoalApp, make_app
 from shoal.tui.client import Connected
-from shoal.tui.widgets.modals import FetchDialog, TrustDialog, UntrustDialog
+from shoal.tui.widgets.modals import CancelTransferDialog, FetchDialog, TrustDialog, UntrustDialog
 from shoal.tui.widgets.screens import HelpScreen, VersionsScreen
 
 pytestmark = pytest.mark.asyncio
 
 SIZE = (120, 40)
+BOTTLENECK = 6  # the transfers table's column
 
 
 async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -30,6 +31,9 @@ async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float
 
 
 def cell(app: ShoalApp, table: str, key: str, column: int) -> str:
+    """The text of one cell; empty while the row is not there yet, so `until` can wait for it."""
+    if key not in app.table(table)._shown:
+        return ""
     return str(app.table(table).get_row(key)[column])
 
 
@@ -85,6 +89,116 @@ async def test_fetch_dialog_sends_fetch_with_the_destination() -> None:
         await pilot.click("#ok")
         await until(pilot, lambda: bool(client.sent("fetch")))
         assert client.sent("fetch") == [{"name": "imagenet-subset", "dest": "/scratch/imnet", "include": ["train/*"]}]
+
+
+async def test_bottleneck_column_shows_the_daemons_measure_and_paused() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        client.start_transfer(4, "speech-commands", bottleneck="disk write")
+        await until(pilot, lambda: cell(app, "transfers", "4", BOTTLENECK) == "disk write")
+        base = {"id": 4, "name": "speech-commands", "phase": "data", "bytes_total": 10, "bytes_done": 5}
+        client.event("transfers", event="progress", **base, paused=False, bottleneck="hashing")
+        await until(pilot, lambda: cell(app, "transfers", "4", BOTTLENECK) == "hashing")
+        # Paused by someone else (`shoal` on the command line): the event alone shows it.
+        client.event("transfers", event="paused", **base, paused=True, bottleneck="hashing")
+        await until(pilot, lambda: cell(app, "transfers", "4", BOTTLENECK) == "paused")
+        client.event("transfers", event="progress", **base, paused=True, bottleneck="paused")
+        client.event("transfers", event="resumed", **base, paused=False, bottleneck="paused")
+        await until(pilot, lambda: cell(app, "transfers", "4", BOTTLENECK) == "resuming")
+        client.event("transfers", event="progress", **base, paused=False, bottleneck="network")
+        await until(pilot, lambda: cell(app, "transfers", "4", BOTTLENECK) == "network")
+        log = app.query_one("#events-log", Log).lines
+        assert "paused the fetch of speech-commands" in log and "resumed the fetch of speech-commands" in log
+        client.event("transfers", id=4, event="done", name="speech-commands", dest="/d", bytes_received=10)
+        await until(pilot, lambda: cell(app, "transfers", "4", 1) == "done")
+        assert cell(app, "transfers", "4", BOTTLENECK) == "-"
+
+
+async def test_p_pauses_and_resumes_the_selected_transfer() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        client.start_transfer(1, "eval-suite")
+        client.start_transfer(2, "speech-commands", bottleneck="disk write")
+        await until(pilot, lambda: app.table("transfers").row_count == 2)
+        await until(pilot, lambda: cell(app, "transfers", "2", BOTTLENECK) == "disk write")
+        await pilot.press("3", "down", "p")
+        await until(pilot, lambda: bool(client.sent("transfer.pause")))
+        assert client.sent("transfer.pause") == [{"id": 2}]
+        await until(pilot, lambda: cell(app, "transfers", "2", BOTTLENECK) == "paused")
+        assert cell(app, "transfers", "1", BOTTLENECK) == "network"
+        await pilot.press("p")
+        await until(pilot, lambda: bool(client.sent("transfer.resume")))
+        assert client.sent("transfer.resume") == [{"id": 2}]
+        await until(pilot, lambda: cell(app, "transfers", "2", BOTTLENECK) == "disk write")
+        assert client.sent("transfer.pause") == [{"id": 2}] and not client.sent("transfer.cancel")
+        await pilot.press("up", "p")
+        await until(pilot, lambda: client.sent("transfer.pause") == [{"id": 2}, {"id": 1}])
+        await until(pilot, lambda: cell(app, "transfers", "1", BOTTLENECK) == "paused")
+
+
+async def test_c_cancels_the_selected_transfer_after_confirming() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        client.start_transfer(7, "robot-trajectories")
+        await until(pilot, lambda: app.table("transfers").row_count == 1)
+        await pilot.press("3", "c")
+        await until(pilot, lambda: isinstance(app.screen, CancelTransferDialog))
+        assert "robot-trajectories" in str(app.screen.query_one("Label").render())
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, CancelTransferDialog))
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, CancelTransferDialog))
+        await pilot.press("n")
+        await until(pilot, lambda: not isinstance(app.screen, CancelTransferDialog))
+        assert client.sent("transfer.cancel") == []
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, CancelTransferDialog))
+        await pilot.click("#ok")
+        await until(pilot, lambda: bool(client.sent("transfer.cancel")))
+        assert client.sent("transfer.cancel") == [{"id": 7}]
+        cancelled = "failed: the fetch of robot-trajectories was cancelled"
+        await until(pilot, lambda: cell(app, "transfers", "7", 1).startswith(cancelled))
+        assert cell(app, "transfers", "7", BOTTLENECK) == "-"
+        # An ended transfer is not sent anything.
+        await pilot.press("p", "c")
+        await pilot.pause()
+        assert not isinstance(app.screen, CancelTransferDialog)
+        assert client.sent("transfer.pause") == [] and client.sent("transfer.cancel") == [{"id": 7}]
+
+
+async def test_a_refused_transfer_request_is_reported_in_the_events_log() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        client.start_transfer(3, "eval-suite")
+        await until(pilot, lambda: app.table("transfers").row_count == 1)
+        del client.transfers[3]  # it ended in the daemon before its event arrived
+        await pilot.press("3", "p")
+        await until(pilot, lambda: bool(client.sent("transfer.pause")))
+        log = app.query_one("#events-log", Log)
+        refused = "pause of eval-suite failed: no transfer 3 is running; `shoal status` lists them"
+        await until(pilot, lambda: refused in log.lines)
+        assert cell(app, "transfers", "3", BOTTLENECK) == "network"
+
+
+async def test_pause_and_cancel_need_a_transfer() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        await pilot.press("3", "p", "c")
+        await pilot.pause()
+        assert not isinstance(app.screen, CancelTransferDialog)
+        assert not [call for call in client.calls if call[0].startswith("transfer.")]
+        shown = {binding.key for binding in app.BINDINGS if binding.show}
+        assert {"p", "c"} <= shown
 
 
 async def test_escape_cancels_a_dialog_without_a_request() -> None:
@@ -162,7 +276,9 @@ async def test_help_screen_opens_and_closes_while_events_still_apply() -> None:
         await until(pilot, lambda: app.table("peers").row_count == 5)
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen))
-        assert "fetch the selected dataset" in str(app.screen.query_one(Static).render())
+        help_text = str(app.screen.query_one(Static).render())
+        assert "fetch the selected dataset" in help_text
+        assert "pause / resume the selected transfer" in help_text and "cancel the selected transfer" in help_text
         client.event("peers", change="online", peer={**client.peers[2], "online": True})
         client.event("transfers", id=3, event="started", name="eval-suite", dest="/tmp/e")
         await until(pilot, lambda: cell(app, "peers", client.peers[2]["peer_id"], 3) == "online")

@@ -62,6 +62,7 @@ def test_transfers_tab_with_a_transfer_in_progress(snap_compare) -> None:
         client.event("transfers", id=1, event="started", name="robot-trajectories", dest="/scratch/robot-trajectories")
         client.event("transfers", id=1, event="progress", name="robot-trajectories", phase="chunks",
                      bytes_total=48_000_000_000, bytes_done=19_400_000_000, rate=230_000_000, eta=124.0,
+                     paused=False, bottleneck="disk write",
                      peers={nas: {"received": 12_000_000_000, "dropped": None},
                             gpu_a: {"received": 7_400_000_000, "dropped": None}})
         while "1" not in app.transfers or app.transfers["1"].phase != "chunks":

@@ -1,7 +1,8 @@
-"""B's TUI against two real daemons: trust A through the UI, fetch A's dataset, watch it to the end.
+"""B's TUI against two real daemons: trust A through the UI, fetch A's dataset, pause and resume
+it with `p`, watch it to the end.
 
-Set SHOAL_TUI_SCREENSHOT=docs/tui.svg to also save the Transfers tab mid-transfer
-as the screenshot in the docs.
+Set SHOAL_TUI_SCREENSHOT=docs/tui.svg to also save the Transfers tab mid-transfer,
+paused, as the screenshot in the docs.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ SIZE = (120, 32)
 DATASET = "imagenet-mini"
 FILE_SIZE = 25 * 1024 * 1024
 FILES = 8  # 200 MiB of random data: on loopback a fetch of about two progress reports (0.5 s apart)
+BOTTLENECK = 6  # the transfers table's column
+MEASURED = {"waiting for peers", "network", "hashing", "disk write", "disk read"}
 
 
 class Daemon:
@@ -107,6 +110,21 @@ async def until(pilot: Pilot[int], condition: Callable[[], bool], what: str, tim
         await pilot.pause(0.02)
 
 
+async def transfer_state(client: ControlClient, tid: int) -> dict:
+    """B's transfer as the daemon reports it in `status`, over the control socket."""
+    running = {t["id"]: t for t in (await client.call("status"))["transfers"]}
+    assert tid in running, f"transfer {tid} is no longer running in B: {sorted(running)}"
+    return running[tid]
+
+
+async def daemon_says(client: ControlClient, tid: int, condition: Callable[[dict], bool], what: str) -> dict:
+    deadline = time.monotonic() + 10
+    while not condition(state := await transfer_state(client, tid)):
+        assert time.monotonic() < deadline, f"B's daemon never reported the transfer {what}: {state}"
+        await asyncio.sleep(0.05)
+    return state
+
+
 async def test_trust_then_fetch_through_the_ui(pair: tuple[Daemon, Daemon], scratch: Path) -> None:
     a, b = pair
     data = scratch / DATASET
@@ -163,13 +181,34 @@ async def test_trust_then_fetch_through_the_ui(pair: tuple[Daemon, Daemon], scra
         assert cell(app, "transfers", key, 0) == DATASET
         assert tracker.bytes_total >= FILES * FILE_SIZE
         assert "%" in cell(app, "transfers", key, 2) and " / " in cell(app, "transfers", key, 3)
-        if screenshot := os.environ.get("SHOAL_TUI_SCREENSHOT"):
-            # The rates come with the second progress report, if the fetch lasts that long.
-            await until(pilot, lambda: bool(tracker.peer_rates) or tracker.phase == "done", "a second report")
-            await pilot.pause()
-            out = Path(screenshot).resolve()
-            app.save_screenshot(out.name, path=str(out.parent))
+        assert cell(app, "transfers", key, BOTTLENECK) in MEASURED
 
+        # Pause and resume with `p`. On loopback the rest of the fetch takes well under a second,
+        # so A is frozen meanwhile (as in tests/cli/test_faults.py): the keys act on a running fetch.
+        pid_a = running_pid(a.home)
+        assert pid_a is not None
+        os.kill(pid_a, signal.SIGSTOP)
+        try:
+            assert tracker.running and tracker.id is not None
+            await pilot.press("p")
+            await until(pilot, lambda: cell(app, "transfers", key, BOTTLENECK) == "paused", "the transfer paused")
+            assert (await transfer_state(client, tracker.id))["paused"] is True
+            # The daemon's next measurement names it too.
+            await daemon_says(client, tracker.id, lambda t: t["bottleneck"] == "paused", "bottleneck paused")
+            await until(pilot, lambda: tracker.bottleneck == "paused", "the measured bottleneck paused")
+            assert cell(app, "transfers", key, BOTTLENECK) == "paused"
+            assert f"paused the fetch of {DATASET}" in app.query_one("#events-log", Log).lines
+            if screenshot := os.environ.get("SHOAL_TUI_SCREENSHOT"):
+                # Mid-transfer and paused: the new column and keys are in the picture.
+                await pilot.pause()
+                out = Path(screenshot).resolve()
+                app.save_screenshot(out.name, path=str(out.parent))
+            await pilot.press("p")
+            await until(pilot, lambda: cell(app, "transfers", key, BOTTLENECK) != "paused", "the transfer resumed")
+            assert (await transfer_state(client, tracker.id))["paused"] is False
+            assert f"resumed the fetch of {DATASET}" in app.query_one("#events-log", Log).lines
+        finally:
+            os.kill(pid_a, signal.SIGCONT)
         await until(pilot, lambda: cell(app, "transfers", key, 1) == "done", "the transfer done", timeout=30)
         assert "100%" in cell(app, "transfers", key, 2)
         log = app.query_one("#events-log", Log).lines

@@ -69,6 +69,8 @@ class FakeClient:
         self.remote = list(remote)
         self.up = up
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        #: Running transfers by id, as the daemon's `status` has them; the transfer.* calls act on these.
+        self.transfers: dict[int, dict[str, Any]] = {}
         self._signals: asyncio.Queue[Signal] = asyncio.Queue()
         self.push(Connected() if up else Disconnected("cannot reach /tmp/x/control.sock: No such file", 1.0))
 
@@ -77,6 +79,16 @@ class FakeClient:
 
     def event(self, topic: str, **data: Any) -> None:
         self.push(Event(topic, data))
+
+    def start_transfer(self, tid: int, name: str, **state: Any) -> dict[str, Any]:
+        """A running transfer, announced with the `started` and one `progress` event as the daemon does."""
+        transfer = {"name": name, "dest": f"/scratch/{name}", "phase": "data", "bytes_total": 1_000_000_000,
+                    "bytes_done": 250_000_000, "rate": 40_000_000, "eta": 19.0, "peers": {}, "paused": False,
+                    "bottleneck": "network", **state}
+        self.transfers[tid] = transfer
+        self.event("transfers", id=tid, event="started", name=name, dest=transfer["dest"])
+        self.event("transfers", id=tid, event="progress", **transfer)
+        return transfer
 
     def sent(self, method: str) -> list[dict[str, Any]]:
         return [params for name, params in self.calls if name == method]
@@ -103,9 +115,26 @@ class FakeClient:
             if head is None:
                 raise DaemonError(f"no dataset {params['name']!r}", code="not-found", exit_code=4)
             return {"name": params["name"], "versions": [version(head["name"], s) for s in range(head["seq"], 0, -1)]}
+        if method in ("transfer.pause", "transfer.resume", "transfer.cancel"):
+            return self._control_transfer(method, params["id"])
         if method in ("trust", "untrust"):
             return {"peer": next(p for p in self.peers if p["peer_id"] == params["peer_id"])}
         return {}
+
+
+    def _control_transfer(self, method: str, tid: int) -> dict[str, Any]:
+        """Like the daemon: act, publish the event, answer with the transfer as it is now."""
+        transfer = self.transfers.get(tid)
+        if transfer is None:
+            raise DaemonError(f"no transfer {tid} is running; `shoal status` lists them", code="not-found", exit_code=4)
+        if method == "transfer.cancel":
+            del self.transfers[tid]
+            reason = f"the fetch of {transfer['name']} was cancelled; run it again to resume from what was verified"
+            self.event("transfers", id=tid, event="failed", name=transfer["name"], reason=reason)
+        else:
+            transfer["paused"] = method == "transfer.pause"
+            self.event("transfers", id=tid, event="paused" if transfer["paused"] else "resumed", **transfer)
+        return {"transfer": {"id": tid, **transfer}}
 
 
 def demo_client(*, up: bool = True) -> FakeClient:

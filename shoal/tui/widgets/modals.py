@@ -30,8 +30,8 @@ class _Dialog(ModalScreen[Params | None]):
         else:
             self.dismiss(None)
 
-    def buttons(self, ok: str) -> Horizontal:
-        return Horizontal(Button(ok, id="ok", variant="primary"), Button("Cancel", id="cancel"), classes="buttons")
+    def buttons(self, ok: str, cancel: str = "Cancel") -> Horizontal:
+        return Horizontal(Button(ok, id="ok", variant="primary"), Button(cancel, id="cancel"), classes="buttons")
 
     def confirm(self) -> None:
         raise NotImplementedError
@@ -127,3 +127,26 @@ class ShareDialog(_Dialog):
             if value:
                 params[field] = value
         self.dismiss(params)
+
+
+class CancelTransferDialog(_Dialog):
+    """Confirms cancelling a running fetch; the keys are the buttons' too: y to cancel it, n to keep it."""
+
+    BINDINGS = [Binding("escape,n", "cancel", "Keep it"), Binding("y", "confirm", "Cancel it")]
+
+    def __init__(self, transfer_id: int, name: str) -> None:
+        super().__init__()
+        self._id = transfer_id
+        self._name = name
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog small"):
+            yield Label(f"Cancel the fetch of [b]{self._name}[/b]?")
+            yield Label("Verified files stay; fetching it again resumes from them.")
+            yield self.buttons("Cancel fetch", "Keep fetching")
+
+    def action_confirm(self) -> None:
+        self.confirm()
+
+    def confirm(self) -> None:
+        self.dismiss({"id": self._id})

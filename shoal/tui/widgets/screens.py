@@ -21,6 +21,8 @@ HELP = """\
   [b]f[/b]       fetch the selected dataset
   [b]t[/b] / [b]u[/b]   trust / untrust the selected peer (shows its full id)
   [b]s[/b]       share a folder as a dataset
+  [b]p[/b]       pause / resume the selected transfer
+  [b]c[/b]       cancel the selected transfer (asks first)
   [b]r[/b]       refresh peers and datasets from the daemon
   [b]?[/b]       this help
   [b]q[/b]       quit (the daemon keeps running)
