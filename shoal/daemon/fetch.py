@@ -534,10 +534,14 @@ class Fetcher:
         A subtree met again (the same tree id elsewhere) is not walked again, but
         its entries count again towards the version's bound on entries.
         """
+        depth = len(prefix)
         seen = transfer.subtrees.get(tree_id)
-        if seen is not None:
-            _count_entries(transfer, seen[2])
-            return seen
+        if seen is not None and seen[3] > depth:
+            seen = None  # checked deeper down: its links may climb too far up here
+        found = seen[:3] if seen is not None else await trio.to_thread.run_sync(self.index.checked_tree, tree_id, depth)
+        if found is not None:
+            _count_entries(transfer, found[2])
+            return found
         assert transfer.version is not None
         sources = self._sources(spec, transfer.version.id)
         await self._ensure(Kind.TREE, [tree_id], sources)
@@ -561,7 +565,9 @@ class Fetcher:
                 below_entries += below[2]
         if not spec.include:
             # With --include the walk depends on the path, so a subtree's result is not reusable.
-            transfer.subtrees[tree_id] = (size, count, below_entries)
+            # Without it the whole subtree is now stored and checked: later fetches need not walk it.
+            transfer.subtrees[tree_id] = (size, count, below_entries, depth)
+            await trio.to_thread.run_sync(self.index.add_checked_tree, tree_id, size, count, below_entries, depth)
         return size, count, below_entries
 
     def _check_file_sizes(self, prefix: tuple[str, ...], files: list[TreeEntry]) -> None:

@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS dirs(
     root TEXT NOT NULL, rel TEXT NOT NULL, fingerprint BLOB NOT NULL, tree_id BLOB NOT NULL,
     files INTEGER NOT NULL, PRIMARY KEY(root, rel)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS datasets(name TEXT PRIMARY KEY, path TEXT, head BLOB);
+CREATE TABLE IF NOT EXISTS checked_trees(
+    id BLOB PRIMARY KEY, size INTEGER NOT NULL, files INTEGER NOT NULL, entries INTEGER NOT NULL,
+    depth INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS versions(
     id BLOB PRIMARY KEY, name TEXT NOT NULL, seq INTEGER NOT NULL, time INTEGER NOT NULL,
     size INTEGER NOT NULL, files INTEGER NOT NULL, root BLOB NOT NULL);
@@ -146,6 +149,21 @@ class Index:
         with self._lock:
             cur = self._db.cursor()
             return [i for i in ids if cur.execute("SELECT 1 FROM objects WHERE id = ?", (i,)).fetchone() is None]
+
+    def checked_tree(self, tree_id: bytes, depth: int) -> tuple[int, int, int] | None:
+        """(bytes, files, entries) below a received tree whose whole subtree is stored and was
+        checked at `depth` or shallower (a symlink that stays inside at some depth stays inside deeper)."""
+        rows = self._read(
+            "SELECT size, files, entries FROM checked_trees WHERE id = ? AND depth <= ?", (tree_id, depth)
+        )
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def add_checked_tree(self, tree_id: bytes, size: int, files: int, entries: int, depth: int) -> None:
+        self._write(
+            "INSERT INTO checked_trees VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
+            " depth = min(depth, excluded.depth)",
+            (tree_id, size, files, entries, depth),
+        )
 
     # --- stat cache ------------------------------------------------------------
 

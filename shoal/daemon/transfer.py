@@ -67,8 +67,8 @@ class Transfer:
     bottleneck: str = "waiting for peers"
     _resumed: trio.Event = field(default_factory=trio.Event)
     _busy_mark: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    #: Subtrees already fetched and checked: tree id -> (bytes, files, entries below).
-    subtrees: dict[bytes, tuple[int, int, int]] = field(default_factory=dict)
+    #: Subtrees already fetched and checked: tree id -> (bytes, files, entries below, depth checked at).
+    subtrees: dict[bytes, tuple[int, int, int, int]] = field(default_factory=dict)
     peers: dict[str, PeerStats] = field(default_factory=dict)
     _rate_mark: tuple[float, int] = (0.0, 0)
     rate: float = 0.0

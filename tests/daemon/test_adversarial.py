@@ -952,7 +952,16 @@ BAD_PATHS = {
         dir_entry("sub", s.tree([link_entry("up", "../../outside")]), len("../../outside"))
     ],
     "partial-dir-as-symlink": lambda s: [link_entry(".shoal-partial", "../outside"), file_entry(s, "z.bin", b"zz" * 1000)],
+    # One subtree, checked where its link stays inside (a/b), then reused where it escapes (c).
+    "shared-subtree-shallower": lambda s: _shared_subtree(s),
 }
+
+
+def _shared_subtree(store: "Store") -> list[TreeEntry]:
+    target = "../../outside"
+    inner = store.tree([link_entry("up", target)])
+    deep = store.tree([dir_entry("b", inner, len(target))])
+    return [dir_entry("a", deep, len(target)), dir_entry("c", inner, len(target))]
 
 
 @pytest.mark.parametrize("case", list(BAD_PATHS))
