@@ -552,8 +552,8 @@ class Fetcher:
         below_entries = len(entries)
         files = [e for e in entries if e.type == EntryType.FILE and matcher(prefix + (e.name,), False)]
         await self._ensure(Kind.FILE, [e.ref for e in files], sources)  # type: ignore[misc]
-        for entry in files:
-            await self._ensure_pages(Kind.FILE, entry.ref, sources)  # type: ignore[arg-type]
+        for file_id in await trio.to_thread.run_sync(self._paged_files, files):
+            await self._ensure_pages(Kind.FILE, file_id, sources)
         await trio.to_thread.run_sync(self._check_file_sizes, prefix, files)
         size = sum(e.size for e in entries)
         count = sum(1 for e in entries if e.type == EntryType.FILE)
@@ -569,6 +569,16 @@ class Fetcher:
             transfer.subtrees[tree_id] = (size, count, below_entries, depth)
             await trio.to_thread.run_sync(self.index.add_checked_tree, tree_id, size, count, below_entries, depth)
         return size, count, below_entries
+
+    def _paged_files(self, files: list[TreeEntry]) -> list[bytes]:
+        """The FILE objects among `files` whose chunk list has pages of its own."""
+        load = index_loader(self.index)
+        paged = []
+        for entry in files:
+            file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)  # type: ignore[arg-type]
+            if file.level > 0:  # type: ignore[union-attr]
+                paged.append(entry.ref)
+        return paged  # type: ignore[return-value]
 
     def _check_file_sizes(self, prefix: tuple[str, ...], files: list[TreeEntry]) -> None:
         """Every size a file declares must be what its chunk list holds, before any space is allocated for it."""
