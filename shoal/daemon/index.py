@@ -209,6 +209,9 @@ class Index:
         with self._lock:
             self._db.execute("BEGIN")
             try:
+                locations: list[tuple[bytes, int, int, int]] = []
+                objects: list[tuple[bytes, int, bytes]] = []
+                rows: list[tuple[int]] = []
                 for r in records:
                     st = r.stat
                     row = self._db.execute(
@@ -218,14 +221,14 @@ class Index:
                         " ino = excluded.ino, file_id = excluded.file_id RETURNING id",
                         (root, r.dir, r.name, st.size, st.mtime_ns, st.ctime_ns, st.ino, r.file_id),
                     ).fetchone()[0]
-                    self._db.execute("DELETE FROM locations WHERE file = ?", (row,))
-                    self._db.executemany(
-                        "INSERT OR IGNORE INTO locations(chunk_id, file, offset, length) VALUES (?, ?, ?, ?)",
-                        [(c, row, o, n) for c, o, n in r.locations],
-                    )
-                    self._db.executemany(
-                        "INSERT OR IGNORE INTO objects VALUES (?, ?, ?)", [(i, int(k), d) for i, k, d in r.objects]
-                    )
+                    rows.append((row,))
+                    locations += [(c, row, o, n) for c, o, n in r.locations]
+                    objects += [(i, int(k), d) for i, k, d in r.objects]
+                self._db.executemany("DELETE FROM locations WHERE file = ?", rows)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO locations(chunk_id, file, offset, length) VALUES (?, ?, ?, ?)", locations
+                )
+                self._db.executemany("INSERT OR IGNORE INTO objects VALUES (?, ?, ?)", objects)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
