@@ -238,7 +238,7 @@ class Library:
                     scan.complete = False
         if not scan.unchanged:
             await self._hash_changed(run, scan)
-        run.files_scanned += sum(1 for e in scan.entries if e.type == EntryType.FILE)
+        run.files_scanned += scanner.file_count(scan)
         tree_id, size, files = await trio.to_thread.run_sync(scanner.build_tree, self.index, run.root, scan)
         return tree_id, size, files, tree_id != scan.previous_tree
 

@@ -52,15 +52,25 @@ class ScanEntry:
     changed: bool = True
 
 
+#: One directory entry as listed: (name, type, executable, symlink target, size, mtime_ns, ctime_ns, inode).
+RawEntry = tuple[str, EntryType, bool, str, int, int, int, int]
+
+
 @dataclass(slots=True)
 class DirScan:
-    """A directory's sorted entries, its stat fingerprint and what was skipped."""
+    """A directory's sorted entries, its stat fingerprint and what was skipped.
+
+    `entries` holds every entry, except in a directory whose fingerprint is
+    unchanged: there it holds only the subdirectories (all that needs work),
+    and `materialize()` builds the rest from `raw` if a subdirectory changed.
+    """
 
     rel: str
     depth: int
-    entries: list[ScanEntry]
+    raw: list[RawEntry]
     fingerprint: bytes
     warnings: list[str] = field(default_factory=list)
+    entries: list[ScanEntry] = field(default_factory=list)
     previous_tree: bytes | None = None
     unchanged: bool = False
     #: False when an entry had to be left out: the directory is then not cached,
@@ -72,64 +82,60 @@ def join(rel: str, name: str) -> str:
     return f"{rel}/{name}" if rel else name
 
 
-def _fingerprint(entries: list[ScanEntry]) -> bytes:
-    rows = [
-        [e.name, int(e.type), e.executable, e.target]
-        + ([e.stat.size, e.stat.mtime_ns, e.stat.ctime_ns, e.stat.ino] if e.stat else [])
-        for e in entries
-    ]
-    return blake3.blake3(msgpack.packb(rows, use_bin_type=True)).digest()
+_FILE, _DIR, _SYMLINK = EntryType.FILE, EntryType.DIR, EntryType.SYMLINK
 
 
-def _classify(root: Path, rel: str, depth: int, entry: os.DirEntry) -> ScanEntry | str:
-    """Return a ScanEntry, or a warning saying why the entry is left out."""
-    shown = join(rel, entry.name)
+def _classify(rel: str, depth: int, entry: os.DirEntry) -> RawEntry | str:
+    """Return the entry as listed, or a warning saying why it is left out (once per file: kept lean)."""
+    name = entry.name
     try:
         # The directory itself rules out "/", NUL, "." and ".."; only the encoding and length remain.
-        if len(entry.name.encode("utf-8")) > MAX_NAME_BYTES:
-            check_name(entry.name)
+        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            check_name(name)
     except (UnicodeEncodeError, ProtocolError):
-        return f"skipped {shown!r}: the name is not valid UTF-8 or is too long"
+        return f"skipped {join(rel, name)!r}: the name is not valid UTF-8 or is too long"
     if entry.is_symlink():
         target = os.readlink(entry.path)
         try:
             check_symlink_target(target, depth)
         except ProtocolError as e:
-            return f"skipped symlink {shown}: {e}"
-        return ScanEntry(entry.name, EntryType.SYMLINK, target=target, size=len(target.encode("utf-8")))
+            return f"skipped symlink {join(rel, name)}: {e}"
+        return (name, _SYMLINK, False, target, len(target.encode("utf-8")), 0, 0, 0)
     if entry.is_dir(follow_symlinks=False):
-        return ScanEntry(entry.name, EntryType.DIR)
+        return (name, _DIR, False, "", 0, 0, 0, 0)
     st = entry.stat(follow_symlinks=False)
-    if not statmod.S_ISREG(st.st_mode):
-        return f"skipped special file {shown} (fifo, socket or device)"
-    return ScanEntry(
-        entry.name,
-        EntryType.FILE,
-        executable=bool(st.st_mode & statmod.S_IXUSR),
-        stat=FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino),
-        size=st.st_size,
-        files=1,
-    )
+    mode = st.st_mode
+    if not statmod.S_ISREG(mode):
+        return f"skipped special file {join(rel, name)} (fifo, socket or device)"
+    return (name, _FILE, bool(mode & statmod.S_IXUSR), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _entry(raw: RawEntry) -> ScanEntry:
+    name, kind, executable, target, size, mtime_ns, ctime_ns, ino = raw
+    if kind == _FILE:
+        return ScanEntry(name, kind, executable, FileStat(size, mtime_ns, ctime_ns, ino), "", None, size, 1)
+    return ScanEntry(name, kind, executable, None, target, None, size)
 
 
 def list_dir(index: Index, root: Path, rel: str, depth: int) -> DirScan:
     """List one directory and take what the stat cache already knows of it."""
-    entries: list[ScanEntry] = []
+    raw: list[RawEntry] = []
     warnings: list[str] = []
     with os.scandir(root / rel if rel else root) as it:
         for entry in it:
             if depth == 0 and entry.name == PARTIAL_DIR:
                 continue
             try:
-                found = _classify(root, rel, depth, entry)
+                found = _classify(rel, depth, entry)
             except OSError as e:
                 found = f"skipped {join(rel, entry.name)}: {e.strerror}"
             if isinstance(found, str):
                 warnings.append(found)
             else:
-                entries.append(found)
-    entries.sort(key=lambda e: e.name.encode("utf-8"))
-    scan = DirScan(rel, depth, entries, _fingerprint(entries), warnings)
+                raw.append(found)
+    raw.sort(key=lambda r: r[0].encode("utf-8"))
+    fingerprint = blake3.blake3(msgpack.packb(raw, use_bin_type=True)).digest()
+    scan = DirScan(rel, depth, raw, fingerprint, warnings)
     _apply_cache(index, str(root), scan)
     return scan
 
@@ -139,9 +145,12 @@ def _apply_cache(index: Index, root: str, scan: DirScan) -> None:
     if cached is not None:
         scan.previous_tree = cached[1]
         if cached[0] == scan.fingerprint:
-            # Every entry has the stat it had: the files are what the previous tree says.
+            # Every entry has the stat it had: the files are what the previous tree
+            # says, and only the subdirectories need looking at.
             scan.unchanged = True
+            scan.entries = [ScanEntry(r[0], _DIR) for r in scan.raw if r[1] == _DIR]
             return
+    scan.entries = [_entry(r) for r in scan.raw]
     files = [e for e in scan.entries if e.type == EntryType.FILE]
     if not files:
         return
@@ -150,6 +159,11 @@ def _apply_cache(index: Index, root: str, scan: DirScan) -> None:
         row = rows.get(e.name)
         if row is not None and row.stat == e.stat and row.file_id is not None:
             e.ref = row.file_id
+
+
+def file_count(scan: DirScan) -> int:
+    """Regular files directly in the directory."""
+    return sum(1 for r in scan.raw if r[1] == _FILE) if scan.unchanged else sum(e.files for e in scan.entries if e.type == _FILE)
 
 
 def index_loader(index: Index):
@@ -237,16 +251,15 @@ def _kind_of_page(data: bytes) -> Kind:
 
 def build_tree(index: Index, root: Path, scan: DirScan) -> tuple[bytes, int, int]:
     """Store the directory's TREE and return (tree id, total size, files below)."""
-    size = sum(e.size for e in scan.entries)
-    files = sum(e.files for e in scan.entries)
     if scan.unchanged:
         assert scan.previous_tree is not None
-        if not any(e.changed for e in scan.entries if e.type == EntryType.DIR):
+        if scan.complete and not any(e.changed for e in scan.entries):
+            size = sum(r[4] for r in scan.raw if r[1] != _DIR) + sum(e.size for e in scan.entries)
+            files = file_count(scan) + sum(e.files for e in scan.entries)
             return scan.previous_tree, size, files
-        refs = {e.name: e.ref for e in tree_entries(index_loader(index), scan.previous_tree)}
-        for e in scan.entries:
-            if e.type == EntryType.FILE:
-                e.ref = refs[e.name]  # type: ignore[assignment]
+        _materialize(index, scan)
+    size = sum(e.size for e in scan.entries)
+    files = sum(e.files for e in scan.entries)
     objects: list[tuple[bytes, Kind, bytes]] = []
     builder = TreeBuilder(lambda i, d: objects.append((i, Kind.TREE, d)))
     for e in scan.entries:
@@ -258,6 +271,24 @@ def build_tree(index: Index, root: Path, scan: DirScan) -> tuple[bytes, int, int
         index.set_dir_cache(str(root), scan.rel, scan.fingerprint, tree_id, files)
     index.drop_files(str(root), scan.rel, (e.name for e in scan.entries if e.type == EntryType.FILE))
     return tree_id, size, files
+
+
+def _materialize(index: Index, scan: DirScan) -> None:
+    """Rebuild every entry of an unchanged directory whose subdirectories changed."""
+    assert scan.previous_tree is not None
+    dirs = {e.name: e for e in scan.entries}
+    refs = {e.name: e.ref for e in tree_entries(index_loader(index), scan.previous_tree)}
+    entries = []
+    for raw in scan.raw:
+        if raw[1] == _DIR:
+            if raw[0] in dirs:  # absent when it could not be read: it is left out
+                entries.append(dirs[raw[0]])
+            continue
+        entry = _entry(raw)
+        if entry.type == _FILE:
+            entry.ref = refs[entry.name]  # type: ignore[assignment]
+        entries.append(entry)
+    scan.entries = entries
 
 
 def file_id_of(path: Path, params: ChunkingParams) -> bytes:
