@@ -9,7 +9,6 @@ the same fetch then resumes, completes byte-identical and does not fetch again w
 was already verified in the partial files.
 """
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -20,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ShoalCli, make_home, remove_home
+from trees import PARTIAL, digests
 from shoal.cli.client import ControlClient
 from shoal.daemon.home import socket_path
 
-PARTIAL = ".shoal-partial"
 NAME = "big"
 MB = 1_000_000
 #: tmpfs size, filler and what is left for DEST: 64 MB free for a 100 MB dataset.
@@ -35,22 +34,8 @@ FILE_SIZE = 25 * MB
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
 
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
-def digests(root: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
-        if rel.parts[0] == PARTIAL or p.is_symlink() or not p.is_file():
-            continue
-        out[str(rel)] = sha(p)
-    return out
 
 
 def allocated(root: Path) -> int:

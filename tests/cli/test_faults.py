@@ -9,7 +9,6 @@ sleeps). What was already on its way lands, the receiver's `shoal status --json`
 settles, and the fault is injected at a known point. SIGCONT (or SIGKILL) then
 lets the sender go on (or die)."""
 
-import hashlib
 import json
 import os
 import signal
@@ -21,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from conftest import ShoalCli, make_home, remove_home
+from trees import PARTIAL, digests
 from shoal.cli.client import ControlClient
 from shoal.daemon.home import socket_path
 from shoal.daemon.lifecycle import running_pid
 
-PARTIAL = ".shoal-partial"
 NAME = "ds"
 BIG_FILES = 3
 BIG_SIZE = 49_000_000
@@ -56,23 +55,8 @@ def make_dataset(root: Path) -> int:
     return size
 
 
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
-def digests(root: Path) -> dict[str, str]:
-    """sha256 of every regular file below root, outside the partial folder."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
-        if rel.parts[0] == PARTIAL or p.is_symlink() or not p.is_file():
-            continue
-        out[str(rel)] = digest(p)
-    return out
 
 
 def assert_no_half_written(dest: Path, version: dict[str, str]) -> dict[str, str]:

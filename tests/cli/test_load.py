@@ -12,7 +12,6 @@
 Both tests print their figures (run with -s to see them).
 """
 
-import hashlib
 import json
 import os
 import statistics
@@ -24,11 +23,11 @@ from pathlib import Path
 
 
 from conftest import ShoalCli, make_home, remove_home
+from trees import PARTIAL, digests
 from shoal.cli.client import ControlClient
 from shoal.daemon.home import socket_path
 from shoal.daemon.lifecycle import running_pid
 
-PARTIAL = ".shoal-partial"
 MB = 1_000_000
 FETCHERS = 8
 LOAD_FILES = 5
@@ -41,18 +40,8 @@ SMALL_FILES = 100_000 if FULL else 20_000
 RECEIVER_RSS = 200 * 2**20
 
 
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def digests(root: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
-        if rel.parts[0] == PARTIAL or p.is_symlink() or not p.is_file():
-            continue
-        out[str(rel)] = sha(p)
-    return out
 
 
 def rss(pid: int) -> int:
