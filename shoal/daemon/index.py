@@ -293,9 +293,6 @@ class Index:
         )
         return {r[0]: Location(r[1], Path(r[2], r[3], r[4]), r[5], r[6]) for r in rows}
 
-    def has_chunk(self, chunk_id: bytes) -> bool:
-        return bool(self._read("SELECT 1 FROM locations WHERE chunk_id = ? AND stale = 0 LIMIT 1", (chunk_id,)))
-
     def chunks_present(self, ids: list[bytes]) -> set[bytes]:
         """Those of `ids` that some non-stale location is believed to hold."""
         if not ids:
