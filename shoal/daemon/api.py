@@ -17,6 +17,7 @@ import trio
 import shoal
 from shoal.daemon.config import Config, load_config
 from shoal.daemon.control import ControlServer, Handler, ProgressFn
+from shoal.daemon.fetch import Fetcher
 from shoal.daemon.transfer import FetchSpec
 from shoal.daemon.library import Library, ShareProgress
 from shoal.daemon.peers import PeerManager
@@ -35,6 +36,8 @@ RESTART_KEYS = frozenset({"listen", "discovery"})
 PROGRESS_INTERVAL = 0.25
 #: How long a fetch waits for a peer that has the dataset, unless the request says otherwise.
 DEFAULT_FETCH_TIMEOUT = 30.0
+#: Entries `browse` returns unless asked for another number.
+DEFAULT_BROWSE_LIMIT = 10_000
 
 
 class ControlApi:
@@ -54,6 +57,7 @@ class ControlApi:
         request_shutdown: Callable[[], None],
         peers: PeerManager,
         transfers: Transfers,
+        fetcher: Fetcher,
     ) -> None:
         self.home = home
         self.config = config
@@ -66,6 +70,7 @@ class ControlApi:
         self._request_shutdown = request_shutdown
         self.network = peers
         self.transfers = transfers
+        self.fetcher = fetcher
         self._started = time.time()
 
     def register(self, server: ControlServer) -> None:
@@ -85,6 +90,7 @@ class ControlApi:
             "log": self.log,
             "verify": self.verify,
             "fetch": self.fetch,
+            "browse": self.browse,
             "transfer.cancel": self.cancel_transfer,
             "transfer.pause": self.pause_transfer,
             "transfer.resume": self.resume_transfer,
@@ -234,6 +240,24 @@ class ControlApi:
             timeout=float(timeout),
         )
         return await self.transfers.fetch(spec, progress)
+
+    async def browse(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """One directory of a dataset version, local or on peers, without fetching its files."""
+        _only(params, "name", "version", "path", "limit", "timeout")
+        path = params.get("path", "")
+        if not isinstance(path, str):
+            raise UsageError("path must be text")
+        parts = tuple(part for part in path.split("/") if part)
+        limit = params.get("limit", DEFAULT_BROWSE_LIMIT)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise UsageError("limit must be a positive integer")
+        spec = FetchSpec(
+            name=_text(params, "name"),
+            version=_optional_text(params, "version"),
+            dest=self.home,
+            timeout=float(params.get("timeout", DEFAULT_FETCH_TIMEOUT)),
+        )
+        return await self.fetcher.browse(spec, parts, limit)
 
     async def cancel_transfer(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Stop a running fetch; the next fetch of the same version resumes it."""

@@ -373,6 +373,73 @@ class Fetcher:
             {p: s.received for p, s in transfer.peers.items()}, tuple(run.warnings),
         )
 
+    # --- browsing -----------------------------------------------------------------
+
+    async def browse(self, spec: FetchSpec, path: tuple[str, ...], limit: int) -> dict:
+        """List one directory of a version, fetching only the manifest objects on the way to it.
+
+        A version held here is read from the index; another is resolved from the
+        peers' catalogs as `fetch` would, and only its VERSION and the TREE objects
+        along `path` are downloaded (and checked), so a user can look before fetching.
+        """
+        local = await trio.to_thread.run_sync(self._local_version, spec)
+        if local is not None:
+            version_id, record = local
+            sources: list[Source] = []
+        else:
+            version_id, record, _ = await self._resolve(spec, Transfer(spec))
+            sources = self._sources(spec, version_id)
+        tree_id = record.root
+        for depth, name in enumerate(path):
+            entries = await self._browse_dir(tree_id, path[:depth], sources)
+            found = next((e for e in entries if e.name == name), None)
+            if found is None or found.type != EntryType.DIR:
+                raise UsageError(f"{'/'.join(path[: depth + 1])} is not a directory of {spec.name}@{record.seq}")
+            tree_id = found.ref  # type: ignore[assignment]
+        entries = await self._browse_dir(tree_id, path, sources)
+        return {
+            "version": VersionInfo.from_record(version_id, record).to_json(),
+            "path": "/".join(path),
+            "total": len(entries),
+            "entries": [
+                {
+                    "name": e.name,
+                    "type": e.type.name.lower(),
+                    "size": e.size,
+                    "executable": e.executable,
+                    "target": e.ref if e.type == EntryType.SYMLINK else None,
+                }
+                for e in entries[:limit]
+            ],
+        }
+
+    def _local_version(self, spec: FetchSpec) -> tuple[bytes, VersionRecord] | None:
+        """The asked-for version, if this daemon holds it (shared or fetched here)."""
+        known = self.index.dataset(spec.name)
+        if known is None or known[1] is None:
+            return None
+        wanted = (spec.version or "latest").lower()
+        rows = list(self.index.versions(spec.name))
+        if wanted == "latest":
+            chosen = [r for r in rows if r.id == known[1]]
+        elif wanted.isdigit():
+            chosen = [r for r in rows if r.seq == int(wanted)]
+        else:
+            chosen = [r for r in rows if r.id.hex().startswith(wanted)]
+        # Only the head's files are certain to be here; older versions are browsed like remote ones.
+        if len(chosen) != 1 or chosen[0].id != known[1]:
+            return None
+        record = decode(Kind.VERSION, self.index.get_object(chosen[0].id)[1], chosen[0].id)  # type: ignore[index]
+        assert isinstance(record, VersionRecord)
+        return chosen[0].id, record
+
+    async def _browse_dir(self, tree_id: bytes, prefix: tuple[str, ...], sources: Sequence[Source]) -> list[TreeEntry]:
+        await self._ensure(Kind.TREE, [tree_id], sources)
+        await self._ensure_pages(Kind.TREE, tree_id, sources)
+        entries = await trio.to_thread.run_sync(lambda: list(tree_entries(index_loader(self.index), tree_id)))
+        _check_entries(prefix, entries)
+        return entries
+
     # --- destination -----------------------------------------------------------
 
     def _check_dest(self, spec: FetchSpec) -> Path:

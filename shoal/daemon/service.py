@@ -74,7 +74,8 @@ async def serve(
         trust = TrustStore.open(home)
         listen = listen or config.listen
         peers = PeerManager(signer, trust, library, listen, on_event=lambda e: _publish_peer_event(control, e))
-        transfers = Transfers(Fetcher(library.index, peers), peers.publish_catalog, control.publish)
+        fetcher = Fetcher(library.index, peers)
+        transfers = Transfers(fetcher, peers.publish_catalog, control.publish)
         api = ControlApi(
             home=home,
             config=config,
@@ -87,6 +88,7 @@ async def serve(
             request_shutdown=stopping.set,
             peers=peers,
             transfers=transfers,
+            fetcher=fetcher,
         )
         api.register(control)
         async with trio.open_nursery() as nursery:

@@ -143,3 +143,35 @@ def test_bad_fetch_requests_fail_at_once(shoal, tmp_path: Path) -> None:
         if os.geteuid() == 0:
             subprocess.run(["umount", str(readonly)], check=True)
     shoal("daemon", "stop")
+
+
+def test_browse_a_version_before_fetching_it(pair, tmp_path: Path) -> None:
+    from shoal.cli.client import ControlClient
+    from shoal.daemon.home import socket_path
+
+    a, b = pair
+    data = tmp_path / "ds"
+    (data / "train" / "cats").mkdir(parents=True)
+    (data / "train" / "cats" / "1.jpg").write_bytes(os.urandom(3000))
+    (data / "README").write_text("hello\n")
+    os.symlink("train/cats/1.jpg", data / "first")
+    ok(a("trust", b.json("id")["peer_id"]))
+    ok(b("trust", a.json("id")["peer_id"], "--addr", a.json("status")["listen"]))
+    ok(a("share", str(data)))
+
+    def browse(cli: ShoalCli, **params) -> dict:
+        with ControlClient.connect(socket_path(cli.home)) as client:
+            return client.call("browse", {"name": "ds", "timeout": 20, **params}, timeout=30)
+
+    local = browse(a)
+    assert [(e["name"], e["type"]) for e in local["entries"]] == [("README", "file"), ("first", "symlink"), ("train", "dir")]
+    remote = browse(b)
+    assert remote["entries"] == local["entries"] and remote["version"]["id"] == local["version"]["id"]
+    assert [e["target"] for e in remote["entries"] if e["type"] == "symlink"] == ["train/cats/1.jpg"]
+    cats = browse(b, path="train/cats")
+    assert cats["entries"] == [{"name": "1.jpg", "type": "file", "size": 3000, "executable": False, "target": None}]
+    with pytest.raises(Exception, match="not a directory"):
+        browse(b, path="README")
+    # Browsing moved manifest objects only: the fetch still receives every byte.
+    fetched = b.json("fetch", "ds", str(tmp_path / "copy"), "--timeout", "20")
+    assert fetched["bytes_received"] == 3000 + len("hello\n")
