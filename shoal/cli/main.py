@@ -300,12 +300,23 @@ def _cmd_share(args: argparse.Namespace) -> int:
 
 
 def _add_ls(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "spec", metavar="NAME[@VERSION]", nargs="?",
+        help="list the files of this dataset version (local or on a peer) instead of the datasets",
+    )
+    parser.add_argument("path", metavar="PATH", nargs="?", default="", help="a folder inside the dataset (default: its root)")
     parser.add_argument("--remote", action="store_true", help="list the datasets online peers offer instead")
     _json_option(parser)
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    if args.remote:
+    if args.spec:
+        name, _, version = args.spec.partition("@")
+        params: dict[str, Any] = {"name": name, "path": args.path}
+        if version:
+            params["version"] = version
+        _print(args, _call(args, "browse", params), render.render_browse)
+    elif args.remote:
         _print(args, _call(args, "ls", {"remote": True}), render.render_remote_datasets)
     else:
         _print(args, _call(args, "ls"), render.render_datasets)

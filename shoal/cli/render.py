@@ -139,6 +139,23 @@ def render_remote_datasets(listing: dict[str, Any]) -> str:
     return table(("NAME", "HEAD", "SIZE", "FILES", "UPDATED", "PEER"), rows, right=(2, 3))
 
 
+def render_browse(listing: dict[str, Any]) -> str:
+    """`shoal ls NAME[@VERSION] [PATH]`: one folder of a version."""
+    version = listing["version"]
+    rows = [
+        (
+            entry["name"] + ("/" if entry["type"] == "dir" else ""),
+            entry["type"],
+            format_size(entry["size"]),
+            f"-> {entry['target']}" if entry["target"] else "",
+        )
+        for entry in listing["entries"]
+    ]
+    where = f"{version['name']}@{version['seq']}:/{listing['path']}"
+    shown = f"{len(rows)} of {listing['total']}" if len(rows) < listing["total"] else f"{len(rows)}"
+    return f"{where} ({shown} entries)\n" + table(("NAME", "TYPE", "SIZE", ""), rows, right=(2,))
+
+
 def render_log(log: dict[str, Any]) -> str:
     """`shoal log NAME`: newest first."""
     rows = [

@@ -39,7 +39,7 @@ from shoal.tui.widgets.modals import (
     TrustDialog,
     UntrustDialog,
 )
-from shoal.tui.widgets.screens import HelpScreen, VersionsScreen
+from shoal.tui.widgets.screens import BrowseScreen, HelpScreen, VersionsScreen
 
 #: Dataset events come in bursts (a share of many datasets); one `ls` per burst is enough.
 REFRESH_DELAY = 0.2
@@ -60,6 +60,7 @@ class ShoalApp(App[int]):
     TITLE = "shoal"
     BINDINGS = [
         Binding("f", "fetch", "Fetch"),
+        Binding("b", "browse", "Browse"),
         Binding("t", "trust", "Trust"),
         Binding("u", "untrust", "Untrust"),
         Binding("s", "share", "Share"),
@@ -231,7 +232,22 @@ class ShoalApp(App[int]):
         if name is None:
             self.notify("select a dataset on the Datasets tab first", severity="warning")
             return
-        self.push_screen(FetchDialog(name, str(Path.cwd() / name)), self._send("fetch"))
+        self.open_fetch(name)
+
+    def open_fetch(self, name: str, version: str | None = None, include: str = "") -> None:
+        dialog = FetchDialog(name, str(Path.cwd() / name), include=include, version=version)
+        self.push_screen(dialog, self._send("fetch"))
+
+    def action_browse(self) -> None:
+        name = self.table("datasets").selected_key
+        if name is None:
+            self.notify("select a dataset on the Datasets tab first", severity="warning")
+            return
+        self.open_browse(name)
+
+    def open_browse(self, name: str, version: str | None = None) -> None:
+        """List the files of a version of `name` (None: the latest), local or remote, without fetching it."""
+        self.push_screen(BrowseScreen(name, self.client.call, self.open_fetch, version=version))
 
     def action_trust(self) -> None:
         peer = self._selected_peer()
@@ -331,7 +347,7 @@ class ShoalApp(App[int]):
         except (DaemonError, DaemonNotRunning) as exc:
             self.notify(f"no versions to show: {exc}", severity="warning")
             return
-        await self.push_screen(VersionsScreen(name, log["versions"]))
+        await self.push_screen(VersionsScreen(name, log["versions"], self.open_browse))
 
 
 def make_app(client: Client) -> ShoalApp:

@@ -18,6 +18,7 @@ PEER_COLUMNS = ("name", "id", "address", "state", "last seen", "in", "out")
 DATASET_COLUMNS = ("name", "where", "latest", "size", "versions", "holders")
 TRANSFER_COLUMNS = ("dataset", "phase", "progress", "done / total", "rate", "eta", "bottleneck", "peers")
 VERSION_COLUMNS = ("version", "id", "time", "size", "files", "message")
+BROWSE_COLUMNS = ("name", "type", "size", "target")
 
 _STATE_STYLE = {"online": "green", "offline": "dim", "pending": "yellow", "trusted": "cyan"}
 #: The daemon's measured bottleneck of a running transfer; one limited by this machine stands out.
@@ -97,6 +98,17 @@ def version_row(version: dict[str, Any]) -> Row:
         f"{version['files']:,}",
         version.get("message") or "",
     )
+
+
+def browse_row(entry: dict[str, Any]) -> Row:
+    """One entry of a `browse` listing; directories end in / as in `ls -F`."""
+    kind = entry.get("type", "file")
+    name = entry["name"] + ("/" if kind == "dir" else "")
+    if kind == "file" and entry.get("executable"):
+        kind = "file, executable"
+    size = format_size(int(entry.get("size") or 0)) if kind.startswith("file") else ""
+    target = f"→ {entry['target']}" if entry.get("target") else ""
+    return (Text(name, style="bold blue") if entry.get("type") == "dir" else name, kind, size, target)
 
 
 def progress_bar(done: int, total: int) -> Text:

@@ -172,6 +172,10 @@ def test_browse_a_version_before_fetching_it(pair, tmp_path: Path) -> None:
     assert cats["entries"] == [{"name": "1.jpg", "type": "file", "size": 3000, "executable": False, "target": None}]
     with pytest.raises(Exception, match="not a directory"):
         browse(b, path="README")
+    listed = b("ls", "ds", "train/cats")
+    assert listed.returncode == 0, listed.stderr
+    assert "ds@1:/train/cats" in listed.stdout and "1.jpg" in listed.stdout and "3.0 kB" in listed.stdout
+    assert b.json("ls", "ds")["entries"] == local["entries"]
     # Browsing moved manifest objects only: the fetch still receives every byte.
     fetched = b.json("fetch", "ds", str(tmp_path / "copy"), "--timeout", "20")
     assert fetched["bytes_received"] == 3000 + len("hello\n")

@@ -38,18 +38,23 @@ class _Dialog(ModalScreen[Params | None]):
 
 
 class FetchDialog(_Dialog):
-    def __init__(self, name: str, default_dest: str) -> None:
+    """`include` pre-fills the glob (a subset picked while browsing); `version` pins the version fetched."""
+
+    def __init__(self, name: str, default_dest: str, *, include: str = "", version: str | None = None) -> None:
         super().__init__()
         self._name = name
         self._default_dest = default_dest
+        self._include = include
+        self._version = version
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Fetch [b]{self._name}[/b]")
+            pinned = f" version {self._version[:16]}" if self._version else ""
+            yield Label(f"Fetch [b]{self._name}[/b]{pinned}")
             yield Label("Destination folder")
             yield Input(self._default_dest, id="dest")
             yield Label("Only paths matching (optional glob, e.g. train/*.parquet)")
-            yield Input(id="include", placeholder="everything")
+            yield Input(self._include, id="include", placeholder="everything")
             yield self.buttons("Fetch")
 
     def confirm(self) -> None:
@@ -58,6 +63,8 @@ class FetchDialog(_Dialog):
             self.notify("a destination is required", severity="error")
             return
         params: Params = {"name": self._name, "dest": dest}
+        if self._version is not None:
+            params["version"] = self._version
         include = self.query_one("#include", Input).value.strip()
         if include:
             params["include"] = [include]
