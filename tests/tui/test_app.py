@@ -10,12 +10,14 @@ import pytest
 from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Input, Log, Static, TabbedContent
-from tui_fakes import FakeClient, demo_client, local_dataset, peer
+from tui_fakes import FakeClient, demo_client, local_dataset, peer, version
+
+from shoal.errors import DaemonError
 
 from shoal.tui.app import ShoalApp, make_app
 from shoal.tui.client import Connected
 from shoal.tui.widgets.modals import CancelTransferDialog, FetchDialog, TrustDialog, UntrustDialog
-from shoal.tui.widgets.screens import HelpScreen, VersionsScreen
+from shoal.tui.widgets.screens import BrowseScreen, HelpScreen, VersionsScreen, include_glob
 
 pytestmark = pytest.mark.asyncio
 
@@ -269,6 +271,162 @@ async def test_enter_on_a_dataset_shows_its_versions() -> None:
         await until(pilot, lambda: not isinstance(app.screen, VersionsScreen))
 
 
+def listing(screen: BrowseScreen) -> list[str]:
+    table = screen.table
+    return [str(table.get_row_at(row)[0]) for row in range(table.row_count)]
+
+
+async def browse_screen(pilot: Pilot[int], *keys: str) -> BrowseScreen:
+    app = pilot.app
+    assert isinstance(app, ShoalApp)
+    await until(pilot, lambda: app.table("datasets").row_count == 5)
+    await pilot.press(*keys)
+    await until(pilot, lambda: isinstance(app.screen, BrowseScreen) and app.screen.shown is not None)
+    assert isinstance(app.screen, BrowseScreen)
+    return app.screen
+
+
+async def listed(pilot: Pilot[int], screen: BrowseScreen, path: str, calls: int, client: FakeClient) -> None:
+    await until(pilot, lambda: len(client.sent("browse")) == calls and not screen.loading and screen.path == path)
+    await pilot.pause()
+
+
+async def test_b_browses_a_remote_dataset_down_and_up() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        # Rows by name: eval-suite, imagenet-subset, robot-trajectories (remote only).
+        screen = await browse_screen(pilot, "2", "down", "down", "b")
+        latest = version("robot-trajectories", 5)
+        assert client.sent("browse") == [{"name": "robot-trajectories", "timeout": 15}]
+        assert listing(screen) == ["README.md", "latest", "prepare.sh", "train/", "val/"]
+        title = str(screen.query_one("#browse-title").render())
+        assert "robot-trajectories @5" in title and "— /" in title and "5 entries" in title
+        rows = {str(screen.table.get_row_at(i)[0]): screen.table.get_row_at(i) for i in range(5)}
+        assert rows["README.md"][1:] == ["file", "1.2 kB", ""]
+        assert rows["latest"][1] == "symlink" and rows["latest"][3] == "→ train/shard-01.parquet"
+        assert rows["prepare.sh"][1:3] == ["file, executable", "310 B"]
+        assert rows["train/"][1] == "dir" and rows["train/"][2] == ""
+
+        # Enter on train/ descends: the next request names the path, pinned to the version shown.
+        screen.table.move_cursor(row=3)
+        await pilot.press("enter")
+        await listed(pilot, screen, "train", 2, client)
+        assert client.sent("browse")[1] == {"name": "robot-trajectories", "timeout": 15, "version": latest["id"],
+                                            "path": "train"}
+        assert listing(screen) == ["..", "images/", "shard-00.parquet", "shard-01.parquet"]
+        assert "— /train" in str(screen.query_one("#browse-title").render())
+        await pilot.press("down", "enter")
+        await listed(pilot, screen, "train/images", 3, client)
+        assert client.sent("browse")[2]["path"] == "train/images"
+        assert listing(screen) == ["..", "cat-0001.jpg", "dog-0001.jpg"]
+
+        # Enter on a file does nothing; backspace goes up, and so does Enter on "..".
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert len(client.sent("browse")) == 3
+        await pilot.press("backspace")
+        await listed(pilot, screen, "train", 4, client)
+        assert client.sent("browse")[3]["path"] == "train"
+        screen.table.move_cursor(row=0)
+        await pilot.press("enter")
+        await listed(pilot, screen, "", 5, client)
+        assert "path" not in client.sent("browse")[4]
+        assert listing(screen)[0] == "README.md"
+        # At the root, backspace has nowhere to go.
+        await pilot.press("backspace")
+        await pilot.pause()
+        assert len(client.sent("browse")) == 5
+
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, BrowseScreen))
+        assert app.table("datasets").selected_key == "robot-trajectories"
+
+
+async def test_f_while_browsing_prefills_the_include_with_the_folder() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await browse_screen(pilot, "2", "b")  # eval-suite, local
+        screen.table.move_cursor(row=3)
+        await pilot.press("enter")
+        await listed(pilot, screen, "train", 2, client)
+        await pilot.press("down", "enter")
+        await listed(pilot, screen, "train/images", 3, client)
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, FetchDialog))
+        assert app.screen.query_one("#include", Input).value == "train/images/**"
+        app.screen.query_one("#dest", Input).value = "/scratch/ev"
+        await pilot.click("#ok")
+        await until(pilot, lambda: bool(client.sent("fetch")))
+        pinned = version("eval-suite", 12)["id"]
+        assert client.sent("fetch") == [
+            {"name": "eval-suite", "dest": "/scratch/ev", "version": pinned, "include": ["train/images/**"]}
+        ]
+        # Back on the browse screen; at the root, f fetches everything.
+        await until(pilot, lambda: app.screen is screen)
+        await pilot.press("backspace")
+        await listed(pilot, screen, "train", 4, client)
+        await pilot.press("backspace")
+        await listed(pilot, screen, "", 5, client)
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, FetchDialog))
+        assert app.screen.query_one("#include", Input).value == ""
+
+
+async def test_include_glob_escapes_wildcards() -> None:
+    assert include_glob("") == ""
+    assert include_glob("a/b") == "a/b/**"
+    assert include_glob("runs/[v1]*?") == "runs/\\[v1\\]\\*\\?/**"
+
+
+async def test_browse_errors_are_shown_in_the_screen() -> None:
+    client = demo_client()
+    client.browse_error = DaemonError("no trusted peer has robot-trajectories@5 (waited 15s)", code="no-peer",
+                                      exit_code=5)
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        await pilot.press("2", "down", "down", "b")
+        await until(pilot, lambda: isinstance(app.screen, BrowseScreen) and app.screen.error is not None)
+        screen = app.screen
+        assert isinstance(screen, BrowseScreen)
+        error = screen.query_one("#browse-error", Static)
+        assert error.display and "no trusted peer has robot-trajectories@5" in str(error.render())
+        assert "no-peer" in str(error.render())
+        assert screen.table.row_count == 0
+        # The peer comes back: a listing loads, and the error goes.
+        client.browse_error = None
+        screen.load("")
+        await until(pilot, lambda: screen.shown is not None and screen.error is None)
+        assert not error.display
+        screen.table.move_cursor(row=4)
+        # A failure while descending keeps the listing and says why.
+        client.browse_error = DaemonError("timed out", code="timeout", exit_code=5)
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.error is not None and not screen.loading)
+        assert "cannot list /val: timed out (timeout)" in str(error.render())
+        assert screen.path == "" and listing(screen)[-1] == "val/"
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, BrowseScreen))
+
+
+async def test_b_in_the_versions_screen_browses_that_version() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        await pilot.press("2", "enter")  # eval-suite: 12 versions, newest first
+        await until(pilot, lambda: isinstance(app.screen, VersionsScreen))
+        await pilot.press("down", "down", "b")
+        await until(pilot, lambda: isinstance(app.screen, BrowseScreen) and app.screen.shown is not None)
+        old = version("eval-suite", 10)["id"]
+        assert client.sent("browse") == [{"name": "eval-suite", "timeout": 15, "version": old}]
+        assert "eval-suite @10" in str(app.screen.query_one("#browse-title").render())
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, VersionsScreen))
+
+
 async def test_help_screen_opens_and_closes_while_events_still_apply() -> None:
     client = demo_client()
     app = make_app(client)
@@ -278,6 +436,7 @@ async def test_help_screen_opens_and_closes_while_events_still_apply() -> None:
         await until(pilot, lambda: isinstance(app.screen, HelpScreen))
         help_text = str(app.screen.query_one(Static).render())
         assert "fetch the selected dataset" in help_text
+        assert "browse the selected dataset's files" in help_text
         assert "pause / resume the selected transfer" in help_text and "cancel the selected transfer" in help_text
         client.event("peers", change="online", peer={**client.peers[2], "online": True})
         client.event("transfers", id=3, event="started", name="eval-suite", dest="/tmp/e")

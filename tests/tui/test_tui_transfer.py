@@ -1,4 +1,4 @@
-"""B's TUI against two real daemons: trust A through the UI, fetch A's dataset, pause and resume
+"""B's TUI against two real daemons: trust A through the UI, browse and fetch A's dataset, pause and resume
 it with `p`, watch it to the end.
 
 Set SHOAL_TUI_SCREENSHOT=docs/tui.svg to also save the Transfers tab mid-transfer,
@@ -28,6 +28,7 @@ from shoal.daemon.lifecycle import running_pid
 from shoal.tui.app import ShoalApp, make_app
 from shoal.tui.client import ControlClient
 from shoal.tui.widgets.modals import FetchDialog, TrustDialog
+from shoal.tui.widgets.screens import BrowseScreen
 
 pytestmark = pytest.mark.asyncio
 
@@ -166,6 +167,23 @@ async def test_trust_then_fetch_through_the_ui(pair: tuple[Daemon, Daemon], scra
         dest = scratch / "copy"
         await pilot.press("2")
         app.table("datasets").move_cursor(row=app.table("datasets").get_row_index(DATASET))
+
+        # Browse it before fetching: only tree objects move, the fetch below still moves every byte.
+        await pilot.press("b")
+        await until(pilot, lambda: isinstance(app.screen, BrowseScreen) and app.screen.shown is not None,
+                    "A's dataset browsed from B")
+        browse = app.screen
+        assert isinstance(browse, BrowseScreen) and browse.error is None
+        table = browse.table
+        assert [str(table.get_row_at(i)[0]) for i in range(table.row_count)] == ["labels.csv", "train/"]
+        assert browse.shown is not None and browse.shown["seq"] == 1
+        table.move_cursor(row=1)
+        await pilot.press("enter")
+        await until(pilot, lambda: browse.path == "train" and not browse.loading, "train/ browsed")
+        assert table.row_count == FILES + 1 and str(table.get_row_at(1)[0]) == "shard-00.bin"
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, BrowseScreen), "the browse screen closing")
+
         await pilot.press("f")
         await until(pilot, lambda: isinstance(app.screen, FetchDialog), "the fetch dialog")
         app.screen.query_one("#dest", Input).value = str(dest)

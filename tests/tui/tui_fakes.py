@@ -53,6 +53,32 @@ def remote_dataset(name: str, seq: int, holder: dict[str, Any], **kwargs: int) -
     return {"name": name, "head": version(name, seq, **kwargs), "peer_id": holder["peer_id"], "peer_name": holder["name"]}
 
 
+#: What `browse` lists for every dataset: a dict is a directory, an int a file's size, a str a symlink's target.
+FAKE_TREE: dict[str, Any] = {
+    "README.md": 1_200,
+    "latest": "train/shard-01.parquet",
+    "prepare.sh": -310,  # negative: an executable file
+    "train": {
+        "shard-00.parquet": 500_000_000,
+        "shard-01.parquet": 480_000_000,
+        "images": {"cat-0001.jpg": 31_000, "dog-0001.jpg": 28_500},
+    },
+    "val": {"shard-00.parquet": 52_000_000},
+}
+
+
+def tree_entries(tree: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = []
+    for name, node in sorted(tree.items()):
+        if isinstance(node, dict):
+            entries.append({"name": name, "type": "dir", "size": 0, "executable": False, "target": None})
+        elif isinstance(node, str):
+            entries.append({"name": name, "type": "symlink", "size": len(node), "executable": False, "target": node})
+        else:
+            entries.append({"name": name, "type": "file", "size": abs(node), "executable": node < 0, "target": None})
+    return entries
+
+
 class FakeClient:
     """Answers control calls from dictionaries; tests push signals and read `calls`."""
 
@@ -71,6 +97,9 @@ class FakeClient:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         #: Running transfers by id, as the daemon's `status` has them; the transfer.* calls act on these.
         self.transfers: dict[int, dict[str, Any]] = {}
+        #: The tree every dataset's versions have; set `browse_error` to make `browse` fail with it.
+        self.tree = FAKE_TREE
+        self.browse_error: DaemonError | None = None
         self._signals: asyncio.Queue[Signal] = asyncio.Queue()
         self.push(Connected() if up else Disconnected("cannot reach /tmp/x/control.sock: No such file", 1.0))
 
@@ -115,12 +144,40 @@ class FakeClient:
             if head is None:
                 raise DaemonError(f"no dataset {params['name']!r}", code="not-found", exit_code=4)
             return {"name": params["name"], "versions": [version(head["name"], s) for s in range(head["seq"], 0, -1)]}
+        if method == "browse":
+            return self._browse(params)
         if method in ("transfer.pause", "transfer.resume", "transfer.cancel"):
             return self._control_transfer(method, params["id"])
         if method in ("trust", "untrust"):
             return {"peer": next(p for p in self.peers if p["peer_id"] == params["peer_id"])}
         return {}
 
+
+    def _browse(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Like the daemon: the version asked for (seq, id prefix, or the latest), the entries of `path`."""
+        if self.browse_error is not None:
+            raise self.browse_error
+        name = params["name"]
+        heads = [d["head"] for d in self.local + self.remote if d["name"] == name]
+        if not heads:
+            raise DaemonError(f"no dataset {name!r}", code="not-found", exit_code=4)
+        latest = max(head["seq"] for head in heads)
+        versions = [version(name, seq) for seq in range(latest, 0, -1)]
+        wanted = str(params.get("version") or "latest")
+        chosen = next((v for v in versions if wanted == "latest" or wanted == str(v["seq"]) or v["id"].startswith(wanted)), None)
+        if chosen is None:
+            raise DaemonError(f"no version {wanted} of {name}", code="not-found", exit_code=4)
+        node: Any = self.tree
+        path = str(params.get("path") or "").strip("/")
+        for part in path.split("/") if path else []:
+            if not isinstance(node, dict) or part not in node:
+                raise DaemonError(f"no path {path!r} in {name}", code="not-found", exit_code=4)
+            node = node[part]
+        if not isinstance(node, dict):
+            raise DaemonError(f"{path!r} is not a directory", code="usage", exit_code=2)
+        entries = tree_entries(node)
+        limit = int(params.get("limit", 10_000))
+        return {"version": chosen, "path": path, "total": len(entries), "entries": entries[:limit]}
 
     def _control_transfer(self, method: str, tid: int) -> dict[str, Any]:
         """Like the daemon: act, publish the event, answer with the transfer as it is now."""

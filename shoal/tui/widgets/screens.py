@@ -31,7 +31,7 @@ HELP = """\
   [b]1–4[/b]     switch tab: peers, datasets, transfers, events
   [b]↑ ↓[/b]     move the selection
   [b]enter[/b]   on a dataset: show its versions
-  [b]b[/b]       browse the selected dataset's files (in its versions: that version)
+  [b]b[/b]       browse the selected dataset's files (in versions: that version)
   [b]f[/b]       fetch the selected dataset
   [b]t[/b] / [b]u[/b]   trust / untrust the selected peer (shows its full id)
   [b]s[/b]       share a folder as a dataset
