@@ -27,7 +27,7 @@ from shoal.daemon.home import socket_path
 from shoal.daemon.lifecycle import running_pid
 from shoal.tui.app import ShoalApp, make_app
 from shoal.tui.client import ControlClient
-from shoal.tui.widgets.modals import FetchDialog, TrustDialog
+from shoal.tui.widgets.modals import CancelTransferDialog, FetchDialog, ShareDialog, TrustDialog, UntrustDialog
 from shoal.tui.widgets.screens import BrowseScreen
 
 pytestmark = pytest.mark.asyncio
@@ -234,3 +234,80 @@ async def test_trust_then_fetch_through_the_ui(pair: tuple[Daemon, Daemon], scra
         assert files_of(dest) == files_of(data)
         # B now holds it too; the datasets table follows.
         await until(pilot, lambda: cell(app, "datasets", DATASET, 1) == "local+remote", "B's own copy")
+
+
+async def test_share_cancel_and_untrust_through_the_ui(pair: tuple[Daemon, Daemon], scratch: Path) -> None:
+    """The remaining actions against real daemons: share a folder on B, cancel a fetch, untrust a peer."""
+    a, b = pair
+    data = scratch / "ckpt"
+    data.mkdir()
+    for i in range(FILES):
+        (data / f"part-{i:02}.bin").write_bytes(os.urandom(FILE_SIZE))
+    mine = scratch / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("check the labels\n")
+    id_a, id_b = a.json("id")["peer_id"], b.json("id")["peer_id"]
+    a.run("trust", id_b, "--addr", b.json("status")["listen"])
+    b.run("trust", id_a, "--name", "gpu-box", "--addr", a.json("status")["listen"])
+    a.run("share", str(data))
+
+    client = ControlClient(socket_path(b.home), min_backoff=0.05, max_backoff=0.2)
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connected, "the connection to B")
+
+        # Share a folder of B's own.
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, ShareDialog), "the share dialog")
+        app.screen.query_one("#path", Input).value = str(mine)
+        app.screen.query_one("#message", Input).value = "from the ui"
+        await pilot.click("#ok")
+        await until(pilot, lambda: has_row(app, "datasets", "notes"), "the shared dataset listed")
+        log = await client.call("log", {"name": "notes"})
+        assert [v["message"] for v in log["versions"]] == ["from the ui"]
+
+        # Start a fetch of A's dataset, freeze A mid-way and cancel it with `c`.
+        await until(pilot, lambda: has_row(app, "datasets", "ckpt"), "A's dataset")
+        await pilot.press("2")
+        app.table("datasets").move_cursor(row=app.table("datasets").get_row_index("ckpt"))
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, FetchDialog), "the fetch dialog")
+        dest = scratch / "copy"
+        app.screen.query_one("#dest", Input).value = str(dest)
+        await pilot.click("#ok")
+        await pilot.press("3")
+        transfers = app.table("transfers")
+        await until(pilot, lambda: transfers.row_count == 1, "the transfer")
+        key = next(iter(transfers._shown))
+        tracker = app.transfers[key]
+        await until(pilot, lambda: 0 < tracker.bytes_done < tracker.bytes_total, "the transfer in progress")
+        pid_a = running_pid(a.home)
+        assert pid_a is not None
+        os.kill(pid_a, signal.SIGSTOP)
+        try:
+            await pilot.press("c")
+            await until(pilot, lambda: isinstance(app.screen, CancelTransferDialog), "the cancel dialog")
+            await pilot.press("y")
+            await until(pilot, lambda: not tracker.running, "the transfer cancelled")
+            assert (await client.call("status"))["transfers"] == []
+            assert "cancelled" in " ".join(app.query_one("#events-log", Log).lines)
+        finally:
+            os.kill(pid_a, signal.SIGCONT)
+        assert not any(p.is_file() for p in dest.glob("part-*.bin") if p.stat().st_size != FILE_SIZE)
+
+        # Untrust A with `u`: B drops the session and the peer is no longer trusted.
+        await pilot.press("1")
+        app.table("peers").move_cursor(row=app.table("peers").get_row_index(id_a))
+        await pilot.press("u")
+        await until(pilot, lambda: isinstance(app.screen, UntrustDialog), "the untrust dialog")
+        await pilot.click("#ok")
+        await until(pilot, lambda: not isinstance(app.screen, UntrustDialog), "the untrust dialog closing")
+
+        async def trusted() -> bool:
+            peers = (await client.call("peers"))["peers"]
+            return any(p["peer_id"] == id_a and p["trusted"] for p in peers)
+
+        deadline = time.monotonic() + 10
+        while await trusted():
+            assert time.monotonic() < deadline, "A still trusted after untrust from the UI"
+            await pilot.pause(0.1)
