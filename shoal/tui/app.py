@@ -155,6 +155,8 @@ class ShoalApp(App[int]):
         kind = data.get("event")
         if kind == "progress":
             tracker.update(data)
+            # Peers' rates change while data moves: re-read them, at most once per report.
+            self.run_worker(partial(self._refresh_later, peers=True, datasets=False), group="peers", exclusive=True)
         elif kind == "done":
             tracker.phase = "done"
             fetched = int(data.get("bytes_received", 0)) + int(data.get("bytes_reused", 0))
@@ -178,11 +180,12 @@ class ShoalApp(App[int]):
     async def _refresh(self) -> None:
         await self._reporting_failures(self._refresh_all())
 
-    async def _refresh_later(self, *, peers: bool = False) -> None:
+    async def _refresh_later(self, *, peers: bool = False, datasets: bool = True) -> None:
         await asyncio.sleep(REFRESH_DELAY)
         if peers:
             await self._reporting_failures(self._refresh_peers())
-        await self._reporting_failures(self._refresh_datasets())
+        if datasets:
+            await self._reporting_failures(self._refresh_datasets())
 
     async def _reporting_failures(self, refresh: Awaitable[None]) -> None:
         try:

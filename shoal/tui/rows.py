@@ -52,9 +52,14 @@ def peer_row(peer: dict[str, Any]) -> Row:
         address,
         Text(state, style=_STATE_STYLE.get(state, "")),
         format_time(last_seen) if last_seen else "-",
-        format_size(peer.get("bytes_in") or 0),
-        format_size(peer.get("bytes_out") or 0),
+        _traffic(peer.get("bytes_in") or 0, (peer.get("rates") or {}).get("down")),
+        _traffic(peer.get("bytes_out") or 0, (peer.get("rates") or {}).get("up")),
     )
+
+
+def _traffic(total: int, rate: int | None) -> str:
+    """Bytes moved with this peer so far, and the current rate while something moves."""
+    return f"{format_size(total)} · {format_size(rate)}/s" if rate else format_size(total)
 
 
 def dataset_rows(local: Iterable[dict[str, Any]], remote: Iterable[dict[str, Any]]) -> dict[str, Row]:

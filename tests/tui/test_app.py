@@ -500,3 +500,17 @@ async def test_stays_responsive_with_10000_datasets_and_1000_peers() -> None:
             f" press-to-idle round trip {1000 * round_trip:.0f} ms"
         )
         assert mean_ms <= 100
+
+
+async def test_peer_traffic_shows_the_rate_while_data_moves() -> None:
+    from shoal.tui.rows import peer_row
+
+    base = {"peer_id": "P" * 63, "short": "PPPPPPP", "name": "gpu-box", "state": "online", "online": True,
+            "bytes_in": 5_000_000, "bytes_out": 1000}
+    from shoal.cli.render import format_size
+
+    moving = peer_row({**base, "rates": {"up": 0, "down": 2_000_000}})
+    assert moving[5] == f"{format_size(5_000_000)} · {format_size(2_000_000)}/s"
+    assert moving[6] == format_size(1000)
+    idle = peer_row({**base, "rates": None})
+    assert "/s" not in idle[5] and "/s" not in idle[6]

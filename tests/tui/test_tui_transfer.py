@@ -274,17 +274,19 @@ async def test_share_cancel_and_untrust_through_the_ui(pair: tuple[Daemon, Daemo
         await until(pilot, lambda: isinstance(app.screen, FetchDialog), "the fetch dialog")
         dest = scratch / "copy"
         app.screen.query_one("#dest", Input).value = str(dest)
-        await pilot.click("#ok")
-        await pilot.press("3")
-        transfers = app.table("transfers")
-        await until(pilot, lambda: transfers.row_count == 1, "the transfer")
-        key = next(iter(transfers._shown))
-        tracker = app.transfers[key]
-        await until(pilot, lambda: 0 < tracker.bytes_done < tracker.bytes_total, "the transfer in progress")
         pid_a = running_pid(a.home)
         assert pid_a is not None
-        os.kill(pid_a, signal.SIGSTOP)
+        await pilot.click("#ok")
+        # Loopback moves the data in about a second: freeze A once a fifth has arrived, so
+        # the fetch is certainly still running when `c` is pressed.
+        await asyncio.to_thread(_freeze_when_received, b.home, pid_a, 0.2)
         try:
+            await pilot.press("3")
+            transfers = app.table("transfers")
+            await until(pilot, lambda: transfers.row_count == 1, "the transfer")
+            key = next(iter(transfers._shown))
+            tracker = app.transfers[key]
+            await until(pilot, lambda: 0 < tracker.bytes_done < tracker.bytes_total, "the transfer in progress")
             await pilot.press("c")
             await until(pilot, lambda: isinstance(app.screen, CancelTransferDialog), "the cancel dialog")
             await pilot.press("y")
@@ -311,3 +313,17 @@ async def test_share_cancel_and_untrust_through_the_ui(pair: tuple[Daemon, Daemo
         while await trusted():
             assert time.monotonic() < deadline, "A still trusted after untrust from the UI"
             await pilot.pause(0.1)
+
+
+def _freeze_when_received(home: Path, pid: int, share: float) -> None:
+    """SIGSTOP `pid` once the daemon at `home` has received `share` of its running fetch."""
+    from shoal.cli.client import ControlClient as BlockingClient
+
+    deadline = time.monotonic() + 30
+    with BlockingClient.connect(socket_path(home)) as client:
+        while time.monotonic() < deadline:
+            running = client.call("status", timeout=10)["transfers"]
+            if running and running[0]["bytes_total"] and running[0]["bytes_received"] >= share * running[0]["bytes_total"]:
+                os.kill(pid, signal.SIGSTOP)
+                return
+    raise AssertionError("the fetch never got going")
