@@ -162,8 +162,10 @@ def _apply_cache(index: Index, root: str, scan: DirScan) -> None:
 
 
 def file_count(scan: DirScan) -> int:
-    """Regular files directly in the directory."""
-    return sum(1 for r in scan.raw if r[1] == _FILE) if scan.unchanged else sum(e.files for e in scan.entries if e.type == _FILE)
+    """Regular files directly in the directory (those left out by a failed read excluded)."""
+    if scan.unchanged:
+        return sum(1 for r in scan.raw if r[1] == _FILE)
+    return sum(1 for e in scan.entries if e.type == _FILE)
 
 
 def index_loader(index: Index):
