@@ -21,7 +21,7 @@ from shoal.protocol.chunking import ChunkingParams, make_chunker
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.hashing import Kind, chunk_id
 from shoal.protocol.manifest import FileBuilder, TreeBuilder, tree_entries
-from shoal.protocol.objects import EntryType, TreeEntry
+from shoal.protocol.objects import EntryType, FileObject, Ref, TreeEntry, encode_with_id
 from shoal.protocol.paths import MAX_NAME_BYTES, check_name, check_symlink_target
 
 #: Folder a fetch assembles files in; never part of a shared version.
@@ -217,6 +217,15 @@ def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingPa
     file_row: int | None = None
     with open(path, "rb", buffering=0) as f:
         before = _stat_of(os.fstat(f.fileno()))
+        if before.size <= params.min_size:
+            # At most one chunk, which the FILE object lists inline: no chunker, no paging.
+            data = f.read(before.size + 1)
+            file_id, encoded, locations = _one_chunk_file(data, params)
+            after = _stat_of(os.fstat(f.fileno()))
+            if after != before or len(data) != before.size or _stat_of(os.stat(path)) != before:
+                raise FileChanged(f"{join(rel, name)} changed while being read")
+            record = FileRecord(rel, name, before, file_id, locations, [(file_id, Kind.FILE, encoded)])
+            return HashedFile(file_id, len(data), record)
         builder = FileBuilder(params, lambda i, d: objects.append((i, _kind_of_page(d), d)))
         if before.size <= SMALL_FILE:
             # Whole-buffer cutting skips the stream reader's setup, which dominates for small files.
@@ -243,6 +252,13 @@ def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingPa
     index.put_objects(objects)
     index.finish_file(file_row, before, file_id)
     return HashedFile(file_id, size)
+
+
+def _one_chunk_file(data: bytes, params: ChunkingParams) -> tuple[bytes, bytes, list[tuple[bytes, int, int]]]:
+    """(file id, encoded FILE object, locations) of content no longer than the minimum chunk: one chunk, or none."""
+    refs = (Ref(len(data), chunk_id(data)),) if data else ()
+    file_id, encoded = encode_with_id(FileObject(len(data), params, 0, refs))
+    return file_id, encoded, [(r.id, 0, r.size) for r in refs]
 
 
 def _kind_of_page(data: bytes) -> Kind:
