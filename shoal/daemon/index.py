@@ -206,29 +206,43 @@ class Index:
 
     def record_files(self, root: str, records: Iterable[FileRecord]) -> None:
         """Record many files below `root` in a single transaction."""
+        records = list(records)
+        if not records:
+            return
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                locations: list[tuple[bytes, int, int, int]] = []
-                objects: list[tuple[bytes, int, bytes]] = []
-                rows: list[tuple[int]] = []
-                for r in records:
-                    st = r.stat
-                    row = self._db.execute(
-                        "INSERT INTO files(root, dir, name, size, mtime_ns, ctime_ns, ino, file_id)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(root, dir, name) DO UPDATE SET"
-                        " size = excluded.size, mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,"
-                        " ino = excluded.ino, file_id = excluded.file_id RETURNING id",
-                        (root, r.dir, r.name, st.size, st.mtime_ns, st.ctime_ns, st.ino, r.file_id),
-                    ).fetchone()[0]
-                    rows.append((row,))
-                    locations += [(c, row, o, n) for c, o, n in r.locations]
-                    objects += [(i, int(k), d) for i, k, d in r.objects]
-                self._db.executemany("DELETE FROM locations WHERE file = ?", rows)
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO locations(chunk_id, file, offset, length) VALUES (?, ?, ?, ?)", locations
+                    "INSERT INTO files(root, dir, name, size, mtime_ns, ctime_ns, ino, file_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(root, dir, name) DO UPDATE SET"
+                    " size = excluded.size, mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,"
+                    " ino = excluded.ino, file_id = excluded.file_id",
+                    [
+                        (root, r.dir, r.name, r.stat.size, r.stat.mtime_ns, r.stat.ctime_ns, r.stat.ino, r.file_id)
+                        for r in records
+                    ],
                 )
-                self._db.executemany("INSERT OR IGNORE INTO objects VALUES (?, ?, ?)", objects)
+                rows: dict[tuple[str, str], int] = {}
+                by_folder: dict[str, list[str]] = {}
+                for r in records:
+                    by_folder.setdefault(r.dir, []).append(r.name)
+                for folder, names in by_folder.items():
+                    marks = ",".join("?" * len(names))
+                    for name, row in self._db.execute(
+                        f"SELECT name, id FROM files WHERE root = ? AND dir = ? AND name IN ({marks})",
+                        (root, folder, *names),
+                    ):
+                        rows[folder, name] = row
+                ids = [rows[r.dir, r.name] for r in records]
+                self._db.executemany("DELETE FROM locations WHERE file = ?", [(i,) for i in ids])
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO locations(chunk_id, file, offset, length) VALUES (?, ?, ?, ?)",
+                    [(c, i, o, n) for r, i in zip(records, ids) for c, o, n in r.locations],
+                )
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO objects VALUES (?, ?, ?)",
+                    [(oid, int(k), d) for r in records for oid, k, d in r.objects],
+                )
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
