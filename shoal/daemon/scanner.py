@@ -216,16 +216,10 @@ def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingPa
     locations: list[tuple[bytes, int, int]] = []
     file_row: int | None = None
     with open(path, "rb", buffering=0) as f:
-        before = _stat_of(os.fstat(f.fileno()))
-        if before.size <= params.min_size:
-            # At most one chunk, which the FILE object lists inline: no chunker, no paging.
-            data = f.read(before.size + 1)
-            file_id, encoded, locations = _one_chunk_file(data, params)
-            after = _stat_of(os.fstat(f.fileno()))
-            if after != before or len(data) != before.size or _stat_of(os.stat(path)) != before:
-                raise FileChanged(f"{join(rel, name)} changed while being read")
-            record = FileRecord(rel, name, before, file_id, locations, [(file_id, Kind.FILE, encoded)])
-            return HashedFile(file_id, len(data), record)
+        first = os.fstat(f.fileno())
+        if first.st_size <= params.min_size:
+            return _hash_tiny(f, path, first, rel, name, params)
+        before = _stat_of(first)
         builder = FileBuilder(params, lambda i, d: objects.append((i, _kind_of_page(d), d)))
         if before.size <= SMALL_FILE:
             # Whole-buffer cutting skips the stream reader's setup, which dominates for small files.
@@ -252,6 +246,24 @@ def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingPa
     index.put_objects(objects)
     index.finish_file(file_row, before, file_id)
     return HashedFile(file_id, size)
+
+
+def _hash_tiny(f, path: str, first: os.stat_result, rel: str, name: str, params: ChunkingParams) -> HashedFile:
+    """A file no longer than the minimum chunk: one chunk (or none) listed inline, no chunker, no paging.
+
+    Most of a dataset of small files is this case, so it compares plain stat tuples.
+    """
+    data = f.read(first.st_size + 1)
+    file_id, encoded, locations = _one_chunk_file(data, params)
+    key = _stat_key(first)
+    if len(data) != first.st_size or _stat_key(os.fstat(f.fileno())) != key or _stat_key(os.stat(path)) != key:
+        raise FileChanged(f"{join(rel, name)} changed while being read")
+    record = FileRecord(rel, name, _stat_of(first), file_id, locations, [(file_id, Kind.FILE, encoded)])
+    return HashedFile(file_id, len(data), record)
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def _one_chunk_file(data: bytes, params: ChunkingParams) -> tuple[bytes, bytes, list[tuple[bytes, int, int]]]:
