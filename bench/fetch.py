@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import blake3
+from data import parse_size, write_random
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -56,15 +57,9 @@ MIB = 1024 * KIB
 BAR_FULL_RATIO = 1.0
 BAR_OVERWRITE = 1.5 * MIB
 BAR_INSERT = 0.5 * MIB
-_BLOCK = 16 * MIB
 PARTIAL_DIR = ".shoal-partial"
 
 
-def parse_size(text: str) -> int:
-    units = {"K": 10**3, "M": 10**6, "G": 10**9}
-    if text[-1].upper() in units:
-        return int(float(text[:-1]) * units[text[-1].upper()])
-    return int(text)
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -83,12 +78,6 @@ def fmt_time(s: float | None) -> str:
 # --- dataset -----------------------------------------------------------------
 
 
-def write_random(path: Path, size: int, seed: bytes) -> None:
-    """Write `size` incompressible bytes: BLAKE3's output stream for `seed`."""
-    xof = blake3.blake3(seed)
-    with open(path, "wb") as f:
-        for offset in range(0, size, _BLOCK):
-            f.write(xof.digest(length=min(_BLOCK, size - offset), seek=offset))
 
 
 def make_dataset(root: Path, total: int) -> dict[str, object]:

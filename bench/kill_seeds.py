@@ -48,18 +48,13 @@ sys.path.insert(0, str(REPO))
 from shoal.cli.client import ControlClient  # noqa: E402
 from shoal.daemon.home import socket_path  # noqa: E402
 from shoal.daemon.lifecycle import running_pid  # noqa: E402
+from data import parse_size
 
 NAME = "soak"
 PARTIAL = ".shoal-partial"
 MB = 1_000_000
 
 
-def parse_size(text: str) -> int:
-    units = {"K": 10**3, "M": 10**6, "G": 10**9}
-    text = text.strip().upper().rstrip("B")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
 
 
 class Cli:

@@ -46,32 +46,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import blake3
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.netns import Lab, _parse_rate  # noqa: E402
+from data import parse_size, write_random
 
 PYTHON = sys.executable
 PORT = 7453
 DATASET = "mpds"
 BAR = 1.8
-_BLOCK = 16 * 2**20
 
 
-def parse_size(text: str) -> int:
-    units = {"K": 10**3, "M": 10**6, "G": 10**9}
-    if text[-1].upper() in units:
-        return int(float(text[:-1]) * units[text[-1].upper()])
-    return int(text)
 
 
-def write_random(path: Path, size: int, seed: bytes) -> None:
-    xof = blake3.blake3(seed)
-    with open(path, "wb") as f:
-        for offset in range(0, size, _BLOCK):
-            f.write(xof.digest(length=min(_BLOCK, size - offset), seek=offset))
 
 
 def make_dataset(root: Path, total: int, files: int) -> None:

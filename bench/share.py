@@ -27,31 +27,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from shoal.daemon.library import Library, ShareResult
 from shoal.protocol.chunking import DEFAULT_PARAMS, make_chunker
 from shoal.protocol.hashing import chunk_id
+from data import parse_size, write_random
 
 LARGE_FILES = 4
 LARGE_SHARE = 0.9
 SMALL_FILE_SIZE = 16 * 1024
 TINY_FILE_SIZE = 1024
 FILES_PER_DIR = 1000
-_BLOCK = 16 * 1024 * 1024
 BAR_RATIO = 0.7
 BAR_RESHARE = 0.05
 BAR_RSS = 200 * 10**6
 
 
-def parse_size(text: str) -> int:
-    units = {"K": 10**3, "M": 10**6, "G": 10**9}
-    if text[-1].upper() in units:
-        return int(float(text[:-1]) * units[text[-1].upper()])
-    return int(text)
 
 
-def write_random(path: Path, size: int, seed: bytes) -> None:
-    """Write `size` incompressible bytes: BLAKE3's output stream for `seed`."""
-    xof = blake3.blake3(seed)
-    with open(path, "wb") as f:
-        for offset in range(0, size, _BLOCK):
-            f.write(xof.digest(length=min(_BLOCK, size - offset), seek=offset))
 
 
 def make_dataset(root: Path, size: int) -> list[Path]:

@@ -1,0 +1,24 @@
+"""What the benchmarks share: sizes on the command line, and incompressible test data."""
+
+from pathlib import Path
+
+import blake3
+
+_BLOCK = 16 * 2**20
+_UNITS = {"K": 10**3, "M": 10**6, "G": 10**9}
+
+
+def parse_size(text: str) -> int:
+    """"2G", "200M", "60MB" or plain bytes; K/M/G are powers of 1000."""
+    text = text.strip().upper().rstrip("B")
+    if text and text[-1] in _UNITS:
+        return int(float(text[:-1]) * _UNITS[text[-1]])
+    return int(text)
+
+
+def write_random(path: Path, size: int, seed: bytes) -> None:
+    """Write `size` incompressible bytes: BLAKE3's output stream for `seed`."""
+    xof = blake3.blake3(seed)
+    with open(path, "wb") as f:
+        for offset in range(0, size, _BLOCK):
+            f.write(xof.digest(length=min(_BLOCK, size - offset), seek=offset))
