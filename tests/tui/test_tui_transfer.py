@@ -187,26 +187,28 @@ async def test_trust_then_fetch_through_the_ui(pair: tuple[Daemon, Daemon], scra
         await pilot.press("f")
         await until(pilot, lambda: isinstance(app.screen, FetchDialog), "the fetch dialog")
         app.screen.query_one("#dest", Input).value = str(dest)
-        await pilot.click("#ok")
-        await until(pilot, lambda: not isinstance(app.screen, FetchDialog), "the fetch dialog closing")
-        await pilot.press("3")
-
-        transfers = app.table("transfers")
-        await until(pilot, lambda: transfers.row_count == 1, "the transfer")
-        key = next(iter(transfers._shown))
-        tracker = app.transfers[key]
-        await until(pilot, lambda: 0 < tracker.bytes_done < tracker.bytes_total, "the transfer in progress")
-        assert cell(app, "transfers", key, 0) == DATASET
-        assert tracker.bytes_total >= FILES * FILE_SIZE
-        assert "%" in cell(app, "transfers", key, 2) and " / " in cell(app, "transfers", key, 3)
-        assert cell(app, "transfers", key, BOTTLENECK) in MEASURED
-
-        # Pause and resume with `p`. On loopback the rest of the fetch takes well under a second,
-        # so A is frozen meanwhile (as in tests/cli/test_faults.py): the keys act on a running fetch.
+        # On loopback the fetch takes about a second, less than two progress reports: A is
+        # frozen once a fifth has arrived (as in tests/cli/test_faults.py), so the UI surely
+        # shows it in progress and the keys act on a running fetch.
         pid_a = running_pid(a.home)
         assert pid_a is not None
-        os.kill(pid_a, signal.SIGSTOP)
+        await pilot.click("#ok")
+        await asyncio.to_thread(_freeze_when_received, b.home, pid_a, 0.2)
         try:
+            await until(pilot, lambda: not isinstance(app.screen, FetchDialog), "the fetch dialog closing")
+            await pilot.press("3")
+
+            transfers = app.table("transfers")
+            await until(pilot, lambda: transfers.row_count == 1, "the transfer")
+            key = next(iter(transfers._shown))
+            tracker = app.transfers[key]
+            await until(pilot, lambda: 0 < tracker.bytes_done < tracker.bytes_total, "the transfer in progress")
+            assert cell(app, "transfers", key, 0) == DATASET
+            assert tracker.bytes_total >= FILES * FILE_SIZE
+            assert "%" in cell(app, "transfers", key, 2) and " / " in cell(app, "transfers", key, 3)
+            assert cell(app, "transfers", key, BOTTLENECK) in MEASURED
+
+            # Pause and resume with `p`.
             assert tracker.running and tracker.id is not None
             await pilot.press("p")
             await until(pilot, lambda: cell(app, "transfers", key, BOTTLENECK) == "paused", "the transfer paused")
