@@ -1,5 +1,6 @@
 """What the benchmarks share: sizes on the command line, and incompressible test data."""
 
+import platform
 from pathlib import Path
 
 import blake3
@@ -22,3 +23,14 @@ def write_random(path: Path, size: int, seed: bytes) -> None:
     with open(path, "wb") as f:
         for offset in range(0, size, _BLOCK):
             f.write(xof.digest(length=min(_BLOCK, size - offset), seek=offset))
+
+
+def cpu_model() -> str:
+    """The processor's name, for the machine line of a report."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import blake3
-from data import parse_size, write_random
+from data import cpu_model, parse_size, write_random
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -500,16 +500,6 @@ def main() -> int:
         else:
             shutil.rmtree(homes, ignore_errors=True)
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def report(args, cmdline, total, info, files, size, rows, notes, failures, drop) -> None:  # noqa: ANN001

@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.netns import Lab, _parse_rate  # noqa: E402
-from data import parse_size, write_random
+from data import cpu_model, parse_size, write_random
 
 PYTHON = sys.executable
 PORT = 7453
@@ -191,16 +191,6 @@ def tbf_config(lab: Lab, i: int) -> str:
     out = subprocess.run(["tc", "-n", lab.namespace(i), "qdisc", "show", "dev", "eth0"],
                          capture_output=True, text=True, check=True).stdout
     return " ".join(out.split())
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def shoal_version() -> str:

@@ -103,21 +103,16 @@ def render_id(identity: dict[str, Any]) -> str:
     return identity["peer_id"]
 
 
+def _head_cells(info: dict[str, Any]) -> tuple[str, ...]:
+    head = info["head"]
+    return (info["name"], f"@{head['seq']}", format_size(head["size"]), f"{head['files']:,}", format_time(head["time"]))
+
+
 def render_datasets(listing: dict[str, Any]) -> str:
     """`shoal ls`."""
     if not listing["datasets"]:
         return "no datasets shared yet; share a folder with `shoal share PATH`"
-    rows = [
-        (
-            info["name"],
-            f"@{info['head']['seq']}",
-            format_size(info["head"]["size"]),
-            f"{info['head']['files']:,}",
-            format_time(info["head"]["time"]),
-            info["path"] or "-",
-        )
-        for info in listing["datasets"]
-    ]
+    rows = [(*_head_cells(info), info["path"] or "-") for info in listing["datasets"]]
     return table(("NAME", "HEAD", "SIZE", "FILES", "UPDATED", "PATH"), rows, right=(2, 3))
 
 
@@ -125,17 +120,7 @@ def render_remote_datasets(listing: dict[str, Any]) -> str:
     """`shoal ls --remote`."""
     if not listing["datasets"]:
         return "no peer offers a dataset right now; `shoal peers` shows who is online"
-    rows = [
-        (
-            info["name"],
-            f"@{info['head']['seq']}",
-            format_size(info["head"]["size"]),
-            f"{info['head']['files']:,}",
-            format_time(info["head"]["time"]),
-            info["peer_name"] or info["peer_id"],
-        )
-        for info in listing["datasets"]
-    ]
+    rows = [(*_head_cells(info), info["peer_name"] or info["peer_id"]) for info in listing["datasets"]]
     return table(("NAME", "HEAD", "SIZE", "FILES", "UPDATED", "PEER"), rows, right=(2, 3))
 
 
