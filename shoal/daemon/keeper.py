@@ -217,7 +217,9 @@ class Keeper:
 
     async def _copy(self, version: bytes) -> str | None:
         """Copy the chunks the store lacks; return why that failed, or None."""
-        while batch := await trio.to_thread.run_sync(self.store.missing, version, COPY_BATCH):
+        after = b""
+        while batch := await trio.to_thread.run_sync(self.store.missing, version, after, COPY_BATCH):
+            after = batch[-1][0]
             found = await trio.to_thread.run_sync(chunkio.read_chunks, self.index, [cid for cid, _ in batch])
             if any(data is None for _, data in found):
                 return "its files changed before it could be copied; share again to keep the new state"

@@ -247,13 +247,13 @@ class PackStore:
             self._db.executemany("INSERT OR IGNORE INTO refs VALUES (?, ?, ?)", ((version, c, n) for c, n in refs))
             self._db.execute("COMMIT")
 
-    def missing(self, version: bytes, limit: int) -> list[tuple[bytes, int]]:
-        """Up to `limit` chunks (id, length) a version needs that the store lacks."""
+    def missing(self, version: bytes, after: bytes, limit: int) -> list[tuple[bytes, int]]:
+        """Up to `limit` chunks (id, length) above id `after` that a version needs and the store lacks, by id."""
         with self._lock:
             return self._db.execute(
-                "SELECT chunk, length FROM refs r WHERE version = ?"
-                " AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = r.chunk) LIMIT ?",
-                (version, limit),
+                "SELECT chunk, length FROM refs r WHERE version = ? AND chunk > ?"
+                " AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = r.chunk) ORDER BY chunk LIMIT ?",
+                (version, after, limit),
             ).fetchall()
 
     def missing_bytes(self, version: bytes) -> int:
