@@ -165,7 +165,7 @@ class Keeper:
         if version not in rows or rows[version].state != KEEPING or row is None:
             return False
         await self._record_refs(row)
-        refusal = await trio.to_thread.run_sync(self._admit, row)
+        refusal, evict = await trio.to_thread.run_sync(self._admit, row)
         if refusal is not None:
             log.warning("not keeping %s@%d: %s", row.name, row.seq, refusal)
             await trio.to_thread.run_sync(self.store.set_state, version, NOT_KEPT, refusal)
@@ -176,6 +176,7 @@ class Keeper:
             await trio.to_thread.run_sync(self.store.set_state, version, NOT_KEPT, lost)
         else:
             await trio.to_thread.run_sync(self.store.set_state, version, KEPT)
+            await trio.to_thread.run_sync(self._evict, evict)
             log.info("kept %s@%d in the pack store", row.name, row.seq)
         return True
 
@@ -184,8 +185,11 @@ class Keeper:
         while batch := await trio.to_thread.run_sync(lambda: list(islice(refs, REF_BATCH))):
             await trio.to_thread.run_sync(self.store.add_refs, row.id, batch)
 
-    def _admit(self, row: VersionRow) -> str | None:
-        """Make room for a version within the budget; return why it cannot be kept, or None."""
+    def _admit(self, row: VersionRow) -> tuple[str | None, list[bytes]]:
+        """Why a version cannot be kept (or None), and the older versions to evict once it is.
+
+        Evicting only after the copy succeeded means a failed capture costs no kept version.
+        """
         config = self._config()
         budget = budget_bytes(config, row.size)
         older = [r.version for r in self.store.versions(row.name) if r.state == KEPT and r.version != row.id]
@@ -194,17 +198,18 @@ class Keeper:
             return (
                 f"it takes {self.store.usage([row.id]):,} bytes, over the dataset's budget of {budget:,};"
                 " raise retention.min_bytes or retention.max_fraction"
-            )
+            ), []
         needed = self.store.missing_bytes(row.id)
         disk = shutil.disk_usage(self.store.root)
         margin = max(int(disk.total * FREE_MARGIN), FREE_FLOOR)
         if disk.free - needed < margin:
-            return f"only {disk.free:,} bytes free; keeping it needs {needed:,} and leaves at least {margin:,} free"
-        evicted = [v for v in older if v not in chosen]
-        if evicted:
-            self.store.forget(evicted)
+            return f"only {disk.free:,} bytes free; keeping it needs {needed:,} and leaves at least {margin:,} free", []
+        return None, [v for v in older if v not in chosen]
+
+    def _evict(self, versions: list[bytes]) -> None:
+        if versions:
+            self.store.forget(versions)
             self.store.compact(min_dead=AUTO_COMPACT)
-        return None
 
     def _choose(self, newest_first: list[bytes], max_versions: int, budget: int) -> list[bytes]:
         """The newest versions that fit both limits together; older ones are evicted first."""

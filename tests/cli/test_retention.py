@@ -145,3 +145,11 @@ def test_corrupt_pack_chunk_is_never_served(pair, tmp_path: Path) -> None:
         assert time.monotonic() < deadline, json.dumps(b.json("ls", "--remote"))
         time.sleep(0.2)
     assert b.json("fetch", "ckpt", str(tmp_path / "head"), "--timeout", "20")["version"]["seq"] == 2
+
+
+def test_a_new_version_evicts_the_oldest_beyond_max_versions(shoal: ShoalCli, tmp_path: Path) -> None:
+    ok(shoal("config", "set", "retention.max_versions", "1"))
+    _, new = share_twice(shoal, tmp_path / "run")
+    assert kept_seqs(shoal, "run") == [2]
+    # The evicted version's pack was wholly dead and is gone; only @2's bytes remain.
+    assert pack_bytes(shoal) == len(new)
