@@ -284,6 +284,12 @@ def _add_share(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="the folder to share; it is read in place, never copied")
     parser.add_argument("--name", help="the dataset's name (default: the folder's name)")
     parser.add_argument("-m", "--message", default="", metavar="MSG", help="a note stored with the version")
+    keep = parser.add_mutually_exclusive_group()
+    keep.add_argument(
+        "--no-keep", dest="keep", action="store_false", default=None,
+        help="do not copy this dataset's versions into the pack store (data too big to keep twice); sticks until --keep",
+    )
+    keep.add_argument("--keep", dest="keep", action="store_true", help="keep this dataset's versions again (the default)")
     _json_option(parser)
 
 
@@ -293,6 +299,8 @@ def _cmd_share(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"path": str(folder), "message": args.message}
     if args.name is not None:
         params["name"] = args.name
+    if args.keep is not None:
+        params["keep"] = args.keep
     result = _call_with_progress(args, "share", params, f"sharing {args.name or folder.name or folder}", None)
     _warn(args, result)
     _print(args, result, render.render_share)
@@ -392,6 +400,17 @@ def _positive_seconds(text: str) -> float:
 
 
 # --- daemon-wide -------------------------------------------------------------------------
+
+
+def _add_gc(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", nargs="?", help="evict only this dataset's versions (packs are compacted for all)")
+    _json_option(parser)
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    params = {"name": args.name} if args.name else {}
+    _print(args, _call(args, "gc", params, timeout=None), render.render_gc)
+    return ExitCode.OK
 
 
 def _add_status(parser: argparse.ArgumentParser) -> None:
@@ -499,6 +518,7 @@ def _commands() -> dict[str, _Command]:
         "config": _Command("Read or change settings in HOME/config.toml.", _add_config, None),
         "fetch": _Command("Download a dataset version from trusted peers.", _add_fetch, _cmd_fetch),
         "tui": _Command("Open the terminal UI: datasets, peers and transfers, live.", _add_tui, _cmd_tui),
+        "gc": _Command("Free pack-store space: evict kept versions beyond the budget, compact packs.", _add_gc, _cmd_gc),
     }
 
 

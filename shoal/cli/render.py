@@ -95,7 +95,29 @@ def render_status(status: dict[str, Any]) -> str:
         ("datasets", f"{status['datasets']:,}"),
         ("peers", f"{peers['trusted']} trusted ({peers['online']} online), {peers['pending']} pending"),
     ]
+    if "retention" in status:
+        rows.append(("retention", _retention_line(status["retention"])))
     return "\n".join(f"{key:<10}{value}" for key, value in rows)
+
+
+def _retention_line(retention: dict[str, Any]) -> str:
+    line = f"{format_count(retention['kept'], 'version')} kept in {format_size(retention['bytes'])} of packs"
+    if retention["keeping"]:
+        line += f"; keeping {', '.join(retention['keeping'])}"
+    for skipped in retention["not_kept"][:3]:
+        line += f"\n{'':<10}not kept: {skipped['version']}: {skipped['reason']}"
+    return line
+
+
+def render_gc(report: dict[str, Any]) -> str:
+    """`shoal gc`: what was freed and what remains."""
+    lines = [f"freed {format_size(report['freed'])} ({report['freed']:,} bytes)"]
+    if report["evicted"]:
+        lines.append(f"no longer kept: {', '.join(report['evicted'])}")
+    lines.append(
+        f"the pack store holds {format_count(report['kept'], 'version')} in {format_size(report['store_bytes'])}"
+    )
+    return "\n".join(lines)
 
 
 def render_id(identity: dict[str, Any]) -> str:
@@ -150,11 +172,12 @@ def render_log(log: dict[str, Any]) -> str:
             format_time(version["time"]),
             format_size(version["size"]),
             f"{version['files']:,}",
+            "yes" if version.get("kept") else "",
             version["message"],
         )
         for version in log["versions"]
     ]
-    return table(("VERSION", "ID", "TIME", "SIZE", "FILES", "MESSAGE"), rows, right=(3, 4))
+    return table(("VERSION", "ID", "TIME", "SIZE", "FILES", "KEPT", "MESSAGE"), rows, right=(3, 4))
 
 
 def render_share(result: dict[str, Any]) -> str:

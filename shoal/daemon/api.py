@@ -18,6 +18,7 @@ import shoal
 from shoal.daemon.config import Config, load_config
 from shoal.daemon.control import ControlServer, Handler, ProgressFn
 from shoal.daemon.fetch import Fetcher
+from shoal.daemon.keeper import Keeper
 from shoal.daemon.transfer import FetchSpec
 from shoal.daemon.library import Library, ShareProgress
 from shoal.daemon.peers import PeerManager
@@ -58,6 +59,7 @@ class ControlApi:
         peers: PeerManager,
         transfers: Transfers,
         fetcher: Fetcher,
+        keeper: Keeper,
     ) -> None:
         self.home = home
         self.config = config
@@ -71,6 +73,7 @@ class ControlApi:
         self.network = peers
         self.transfers = transfers
         self.fetcher = fetcher
+        self.keeper = keeper
         self._started = time.time()
 
     def register(self, server: ControlServer) -> None:
@@ -97,6 +100,7 @@ class ControlApi:
             "peers": self.peers,
             "trust": self.trust_peer,
             "untrust": self.untrust_peer,
+            "gc": self.gc,
         }
 
     async def id(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
@@ -128,6 +132,7 @@ class ControlApi:
                 "online": len(self.network.sessions),
             },
             "transfers": self.transfers.snapshot(),
+            "retention": await trio.to_thread.run_sync(self.keeper.summary),
         }
 
     async def shutdown(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
@@ -153,12 +158,13 @@ class ControlApi:
 
     async def share(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Record a folder as a new version of a dataset, reporting progress as it hashes."""
-        _only(params, "path", "name", "message")
+        _only(params, "path", "name", "message", "keep")
         path = Path(_text(params, "path"))
         if not path.is_absolute():
             raise UsageError(f"share needs an absolute path, not {str(path)!r}")
         name = _optional_text(params, "name")
         message = _optional_text(params, "message") or ""
+        keep = _flag(params, "keep") if "keep" in params else None
         relay = _ProgressRelay(progress)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay.run)
@@ -167,6 +173,7 @@ class ControlApi:
         if result.created:
             self._publish("datasets", {"name": result.version.name, "version": result.version.to_json()})
             await self.network.publish_catalog()
+        await self.keeper.after_share(result.version.name, result.version.id, keep)
         return result.to_json()
 
     async def ls(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
@@ -181,12 +188,23 @@ class ControlApi:
         """The versions of one dataset, newest first."""
         _only(params, "name")
         name = _text(params, "name")
-        return {"name": name, "versions": [version.to_json() for version in self.library.log(name)]}
+        versions = self.library.log(name)
+        kept = set(self.keeper.kept_versions(name))
+        return {"name": name, "versions": [{**version.to_json(), "kept": version.id in kept} for version in versions]}
 
     async def verify(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Re-hash a dataset's folder against its latest version."""
         _only(params, "name")
         report = await self.library.verify(_text(params, "name"))
+        return report.to_json()
+
+    async def gc(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Evict kept versions beyond the retention budget and compact the pack store."""
+        _only(params, "name")
+        name = _optional_text(params, "name")
+        report = await self.keeper.gc(name)
+        if report.evicted:
+            await self.network.publish_catalog()
         return report.to_json()
 
     async def peers(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 Every read is re-hashed against the chunk id before it is served or reused; a
 location whose bytes no longer match is marked stale and never read again.
+A chunk that no file holds any more comes from the pack store of kept versions
+(packs.py), which verifies it as well.
 """
 
 import os
@@ -32,11 +34,11 @@ def read_fd_at(fd: int, offset: int, length: int) -> bytes | None:
 
 
 def read_chunk(index: Index, wanted: bytes) -> bytes | None:
-    """Return the verified bytes of chunk `wanted` from any known location, or None."""
+    """Return the verified bytes of chunk `wanted` from any known location, else from the retained copies, or None."""
     while True:
         places = index.locations(wanted)
         if not places:
-            return None
+            return index.retained.read(wanted) if index.retained is not None else None
         for place in places:
             data = _read_verified(index, wanted, place)
             if data is not None:

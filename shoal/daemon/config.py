@@ -6,10 +6,12 @@ Keys (dotted names are TOML tables):
 - discovery: announce and browse peers with mDNS on the LAN; default true.
 - bandwidth.global_limit: upload+download cap in bytes/s over all peers; 0 = unlimited.
 - bandwidth.per_peer_limit: the same cap for each peer on its own; 0 = unlimited.
-- retention.max_versions: old versions kept per dataset beyond the head; default 5.
-- retention.max_fraction: share of the disk that old versions may use; default 0.25.
+- retention.max_versions: versions kept in the pack store per dataset, the newest included; default 5.
+- retention.max_fraction: share of a dataset's size its kept versions may take in the store; default 0.25.
+- retention.min_bytes: store bytes a dataset may always take, whatever its size; default 2 GiB.
+  A dataset's budget is max(max_fraction × its size, min_bytes); see keeper.py.
 
-The limits accept rates such as "100MB/s", "50Mbit" or "1.5GiB/s" from the command
+Sizes accept "2GiB", "500MB" or a number of bytes. The limits accept rates such as "100MB/s", "50Mbit" or "1.5GiB/s" from the command
 line and in the file; they are stored as bytes per second.
 
 The TOML modules are imported by the functions that need them; the home and
@@ -47,6 +49,7 @@ class Config:
     per_peer_limit: int = 0
     max_versions: int = 5
     max_fraction: float = 0.25
+    min_bytes: int = 2 * 1024**3
 
     def get(self, key: str) -> Any:
         """Return the value of a dotted key such as "bandwidth.global_limit"."""
@@ -114,14 +117,37 @@ def parse_rate(text: str) -> int:
     match = re.fullmatch(_RATE, cleaned, re.IGNORECASE)
     if not match:
         raise ConfigError(f"{text!r} is not a rate; write e.g. 100MB/s, 50Mbit, 2GiB/s or 0 for unlimited")
-    prefix = (match["prefix"] or "").lower()
-    scale = 1024 ** (1 + "kmgt".index(prefix[0])) if prefix.endswith("i") else _PREFIXES[prefix]
+    scale = _scale(match["prefix"])
     unit = match["unit"] or "B"
     bits = unit != "B"
     rate = float(match["number"]) * scale / (8 if bits else 1)
     if 0 < rate < 1:
         raise ConfigError(f"{text!r} is below 1 byte/s; use 0 for unlimited")
     return round(rate)
+
+
+_SIZE = r"(?P<number>\d+(?:\.\d+)?)\s*(?P<prefix>[kmgt]i?)?b?"
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "2GiB", "500MB", "1.5G" or "12500000"; K/M/G/T as in `parse_rate`."""
+    match = re.fullmatch(_SIZE, text.strip(), re.IGNORECASE)
+    if not match:
+        raise ConfigError(f"{text!r} is not a size; write e.g. 2GiB, 500MB or a number of bytes")
+    return round(float(match["number"]) * _scale(match["prefix"]))
+
+
+def _scale(prefix: str | None) -> int:
+    lowered = (prefix or "").lower()
+    return 1024 ** (1 + "kmgt".index(lowered[0])) if lowered.endswith("i") else _PREFIXES[lowered]
+
+
+def _check_size(value: Any) -> int:
+    if isinstance(value, str):
+        return parse_size(value)
+    if type(value) is not int or value < 0:
+        raise ConfigError(f"{value!r} is not a size; use a number of bytes or text like \"2GiB\"")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +211,7 @@ def _parse_fraction(text: str) -> float:
 
 def _check_fraction(value: Any) -> float:
     if type(value) not in (int, float) or not 0 < value <= 1:
-        raise ConfigError(f"{value!r} is not a fraction of the disk; use a number in (0, 1], e.g. 0.25")
+        raise ConfigError(f"{value!r} is not a fraction of the dataset's size; use a number in (0, 1], e.g. 0.25")
     return float(value)
 
 
@@ -195,8 +221,9 @@ KEYS: dict[str, KeySpec] = {
     "discovery": KeySpec("find peers on the LAN with mDNS", _parse_bool, _check_bool),
     "bandwidth.global_limit": KeySpec("bytes/s over all peers, 0 = unlimited", parse_rate, _check_rate),
     "bandwidth.per_peer_limit": KeySpec("bytes/s per peer, 0 = unlimited", parse_rate, _check_rate),
-    "retention.max_versions": KeySpec("old versions kept per dataset", _parse_versions, _check_versions),
-    "retention.max_fraction": KeySpec("share of the disk old versions may use", _parse_fraction, _check_fraction),
+    "retention.max_versions": KeySpec("versions kept per dataset, the newest included", _parse_versions, _check_versions),
+    "retention.max_fraction": KeySpec("share of a dataset's size its kept versions may take", _parse_fraction, _check_fraction),
+    "retention.min_bytes": KeySpec("store bytes a dataset may always take", parse_size, _check_size),
 }
 _SECTIONS = {key.partition(".")[0] for key in KEYS if "." in key}
 

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from shoal.protocol.hashing import Kind
 
@@ -96,8 +97,19 @@ class VersionRow:
     root: bytes
 
 
+class RetainedChunks(Protocol):
+    """Copies of chunks kept outside the user's files (the pack store), verified on read."""
+
+    def holds(self, ids: list[bytes]) -> set[bytes]: ...
+
+    def read(self, wanted: bytes) -> bytes | None: ...
+
+
 class Index:
     """The daemon's SQLite index; thread-safe."""
+
+    #: Where chunks that no file holds any more may still be found; set by the daemon.
+    retained: RetainedChunks | None = None
 
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -313,7 +325,10 @@ class Index:
             return set()
         marks = ",".join("?" * len(ids))
         rows = self._read(f"SELECT DISTINCT chunk_id FROM locations WHERE stale = 0 AND chunk_id IN ({marks})", ids)
-        return {r[0] for r in rows}
+        found = {r[0] for r in rows}
+        if self.retained is not None and len(found) < len(ids):
+            found |= self.retained.holds([i for i in ids if i not in found])
+        return found
 
     def mark_stale(self, chunk_id: bytes, file_row: int, offset: int) -> None:
         """Never serve this location again: the bytes there no longer match."""

@@ -23,7 +23,7 @@ from shoal.daemon.trust import TrustStore
 from shoal.protocol.channel import Role
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.identity import PeerId
-from shoal.protocol.messages import Catalog, CatalogEntry
+from shoal.protocol.messages import MAX_FULL_VERSIONS, Catalog, CatalogEntry
 
 _log = logging.getLogger("shoal.peers")
 
@@ -73,6 +73,8 @@ class PeerManager:
         self._library = library
         self._listen = listen
         self._on_event = on_event
+        #: Versions of a dataset the pack store keeps in full, newest first; set by the daemon.
+        self.kept_versions: Callable[[str], tuple[bytes, ...]] = lambda name: ()
         self.port: int | None = None
         self.sessions: dict[str, PeerSession] = {}
         self._reach: dict[str, _Reachability] = {}
@@ -208,10 +210,15 @@ class PeerManager:
 
     def local_catalog(self) -> Catalog:
         entries = [
-            CatalogEntry(d.name, d.head.id, d.head.seq, d.head.size, d.head.files, d.head.time, (d.head.id,))
+            CatalogEntry(d.name, d.head.id, d.head.seq, d.head.size, d.head.files, d.head.time, self._full(d.name, d.head.id))
             for d in self._library.datasets()
         ]
         return Catalog(tuple(entries))
+
+    def _full(self, name: str, head: bytes) -> tuple[bytes, ...]:
+        """The versions of `name` served in full: the head, then those the pack store keeps."""
+        kept = [v for v in self.kept_versions(name) if v != head]
+        return (head, *kept[: MAX_FULL_VERSIONS - 1])
 
     async def _send_catalog(self, session: PeerSession) -> None:
         catalog = await trio.to_thread.run_sync(self.local_catalog)

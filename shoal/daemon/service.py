@@ -6,8 +6,9 @@ Subsystems, in start order (and stopped in reverse):
 2. library: the local datasets and their index.
 3. trust store: trusted and pending peers.
 4. peers: the listener, the dialler and one session per connected trusted peer.
-5. discovery (unless turned off): mDNS announcement and browsing, feeding the dialler.
-6. control server: the local socket clients drive everything through.
+5. keeper: copies shared versions into the pack store (HOME/packs) so they stay servable.
+6. discovery (unless turned off): mDNS announcement and browsing, feeding the dialler.
+7. control server: the local socket clients drive everything through.
 """
 
 import ctypes
@@ -23,8 +24,10 @@ from shoal.daemon.fetch import Fetcher
 from shoal.daemon.config import Config
 from shoal.daemon.home import ensure_home, socket_path
 from shoal.daemon.control import ControlServer
+from shoal.daemon.keeper import Keeper
 from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library import Library
+from shoal.daemon.packs import PackStore
 from shoal.daemon.peers import PeerEvent, PeerManager, split_address
 from shoal.daemon.transfers import Transfers
 from shoal.daemon.trust import TrustStore
@@ -68,12 +71,16 @@ async def serve(
     signer = load_or_create_private_key(home)
     peer_id = peer_id_of(signer)
     library = Library.open(home, signer)
+    store = PackStore(home / "packs")
+    library.index.retained = store
     try:
         stopping = trio.Event()
         control = ControlServer(socket_path(home), topics=TOPICS)
         trust = TrustStore.open(home)
         listen = listen or config.listen
         peers = PeerManager(signer, trust, library, listen, on_event=lambda e: _publish_peer_event(control, e))
+        keeper = Keeper(library.index, store, lambda: api.config, peers.publish_catalog)
+        peers.kept_versions = keeper.kept_versions
         fetcher = Fetcher(library.index, peers)
         transfers = Transfers(fetcher, peers.publish_catalog, control.publish)
         api = ControlApi(
@@ -89,10 +96,12 @@ async def serve(
             peers=peers,
             transfers=transfers,
             fetcher=fetcher,
+            keeper=keeper,
         )
         api.register(control)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(peers.run)
+            await nursery.start(keeper.run)
             log.info("listening for peers on %s", api._listen_address())
             if api.discovery:
                 await _start_discovery(nursery, peer_id, listen, port, peers)
@@ -105,6 +114,7 @@ async def serve(
             await control.stop(SHUTDOWN_GRACE)
             nursery.cancel_scope.cancel()
     finally:
+        store.close()
         library.close()
 
 

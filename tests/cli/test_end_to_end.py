@@ -21,7 +21,7 @@ PEER_KEYS = {
 }
 STATUS_KEYS = {
     "running", "version", "pid", "home", "peer_id", "started", "uptime", "listen", "discovery", "datasets", "peers",
-    "transfers",
+    "transfers", "retention",
 }
 VERSION_LINE = re.compile(r"(?P<label>[\w.-]+@\d+) (?P<id>[0-9a-f]{64})")
 
@@ -92,7 +92,7 @@ def test_share_json_then_ls_and_log_schemas(running, data):
     assert [version["message"] for version in log["versions"]] == ["v2", "v1"]
     human = running("log", "resnet")
     assert human.returncode == 0
-    assert human.stdout.splitlines()[0].split() == ["VERSION", "ID", "TIME", "SIZE", "FILES", "MESSAGE"]
+    assert human.stdout.splitlines()[0].split() == ["VERSION", "ID", "TIME", "SIZE", "FILES", "KEPT", "MESSAGE"]
     assert human.stdout.splitlines()[1].startswith("@2")
 
 

@@ -53,6 +53,7 @@ def test_a_missing_file_means_every_default(tmp_path):
         "bandwidth.per_peer_limit": 0,
         "retention.max_versions": 5,
         "retention.max_fraction": 0.25,
+        "retention.min_bytes": 2 * 1024**3,
     }
 
 
@@ -60,7 +61,7 @@ def test_values_are_read_from_tables_and_rates_may_be_text(tmp_path):
     (tmp_path / "config.toml").write_text(
         'listen = "127.0.0.1:9000"\ndiscovery = false\n'
         '[bandwidth]\nglobal_limit = "100MB/s"\nper_peer_limit = 1000\n'
-        "[retention]\nmax_versions = 2\nmax_fraction = 1\n"
+        "[retention]\nmax_versions = 2\nmax_fraction = 1\nmin_bytes = \"1.5GB\"\n"
     )
     config = load_config(tmp_path)
     assert config.listen == "127.0.0.1:9000"
@@ -69,6 +70,7 @@ def test_values_are_read_from_tables_and_rates_may_be_text(tmp_path):
     assert config.per_peer_limit == 1000
     assert config.get("retention.max_versions") == 2
     assert config.max_fraction == 1.0
+    assert config.min_bytes == 1_500_000_000
 
 
 @pytest.mark.parametrize(
@@ -80,6 +82,7 @@ def test_values_are_read_from_tables_and_rates_may_be_text(tmp_path):
         ('listen = "nohost"\n', "HOST:PORT"),
         ("[retention]\nmax_versions = 0\n", "at least 1"),
         ("[retention]\nmax_fraction = 1.5\n", "(0, 1]"),
+        ("[retention]\nmin_bytes = -1\n", "not a size"),
         ("[bandwidth]\nglobal_limit = -5\n", "not a rate"),
         ("listen = \n", "not valid TOML"),
     ],
@@ -110,6 +113,7 @@ def test_set_writes_the_file_and_keeps_other_keys(tmp_path):
         ("discovery", "maybe", "not a boolean"),
         ("retention.max_versions", "many", "whole number"),
         ("retention.max_fraction", "0", "(0, 1]"),
+        ("retention.min_bytes", "2 pounds", "not a size"),
         ("bandwidth.per_peer_limit", "fast", "not a rate"),
         ("listen", "host:99999", "HOST:PORT"),
     ],
