@@ -8,6 +8,10 @@ Keys (dotted names are TOML tables):
 - bandwidth.per_peer_limit: the same cap for each peer on its own; 0 = unlimited.
 - retention.max_versions: old versions kept per dataset beyond the head; default 5.
 - retention.max_fraction: share of the disk that old versions may use; default 0.25.
+- watch.quiet: seconds a watched folder must go without changes (and without a
+  writer holding a file open) before its new version is shared; default 2.
+- watch.max_wait: seconds after which a watched folder whose files have stopped
+  changing is shared even if a process still holds one open for writing; default 600.
 
 The limits accept rates such as "100MB/s", "50Mbit" or "1.5GiB/s" from the command
 line and in the file; they are stored as bytes per second.
@@ -47,6 +51,8 @@ class Config:
     per_peer_limit: int = 0
     max_versions: int = 5
     max_fraction: float = 0.25
+    quiet: float = 2.0
+    max_wait: float = 600.0
 
     def get(self, key: str) -> Any:
         """Return the value of a dotted key such as "bandwidth.global_limit"."""
@@ -189,6 +195,19 @@ def _check_fraction(value: Any) -> float:
     return float(value)
 
 
+def _parse_seconds(text: str) -> float:
+    try:
+        return _check_seconds(float(text))
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a number of seconds; write e.g. 2 or 0.5") from None
+
+
+def _check_seconds(value: Any) -> float:
+    if type(value) not in (int, float) or not 0 < value <= 86400:
+        raise ConfigError(f"{value!r} is not a duration; use seconds above 0 and at most 86400, e.g. 2")
+    return float(value)
+
+
 #: Every configuration key, in documented order.
 KEYS: dict[str, KeySpec] = {
     "listen": KeySpec("HOST:PORT to accept peers on", _check_listen, _check_listen),
@@ -197,6 +216,12 @@ KEYS: dict[str, KeySpec] = {
     "bandwidth.per_peer_limit": KeySpec("bytes/s per peer, 0 = unlimited", parse_rate, _check_rate),
     "retention.max_versions": KeySpec("old versions kept per dataset", _parse_versions, _check_versions),
     "retention.max_fraction": KeySpec("share of the disk old versions may use", _parse_fraction, _check_fraction),
+    "watch.quiet": KeySpec(
+        "seconds a watched folder stays unchanged before it is shared", _parse_seconds, _check_seconds
+    ),
+    "watch.max_wait": KeySpec(
+        "seconds after which a file held open for writing no longer delays a watch", _parse_seconds, _check_seconds
+    ),
 }
 _SECTIONS = {key.partition(".")[0] for key in KEYS if "." in key}
 

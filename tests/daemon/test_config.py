@@ -53,6 +53,8 @@ def test_a_missing_file_means_every_default(tmp_path):
         "bandwidth.per_peer_limit": 0,
         "retention.max_versions": 5,
         "retention.max_fraction": 0.25,
+        "watch.quiet": 2.0,
+        "watch.max_wait": 600.0,
     }
 
 
@@ -80,6 +82,8 @@ def test_values_are_read_from_tables_and_rates_may_be_text(tmp_path):
         ('listen = "nohost"\n', "HOST:PORT"),
         ("[retention]\nmax_versions = 0\n", "at least 1"),
         ("[retention]\nmax_fraction = 1.5\n", "(0, 1]"),
+        ("[watch]\nquiet = 0\n", "above 0"),
+        ('[watch]\nmax_wait = "long"\n', "not a duration"),
         ("[bandwidth]\nglobal_limit = -5\n", "not a rate"),
         ("listen = \n", "not valid TOML"),
     ],
@@ -110,6 +114,7 @@ def test_set_writes_the_file_and_keeps_other_keys(tmp_path):
         ("discovery", "maybe", "not a boolean"),
         ("retention.max_versions", "many", "whole number"),
         ("retention.max_fraction", "0", "(0, 1]"),
+        ("watch.quiet", "soon", "number of seconds"),
         ("bandwidth.per_peer_limit", "fast", "not a rate"),
         ("listen", "host:99999", "HOST:PORT"),
     ],
