@@ -92,13 +92,13 @@ class Watches:
         publish: Callable[[str, dict[str, Any]], None],
         settings: Callable[[], Config],
     ) -> None:
+        self._home = home.resolve()
         self._path = home / WATCHES_FILE
         self._library = library
         self._announce = announce
         self._publish = publish
         self._settings = settings
         self._live: dict[str, _Live] = {}
-        self._lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -120,34 +120,42 @@ class Watches:
 
     async def add(self, path: Path, name: str | None) -> tuple[dict[str, Any], bool, ShareResult]:
         """Share the folder now and watch it from then on; return (watch, whether it is new, the share)."""
-        async with self._lock:
-            root = str(path.resolve())
-            for live in self._live.values():
-                if live.watch.path == root and name not in (None, live.watch.name):
-                    raise UsageError(
-                        f"{root} is already watched as {live.watch.name!r}; `shoal unwatch {live.watch.name}` first"
-                    )
-                if live.watch.name == name and live.watch.path != root:
-                    raise UsageError(f"{name!r} already watches {live.watch.path}; pick another --name")
-            result = await self._library.share(path, name=name, message="watch: first share")
-            await self._announce(result)
-            name = result.version.name
-            if name in self._live:
-                return self._live[name].to_json(), False, result
-            watch = Watch(name, root, int(time.time()))
-            self._save([*(live.watch for live in self._live.values()), watch])
-            live = self._start(watch)
-            live.last_shared = result.version.time
+        root = str(path.resolve())
+        self._check_new(root, name)
+        result = await self._library.share(path, name=name, message="watch: first share")
+        await self._announce(result)
+        name = result.version.name
+        # Checked again: another request may have added a watch while this one shared.
+        self._check_new(root, name)
+        if name in self._live:
+            return self._live[name].to_json(), False, result
+        watch = Watch(name, root, int(time.time()))
+        self._save([*(live.watch for live in self._live.values()), watch])
+        live = self._start(watch)
+        live.last_shared = result.version.time
         self._publish("watches", {"change": "added", "watch": live.to_json()})
         return live.to_json(), True, result
 
+    def _check_new(self, root: str, name: str | None) -> None:
+        """Refuse a watch that would clash with one already there, or that would watch itself write."""
+        if Path(root) == self._home or Path(root) in self._home.parents:
+            raise UsageError(
+                f"{root} holds shoal's home {self._home}, which changes at every share; watch a folder that does not"
+            )
+        for live in self._live.values():
+            if live.watch.path == root and name not in (None, live.watch.name):
+                raise UsageError(
+                    f"{root} is already watched as {live.watch.name!r}; `shoal unwatch {live.watch.name}` first"
+                )
+            if live.watch.name == name and live.watch.path != root:
+                raise UsageError(f"{name!r} already watches {live.watch.path}; pick another --name")
+
     async def remove(self, ref: str) -> dict[str, Any]:
         """Stop watching the folder named by its dataset name or its path; its versions stay."""
-        async with self._lock:
-            live = self._find(ref)
-            self._save([other.watch for other in self._live.values() if other is not live])
-            del self._live[live.watch.name]
-            live.scope.cancel()
+        live = self._find(ref)
+        self._save([other.watch for other in self._live.values() if other is not live])
+        del self._live[live.watch.name]
+        live.scope.cancel()
         live.state, live.detail = "removed", None
         entry = live.to_json()
         self._publish("watches", {"change": "removed", "watch": entry})
@@ -226,10 +234,10 @@ class Watches:
     @staticmethod
     def _relevant(live: _Live, path: str) -> bool:
         """Whether a change to `path` can change the folder's next version."""
-        rel = os.path.relpath(path, live.watch.path)
-        if rel == "." or rel.startswith(".."):
-            return rel == "."
-        if rel.split(os.sep, 1)[0] == PARTIAL_DIR:
+        if path == live.watch.path:
+            return True
+        rel = path[len(live.watch.path) + 1 :]
+        if rel.split("/", 1)[0] == PARTIAL_DIR:
             return False
         return live.ignore is None or not live.ignore.excludes(rel, os.path.isdir(path))
 

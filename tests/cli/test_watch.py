@@ -35,6 +35,15 @@ with open(target, "wb") as out:
         time.sleep(1.6 if i in (2, 5) else 0.4)
 """
 
+#: Writes a file, says so, and keeps it open for writing, unchanged, until killed.
+HOLDER = """
+import sys, time
+with open(sys.argv[1], "wb") as out:
+    out.write(b"line\\n" * 1000)
+    out.flush()
+    print("written", flush=True)
+    time.sleep(120)
+"""
 
 #: The config.toml lines of a home whose watches settle quickly.
 WATCH_CONFIG = f"[watch]\nquiet = {QUIET}\n"
@@ -110,6 +119,25 @@ def test_a_checkpoint_written_slowly_is_published_once_and_complete(cli, folder)
     assert (folder / "model.pt").read_bytes() == source.read_bytes()
     verified = cli.json("verify", "ckpt")
     assert verified["ok"] is True and verified["version"]["seq"] == 2, verified
+
+
+def test_a_file_held_open_but_unchanged_is_published_after_max_wait(cli, folder):
+    folder.mkdir(parents=True)
+    start_watch(cli, folder, "--name", "held-open")
+    assert cli("config", "set", "watch.max_wait", "4").returncode == 0
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder / "events.log")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"written\n"
+        time.sleep(2 * QUIET)
+        assert len(versions(cli, "held-open")) == 1, "published while the file was open and the wait not over"
+        assert watch_of(cli, "held-open")["state"] == "waiting"
+        published = wait_for_seq(cli, "held-open", 2, timeout=15)
+        assert holder.poll() is None, "the version must come while the file is still open"
+        assert published["size"] == len(b"line\n" * 1000)
+    finally:
+        holder.kill()
+        holder.wait()
+        cli("config", "set", "watch.max_wait", "600")
 
 
 def test_a_burst_of_new_files_makes_one_version(cli, folder):
@@ -188,6 +216,7 @@ def test_bad_watch_requests_get_one_line_errors_and_change_nothing(cli, folder):
     shutil.copytree(folder, folder.parent / "third")
     one_line_error(cli("watch", str(folder.parent / "third"), "--name", "taken"), 1, "already shared from")
     one_line_error(cli("unwatch", "no-such-watch"), 4, "`shoal watches` lists")
+    one_line_error(cli("watch", str(cli.home.parent), "--name", "tmp"), 2, "holds shoal's home")
     after = {w["name"] for w in cli.json("watches")["watches"]}
     assert after == {w["name"] for w in before} | {"first-name"}
     again = cli.json("watch", str(folder), "--name", "first-name")
