@@ -63,6 +63,8 @@ class _Live:
     detail: str | None = None
     dirty: trio.Event = field(default_factory=trio.Event)
     last_change: float = 0.0
+    #: Changed paths reported since the last share, counted per burst: a count, not a set,
+    #: so that copying a million files into the folder costs no memory here.
     changed: int = 0
     #: When the dataset's head version was made, as of this watch's last share.
     last_shared: int | None = None
@@ -264,7 +266,7 @@ class Watches:
     async def _share(self, live: _Live) -> None:
         self._set_state(live, "sharing", None)
         changed, live.changed = live.changed, 0
-        message = f"watch: {changed} changed path{'s' if changed != 1 else ''}" if changed else _CATCH_UP_MESSAGE
+        message = f"watch: {changed} change{'s' if changed != 1 else ''}" if changed else _CATCH_UP_MESSAGE
         result = await self._library.share(Path(live.watch.path), name=live.watch.name, message=message)
         await self._announce(result)
         live.last_shared = result.version.time

@@ -14,6 +14,8 @@ import pytest
 from conftest import ShoalCli, running_daemon
 from test_end_to_end import one_line_error
 from test_faults import wait_until
+from shoal.cli.client import ControlClient
+from shoal.daemon.home import socket_path
 
 #: The settling period the tests configure: short, yet longer than a burst of file creations under load.
 QUIET = 1.0
@@ -150,7 +152,7 @@ def test_a_burst_of_new_files_makes_one_version(cli, folder):
     published = wait_for_seq(cli, "run", 2)
     assert_no_new_version(cli, "run", 2)
     assert published["files"] == 301
-    assert re.fullmatch(r"watch: \d+ changed paths", published["message"]), published["message"]
+    assert re.fullmatch(r"watch: \d+ changes", published["message"]), published["message"]
 
 
 def test_shoalignore_keeps_paths_out_and_their_changes_publish_nothing(cli, folder):
@@ -185,6 +187,26 @@ def test_share_honours_shoalignore_and_sees_it_change(cli, folder):
     second = cli.json("share", str(folder), "--name", "plain")
     assert second["created"] is True and second["version"]["files"] == 3
     assert names_in(cli, "plain", "sub") == {"cache.tmp", "keep.bin"}
+
+
+def test_subscribers_see_a_watch_added_settle_share_and_go_idle(cli, folder):
+    folder.mkdir(parents=True)
+    with ControlClient.connect(socket_path(cli.home)) as client:
+        assert sorted(client.subscribe(["watches", "datasets"])) == ["datasets", "watches"]
+        start_watch(cli, folder, "--name", "observed")
+        wait_until(lambda: watch_of(cli, "observed")["state"] == "idle", SETTLED, "the first catch-up")
+        (folder / "new.bin").write_bytes(os.urandom(100))
+        seen = []
+        for event in client.events(timeout=SETTLED):
+            if event.topic == "datasets" and event.data["name"] == "observed":
+                seen.append(("version", event.data["version"]["seq"]))
+            elif event.topic == "watches" and event.data["watch"]["name"] == "observed":
+                seen.append((event.data["change"], event.data["watch"]["state"]))
+            if ("version", 2) in seen and seen[-1] == ("state", "idle"):
+                break
+    assert seen[:2] == [("version", 1), ("added", "starting")], seen
+    after = seen[seen.index(("state", "idle")) + 1 :]  # from the end of the catch-up on
+    assert after == [("state", "settling"), ("state", "sharing"), ("version", 2), ("state", "idle")], seen
 
 
 def test_unwatch_stops_publishing_and_keeps_the_versions(cli, folder):
