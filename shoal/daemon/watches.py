@@ -197,14 +197,15 @@ class Watches:
             while True:
                 try:
                     await self._watch_once(live)
-                except (OSError, ShoalError) as e:
-                    message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-                    log.warning("watch %s: %s; trying again in %.0f s", live.watch.name, message, RETRY_AFTER)
+                except Exception as e:
+                    message = _failure(e)
+                    if message is None:
+                        # A bug here must not stop the daemon, which serves every other dataset too.
+                        log.exception("watch %s failed; trying again in %.0f s", live.watch.name, RETRY_AFTER)
+                        message = "internal error, see the daemon log"
+                    else:
+                        log.warning("watch %s: %s; trying again in %.0f s", live.watch.name, message, RETRY_AFTER)
                     self._set_state(live, "error", f"{message}; trying again every {RETRY_AFTER:.0f} s")
-                except Exception:
-                    # A bug here must not stop the daemon, which serves every other dataset too.
-                    log.exception("watch %s failed; trying again in %.0f s", live.watch.name, RETRY_AFTER)
-                    self._set_state(live, "error", f"internal error, see the daemon log; retrying every {RETRY_AFTER:.0f} s")
                 await trio.sleep(RETRY_AFTER)
 
     async def _watch_once(self, live: _Live) -> None:
@@ -278,6 +279,15 @@ class Watches:
         if (live.state, live.detail) != (state, detail):
             live.state, live.detail = state, detail
             self._publish("watches", {"change": "state", "watch": live.to_json()})
+
+
+def _failure(exc: BaseException) -> str | None:
+    """What went wrong, for a folder that is gone or unreadable (as a nursery wraps it), or None for a bug."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, OSError):
+        return f"{exc.filename or 'the folder'}: {exc.strerror or exc}"
+    return str(exc) if isinstance(exc, ShoalError) else None
 
 
 def _load(path: Path) -> list[Watch]:

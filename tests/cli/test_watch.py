@@ -209,6 +209,19 @@ def test_subscribers_see_a_watch_added_settle_share_and_go_idle(cli, folder):
     assert after == [("state", "settling"), ("state", "sharing"), ("version", 2), ("state", "idle")], seen
 
 
+def test_a_folder_that_disappears_stays_watched_and_is_shared_when_it_returns(cli, folder):
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text("before")
+    start_watch(cli, folder, "--name", "comes-back")
+    shutil.rmtree(folder)
+    failing = wait_until(lambda: watch_of(cli, "comes-back")["state"] == "error", 15, "the watch to fail")
+    assert "does not exist" in watch_of(cli, "comes-back")["detail"] and failing
+    folder.mkdir()
+    (folder / "b.txt").write_text("after")
+    returned = wait_for_seq(cli, "comes-back", 2, timeout=30)
+    assert returned["files"] == 1 and names_in(cli, "comes-back@2") == {"b.txt"}
+
+
 def test_unwatch_stops_publishing_and_keeps_the_versions(cli, folder):
     folder.mkdir(parents=True)
     (folder / "a.txt").write_text("one")
