@@ -307,6 +307,44 @@ def _cmd_share(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _add_watch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", metavar="PATH", help="the folder to share now and again whenever it changes")
+    parser.add_argument("--name", help="the dataset's name (default: the folder's name)")
+    _json_option(parser)
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"path": str(Path(args.path).absolute())}
+    if args.name is not None:
+        params["name"] = args.name
+    result = _call(args, "watch", params, timeout=None)
+    _warn(args, result["share"])
+    _print(args, result, render.render_watch)
+    return ExitCode.OK
+
+
+def _add_unwatch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref", metavar="NAME|PATH", help="the watched dataset's name, or its folder")
+    _json_option(parser)
+
+
+def _cmd_unwatch(args: argparse.Namespace) -> int:
+    ref = args.ref
+    if "/" in ref or ref in (".", ".."):  # a path; a bare word is a dataset name
+        ref = str(Path(ref).absolute())
+    _print(args, _call(args, "unwatch", {"name": ref}), render.render_unwatch)
+    return ExitCode.OK
+
+
+def _add_watches(parser: argparse.ArgumentParser) -> None:
+    _json_option(parser)
+
+
+def _cmd_watches(args: argparse.Namespace) -> int:
+    _print(args, _call(args, "watches"), render.render_watches)
+    return ExitCode.OK
+
+
 def _add_ls(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "spec", metavar="NAME[@VERSION]", nargs="?",
@@ -519,6 +557,9 @@ def _commands() -> dict[str, _Command]:
         "fetch": _Command("Download a dataset version from trusted peers.", _add_fetch, _cmd_fetch),
         "tui": _Command("Open the terminal UI: datasets, peers and transfers, live.", _add_tui, _cmd_tui),
         "gc": _Command("Free pack-store space: evict kept versions beyond the budget, compact packs.", _add_gc, _cmd_gc),
+        "watch": _Command("Share a folder now and again whenever its changes settle.", _add_watch, _cmd_watch),
+        "unwatch": _Command("Stop watching a folder (its versions stay).", _add_unwatch, _cmd_unwatch),
+        "watches": _Command("List watched folders and what each is doing.", _add_watches, _cmd_watches),
     }
 
 

@@ -92,7 +92,7 @@ def render_status(status: dict[str, Any]) -> str:
         ("peer id", status["peer_id"]),
         ("home", status["home"]),
         ("listen", f"{status['listen']} (discovery {'on' if status['discovery'] else 'off'})"),
-        ("datasets", f"{status['datasets']:,}"),
+        ("datasets", f"{status['datasets']:,}" + (f" ({status['watches']} watched)" if status.get("watches") else "")),
         ("peers", f"{peers['trusted']} trusted ({peers['online']} online), {peers['pending']} pending"),
     ]
     if "retention" in status:
@@ -189,6 +189,35 @@ def render_share(result: dict[str, Any]) -> str:
         return f"{first}\nunchanged since {format_time(version['time'])}: {contents}"
     rehashed = format_count(result["files_rehashed"], "file")
     return f"{first}\nnew version: {contents}; {format_size(result['new_bytes'])} newly hashed from {rehashed}"
+
+
+def render_watch(result: dict[str, Any]) -> str:
+    """`shoal watch`: what it shared now, then what happens from here."""
+    watch = result["watch"]
+    verb = "watching" if result["added"] else "already watching"
+    return f"{render_share(result['share'])}\n{verb} {watch['path']}: changes are shared once they settle"
+
+
+def render_unwatch(result: dict[str, Any]) -> str:
+    """`shoal unwatch`."""
+    watch = result["watch"]
+    return f"no longer watching {watch['path']} ({watch['name']}); its versions stay"
+
+
+def render_watches(listing: dict[str, Any]) -> str:
+    """`shoal watches`."""
+    if not listing["watches"]:
+        return "no folder is watched; watch one with `shoal watch PATH`"
+    rows = [
+        (
+            watch["name"],
+            watch["state"] + (f": {watch['detail']}" if watch["detail"] else ""),
+            format_time(watch["last_shared"]) if watch["last_shared"] else "-",
+            watch["path"],
+        )
+        for watch in listing["watches"]
+    ]
+    return table(("NAME", "STATE", "LAST VERSION", "PATH"), rows)
 
 
 def render_verify(report: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ the topics it offers are TOPICS below.
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +20,19 @@ from shoal.daemon.control import ControlServer, Handler, ProgressFn
 from shoal.daemon.fetch import Fetcher
 from shoal.daemon.keeper import Keeper
 from shoal.daemon.transfer import FetchSpec
-from shoal.daemon.library import Library, ShareProgress
+from shoal.daemon.library import Library, ShareProgress, ShareResult
 from shoal.daemon.peers import PeerManager
 from shoal.daemon.transfers import Transfers
 from shoal.daemon.trust import PendingPeer, TrustedPeer, TrustStore, canonical_peer_id
+from shoal.daemon.watches import Watches
 from shoal.errors import UsageError
 from shoal.protocol.identity import PeerId
 from shoal.protocol.messages import CatalogEntry
 
 #: Event topics: a dataset got a new version; the trust store changed; the
-#: configuration was reloaded; the daemon is about to stop.
-TOPICS = ("datasets", "peers", "transfers", "config", "daemon")
+#: configuration was reloaded; the daemon is about to stop; a watch was added,
+#: removed or changed state.
+TOPICS = ("datasets", "peers", "transfers", "config", "daemon", "watches")
 #: Keys whose new value takes effect only when the daemon restarts.
 RESTART_KEYS = frozenset({"listen", "discovery"})
 #: Progress of a long request is sent at most this often, however fast it advances.
@@ -60,6 +62,7 @@ class ControlApi:
         transfers: Transfers,
         fetcher: Fetcher,
         keeper: Keeper,
+        watches: Watches,
     ) -> None:
         self.home = home
         self.config = config
@@ -74,6 +77,8 @@ class ControlApi:
         self.transfers = transfers
         self.fetcher = fetcher
         self.keeper = keeper
+        self.watches = watches
+        self._announce = share_announcer(publish, peers, keeper)
         self._started = time.time()
 
     def register(self, server: ControlServer) -> None:
@@ -101,6 +106,9 @@ class ControlApi:
             "trust": self.trust_peer,
             "untrust": self.untrust_peer,
             "gc": self.gc,
+            "watch": self.watch,
+            "unwatch": self.unwatch,
+            "watches": self.list_watches,
         }
 
     async def id(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
@@ -126,6 +134,7 @@ class ControlApi:
             "listen": self._listen_address(),
             "discovery": self.discovery,
             "datasets": len(self.library.datasets()),
+            "watches": len(self.watches),
             "peers": {
                 "trusted": len(listing.trusted),
                 "pending": len(listing.pending),
@@ -170,11 +179,27 @@ class ControlApi:
             nursery.start_soon(relay.run)
             result = await self.library.share(path, name=name, message=message, on_progress=relay.update)
             nursery.cancel_scope.cancel()
-        if result.created:
-            self._publish("datasets", {"name": result.version.name, "version": result.version.to_json()})
-            await self.network.publish_catalog()
-        await self.keeper.after_share(result.version.name, result.version.id, keep)
+        await self._announce(result, keep)
         return result.to_json()
+
+    async def watch(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Share a folder now and again each time its changes settle, across restarts."""
+        _only(params, "path", "name")
+        path = Path(_text(params, "path"))
+        if not path.is_absolute():
+            raise UsageError(f"watch needs an absolute path, not {str(path)!r}")
+        watch, added, result = await self.watches.add(path, _optional_text(params, "name"))
+        return {"watch": watch, "added": added, "share": result.to_json()}
+
+    async def unwatch(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Stop watching a folder, named by its dataset name or absolute path."""
+        _only(params, "name")
+        return {"watch": await self.watches.remove(_text(params, "name"))}
+
+    async def list_watches(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """The watched folders and what each is doing."""
+        _only(params)
+        return {"watches": self.watches.listing()}
 
     async def ls(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """The local datasets by name, or with `remote` those that connected peers offer."""
@@ -312,6 +337,21 @@ class ControlApi:
         await self.network.disconnect(entry["peer_id"], "no longer trusted")
         self._publish("peers", {"change": "untrusted", "peer": entry})
         return {"peer": entry}
+
+
+def share_announcer(
+    publish: Callable[[str, dict[str, Any]], None], network: PeerManager, keeper: Keeper
+) -> Callable[[ShareResult, bool | None], Awaitable[None]]:
+    """What every share does once it finished: tell subscribers and the peers of a new
+    version, and queue the head for retention (`keep` None: the dataset's own choice)."""
+
+    async def announce(result: ShareResult, keep: bool | None) -> None:
+        if result.created:
+            publish("datasets", {"name": result.version.name, "version": result.version.to_json()})
+            await network.publish_catalog()
+        await keeper.after_share(result.version.name, result.version.id, keep)
+
+    return announce
 
 
 class _ProgressRelay:

@@ -10,6 +10,10 @@ Keys (dotted names are TOML tables):
 - retention.max_fraction: share of a dataset's size its kept versions may take in the store; default 0.25.
 - retention.min_bytes: store bytes a dataset may always take, whatever its size; default 2 GiB.
   A dataset's budget is max(max_fraction × its size, min_bytes); see keeper.py.
+- watch.quiet: seconds a watched folder must go without changes (and without a
+  writer holding a file open) before its new version is shared; default 2.
+- watch.max_wait: seconds after which a watched folder whose files have stopped
+  changing is shared even if a process still holds one open for writing; default 600.
 
 Sizes accept "2GiB", "500MB" or a number of bytes. The limits accept rates such as "100MB/s", "50Mbit" or "1.5GiB/s" from the command
 line and in the file; they are stored as bytes per second.
@@ -50,6 +54,8 @@ class Config:
     max_versions: int = 5
     max_fraction: float = 0.25
     min_bytes: int = 2 * 1024**3
+    quiet: float = 2.0
+    max_wait: float = 600.0
 
     def get(self, key: str) -> Any:
         """Return the value of a dotted key such as "bandwidth.global_limit"."""
@@ -215,6 +221,19 @@ def _check_fraction(value: Any) -> float:
     return float(value)
 
 
+def _parse_seconds(text: str) -> float:
+    try:
+        return _check_seconds(float(text))
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a number of seconds; write e.g. 2 or 0.5") from None
+
+
+def _check_seconds(value: Any) -> float:
+    if type(value) not in (int, float) or not 0 < value <= 86400:
+        raise ConfigError(f"{value!r} is not a duration; use seconds above 0 and at most 86400, e.g. 2")
+    return float(value)
+
+
 #: Every configuration key, in documented order.
 KEYS: dict[str, KeySpec] = {
     "listen": KeySpec("HOST:PORT to accept peers on", _check_listen, _check_listen),
@@ -224,6 +243,12 @@ KEYS: dict[str, KeySpec] = {
     "retention.max_versions": KeySpec("versions kept per dataset, the newest included", _parse_versions, _check_versions),
     "retention.max_fraction": KeySpec("share of a dataset's size its kept versions may take", _parse_fraction, _check_fraction),
     "retention.min_bytes": KeySpec("store bytes a dataset may always take", parse_size, _check_size),
+    "watch.quiet": KeySpec(
+        "seconds a watched folder stays unchanged before it is shared", _parse_seconds, _check_seconds
+    ),
+    "watch.max_wait": KeySpec(
+        "seconds after which a file held open for writing no longer delays a watch", _parse_seconds, _check_seconds
+    ),
 }
 _SECTIONS = {key.partition(".")[0] for key in KEYS if "." in key}
 

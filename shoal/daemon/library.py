@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shoal.daemon import scanner
+from shoal.daemon.ignore import IgnoreRules, load_ignore
 from shoal.daemon.index import Index, VersionRow
 from shoal.errors import ShareError, UnknownDataset
 from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams
@@ -138,6 +139,7 @@ class _ShareRun:
     root: Path
     params: ChunkingParams
     on_progress: Callable[[ShareProgress], None] | None
+    ignore: IgnoreRules | None = None
     files_scanned: int = 0
     files_rehashed: int = 0
     bytes_rehashed: int = 0
@@ -181,7 +183,7 @@ class Library:
         name = self._check_name(name or root.name, root)
         lock = self._share_locks.setdefault(name, trio.Lock())
         async with lock:
-            run = _ShareRun(root, DEFAULT_PARAMS, on_progress)
+            run = _ShareRun(root, DEFAULT_PARAMS, on_progress, load_ignore(root))
             try:
                 tree_id, size, files, _ = await self._scan_dir(run, "", 0)
             except PermissionError as e:
@@ -220,7 +222,7 @@ class Library:
     async def _scan_dir(self, run: _ShareRun, rel: str, depth: int) -> tuple[bytes, int, int, bool]:
         """Scan one directory and below; return (tree id, size, files, whether its tree changed)."""
         try:
-            scan = await trio.to_thread.run_sync(scanner.list_dir, self.index, run.root, rel, depth)
+            scan = await trio.to_thread.run_sync(scanner.list_dir, self.index, run.root, rel, depth, run.ignore)
         except PermissionError:
             if depth == 0:
                 raise

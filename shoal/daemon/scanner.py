@@ -15,6 +15,7 @@ from pathlib import Path
 import blake3
 import msgpack
 
+from shoal.daemon.ignore import IgnoreRules
 from shoal.daemon.index import FileRecord, FileStat, Index
 from shoal.errors import ShoalError
 from shoal.protocol.chunking import ChunkingParams, make_chunker
@@ -117,13 +118,15 @@ def _entry(raw: RawEntry) -> ScanEntry:
     return ScanEntry(name, kind, executable, None, target, None, size)
 
 
-def list_dir(index: Index, root: Path, rel: str, depth: int) -> DirScan:
-    """List one directory and take what the stat cache already knows of it."""
+def list_dir(index: Index, root: Path, rel: str, depth: int, ignore: IgnoreRules | None = None) -> DirScan:
+    """List one directory, leaving out what `ignore` names, and take what the stat cache already knows of it."""
     raw: list[RawEntry] = []
     warnings: list[str] = []
     with os.scandir(root / rel if rel else root) as it:
         for entry in it:
             if depth == 0 and entry.name == PARTIAL_DIR:
+                continue
+            if ignore is not None and ignore.excludes(join(rel, entry.name), entry.is_dir(follow_symlinks=False)):
                 continue
             try:
                 found = _classify(rel, depth, entry)

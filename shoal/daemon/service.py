@@ -8,6 +8,7 @@ Subsystems, in start order (and stopped in reverse):
 4. peers: the listener, the dialler and one session per connected trusted peer.
 5. keeper: copies shared versions into the pack store (HOME/packs) so they stay servable.
 6. discovery (unless turned off): mDNS announcement and browsing, feeding the dialler.
+7. watches: one task per watched folder, sharing it again when it changes.
 7. control server: the local socket clients drive everything through.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from shoal.daemon.api import TOPICS, ControlApi
+from shoal.daemon.api import TOPICS, ControlApi, share_announcer
 from shoal.daemon.discovery import Discovery, DiscoveryError, Sighting, announce_addresses, local_ipv4_addresses
 from shoal.daemon.fetch import Fetcher
 from shoal.daemon.config import Config
@@ -31,6 +32,7 @@ from shoal.daemon.packs import PackStore
 from shoal.daemon.peers import PeerEvent, PeerManager, split_address
 from shoal.daemon.transfers import Transfers
 from shoal.daemon.trust import TrustStore
+from shoal.daemon.watches import Watches
 from shoal.protocol.identity import PeerId, peer_id_of
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,11 @@ async def serve(
         peers.kept_versions = keeper.kept_versions
         fetcher = Fetcher(library.index, peers)
         transfers = Transfers(fetcher, peers.publish_catalog, control.publish)
+        # Watches read the configuration the API holds, which `config.reload` replaces.
+        watches = Watches(
+            home, library, announce=share_announcer(control.publish, peers, keeper), publish=control.publish,
+            settings=lambda: api.config,
+        )
         api = ControlApi(
             home=home,
             config=config,
@@ -97,6 +104,7 @@ async def serve(
             transfers=transfers,
             fetcher=fetcher,
             keeper=keeper,
+            watches=watches,
         )
         api.register(control)
         async with trio.open_nursery() as nursery:
@@ -105,6 +113,7 @@ async def serve(
             log.info("listening for peers on %s", api._listen_address())
             if api.discovery:
                 await _start_discovery(nursery, peer_id, listen, port, peers)
+            await nursery.start(watches.run)
             await nursery.start(control.serve)
             log.info("shoal daemon %s ready; control socket %s", peer_id, control.path)
             task_status.started(DaemonHandle(peer_id, control.path, stopping))

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,11 +41,14 @@ class ShoalCli:
         return json.loads(process.stdout)
 
 
-def make_home() -> Path:
-    """A fresh home whose daemon, even when autostarted, stays on loopback and quiet on the LAN."""
+def make_home(config: str = "") -> Path:
+    """A fresh home whose daemon, even when autostarted, stays on loopback and quiet on the LAN.
+
+    `config` is appended to its config.toml.
+    """
     # Under /tmp, not pytest's tmp_path: Unix socket paths are limited to 107 bytes.
     home = Path(tempfile.mkdtemp(prefix="shoal-cli-", dir="/tmp"))
-    (home / "config.toml").write_text('listen = "127.0.0.1:0"\ndiscovery = false\n')
+    (home / "config.toml").write_text('listen = "127.0.0.1:0"\ndiscovery = false\n' + config)
     return home
 
 
@@ -66,13 +71,22 @@ def shoal(home) -> ShoalCli:
     return ShoalCli(home)
 
 
+@contextmanager
+def running_daemon(config: str = "") -> Iterator[ShoalCli]:
+    """A `shoal` bound to a fresh home whose daemon runs until the block ends."""
+    home = make_home(config)
+    cli = ShoalCli(home)
+    try:
+        started = cli("daemon", "start")
+        assert started.returncode == 0, started.stderr
+        yield cli
+    finally:
+        cli("daemon", "stop")
+        remove_home(home)
+
+
 @pytest.fixture(scope="module")
 def running():
     """A `shoal` bound to a home whose daemon runs for the whole test module."""
-    home = make_home()
-    cli = ShoalCli(home)
-    started = cli("daemon", "start")
-    assert started.returncode == 0, started.stderr
-    yield cli
-    cli("daemon", "stop")
-    remove_home(home)
+    with running_daemon() as cli:
+        yield cli

@@ -20,7 +20,7 @@ PEER_KEYS = {
     "online", "discovered", "last_error", "bytes_in", "bytes_out",
 }
 STATUS_KEYS = {
-    "running", "version", "pid", "home", "peer_id", "started", "uptime", "listen", "discovery", "datasets", "peers",
+    "running", "version", "pid", "home", "peer_id", "started", "uptime", "listen", "discovery", "datasets", "watches", "peers",
     "transfers", "retention",
 }
 VERSION_LINE = re.compile(r"(?P<label>[\w.-]+@\d+) (?P<id>[0-9a-f]{64})")

@@ -54,6 +54,8 @@ def test_a_missing_file_means_every_default(tmp_path):
         "retention.max_versions": 5,
         "retention.max_fraction": 0.25,
         "retention.min_bytes": 2 * 1024**3,
+        "watch.quiet": 2.0,
+        "watch.max_wait": 600.0,
     }
 
 
@@ -83,6 +85,8 @@ def test_values_are_read_from_tables_and_rates_may_be_text(tmp_path):
         ("[retention]\nmax_versions = 0\n", "at least 1"),
         ("[retention]\nmax_fraction = 1.5\n", "(0, 1]"),
         ("[retention]\nmin_bytes = -1\n", "not a size"),
+        ("[watch]\nquiet = 0\n", "above 0"),
+        ('[watch]\nmax_wait = "long"\n', "not a duration"),
         ("[bandwidth]\nglobal_limit = -5\n", "not a rate"),
         ("listen = \n", "not valid TOML"),
     ],
@@ -114,6 +118,7 @@ def test_set_writes_the_file_and_keeps_other_keys(tmp_path):
         ("retention.max_versions", "many", "whole number"),
         ("retention.max_fraction", "0", "(0, 1]"),
         ("retention.min_bytes", "2 pounds", "not a size"),
+        ("watch.quiet", "soon", "number of seconds"),
         ("bandwidth.per_peer_limit", "fast", "not a rate"),
         ("listen", "host:99999", "HOST:PORT"),
     ],
