@@ -25,7 +25,9 @@ from typing import Protocol
 import trio
 
 from shoal.daemon import chunks as chunkio
-from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, remove_entry
+from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, prune, remove_entry
+from shoal.daemon.history import manifest_stored
+from shoal.daemon.subsets import FULL, selection_of
 from shoal.daemon.index import FileRecord, FileStat, Index, VersionRow
 from shoal.daemon.library import VersionInfo
 from shoal.daemon.transfer import Busy, FetchResult, FetchSpec, PeerStats, Transfer
@@ -184,6 +186,10 @@ class _Run:
         self.last_source_seen = time.monotonic()
         self.inbox: list[_Arrival] = []
         self.complete: list[_FileTask] = []
+        #: What this fetch selects (subsets.selection_key), and whether subtrees DEST
+        #: already holds unchanged under that selection may be skipped unvisited.
+        self.selection: bytes = FULL
+        self.reuse_unchanged = True
 
     def notify(self) -> None:
         self.changed.set()
@@ -337,18 +343,20 @@ class Fetcher:
         matcher = include_matcher(spec.include)
         dest = await trio.to_thread.run_sync(self._check_dest, spec)
         version_id, record, data = await self._resolve(spec, transfer)
+        matcher, selection = selection_of(spec.include, spec.subset, record)
         transfer.version = VersionInfo.from_record(version_id, record)
         transfer.bytes_total = record.size
         transfer.files_total = record.files
         transfer.phase = "manifest"
         size, files, _ = await self._fetch_tree(record.root, (), matcher, spec, transfer)
-        if not spec.include and (size, files) != (record.size, record.files):
+        if not spec.partial and (size, files) != (record.size, record.files):
             raise IntegrityError(
                 f"version {transfer.version.id.hex()[:12]} declares {record.size} bytes in {record.files} files,"
                 f" its tree holds {size} in {files}"
             )
         transfer.phase = "data"
         run = _Run(self, spec, transfer, dest, version_id)
+        run.selection = selection
         await trio.to_thread.run_sync(self._open_partial_dir, dest, spec.name)
         try:
             async with trio.open_nursery() as nursery:
@@ -365,7 +373,7 @@ class Fetcher:
                 if task.fd >= 0:
                     os.close(task.fd)
         transfer.phase = "finishing"
-        await trio.to_thread.run_sync(self._complete, dest, version_id, record, data, spec)
+        await trio.to_thread.run_sync(self._complete, dest, version_id, record, data, spec, selection)
         transfer.phase = "done"
         return FetchResult(
             transfer.version, str(dest), transfer.files_written, transfer.files_total,
@@ -413,6 +421,49 @@ class Fetcher:
             ],
         }
 
+    async def resolve(self, spec: FetchSpec) -> tuple[bytes, VersionRecord]:
+        """The version `spec` names, as a fetch would pick it; "latest" is the newest of this
+        daemon's head and the peers' heads."""
+        if (spec.version or "latest").lower() == "latest":
+            local = await trio.to_thread.run_sync(self._local_version, spec)
+            offers = self._offers(spec)
+            if local is not None and all(entry.seq <= local[1].seq for _, entry in offers):
+                return local
+        version_id, record, _ = await self._resolve(spec, Transfer(spec), need_full=False)
+        return version_id, record
+
+    async def manifest(self, spec: FetchSpec) -> tuple[bytes, VersionRecord]:
+        """Resolve a version, here or on peers, and make sure its whole manifest is stored here."""
+        local = await trio.to_thread.run_sync(self._stored_version, spec)
+        if local is not None:
+            return local
+        # Manifest objects outlive the data: any peer offering the dataset may still hold them.
+        version_id, record, _ = await self._resolve(spec, Transfer(spec), need_full=False)
+        transfer = Transfer(spec, version=VersionInfo.from_record(version_id, record))
+        sources = [s for s, _ in self._offers(spec)]
+        await self._fetch_tree(record.root, (), include_matcher(()), spec, transfer, sources)
+        return version_id, record
+
+    def _stored_version(self, spec: FetchSpec) -> tuple[bytes, VersionRecord] | None:
+        """The asked-for version among those recorded here, if its whole manifest is stored."""
+        wanted = (spec.version or "latest").lower()
+        known = self.index.dataset(spec.name)
+        rows = list(self.index.versions(spec.name))
+        if wanted == "latest":
+            chosen = [r for r in rows if known is not None and r.id == known[1]]
+        elif wanted.isdigit():
+            chosen = [r for r in rows if r.seq == int(wanted)]
+        else:
+            _check_prefix(wanted)
+            chosen = [r for r in rows if r.id.hex().startswith(wanted)]
+            if len(chosen) > 1:
+                raise UsageError(f"version prefix {wanted!r} is ambiguous; give more digits")
+        if len(chosen) != 1 or not manifest_stored(index_loader(self.index), chosen[0].root):
+            return None
+        record = decode(Kind.VERSION, self.index.get_object(chosen[0].id)[1], chosen[0].id)  # type: ignore[index]
+        assert isinstance(record, VersionRecord)
+        return chosen[0].id, record
+
     def _local_version(self, spec: FetchSpec) -> tuple[bytes, VersionRecord] | None:
         """The asked-for version, if this daemon holds it (shared or fetched here)."""
         known = self.index.dataset(spec.name)
@@ -452,7 +503,8 @@ class Fetcher:
                 raise UsageError(f"{dest} exists and is not a folder")
             if not os.access(dest, os.W_OK | os.X_OK):
                 raise UsageError(f"{dest} is not writable")
-            ours = known is not None and known[0] == str(dest)
+            state = self.index.dest_state(str(dest))
+            ours = (known is not None and known[0] == str(dest)) or (state is not None and state[0] == spec.name)
             marker = dest / PARTIAL_DIR / "dataset"
             resuming = marker.exists() and marker.read_text(encoding="utf-8") == spec.name
             others = [p for p in os.listdir(dest) if p != PARTIAL_DIR]
@@ -475,14 +527,22 @@ class Fetcher:
 
     # --- resolving ------------------------------------------------------------
 
-    async def _resolve(self, spec: FetchSpec, transfer: Transfer) -> tuple[bytes, VersionRecord, bytes]:
+    async def _resolve(
+        self, spec: FetchSpec, transfer: Transfer, *, need_full: bool = True
+    ) -> tuple[bytes, VersionRecord, bytes]:
         with trio.move_on_after(spec.timeout):
             while True:
                 offers = self._offers(spec)
                 if offers:
-                    found = await self._pick_version(spec, offers)
+                    found = await self._pick_version(spec, offers, need_full)
                     if found is not None:
                         return found
+                elif spec.version is not None and spec.version.lower() != "latest":
+                    # No peer offers the dataset, but a version stored here can still be
+                    # assembled from local chunks (switching between pinned versions offline).
+                    stored = await trio.to_thread.run_sync(self._stored_version, spec)
+                    if stored is not None:
+                        return stored[0], stored[1], self.index.get_object(stored[0])[1]  # type: ignore[index]
                 await self.peers.wait_for_change()
         seen = ", ".join(self.peers.connected()) or "none"
         what = f"{spec.name}@{spec.version}" if spec.version else spec.name
@@ -495,7 +555,7 @@ class Fetcher:
         return offers
 
     async def _pick_version(
-        self, spec: FetchSpec, offers: list[tuple[Source, CatalogEntry]]
+        self, spec: FetchSpec, offers: list[tuple[Source, CatalogEntry]], need_full: bool = True
     ) -> tuple[bytes, VersionRecord, bytes] | None:
         wanted = (spec.version or "latest").lower()
         newest = max(offers, key=lambda o: o[1].seq)
@@ -508,8 +568,9 @@ class Fetcher:
         if version_id is None:
             return None
         sources = [s for s, e in offers if e.head == version_id or version_id in e.full]
-        if not sources:
+        if not sources and need_full:
             raise NoPeer(f"no connected peer can serve {spec.name}@{spec.version} in full")
+        sources = sources or [s for s, _ in offers]
         await self._ensure(Kind.VERSION, [version_id], sources)
         data = self.index.get_object(version_id)[1]  # type: ignore[index]
         record = decode(Kind.VERSION, data, version_id)
@@ -543,8 +604,7 @@ class Fetcher:
             current = record.parents[0]
 
     def _find_prefix(self, name: str, prefix: str, offers: list[tuple[Source, CatalogEntry]]) -> bytes | None:
-        if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
-            raise UsageError(f"version {prefix!r} is neither a number, 'latest', nor a hex id prefix of 4+ digits")
+        _check_prefix(prefix)
         ids = {e.head for _, e in offers} | {v for _, e in offers for v in e.full}
         ids |= {row.id for row in self.index.versions(name)}
         matches = [i for i in ids if i.hex().startswith(prefix)]
@@ -594,7 +654,8 @@ class Fetcher:
         return [s for s, e in self._offers(spec) if e.head == version_id or version_id in e.full]
 
     async def _fetch_tree(
-        self, tree_id: bytes, prefix: tuple[str, ...], matcher, spec: FetchSpec, transfer: Transfer
+        self, tree_id: bytes, prefix: tuple[str, ...], matcher, spec: FetchSpec, transfer: Transfer,
+        sources: Sequence[Source] | None = None,
     ) -> tuple[int, int, int]:
         """Fetch a directory's manifest objects; return the (bytes, files, entries) it declares below it.
 
@@ -610,7 +671,8 @@ class Fetcher:
             _count_entries(transfer, found[2])
             return found
         assert transfer.version is not None
-        sources = self._sources(spec, transfer.version.id)
+        if sources is None:
+            sources = self._sources(spec, transfer.version.id)
         await self._ensure(Kind.TREE, [tree_id], sources)
         await self._ensure_pages(Kind.TREE, tree_id, sources)
         entries = await trio.to_thread.run_sync(lambda: list(tree_entries(index_loader(self.index), tree_id)))
@@ -626,11 +688,11 @@ class Fetcher:
         count = sum(1 for e in entries if e.type == EntryType.FILE)
         for e in entries:
             if e.type == EntryType.DIR and matcher(prefix + (e.name,), True):
-                below = await self._fetch_tree(e.ref, prefix + (e.name,), matcher, spec, transfer)  # type: ignore[arg-type]
+                below = await self._fetch_tree(e.ref, prefix + (e.name,), matcher, spec, transfer, sources)  # type: ignore[arg-type]
                 check_dir_size(prefix + (e.name,), e, below[0])
                 count += below[1]
                 below_entries += below[2]
-        if not spec.include:
+        if not spec.partial:
             # With --include the walk depends on the path, so a subtree's result is not reusable.
             # Without it the whole subtree is now stored and checked: later fetches need not walk it.
             transfer.subtrees[tree_id] = (size, count, below_entries, depth)
@@ -682,7 +744,7 @@ class Fetcher:
     # --- planning and assembly -------------------------------------------------
 
     async def _produce(self, run: _Run, record: VersionRecord, matcher) -> None:
-        old_root = self._old_root(run.spec.name, run.dest)
+        old_root = self._old_root(run)
         plan = self._plan(run, record.root, old_root, matcher)
         batch = _NetBatch()
         while True:
@@ -776,12 +838,23 @@ class Fetcher:
                 done += ref.size
         return needed, done
 
-    def _old_root(self, name: str, dest: Path) -> bytes | None:
-        known = self.index.dataset(name)
-        if known is None or known[0] != str(dest) or known[1] is None:
-            return None
-        row = self.index.version(known[1])
-        return row.root if row else None
+    def _old_root(self, run: _Run) -> bytes | None:
+        """The root DEST holds from an earlier fetch or share, noting whether its
+        unchanged subtrees hold exactly what this fetch selects."""
+        state = self.index.dest_state(str(run.dest))
+        if state is not None and state[0] == run.spec.name:
+            old_root, old_selection = state[2], state[3]
+        else:
+            known = self.index.dataset(run.spec.name)
+            row = self.index.version(known[1]) if known and known[0] == str(run.dest) and known[1] else None
+            if row is None:
+                return None
+            old_root, old_selection = row.root, FULL
+        # An --include fetch only adds paths, so anything complete before serves it.
+        run.reuse_unchanged = old_selection is not None and (
+            old_selection == run.selection or (old_selection == FULL and bool(run.spec.include))
+        )
+        return old_root
 
     def _plan(self, run: _Run, root: bytes, old_root: bytes | None, matcher) -> Iterator["_FileTask | None"]:
         """Bring DEST's tree in line with `root`, yielding a task for every file to assemble.
@@ -793,7 +866,7 @@ class Fetcher:
 
     def _plan_dir(self, run: _Run, load, prefix: tuple[str, ...], tree_id: bytes, old_id: bytes | None, matcher):
         dest = run.dest
-        if tree_id == old_id:
+        if tree_id == old_id and run.reuse_unchanged:
             # Unchanged subtree: the earlier fetch already wrote it.
             for parts, entry in _walk_files(load, tree_id, prefix):
                 if matcher(parts, False):
@@ -802,11 +875,16 @@ class Fetcher:
             return
         new = {e.name: e for e in tree_entries(load, tree_id)}
         old = {e.name: e for e in tree_entries(load, old_id)} if old_id is not None else {}
+        # Without --include DEST ends up holding exactly the selection; with it only matching paths change.
+        exact = not run.spec.include
         for name, gone in old.items():
             parts = prefix + (name,)
             replaced = name in new and new[name].type == gone.type
-            if not replaced and matcher(parts, gone.type == EntryType.DIR):
+            selected = matcher(parts, gone.type == EntryType.DIR)
+            if not replaced and (selected or exact):
                 remove_entry(dest.joinpath(*parts))
+            elif exact and not selected:
+                prune(dest, load, parts, gone)
         ensure_dir(dest, prefix)
         for name, entry in new.items():
             parts = prefix + (name,)
@@ -891,7 +969,9 @@ class Fetcher:
         self.index.add_locations(row, batch)
         self.index.finish_file(row, stat, entry.ref)  # type: ignore[arg-type]
 
-    def _complete(self, dest: Path, version_id: bytes, record: VersionRecord, data: bytes, spec: FetchSpec) -> None:
+    def _complete(
+        self, dest: Path, version_id: bytes, record: VersionRecord, data: bytes, spec: FetchSpec, selection: bytes
+    ) -> None:
         # One syncfs for the whole fetch instead of an fsync per file: the data is
         # on disk before the version is recorded as present here.
         fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
@@ -899,9 +979,12 @@ class Fetcher:
             os.fsync(fd) if not hasattr(os, "syncfs") else os.syncfs(fd)  # type: ignore[attr-defined]
         finally:
             os.close(fd)
-        if not spec.include:
+        if not spec.partial:
             row = VersionRow(version_id, record.name, record.seq, record.time, record.size, record.files, record.root)
             self.index.add_version(row, data, path=str(dest))
+        else:
+            self.index.unlist_dataset(spec.name, str(dest))
+        self.index.set_dest_state(str(dest), spec.name, version_id, record.root, None if spec.include else selection)
         shutil.rmtree(dest / PARTIAL_DIR, ignore_errors=True)
 
     # --- peers ------------------------------------------------------------------
@@ -1025,6 +1108,11 @@ def _is_disk_full(exc: BaseException) -> bool:
 #: cheap to declare, so without a bound a few shared tree objects could name
 #: billions of directories (SPEC.md, "Fetching").
 EXTRA_ENTRIES = 65536
+
+
+def _check_prefix(prefix: str) -> None:
+    if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+        raise UsageError(f"version {prefix!r} is neither a number, 'latest', nor a hex id prefix of 4+ digits")
 
 
 def _count_entries(transfer: Transfer, n: int) -> None:
