@@ -28,7 +28,7 @@ from shoal.daemon import chunks as chunkio
 from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, prune, remove_entry
 from shoal.daemon.history import manifest_stored
 from shoal.daemon.subsets import FULL, selection_of
-from shoal.daemon.index import FileRecord, FileStat, Index, VersionRow
+from shoal.daemon.index import CachedFile, FileRecord, FileStat, Index, VersionRow
 from shoal.daemon.library import VersionInfo
 from shoal.daemon.transfer import Busy, FetchResult, FetchSpec, PeerStats, Transfer
 from shoal.daemon.scanner import PARTIAL_DIR, file_id_of, index_loader
@@ -886,6 +886,8 @@ class Fetcher:
             elif exact and not selected:
                 prune(dest, load, parts, gone)
         ensure_dir(dest, prefix)
+        # The stat records of this directory, read once rather than once per file.
+        recorded = self.index.cached_files(str(dest), "/".join(prefix))
         for name, entry in new.items():
             parts = prefix + (name,)
             if not matcher(parts, entry.type == EntryType.DIR):
@@ -896,13 +898,15 @@ class Fetcher:
                 yield from self._plan_dir(run, load, parts, entry.ref, prev_id, matcher)  # type: ignore[arg-type]
             elif entry.type == EntryType.SYMLINK:
                 place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
-            elif self._already_there(dest, parts, entry):
+            elif self._already_there(dest, parts, entry, recorded):
                 _count_kept(run.transfer, entry)
                 yield None
             else:
                 yield self._start_file(run, parts, entry)
 
-    def _already_there(self, dest: Path, parts: tuple[str, ...], entry: TreeEntry) -> bool:
+    def _already_there(
+        self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, recorded: dict[str, CachedFile] | None = None
+    ) -> bool:
         path = dest.joinpath(*parts)
         try:
             st = path.lstat()
@@ -910,8 +914,9 @@ class Fetcher:
             return False
         if not path.is_file() or path.is_symlink() or st.st_size != entry.size:
             return False
-        rel = "/".join(parts[:-1])
-        row = self.index.cached_files(str(dest), rel).get(parts[-1])
+        if recorded is None:
+            recorded = self.index.cached_files(str(dest), "/".join(parts[:-1]))
+        row = recorded.get(parts[-1])
         stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         if row is not None and row.stat == stat:
             return row.file_id == entry.ref
@@ -947,13 +952,14 @@ class Fetcher:
     def _install(dest: Path, task: _FileTask) -> FileStat:
         mode = 0o755 if task.entry.executable else 0o644
         os.fchmod(task.fd, mode & ~UMASK)
-        st = os.fstat(task.fd)
-        os.close(task.fd)
-        task.fd = -1
         target = dest.joinpath(*task.parts)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(task.partial, target)
+        # After the rename, which changes the inode's ctime: the stat a later fetch will see.
+        st = os.fstat(task.fd)
+        os.close(task.fd)
+        task.fd = -1
         return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
     def _record_file(self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, stat: FileStat) -> None:
