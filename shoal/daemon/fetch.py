@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -681,9 +682,11 @@ class Fetcher:
         below_entries = len(entries)
         files = [e for e in entries if e.type == EntryType.FILE and matcher(prefix + (e.name,), False)]
         await self._ensure(Kind.FILE, [e.ref for e in files], sources)  # type: ignore[misc]
-        for file_id in await trio.to_thread.run_sync(self._paged_files, files):
-            await self._ensure_pages(Kind.FILE, file_id, sources)
-        await trio.to_thread.run_sync(self._check_file_sizes, prefix, files)
+        decoded = await trio.to_thread.run_sync(self._decode_files, files)
+        for entry, file in zip(files, decoded):
+            if file.level > 0:
+                await self._ensure_pages(Kind.FILE, entry.ref, sources)  # type: ignore[arg-type]
+        await trio.to_thread.run_sync(self._check_file_sizes, prefix, files, decoded)
         size = sum(e.size for e in entries)
         count = sum(1 for e in entries if e.type == EntryType.FILE)
         for e in entries:
@@ -699,23 +702,16 @@ class Fetcher:
             await trio.to_thread.run_sync(self.index.add_checked_tree, tree_id, size, count, below_entries, depth)
         return size, count, below_entries
 
-    def _paged_files(self, files: list[TreeEntry]) -> list[bytes]:
-        """The FILE objects among `files` whose chunk list has pages of its own."""
+    def _decode_files(self, files: list[TreeEntry]) -> list[FileObject]:
+        """The FILE objects of `files`, decoded once for the checks that follow."""
         load = index_loader(self.index)
-        paged = []
-        for entry in files:
-            file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)  # type: ignore[arg-type]
-            if file.level > 0:  # type: ignore[union-attr]
-                paged.append(entry.ref)
-        return paged  # type: ignore[return-value]
+        return [decode(Kind.FILE, load(Kind.FILE, e.ref), e.ref) for e in files]  # type: ignore[arg-type, misc]
 
-    def _check_file_sizes(self, prefix: tuple[str, ...], files: list[TreeEntry]) -> None:
+    def _check_file_sizes(self, prefix: tuple[str, ...], files: list[TreeEntry], decoded: list[FileObject]) -> None:
         """Every size a file declares must be what its chunk list holds, before any space is allocated for it."""
         load = index_loader(self.index)
-        for entry in files:
+        for entry, file in zip(files, decoded):
             path = "/".join(prefix + (entry.name,))
-            file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)  # type: ignore[arg-type]
-            assert isinstance(file, FileObject)
             if file.size != entry.size:
                 raise IntegrityError(f"{path}: the tree says {entry.size} bytes, its content object {file.size}")
             if file.level > 0 and sum(ref.size for ref in file_chunks(load, file)) != file.size:
@@ -912,19 +908,19 @@ class Fetcher:
             st = path.lstat()
         except FileNotFoundError:
             return False
-        if not path.is_file() or path.is_symlink() or st.st_size != entry.size:
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
             return False
         if recorded is None:
             recorded = self.index.cached_files(str(dest), "/".join(parts[:-1]))
         row = recorded.get(parts[-1])
-        stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-        if row is not None and row.stat == stat:
+        current = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        if row is not None and row.stat == current:
             return row.file_id == entry.ref
         # Unknown to the index (a crash between rename and record): check the bytes.
         file = decode(Kind.FILE, self.index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
         if file_id_of(path, file.params) != entry.ref:  # type: ignore[union-attr]
             return False
-        self._record_file(dest, parts, entry, stat)
+        self._record_file(dest, parts, entry, current)
         return True
 
     def _start_file(self, run: _Run, parts: tuple[str, ...], entry: TreeEntry) -> _FileTask:
