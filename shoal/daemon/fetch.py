@@ -27,7 +27,7 @@ import trio
 
 from shoal.daemon import chunks as chunkio
 from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, prune, remove_entry
-from shoal.daemon.history import manifest_stored
+from shoal.daemon.history import has_manifest
 from shoal.daemon.subsets import FULL, selection_of
 from shoal.daemon.index import CachedFile, FileRecord, FileStat, Index, VersionRow
 from shoal.daemon.library import VersionInfo
@@ -459,7 +459,7 @@ class Fetcher:
             chosen = [r for r in rows if r.id.hex().startswith(wanted)]
             if len(chosen) > 1:
                 raise UsageError(f"version prefix {wanted!r} is ambiguous; give more digits")
-        if len(chosen) != 1 or not manifest_stored(index_loader(self.index), chosen[0].root):
+        if len(chosen) != 1 or not has_manifest(self.index, chosen[0].root):
             return None
         record = decode(Kind.VERSION, self.index.get_object(chosen[0].id)[1], chosen[0].id)  # type: ignore[index]
         assert isinstance(record, VersionRecord)

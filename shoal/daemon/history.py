@@ -122,10 +122,12 @@ def _file_chunks(load: ObjectLoader, file_id: bytes) -> Iterator[tuple[bytes, in
         yield ref.id, ref.size
 
 
-def manifest_stored(load: ObjectLoader, root: bytes) -> bool:
-    """Whether every tree, file and chunk-list object below `root` can be loaded here."""
+def has_manifest(index: Index, root: bytes) -> bool:
+    """Whether every tree, file and chunk-list object below `root` is stored here."""
+    if index.checked_tree(root, 0) is not None:
+        return True  # a whole fetched tree, checked when it arrived
     try:
-        for _ in _tree_chunks(load, root):
+        for _ in _tree_chunks(index_loader(index), root):
             pass
     except ProtocolError:
         return False
@@ -148,7 +150,7 @@ def parent_stats(index: Index, version_id: bytes) -> tuple[int, int] | None:
             return None
         parent = decode(Kind.VERSION, found[1], record.parents[0])
         parent_root = parent.root  # type: ignore[union-attr]
-    if not manifest_stored(load, record.root) or (parent_root is not None and not manifest_stored(load, parent_root)):
+    if not has_manifest(index, record.root) or (parent_root is not None and not has_manifest(index, parent_root)):
         return None
     count = sum(1 for _ in changes(load, parent_root, record.root))
     moved = new_bytes(load, parent_root, record.root, changes(load, parent_root, record.root))
