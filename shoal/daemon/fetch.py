@@ -538,16 +538,24 @@ class Fetcher:
                     found = await self._pick_version(spec, offers, need_full)
                     if found is not None:
                         return found
-                elif spec.version is not None and spec.version.lower() != "latest":
-                    # No peer offers the dataset, but a version stored here can still be
-                    # assembled from local chunks (switching between pinned versions offline).
-                    stored = await trio.to_thread.run_sync(self._stored_version, spec)
+                else:
+                    stored = await self._stored(spec)
                     if stored is not None:
-                        return stored[0], stored[1], self.index.get_object(stored[0])[1]  # type: ignore[index]
+                        return stored
                 await self.peers.wait_for_change()
         seen = ", ".join(self.peers.connected()) or "none"
         what = f"{spec.name}@{spec.version}" if spec.version else spec.name
         raise NoPeer(f"no connected peer has {what} (waited {spec.timeout:g}s; peers connected: {seen})")
+
+    async def _stored(self, spec: FetchSpec) -> tuple[bytes, VersionRecord, bytes] | None:
+        """An explicitly named version stored here, which no peer serves in full: the fetch
+        then assembles it from local chunks, and waits for peers only for what is missing."""
+        if spec.version is None or spec.version.lower() == "latest":
+            return None
+        stored = await trio.to_thread.run_sync(self._stored_version, spec)
+        if stored is None:
+            return None
+        return stored[0], stored[1], self.index.get_object(stored[0])[1]  # type: ignore[index]
 
     def _offers(self, spec: FetchSpec) -> list[tuple[Source, CatalogEntry]]:
         offers = self.peers.offers(spec.name)
@@ -570,7 +578,10 @@ class Fetcher:
             return None
         sources = [s for s, e in offers if e.head == version_id or version_id in e.full]
         if not sources and need_full:
-            raise NoPeer(f"no connected peer can serve {spec.name}@{spec.version} in full")
+            stored = await self._stored(spec)
+            if stored is None:
+                raise NoPeer(f"no connected peer can serve {spec.name}@{spec.version} in full")
+            return stored
         sources = sources or [s for s, _ in offers]
         await self._ensure(Kind.VERSION, [version_id], sources)
         data = self.index.get_object(version_id)[1]  # type: ignore[index]

@@ -89,3 +89,31 @@ def test_bad_pins_and_locks_get_one_line_errors(tmp_path: Path) -> None:
                 assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and words in bad.stderr, bad.stderr
             assert lock.read_text() == text, "a malformed lock is left for the user to fix"
         assert not os.path.exists(repo / "d")
+
+
+def test_sync_to_a_version_no_peer_serves_uses_local_data_or_says_what_is_missing(tmp_path: Path) -> None:
+    with linked_daemons(2) as (a, b):
+        data = tmp_path / "ds"
+        write_files(data, FILES)
+        ok(a("share", str(data)))
+        ok(a("subset", "ds", "first", "--include", "img/0*"))
+        v1s = a.json("log", "ds")["versions"][0]
+        repo = tmp_path / "repo"
+        (repo / ".git").mkdir(parents=True)
+        ok(b("pin", f"ds@{v1s['id']}", "--path", "data", cwd=repo))
+        ok(b("sync", "--timeout", "20", cwd=repo))
+        write_files(data, {"weights.bin": 600_000})
+        ok(a("share", str(data)))  # A now serves only version 3
+
+        # Version 2's subset: every chunk is already in the folder.
+        ok(b("pin", f"ds@{v1s['seq']}:first", cwd=repo))
+        switched = b.json("sync", "--timeout", "20", cwd=repo)["synced"][0]["fetch"]
+        assert switched["bytes_received"] == 0 and switched["files_written"] == 0
+        assert set(files_of(repo / "data")) == {p for p in FILES if p.startswith("img/0")}
+
+        # Back to the whole of version 2: its other files are gone and nobody serves them.
+        ok(b("pin", f"ds@{v1s['seq']}", cwd=repo))
+        stuck = b("sync", "--timeout", "2", cwd=repo)
+        last = stuck.stderr.splitlines()[-1]
+        assert stuck.returncode == 6 and last.startswith("shoal: ") and "ds" in last, stuck.stderr
+        assert set(files_of(repo / "data")) >= {p for p in FILES if p.startswith("img/0")}, "a failed sync loses nothing"
