@@ -34,3 +34,12 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def print_failures(failures: list[str]) -> None:
+    """The FAILURES block that ends a report, when anything went wrong."""
+    if failures:
+        print()
+        print("FAILURES:")
+        for f in failures:
+            print(f"- {f}")

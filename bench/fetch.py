@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import blake3
-from data import cpu_model, parse_size, write_random
+from data import cpu_model, parse_size, print_failures, write_random
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -181,11 +181,13 @@ class Daemon:
     def cmd(self, *args: str) -> list[str]:
         return [PYTHON, "-m", "shoal", "--home", str(self.home), *args]
 
-    def run(self, *args: str, timeout: float = 120, check: bool = True) -> tuple[dict, float, subprocess.CompletedProcess]:
+    def run(
+        self, *args: str, timeout: float = 120, check: bool = True, cwd: Path = REPO
+    ) -> tuple[dict, float, subprocess.CompletedProcess]:
         argv = self.cmd(*args, "--json")
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd)
         except subprocess.TimeoutExpired as e:
             raise ShoalFailed(
                 f"timed out after {timeout:.0f} s: {shlex.join(argv)}\nstderr: {e.stderr!r}\n" + self.log_tail()
@@ -561,11 +563,7 @@ def report(args, cmdline, total, info, files, size, rows, notes, failures, drop)
                   f" (literal {fmt_bytes(st.get('Literal data'))}), {fmt_time(r['inplace_time'])}: {r['inplace_cmd']}")
     for n in dict.fromkeys(notes):
         print(n)
-    if failures:
-        print()
-        print("FAILURES:")
-        for f in failures:
-            print(f"- {f}")
+    print_failures(failures)
 
 
 if __name__ == "__main__":

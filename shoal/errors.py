@@ -51,3 +51,7 @@ class DaemonError(ShoalError):
         super().__init__(message)
         self.code = code
         self.exit_code = exit_code
+
+
+class UnknownSubset(UnknownDataset):
+    """The version has no subset of that name."""

@@ -20,7 +20,8 @@ from shoal.cli.client import ControlClient
 from shoal.cli.commands.autostart import autostart_enabled, connect
 from shoal.cli.commands.progress import open_progress
 from shoal.daemon.home import resolve_home, socket_path
-from shoal.errors import DaemonNotRunning, ShoalError, TimedOut, UsageError
+from shoal.cli.refs import parse_ref
+from shoal.errors import DaemonNotRunning, ShoalError, TimedOut, UnknownSubset, UsageError
 from shoal.protocol.control import ExitCode, classify_error
 
 TYPE_CHECKING = False
@@ -392,7 +393,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _add_fetch(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "spec", metavar="NAME[@VERSION]", help="the dataset, optionally a version: its number (@3) or an id prefix"
+        "spec",
+        metavar="NAME[@VERSION][:SUBSET]",
+        help="the dataset, optionally a version (its number @3, an id prefix, @latest) and a named subset",
     )
     parser.add_argument("dest", metavar="DEST", nargs="?", help="the folder to write (default: ./NAME)")
     parser.add_argument(
@@ -410,12 +413,12 @@ def _add_fetch(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    name, _, version = args.spec.partition("@")
-    if not name or (args.spec.endswith("@")):
-        raise UsageError(f"{args.spec!r} is not NAME or NAME@VERSION")
-    params: dict[str, Any] = {"name": name, "dest": str(Path(args.dest or name).absolute()), "include": args.include}
-    if version:
-        params["version"] = version
+    ref = parse_ref(args.spec)
+    params: dict[str, Any] = {"name": ref.name, "dest": str(Path(args.dest or ref.name).absolute()), "include": args.include}
+    if ref.version:
+        params["version"] = ref.version
+    if ref.subset:
+        params["subset"] = ref.subset
     if args.peer is not None:
         params["from"] = args.peer
     if args.timeout is not None:
@@ -427,14 +430,138 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _positive_seconds(text: str) -> float:
+def _add_diff(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("old", metavar="NAME@A", help="the version to compare from")
+    parser.add_argument("new", metavar="NAME@B", help="the version to compare to (NAME alone: the newest)")
+    parser.add_argument("--limit", type=_positive_int, default=1000, metavar="N", help="list at most N paths")
+    parser.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS", help="how long to wait for peers")
+    _json_option(parser)
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    old, new = parse_ref(args.old, subset=False), parse_ref(args.new, subset=False)
+    if old.name != new.name:
+        raise UsageError(f"diff compares two versions of one dataset, not {old.name} and {new.name}")
+    params: dict[str, Any] = {"name": old.name, "from": old.version or "latest", "to": new.version or "latest"}
+    params["limit"] = args.limit
+    if args.timeout is not None:
+        params["timeout"] = args.timeout
+    _print(args, _call(args, "diff", params, timeout=_client_timeout(args.timeout)), render.render_diff)
+    return ExitCode.OK
+
+
+def _add_subset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="the dataset (shared or fetched here)")
+    parser.add_argument("subset", metavar="SUBSET", nargs="?", help="the subset to define or delete; none lists them")
+    parser.add_argument("--include", metavar="GLOB", action="append", help="paths the subset holds (repeatable)")
+    parser.add_argument("--sample", metavar="PCT", help="keep this share of the files, e.g. 1%% or 0.01")
+    parser.add_argument("--seed", type=int, metavar="N", help="the sample's seed (default 0)")
+    parser.add_argument("--delete", action="store_true", help="remove the subset")
+    _json_option(parser)
+
+
+def _cmd_subset(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"name": args.name}
+    if args.subset is not None:
+        params["subset"] = args.subset
+    for key in ("include", "sample", "seed"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    if args.delete:
+        params["delete"] = True
+    _print(args, _call(args, "subset", params), render.render_subsets)
+    return ExitCode.OK
+
+
+def _add_pin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="NAME[@VERSION][:SUBSET]", help="what to pin (default: the newest version)")
+    parser.add_argument("--path", metavar="DIR", help="the folder, relative to shoal.lock (default: NAME, or as pinned)")
+    parser.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS", help="how long to wait for peers")
+    _json_option(parser)
+
+
+def _cmd_pin(args: argparse.Namespace) -> int:
+    from shoal.cli import lockfile  # TOML costs start-up time every other command would pay
+
+    ref = parse_ref(args.spec)
+    lock = lockfile.find_lock(Path.cwd())
+    pins = lockfile.read_pins(lock)
+    params: dict[str, Any] = {"name": ref.name, "version": ref.version or "latest"}
+    if args.timeout is not None:
+        params["timeout"] = args.timeout
+    version = _call(args, "resolve", params, timeout=_client_timeout(args.timeout))["version"]
+    if ref.subset is not None and ref.subset not in version["subsets"]:
+        known = ", ".join(sorted(version["subsets"])) or "none"
+        raise UnknownSubset(
+            f"{ref.name}@{version['seq']} has no subset {ref.subset!r} (it has: {known}); `shoal subset {ref.name}` lists them"
+        )
+    earlier = next((p.path for p in pins if p.name == ref.name), ref.name)
+    path = lockfile.check_pin_path(_lock_relative(lock, args.path) if args.path else earlier, "--path")
+    pin = lockfile.Pin(ref.name, version["id"], version["root"], ref.subset, path)
+    lockfile.write_pins(lock, lockfile.updated(pins, pin))
+    _print(args, {"lock": str(lock), "pin": pin.to_toml(), "version": version}, render.render_pin)
+    return ExitCode.OK
+
+
+def _lock_relative(lock: Path, path: str) -> str:
+    """--path as typed (relative to the working directory) made relative to the lock file."""
+    absolute = Path(os.path.abspath(path))
     try:
-        value = float(text)
+        return absolute.relative_to(lock.parent).as_posix()
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("the timeout must be positive")
-    return value
+        raise UsageError(f"--path {path} is outside {lock.parent}, the folder of {lock.name}") from None
+
+
+def _add_sync(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS", help="give up (exit 6) after this long per dataset")
+    _json_option(parser)
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from shoal.cli import lockfile  # as in _cmd_pin
+
+    lock = lockfile.find_lock(Path.cwd())
+    if not lock.exists():
+        raise UsageError(f"no {lockfile.LOCK_NAME} at {lock.parent}; pin a dataset first with `shoal pin NAME`")
+    synced = []
+    for pin in lockfile.read_pins(lock):
+        params: dict[str, Any] = {"name": pin.name, "version": pin.version, "dest": str(lock.parent / pin.path)}
+        if pin.subset is not None:
+            params["subset"] = pin.subset
+        if args.timeout is not None:
+            params["timeout"] = args.timeout
+        label = f"syncing {pin.path} to {pin.name}@{pin.version[:12]}"
+        result = _call_with_progress(args, "fetch", params, label, _client_timeout(args.timeout))
+        if result["version"]["root"] != pin.root:
+            raise UsageError(f"{pin.name}@{pin.version[:12]} has root {result['version']['root'][:12]}, not the pinned"
+                             f" {pin.root[:12]}; {lock} was edited by hand, pin again")
+        _warn(args, result)
+        synced.append({"path": pin.path, "fetch": result})
+    _print(args, {"lock": str(lock), "synced": synced}, render.render_sync)
+    return ExitCode.OK
+
+
+def _client_timeout(timeout: float | None) -> float | None:
+    return None if timeout is None else timeout + FETCH_TIMEOUT_MARGIN
+
+
+def _positive(convert: Callable[[str], Any], what: str, name: str) -> Callable[[str], Any]:
+    """An argparse type: `convert`ed text that must be above zero."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"the {name} must be positive")
+        return value
+
+    return parse
+
+
+_positive_int = _positive(int, "a whole number", "limit")
+_positive_seconds = _positive(float, "a number of seconds", "timeout")
 
 
 # --- daemon-wide -------------------------------------------------------------------------
@@ -555,6 +682,10 @@ def _commands() -> dict[str, _Command]:
         ),
         "config": _Command("Read or change settings in HOME/config.toml.", _add_config, None),
         "fetch": _Command("Download a dataset version from trusted peers.", _add_fetch, _cmd_fetch),
+        "diff": _Command("List the paths that differ between two versions, and the bytes a fetch moves.", _add_diff, _cmd_diff),
+        "subset": _Command("List, define or delete a dataset's named subsets.", _add_subset, _cmd_subset),
+        "pin": _Command("Pin a dataset version (or subset) in this repository's shoal.lock.", _add_pin, _cmd_pin),
+        "sync": _Command("Bring every folder pinned in shoal.lock to its pinned version.", _add_sync, _cmd_sync),
         "tui": _Command("Open the terminal UI: datasets, peers and transfers, live.", _add_tui, _cmd_tui),
         "gc": _Command("Free pack-store space: evict kept versions beyond the budget, compact packs.", _add_gc, _cmd_gc),
         "watch": _Command("Share a folder now and again whenever its changes settle.", _add_watch, _cmd_watch),

@@ -170,14 +170,68 @@ def render_log(log: dict[str, Any]) -> str:
             f"@{version['seq']}",
             version["id"][:16],
             format_time(version["time"]),
+            version.get("author_name") or version.get("author_peer", ""),
             format_size(version["size"]),
             f"{version['files']:,}",
+            _unknown(version.get("files_changed"), lambda n: f"{n:,}"),
+            _unknown(version.get("bytes_new"), format_size),
             "yes" if version.get("kept") else "",
             version["message"],
         )
         for version in log["versions"]
     ]
-    return table(("VERSION", "ID", "TIME", "SIZE", "FILES", "KEPT", "MESSAGE"), rows, right=(3, 4))
+    headers = ("VERSION", "ID", "TIME", "AUTHOR", "SIZE", "FILES", "CHANGED", "NEW", "KEPT", "MESSAGE")
+    return table(headers, rows, right=(4, 5, 6, 7))
+
+
+def _unknown(value: Any, shown: Any) -> str:
+    return "?" if value is None else shown(value)
+
+
+def render_diff(diff: dict[str, Any]) -> str:
+    """`shoal diff`: one line per changed path, then what a fetch would move."""
+    marks = {"added": "+", "removed": "-", "modified": "M", "type": "T"}
+    lines = [f"{marks[c['change']]} {c['path']}" for c in diff["changes"]]
+    if diff["total"] > len(diff["changes"]):
+        lines.append(f"… and {diff['total'] - len(diff['changes']):,} more")
+    counts = ", ".join(f"{n:,} {kind}" for kind, n in diff["counts"].items() if n) or "no changes"
+    lines.append(
+        f"{version_label(diff['from'])} → {version_label(diff['to'])}: {counts};"
+        f" {format_size(diff['bytes_to_fetch'])} to fetch ({format_size(diff['bytes_changed'])} in changed files)"
+    )
+    return "\n".join(lines)
+
+
+def render_subsets(result: dict[str, Any]) -> str:
+    """`shoal subset NAME [SUBSET]`: the subsets of the dataset's head."""
+    rows = [
+        (name, " ".join(s["include"]) or "*", f"{s['sample'] * 100:g}%", str(s["seed"]))
+        for name, s in sorted(result["subsets"].items())
+    ]
+    head = f"{version_label(result['version'])} {result['version']['id']}"
+    if not rows:
+        return f"{head}\nno subsets; define one with `shoal subset {result['name']} SUBSET --include GLOB`"
+    return head + "\n" + table(("SUBSET", "INCLUDE", "SAMPLE", "SEED"), rows)
+
+
+def render_pin(result: dict[str, Any]) -> str:
+    """`shoal pin`: the entry written to shoal.lock."""
+    pin = result["pin"]
+    subset = f":{pin['subset']}" if pin.get("subset") else ""
+    return f"pinned {pin['name']}@{pin['version'][:16]}{subset} at {pin['path']} in {result['lock']}"
+
+
+def render_sync(result: dict[str, Any]) -> str:
+    """`shoal sync`: one line per pinned path."""
+    lines = []
+    for entry in result["synced"]:
+        fetched = entry["fetch"]
+        lines.append(
+            f"{entry['path']}: {fetched['version']['name']}@{fetched['version']['seq']}"
+            f" — {format_count(fetched['files_written'], 'file')} written,"
+            f" {format_size(fetched['bytes_received'])} received"
+        )
+    return "\n".join(lines) or "nothing pinned"
 
 
 def render_share(result: dict[str, Any]) -> str:

@@ -20,7 +20,9 @@ from shoal.daemon.control import ControlServer, Handler, ProgressFn
 from shoal.daemon.fetch import Fetcher
 from shoal.daemon.keeper import Keeper
 from shoal.daemon.transfer import FetchSpec
-from shoal.daemon.library import Library, ShareProgress, ShareResult
+from shoal.daemon.history import diff_report, parent_stats
+from shoal.daemon.library import Library, ShareProgress, ShareResult, VersionInfo
+from shoal.daemon.subsets import parse_subset, with_subset, without_subset
 from shoal.daemon.peers import PeerManager
 from shoal.daemon.transfers import Transfers
 from shoal.daemon.trust import PendingPeer, TrustedPeer, TrustStore, canonical_peer_id
@@ -99,6 +101,9 @@ class ControlApi:
             "verify": self.verify,
             "fetch": self.fetch,
             "browse": self.browse,
+            "diff": self.diff,
+            "resolve": self.resolve,
+            "subset": self.subset,
             "transfer.cancel": self.cancel_transfer,
             "transfer.pause": self.pause_transfer,
             "transfer.resume": self.resume_transfer,
@@ -215,7 +220,67 @@ class ControlApi:
         name = _text(params, "name")
         versions = self.library.log(name)
         kept = set(self.keeper.kept_versions(name))
-        return {"name": name, "versions": [{**version.to_json(), "kept": version.id in kept} for version in versions]}
+        return {"name": name, "versions": [await trio.to_thread.run_sync(self._log_entry, v, kept) for v in versions]}
+
+    def _log_entry(self, version: VersionInfo, kept: set[bytes]) -> dict[str, Any]:
+        author = PeerId.from_public_key(version.author)
+        trusted = self.trust.get(str(author))
+        stats = parent_stats(self.library.index, version.id)
+        return version.to_json() | {
+            "author_peer": author.short(),
+            "author_name": "this daemon" if author == self.peer_id else (trusted.name if trusted else None),
+            "files_changed": stats[0] if stats else None,
+            "bytes_new": stats[1] if stats else None,
+            "kept": version.id in kept,
+        }
+
+    async def diff(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """The paths that differ between two versions, and the bytes a fetch from one to the other moves."""
+        _only(params, "name", "from", "to", "limit", "timeout")
+        name = _text(params, "name")
+        limit = _limit(params)
+        timeout = _timeout(params)
+        ends = [
+            await self.fetcher.manifest(FetchSpec(name=name, version=_text(params, key), dest=self.home, timeout=timeout))
+            for key in ("from", "to")
+        ]
+        (a_id, a), (b_id, b) = ends
+        return await trio.to_thread.run_sync(
+            diff_report, self.library.index, VersionInfo.from_record(a_id, a), VersionInfo.from_record(b_id, b), limit
+        )
+
+    async def resolve(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """The version a name and version text stand for, here or on peers."""
+        _only(params, "name", "version", "timeout")
+        spec = FetchSpec(
+            name=_text(params, "name"), version=_optional_text(params, "version"), dest=self.home,
+            timeout=_timeout(params),
+        )
+        version_id, record = await self.fetcher.resolve(spec)
+        return {"version": VersionInfo.from_record(version_id, record).to_json()}
+
+    async def subset(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """List a dataset's named subsets, or publish a version that adds, replaces or deletes one."""
+        _only(params, "name", "subset", "include", "sample", "seed", "delete")
+        name = _text(params, "name")
+        subset = _optional_text(params, "subset")
+        if subset is None:
+            if len(params) > 1:
+                raise UsageError("give the subset's name to define or delete it")
+            head = self.library.head(name)
+            return {"name": name, "version": head.to_json(), "subsets": head.to_json()["subsets"]}
+        if _flag(params, "delete"):
+            if set(params) - {"name", "subset", "delete"}:
+                raise UsageError("--delete takes no --include, --sample or --seed")
+            version = await self.library.set_subsets(
+                name, lambda head: without_subset(head, subset), f"subset {subset} deleted"
+            )
+        else:
+            wanted = parse_subset(subset, params.get("include"), params.get("sample"), params.get("seed"))
+            version = await self.library.set_subsets(name, lambda head: with_subset(head, wanted), f"subset {subset} set")
+        self._publish("datasets", {"name": name, "version": version.to_json()})
+        await self.network.publish_catalog()
+        return {"name": name, "version": version.to_json(), "subsets": version.to_json()["subsets"]}
 
     async def verify(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Re-hash a dataset's folder against its latest version."""
@@ -263,16 +328,14 @@ class ControlApi:
 
     async def fetch(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Fetch a dataset version from trusted peers into a folder, reporting progress."""
-        _only(params, "name", "dest", "version", "include", "from", "timeout")
+        _only(params, "name", "dest", "version", "include", "from", "timeout", "subset")
         dest = Path(_text(params, "dest"))
         if not dest.is_absolute():
             raise UsageError(f"fetch needs an absolute destination, not {str(dest)!r}")
         include = params.get("include") or []
         if not isinstance(include, list) or not all(isinstance(item, str) and item for item in include):
             raise UsageError("include must be a list of non-empty glob patterns")
-        timeout = params.get("timeout", DEFAULT_FETCH_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise UsageError("timeout must be a positive number of seconds")
+        timeout = _timeout(params)
         source = _optional_text(params, "from")
         spec = FetchSpec(
             name=_text(params, "name"),
@@ -281,6 +344,7 @@ class ControlApi:
             include=tuple(include),
             from_peer=self.trust.resolve(source) if source else None,
             timeout=float(timeout),
+            subset=_optional_text(params, "subset"),
         )
         return await self.transfers.fetch(spec, progress)
 
@@ -291,9 +355,7 @@ class ControlApi:
         if not isinstance(path, str):
             raise UsageError("path must be text")
         parts = tuple(part for part in path.split("/") if part)
-        limit = params.get("limit", DEFAULT_BROWSE_LIMIT)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise UsageError("limit must be a positive integer")
+        limit = _limit(params)
         spec = FetchSpec(
             name=_text(params, "name"),
             version=_optional_text(params, "version"),
@@ -418,6 +480,20 @@ def _pending_entry(peer: PendingPeer) -> dict[str, Any]:
         "last_seen": peer.last_seen,
         **_OFFLINE,
     }
+
+
+def _limit(params: dict[str, Any]) -> int:
+    limit = params.get("limit", DEFAULT_BROWSE_LIMIT)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise UsageError("limit must be a positive integer")
+    return limit
+
+
+def _timeout(params: dict[str, Any]) -> float:
+    timeout = params.get("timeout", DEFAULT_FETCH_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise UsageError("timeout must be a positive number of seconds")
+    return float(timeout)
 
 
 def _transfer_id(params: dict[str, Any]) -> int:

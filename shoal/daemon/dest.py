@@ -16,6 +16,8 @@ import pathspec
 
 from shoal.daemon.scanner import PARTIAL_DIR
 from shoal.errors import UsageError
+from shoal.protocol.manifest import tree_entries
+from shoal.protocol.objects import EntryType, TreeEntry
 
 
 def _read_umask() -> int:
@@ -110,3 +112,23 @@ def _could_contain(parts: tuple[str, ...], pattern: list[str]) -> bool:
     if len(parts) >= len(pattern):
         return False
     return all(fnmatch.fnmatchcase(name, pat) for name, pat in zip(parts, pattern))
+
+
+def prune(dest: Path, load, parts: tuple[str, ...], entry: TreeEntry) -> None:
+    """Remove what an earlier version put at `parts`, keeping anything else found there.
+
+    A directory goes only once nothing is left in it, so files a user added survive.
+    """
+    path = dest.joinpath(*parts)
+    if entry.type != EntryType.DIR:
+        if not path.is_dir() or path.is_symlink():
+            remove_entry(path)
+        return
+    if path.is_symlink() or not path.is_dir():
+        return
+    for child in tree_entries(load, entry.ref):  # type: ignore[arg-type]
+        prune(dest, load, parts + (child.name,), child)
+    try:
+        path.rmdir()
+    except OSError:
+        pass

@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +26,10 @@ from typing import Protocol
 import trio
 
 from shoal.daemon import chunks as chunkio
-from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, remove_entry
-from shoal.daemon.index import FileRecord, FileStat, Index, VersionRow
+from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, prune, remove_entry
+from shoal.daemon.history import has_manifest
+from shoal.daemon.subsets import FULL, selection_of
+from shoal.daemon.index import CachedFile, FileRecord, FileStat, Index, VersionRow
 from shoal.daemon.library import VersionInfo
 from shoal.daemon.transfer import Busy, FetchResult, FetchSpec, PeerStats, Transfer
 from shoal.daemon.scanner import PARTIAL_DIR, file_id_of, index_loader
@@ -184,6 +187,10 @@ class _Run:
         self.last_source_seen = time.monotonic()
         self.inbox: list[_Arrival] = []
         self.complete: list[_FileTask] = []
+        #: What this fetch selects (subsets.selection_key), and whether subtrees DEST
+        #: already holds unchanged under that selection may be skipped unvisited.
+        self.selection: bytes = FULL
+        self.reuse_unchanged = True
 
     def notify(self) -> None:
         self.changed.set()
@@ -337,18 +344,20 @@ class Fetcher:
         matcher = include_matcher(spec.include)
         dest = await trio.to_thread.run_sync(self._check_dest, spec)
         version_id, record, data = await self._resolve(spec, transfer)
+        matcher, selection = selection_of(spec.include, spec.subset, record)
         transfer.version = VersionInfo.from_record(version_id, record)
         transfer.bytes_total = record.size
         transfer.files_total = record.files
         transfer.phase = "manifest"
         size, files, _ = await self._fetch_tree(record.root, (), matcher, spec, transfer)
-        if not spec.include and (size, files) != (record.size, record.files):
+        if not spec.partial and (size, files) != (record.size, record.files):
             raise IntegrityError(
                 f"version {transfer.version.id.hex()[:12]} declares {record.size} bytes in {record.files} files,"
                 f" its tree holds {size} in {files}"
             )
         transfer.phase = "data"
         run = _Run(self, spec, transfer, dest, version_id)
+        run.selection = selection
         await trio.to_thread.run_sync(self._open_partial_dir, dest, spec.name)
         try:
             async with trio.open_nursery() as nursery:
@@ -365,7 +374,7 @@ class Fetcher:
                 if task.fd >= 0:
                     os.close(task.fd)
         transfer.phase = "finishing"
-        await trio.to_thread.run_sync(self._complete, dest, version_id, record, data, spec)
+        await trio.to_thread.run_sync(self._complete, dest, version_id, record, data, spec, selection)
         transfer.phase = "done"
         return FetchResult(
             transfer.version, str(dest), transfer.files_written, transfer.files_total,
@@ -413,6 +422,49 @@ class Fetcher:
             ],
         }
 
+    async def resolve(self, spec: FetchSpec) -> tuple[bytes, VersionRecord]:
+        """The version `spec` names, as a fetch would pick it; "latest" is the newest of this
+        daemon's head and the peers' heads."""
+        if (spec.version or "latest").lower() == "latest":
+            local = await trio.to_thread.run_sync(self._local_version, spec)
+            offers = self._offers(spec)
+            if local is not None and all(entry.seq <= local[1].seq for _, entry in offers):
+                return local
+        version_id, record, _ = await self._resolve(spec, Transfer(spec), need_full=False)
+        return version_id, record
+
+    async def manifest(self, spec: FetchSpec) -> tuple[bytes, VersionRecord]:
+        """Resolve a version, here or on peers, and make sure its whole manifest is stored here."""
+        local = await trio.to_thread.run_sync(self._stored_version, spec)
+        if local is not None:
+            return local
+        # Manifest objects outlive the data: any peer offering the dataset may still hold them.
+        version_id, record, _ = await self._resolve(spec, Transfer(spec), need_full=False)
+        transfer = Transfer(spec, version=VersionInfo.from_record(version_id, record))
+        sources = [s for s, _ in self._offers(spec)]
+        await self._fetch_tree(record.root, (), include_matcher(()), spec, transfer, sources)
+        return version_id, record
+
+    def _stored_version(self, spec: FetchSpec) -> tuple[bytes, VersionRecord] | None:
+        """The asked-for version among those recorded here, if its whole manifest is stored."""
+        wanted = (spec.version or "latest").lower()
+        known = self.index.dataset(spec.name)
+        rows = list(self.index.versions(spec.name))
+        if wanted == "latest":
+            chosen = [r for r in rows if known is not None and r.id == known[1]]
+        elif wanted.isdigit():
+            chosen = [r for r in rows if r.seq == int(wanted)]
+        else:
+            _check_prefix(wanted)
+            chosen = [r for r in rows if r.id.hex().startswith(wanted)]
+            if len(chosen) > 1:
+                raise UsageError(f"version prefix {wanted!r} is ambiguous; give more digits")
+        if len(chosen) != 1 or not has_manifest(self.index, chosen[0].root):
+            return None
+        record = decode(Kind.VERSION, self.index.get_object(chosen[0].id)[1], chosen[0].id)  # type: ignore[index]
+        assert isinstance(record, VersionRecord)
+        return chosen[0].id, record
+
     def _local_version(self, spec: FetchSpec) -> tuple[bytes, VersionRecord] | None:
         """The asked-for version, if this daemon holds it (shared or fetched here)."""
         known = self.index.dataset(spec.name)
@@ -452,7 +504,8 @@ class Fetcher:
                 raise UsageError(f"{dest} exists and is not a folder")
             if not os.access(dest, os.W_OK | os.X_OK):
                 raise UsageError(f"{dest} is not writable")
-            ours = known is not None and known[0] == str(dest)
+            state = self.index.dest_state(str(dest))
+            ours = (known is not None and known[0] == str(dest)) or (state is not None and state[0] == spec.name)
             marker = dest / PARTIAL_DIR / "dataset"
             resuming = marker.exists() and marker.read_text(encoding="utf-8") == spec.name
             others = [p for p in os.listdir(dest) if p != PARTIAL_DIR]
@@ -475,18 +528,34 @@ class Fetcher:
 
     # --- resolving ------------------------------------------------------------
 
-    async def _resolve(self, spec: FetchSpec, transfer: Transfer) -> tuple[bytes, VersionRecord, bytes]:
+    async def _resolve(
+        self, spec: FetchSpec, transfer: Transfer, *, need_full: bool = True
+    ) -> tuple[bytes, VersionRecord, bytes]:
         with trio.move_on_after(spec.timeout):
             while True:
                 offers = self._offers(spec)
                 if offers:
-                    found = await self._pick_version(spec, offers)
+                    found = await self._pick_version(spec, offers, need_full)
                     if found is not None:
                         return found
+                else:
+                    stored = await self._stored(spec)
+                    if stored is not None:
+                        return stored
                 await self.peers.wait_for_change()
         seen = ", ".join(self.peers.connected()) or "none"
         what = f"{spec.name}@{spec.version}" if spec.version else spec.name
         raise NoPeer(f"no connected peer has {what} (waited {spec.timeout:g}s; peers connected: {seen})")
+
+    async def _stored(self, spec: FetchSpec) -> tuple[bytes, VersionRecord, bytes] | None:
+        """An explicitly named version stored here, which no peer serves in full: the fetch
+        then assembles it from local chunks, and waits for peers only for what is missing."""
+        if spec.version is None or spec.version.lower() == "latest":
+            return None
+        stored = await trio.to_thread.run_sync(self._stored_version, spec)
+        if stored is None:
+            return None
+        return stored[0], stored[1], self.index.get_object(stored[0])[1]  # type: ignore[index]
 
     def _offers(self, spec: FetchSpec) -> list[tuple[Source, CatalogEntry]]:
         offers = self.peers.offers(spec.name)
@@ -495,7 +564,7 @@ class Fetcher:
         return offers
 
     async def _pick_version(
-        self, spec: FetchSpec, offers: list[tuple[Source, CatalogEntry]]
+        self, spec: FetchSpec, offers: list[tuple[Source, CatalogEntry]], need_full: bool = True
     ) -> tuple[bytes, VersionRecord, bytes] | None:
         wanted = (spec.version or "latest").lower()
         newest = max(offers, key=lambda o: o[1].seq)
@@ -508,8 +577,12 @@ class Fetcher:
         if version_id is None:
             return None
         sources = [s for s, e in offers if e.head == version_id or version_id in e.full]
-        if not sources:
-            raise NoPeer(f"no connected peer can serve {spec.name}@{spec.version} in full")
+        if not sources and need_full:
+            stored = await self._stored(spec)
+            if stored is None:
+                raise NoPeer(f"no connected peer can serve {spec.name}@{spec.version} in full")
+            return stored
+        sources = sources or [s for s, _ in offers]
         await self._ensure(Kind.VERSION, [version_id], sources)
         data = self.index.get_object(version_id)[1]  # type: ignore[index]
         record = decode(Kind.VERSION, data, version_id)
@@ -543,8 +616,7 @@ class Fetcher:
             current = record.parents[0]
 
     def _find_prefix(self, name: str, prefix: str, offers: list[tuple[Source, CatalogEntry]]) -> bytes | None:
-        if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
-            raise UsageError(f"version {prefix!r} is neither a number, 'latest', nor a hex id prefix of 4+ digits")
+        _check_prefix(prefix)
         ids = {e.head for _, e in offers} | {v for _, e in offers for v in e.full}
         ids |= {row.id for row in self.index.versions(name)}
         matches = [i for i in ids if i.hex().startswith(prefix)]
@@ -594,7 +666,8 @@ class Fetcher:
         return [s for s, e in self._offers(spec) if e.head == version_id or version_id in e.full]
 
     async def _fetch_tree(
-        self, tree_id: bytes, prefix: tuple[str, ...], matcher, spec: FetchSpec, transfer: Transfer
+        self, tree_id: bytes, prefix: tuple[str, ...], matcher, spec: FetchSpec, transfer: Transfer,
+        sources: Sequence[Source] | None = None,
     ) -> tuple[int, int, int]:
         """Fetch a directory's manifest objects; return the (bytes, files, entries) it declares below it.
 
@@ -610,7 +683,8 @@ class Fetcher:
             _count_entries(transfer, found[2])
             return found
         assert transfer.version is not None
-        sources = self._sources(spec, transfer.version.id)
+        if sources is None:
+            sources = self._sources(spec, transfer.version.id)
         await self._ensure(Kind.TREE, [tree_id], sources)
         await self._ensure_pages(Kind.TREE, tree_id, sources)
         entries = await trio.to_thread.run_sync(lambda: list(tree_entries(index_loader(self.index), tree_id)))
@@ -619,41 +693,36 @@ class Fetcher:
         below_entries = len(entries)
         files = [e for e in entries if e.type == EntryType.FILE and matcher(prefix + (e.name,), False)]
         await self._ensure(Kind.FILE, [e.ref for e in files], sources)  # type: ignore[misc]
-        for file_id in await trio.to_thread.run_sync(self._paged_files, files):
-            await self._ensure_pages(Kind.FILE, file_id, sources)
-        await trio.to_thread.run_sync(self._check_file_sizes, prefix, files)
+        decoded = await trio.to_thread.run_sync(self._decode_files, files)
+        for entry, file in zip(files, decoded):
+            if file.level > 0:
+                await self._ensure_pages(Kind.FILE, entry.ref, sources)  # type: ignore[arg-type]
+        await trio.to_thread.run_sync(self._check_file_sizes, prefix, files, decoded)
         size = sum(e.size for e in entries)
         count = sum(1 for e in entries if e.type == EntryType.FILE)
         for e in entries:
             if e.type == EntryType.DIR and matcher(prefix + (e.name,), True):
-                below = await self._fetch_tree(e.ref, prefix + (e.name,), matcher, spec, transfer)  # type: ignore[arg-type]
+                below = await self._fetch_tree(e.ref, prefix + (e.name,), matcher, spec, transfer, sources)  # type: ignore[arg-type]
                 check_dir_size(prefix + (e.name,), e, below[0])
                 count += below[1]
                 below_entries += below[2]
-        if not spec.include:
+        if not spec.partial:
             # With --include the walk depends on the path, so a subtree's result is not reusable.
             # Without it the whole subtree is now stored and checked: later fetches need not walk it.
             transfer.subtrees[tree_id] = (size, count, below_entries, depth)
             await trio.to_thread.run_sync(self.index.add_checked_tree, tree_id, size, count, below_entries, depth)
         return size, count, below_entries
 
-    def _paged_files(self, files: list[TreeEntry]) -> list[bytes]:
-        """The FILE objects among `files` whose chunk list has pages of its own."""
+    def _decode_files(self, files: list[TreeEntry]) -> list[FileObject]:
+        """The FILE objects of `files`, decoded once for the checks that follow."""
         load = index_loader(self.index)
-        paged = []
-        for entry in files:
-            file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)  # type: ignore[arg-type]
-            if file.level > 0:  # type: ignore[union-attr]
-                paged.append(entry.ref)
-        return paged  # type: ignore[return-value]
+        return [decode(Kind.FILE, load(Kind.FILE, e.ref), e.ref) for e in files]  # type: ignore[arg-type, misc]
 
-    def _check_file_sizes(self, prefix: tuple[str, ...], files: list[TreeEntry]) -> None:
+    def _check_file_sizes(self, prefix: tuple[str, ...], files: list[TreeEntry], decoded: list[FileObject]) -> None:
         """Every size a file declares must be what its chunk list holds, before any space is allocated for it."""
         load = index_loader(self.index)
-        for entry in files:
+        for entry, file in zip(files, decoded):
             path = "/".join(prefix + (entry.name,))
-            file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)  # type: ignore[arg-type]
-            assert isinstance(file, FileObject)
             if file.size != entry.size:
                 raise IntegrityError(f"{path}: the tree says {entry.size} bytes, its content object {file.size}")
             if file.level > 0 and sum(ref.size for ref in file_chunks(load, file)) != file.size:
@@ -682,7 +751,7 @@ class Fetcher:
     # --- planning and assembly -------------------------------------------------
 
     async def _produce(self, run: _Run, record: VersionRecord, matcher) -> None:
-        old_root = self._old_root(run.spec.name, run.dest)
+        old_root = self._old_root(run)
         plan = self._plan(run, record.root, old_root, matcher)
         batch = _NetBatch()
         while True:
@@ -776,12 +845,23 @@ class Fetcher:
                 done += ref.size
         return needed, done
 
-    def _old_root(self, name: str, dest: Path) -> bytes | None:
-        known = self.index.dataset(name)
-        if known is None or known[0] != str(dest) or known[1] is None:
-            return None
-        row = self.index.version(known[1])
-        return row.root if row else None
+    def _old_root(self, run: _Run) -> bytes | None:
+        """The root DEST holds from an earlier fetch or share, noting whether its
+        unchanged subtrees hold exactly what this fetch selects."""
+        state = self.index.dest_state(str(run.dest))
+        if state is not None and state[0] == run.spec.name:
+            old_root, old_selection = state[2], state[3]
+        else:
+            known = self.index.dataset(run.spec.name)
+            row = self.index.version(known[1]) if known and known[0] == str(run.dest) and known[1] else None
+            if row is None:
+                return None
+            old_root, old_selection = row.root, FULL
+        # An --include fetch only adds paths, so anything complete before serves it.
+        run.reuse_unchanged = old_selection is not None and (
+            old_selection == run.selection or (old_selection == FULL and bool(run.spec.include))
+        )
+        return old_root
 
     def _plan(self, run: _Run, root: bytes, old_root: bytes | None, matcher) -> Iterator["_FileTask | None"]:
         """Bring DEST's tree in line with `root`, yielding a task for every file to assemble.
@@ -793,7 +873,7 @@ class Fetcher:
 
     def _plan_dir(self, run: _Run, load, prefix: tuple[str, ...], tree_id: bytes, old_id: bytes | None, matcher):
         dest = run.dest
-        if tree_id == old_id:
+        if tree_id == old_id and run.reuse_unchanged:
             # Unchanged subtree: the earlier fetch already wrote it.
             for parts, entry in _walk_files(load, tree_id, prefix):
                 if matcher(parts, False):
@@ -802,12 +882,19 @@ class Fetcher:
             return
         new = {e.name: e for e in tree_entries(load, tree_id)}
         old = {e.name: e for e in tree_entries(load, old_id)} if old_id is not None else {}
+        # Without --include DEST ends up holding exactly the selection; with it only matching paths change.
+        exact = not run.spec.include
         for name, gone in old.items():
             parts = prefix + (name,)
             replaced = name in new and new[name].type == gone.type
-            if not replaced and matcher(parts, gone.type == EntryType.DIR):
+            selected = matcher(parts, gone.type == EntryType.DIR)
+            if not replaced and (selected or exact):
                 remove_entry(dest.joinpath(*parts))
+            elif exact and not selected:
+                prune(dest, load, parts, gone)
         ensure_dir(dest, prefix)
+        # The stat records of this directory, read once rather than once per file.
+        recorded = self.index.cached_files(str(dest), "/".join(prefix))
         for name, entry in new.items():
             parts = prefix + (name,)
             if not matcher(parts, entry.type == EntryType.DIR):
@@ -818,30 +905,33 @@ class Fetcher:
                 yield from self._plan_dir(run, load, parts, entry.ref, prev_id, matcher)  # type: ignore[arg-type]
             elif entry.type == EntryType.SYMLINK:
                 place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
-            elif self._already_there(dest, parts, entry):
+            elif self._already_there(dest, parts, entry, recorded):
                 _count_kept(run.transfer, entry)
                 yield None
             else:
                 yield self._start_file(run, parts, entry)
 
-    def _already_there(self, dest: Path, parts: tuple[str, ...], entry: TreeEntry) -> bool:
+    def _already_there(
+        self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, recorded: dict[str, CachedFile] | None = None
+    ) -> bool:
         path = dest.joinpath(*parts)
         try:
             st = path.lstat()
         except FileNotFoundError:
             return False
-        if not path.is_file() or path.is_symlink() or st.st_size != entry.size:
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
             return False
-        rel = "/".join(parts[:-1])
-        row = self.index.cached_files(str(dest), rel).get(parts[-1])
-        stat = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-        if row is not None and row.stat == stat:
+        if recorded is None:
+            recorded = self.index.cached_files(str(dest), "/".join(parts[:-1]))
+        row = recorded.get(parts[-1])
+        current = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        if row is not None and row.stat == current:
             return row.file_id == entry.ref
         # Unknown to the index (a crash between rename and record): check the bytes.
         file = decode(Kind.FILE, self.index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
         if file_id_of(path, file.params) != entry.ref:  # type: ignore[union-attr]
             return False
-        self._record_file(dest, parts, entry, stat)
+        self._record_file(dest, parts, entry, current)
         return True
 
     def _start_file(self, run: _Run, parts: tuple[str, ...], entry: TreeEntry) -> _FileTask:
@@ -869,13 +959,14 @@ class Fetcher:
     def _install(dest: Path, task: _FileTask) -> FileStat:
         mode = 0o755 if task.entry.executable else 0o644
         os.fchmod(task.fd, mode & ~UMASK)
-        st = os.fstat(task.fd)
-        os.close(task.fd)
-        task.fd = -1
         target = dest.joinpath(*task.parts)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(task.partial, target)
+        # After the rename, which changes the inode's ctime: the stat a later fetch will see.
+        st = os.fstat(task.fd)
+        os.close(task.fd)
+        task.fd = -1
         return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
     def _record_file(self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, stat: FileStat) -> None:
@@ -891,7 +982,9 @@ class Fetcher:
         self.index.add_locations(row, batch)
         self.index.finish_file(row, stat, entry.ref)  # type: ignore[arg-type]
 
-    def _complete(self, dest: Path, version_id: bytes, record: VersionRecord, data: bytes, spec: FetchSpec) -> None:
+    def _complete(
+        self, dest: Path, version_id: bytes, record: VersionRecord, data: bytes, spec: FetchSpec, selection: bytes
+    ) -> None:
         # One syncfs for the whole fetch instead of an fsync per file: the data is
         # on disk before the version is recorded as present here.
         fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
@@ -899,9 +992,12 @@ class Fetcher:
             os.fsync(fd) if not hasattr(os, "syncfs") else os.syncfs(fd)  # type: ignore[attr-defined]
         finally:
             os.close(fd)
-        if not spec.include:
+        if not spec.partial:
             row = VersionRow(version_id, record.name, record.seq, record.time, record.size, record.files, record.root)
             self.index.add_version(row, data, path=str(dest))
+        else:
+            self.index.unlist_dataset(spec.name, str(dest))
+        self.index.set_dest_state(str(dest), spec.name, version_id, record.root, None if spec.include else selection)
         shutil.rmtree(dest / PARTIAL_DIR, ignore_errors=True)
 
     # --- peers ------------------------------------------------------------------
@@ -1025,6 +1121,11 @@ def _is_disk_full(exc: BaseException) -> bool:
 #: cheap to declare, so without a bound a few shared tree objects could name
 #: billions of directories (SPEC.md, "Fetching").
 EXTRA_ENTRIES = 65536
+
+
+def _check_prefix(prefix: str) -> None:
+    if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+        raise UsageError(f"version {prefix!r} is neither a number, 'latest', nor a hex id prefix of 4+ digits")
 
 
 def _count_entries(transfer: Transfer, n: int) -> None:

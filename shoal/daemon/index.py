@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS versions(
     id BLOB PRIMARY KEY, name TEXT NOT NULL, seq INTEGER NOT NULL, time INTEGER NOT NULL,
     size INTEGER NOT NULL, files INTEGER NOT NULL, root BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS versions_by_name ON versions(name, seq);
+CREATE TABLE IF NOT EXISTS version_stats(
+    id BLOB PRIMARY KEY, files_changed INTEGER NOT NULL, bytes_new INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dests(
+    path TEXT PRIMARY KEY, name TEXT NOT NULL, version BLOB NOT NULL, root BLOB NOT NULL, selection BLOB);
 """
 
 
@@ -376,3 +380,26 @@ class Index:
 
     def version_count(self, name: str) -> int:
         return self._read("SELECT count(*) FROM versions WHERE name = ?", (name,))[0][0]
+
+    # --- fetched folders ---------------------------------------------------------
+
+    def dest_state(self, path: str) -> tuple[str, bytes, bytes, bytes | None] | None:
+        """(dataset, version id, root, selection key) a fetch last left in folder `path`; a key
+        of None means an --include fetch added paths to whatever was there."""
+        rows = self._read("SELECT name, version, root, selection FROM dests WHERE path = ?", (path,))
+        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    def set_dest_state(self, path: str, name: str, version_id: bytes, root: bytes, selection: bytes | None) -> None:
+        self._write("INSERT OR REPLACE INTO dests VALUES (?, ?, ?, ?, ?)", (path, name, version_id, root, selection))
+
+    def unlist_dataset(self, name: str, path: str) -> None:
+        """Stop listing (and offering) a dataset whose folder no longer holds its whole head."""
+        self._write("DELETE FROM datasets WHERE name = ? AND path = ?", (name, path))
+
+    def version_stats(self, version_id: bytes) -> tuple[int, int] | None:
+        """(files changed, bytes new) of a version against its first parent, once computed."""
+        rows = self._read("SELECT files_changed, bytes_new FROM version_stats WHERE id = ?", (version_id,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def set_version_stats(self, version_id: bytes, files_changed: int, bytes_new: int) -> None:
+        self._write("INSERT OR REPLACE INTO version_stats VALUES (?, ?, ?)", (version_id, files_changed, bytes_new))

@@ -22,7 +22,8 @@ from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.hashing import Kind
 from shoal.protocol.manifest import sign_version, walk_tree
-from shoal.protocol.objects import EntryType, FileObject, VersionRecord, decode, encode_with_id
+from shoal.daemon.subsets import subset_json
+from shoal.protocol.objects import EntryType, FileObject, Subset, VersionRecord, decode, encode_with_id
 from shoal.protocol.paths import check_dataset_name
 
 #: Files hashed per worker-thread call: enough to amortise the thread hop for small files.
@@ -46,9 +47,11 @@ class VersionInfo:
     message: str
     size: int
     files: int
+    subsets: tuple[Subset, ...] = ()
 
     def to_json(self) -> dict:
         return {
+            "subsets": {s.name: subset_json(s) for s in self.subsets},
             "name": self.name,
             "seq": self.seq,
             "id": self.id.hex(),
@@ -65,7 +68,7 @@ class VersionInfo:
     def from_record(cls, version_id: bytes, record: VersionRecord) -> "VersionInfo":
         return cls(
             record.name, record.seq, version_id, record.root, record.parents, record.author,
-            record.time, record.message, record.size, record.files,
+            record.time, record.message, record.size, record.files, record.subsets,
         )
 
 
@@ -297,6 +300,14 @@ class Library:
         head = self._record(known[1]) if known and known[1] else None
         if head is not None and head[1].root == tree_id:
             return VersionInfo.from_record(*head), False
+        # A named subset is part of the dataset: it carries forward to every later version.
+        subsets = head[1].subsets if head else ()
+        return self._publish(name, str(root), head, tree_id, size, files, message, subsets), True
+
+    def _publish(
+        self, name: str, path: str | None, head: tuple[bytes, VersionRecord] | None, tree_id: bytes, size: int,
+        files: int, message: str, subsets: tuple[Subset, ...],
+    ) -> VersionInfo:
         record = sign_version(
             VersionRecord(
                 name=name,
@@ -308,13 +319,27 @@ class Library:
                 author=self._author,
                 time=int(time.time()),
                 message=message,
+                subsets=subsets,
             ),
             self._signer,
         )
         version_id, data = encode_with_id(record)
         row = VersionRow(version_id, name, record.seq, record.time, size, files, tree_id)
-        self.index.add_version(row, data, path=str(root))
-        return VersionInfo.from_record(version_id, record), True
+        self.index.add_version(row, data, path=path)
+        return VersionInfo.from_record(version_id, record)
+
+    async def set_subsets(self, name: str, change: Callable[[VersionRecord], tuple[Subset, ...]], message: str) -> VersionInfo:
+        """Publish a version of `name` with its head's tree and the subsets `change` makes of the head's."""
+        lock = self._share_locks.setdefault(name, trio.Lock())
+        async with lock:
+            known = self.index.dataset(name)
+            if known is None or known[1] is None:
+                raise UnknownDataset(f"no dataset named {name!r} here; `shoal ls` lists them")
+            head = self._record(known[1])
+            subsets = change(head[1])
+            return await trio.to_thread.run_sync(
+                self._publish, name, known[0], head, head[1].root, head[1].size, head[1].files, message, subsets
+            )
 
     def _record(self, version_id: bytes) -> tuple[bytes, VersionRecord]:
         found = self.index.get_object(version_id)

@@ -22,6 +22,12 @@ class FetchSpec:
     include: tuple[str, ...] = ()
     from_peer: str | None = None
     timeout: float = 30.0
+    subset: str | None = None
+
+    @property
+    def partial(self) -> bool:
+        """Whether the fetch selects only part of the version."""
+        return bool(self.include) or self.subset is not None
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ most FANOUT entries; at level 0 they are the items themselves, at level L > 0 th
 are `Ref(size, id)` of level L-1 nodes. See `paged.py` for how pages are cut.
 """
 
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeAlias
@@ -33,6 +34,13 @@ MAX_PARENTS = 16
 MAX_MESSAGE = 4096
 #: Sizes are unsigned 64-bit on the wire.
 MAX_SIZE = 2**63 - 1
+#: Subsets per version, patterns per subset, and bytes per pattern.
+MAX_SUBSETS = 64
+MAX_PATTERNS = 256
+MAX_PATTERN = 1024
+#: A subset's sample is in parts per million; this keeps every file.
+SAMPLE_ALL = 1_000_000
+_SUBSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class EntryType(IntEnum):
@@ -89,6 +97,17 @@ class TreeNode:
 
 
 @dataclass(frozen=True, slots=True)
+class Subset:
+    """A named part of a version: files matching `include` (all when empty), then a
+    deterministic sample of `sample` parts per million of them, drawn with `seed`."""
+
+    name: str
+    include: tuple[str, ...] = ()
+    sample: int = SAMPLE_ALL
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class VersionRecord:
     """A signed snapshot of a dataset. `signature` covers `signed_bytes()`."""
 
@@ -102,6 +121,9 @@ class VersionRecord:
     time: int
     message: str
     signature: bytes = b""
+    #: Named subsets, sorted by name; encoded only when there are any, so records
+    #: without subsets keep the encoding (and id) they always had.
+    subsets: tuple[Subset, ...] = ()
 
     def signed_bytes(self) -> bytes:
         """The bytes the author signs: a domain prefix plus the unsigned encoding."""
@@ -122,10 +144,13 @@ def _refs(entries: tuple[Ref, ...]) -> list[list[Any]]:
 
 
 def _version_fields(v: VersionRecord) -> list[Any]:
-    return [
+    fields = [
         int(Kind.VERSION), v.name, v.seq, v.root, list(v.parents),
         v.size, v.files, v.author, v.time, v.message,
     ]
+    if v.subsets:
+        fields.append([[s.name, list(s.include), s.sample, s.seed] for s in v.subsets])
+    return fields
 
 
 def encode(obj: ManifestObject) -> bytes:
@@ -235,6 +260,35 @@ def _tree_entry(value: Any) -> TreeEntry:
     return TreeEntry(name, kind, executable, size, ref)
 
 
+def _subsets(value: Any) -> tuple[Subset, ...]:
+    items = _list(value, "subsets", MAX_SUBSETS)
+    if not items:
+        raise _fail("an empty subset list is left out, not encoded")
+    out = tuple(_subset(item) for item in items)
+    names = [s.name.encode("utf-8") for s in out]
+    if names != sorted(set(names)):
+        raise _fail("subsets must be sorted by name, each name once")
+    return out
+
+
+def _subset(value: Any) -> Subset:
+    item = _list(value, "subset", 4)
+    if len(item) != 4:
+        raise _fail("subset must be [name, include, sample, seed]")
+    name, include, sample, seed = item
+    if type(name) is not str or not _SUBSET_NAME.fullmatch(name):
+        raise _fail(f"subset name {name!r} is invalid: 1-64 letters, digits, '.', '_' or '-'")
+    patterns = _list(include, f"subset {name} patterns", MAX_PATTERNS)
+    if not all(type(p) is str and 0 < len(p.encode("utf-8")) <= MAX_PATTERN for p in patterns):
+        raise _fail(f"subset {name}: patterns must be non-empty text of at most {MAX_PATTERN} bytes")
+    return Subset(name, tuple(patterns), _int(sample, "subset sample", 1, SAMPLE_ALL), _int(seed, "subset seed", 0, 2**64 - 1))
+
+
+def check_subset(subset: Subset) -> None:
+    """Raise ObjectFormatError unless `subset` may be part of a version record."""
+    _subset([subset.name, list(subset.include), subset.sample, subset.seed])
+
+
 def _check_sorted(entries: tuple[TreeEntry, ...]) -> None:
     prev: bytes | None = None
     for e in entries:
@@ -280,9 +334,11 @@ def _decode_fields(kind: Kind, fields: list[Any]) -> ManifestObject:
             return TreeNode(0, entries)
         return TreeNode(level, _refs_from(fields[2], level))
     if kind == Kind.VERSION:
-        if len(fields) != 11:
-            raise _fail("version record must have 11 fields")
-        _, name, seq, root, parents, size, files, author, time, message, signature = fields
+        if len(fields) not in (11, 12):
+            raise _fail("version record must have 11 or 12 fields")
+        _, name, seq, root, parents, size, files, author, time, message = fields[:10]
+        signature = fields[-1]
+        subsets = _subsets(fields[10]) if len(fields) == 12 else ()
         try:
             check_dataset_name(name)
         except ProtocolError as e:
@@ -304,6 +360,7 @@ def _decode_fields(kind: Kind, fields: list[Any]) -> ManifestObject:
             time=_int(time, "version time"),
             message=message,
             signature=signature,
+            subsets=subsets,
         )
     raise _fail(f"kind {kind!r} has no manifest encoding")
 

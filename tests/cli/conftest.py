@@ -22,7 +22,9 @@ class ShoalCli:
     def __init__(self, home: Path) -> None:
         self.home = home
 
-    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess:
         full_env = {key: value for key, value in os.environ.items() if key != "SHOAL_NO_AUTOSTART"}
         full_env.update(env or {})
         return subprocess.run(
@@ -31,11 +33,12 @@ class ShoalCli:
             text=True,
             env=full_env,
             timeout=timeout,
+            cwd=cwd,
         )
 
-    def json(self, *args: str) -> dict:
+    def json(self, *args: str, cwd: Path | None = None) -> dict:
         """The one JSON object a successful `shoal ... --json` printed, with nothing on stderr."""
-        process = self(*args, "--json")
+        process = self(*args, "--json", cwd=cwd)
         assert process.returncode == 0, process.stderr
         assert process.stderr == "", process.stderr
         return json.loads(process.stdout)

@@ -14,7 +14,8 @@ import pytest
 from shoal.daemon.lifecycle import running_pid
 from shoal.protocol.identity import PeerId
 
-VERSION_KEYS = {"name", "seq", "id", "root", "parents", "author", "time", "message", "size", "files"}
+VERSION_KEYS = {"name", "seq", "id", "root", "parents", "author", "time", "message", "size", "files", "subsets"}
+LOG_KEYS = VERSION_KEYS | {"author_peer", "author_name", "files_changed", "bytes_new"}
 PEER_KEYS = {
     "peer_id", "short", "name", "trusted", "state", "address", "addresses", "rates", "added", "first_seen", "last_seen",
     "online", "discovered", "last_error", "bytes_in", "bytes_out",
@@ -90,9 +91,12 @@ def test_share_json_then_ls_and_log_schemas(running, data):
     log = running.json("log", "resnet")
     assert set(log) == {"name", "versions"} and log["name"] == "resnet"
     assert [version["message"] for version in log["versions"]] == ["v2", "v1"]
+    assert all(set(version) == LOG_KEYS for version in log["versions"])
+    assert [(v["files_changed"], v["bytes_new"]) for v in log["versions"]] == [(1, 6000), (1, 5000)]
     human = running("log", "resnet")
     assert human.returncode == 0
-    assert human.stdout.splitlines()[0].split() == ["VERSION", "ID", "TIME", "SIZE", "FILES", "KEPT", "MESSAGE"]
+    headers = ["VERSION", "ID", "TIME", "AUTHOR", "SIZE", "FILES", "CHANGED", "NEW", "KEPT", "MESSAGE"]
+    assert human.stdout.splitlines()[0].split() == headers
     assert human.stdout.splitlines()[1].startswith("@2")
 
 

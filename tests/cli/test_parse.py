@@ -6,10 +6,33 @@ import pytest
 
 from shoal.cli import main as main_mod
 from shoal.cli.main import command_parser, main, parse_args
-from shoal.errors import UnknownDataset
+from shoal.cli.refs import parse_ref
+from shoal.errors import UnknownDataset, UsageError
 
-COMMANDS = ["daemon", "id", "peers", "trust", "untrust", "share", "ls", "log", "status", "verify", "config", "fetch", "tui", "gc",
-            "watch", "unwatch", "watches"]
+COMMANDS = [
+    "daemon", "id", "peers", "trust", "untrust", "share", "ls", "log", "status", "verify", "config", "fetch", "diff", "subset",
+    "pin", "sync", "tui", "gc", "watch", "unwatch", "watches",
+]
+
+
+@pytest.mark.parametrize(
+    "text, parts",
+    [
+        ("ds", ("ds", None, None)),
+        ("ds@3", ("ds", "3", None)),
+        ("ds:small", ("ds", None, "small")),
+        ("ds@ab12cd:small", ("ds", "ab12cd", "small")),
+    ],
+)
+def test_dataset_references(text, parts):
+    ref = parse_ref(text)
+    assert (ref.name, ref.version, ref.subset) == parts
+
+
+@pytest.mark.parametrize("text", ["", "@3", "ds@", "ds:", "ds@:x", ":x"])
+def test_bad_dataset_references(text):
+    with pytest.raises(UsageError, match="is not NAME"):
+        parse_ref(text)
 
 
 def test_every_documented_command_exists():
@@ -91,7 +114,7 @@ def test_usage_errors_are_one_line_with_exit_code_2(argv, fragment, capsys):
 
 def test_a_fetch_spec_ending_in_at_is_a_usage_error(capsys):
     assert main(["--no-autostart", "fetch", "imagenet@"]) == 2
-    assert "NAME@VERSION" in capsys.readouterr().err
+    assert "NAME[@VERSION]" in capsys.readouterr().err
 
 
 def failing(exc: BaseException):

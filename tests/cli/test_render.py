@@ -178,3 +178,24 @@ def test_a_terminal_gets_a_live_bar_and_a_pipe_plain_lines():
     time.sleep(0.15)
     view.close()
     assert "sharing imagenet" in terminal.getvalue()
+
+
+def test_log_shows_author_and_change_columns_with_unknowns_as_question_marks():
+    known = VERSION | {"author_peer": "5VQOWZU", "author_name": "gpu-box", "files_changed": 12, "bytes_new": 3_000_000}
+    unknown = VERSION | {"seq": 2, "author_peer": "5VQOWZU", "author_name": None, "files_changed": None, "bytes_new": None}
+    lines = render.render_log({"name": "imagenet", "versions": [known, unknown]}).splitlines()
+    assert lines[0].split() == ["VERSION", "ID", "TIME", "AUTHOR", "SIZE", "FILES", "CHANGED", "NEW", "MESSAGE"]
+    assert "gpu-box" in lines[1] and "3.0 MB" in lines[1] and " 12 " in lines[1]
+    assert "5VQOWZU" in lines[2] and lines[2].count(" ? ") == 2
+
+
+def test_diff_lists_marks_then_a_summary_and_says_how_many_were_left_out():
+    diff = {
+        "from": VERSION | {"seq": 1}, "to": VERSION, "total": 5,
+        "counts": {"added": 3, "removed": 1, "modified": 1, "type": 0},
+        "changes": [{"path": "a", "change": "added", "size": 1}, {"path": "b", "change": "removed", "size": 0}],
+        "bytes_changed": 2_000, "bytes_to_fetch": 1_000,
+    }
+    lines = render.render_diff(diff).splitlines()
+    assert lines[:3] == ["+ a", "- b", "… and 3 more"]
+    assert lines[3] == "imagenet@1 → imagenet@3: 3 added, 1 removed, 1 modified; 1.0 kB to fetch (2.0 kB in changed files)"
