@@ -280,6 +280,7 @@ class ControlApi:
             version = await self.library.set_subsets(name, lambda head: with_subset(head, wanted), f"subset {subset} set")
         self._publish("datasets", {"name": name, "version": version.to_json()})
         await self.network.publish_catalog()
+        await self.keeper.after_share(name, version.id, None)
         return {"name": name, "version": version.to_json(), "subsets": version.to_json()["subsets"]}
 
     async def verify(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:

@@ -1021,6 +1021,12 @@ class Fetcher:
             with trio.move_on_after(1.0):
                 await _first_of(run.changed.wait, self.peers.wait_for_change)
             if not run.workers and time.monotonic() - run.last_source_seen > run.spec.timeout:
+                if not run.transfer.peers:
+                    what = f"{run.spec.name}@{run.spec.version}" if run.spec.version else run.spec.name
+                    raise NoPeer(
+                        f"no connected peer serves {what} in full and this machine holds only part of it;"
+                        f" waited {run.spec.timeout:g}s"
+                    )
                 raise NoPeer(
                     f"every peer serving {run.spec.name} left or failed; waited {run.spec.timeout:g}s for another"
                 )

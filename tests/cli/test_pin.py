@@ -95,7 +95,8 @@ def test_sync_to_a_version_no_peer_serves_uses_local_data_or_says_what_is_missin
     with linked_daemons(2) as (a, b):
         data = tmp_path / "ds"
         write_files(data, FILES)
-        ok(a("share", str(data)))
+        # Without retention on A, once A moves on nobody serves version 2 in full.
+        ok(a("share", "--no-keep", str(data)))
         ok(a("subset", "ds", "first", "--include", "img/0*"))
         v1s = a.json("log", "ds")["versions"][0]
         repo = tmp_path / "repo"

@@ -184,7 +184,7 @@ def test_log_shows_author_and_change_columns_with_unknowns_as_question_marks():
     known = VERSION | {"author_peer": "5VQOWZU", "author_name": "gpu-box", "files_changed": 12, "bytes_new": 3_000_000}
     unknown = VERSION | {"seq": 2, "author_peer": "5VQOWZU", "author_name": None, "files_changed": None, "bytes_new": None}
     lines = render.render_log({"name": "imagenet", "versions": [known, unknown]}).splitlines()
-    assert lines[0].split() == ["VERSION", "ID", "TIME", "AUTHOR", "SIZE", "FILES", "CHANGED", "NEW", "MESSAGE"]
+    assert lines[0].split() == ["VERSION", "ID", "TIME", "AUTHOR", "SIZE", "FILES", "CHANGED", "NEW", "KEPT", "MESSAGE"]
     assert "gpu-box" in lines[1] and "3.0 MB" in lines[1] and " 12 " in lines[1]
     assert "5VQOWZU" in lines[2] and lines[2].count(" ? ") == 2
 
