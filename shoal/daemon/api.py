@@ -21,6 +21,7 @@ from shoal.daemon.fetch import Fetcher
 from shoal.daemon.transfer import FetchSpec
 from shoal.daemon.library import Library, ShareProgress
 from shoal.daemon.peers import PeerManager
+from shoal.daemon.subscriptions import Subscriptions
 from shoal.daemon.transfers import Transfers
 from shoal.daemon.trust import PendingPeer, TrustedPeer, TrustStore, canonical_peer_id
 from shoal.errors import UsageError
@@ -28,8 +29,8 @@ from shoal.protocol.identity import PeerId
 from shoal.protocol.messages import CatalogEntry
 
 #: Event topics: a dataset got a new version; the trust store changed; the
-#: configuration was reloaded; the daemon is about to stop.
-TOPICS = ("datasets", "peers", "transfers", "config", "daemon")
+#: configuration was reloaded; the daemon is about to stop; a subscription changed.
+TOPICS = ("datasets", "peers", "transfers", "config", "daemon", "subscriptions")
 #: Keys whose new value takes effect only when the daemon restarts.
 RESTART_KEYS = frozenset({"listen", "discovery"})
 #: Progress of a long request is sent at most this often, however fast it advances.
@@ -58,6 +59,7 @@ class ControlApi:
         peers: PeerManager,
         transfers: Transfers,
         fetcher: Fetcher,
+        subscriptions: Subscriptions,
     ) -> None:
         self.home = home
         self.config = config
@@ -71,6 +73,7 @@ class ControlApi:
         self.network = peers
         self.transfers = transfers
         self.fetcher = fetcher
+        self.subscriptions = subscriptions
         self._started = time.time()
 
     def register(self, server: ControlServer) -> None:
@@ -97,6 +100,9 @@ class ControlApi:
             "peers": self.peers,
             "trust": self.trust_peer,
             "untrust": self.untrust_peer,
+            "subscription.add": self.add_subscription,
+            "subscription.remove": self.remove_subscription,
+            "subscription.list": self.list_subscriptions,
         }
 
     async def id(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
@@ -296,6 +302,24 @@ class ControlApi:
         return {"peer": entry}
 
 
+    async def add_subscription(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Keep a folder at the newest version of a dataset from now on."""
+        _only(params, "name", "dest")
+        dest = _absolute(params, "dest")
+        entry, created = await self.subscriptions.add(_text(params, "name"), dest)
+        return {"subscription": entry, "created": created}
+
+    async def remove_subscription(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Stop following a dataset; the folder keeps its files."""
+        _only(params, "name", "dest")
+        dest = _absolute(params, "dest") if "dest" in params else None
+        return {"subscription": await self.subscriptions.remove(_text(params, "name"), dest)}
+
+    async def list_subscriptions(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        _only(params)
+        return {"subscriptions": self.subscriptions.listing()}
+
+
 class _ProgressRelay:
     """Turns the library's synchronous progress callbacks into paced progress messages."""
 
@@ -380,6 +404,13 @@ def _text(params: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise UsageError(f"parameter {key!r} must be non-empty text")
     return value
+
+
+def _absolute(params: dict[str, Any], key: str) -> Path:
+    path = Path(_text(params, key))
+    if not path.is_absolute():
+        raise UsageError(f"parameter {key!r} must be an absolute path, not {str(path)!r}")
+    return Path(os.path.normpath(path))
 
 
 def _flag(params: dict[str, Any], key: str) -> bool:

@@ -25,8 +25,9 @@ from typing import Protocol
 import trio
 
 from shoal.daemon import chunks as chunkio
-from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, remove_entry
+from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink
 from shoal.daemon.index import FileRecord, FileStat, Index, VersionRow
+from shoal.daemon.local_changes import KeepLocal, Overwrite
 from shoal.daemon.library import VersionInfo
 from shoal.daemon.transfer import Busy, FetchResult, FetchSpec, PeerStats, Transfer
 from shoal.daemon.scanner import PARTIAL_DIR, file_id_of, index_loader
@@ -335,7 +336,7 @@ class Fetcher:
 
     async def _fetch(self, spec: FetchSpec, transfer: Transfer) -> FetchResult:
         matcher = include_matcher(spec.include)
-        dest = await trio.to_thread.run_sync(self._check_dest, spec)
+        dest = await trio.to_thread.run_sync(self.check_dest, spec)
         version_id, record, data = await self._resolve(spec, transfer)
         transfer.version = VersionInfo.from_record(version_id, record)
         transfer.bytes_total = record.size
@@ -442,7 +443,8 @@ class Fetcher:
 
     # --- destination -----------------------------------------------------------
 
-    def _check_dest(self, spec: FetchSpec) -> Path:
+    def check_dest(self, spec: FetchSpec) -> Path:
+        """The absolute DEST, if a fetch of spec.name may write there; else UsageError."""
         dest = Path(os.path.abspath(spec.dest))
         known = self.index.dataset(spec.name)
         if known is not None and known[0] is not None and known[0] != str(dest):
@@ -789,9 +791,15 @@ class Fetcher:
         Runs in a worker thread, a few steps at a time.
         """
         load = index_loader(self.index)
-        yield from self._plan_dir(run, load, (), root, old_root, matcher)
+        guard = Overwrite(run.dest)
+        if run.spec.keep_local:
+            assert run.transfer.version is not None
+            guard = KeepLocal(self.index, run.dest, run.transfer.version.seq, run.transfer.conflicts.append)
+        yield from self._plan_dir(run, load, (), root, old_root, matcher, guard)
 
-    def _plan_dir(self, run: _Run, load, prefix: tuple[str, ...], tree_id: bytes, old_id: bytes | None, matcher):
+    def _plan_dir(
+        self, run: _Run, load, prefix: tuple[str, ...], tree_id: bytes, old_id: bytes | None, matcher, guard: Overwrite
+    ):
         dest = run.dest
         if tree_id == old_id:
             # Unchanged subtree: the earlier fetch already wrote it.
@@ -806,22 +814,28 @@ class Fetcher:
             parts = prefix + (name,)
             replaced = name in new and new[name].type == gone.type
             if not replaced and matcher(parts, gone.type == EntryType.DIR):
-                remove_entry(dest.joinpath(*parts))
+                guard.remove(load, parts, gone)
         ensure_dir(dest, prefix)
         for name, entry in new.items():
             parts = prefix + (name,)
             if not matcher(parts, entry.type == EntryType.DIR):
                 continue
-            if entry.type == EntryType.DIR:
-                previous = old.get(name)
+            previous = old.get(name)
+            if guard.left_deleted(parts, previous, entry):
+                _count_kept(run.transfer, entry)
+                yield None
+            elif entry.type == EntryType.DIR:
                 prev_id = previous.ref if previous is not None and previous.type == EntryType.DIR else None
-                yield from self._plan_dir(run, load, parts, entry.ref, prev_id, matcher)  # type: ignore[arg-type]
+                guard.make_way(parts, previous, entry)
+                yield from self._plan_dir(run, load, parts, entry.ref, prev_id, matcher, guard)  # type: ignore[arg-type]
             elif entry.type == EntryType.SYMLINK:
+                guard.make_way(parts, previous, entry)
                 place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
             elif self._already_there(dest, parts, entry):
                 _count_kept(run.transfer, entry)
                 yield None
             else:
+                guard.make_way(parts, previous, entry)
                 yield self._start_file(run, parts, entry)
 
     def _already_there(self, dest: Path, parts: tuple[str, ...], entry: TreeEntry) -> bool:

@@ -7,7 +7,8 @@ Subsystems, in start order (and stopped in reverse):
 3. trust store: trusted and pending peers.
 4. peers: the listener, the dialler and one session per connected trusted peer.
 5. discovery (unless turned off): mDNS announcement and browsing, feeding the dialler.
-6. control server: the local socket clients drive everything through.
+6. subscriptions: folders kept at the newest version of a dataset.
+7. control server: the local socket clients drive everything through.
 """
 
 import ctypes
@@ -26,6 +27,7 @@ from shoal.daemon.control import ControlServer
 from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library import Library
 from shoal.daemon.peers import PeerEvent, PeerManager, split_address
+from shoal.daemon.subscriptions import Subscriptions
 from shoal.daemon.transfers import Transfers
 from shoal.daemon.trust import TrustStore
 from shoal.protocol.identity import PeerId, peer_id_of
@@ -76,6 +78,9 @@ async def serve(
         peers = PeerManager(signer, trust, library, listen, on_event=lambda e: _publish_peer_event(control, e))
         fetcher = Fetcher(library.index, peers)
         transfers = Transfers(fetcher, peers.publish_catalog, control.publish)
+        subscriptions = Subscriptions(
+            home, library, peers, fetcher, transfers, control.publish, signer.public_key().public_bytes_raw()
+        )
         api = ControlApi(
             home=home,
             config=config,
@@ -89,6 +94,7 @@ async def serve(
             peers=peers,
             transfers=transfers,
             fetcher=fetcher,
+            subscriptions=subscriptions,
         )
         api.register(control)
         async with trio.open_nursery() as nursery:
@@ -96,6 +102,7 @@ async def serve(
             log.info("listening for peers on %s", api._listen_address())
             if api.discovery:
                 await _start_discovery(nursery, peer_id, listen, port, peers)
+            await nursery.start(subscriptions.run)
             await nursery.start(control.serve)
             log.info("shoal daemon %s ready; control socket %s", peer_id, control.path)
             task_status.started(DaemonHandle(peer_id, control.path, stopping))

@@ -8,7 +8,8 @@ from shoal.cli import main as main_mod
 from shoal.cli.main import command_parser, main, parse_args
 from shoal.errors import UnknownDataset
 
-COMMANDS = ["daemon", "id", "peers", "trust", "untrust", "share", "ls", "log", "status", "verify", "config", "fetch", "tui"]
+COMMANDS = ["daemon", "id", "peers", "trust", "untrust", "share", "ls", "log", "status", "verify", "config", "fetch",
+            "subscribe", "unsubscribe", "subscriptions", "tui"]
 
 
 def test_every_documented_command_exists():

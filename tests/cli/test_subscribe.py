@@ -1,0 +1,221 @@
+"""Subscriptions, as a user drives them: two real daemons on loopback, one publishing, one following."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ShoalCli
+from test_two_daemons import files_of, ok, pair  # noqa: F401 - pair is a fixture
+
+#: How long a follower gets to pick up a new version (loopback, a few MB, a loaded 2-core machine).
+FOLLOW_TIMEOUT = 60.0
+#: Bytes on the wire beyond the changed data: manifest objects, catalogs, framing, boundary chunks.
+DELTA_SLACK = 2 * 256 * 1024 + 64 * 1024
+
+
+def connect(a: ShoalCli, b: ShoalCli) -> str:
+    """A trusts B, B trusts A at its address; return A's peer id."""
+    id_a = a.json("id")["peer_id"]
+    ok(a("trust", b.json("id")["peer_id"], "--name", "laptop"))
+    ok(b("trust", id_a, "--name", "gpu-box", "--addr", a.json("status")["listen"]))
+    return id_a
+
+
+def make_dataset(root: Path) -> Path:
+    data = root / "ckpt"
+    (data / "train").mkdir(parents=True)
+    (data / "model.pt").write_bytes(os.urandom(4_000_000))
+    (data / "config.yaml").write_text("lr: 0.1\n")
+    for i in range(10):
+        (data / "train" / f"shard{i}.bin").write_bytes(os.urandom(30_000 + i))
+    return data
+
+
+def subscription(b: ShoalCli, name: str) -> dict:
+    found = [s for s in b.json("subscriptions")["subscriptions"] if s["name"] == name]
+    assert len(found) == 1
+    return found[0]
+
+
+def wait_for_seq(b: ShoalCli, name: str, seq: int) -> dict:
+    """Poll the follower until DEST holds NAME@seq and no update runs; return the subscription."""
+    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    while True:
+        sub = subscription(b, name)
+        if sub["version"] and sub["version"]["seq"] == seq and sub["state"] == "current":
+            return sub
+        assert time.monotonic() < deadline, f"still {sub} after {FOLLOW_TIMEOUT}s"
+        time.sleep(0.2)
+
+
+def bytes_in(b: ShoalCli, peer_id: str) -> int:
+    return next(p for p in b.json("peers")["peers"] if p["peer_id"] == peer_id)["bytes_in"]
+
+
+def overwrite(path: Path, offset: int, size: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(os.urandom(size))
+
+
+def test_follows_three_versions_moving_only_deltas(pair, tmp_path: Path) -> None:  # noqa: F811
+    a, b = pair
+    id_a = connect(a, b)
+    data = make_dataset(tmp_path)
+    ok(a("share", str(data), "-m", "v1"))
+    dest = tmp_path / "follow"
+    added = b.json("subscribe", "ckpt", str(dest))
+    assert added["created"] is True and added["subscription"]["dest"] == str(dest)
+    sub = wait_for_seq(b, "ckpt", 1)
+    assert files_of(dest) == files_of(data)
+    assert sub["last_fetch"]["bytes_received"] >= 4_000_000
+
+    # v2: 1 MiB of the model changes. v3: a new file and a config change, a shard deleted.
+    changes = [
+        (2, lambda: overwrite(data / "model.pt", 1_000_000, 1024 * 1024), 1024 * 1024),
+        (3, lambda: ((data / "extra.bin").write_bytes(os.urandom(300_000)),
+                     (data / "config.yaml").write_text("lr: 0.05\n"),
+                     (data / "train" / "shard3.bin").unlink()), 300_000 + 9),
+    ]
+    for seq, change, changed_bytes in changes:
+        before = bytes_in(b, id_a)
+        change()
+        ok(a("share", str(data), "-m", f"v{seq}"))
+        sub = wait_for_seq(b, "ckpt", seq)
+        moved = bytes_in(b, id_a) - before
+        assert files_of(dest) == files_of(data)
+        assert changed_bytes <= sub["last_fetch"]["bytes_received"] <= changed_bytes + DELTA_SLACK, sub["last_fetch"]
+        assert changed_bytes <= moved <= changed_bytes + DELTA_SLACK, f"v{seq}: {moved} bytes in for {changed_bytes}"
+    assert sub["conflicts"] == [] and sub["last_error"] is None
+    assert b.json("verify", "ckpt")["ok"] is True
+    # The follower serves what it follows, like any fetch.
+    assert b.json("ls")["datasets"][0]["head"]["seq"] == 3
+
+
+def test_local_changes_are_kept(pair, tmp_path: Path) -> None:  # noqa: F811
+    a, b = pair
+    connect(a, b)
+    data = make_dataset(tmp_path)
+    (data / "notes").mkdir()
+    (data / "notes" / "a.txt").write_text("publisher's a\n")
+    (data / "notes" / "b.txt").write_text("publisher's b\n")
+    ok(a("share", str(data)))
+    dest = tmp_path / "follow"
+    ok(b("subscribe", "ckpt", str(dest)))
+    wait_for_seq(b, "ckpt", 1)
+
+    # The user edits a file, adds one inside a folder, adds one where the publisher will add one,
+    # and deletes a file the publisher leaves alone.
+    (dest / "config.yaml").write_text("lr: 0.3  # mine\n")
+    (dest / "train" / "my-notes.txt").write_text("my notes\n")
+    (dest / "README").write_text("my readme\n")
+    (dest / "notes" / "b.txt").unlink()
+    # The publisher changes the same file, removes that folder, adds README, changes the model.
+    (data / "config.yaml").write_text("lr: 0.01\n")
+    for shard in (data / "train").iterdir():
+        shard.unlink()
+    (data / "train").rmdir()
+    (data / "README").write_text("publisher's readme\n")
+    (data / "notes" / "a.txt").write_text("publisher's new a\n")
+    overwrite(data / "model.pt", 0, 100_000)
+    ok(a("share", str(data)))
+    sub = wait_for_seq(b, "ckpt", 2)
+
+    assert sorted(sub["conflicts"], key=lambda c: c["path"]) == [
+        {"path": "README", "change": "added", "kept_as": "README.shoal-conflict-2"},
+        {"path": "config.yaml", "change": "edited", "kept_as": "config.yaml.shoal-conflict-2"},
+        {"path": "notes/b.txt", "change": "deleted", "kept_as": None},
+        {"path": "train/my-notes.txt", "change": "added", "kept_as": "train/my-notes.txt"},
+    ]
+    assert (dest / "config.yaml").read_text() == "lr: 0.01\n"
+    assert (dest / "config.yaml.shoal-conflict-2").read_text() == "lr: 0.3  # mine\n"
+    assert (dest / "README").read_text() == "publisher's readme\n"
+    assert (dest / "README.shoal-conflict-2").read_text() == "my readme\n"
+    assert sorted(p.name for p in (dest / "train").iterdir()) == ["my-notes.txt"]
+    assert (dest / "train" / "my-notes.txt").read_text() == "my notes\n"
+    assert not (dest / "notes" / "b.txt").exists()
+    assert (dest / "notes" / "a.txt").read_text() == "publisher's new a\n"
+    assert (dest / "model.pt").read_bytes() == (data / "model.pt").read_bytes()
+    listing = ok(b("subscriptions"))
+    assert "config.yaml: edited here; your copy is config.yaml.shoal-conflict-2" in listing
+
+
+def test_survives_restart_then_unsubscribe_stops(pair, tmp_path: Path) -> None:  # noqa: F811
+    a, b = pair
+    connect(a, b)
+    data = make_dataset(tmp_path)
+    ok(a("share", str(data)))
+    dest = tmp_path / "follow"
+    ok(b("subscribe", "ckpt", str(dest)))
+    wait_for_seq(b, "ckpt", 1)
+
+    ok(b("daemon", "stop"))
+    overwrite(data / "model.pt", 0, 50_000)
+    ok(a("share", str(data)))
+    ok(b("daemon", "start"))
+    wait_for_seq(b, "ckpt", 2)
+    assert files_of(dest) == files_of(data)
+
+    gone = b.json("unsubscribe", "ckpt")
+    assert gone["subscription"]["name"] == "ckpt"
+    assert b.json("subscriptions") == {"subscriptions": []}
+    v2 = files_of(dest)
+    overwrite(data / "model.pt", 0, 50_000)
+    ok(a("share", str(data)))
+    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    while [d["head"]["seq"] for d in b.json("ls", "--remote")["datasets"]] != [3]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    # B sees @3 offered; a follower would start at once. Give it ample time to (wrongly) do so.
+    time.sleep(3)
+    assert b.json("ls")["datasets"][0]["head"]["seq"] == 2
+    assert files_of(dest) == v2
+
+
+def test_bad_inputs_get_one_line_errors(pair, tmp_path: Path) -> None:  # noqa: F811
+    _, b = pair
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "thesis.tex").write_text("precious")
+    cases = [
+        (("subscribe", "ds", str(a_file)), 2, "is not a folder"),
+        (("subscribe", "ds", str(occupied)), 2, "not a fetch of ds"),
+        (("subscribe", "bad/name", str(tmp_path / "x")), 2, "dataset name"),
+        (("unsubscribe", "nothing"), 4, "nothing follows 'nothing'"),
+    ]
+    for args, code, text in cases:
+        process = b(*args)
+        assert (process.returncode, process.stderr.count("\n")) == (code, 1), (args, process.stderr)
+        assert process.stderr.startswith("shoal: ") and text in process.stderr, process.stderr
+    assert (occupied / "thesis.tex").read_text() == "precious"
+
+    ok(b("subscribe", "ds", str(tmp_path / "one")))
+    again = b.json("subscribe", "ds", str(tmp_path / "one"))
+    assert again["created"] is False
+    for args, text in [
+        (("subscribe", "other", str(tmp_path / "one")), "overlaps"),
+        (("subscribe", "other", str(tmp_path / "one" / "inner")), "overlaps"),
+        (("subscribe", "ds", str(tmp_path / "two")), "already follows into"),
+        (("unsubscribe", "ds", str(tmp_path / "two")), "follows into"),
+    ]:
+        process = b(*args)
+        assert process.returncode == 2 and process.stderr.count("\n") == 1 and text in process.stderr, process.stderr
+    assert [s["name"] for s in b.json("subscriptions")["subscriptions"]] == ["ds"]
+    sub = subscription(b, "ds")
+    assert sub["state"] == "waiting" and sub["version"] is None
+
+
+def test_control_method_wants_an_absolute_dest(pair) -> None:  # noqa: F811
+    from shoal.cli.client import ControlClient
+    from shoal.daemon.home import socket_path
+    from shoal.errors import DaemonError
+
+    _, b = pair
+    with ControlClient.connect(socket_path(b.home)) as client:
+        with pytest.raises(DaemonError) as raised:
+            client.call("subscription.add", {"name": "ds", "dest": "relative/dir"})
+    assert raised.value.code == "usage" and "absolute" in str(raised.value)
