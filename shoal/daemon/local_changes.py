@@ -11,9 +11,9 @@ DEST (SPEC.md, "Subscriptions"):
   and a removed folder keeps the files added in it;
 - a file deleted here stays deleted while the publisher leaves it unchanged.
 
-"What the last fetch wrote" is the entry of the version DEST holds: a file is
-still the fetch's when the index's stat record of it matches, or else when its
-bytes hash to that entry's content id.
+A file is still the fetch's when the index's stat record of what a fetch wrote
+there matches it, or else when its bytes hash to the content id of the entry in
+the version DEST holds.
 """
 
 import os
@@ -91,7 +91,7 @@ class KeepLocal(Overwrite):
             return  # folders merge; their entries are looked at one by one
         if new.type == EntryType.SYMLINK and stat.S_ISLNK(st.st_mode) and os.readlink(path) == new.ref:
             return
-        if old is not None and self._still_fetched(path, parts, st, old):
+        if self._still_fetched(path, parts, st, old):
             return
         kept = _move_aside(path, self._seq)
         rel = "/".join(parts)
@@ -120,15 +120,18 @@ class KeepLocal(Overwrite):
         else:
             self._report(Conflict(rel, "edited", rel))
 
-    def _still_fetched(self, path: Path, parts: tuple[str, ...], st: os.stat_result, entry: TreeEntry) -> bool:
-        """Whether `path` still holds what the last fetch put there for `entry`."""
-        if entry.type == EntryType.SYMLINK:
+    def _still_fetched(self, path: Path, parts: tuple[str, ...], st: os.stat_result, entry: TreeEntry | None) -> bool:
+        """Whether `path` still holds what a fetch put there: `entry`'s content, or a file
+        the index recorded writing (an interrupted update may have written a newer one)."""
+        if entry is not None and entry.type == EntryType.SYMLINK:
             return stat.S_ISLNK(st.st_mode) and os.readlink(path) == entry.ref
-        if entry.type != EntryType.FILE or not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+        if not stat.S_ISREG(st.st_mode):
             return False
         row = self._index.cached_files(str(self.dest), "/".join(parts[:-1])).get(parts[-1])
         if row is not None and row.stat == FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
-            return row.file_id == entry.ref
+            return row.file_id is not None
+        if entry is None or entry.type != EntryType.FILE or st.st_size != entry.size:
+            return False
         file = decode(Kind.FILE, self._index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
         assert isinstance(file, FileObject)
         return file_id_of(path, file.params) == entry.ref
