@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from shoal.daemon.config import write_toml_atomic
+from shoal.daemon.control import single_exception
 from shoal.daemon.fetch import Fetcher
 from shoal.daemon.library import Library
 from shoal.daemon.peers import PeerManager
@@ -212,41 +213,49 @@ class Subscriptions:
                 return
             live.transfer = transfer
             result = await self._transfers.fetch(spec, _no_progress, transfer=transfer)
-        except Exception as exc:  # noqa: BLE001 - a failed update is retried, whatever failed
-            if not isinstance(exc, ShoalError):
-                _log.exception("subscription %s: update failed", sub.name)
+        except Exception as group:  # noqa: BLE001 - a failed update is retried, whatever failed
+            exc = single_exception(group)
+            if not isinstance(exc, (ShoalError, OSError)):
+                _log.error("subscription %s: update failed", sub.name, exc_info=group)
             await self._failed(sub.name, live, exc, transfer)
             return
         live.failures, live.next_try, live.last_error = 0, 0.0, None
         live.last_fetch = {k: result[k] for k in ("bytes_received", "bytes_reused", "files_written", "seconds")}
         live.last_fetch["seq"] = result["version"]["seq"]
-        await self._record(sub.name, transfer, author=result["version"]["author"], updated=int(time.time()))
-        self._publish("subscriptions", {"change": "updated", "subscription": self.entry(sub.name),
-                                        "conflicts": [c.to_json() for c in transfer.conflicts]})
+        if await self._record(sub.name, transfer, author=result["version"]["author"], updated=int(time.time())):
+            kept = [c.to_json() for c in transfer.conflicts]
+            entry = self.entry(sub.name)
+            self._publish("subscriptions", {"change": "updated", "subscription": entry, "conflicts": kept})
 
     async def _author_of(self, spec: FetchSpec) -> str:
         """The author of the version spec names, downloading only its VERSION and root TREE."""
         found = await self._fetcher.browse(spec, (), 1)
         return found["version"]["author"]
 
-    async def _failed(self, name: str, live: _Live, exc: Exception, transfer: Transfer) -> None:
+    async def _failed(self, name: str, live: _Live, exc: BaseException, transfer: Transfer) -> None:
         live.failures += 1
         live.last_error = str(exc) or type(exc).__name__
         live.next_try = time.monotonic() + min(RETRY_MAX, RETRY_START * 2 ** (live.failures - 1))
         _log.warning("subscription %s: update failed (%s); retrying later", name, live.last_error)
-        await self._record(name, transfer)
-        self._publish("subscriptions", {"change": "failed", "subscription": self.entry(name)})
+        if await self._record(name, transfer):
+            self._publish("subscriptions", {"change": "failed", "subscription": self.entry(name)})
 
-    async def _record(self, name: str, transfer: Transfer, **changes: Any) -> None:
-        """Persist what an update changed, including the conflicts it kept (even if it then failed)."""
+    async def _record(self, name: str, transfer: Transfer, **changes: Any) -> bool:
+        """Remember what an update changed, including the conflicts it kept (even if it then
+        failed); False when the subscription was removed meanwhile."""
         sub = self._subs.get(name)
         if sub is None:
-            return  # unsubscribed meanwhile
+            return False
         if sub.author is not None:
             changes.pop("author", None)
         conflicts = sub.conflicts + tuple(c.to_json() for c in transfer.conflicts)
         self._subs[name] = replace(sub, conflicts=conflicts[-MAX_CONFLICTS:], **changes)
-        await self._save()
+        try:
+            await self._save()
+        except OSError as exc:
+            # The update itself succeeded; the file catches up at the next save.
+            _log.warning("cannot save %s: %s", self._store.path, exc)
+        return name in self._subs
 
     async def _save(self) -> None:
         async with self._save_lock:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ShoalCli
+from conftest import ShoalCli, make_home, remove_home
 from test_two_daemons import files_of, ok, pair  # noqa: F401 - pair is a fixture
 
 #: How long a follower gets to pick up a new version (loopback, a few MB, a loaded 2-core machine).
@@ -219,3 +219,75 @@ def test_control_method_wants_an_absolute_dest(pair) -> None:  # noqa: F811
         with pytest.raises(DaemonError) as raised:
             client.call("subscription.add", {"name": "ds", "dest": "relative/dir"})
     assert raised.value.code == "usage" and "absolute" in str(raised.value)
+
+
+@pytest.fixture
+def third():
+    """A third daemon, for a second publisher."""
+    home = make_home()
+    cli = ShoalCli(home)
+    ok(cli("daemon", "start"))
+    yield cli
+    cli("daemon", "stop")
+    remove_home(home)
+
+
+def wait_offered(b: ShoalCli, peer_id: str, seq: int) -> None:
+    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    while not any(d["peer_id"] == peer_id and d["head"]["seq"] == seq for d in b.json("ls", "--remote")["datasets"]):
+        assert time.monotonic() < deadline, f"{peer_id} never offered @{seq}"
+        time.sleep(0.2)
+
+
+def test_follows_one_author_only(pair, third, tmp_path: Path) -> None:  # noqa: F811
+    a, b = pair
+    c = third
+    connect(a, b)
+    id_c = connect(c, b)
+    data = make_dataset(tmp_path)
+    ok(a("share", str(data)))
+    dest = tmp_path / "follow"
+    ok(b("subscribe", "ckpt", str(dest)))
+    sub = wait_for_seq(b, "ckpt", 1)
+    author_a = a.json("log", "ckpt")["versions"][0]["author"]
+    assert sub["author"] == author_a
+
+    # C publishes its own lineage under the same name, with higher numbers.
+    other = make_dataset(tmp_path / "c")
+    ok(c("share", str(other)))
+    (other / "config.yaml").write_text("lr: 9\n")
+    ok(c("share", str(other)))
+    wait_offered(b, id_c, 2)
+    time.sleep(3)  # a follower of any author would have started at once
+    sub = subscription(b, "ckpt")
+    assert sub["version"]["seq"] == 1 and sub["version"]["author"] == author_a, sub
+    assert files_of(dest) == files_of(data)
+
+    # A's next version, numbered like C's newest, is followed.
+    (data / "config.yaml").write_text("lr: 0.02\n")
+    ok(a("share", str(data)))
+    sub = wait_for_seq(b, "ckpt", 2)
+    assert sub["version"]["author"] == author_a
+    assert files_of(dest) == files_of(data)
+
+
+def test_failed_update_is_retried(pair, tmp_path: Path) -> None:  # noqa: F811
+    a, b = pair
+    data = make_dataset(tmp_path)
+    ok(a("share", str(data)))
+    dest = tmp_path / "parent" / "follow"
+    ok(b("subscribe", "ckpt", str(dest)))
+    assert subscription(b, "ckpt")["state"] == "waiting"
+    # Something is in the way of DEST's folder when the version arrives.
+    (tmp_path / "parent").write_text("in the way")
+    connect(a, b)
+    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    while (sub := subscription(b, "ckpt"))["state"] != "failed":
+        assert time.monotonic() < deadline, sub
+        time.sleep(0.1)
+    assert sub["last_error"].startswith(f"cannot create {dest}") and sub["retry_in"] > 0
+    assert (tmp_path / "parent").read_text() == "in the way"
+    (tmp_path / "parent").unlink()
+    sub = wait_for_seq(b, "ckpt", 1)
+    assert sub["last_error"] is None and sub["retry_in"] is None
+    assert files_of(dest) == files_of(data)
