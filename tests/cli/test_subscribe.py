@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ShoalCli, make_home, remove_home
+from shoal.cli.client import ControlClient
+from shoal.daemon.home import socket_path
+from shoal.errors import DaemonError
 from test_two_daemons import files_of, ok, pair  # noqa: F401 - pair is a fixture
 
 #: How long a follower gets to pick up a new version (loopback, a few MB, a loaded 2-core machine).
@@ -120,8 +123,16 @@ def test_local_changes_are_kept(pair, tmp_path: Path) -> None:  # noqa: F811
     (data / "README").write_text("publisher's readme\n")
     (data / "notes" / "a.txt").write_text("publisher's new a\n")
     overwrite(data / "model.pt", 0, 100_000)
-    ok(a("share", str(data)))
+    with ControlClient.connect(socket_path(b.home)) as events:
+        events.subscribe(["subscriptions"])
+        ok(a("share", str(data)))
+        updated = next(
+            e.data for e in events.events(timeout=FOLLOW_TIMEOUT)
+            if e.data["change"] == "updated"
+        )
     sub = wait_for_seq(b, "ckpt", 2)
+    assert updated["subscription"]["version"]["seq"] == 2
+    assert sorted(updated["conflicts"], key=lambda c: c["path"]) == sorted(sub["conflicts"], key=lambda c: c["path"])
 
     assert sorted(sub["conflicts"], key=lambda c: c["path"]) == [
         {"path": "README", "change": "added", "kept_as": "README.shoal-conflict-2"},
@@ -210,10 +221,6 @@ def test_bad_inputs_get_one_line_errors(pair, tmp_path: Path) -> None:  # noqa: 
 
 
 def test_control_method_wants_an_absolute_dest(pair) -> None:  # noqa: F811
-    from shoal.cli.client import ControlClient
-    from shoal.daemon.home import socket_path
-    from shoal.errors import DaemonError
-
     _, b = pair
     with ControlClient.connect(socket_path(b.home)) as client:
         with pytest.raises(DaemonError) as raised:
