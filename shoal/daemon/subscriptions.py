@@ -281,6 +281,8 @@ class Subscriptions:
         author = self._library.head(name).author.hex() if known is not None and known[1] is not None else None
         if author == self._own_author:
             raise UsageError(f"{name} is shared from this machine; subscribe to it on another machine")
+        if known is not None and known[0] is not None and known[0] != str(dest):
+            raise UsageError(f"dataset {name!r} is already at {known[0]} here; subscribe into that folder")
         await trio.to_thread.run_sync(self._fetcher.check_dest, FetchSpec(name, None, dest))
         # A folder that already holds the dataset follows that version's author.
         held = known is not None and known[0] == str(dest)

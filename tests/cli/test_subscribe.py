@@ -220,6 +220,27 @@ def test_bad_inputs_get_one_line_errors(pair, tmp_path: Path) -> None:  # noqa: 
     assert sub["state"] == "waiting" and sub["version"] is None
 
 
+def test_a_folder_holding_a_fetch_follows_on_from_it(pair, tmp_path: Path) -> None:  # noqa: F811
+    a, b = pair
+    connect(a, b)
+    data = make_dataset(tmp_path)
+    ok(a("share", str(data)))
+    dest = tmp_path / "fetched"
+    ok(b("fetch", "ckpt", str(dest), "--timeout", "30"))
+    elsewhere = b("subscribe", "ckpt", str(tmp_path / "elsewhere"))
+    assert elsewhere.returncode == 2 and f"already at {dest} here; subscribe into that folder" in elsewhere.stderr
+    mine = a("subscribe", "ckpt", str(tmp_path / "own"))
+    assert mine.returncode == 2 and "shared from this machine" in mine.stderr
+    added = b.json("subscribe", "ckpt", str(dest))["subscription"]
+    assert added["version"]["seq"] == 1 and added["author"] == added["version"]["author"]
+    assert added["state"] == "current"
+    overwrite(data / "model.pt", 0, 10_000)
+    ok(a("share", str(data)))
+    sub = wait_for_seq(b, "ckpt", 2)
+    assert sub["last_fetch"]["files_written"] == 1
+    assert files_of(dest) == files_of(data)
+
+
 def test_control_method_wants_an_absolute_dest(pair) -> None:  # noqa: F811
     _, b = pair
     with ControlClient.connect(socket_path(b.home)) as client:
