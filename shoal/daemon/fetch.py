@@ -794,7 +794,7 @@ class Fetcher:
         guard = Overwrite(run.dest)
         if run.spec.keep_local:
             assert run.transfer.version is not None
-            guard = KeepLocal(self.index, run.dest, run.transfer.version.seq, run.transfer.conflicts.append)
+            guard = KeepLocal(self.index, run.dest, run.transfer.version.seq, run.transfer.conflicts.add)
         yield from self._plan_dir(run, load, (), root, old_root, matcher, guard)
 
     def _plan_dir(

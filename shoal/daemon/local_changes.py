@@ -19,7 +19,7 @@ the version DEST holds.
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.daemon.dest import remove_entry
@@ -30,6 +30,9 @@ from shoal.protocol.manifest import tree_entries
 from shoal.protocol.objects import EntryType, FileObject, TreeEntry, decode
 
 CONFLICT_MARK = ".shoal-conflict-"
+#: Conflicts one update reports in full; beyond them only a count, so a folder
+#: of a million edited files cannot grow the daemon's memory or one event without bound.
+MAX_REPORTED = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,19 @@ class Conflict:
 
     def to_json(self) -> dict:
         return {"path": self.path, "change": self.change, "kept_as": self.kept_as}
+
+
+@dataclass(slots=True)
+class ConflictLog:
+    """The conflicts of one update: the first MAX_REPORTED, and how many there were."""
+
+    reported: list[Conflict] = field(default_factory=list)
+    total: int = 0
+
+    def add(self, conflict: Conflict) -> None:
+        self.total += 1
+        if len(self.reported) < MAX_REPORTED:
+            self.reported.append(conflict)
 
 
 class Overwrite:

@@ -223,9 +223,11 @@ class Subscriptions:
         live.last_fetch = {k: result[k] for k in ("bytes_received", "bytes_reused", "files_written", "seconds")}
         live.last_fetch["seq"] = result["version"]["seq"]
         if await self._record(sub.name, transfer, author=result["version"]["author"], updated=int(time.time())):
-            kept = [c.to_json() for c in transfer.conflicts]
-            entry = self.entry(sub.name)
-            self._publish("subscriptions", {"change": "updated", "subscription": entry, "conflicts": kept})
+            log = transfer.conflicts
+            self._publish("subscriptions", {
+                "change": "updated", "subscription": self.entry(sub.name),
+                "conflicts": [c.to_json() for c in log.reported], "conflicts_total": log.total,
+            })
 
     async def _author_of(self, spec: FetchSpec) -> str:
         """The author of the version spec names, downloading only its VERSION and root TREE."""
@@ -248,7 +250,7 @@ class Subscriptions:
             return False
         if sub.author is not None:
             changes.pop("author", None)
-        conflicts = sub.conflicts + tuple(c.to_json() for c in transfer.conflicts)
+        conflicts = sub.conflicts + tuple(c.to_json() for c in transfer.conflicts.reported)
         self._subs[name] = replace(sub, conflicts=conflicts[-MAX_CONFLICTS:], **changes)
         try:
             await self._save()

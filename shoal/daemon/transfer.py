@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 
 from shoal.daemon.library import VersionInfo
-from shoal.daemon.local_changes import Conflict
+from shoal.daemon.local_changes import ConflictLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ class Transfer:
     subtrees: dict[bytes, tuple[int, int, int, int]] = field(default_factory=dict)
     peers: dict[str, PeerStats] = field(default_factory=dict)
     #: Changes in DEST a keep_local update kept rather than overwrote.
-    conflicts: list[Conflict] = field(default_factory=list)
+    conflicts: ConflictLog = field(default_factory=ConflictLog)
     _rate_mark: tuple[float, int] = (0.0, 0)
     rate: float = 0.0
 

@@ -57,7 +57,7 @@ class Transfers:
         `transfer`, when given, is the live state to fill: the caller may read it afterwards.
         """
         tid = next(self._ids)
-        transfer = transfer or Transfer(spec)
+        transfer = transfer if transfer is not None else Transfer(spec)
         self.active[tid] = transfer
         self._publish("transfers", {"id": tid, "event": "started", "name": spec.name, "dest": str(spec.dest)})
         try:

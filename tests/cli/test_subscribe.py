@@ -131,7 +131,7 @@ def test_local_changes_are_kept(pair, tmp_path: Path) -> None:  # noqa: F811
             if e.data["change"] == "updated"
         )
     sub = wait_for_seq(b, "ckpt", 2)
-    assert updated["subscription"]["version"]["seq"] == 2
+    assert updated["subscription"]["version"]["seq"] == 2 and updated["conflicts_total"] == 4
     assert sorted(updated["conflicts"], key=lambda c: c["path"]) == sorted(sub["conflicts"], key=lambda c: c["path"])
 
     assert sorted(sub["conflicts"], key=lambda c: c["path"]) == [

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.library import Library
-from shoal.daemon.local_changes import Conflict, KeepLocal
+from shoal.daemon.local_changes import MAX_REPORTED, Conflict, ConflictLog, KeepLocal
 from shoal.daemon.scanner import index_loader
 from shoal.protocol.manifest import tree_entries
 from shoal.protocol.objects import EntryType, TreeEntry
@@ -104,3 +104,11 @@ async def test_conflict_names_never_replace_an_existing_file(shared) -> None:
     assert conflicts == [Conflict("edited.bin", "edited", "edited.bin.shoal-conflict-3-2")]
     assert (folder / "edited.bin.shoal-conflict-3").read_text() == "an older conflict copy"
     assert (folder / "edited.bin.shoal-conflict-3-2").read_text() == "mine"
+
+
+async def test_one_update_reports_a_bounded_number_of_conflicts() -> None:
+    log = ConflictLog()
+    for i in range(MAX_REPORTED + 50):
+        log.add(Conflict(f"f{i}", "edited", f"f{i}.shoal-conflict-2"))
+    assert log.total == MAX_REPORTED + 50
+    assert [c.path for c in log.reported] == [f"f{i}" for i in range(MAX_REPORTED)]
