@@ -89,7 +89,7 @@ class SubscriptionStore:
             raise ConfigError(f"cannot read {self.path} ({exc}); fix or remove it") from None
         try:
             return [_from_table(name, entry) for name, entry in table.get("subscriptions", {}).items()]
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, PathError) as exc:
             raise ConfigError(f"{self.path} is damaged ({exc!r}); fix or remove it") from None
 
     def save(self, subscriptions: list[Subscription]) -> None:
@@ -164,9 +164,10 @@ class Subscriptions:
             self._wake()
 
     def _until_next_retry(self) -> float:
+        # Only retries still ahead: one that is due but has no peer to fetch from waits for a peer event.
         now = time.monotonic()
-        waits = [live.next_try - now for live in self._live.values() if live.failures and live.running is None]
-        return max(0.0, min(waits, default=RECHECK))
+        waits = [live.next_try - now for live in self._live.values() if live.running is None and live.next_try > now]
+        return min(waits, default=RECHECK)
 
     def _start_due(self, nursery: trio.Nursery) -> None:
         now = time.monotonic()
