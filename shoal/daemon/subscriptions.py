@@ -272,6 +272,14 @@ class Subscriptions:
             check_dataset_name(name)
         except PathError as exc:
             raise UsageError(str(exc)) from None
+        known = self._library.index.dataset(name)
+        author = self._library.head(name).author.hex() if known is not None and known[1] is not None else None
+        if author == self._own_author:
+            raise UsageError(f"{name} is shared from this machine; subscribe to it on another machine")
+        if known is not None and known[0] is not None and known[0] != str(dest):
+            raise UsageError(f"dataset {name!r} is already at {known[0]} here; subscribe into that folder")
+        await trio.to_thread.run_sync(self._fetcher.check_dest, FetchSpec(name, None, dest))
+        # No await from here until the subscription is in place: concurrent requests see each other.
         existing = self._subs.get(name)
         if existing is not None:
             if existing.dest != str(dest):
@@ -280,13 +288,6 @@ class Subscriptions:
                 )
             return self.entry(name), False
         self._check_dest_free(dest)
-        known = self._library.index.dataset(name)
-        author = self._library.head(name).author.hex() if known is not None and known[1] is not None else None
-        if author == self._own_author:
-            raise UsageError(f"{name} is shared from this machine; subscribe to it on another machine")
-        if known is not None and known[0] is not None and known[0] != str(dest):
-            raise UsageError(f"dataset {name!r} is already at {known[0]} here; subscribe into that folder")
-        await trio.to_thread.run_sync(self._fetcher.check_dest, FetchSpec(name, None, dest))
         # A folder that already holds the dataset follows that version's author.
         held = known is not None and known[0] == str(dest)
         self._subs[name] = Subscription(name, str(dest), int(time.time()), author if held else None)

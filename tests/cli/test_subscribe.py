@@ -1,6 +1,7 @@
 """Subscriptions, as a user drives them: two real daemons on loopback, one publishing, one following."""
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -319,3 +320,31 @@ def test_failed_update_is_retried(pair, tmp_path: Path) -> None:  # noqa: F811
     sub = wait_for_seq(b, "ckpt", 1)
     assert sub["last_error"] is None and sub["retry_in"] is None
     assert files_of(dest) == files_of(data)
+
+
+def test_concurrent_subscribes_of_one_name_keep_one(pair, tmp_path: Path) -> None:  # noqa: F811
+    _, b = pair
+    rounds = 5
+    for i in range(rounds):
+        name = f"ds{i}"
+        dests = [str(tmp_path / f"{name}-{side}") for side in "xy"]
+        barrier = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        def add(dest: str) -> None:
+            with ControlClient.connect(socket_path(b.home)) as client:
+                barrier.wait()
+                try:
+                    client.call("subscription.add", {"name": name, "dest": dest})
+                    outcomes.append("ok")
+                except DaemonError as exc:
+                    outcomes.append(exc.code)
+
+        threads = [threading.Thread(target=add, args=(dest,)) for dest in dests]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes) == ["ok", "usage"]
+    subs = b.json("subscriptions")["subscriptions"]
+    assert sorted(s["name"] for s in subs) == [f"ds{i}" for i in range(rounds)]
