@@ -5,7 +5,7 @@ subscription's update keeps what the user changed since the last fetch wrote
 DEST (SPEC.md, "Subscriptions"):
 
 - a file or folder of the user's (edited, or added here) at a path the new
-  version writes is renamed beside it, to `NAME.shoal-conflict-SEQ` (SEQ: the
+  version writes is renamed beside it, to `ENTRY.shoal-conflict-SEQ` (SEQ: the
   incoming version's number), and the new version's entry takes the path;
 - a path the new version removes keeps the user's part: an edited file stays,
   and a removed folder keeps the files added in it;
@@ -154,7 +154,7 @@ class KeepLocal(Overwrite):
 
 
 def _move_aside(path: Path, seq: int) -> str:
-    """Rename `path` to a free `NAME.shoal-conflict-SEQ[-N]` beside it; return the new name."""
+    """Rename `path` to a free `ENTRY.shoal-conflict-SEQ[-N]` beside it; return the new name."""
     base = f"{path.name}{CONFLICT_MARK}{seq}"
     name, n = base, 1
     while os.path.lexists(path.with_name(name)):
