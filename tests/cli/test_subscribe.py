@@ -1,6 +1,7 @@
 """Subscriptions, as a user drives them: two real daemons on loopback, one publishing, one following."""
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -348,3 +349,32 @@ def test_concurrent_subscribes_of_one_name_keep_one(pair, tmp_path: Path) -> Non
         assert sorted(outcomes) == ["ok", "usage"]
     subs = b.json("subscriptions")["subscriptions"]
     assert sorted(s["name"] for s in subs) == [f"ds{i}" for i in range(rounds)]
+
+
+def test_unsubscribe_cancels_a_running_update(pair, tmp_path: Path) -> None:  # noqa: F811
+    a, b = pair
+    id_a = connect(a, b)
+    data = make_dataset(tmp_path)
+    ok(a("share", str(data)))
+    wait_offered(b, id_a, 1)
+    sender = a.json("status")["pid"]
+    os.kill(sender, signal.SIGSTOP)  # the update starts, then hangs on a silent peer
+    try:
+        dest = tmp_path / "follow"
+        ok(b("subscribe", "ckpt", str(dest)))
+        deadline = time.monotonic() + FOLLOW_TIMEOUT
+        while (sub := subscription(b, "ckpt"))["transfer"] is None:
+            assert time.monotonic() < deadline, sub
+            time.sleep(0.1)
+        assert sub["state"] == "updating"
+        assert [t["id"] for t in b.json("status")["transfers"]] == [sub["transfer"]]
+        ok(b("unsubscribe", "ckpt", str(dest)))
+        deadline = time.monotonic() + 10
+        while b.json("status")["transfers"]:
+            assert time.monotonic() < deadline, "the update kept running after unsubscribe"
+            time.sleep(0.1)
+    finally:
+        os.kill(sender, signal.SIGCONT)
+    time.sleep(2)  # the sender answers again; nothing may pick the update back up
+    assert b.json("status")["transfers"] == [] and b.json("ls")["datasets"] == []
+    assert not (dest / "model.pt").exists()
