@@ -53,7 +53,7 @@ class Subscription:
     name: str
     dest: str
     added: int
-    #: The author (hex public key) whose versions DEST follows; set by the first version DEST holds.
+    #: The author (hex public key) of the first version this subscription fetched, whose versions it follows.
     author: str | None = None
     updated: int | None = None
     conflicts: tuple[dict[str, Any], ...] = ()
@@ -288,9 +288,7 @@ class Subscriptions:
                 )
             return self.entry(name), False
         self._check_dest_free(dest)
-        # A folder that already holds the dataset follows that version's author.
-        held = known is not None and known[0] == str(dest)
-        self._subs[name] = Subscription(name, str(dest), int(time.time()), author if held else None)
+        self._subs[name] = Subscription(name, str(dest), int(time.time()))
         self._live[name] = _Live()
         await self._save()
         self._wake()
