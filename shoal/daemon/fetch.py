@@ -883,13 +883,14 @@ class Fetcher:
     def _install(dest: Path, task: _FileTask) -> FileStat:
         mode = 0o755 if task.entry.executable else 0o644
         os.fchmod(task.fd, mode & ~UMASK)
-        st = os.fstat(task.fd)
-        os.close(task.fd)
-        task.fd = -1
         target = dest.joinpath(*task.parts)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(task.partial, target)
+        # Stat after the rename, which changes ctime: later fetches compare the file with this record.
+        st = os.fstat(task.fd)
+        os.close(task.fd)
+        task.fd = -1
         return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
     def _record_file(self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, stat: FileStat) -> None:

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -59,6 +60,27 @@ def bytes_in(b: ShoalCli, peer_id: str) -> int:
     return next(p for p in b.json("peers")["peers"] if p["peer_id"] == peer_id)["bytes_in"]
 
 
+def stat_records(b: ShoalCli, dest: Path) -> dict[str, tuple[int, int, int, int]]:
+    """The index's stat record of each file a fetch wrote into DEST: what updates compare with."""
+    db = sqlite3.connect(f"file:{b.home / 'index.sqlite'}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT dir, name, size, mtime_ns, ctime_ns, ino FROM files WHERE root = ?", (str(dest),)
+        ).fetchall()
+    finally:
+        db.close()
+    return {"/".join(filter(None, (d, n))): tuple(rest) for d, n, *rest in rows}
+
+
+def stats_of(root: Path) -> dict[str, tuple[int, int, int, int]]:
+    out = {}
+    for path in root.rglob("*"):
+        if path.is_file() and ".shoal-partial" not in path.parts:
+            st = path.stat()
+            out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return out
+
+
 def overwrite(path: Path, offset: int, size: int) -> None:
     with open(path, "r+b") as f:
         f.seek(offset)
@@ -76,6 +98,7 @@ def test_follows_three_versions_moving_only_deltas(pair, tmp_path: Path) -> None
     sub = wait_for_seq(b, "ckpt", 1)
     assert files_of(dest) == files_of(data)
     assert sub["last_fetch"]["bytes_received"] >= 4_000_000
+    assert stat_records(b, dest) == stats_of(dest), "the next update would re-hash what it wrote"
 
     # v2: 1 MiB of the model changes. v3: a new file and a config change, a shard deleted.
     changes = [
