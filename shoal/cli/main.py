@@ -388,6 +388,8 @@ def _add_subscribe(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_subscribe(args: argparse.Namespace) -> int:
+    if "@" in args.name:
+        raise UsageError(f"{args.name!r}: a subscription follows the newest version; give NAME without @VERSION")
     params = {"name": args.name, "dest": str(Path(args.dest or args.name).absolute())}
     _print(args, _call(args, "subscription.add", params), lambda r: render.render_subscription_change(r, "following"))
     return ExitCode.OK

@@ -250,7 +250,7 @@ def _subscription_state(sub: dict[str, Any]) -> str:
     held = f"holds {version_label(sub['version'])}" if sub["version"] else "holds nothing yet"
     doing = {
         "updating": "updating now",
-        "pending": "a newer version is offered; updating shortly",
+        "pending": "a peer offers a newer version; updating shortly" if sub["version"] else "fetching it shortly",
         "current": "up to date with what peers offer",
         "waiting": "no connected peer offers it yet; it follows as soon as one does",
         "failed": f"the last update failed: {sub['last_error']}",

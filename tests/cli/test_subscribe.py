@@ -221,6 +221,7 @@ def test_bad_inputs_get_one_line_errors(pair, tmp_path: Path) -> None:  # noqa: 
         (("subscribe", "ds", str(a_file)), 2, "is not a folder"),
         (("subscribe", "ds", str(occupied)), 2, "not a fetch of ds"),
         (("subscribe", "bad/name", str(tmp_path / "x")), 2, "dataset name"),
+        (("subscribe", "ds@3", str(tmp_path / "x")), 2, "give NAME without @VERSION"),
         (("unsubscribe", "nothing"), 4, "nothing follows 'nothing'"),
     ]
     for args, code, text in cases:
