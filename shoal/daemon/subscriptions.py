@@ -42,6 +42,8 @@ UPDATE_TIMEOUT = 30.0
 MAX_CONFLICTS = 100
 #: Look again this often even when no peer event arrives.
 RECHECK = 30.0
+#: Look again this often while another fetch (a user's `shoal fetch`) writes into a subscription's folder.
+BUSY_RECHECK = 1.0
 
 _log = logging.getLogger("shoal.subscriptions")
 
@@ -141,6 +143,7 @@ class Subscriptions:
         self._live = {name: _Live() for name in self._subs}
         self._kick = trio.Event()
         self._save_lock = trio.Lock()
+        self._dest_busy = False
 
     # --- running --------------------------------------------------------------
 
@@ -167,16 +170,20 @@ class Subscriptions:
         # Only retries still ahead: one that is due but has no peer to fetch from waits for a peer event.
         now = time.monotonic()
         waits = [live.next_try - now for live in self._live.values() if live.running is None and live.next_try > now]
-        return min(waits, default=RECHECK)
+        return min([*waits, BUSY_RECHECK if self._dest_busy else RECHECK])
 
     def _start_due(self, nursery: trio.Nursery) -> None:
         now = time.monotonic()
+        busy = {str(t.spec.dest) for t in self._transfers.active.values()}
+        self._dest_busy = False
         for name, sub in self._subs.items():
             live = self._live[name]
             if live.running is not None or live.next_try > now:
                 continue
             entry = self._candidate(sub, live)
-            if entry is not None:
+            if entry is not None and sub.dest in busy:
+                self._dest_busy = True  # two fetches must not write one folder; wait for the other
+            elif entry is not None:
                 live.running = trio.CancelScope()
                 nursery.start_soon(self._run_update, sub, entry, live)
 

@@ -1,11 +1,16 @@
 """Subscriptions, as a user drives them: two real daemons on loopback, one publishing, one following."""
 
+import contextlib
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +44,42 @@ def make_dataset(root: Path) -> Path:
     return data
 
 
+def wait_until(condition: Callable[[], Any], why: str, timeout: float = FOLLOW_TIMEOUT) -> Any:
+    """Poll `condition` until it returns something true, and return that; fail with `why` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"{why} (waited {timeout:g}s)"
+        time.sleep(0.1)
+    return found
+
+
+@contextlib.contextmanager
+def frozen(cli: ShoalCli) -> Iterator[None]:
+    """The daemon stopped with SIGSTOP: a fetch from it starts, then hangs on a silent peer."""
+    pid = cli.json("status")["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def wait_offered(b: ShoalCli, peer_id: str, seq: int) -> None:
+    wait_until(
+        lambda: any(d["peer_id"] == peer_id and d["head"]["seq"] == seq for d in b.json("ls", "--remote")["datasets"]),
+        f"{peer_id} never offered @{seq}",
+    )
+
+
+def published(a: ShoalCli, b: ShoalCli, root: Path) -> Path:
+    """A shares a fresh dataset and B sees it offered; return its folder."""
+    id_a = connect(a, b)
+    data = make_dataset(root)
+    ok(a("share", str(data)))
+    wait_offered(b, id_a, 1)
+    return data
+
+
 def subscription(b: ShoalCli, name: str) -> dict:
     found = [s for s in b.json("subscriptions")["subscriptions"] if s["name"] == name]
     assert len(found) == 1
@@ -47,13 +88,12 @@ def subscription(b: ShoalCli, name: str) -> dict:
 
 def wait_for_seq(b: ShoalCli, name: str, seq: int) -> dict:
     """Poll the follower until DEST holds NAME@seq and no update runs; return the subscription."""
-    deadline = time.monotonic() + FOLLOW_TIMEOUT
-    while True:
+
+    def arrived() -> dict | None:
         sub = subscription(b, name)
-        if sub["version"] and sub["version"]["seq"] == seq and sub["state"] == "current":
-            return sub
-        assert time.monotonic() < deadline, f"still {sub} after {FOLLOW_TIMEOUT}s"
-        time.sleep(0.2)
+        return sub if sub["version"] and sub["version"]["seq"] == seq and sub["state"] == "current" else None
+
+    return wait_until(arrived, f"{name}@{seq} never arrived: {subscription(b, name)}")
 
 
 def bytes_in(b: ShoalCli, peer_id: str) -> int:
@@ -200,10 +240,7 @@ def test_survives_restart_then_unsubscribe_stops(pair, tmp_path: Path) -> None: 
     v2 = files_of(dest)
     overwrite(data / "model.pt", 0, 50_000)
     ok(a("share", str(data)))
-    deadline = time.monotonic() + FOLLOW_TIMEOUT
-    while [d["head"]["seq"] for d in b.json("ls", "--remote")["datasets"]] != [3]:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_until(lambda: [d["head"]["seq"] for d in b.json("ls", "--remote")["datasets"]] == [3], "@3 never offered")
     # B sees @3 offered; a follower would start at once. Give it ample time to (wrongly) do so.
     time.sleep(3)
     assert b.json("ls")["datasets"][0]["head"]["seq"] == 2
@@ -287,13 +324,6 @@ def third():
     remove_home(home)
 
 
-def wait_offered(b: ShoalCli, peer_id: str, seq: int) -> None:
-    deadline = time.monotonic() + FOLLOW_TIMEOUT
-    while not any(d["peer_id"] == peer_id and d["head"]["seq"] == seq for d in b.json("ls", "--remote")["datasets"]):
-        assert time.monotonic() < deadline, f"{peer_id} never offered @{seq}"
-        time.sleep(0.2)
-
-
 def test_follows_one_author_only(pair, third, tmp_path: Path) -> None:  # noqa: F811
     a, b = pair
     c = third
@@ -336,10 +366,7 @@ def test_failed_update_is_retried(pair, tmp_path: Path) -> None:  # noqa: F811
     # Something is in the way of DEST's folder when the version arrives.
     (tmp_path / "parent").write_text("in the way")
     connect(a, b)
-    deadline = time.monotonic() + FOLLOW_TIMEOUT
-    while (sub := subscription(b, "ckpt"))["state"] != "failed":
-        assert time.monotonic() < deadline, sub
-        time.sleep(0.1)
+    sub = wait_until(lambda: (s := subscription(b, "ckpt"))["state"] == "failed" and s, "the update never failed")
     assert sub["last_error"].startswith(f"cannot create {dest}") and sub["retry_in"] > 0
     assert (tmp_path / "parent").read_text() == "in the way"
     (tmp_path / "parent").unlink()
@@ -378,28 +405,35 @@ def test_concurrent_subscribes_of_one_name_keep_one(pair, tmp_path: Path) -> Non
 
 def test_unsubscribe_cancels_a_running_update(pair, tmp_path: Path) -> None:  # noqa: F811
     a, b = pair
-    id_a = connect(a, b)
-    data = make_dataset(tmp_path)
-    ok(a("share", str(data)))
-    wait_offered(b, id_a, 1)
-    sender = a.json("status")["pid"]
-    os.kill(sender, signal.SIGSTOP)  # the update starts, then hangs on a silent peer
-    try:
-        dest = tmp_path / "follow"
+    published(a, b, tmp_path)
+    dest = tmp_path / "follow"
+    with frozen(a):
         ok(b("subscribe", "ckpt", str(dest)))
-        deadline = time.monotonic() + FOLLOW_TIMEOUT
-        while (sub := subscription(b, "ckpt"))["transfer"] is None:
-            assert time.monotonic() < deadline, sub
-            time.sleep(0.1)
+        sub = wait_until(lambda: (s := subscription(b, "ckpt"))["transfer"] is not None and s, "no update started")
         assert sub["state"] == "updating"
         assert [t["id"] for t in b.json("status")["transfers"]] == [sub["transfer"]]
         ok(b("unsubscribe", "ckpt", str(dest)))
-        deadline = time.monotonic() + 10
-        while b.json("status")["transfers"]:
-            assert time.monotonic() < deadline, "the update kept running after unsubscribe"
-            time.sleep(0.1)
-    finally:
-        os.kill(sender, signal.SIGCONT)
+        wait_until(lambda: not b.json("status")["transfers"], "the update kept running after unsubscribe", 10)
     time.sleep(2)  # the sender answers again; nothing may pick the update back up
     assert b.json("status")["transfers"] == [] and b.json("ls")["datasets"] == []
     assert not (dest / "model.pt").exists()
+
+
+def test_waits_for_a_fetch_already_writing_its_folder(pair, tmp_path: Path) -> None:  # noqa: F811
+    a, b = pair
+    data = published(a, b, tmp_path)
+    dest = tmp_path / "follow"
+    with frozen(a):
+        manual = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "--home", str(b.home), "fetch", "ckpt", str(dest), "--timeout", "60"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: b.json("status")["transfers"], "the user's fetch never started")
+        ok(b("subscribe", "ckpt", str(dest)))
+        time.sleep(2)
+        assert len(b.json("status")["transfers"]) == 1, "a second fetch writes the same folder"
+        assert subscription(b, "ckpt")["state"] == "pending"
+        manual.terminate()  # the user gives up; closing the connection cancels that fetch
+        manual.wait(timeout=30)
+    wait_for_seq(b, "ckpt", 1)
+    assert files_of(dest) == files_of(data)

@@ -53,6 +53,10 @@ class _NoPeers:
         await trio.sleep_forever()
 
 
+class _NoTransfers:
+    active: dict = {}
+
+
 async def test_a_due_retry_without_a_peer_waits_instead_of_spinning(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -60,7 +64,7 @@ async def test_a_due_retry_without_a_peer_waits_instead_of_spinning(tmp_path: Pa
     library = Library.open(home, KEY)
     peers = _NoPeers()
     try:
-        manager = Subscriptions(home, library, peers, None, None, lambda topic, data: None, b"\0" * 32)  # type: ignore[arg-type]
+        manager = Subscriptions(home, library, peers, None, _NoTransfers(), lambda topic, data: None, b"\0" * 32)  # type: ignore[arg-type]
         live = manager._live["ds"]
         live.failures, live.next_try = 1, time.monotonic() - 1  # a retry is due; the peer has left
         with trio.move_on_after(0.5):
