@@ -16,6 +16,10 @@ class UnknownDataset(ShoalError):
     """No dataset of that name is known here."""
 
 
+class UnknownSubscription(UnknownDataset):
+    """No subscription follows that dataset."""
+
+
 class ShareError(ShoalError):
     """A folder could not be shared (missing, unreadable, not a directory)."""
 

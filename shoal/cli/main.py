@@ -430,6 +430,44 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _add_subscribe(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="the dataset to follow")
+    parser.add_argument("dest", metavar="DEST", nargs="?", help="the folder to keep at its newest version (default: ./NAME)")
+    _json_option(parser)
+
+
+def _cmd_subscribe(args: argparse.Namespace) -> int:
+    if "@" in args.name:
+        raise UsageError(f"{args.name!r}: a subscription follows the newest version; give NAME without @VERSION")
+    params = {"name": args.name, "dest": str(Path(args.dest or args.name).absolute())}
+    _print(args, _call(args, "subscription.add", params), lambda r: render.render_subscription_change(r, "following"))
+    return ExitCode.OK
+
+
+def _add_unsubscribe(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="the dataset to stop following")
+    parser.add_argument("dest", metavar="DEST", nargs="?", help="only if it follows into this folder")
+    _json_option(parser)
+
+
+def _cmd_unsubscribe(args: argparse.Namespace) -> int:
+    params = {"name": args.name}
+    if args.dest is not None:
+        params["dest"] = str(Path(args.dest).absolute())
+    result = _call(args, "subscription.remove", params)
+    _print(args, result, lambda r: render.render_subscription_change(r, "stopped following"))
+    return ExitCode.OK
+
+
+def _add_subscriptions(parser: argparse.ArgumentParser) -> None:
+    _json_option(parser)
+
+
+def _cmd_subscriptions(args: argparse.Namespace) -> int:
+    _print(args, _call(args, "subscription.list"), render.render_subscriptions)
+    return ExitCode.OK
+
+
 def _add_diff(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("old", metavar="NAME@A", help="the version to compare from")
     parser.add_argument("new", metavar="NAME@B", help="the version to compare to (NAME alone: the newest)")
@@ -686,6 +724,17 @@ def _commands() -> dict[str, _Command]:
         "subset": _Command("List, define or delete a dataset's named subsets.", _add_subset, _cmd_subset),
         "pin": _Command("Pin a dataset version (or subset) in this repository's shoal.lock.", _add_pin, _cmd_pin),
         "sync": _Command("Bring every folder pinned in shoal.lock to its pinned version.", _add_sync, _cmd_sync),
+        "subscribe": _Command(
+            "Keep a folder at the newest version of a dataset, fetching each new version's delta.",
+            _add_subscribe,
+            _cmd_subscribe,
+        ),
+        "unsubscribe": _Command("Stop following a dataset; its folder keeps its files.", _add_unsubscribe, _cmd_unsubscribe),
+        "subscriptions": _Command(
+            "List followed datasets, their state and the local changes updates kept.",
+            _add_subscriptions,
+            _cmd_subscriptions,
+        ),
         "tui": _Command("Open the terminal UI: datasets, peers and transfers, live.", _add_tui, _cmd_tui),
         "gc": _Command("Free pack-store space: evict kept versions beyond the budget, compact packs.", _add_gc, _cmd_gc),
         "watch": _Command("Share a folder now and again whenever its changes settle.", _add_watch, _cmd_watch),

@@ -328,6 +328,50 @@ def render_fetch(result: dict[str, Any]) -> str:
     )
 
 
+def render_subscription_change(result: dict[str, Any], verb: str) -> str:
+    """`shoal subscribe` / `shoal unsubscribe`: what follows what, and where it stands."""
+    sub = result["subscription"]
+    return f"{verb} {sub['name']} into {sub['dest']}: {_subscription_state(sub)}"
+
+
+def render_subscriptions(listing: dict[str, Any]) -> str:
+    """`shoal subscriptions`: one row per followed dataset, then the conflicts each kept."""
+    subs = listing["subscriptions"]
+    if not subs:
+        return "nothing followed yet; `shoal subscribe NAME DEST` keeps a folder at a dataset's newest version"
+    rows = [
+        (sub["name"], f"@{sub['version']['seq']}" if sub["version"] else "-", sub["state"],
+         f"{len(sub['conflicts']):,}", sub["dest"])
+        for sub in subs
+    ]
+    lines = [table(("NAME", "HAS", "STATE", "CONFLICTS", "DEST"), rows, right=(3,))]
+    for sub in subs:
+        if sub["last_error"]:
+            lines.append(f"{sub['name']}: {sub['last_error']} (retry in {format_duration(sub['retry_in'] or 0)})")
+        lines += [f"{sub['name']}: {_conflict_line(c)}" for c in sub["conflicts"]]
+    return "\n".join(lines)
+
+
+def _subscription_state(sub: dict[str, Any]) -> str:
+    held = f"holds {version_label(sub['version'])}" if sub["version"] else "holds nothing yet"
+    doing = {
+        "updating": "updating now",
+        "pending": "a peer offers a newer version; updating shortly" if sub["version"] else "fetching it shortly",
+        "current": "up to date with what peers offer",
+        "waiting": "no connected peer offers it yet; it follows as soon as one does",
+        "failed": f"the last update failed: {sub['last_error']}",
+    }[sub["state"]]
+    return f"{held}; {doing}"
+
+
+def _conflict_line(conflict: dict[str, Any]) -> str:
+    if conflict["change"] == "deleted":
+        return f"{conflict['path']}: deleted here; left deleted"
+    if conflict["kept_as"] == conflict["path"]:
+        return f"{conflict['path']}: {conflict['change']} here; left in place"
+    return f"{conflict['path']}: {conflict['change']} here; your copy is {conflict['kept_as']}"
+
+
 def _config_value(key: str, value: Any) -> str:
     if key.startswith("bandwidth."):
         return f"{value} ({format_rate(value)})" if value else "0 (unlimited)"

@@ -24,6 +24,7 @@ from shoal.daemon.history import diff_report, parent_stats
 from shoal.daemon.library import Library, ShareProgress, ShareResult, VersionInfo
 from shoal.daemon.subsets import parse_subset, with_subset, without_subset
 from shoal.daemon.peers import PeerManager
+from shoal.daemon.subscriptions import Subscriptions
 from shoal.daemon.transfers import Transfers
 from shoal.daemon.trust import PendingPeer, TrustedPeer, TrustStore, canonical_peer_id
 from shoal.daemon.watches import Watches
@@ -33,8 +34,8 @@ from shoal.protocol.messages import CatalogEntry
 
 #: Event topics: a dataset got a new version; the trust store changed; the
 #: configuration was reloaded; the daemon is about to stop; a watch was added,
-#: removed or changed state.
-TOPICS = ("datasets", "peers", "transfers", "config", "daemon", "watches")
+#: removed or changed state; a subscription changed.
+TOPICS = ("datasets", "peers", "transfers", "config", "daemon", "watches", "subscriptions")
 #: Keys whose new value takes effect only when the daemon restarts.
 RESTART_KEYS = frozenset({"listen", "discovery"})
 #: Progress of a long request is sent at most this often, however fast it advances.
@@ -65,6 +66,7 @@ class ControlApi:
         fetcher: Fetcher,
         keeper: Keeper,
         watches: Watches,
+        subscriptions: Subscriptions,
     ) -> None:
         self.home = home
         self.config = config
@@ -81,6 +83,7 @@ class ControlApi:
         self.keeper = keeper
         self.watches = watches
         self._announce = share_announcer(publish, peers, keeper)
+        self.subscriptions = subscriptions
         self._started = time.time()
 
     def register(self, server: ControlServer) -> None:
@@ -114,6 +117,9 @@ class ControlApi:
             "watch": self.watch,
             "unwatch": self.unwatch,
             "watches": self.list_watches,
+            "subscription.add": self.add_subscription,
+            "subscription.remove": self.remove_subscription,
+            "subscription.list": self.list_subscriptions,
         }
 
     async def id(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
@@ -401,6 +407,23 @@ class ControlApi:
         self._publish("peers", {"change": "untrusted", "peer": entry})
         return {"peer": entry}
 
+    async def add_subscription(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Keep a folder at the newest version of a dataset from now on."""
+        _only(params, "name", "dest")
+        dest = _absolute(params, "dest")
+        entry, created = await self.subscriptions.add(_text(params, "name"), dest)
+        return {"subscription": entry, "created": created}
+
+    async def remove_subscription(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Stop following a dataset; the folder keeps its files."""
+        _only(params, "name", "dest")
+        dest = _absolute(params, "dest") if "dest" in params else None
+        return {"subscription": await self.subscriptions.remove(_text(params, "name"), dest)}
+
+    async def list_subscriptions(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        _only(params)
+        return {"subscriptions": self.subscriptions.listing()}
+
 
 def share_announcer(
     publish: Callable[[str, dict[str, Any]], None], network: PeerManager, keeper: Keeper
@@ -515,6 +538,13 @@ def _text(params: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise UsageError(f"parameter {key!r} must be non-empty text")
     return value
+
+
+def _absolute(params: dict[str, Any], key: str) -> Path:
+    path = Path(_text(params, key))
+    if not path.is_absolute():
+        raise UsageError(f"parameter {key!r} must be an absolute path, not {str(path)!r}")
+    return Path(os.path.normpath(path))
 
 
 def _flag(params: dict[str, Any], key: str) -> bool:

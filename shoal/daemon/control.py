@@ -250,7 +250,7 @@ class ControlServer:
                 raise TypeError(f"handler returned {type(result).__name__}, not a dict")
             return encode_message(Response(request.id, result))
         except Exception as exc:
-            return self._failure(request, _single(exc))
+            return self._failure(request, single_exception(exc))
 
     def _failure(self, request: Request, exc: BaseException) -> bytes:
         if isinstance(exc, ShoalError) and not isinstance(exc, LocalProtocolError):
@@ -375,7 +375,7 @@ class _Connection:
                 self.close()
 
 
-def _single(exc: Exception) -> BaseException:
+def single_exception(exc: BaseException) -> BaseException:
     """The lone exception inside nested one-member groups, as a handler's nursery raises them."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]

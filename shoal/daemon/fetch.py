@@ -26,8 +26,9 @@ from typing import Protocol
 import trio
 
 from shoal.daemon import chunks as chunkio
-from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, prune, remove_entry
+from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, prune
 from shoal.daemon.history import has_manifest
+from shoal.daemon.local_changes import KeepLocal, Overwrite
 from shoal.daemon.subsets import FULL, selection_of
 from shoal.daemon.index import CachedFile, FileRecord, FileStat, Index, VersionRow
 from shoal.daemon.library import VersionInfo
@@ -342,7 +343,7 @@ class Fetcher:
 
     async def _fetch(self, spec: FetchSpec, transfer: Transfer) -> FetchResult:
         matcher = include_matcher(spec.include)
-        dest = await trio.to_thread.run_sync(self._check_dest, spec)
+        dest = await trio.to_thread.run_sync(self.check_dest, spec)
         version_id, record, data = await self._resolve(spec, transfer)
         matcher, selection = selection_of(spec.include, spec.subset, record)
         transfer.version = VersionInfo.from_record(version_id, record)
@@ -494,7 +495,8 @@ class Fetcher:
 
     # --- destination -----------------------------------------------------------
 
-    def _check_dest(self, spec: FetchSpec) -> Path:
+    def check_dest(self, spec: FetchSpec) -> Path:
+        """The absolute DEST, if a fetch of spec.name may write there; else UsageError."""
         dest = Path(os.path.abspath(spec.dest))
         known = self.index.dataset(spec.name)
         if known is not None and known[0] is not None and known[0] != str(dest):
@@ -869,9 +871,15 @@ class Fetcher:
         Runs in a worker thread, a few steps at a time.
         """
         load = index_loader(self.index)
-        yield from self._plan_dir(run, load, (), root, old_root, matcher)
+        guard = Overwrite(run.dest)
+        if run.spec.keep_local:
+            assert run.transfer.version is not None
+            guard = KeepLocal(self.index, run.dest, run.transfer.version.seq, run.transfer.conflicts.add)
+        yield from self._plan_dir(run, load, (), root, old_root, matcher, guard)
 
-    def _plan_dir(self, run: _Run, load, prefix: tuple[str, ...], tree_id: bytes, old_id: bytes | None, matcher):
+    def _plan_dir(
+        self, run: _Run, load, prefix: tuple[str, ...], tree_id: bytes, old_id: bytes | None, matcher, guard: Overwrite
+    ):
         dest = run.dest
         if tree_id == old_id and run.reuse_unchanged:
             # Unchanged subtree: the earlier fetch already wrote it.
@@ -889,7 +897,7 @@ class Fetcher:
             replaced = name in new and new[name].type == gone.type
             selected = matcher(parts, gone.type == EntryType.DIR)
             if not replaced and (selected or exact):
-                remove_entry(dest.joinpath(*parts))
+                guard.remove(load, parts, gone)
             elif exact and not selected:
                 prune(dest, load, parts, gone)
         ensure_dir(dest, prefix)
@@ -899,16 +907,22 @@ class Fetcher:
             parts = prefix + (name,)
             if not matcher(parts, entry.type == EntryType.DIR):
                 continue
-            if entry.type == EntryType.DIR:
-                previous = old.get(name)
+            previous = old.get(name)
+            if guard.left_deleted(parts, previous, entry):
+                _count_kept(run.transfer, entry)
+                yield None
+            elif entry.type == EntryType.DIR:
                 prev_id = previous.ref if previous is not None and previous.type == EntryType.DIR else None
-                yield from self._plan_dir(run, load, parts, entry.ref, prev_id, matcher)  # type: ignore[arg-type]
+                guard.make_way(parts, previous, entry)
+                yield from self._plan_dir(run, load, parts, entry.ref, prev_id, matcher, guard)  # type: ignore[arg-type]
             elif entry.type == EntryType.SYMLINK:
+                guard.make_way(parts, previous, entry)
                 place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
             elif self._already_there(dest, parts, entry, recorded):
                 _count_kept(run.transfer, entry)
                 yield None
             else:
+                guard.make_way(parts, previous, entry)
                 yield self._start_file(run, parts, entry)
 
     def _already_there(

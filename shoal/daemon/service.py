@@ -9,7 +9,8 @@ Subsystems, in start order (and stopped in reverse):
 5. keeper: copies shared versions into the pack store (HOME/packs) so they stay servable.
 6. discovery (unless turned off): mDNS announcement and browsing, feeding the dialler.
 7. watches: one task per watched folder, sharing it again when it changes.
-7. control server: the local socket clients drive everything through.
+8. subscriptions: folders kept at the newest version of a dataset.
+9. control server: the local socket clients drive everything through.
 """
 
 import ctypes
@@ -30,6 +31,7 @@ from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library import Library
 from shoal.daemon.packs import PackStore
 from shoal.daemon.peers import PeerEvent, PeerManager, split_address
+from shoal.daemon.subscriptions import Subscriptions
 from shoal.daemon.transfers import Transfers
 from shoal.daemon.trust import TrustStore
 from shoal.daemon.watches import Watches
@@ -90,6 +92,9 @@ async def serve(
             home, library, announce=share_announcer(control.publish, peers, keeper), publish=control.publish,
             settings=lambda: api.config,
         )
+        subscriptions = Subscriptions(
+            home, library, peers, fetcher, transfers, control.publish, signer.public_key().public_bytes_raw()
+        )
         api = ControlApi(
             home=home,
             config=config,
@@ -105,6 +110,7 @@ async def serve(
             fetcher=fetcher,
             keeper=keeper,
             watches=watches,
+            subscriptions=subscriptions,
         )
         api.register(control)
         async with trio.open_nursery() as nursery:
@@ -114,6 +120,7 @@ async def serve(
             if api.discovery:
                 await _start_discovery(nursery, peer_id, listen, port, peers)
             await nursery.start(watches.run)
+            await nursery.start(subscriptions.run)
             await nursery.start(control.serve)
             log.info("shoal daemon %s ready; control socket %s", peer_id, control.path)
             task_status.started(DaemonHandle(peer_id, control.path, stopping))

@@ -12,6 +12,7 @@ from pathlib import Path
 import trio
 
 from shoal.daemon.library import VersionInfo
+from shoal.daemon.local_changes import ConflictLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,8 @@ class FetchSpec:
     from_peer: str | None = None
     timeout: float = 30.0
     subset: str | None = None
+    #: Keep what the user changed in DEST since the last fetch (a subscription's update).
+    keep_local: bool = False
 
     @property
     def partial(self) -> bool:
@@ -76,6 +79,8 @@ class Transfer:
     #: Subtrees already fetched and checked: tree id -> (bytes, files, entries below, depth checked at).
     subtrees: dict[bytes, tuple[int, int, int, int]] = field(default_factory=dict)
     peers: dict[str, PeerStats] = field(default_factory=dict)
+    #: Changes in DEST a keep_local update kept rather than overwrote.
+    conflicts: ConflictLog = field(default_factory=ConflictLog)
     _rate_mark: tuple[float, int] = (0.0, 0)
     rate: float = 0.0
 

@@ -46,10 +46,18 @@ class Transfers:
     def snapshot(self) -> list[dict[str, Any]]:
         return [{"id": tid, **t.to_json()} for tid, t in self.active.items()]
 
-    async def fetch(self, spec: FetchSpec, progress: Callable[[dict[str, Any]], Awaitable[None]]) -> dict[str, Any]:
-        """Run one fetch to completion, reporting progress; return the result map."""
+    async def fetch(
+        self,
+        spec: FetchSpec,
+        progress: Callable[[dict[str, Any]], Awaitable[None]],
+        transfer: Transfer | None = None,
+    ) -> dict[str, Any]:
+        """Run one fetch to completion, reporting progress; return the result map.
+
+        `transfer`, when given, is the live state to fill: the caller may read it afterwards.
+        """
         tid = next(self._ids)
-        transfer = Transfer(spec)
+        transfer = transfer if transfer is not None else Transfer(spec)
         self.active[tid] = transfer
         self._publish("transfers", {"id": tid, "event": "started", "name": spec.name, "dest": str(spec.dest)})
         try:

@@ -219,4 +219,22 @@ def event_line(topic: str, data: dict[str, Any]) -> str | None:
         return None
     if topic == "daemon":
         return f"daemon: {data.get('state') or data.get('event') or 'stopping'}"
+    if topic == "subscriptions":
+        return _subscription_line(data)
     return None
+
+
+def _subscription_line(data: dict[str, Any]) -> str | None:
+    sub = data.get("subscription") or {}
+    name, change = sub.get("name", "?"), data.get("change")
+    if change == "added":
+        return f"following {name} into {sub.get('dest', '?')}"
+    if change == "removed":
+        return f"stopped following {name}"
+    if change == "failed":
+        return f"update of {name} failed: {sub.get('last_error') or 'unknown reason'}"
+    if change != "updated":
+        return None
+    line = f"{name} updated to @{(sub.get('version') or {}).get('seq', '?')} in {sub.get('dest', '?')}"
+    kept = int(data.get("conflicts_total") or 0)
+    return f"{line}; kept {kept} local change{'s' if kept != 1 else ''} (`shoal subscriptions`)" if kept else line

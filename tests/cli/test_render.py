@@ -128,6 +128,32 @@ def test_fetch_reports_where_the_data_went_and_what_crossed_the_network():
     )
 
 
+def test_subscriptions_show_state_and_every_kept_change():
+    following = {
+        "name": "imagenet", "dest": "/data/imagenet", "version": VERSION, "state": "current",
+        "last_error": None, "retry_in": None,
+        "conflicts": [
+            {"path": "a.yaml", "change": "edited", "kept_as": "a.yaml.shoal-conflict-4"},
+            {"path": "x/mine.txt", "change": "added", "kept_as": "x/mine.txt"},
+            {"path": "b.bin", "change": "deleted", "kept_as": None},
+        ],
+    }
+    failing = {**following, "name": "ckpt", "dest": "/data/ckpt", "version": None, "state": "failed",
+               "last_error": "no connected peer has ckpt", "retry_in": 8.0, "conflicts": []}
+    lines = render.render_subscriptions({"subscriptions": [following, failing]}).splitlines()
+    assert lines[1].split() == ["imagenet", f"@{VERSION['seq']}", "current", "3", "/data/imagenet"]
+    assert lines[2].split() == ["ckpt", "-", "failed", "0", "/data/ckpt"]
+    assert lines[3:] == [
+        "imagenet: a.yaml: edited here; your copy is a.yaml.shoal-conflict-4",
+        "imagenet: x/mine.txt: added here; left in place",
+        "imagenet: b.bin: deleted here; left deleted",
+        "ckpt: no connected peer has ckpt (retry in 8s)",
+    ]
+    assert render.render_subscription_change({"subscription": failing}, "following") == (
+        "following ckpt into /data/ckpt: holds nothing yet; the last update failed: no connected peer has ckpt"
+    )
+
+
 def test_config_shows_limits_in_words():
     text = render.render_config({"bandwidth.global_limit": 0, "bandwidth.per_peer_limit": 5_000_000, "discovery": False})
     assert text.splitlines() == [

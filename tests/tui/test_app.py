@@ -261,6 +261,25 @@ async def test_dataset_event_refreshes_the_listing() -> None:
         assert "published new-one@1" in app.query_one("#events-log", Log).lines
 
 
+async def test_subscription_events_are_logged() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("datasets").row_count == 5)
+        sub = {"name": "ckpt", "dest": "/data/ckpt", "version": None, "last_error": None}
+        client.event("subscriptions", change="added", subscription=sub)
+        held = {**sub, "version": version("ckpt", 3)}
+        client.event("subscriptions", change="updated", subscription=held, conflicts=[], conflicts_total=2)
+        client.event("subscriptions", change="failed", subscription={**held, "last_error": "no connected peer"})
+        await until(pilot, lambda: len(app.query_one("#events-log", Log).lines) >= 3)
+        lines = app.query_one("#events-log", Log).lines
+        assert lines[-3:] == [
+            "following ckpt into /data/ckpt",
+            "ckpt updated to @3 in /data/ckpt; kept 2 local changes (`shoal subscriptions`)",
+            "update of ckpt failed: no connected peer",
+        ]
+
+
 async def test_enter_on_a_dataset_shows_its_versions() -> None:
     app = make_app(demo_client())
     async with app.run_test(size=SIZE) as pilot:
