@@ -11,7 +11,7 @@ from shoal.errors import UnknownDataset, UsageError
 
 COMMANDS = [
     "daemon", "id", "peers", "trust", "untrust", "share", "ls", "log", "status", "verify", "config", "fetch", "diff", "subset",
-    "pin", "sync", "tui", "gc", "watch", "unwatch", "watches", "subscribe", "unsubscribe", "subscriptions",
+    "pin", "sync", "subscribe", "unsubscribe", "subscriptions", "tui", "gc", "watch", "unwatch", "watches",
 ]
 
 
