@@ -18,6 +18,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.library import Library
+from shoal.daemon.ratelimit import TokenBucket, throttle
 from shoal.daemon.session import PeerSession, Rejected, establish
 from shoal.daemon.trust import TrustStore
 from shoal.protocol.channel import Role
@@ -67,12 +68,16 @@ class PeerManager:
         library: Library,
         listen: str,
         on_event: Callable[[PeerEvent], None] = lambda event: None,
+        limits: Callable[[], tuple[int, int]] = lambda: (0, 0),
     ) -> None:
         self._key = key
         self._trust = trust
         self._library = library
         self._listen = listen
         self._on_event = on_event
+        # Bandwidth caps in bytes/s (0: none), read at every payment so a config reload applies at once.
+        self._per_peer_limit = lambda: limits()[1]
+        self._all_peers = TokenBucket(lambda: limits()[0])
         #: Versions of a dataset the pack store keeps in full, newest first; set by the daemon.
         self.kept_versions: Callable[[str], tuple[bytes, ...]] = lambda name: ()
         self.port: int | None = None
@@ -184,7 +189,8 @@ class PeerManager:
             conn.close("already connected")
             await trio.aclose_forcefully(stream)
             return
-        session = PeerSession(conn, stream, peer, address, self._library.index, self._catalog_changed)
+        pay = throttle(self._all_peers, TokenBucket(self._per_peer_limit))
+        session = PeerSession(conn, stream, peer, address, self._library.index, self._catalog_changed, pay)
         self.sessions[peer_id] = session
         self._reach.setdefault(peer_id, _Reachability()).last_seen = time.time()
         self._on_event(PeerEvent("online", peer_id, {"address": address}))

@@ -82,7 +82,10 @@ async def serve(
         control = ControlServer(socket_path(home), topics=TOPICS)
         trust = TrustStore.open(home)
         listen = listen or config.listen
-        peers = PeerManager(signer, trust, library, listen, on_event=lambda e: _publish_peer_event(control, e))
+        peers = PeerManager(
+            signer, trust, library, listen, on_event=lambda e: _publish_peer_event(control, e),
+            limits=lambda: (api.config.global_limit, api.config.per_peer_limit),
+        )
         keeper = Keeper(library.index, store, lambda: api.config, peers.publish_catalog)
         peers.kept_versions = keeper.kept_versions
         fetcher = Fetcher(library.index, peers)

@@ -9,7 +9,7 @@ cancels them. A misbehaving peer ends only its own session.
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -118,6 +118,7 @@ class PeerSession:
         address: str,
         index: Index,
         on_catalog: Callable[["PeerSession"], None],
+        pay: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.conn = conn
         self.stream = stream
@@ -129,6 +130,7 @@ class PeerSession:
         self.bytes_out = 0
         self._index = index
         self._on_catalog = on_catalog
+        self._pay = pay
         self._send_lock = trio.Lock()
         self._pending: dict[int, _Pending] = {}
         self._serving: dict[int, trio.CancelScope] = {}
@@ -177,6 +179,9 @@ class PeerSession:
                     return f"connection lost: {e}"
                 self.bytes_in += len(data)
                 self.conn.receive_data(data)
+                if self._pay is not None:
+                    # Reading no more until the bytes are paid for makes TCP slow the sender down.
+                    await self._pay(len(data))
                 continue
             if isinstance(event, ConnectionClosed):
                 if event.error_code:
@@ -227,6 +232,8 @@ class PeerSession:
                 # A send cut short by cancellation would leave half a record on
                 # the wire and break the channel for every other request.
                 with trio.CancelScope(shield=True):
+                    if self._pay is not None:
+                        await self._pay(len(data))
                     await self.stream.send_all(data)
 
     async def send(self, message) -> None:

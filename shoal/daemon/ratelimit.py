@@ -1,0 +1,50 @@
+"""Bandwidth caps: token buckets that peer sessions pay into for every byte they move.
+
+A session pays for the bytes it has just received (so the next read waits and
+TCP pushes back on the sender) and for the bytes it is about to send. The rate
+is read on every payment, so `config set bandwidth.*` applies without a restart.
+"""
+
+from collections.abc import Awaitable, Callable
+
+import trio
+
+#: How much unused allowance a bucket saves up, in seconds of its rate: enough to
+#: absorb one burst of reads without letting an idle minute turn into a flood.
+BURST_SECONDS = 0.1
+
+
+class TokenBucket:
+    """A byte allowance refilled at `rate()` bytes per second; a rate of 0 means no cap."""
+
+    def __init__(self, rate: Callable[[], int]) -> None:
+        self._rate = rate
+        self._balance = 0.0
+        self._stamp: float | None = None
+
+    async def pay(self, n: int) -> None:
+        """Take `n` bytes of allowance, sleeping off any debt.
+
+        Concurrent payers each add to the debt and sleep their own share of it, so
+        together they move at the rate without a queue.
+        """
+        rate = self._rate()
+        now = trio.current_time()
+        if rate <= 0:
+            self._balance, self._stamp = 0.0, now
+            return
+        saved = self._balance + (now - self._stamp) * rate if self._stamp is not None else 0.0
+        self._balance = min(saved, rate * BURST_SECONDS) - n
+        self._stamp = now
+        if self._balance < 0:
+            await trio.sleep(-self._balance / rate)
+
+
+def throttle(*buckets: TokenBucket) -> Callable[[int], Awaitable[None]]:
+    """One payment function over several buckets (e.g. the daemon's and one peer's)."""
+
+    async def pay(n: int) -> None:
+        for bucket in buckets:
+            await bucket.pay(n)
+
+    return pay
