@@ -314,15 +314,13 @@ class Connection:
 
     def _pull(self) -> bool:
         """Move decrypted plaintext into the frame decoder; whether anything progressed."""
-        plaintexts = self._channel.read()
+        progressed = self._channel.read_into(self._frames)
         secured = self._state is State.HANDSHAKE and self._channel.established
         if secured:
             self._advance(Step.SECURED)
             if self.role is Role.INITIATOR:
                 self._write(self._auth_message())
-        for plaintext in plaintexts:
-            self._frames.feed(plaintext)
-        return secured or bool(plaintexts)
+        return secured or progressed
 
     def _end_of_input(self) -> ConnectionClosed:
         if self._frames.buffered or self._channel.buffered:
