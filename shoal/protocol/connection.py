@@ -304,9 +304,10 @@ class Connection:
 
     def _next_event(self) -> Event | NeedData:
         while True:
-            frame = self._frames.next_frame()
+            frame = self._frames.next_view()
             if frame is not None:
-                event = self._handle_frame(frame)
+                with frame:
+                    event = self._handle_frame(frame)
                 if event is not None:
                     return event
             elif not self._pull():
@@ -327,7 +328,7 @@ class Connection:
             raise RemoteProtocolError("the connection ended inside a frame", code="truncated")
         return self._finish(Step.CLOSE, ConnectionClosed("the peer closed the connection", None, by_peer=True))
 
-    def _handle_frame(self, payload: bytes) -> Event | None:
+    def _handle_frame(self, payload: memoryview) -> Event | None:
         message = decode_message(payload)
         if isinstance(message, Bye):
             return self._finish(Step.CLOSE, ConnectionClosed(message.reason, None, by_peer=True))

@@ -63,6 +63,15 @@ class FrameDecoder:
 
         Raises FrameTooLarge as soon as a header declares an oversized frame.
         """
+        view = self.next_view()
+        if view is None:
+            return None
+        with view:
+            return bytes(view)
+
+    def next_view(self) -> memoryview | None:
+        """Like `next_frame`, but a view into the buffer, saving the copy of a payload
+        that is parsed at once; release it before feeding more bytes."""
         start = self._pos
         if self._end - start < HEADER_SIZE:
             return None
@@ -72,11 +81,11 @@ class FrameDecoder:
         end = start + HEADER_SIZE + n
         if self._end < end:
             return None
-        with memoryview(self._buf) as view:
-            payload = bytes(view[start + HEADER_SIZE : end])
+        payload = memoryview(self._buf)[start + HEADER_SIZE : end]
         self._pos = end
         if end == self._end and len(self._buf) > _KEEP:
-            # Everything read: give back a buffer that one large frame grew.
+            # Everything read: give back a buffer that one large frame grew (the
+            # view keeps the old one alive until it is released).
             self._buf = bytearray()
             self._pos = self._end = 0
         return payload
