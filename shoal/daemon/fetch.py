@@ -184,6 +184,11 @@ class _Run:
         self.last_source_seen = time.monotonic()
         self.inbox: list[_Arrival] = []
         self.complete: list[_FileTask] = []
+        # The writer and the installer have events of their own: a chunk arriving or
+        # a file completing would otherwise wake every waiter of `changed`, several
+        # task switches per chunk on the receiver's busy event loop.
+        self.inbox_ready = trio.Event()
+        self.complete_ready = trio.Event()
 
     def notify(self) -> None:
         self.changed.set()
@@ -257,14 +262,15 @@ class _Run:
         batch.writing += 1
         self.inbox.append(_Arrival(batch, peer, cid, data, batch.targets.pop(cid)))
         if len(self.inbox) == 1:
-            self.notify()
+            self.inbox_ready.set()
 
     async def write_loop(self) -> None:
         """Verify and write arrived chunks off the event loop, so that the other
         core hashes and writes while this one receives and decrypts."""
         while True:
             if not self.inbox:
-                await self.changed.wait()
+                await self.inbox_ready.wait()
+                self.inbox_ready = trio.Event()
                 continue
             arrivals, self.inbox = self.inbox, []
             verdicts = await trio.to_thread.run_sync(_verify_and_write, arrivals, self.transfer.busy)
@@ -292,13 +298,14 @@ class _Run:
             task.finishing = True
             self.complete.append(task)
             if len(self.complete) == 1:
-                self.notify()
+                self.complete_ready.set()
 
     async def install_loop(self) -> None:
         """Move complete files into place, many per worker-thread call."""
         while True:
             if not self.complete:
-                await self.changed.wait()
+                await self.complete_ready.wait()
+                self.complete_ready = trio.Event()
                 continue
             tasks, self.complete = self.complete, []
             await trio.to_thread.run_sync(self.fetcher._install_files, self.dest, tasks)
@@ -943,7 +950,11 @@ class Fetcher:
                         batch.requests[peer] = scope
 
                         def arrived(cid: bytes, data: bytes) -> None:
-                            scope.deadline = trio.current_time() + run.spec.timeout
+                            # Moved only once a second has passed: every move of a
+                            # deadline re-files it in trio's deadline heap.
+                            deadline = trio.current_time() + run.spec.timeout
+                            if deadline - scope.deadline > 1.0:
+                                scope.deadline = deadline
                             run.deliver(batch, peer, cid, data)
 
                         missing = await source.get_chunks(sorted(batch.pending), arrived)
