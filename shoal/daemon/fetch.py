@@ -110,6 +110,9 @@ class _FileTask:
     fresh: bool
     listed: bool = False
     finishing: bool = False
+    #: A small file's chunk locations (id, offset, size), kept from planning for
+    #: its index record, so that installing it does not decode its FILE object again.
+    locations: list[tuple[bytes, int, int]] | None = None
 
 
 @dataclass(slots=True)
@@ -712,7 +715,9 @@ class Fetcher:
         """Plan many small files in one worker-thread call: a thread hop per file would dominate."""
         out = []
         for task in tasks:
-            needed, done = self._satisfy_locally(task, list(_offsets(self._chunks_of(task))), busy)
+            chunks = list(_offsets(self._chunks_of(task)))
+            task.locations = [(ref.id, offset, ref.size) for offset, ref in chunks]
+            needed, done = self._satisfy_locally(task, chunks, busy)
             out.append((task, needed, done))
         return out
 
@@ -868,8 +873,8 @@ class Fetcher:
             if task.entry.size > SMALL_FILE:
                 self._record_file(dest, task.parts, task.entry, stat)
                 continue
-            chunks = [(ref.id, offset, ref.size) for offset, ref in _offsets(self._chunks_of(task))]
-            records.append(FileRecord("/".join(task.parts[:-1]), task.parts[-1], stat, task.entry.ref, chunks, []))  # type: ignore[arg-type]
+            assert task.locations is not None, "small files are planned by _prepare_small"
+            records.append(FileRecord("/".join(task.parts[:-1]), task.parts[-1], stat, task.entry.ref, task.locations, []))  # type: ignore[arg-type]
         self.index.record_files(str(dest), records)
 
     @staticmethod
