@@ -240,6 +240,10 @@ class Library:
         if not scan.unchanged:
             await self._hash_changed(run, scan)
         run.files_scanned += scanner.file_count(scan)
+        reused = scanner.reused_tree(scan)
+        if reused is not None:
+            # An unchanged re-share is mostly such directories: no thread hop for them.
+            return *reused, False
         tree_id, size, files = await trio.to_thread.run_sync(scanner.build_tree, self.index, run.root, scan)
         return tree_id, size, files, tree_id != scan.previous_tree
 

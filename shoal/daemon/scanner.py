@@ -77,6 +77,10 @@ class DirScan:
     #: False when an entry had to be left out: the directory is then not cached,
     #: so the next share tries that entry again and warns again.
     complete: bool = True
+    #: Regular files in `raw` and the size of its entries other than directories,
+    #: counted while listing (in the worker thread) for an unchanged directory.
+    raw_files: int = 0
+    raw_size: int = 0
 
 
 def join(rel: str, name: str) -> str:
@@ -150,6 +154,9 @@ def list_dir(index: Index, root: Path, rel: str, depth: int) -> DirScan:
     fingerprint = blake3.blake3(msgpack.packb(raw, use_bin_type=True)).digest()
     scan = DirScan(rel, depth, raw, fingerprint, warnings)
     _apply_cache(index, str(root), scan)
+    if scan.unchanged:
+        scan.raw_files = sum(1 for r in raw if r[1] == _FILE)
+        scan.raw_size = sum(r[4] for r in raw if r[1] != _DIR)
     return scan
 
 
@@ -177,7 +184,7 @@ def _apply_cache(index: Index, root: str, scan: DirScan) -> None:
 def file_count(scan: DirScan) -> int:
     """Regular files directly in the directory (those left out by a failed read excluded)."""
     if scan.unchanged:
-        return sum(1 for r in scan.raw if r[1] == _FILE)
+        return scan.raw_files
     return sum(1 for e in scan.entries if e.type == _FILE)
 
 
@@ -304,14 +311,22 @@ def _kind_of_page(data: bytes) -> Kind:
     return Kind(data[1])
 
 
+def reused_tree(scan: DirScan) -> tuple[bytes, int, int] | None:
+    """(tree id, total size, files below) of a directory whose tree is the previous
+    one: unchanged itself and below. No I/O, so the caller needs no thread for it."""
+    if not scan.unchanged or not scan.complete or any(e.changed for e in scan.entries):
+        return None
+    assert scan.previous_tree is not None
+    size = scan.raw_size + sum(e.size for e in scan.entries)
+    return scan.previous_tree, size, scan.raw_files + sum(e.files for e in scan.entries)
+
+
 def build_tree(index: Index, root: Path, scan: DirScan) -> tuple[bytes, int, int]:
     """Store the directory's TREE and return (tree id, total size, files below)."""
+    reused = reused_tree(scan)
+    if reused is not None:
+        return reused
     if scan.unchanged:
-        assert scan.previous_tree is not None
-        if scan.complete and not any(e.changed for e in scan.entries):
-            size = sum(r[4] for r in scan.raw if r[1] != _DIR) + sum(e.size for e in scan.entries)
-            files = file_count(scan) + sum(e.files for e in scan.entries)
-            return scan.previous_tree, size, files
         _materialize(index, scan)
     size = sum(e.size for e in scan.entries)
     files = sum(e.files for e in scan.entries)
