@@ -92,7 +92,7 @@ _S_ISREG, _S_IXUSR = statmod.S_ISREG, statmod.S_IXUSR
 _by_name = operator.itemgetter(0)
 
 
-def _classify(rel: str, depth: int, entry: os.DirEntry) -> RawEntry | str:
+def _classify(rel: str, depth: int, entry: os.DirEntry, dir_fd: int) -> RawEntry | str:
     """Return the entry as listed, or a warning saying why it is left out (once per file: kept lean)."""
     name = entry.name
     try:
@@ -102,7 +102,7 @@ def _classify(rel: str, depth: int, entry: os.DirEntry) -> RawEntry | str:
     except (UnicodeEncodeError, ProtocolError):
         return f"skipped {join(rel, name)!r}: the name is not valid UTF-8 or is too long"
     if entry.is_symlink():
-        target = os.readlink(entry.path)
+        target = os.readlink(entry.name, dir_fd=dir_fd)
         try:
             check_symlink_target(target, depth)
         except ProtocolError as e:
@@ -128,27 +128,32 @@ def list_dir(index: Index, root: Path, rel: str, depth: int) -> DirScan:
     """List one directory and take what the stat cache already knows of it."""
     raw: list[RawEntry] = []
     warnings: list[str] = []
-    with os.scandir(root / rel if rel else root) as it:
-        for entry in it:
-            name = entry.name
-            if depth == 0 and name == PARTIAL_DIR:
-                continue
-            try:
-                # A regular file with a short ASCII name, the bulk of most folders, is
-                # taken inline: an unchanged re-share is little more than this loop.
-                if entry.is_file(follow_symlinks=False) and name.isascii() and len(name) <= MAX_NAME_BYTES:
-                    st = entry.stat(follow_symlinks=False)
-                    mode = st.st_mode
-                    if _S_ISREG(mode):
-                        raw.append((name, _FILE, bool(mode & _S_IXUSR), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
-                        continue
-                found = _classify(rel, depth, entry)
-            except OSError as e:
-                found = f"skipped {join(rel, entry.name)}: {e.strerror}"
-            if isinstance(found, str):
-                warnings.append(found)
-            else:
-                raw.append(found)
+    # Listed through a descriptor: each stat then looks up one name, not the whole path.
+    dir_fd = open_dir(root, rel)
+    try:
+        with os.scandir(dir_fd) as it:
+            for entry in it:
+                name = entry.name
+                if depth == 0 and name == PARTIAL_DIR:
+                    continue
+                try:
+                    # A regular file with a short ASCII name, the bulk of most folders, is
+                    # taken inline: an unchanged re-share is little more than this loop.
+                    if entry.is_file(follow_symlinks=False) and name.isascii() and len(name) <= MAX_NAME_BYTES:
+                        st = entry.stat(follow_symlinks=False)
+                        mode = st.st_mode
+                        if _S_ISREG(mode):
+                            raw.append((name, _FILE, bool(mode & _S_IXUSR), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+                            continue
+                    found = _classify(rel, depth, entry, dir_fd)
+                except OSError as e:
+                    found = f"skipped {join(rel, name)}: {e.strerror}"
+                if isinstance(found, str):
+                    warnings.append(found)
+                else:
+                    raw.append(found)
+    finally:
+        os.close(dir_fd)
     # Code point order is UTF-8 byte order, and every name left is valid UTF-8.
     raw.sort(key=_by_name)
     fingerprint = blake3.blake3(msgpack.packb(raw, use_bin_type=True)).digest()
