@@ -117,6 +117,10 @@ class SecureChannel:
         self._noise.start_handshake()
         self._started = False
         self._inbound = bytearray()
+        # Received bytes not yet read, kept as they came while nothing else is
+        # buffered: records are then opened straight from them, and only a
+        # trailing partial record is copied into `_inbound`.
+        self._held: bytes | None = None
         self._plain_out = bytearray()
         self._wire_out: list[bytes] = []
         self._send: TransportCipher | None = None
@@ -138,7 +142,7 @@ class SecureChannel:
     @property
     def buffered(self) -> int:
         """Received bytes not yet making up a whole handshake message or record."""
-        return len(self._inbound)
+        return len(self._inbound) + (len(self._held) if self._held is not None else 0)
 
     def start(self) -> None:
         """Queue the initiator's first handshake message."""
@@ -149,7 +153,14 @@ class SecureChannel:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer bytes received from the peer."""
-        self._inbound += data
+        if self._held is not None:
+            self._inbound += self._held
+            self._held = None
+        # Only immutable bytes are kept by reference: a caller may reuse its buffer.
+        if not self._inbound and type(data) is bytes and self.established:
+            self._held = data
+        else:
+            self._inbound += data
 
     def read(self) -> list[bytes]:
         """Advance the handshake and return the plaintexts of every complete buffered record."""
@@ -235,7 +246,8 @@ class SecureChannel:
         """Each complete buffered record (without its length), in order; consumed
         once the caller has opened them all. A record that fails to open leaves
         the buffer as it was: the channel is dead anyway."""
-        buf = self._inbound
+        held = self._held
+        buf = held if held is not None else self._inbound
         pos = 0
         with memoryview(buf) as view:
             while len(buf) - pos >= LENGTH_SIZE:
@@ -248,7 +260,11 @@ class SecureChannel:
                 with view[pos + LENGTH_SIZE : end] as record:
                     yield record
                 pos = end
-        del buf[:pos]
+            if held is not None:
+                self._held = None
+                self._inbound += view[pos:]
+        if held is None:
+            del buf[:pos]
 
     def _seal_records(self, *, full_only: bool) -> None:
         assert self._send is not None
