@@ -114,6 +114,9 @@ class _FileTask:
     fresh: bool
     listed: bool = False
     finishing: bool = False
+    #: A small file's chunk locations (id, offset, size), kept from planning for
+    #: its index record, so that installing it does not decode its FILE object again.
+    locations: list[tuple[bytes, int, int]] | None = None
 
 
 @dataclass(slots=True)
@@ -192,6 +195,11 @@ class _Run:
         #: already holds unchanged under that selection may be skipped unvisited.
         self.selection: bytes = FULL
         self.reuse_unchanged = True
+        # The writer and the installer have events of their own: a chunk arriving or
+        # a file completing would otherwise wake every waiter of `changed`, several
+        # task switches per chunk on the receiver's busy event loop.
+        self.inbox_ready = trio.Event()
+        self.complete_ready = trio.Event()
 
     def notify(self) -> None:
         self.changed.set()
@@ -265,14 +273,15 @@ class _Run:
         batch.writing += 1
         self.inbox.append(_Arrival(batch, peer, cid, data, batch.targets.pop(cid)))
         if len(self.inbox) == 1:
-            self.notify()
+            self.inbox_ready.set()
 
     async def write_loop(self) -> None:
         """Verify and write arrived chunks off the event loop, so that the other
         core hashes and writes while this one receives and decrypts."""
         while True:
             if not self.inbox:
-                await self.changed.wait()
+                await self.inbox_ready.wait()
+                self.inbox_ready = trio.Event()
                 continue
             arrivals, self.inbox = self.inbox, []
             verdicts = await trio.to_thread.run_sync(_verify_and_write, arrivals, self.transfer.busy)
@@ -300,13 +309,14 @@ class _Run:
             task.finishing = True
             self.complete.append(task)
             if len(self.complete) == 1:
-                self.notify()
+                self.complete_ready.set()
 
     async def install_loop(self) -> None:
         """Move complete files into place, many per worker-thread call."""
         while True:
             if not self.complete:
-                await self.changed.wait()
+                await self.complete_ready.wait()
+                self.complete_ready = trio.Event()
                 continue
             tasks, self.complete = self.complete, []
             await trio.to_thread.run_sync(self.fetcher._install_files, self.dest, tasks)
@@ -776,7 +786,9 @@ class Fetcher:
         """Plan many small files in one worker-thread call: a thread hop per file would dominate."""
         out = []
         for task in tasks:
-            needed, done = self._satisfy_locally(task, list(_offsets(self._chunks_of(task))), busy)
+            chunks = list(_offsets(self._chunks_of(task)))
+            task.locations = [(ref.id, offset, ref.size) for offset, ref in chunks]
+            needed, done = self._satisfy_locally(task, chunks, busy)
             out.append((task, needed, done))
         return out
 
@@ -965,8 +977,8 @@ class Fetcher:
             if task.entry.size > SMALL_FILE:
                 self._record_file(dest, task.parts, task.entry, stat)
                 continue
-            chunks = [(ref.id, offset, ref.size) for offset, ref in _offsets(self._chunks_of(task))]
-            records.append(FileRecord("/".join(task.parts[:-1]), task.parts[-1], stat, task.entry.ref, chunks, []))  # type: ignore[arg-type]
+            assert task.locations is not None, "small files are planned by _prepare_small"
+            records.append(FileRecord("/".join(task.parts[:-1]), task.parts[-1], stat, task.entry.ref, task.locations, []))  # type: ignore[arg-type]
         self.index.record_files(str(dest), records)
 
     @staticmethod
@@ -1059,7 +1071,11 @@ class Fetcher:
                         batch.requests[peer] = scope
 
                         def arrived(cid: bytes, data: bytes) -> None:
-                            scope.deadline = trio.current_time() + run.spec.timeout
+                            # Moved only once a second has passed: every move of a
+                            # deadline re-files it in trio's deadline heap.
+                            deadline = trio.current_time() + run.spec.timeout
+                            if deadline - scope.deadline > 1.0:
+                                scope.deadline = deadline
                             run.deliver(batch, peer, cid, data)
 
                         missing = await source.get_chunks(sorted(batch.pending), arrived)

@@ -226,8 +226,20 @@ class Index:
         if not records:
             return
         with self._lock:
+            by_folder: dict[str, list[str]] = {}
+            for r in records:
+                by_folder.setdefault(r.dir, []).append(r.name)
             self._db.execute("BEGIN")
             try:
+                # Old chunk locations go first, found through the rows that exist
+                # already: a file seen for the first time costs no lookup.
+                for folder, names in by_folder.items():
+                    marks = ",".join("?" * len(names))
+                    self._db.execute(
+                        "DELETE FROM locations WHERE file IN"
+                        f" (SELECT id FROM files WHERE root = ? AND dir = ? AND name IN ({marks}))",
+                        (root, folder, *names),
+                    )
                 self._db.executemany(
                     "INSERT INTO files(root, dir, name, size, mtime_ns, ctime_ns, ino, file_id)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(root, dir, name) DO UPDATE SET"
@@ -239,9 +251,6 @@ class Index:
                     ],
                 )
                 rows: dict[tuple[str, str], int] = {}
-                by_folder: dict[str, list[str]] = {}
-                for r in records:
-                    by_folder.setdefault(r.dir, []).append(r.name)
                 for folder, names in by_folder.items():
                     marks = ",".join("?" * len(names))
                     for name, row in self._db.execute(
@@ -250,7 +259,6 @@ class Index:
                     ):
                         rows[folder, name] = row
                 ids = [rows[r.dir, r.name] for r in records]
-                self._db.executemany("DELETE FROM locations WHERE file = ?", [(i,) for i in ids])
                 self._db.executemany(
                     "INSERT OR IGNORE INTO locations(chunk_id, file, offset, length) VALUES (?, ?, ?, ?)",
                     [(c, i, o, n) for r, i in zip(records, ids) for c, o, n in r.locations],
@@ -282,7 +290,10 @@ class Index:
     def drop_files(self, root: str, rel: str, keep: Iterable[str]) -> None:
         """Forget the files of a directory that are not in `keep`."""
         keep = set(keep)
-        gone = [row.row for name, row in self.cached_files(root, rel).items() if name not in keep]
+        # Names and row ids only: a share calls this for every directory it hashed,
+        # and full stat-cache rows cost more than the comparison.
+        rows = self._read("SELECT name, id FROM files WHERE root = ? AND dir = ?", (root, rel))
+        gone = [row for name, row in rows if name not in keep]
         if gone:
             with self._lock:
                 self._db.execute("BEGIN")

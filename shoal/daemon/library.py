@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shoal.daemon import scanner
 from shoal.daemon.ignore import IgnoreRules, load_ignore
-from shoal.daemon.index import Index, VersionRow
+from shoal.daemon.index import FileRecord, Index, VersionRow
 from shoal.errors import ShareError, UnknownDataset
 from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.errors import ProtocolError
@@ -26,8 +26,9 @@ from shoal.daemon.subsets import subset_json
 from shoal.protocol.objects import EntryType, FileObject, Subset, VersionRecord, decode, encode_with_id
 from shoal.protocol.paths import check_dataset_name
 
-#: Files hashed per worker-thread call: enough to amortise the thread hop for small files.
-_BATCH_FILES = 256
+#: Files hashed per worker-thread call, and recorded per index transaction: a
+#: commit costs ~2 ms, 8 us per file at 256 files and 3 us at 1024.
+_BATCH_FILES = 1024
 _BATCH_BYTES = 64 * 1024 * 1024
 #: A batch whose files average less than this is hashed by the single small-file worker.
 _LARGE_FILE = 1024 * 1024
@@ -244,6 +245,10 @@ class Library:
         if not scan.unchanged:
             await self._hash_changed(run, scan)
         run.files_scanned += scanner.file_count(scan)
+        reused = scanner.reused_tree(scan)
+        if reused is not None:
+            # An unchanged re-share is mostly such directories: no thread hop for them.
+            return *reused, False
         tree_id, size, files = await trio.to_thread.run_sync(scanner.build_tree, self.index, run.root, scan)
         return tree_id, size, files, tree_id != scan.previous_tree
 
@@ -273,12 +278,28 @@ class Library:
             run.on_progress(ShareProgress(run.files_rehashed, run.bytes_rehashed, None, None, scanner.join(rel, done[-1].name)))
 
     def _hash_files(self, run: _ShareRun, rel: str, batch: list[scanner.ScanEntry]) -> list[tuple[scanner.ScanEntry, str]]:
-        errors = []
-        records = []
+        """Hash a batch of one directory's files and record the small ones in one transaction."""
+        try:
+            dir_fd = scanner.open_dir(run.root, rel)
+        except OSError as e:
+            why = "it disappeared during the scan" if isinstance(e, FileNotFoundError) else e.strerror
+            return [(entry, f"skipped {scanner.join(rel, entry.name)}: {why}") for entry in batch]
+        try:
+            records, errors = self._hash_each(run, rel, batch, dir_fd)
+        finally:
+            os.close(dir_fd)
+        self.index.record_files(str(run.root), records)
+        return errors
+
+    def _hash_each(
+        self, run: _ShareRun, rel: str, batch: list[scanner.ScanEntry], dir_fd: int
+    ) -> tuple[list[FileRecord], list[tuple[scanner.ScanEntry, str]]]:
+        records: list[FileRecord] = []
+        errors: list[tuple[scanner.ScanEntry, str]] = []
         for entry in batch:
             shown = scanner.join(rel, entry.name)
             try:
-                hashed = scanner.hash_file(self.index, run.root, rel, entry.name, run.params)
+                hashed = scanner.hash_file(self.index, run.root, rel, entry.name, run.params, dir_fd)
             except scanner.FileChanged as e:
                 errors.append((entry, f"skipped {e}; share again once it is complete"))
                 continue
@@ -292,8 +313,7 @@ class Library:
                 records.append(hashed.record)
             entry.ref, entry.size = hashed.file_id, hashed.size
             entry.stat = None
-        self.index.record_files(str(run.root), records)
-        return errors
+        return records, errors
 
     def _commit(self, name: str, root: Path, tree_id: bytes, size: int, files: int, message: str) -> tuple[VersionInfo, bool]:
         known = self.index.dataset(name)

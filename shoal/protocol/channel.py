@@ -1,8 +1,9 @@
 """The encrypted channel: a Noise NN handshake, then length-prefixed AES-GCM records.
 
 Sans-I/O: received bytes go in through `receive_data`, decrypted plaintext comes
-out of `read`, plaintext to send goes in through `write` and the wire bytes come
-out of `data_to_send`. Noise NN proves no identity; `auth_transcript` gives the
+out of `read` (or is decrypted straight into a frame decoder by `read_into`),
+plaintext to send goes in through `write` and the wire bytes come out of
+`data_to_send`. Noise NN proves no identity; `auth_transcript` gives the
 bytes each side signs with its Ed25519 key to bind its identity to this very
 handshake, so a signature cannot be replayed into another session or reflected
 back at its author.
@@ -10,6 +11,7 @@ back at its author.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import Enum
 
 from cryptography.exceptions import InvalidTag
@@ -18,6 +20,7 @@ from noise.connection import Keypair, NoiseConnection
 from noise.exceptions import NoiseInvalidMessage
 
 from shoal.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from shoal.protocol.framing import FrameDecoder
 
 NOISE_PROTOCOL = b"Noise_NN_25519_AESGCM_SHA256"
 PROLOGUE = b"shoal/1"
@@ -83,6 +86,14 @@ class TransportCipher:
         self._nonce += 1
         return plaintext
 
+    def open_into(self, ciphertext: memoryview, out: memoryview) -> None:
+        """Decrypt the next record into `out` (its plaintext size); BadRecord as `open`."""
+        try:
+            self._aead.decrypt_into(self._current_nonce(), ciphertext, None, out)
+        except InvalidTag:
+            raise BadRecord(f"record {self._nonce} failed authentication: tampered or forged") from None
+        self._nonce += 1
+
     def _current_nonce(self) -> bytes:
         if self._nonce >= MAX_NONCE:
             raise NonceExhausted("the channel has used all 2^64-1 record nonces")
@@ -106,6 +117,10 @@ class SecureChannel:
         self._noise.start_handshake()
         self._started = False
         self._inbound = bytearray()
+        # Received bytes not yet read, kept as they came while nothing else is
+        # buffered: records are then opened straight from them, and only a
+        # trailing partial record is copied into `_inbound`.
+        self._held: bytes | None = None
         self._plain_out = bytearray()
         self._wire_out: list[bytes] = []
         self._send: TransportCipher | None = None
@@ -127,7 +142,7 @@ class SecureChannel:
     @property
     def buffered(self) -> int:
         """Received bytes not yet making up a whole handshake message or record."""
-        return len(self._inbound)
+        return len(self._inbound) + (len(self._held) if self._held is not None else 0)
 
     def start(self) -> None:
         """Queue the initiator's first handshake message."""
@@ -138,13 +153,38 @@ class SecureChannel:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer bytes received from the peer."""
-        self._inbound += data
+        if self._held is not None:
+            self._inbound += self._held
+            self._held = None
+        # Only immutable bytes are kept by reference: a caller may reuse its buffer.
+        if not self._inbound and type(data) is bytes and self.established:
+            self._held = data
+        else:
+            self._inbound += data
 
     def read(self) -> list[bytes]:
         """Advance the handshake and return the plaintexts of every complete buffered record."""
         if not self.established and not self._advance_handshake():
             return []
-        return self._open_records()
+        plaintexts: list[bytes] = []
+        assert self._recv is not None
+        for record in self._records():
+            plaintexts.append(self._recv.open(record))
+        return plaintexts
+
+    def read_into(self, frames: FrameDecoder) -> bool:
+        """Advance the handshake and decrypt every complete buffered record straight
+        into `frames` (saving a copy of every received byte); whether anything progressed."""
+        if not self.established:
+            return self._advance_handshake()
+        assert self._recv is not None
+        progressed = False
+        for record in self._records():
+            with frames.reserve(len(record) - TAG_SIZE) as space:
+                self._recv.open_into(record, space)
+            frames.commit(len(record) - TAG_SIZE)
+            progressed = True
+        return progressed
 
     def write(self, *pieces: bytes | bytearray | memoryview) -> None:
         """Queue plaintext pieces; they are sealed into records by the next `data_to_send`."""
@@ -202,10 +242,12 @@ class SecureChannel:
         self._recv = TransportCipher(state.cipher_state_decrypt.k)
         self._handshake_hash = bytes(self._noise.get_handshake_hash())
 
-    def _open_records(self) -> list[bytes]:
-        assert self._recv is not None
-        buf = self._inbound
-        plaintexts = []
+    def _records(self) -> Iterator[memoryview]:
+        """Each complete buffered record (without its length), in order; consumed
+        once the caller has opened them all. A record that fails to open leaves
+        the buffer as it was: the channel is dead anyway."""
+        held = self._held
+        buf = held if held is not None else self._inbound
         pos = 0
         with memoryview(buf) as view:
             while len(buf) - pos >= LENGTH_SIZE:
@@ -215,10 +257,14 @@ class SecureChannel:
                 end = pos + LENGTH_SIZE + size
                 if len(buf) < end:
                     break
-                plaintexts.append(self._recv.open(view[pos + LENGTH_SIZE : end]))
+                with view[pos + LENGTH_SIZE : end] as record:
+                    yield record
                 pos = end
-        del buf[:pos]
-        return plaintexts
+            if held is not None:
+                self._held = None
+                self._inbound += view[pos:]
+        if held is None:
+            del buf[:pos]
 
     def _seal_records(self, *, full_only: bool) -> None:
         assert self._send is not None

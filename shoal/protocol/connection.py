@@ -304,9 +304,10 @@ class Connection:
 
     def _next_event(self) -> Event | NeedData:
         while True:
-            frame = self._frames.next_frame()
+            frame = self._frames.next_view()
             if frame is not None:
-                event = self._handle_frame(frame)
+                with frame:
+                    event = self._handle_frame(frame)
                 if event is not None:
                     return event
             elif not self._pull():
@@ -314,22 +315,20 @@ class Connection:
 
     def _pull(self) -> bool:
         """Move decrypted plaintext into the frame decoder; whether anything progressed."""
-        plaintexts = self._channel.read()
+        progressed = self._channel.read_into(self._frames)
         secured = self._state is State.HANDSHAKE and self._channel.established
         if secured:
             self._advance(Step.SECURED)
             if self.role is Role.INITIATOR:
                 self._write(self._auth_message())
-        for plaintext in plaintexts:
-            self._frames.feed(plaintext)
-        return secured or bool(plaintexts)
+        return secured or progressed
 
     def _end_of_input(self) -> ConnectionClosed:
         if self._frames.buffered or self._channel.buffered:
             raise RemoteProtocolError("the connection ended inside a frame", code="truncated")
         return self._finish(Step.CLOSE, ConnectionClosed("the peer closed the connection", None, by_peer=True))
 
-    def _handle_frame(self, payload: bytes) -> Event | None:
+    def _handle_frame(self, payload: memoryview) -> Event | None:
         message = decode_message(payload)
         if isinstance(message, Bye):
             return self._finish(Step.CLOSE, ConnectionClosed(message.reason, None, by_peer=True))

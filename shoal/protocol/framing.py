@@ -21,46 +21,82 @@ def encode_frame(payload: bytes | bytearray | memoryview, *, max_size: int = MAX
 
 
 class FrameDecoder:
-    """Buffers bytes and yields complete frame payloads, one at a time."""
+    """Buffers bytes and yields complete frame payloads, one at a time.
+
+    The buffer keeps its spare room between calls, so that bytes can be written
+    straight into it (`reserve` and `commit`, as the channel decrypts) without
+    growing and shrinking it for every record.
+    """
 
     def __init__(self, *, max_size: int = MAX_FRAME_SIZE) -> None:
         self.max_size = max_size
         self._buf = bytearray()
         self._pos = 0
+        self._end = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
-        self._buf += data
+        n = len(data)
+        with self.reserve(n) as space:
+            space[:] = data
+        self.commit(n)
+
+    def reserve(self, n: int) -> memoryview:
+        """A writable view of the next `n` bytes of the buffer; release it, then `commit` what was written."""
+        if len(self._buf) - self._end < n:
+            self._compact()
+            if len(self._buf) - self._end < n:
+                self._buf.extend(bytes(max(n, len(self._buf)) - (len(self._buf) - self._end)))
+        return memoryview(self._buf)[self._end : self._end + n]
+
+    def commit(self, n: int) -> None:
+        """Count `n` bytes written into the last reserved view as received."""
+        self._end += n
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a frame."""
-        return len(self._buf) - self._pos
+        return self._end - self._pos
 
     def next_frame(self) -> bytes | None:
         """Return the next complete payload, or None if more bytes are needed.
 
         Raises FrameTooLarge as soon as a header declares an oversized frame.
         """
-        if self.buffered < HEADER_SIZE:
-            self._compact()
+        view = self.next_view()
+        if view is None:
             return None
+        with view:
+            return bytes(view)
+
+    def next_view(self) -> memoryview | None:
+        """Like `next_frame`, but a view into the buffer, saving the copy of a payload
+        that is parsed at once; release it before feeding more bytes."""
         start = self._pos
+        if self._end - start < HEADER_SIZE:
+            return None
         n = int.from_bytes(self._buf[start : start + HEADER_SIZE], "big")
         if n > self.max_size:
             raise FrameTooLarge(f"peer declared a {n}-byte frame; the limit is {self.max_size}")
         end = start + HEADER_SIZE + n
-        if len(self._buf) < end:
-            self._compact()
+        if self._end < end:
             return None
-        with memoryview(self._buf) as view:
-            payload = bytes(view[start + HEADER_SIZE : end])
+        payload = memoryview(self._buf)[start + HEADER_SIZE : end]
         self._pos = end
+        if end == self._end and len(self._buf) > _KEEP:
+            # Everything read: give back a buffer that one large frame grew (the
+            # view keeps the old one alive until it is released).
+            self._buf = bytearray()
+            self._pos = self._end = 0
         return payload
 
     def _compact(self) -> None:
-        # Dropping consumed bytes only when a frame is incomplete keeps the
-        # common many-frames-per-read case free of repeated memmoves.
+        # Only the unread tail, at most one partial frame, moves to the front.
         if self._pos:
-            del self._buf[: self._pos]
+            self._buf[: self._end - self._pos] = self._buf[self._pos : self._end]
+            self._end -= self._pos
             self._pos = 0
+
+
+#: Spare buffer kept between frames: a few records' worth of room.
+_KEEP = 1024 * 1024

@@ -356,7 +356,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise MalformedMessage(f"msgpack extension type {code} is not allowed")
 
 
-def decode_message(payload: bytes) -> Message:
+def decode_message(payload: bytes | memoryview) -> Message:
     """Parse and validate one frame payload."""
     try:
         items = msgpack.unpackb(
