@@ -399,8 +399,9 @@ async def test_the_daemon_publishes_what_changes_and_stops_on_request(home, monk
     (home / "config.toml").write_text('listen = "127.0.0.1:0"\ndiscovery = false\n')
     data = home / "data"
     data.mkdir()
-    for n in range(600):
-        (data / f"{n:03}.bin").write_bytes(os.urandom(2000))
+    # Several hashing batches, so progress is reported between two of them.
+    for n in range(2500):
+        (data / f"{n:04}.bin").write_bytes(os.urandom(2000))
     peer_id = str(PeerId.from_public_key(os.urandom(32)))
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(partial(serve, home, load_config(home), listen=None, discovery=False))
@@ -420,7 +421,7 @@ async def test_the_daemon_publishes_what_changes_and_stops_on_request(home, monk
 
         await trio.to_thread.run_sync(collect)
         watcher.close()
-    assert shared["created"] and shared["version"]["files"] == 600
+    assert shared["created"] and shared["version"]["files"] == 2500
     assert progress and progress[-1]["files_done"] > 0 and set(progress[-1]) >= {"bytes_done", "files_total", "path"}
     assert reloaded["changed"] == ["retention.max_versions"] and reloaded["restart_required"] == []
     assert [event.topic for event in events] == ["datasets", "peers", "config", "daemon"]
