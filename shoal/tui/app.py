@@ -23,26 +23,39 @@ from shoal.tui.client import Connected, ControlClient, Signal
 from shoal.tui.rows import (
     DATASET_COLUMNS,
     PEER_COLUMNS,
+    SUBSCRIPTION_COLUMNS,
     TRANSFER_COLUMNS,
+    WATCH_COLUMNS,
+    Row,
     TransferTracker,
     dataset_rows,
     event_line,
     peer_label,
     peer_row,
+    subscription_row,
+    watch_row,
 )
 from shoal.tui.widgets.keyed_table import KeyedTable
 from shoal.tui.widgets.modals import (
     CancelTransferDialog,
+    ConfirmDialog,
     FetchDialog,
     Params,
     ShareDialog,
+    SubscribeDialog,
     TrustDialog,
     UntrustDialog,
+    WatchDialog,
 )
 from shoal.tui.widgets.screens import BrowseScreen, HelpScreen, VersionsScreen
 
 #: Dataset events come in bursts (a share of many datasets); one `ls` per burst is enough.
 REFRESH_DELAY = 0.2
+#: The tabs with a table, by id; the Events tab holds the log instead.
+TABLES = ("peers", "datasets", "transfers", "watches", "subscriptions")
+#: Actions that belong to some tabs only: elsewhere they are hidden, so the footer fits, and do nothing.
+TAB_ACTIONS = {"pause_transfer": {"transfers"}, "cancel_transfer": {"transfers"}, "watch": {"watches"},
+               "unwatch": {"watches"}, "subscribe": {"subscriptions", "datasets"}, "unsubscribe": {"subscriptions"}}
 
 
 class Client(Protocol):
@@ -64,6 +77,10 @@ class ShoalApp(App[int]):
         Binding("t", "trust", "Trust"),
         Binding("u", "untrust", "Untrust"),
         Binding("s", "share", "Share"),
+        Binding("w", "watch", "Watch"),
+        Binding("S", "subscribe", "Subscribe", key_display="S"),
+        Binding("x", "unwatch", "Unwatch"),
+        Binding("x", "unsubscribe", "Unsubscribe"),
         Binding("p", "pause_transfer", "Pause/Resume"),
         Binding("c", "cancel_transfer", "Cancel fetch"),
         Binding("r", "refresh", "Refresh"),
@@ -73,6 +90,8 @@ class ShoalApp(App[int]):
         Binding("2", "tab('datasets')", "Datasets", show=False),
         Binding("3", "tab('transfers')", "Transfers", show=False),
         Binding("4", "tab('events')", "Events", show=False),
+        Binding("5", "tab('watches')", "Watches", show=False),
+        Binding("6", "tab('subscriptions')", "Subscriptions", show=False),
     ]
 
     def __init__(self, client: Client) -> None:
@@ -83,6 +102,8 @@ class ShoalApp(App[int]):
         self.local: list[dict[str, Any]] = []
         self.remote: list[dict[str, Any]] = []
         self.transfers: dict[str, TransferTracker] = {}
+        self.watches: dict[str, dict[str, Any]] = {}
+        self.subscriptions: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -96,7 +117,11 @@ class ShoalApp(App[int]):
                 yield KeyedTable(TRANSFER_COLUMNS, id="transfers-table")
             with TabPane("Events", id="events"):
                 yield Log(id="events-log", max_lines=5000)
-        yield Footer()
+            with TabPane("Watches", id="watches"):
+                yield KeyedTable(WATCH_COLUMNS, id="watches-table")
+            with TabPane("Subscriptions", id="subscriptions"):
+                yield KeyedTable(SUBSCRIPTION_COLUMNS, id="subscriptions-table")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         # Looked up once: events keep arriving while the app shuts down, when a
@@ -104,7 +129,7 @@ class ShoalApp(App[int]):
         self.status = self.query_one("#status", Static)
         self.events_log = self.query_one("#events-log", Log)
         self.tabs = self.query_one(TabbedContent)
-        self.tables = {name: self.query_one(f"#{name}-table", KeyedTable) for name in ("peers", "datasets", "transfers")}
+        self.tables = {name: self.query_one(f"#{name}-table", KeyedTable) for name in TABLES}
         self.table("datasets").focus()
         self.run_worker(self._follow(), group="signals", exclusive=True)
 
@@ -140,14 +165,39 @@ class ShoalApp(App[int]):
             # The peer layer's changes (pending, online, offline, catalog) carry only the
             # peer id: re-read the peers, and the remote datasets that come and go with them.
             self.run_worker(partial(self._refresh_later, peers=True), group="peers", exclusive=True)
+            self._subscriptions_may_change()
         elif event.topic == "datasets":
             # A callable, not a coroutine: a worker cancelled before it starts then leaves none unawaited.
             self.run_worker(self._refresh_later, group="datasets", exclusive=True)
         elif event.topic == "transfers":
             self._on_transfer(data)
+        elif event.topic == "watches":
+            self._on_sync("watches", self.watches, data["watch"], data.get("change"), watch_row)
+        elif event.topic == "subscriptions":
+            self._on_sync("subscriptions", self.subscriptions, data["subscription"], data.get("change"), subscription_row)
+            # `updated` and `failed` are sent while the update still counts as running: re-read the settled state.
+            self._subscriptions_may_change()
         line = event_line(event.topic, data)
         if line is not None:
             self.events_log.write_line(line)
+
+    def _on_sync(
+        self, table: str, shown: dict[str, dict[str, Any]], item: dict[str, Any], change: str | None,
+        row: Callable[[dict[str, Any]], Row],
+    ) -> None:
+        """Show the watch or subscription an event carries in `table` (and `shown`), or drop it when removed."""
+        name = str(item["name"])
+        if change == "removed":
+            shown.pop(name, None)
+            self.table(table).drop(name)
+        else:
+            shown[name] = item
+            self.table(table).upsert(name, row(item))
+
+    def _subscriptions_may_change(self) -> None:
+        """Re-read the subscriptions soon: the daemon publishes no event when one turns pending or updating."""
+        if self.subscriptions:
+            self.run_worker(self._refresh_sync_later, group="sync", exclusive=True)
 
     def _on_transfer(self, data: dict[str, Any]) -> None:
         key = str(data.get("id", data.get("name")))
@@ -170,6 +220,8 @@ class ShoalApp(App[int]):
         elif kind in ("paused", "resumed"):
             tracker.update_state(data)
         self.table("transfers").upsert(key, tracker.row(self._peer_label))
+        if kind in ("started", "done", "failed"):
+            self._subscriptions_may_change()  # the transfer may be a subscription's update
 
     def _peer_label(self, peer_id: str) -> str:
         peer = self.peers.get(peer_id)
@@ -187,6 +239,10 @@ class ShoalApp(App[int]):
         if datasets:
             await self._reporting_failures(self._refresh_datasets())
 
+    async def _refresh_sync_later(self) -> None:
+        await asyncio.sleep(REFRESH_DELAY)
+        await self._reporting_failures(self._refresh_sync())
+
     async def _reporting_failures(self, refresh: Awaitable[None]) -> None:
         try:
             await refresh
@@ -200,11 +256,20 @@ class ShoalApp(App[int]):
         self._set_status(f"connected — this peer {identity['short']} listens on {identity['listen']}", down=False)
         await self._refresh_peers()
         await self._refresh_datasets()
+        await self._refresh_sync()
 
     async def _refresh_peers(self) -> None:
         peers = await self.client.call("peers")
         self.peers = {peer["peer_id"]: peer for peer in peers["peers"]}
         self.table("peers").sync({key: peer_row(peer) for key, peer in self.peers.items()})
+
+    async def _refresh_sync(self) -> None:
+        """The watches and subscriptions, whose events miss some changes (pending counts, subscription states)."""
+        self.watches = {watch["name"]: watch for watch in (await self.client.call("watches"))["watches"]}
+        self.table("watches").sync({name: watch_row(watch) for name, watch in self.watches.items()})
+        listing = (await self.client.call("subscription.list"))["subscriptions"]
+        self.subscriptions = {sub["name"]: sub for sub in listing}
+        self.table("subscriptions").sync({name: subscription_row(sub) for name, sub in self.subscriptions.items()})
 
     async def _refresh_datasets(self) -> None:
         self.local = (await self.client.call("ls"))["datasets"]
@@ -217,6 +282,13 @@ class ShoalApp(App[int]):
         self.table("datasets").sync(dataset_rows(self.local, self.remote))
 
     # --- actions -----------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        tabs = TAB_ACTIONS.get(action)
+        return tabs is None or self.tabs.active in tabs
+
+    def on_tabbed_content_tab_activated(self) -> None:
+        self.refresh_bindings()  # the footer shows the new tab's actions
 
     def action_tab(self, tab: str) -> None:
         self.tabs.active = tab
@@ -268,6 +340,35 @@ class ShoalApp(App[int]):
 
     def action_share(self) -> None:
         self.push_screen(ShareDialog(), self._send("share"))
+
+    def action_watch(self) -> None:
+        self.push_screen(WatchDialog(), self._send("watch"))
+
+    def action_subscribe(self) -> None:
+        """Subscribe; on the Datasets tab the selected dataset is the one offered."""
+        name = (self.table("datasets").selected_key if self.tabs.active == "datasets" else None) or ""
+        self.push_screen(SubscribeDialog(name, str(Path.cwd() / name) if name else ""), self._send("subscription.add"))
+
+    def action_unwatch(self) -> None:
+        name = self.table("watches").selected_key
+        if name is None:
+            self.notify("no watch to remove", severity="warning")
+            return
+        path = self.watches[name].get("path", "the folder")
+        question = ConfirmDialog(f"Stop watching [b]{name}[/b]?", f"{path} and the versions shared from it stay.",
+                                 "Unwatch", "Keep watching", {"name": name})
+        self.push_screen(question, self._send("unwatch"))
+
+    def action_unsubscribe(self) -> None:
+        name = self.table("subscriptions").selected_key
+        if name is None:
+            self.notify("no subscription to remove", severity="warning")
+            return
+        dest = self.subscriptions[name].get("dest", "")
+        # With its folder, so a subscription re-made elsewhere meanwhile is not the one removed.
+        question = ConfirmDialog(f"Unsubscribe [b]{name}[/b]?", f"{dest} keeps its files; a running update stops.",
+                                 "Unsubscribe", "Keep following", {"name": name, "dest": dest})
+        self.push_screen(question, self._send("subscription.remove"))
 
     def action_pause_transfer(self) -> None:
         selected = self._selected_transfer()

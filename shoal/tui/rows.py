@@ -19,11 +19,17 @@ DATASET_COLUMNS = ("name", "where", "latest", "size", "versions", "holders")
 TRANSFER_COLUMNS = ("dataset", "phase", "progress", "done / total", "rate", "eta", "bottleneck", "peers")
 VERSION_COLUMNS = ("version", "id", "time", "size", "files", "message")
 BROWSE_COLUMNS = ("name", "type", "size", "target")
+WATCH_COLUMNS = ("dataset", "folder", "state", "pending", "last shared", "detail")
+SUBSCRIPTION_COLUMNS = ("dataset", "folder", "state", "holds", "updated", "detail")
 
 _STATE_STYLE = {"online": "green", "offline": "dim", "pending": "yellow", "trusted": "cyan"}
 #: The daemon's measured bottleneck of a running transfer; one limited by this machine stands out.
 _BOTTLENECK_STYLE = {"paused": "yellow", "waiting for peers": "dim", "hashing": "magenta", "disk write": "magenta",
                      "disk read": "magenta"}
+#: Watch and subscription states: settled in green, trouble in red, waiting in yellow, busy in cyan.
+_SYNC_STYLE = {"idle": "green", "current": "green", "error": "red", "failed": "red", "settling": "yellow",
+               "waiting": "yellow", "pending": "yellow", "starting": "cyan", "sharing": "cyan", "updating": "cyan",
+               "removed": "dim"}
 BAR_WIDTH = 20
 #: The peer layer reports sessions as online/offline; people say joined/left.
 _PEER_CHANGE = {"online": "joined", "offline": "left"}
@@ -114,6 +120,48 @@ def browse_row(entry: dict[str, Any]) -> Row:
     size = format_size(int(entry.get("size") or 0)) if kind.startswith("file") else ""
     target = f"→ {entry['target']}" if entry.get("target") else ""
     return (Text(name, style="bold blue") if entry.get("type") == "dir" else name, kind, size, target)
+
+
+def watch_row(watch: dict[str, Any]) -> Row:
+    """One watched folder: what it is doing, and when it last became a version."""
+    state = str(watch.get("state") or "-")
+    last_shared = watch.get("last_shared")
+    return (
+        str(watch["name"]),
+        str(watch.get("path") or "-"),
+        Text(state, style=_SYNC_STYLE.get(state, "")),
+        f"{int(watch.get('pending') or 0):,}",
+        format_time(last_shared) if last_shared else "-",
+        str(watch.get("detail") or "-"),
+    )
+
+
+def subscription_row(sub: dict[str, Any]) -> Row:
+    """One subscription: the version its folder holds, and why it is not current when it is not."""
+    state = str(sub.get("state") or "-")
+    version = sub.get("version")
+    updated = sub.get("updated")
+    return (
+        str(sub["name"]),
+        str(sub.get("dest") or "-"),
+        Text(state, style=_SYNC_STYLE.get(state, "")),
+        f"@{version['seq']}" if version else "-",
+        format_time(updated) if updated else "-",
+        _subscription_detail(sub),
+    )
+
+
+def _subscription_detail(sub: dict[str, Any]) -> str:
+    """The last error and the next retry; else the local changes updates kept; else the running transfer."""
+    if sub.get("last_error"):
+        retry = sub.get("retry_in")
+        return f"{sub['last_error']}; retry in {format_duration(retry)}" if retry else str(sub["last_error"])
+    kept = len(sub.get("conflicts") or ())
+    if kept:
+        return f"kept {kept} local change{'s' if kept != 1 else ''} (`shoal subscriptions`)"
+    if sub.get("transfer") is not None:
+        return f"transfer {sub['transfer']}"
+    return "-"
 
 
 def progress_bar(done: int, total: int) -> Text:
@@ -221,6 +269,21 @@ def event_line(topic: str, data: dict[str, Any]) -> str | None:
         return f"daemon: {data.get('state') or data.get('event') or 'stopping'}"
     if topic == "subscriptions":
         return _subscription_line(data)
+    if topic == "watches":
+        return _watch_line(data)
+    return None
+
+
+def _watch_line(data: dict[str, Any]) -> str | None:
+    """Additions, removals and errors; the other states pass too often, and shares log as `published`."""
+    watch = data.get("watch") or {}
+    name, change = watch.get("name", "?"), data.get("change")
+    if change == "added":
+        return f"watching {watch.get('path', '?')} as {name}"
+    if change == "removed":
+        return f"stopped watching {name}"
+    if watch.get("state") == "error":
+        return f"watch of {name} failed: {watch.get('detail') or 'unknown reason'}"
     return None
 
 

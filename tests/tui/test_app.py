@@ -10,13 +10,21 @@ import pytest
 from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Input, Log, Static, TabbedContent
-from tui_fakes import FakeClient, demo_client, local_dataset, peer, version
+from tui_fakes import FakeClient, demo_client, local_dataset, peer, version, watch
 
 from shoal.errors import DaemonError
 
 from shoal.tui.app import ShoalApp, make_app
 from shoal.tui.client import Connected
-from shoal.tui.widgets.modals import CancelTransferDialog, FetchDialog, TrustDialog, UntrustDialog
+from shoal.tui.widgets.modals import (
+    CancelTransferDialog,
+    ConfirmDialog,
+    FetchDialog,
+    SubscribeDialog,
+    TrustDialog,
+    UntrustDialog,
+    WatchDialog,
+)
 from shoal.tui.widgets.screens import BrowseScreen, HelpScreen, VersionsScreen, include_glob
 
 pytestmark = pytest.mark.asyncio
@@ -278,6 +286,51 @@ async def test_subscription_events_are_logged() -> None:
             "ckpt updated to @3 in /data/ckpt; kept 2 local changes (`shoal subscriptions`)",
             "update of ckpt failed: no connected peer",
         ]
+
+
+async def test_watch_events_update_and_drop_rows() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("watches").row_count == 3)
+        client.event("watches", change="state", watch=watch("eval-suite", "/data/eval-suite", "sharing"))
+        await until(pilot, lambda: cell(app, "watches", "eval-suite", 2) == "sharing")
+        gone = watch("eval-suite", "/data/eval-suite", "error", detail="/data/eval-suite: Permission denied")
+        client.event("watches", change="state", watch=gone)
+        client.event("watches", change="removed", watch=watch("checkpoints", "/runs/exp42/checkpoints", "removed"))
+        await until(pilot, lambda: app.table("watches").row_count == 2)
+        assert cell(app, "watches", "eval-suite", 5) == "/data/eval-suite: Permission denied"
+        assert app.query_one("#events-log", Log).lines[-2:] == [
+            "watch of eval-suite failed: /data/eval-suite: Permission denied",
+            "stopped watching checkpoints",
+        ]
+
+
+async def test_sync_keys_act_on_their_own_tabs() -> None:
+    client = demo_client()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.table("subscriptions").row_count == 4)
+        await pilot.press("3", "w", "x")  # not on the Transfers tab: nothing opens
+        await pilot.pause()
+        assert not isinstance(app.screen, (WatchDialog, ConfirmDialog))
+
+        await pilot.press("6", "S")
+        await until(pilot, lambda: isinstance(app.screen, SubscribeDialog))
+        app.screen.query_one("#name", Input).value = "speech-commands"
+        app.screen.query_one("#dest", Input).value = "speech"
+        await pilot.click("#ok")
+        await pilot.pause()
+        assert isinstance(app.screen, SubscribeDialog) and client.sent("subscription.add") == []
+        await pilot.press("escape")
+
+        await pilot.press("x")  # the first row: imagenet-subset
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("n")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmDialog))
+        await pilot.press("x", "y")
+        await until(pilot, lambda: bool(client.sent("subscription.remove")))
+        assert client.sent("subscription.remove") == [{"name": "imagenet-subset", "dest": "/data/imagenet-subset"}]
 
 
 async def test_enter_on_a_dataset_shows_its_versions() -> None:

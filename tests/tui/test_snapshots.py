@@ -33,7 +33,7 @@ async def loaded(pilot: Pilot[int]) -> None:
     app = pilot.app
     assert isinstance(app, ShoalApp)
     deadline = time.monotonic() + 5
-    while app.table("datasets").row_count < 5 or app.table("peers").row_count < 5:
+    while app.table("datasets").row_count < 5 or app.table("subscriptions").row_count < 4:
         assert time.monotonic() < deadline, "the demo data never loaded"
         await pilot.pause(0.01)
 
@@ -73,6 +73,16 @@ def test_transfers_tab_with_a_transfer_in_progress(snap_compare) -> None:
         app.table("transfers").upsert("1", tracker.row(app._peer_label))
 
     assert snap_compare(app, press=["3"], terminal_size=SIZE, run_before=transferring)
+
+
+def test_watches_tab(snap_compare) -> None:
+    app, _ = demo_app()
+    assert snap_compare(app, press=["5"], terminal_size=SIZE, run_before=loaded)
+
+
+def test_subscriptions_tab(snap_compare) -> None:
+    app, _ = demo_app()
+    assert snap_compare(app, press=["6"], terminal_size=SIZE, run_before=loaded)
 
 
 def test_help_screen(snap_compare) -> None:

@@ -8,24 +8,19 @@ paused, as the screenshot in the docs.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import Input, Log
+from tui_daemons import Daemon, cell, files_of, has_row, trust_each_other, until
 
 from shoal.daemon.home import socket_path
 from shoal.daemon.lifecycle import running_pid
-from shoal.tui.app import ShoalApp, make_app
+from shoal.tui.app import make_app
 from shoal.tui.client import ControlClient
 from shoal.tui.widgets.modals import CancelTransferDialog, FetchDialog, ShareDialog, TrustDialog, UntrustDialog
 from shoal.tui.widgets.screens import BrowseScreen
@@ -38,77 +33,6 @@ FILE_SIZE = 25 * 1024 * 1024
 FILES = 8  # 200 MiB of random data: on loopback a fetch of about two progress reports (0.5 s apart)
 BOTTLENECK = 6  # the transfers table's column
 MEASURED = {"waiting for peers", "network", "hashing", "disk write", "disk read"}
-
-
-class Daemon:
-    """One home and its daemon, driven with the `shoal` command as a user would."""
-
-    def __init__(self) -> None:
-        # Under /tmp, not pytest's tmp_path: Unix socket paths are limited to 107 bytes.
-        self.home = Path(tempfile.mkdtemp(prefix="shoal-tui-", dir="/tmp"))
-        (self.home / "config.toml").write_text('listen = "127.0.0.1:0"\ndiscovery = false\n')
-
-    def run(self, *args: str) -> str:
-        process = subprocess.run(
-            [sys.executable, "-m", "shoal", "--home", str(self.home), *args],
-            capture_output=True, text=True, timeout=60,
-            env={key: value for key, value in os.environ.items() if key != "SHOAL_NO_AUTOSTART"},
-        )
-        assert process.returncode == 0, process.stderr
-        return process.stdout
-
-    def json(self, *args: str) -> dict:
-        return json.loads(self.run(*args, "--json"))
-
-    def remove(self) -> None:
-        subprocess.run([sys.executable, "-m", "shoal", "--home", str(self.home), "daemon", "stop"],
-                       capture_output=True, timeout=30)
-        pid = running_pid(self.home)
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.home, ignore_errors=True)
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[Daemon, Daemon]]:
-    daemons = (Daemon(), Daemon())
-    try:
-        for daemon in daemons:
-            daemon.run("daemon", "start")
-        yield daemons
-    finally:
-        for daemon in daemons:
-            daemon.remove()
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="shoal-tui-data-", dir="/tmp"))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def files_of(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".shoal-partial" not in p.parts
-    }
-
-
-def cell(app: ShoalApp, table: str, key: str, column: int) -> str:
-    return str(app.table(table).get_row(key)[column])
-
-
-def has_row(app: ShoalApp, table: str, key: str) -> bool:
-    return key in app.table(table)._shown
-
-
-async def until(pilot: Pilot[int], condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"the UI never showed {what}"
-        await pilot.pause(0.02)
 
 
 async def transfer_state(client: ControlClient, tid: int) -> dict:
@@ -248,9 +172,8 @@ async def test_share_cancel_and_untrust_through_the_ui(pair: tuple[Daemon, Daemo
     mine = scratch / "notes"
     mine.mkdir()
     (mine / "todo.txt").write_text("check the labels\n")
-    id_a, id_b = a.json("id")["peer_id"], b.json("id")["peer_id"]
-    a.run("trust", id_b, "--addr", b.json("status")["listen"])
-    b.run("trust", id_a, "--name", "gpu-box", "--addr", a.json("status")["listen"])
+    id_a = a.json("id")["peer_id"]
+    trust_each_other(a, b)
     a.run("share", str(data))
 
     client = ControlClient(socket_path(b.home), min_backoff=0.05, max_backoff=0.2)

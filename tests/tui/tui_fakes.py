@@ -53,6 +53,17 @@ def remote_dataset(name: str, seq: int, holder: dict[str, Any], **kwargs: int) -
     return {"name": name, "head": version(name, seq, **kwargs), "peer_id": holder["peer_id"], "peer_name": holder["name"]}
 
 
+def watch(name: str, path: str, state: str = "idle", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "path": path, "added": NOW - 86_400, "state": state, "detail": None, "pending": 0,
+            "last_shared": NOW - 1_800, **extra}
+
+
+def subscription(name: str, state: str = "current", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "dest": f"/data/{name}", "added": NOW - 86_400, "author": None, "state": state,
+            "version": None, "updated": None, "transfer": None, "last_fetch": None, "last_error": None,
+            "retry_in": None, "conflicts": [], **extra}
+
+
 #: What `browse` lists for every dataset: a dict is a directory, an int a file's size, a str a symlink's target.
 FAKE_TREE: dict[str, Any] = {
     "README.md": 1_200,
@@ -97,6 +108,9 @@ class FakeClient:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         #: Running transfers by id, as the daemon's `status` has them; the transfer.* calls act on these.
         self.transfers: dict[int, dict[str, Any]] = {}
+        #: What `watches` and `subscription.list` answer.
+        self.watches: list[dict[str, Any]] = []
+        self.subscriptions: list[dict[str, Any]] = []
         #: The tree every dataset's versions have; set `browse_error` to make `browse` fail with it.
         self.tree = FAKE_TREE
         self.browse_error: DaemonError | None = None
@@ -144,6 +158,10 @@ class FakeClient:
             if head is None:
                 raise DaemonError(f"no dataset {params['name']!r}", code="not-found", exit_code=4)
             return {"name": params["name"], "versions": [version(head["name"], s) for s in range(head["seq"], 0, -1)]}
+        if method == "watches":
+            return {"watches": self.watches}
+        if method == "subscription.list":
+            return {"subscriptions": self.subscriptions}
         if method == "browse":
             return self._browse(params)
         if method in ("transfer.pause", "transfer.resume", "transfer.cancel"):
@@ -214,4 +232,20 @@ def demo_client(*, up: bool = True) -> FakeClient:
         remote_dataset("speech-commands", 2, peers[1], size=2_300_000_000, files=105_829),
         remote_dataset("robot-trajectories", 5, peers[4], size=48_000_000_000, files=9_600),
     ]
-    return FakeClient(peers, local, remote, up=up)
+    client = FakeClient(peers, local, remote, up=up)
+    client.watches = [
+        watch("checkpoints", "/runs/exp42/checkpoints", "waiting", pending=14,
+              detail="/runs/exp42/checkpoints/step-9000.pt is open for writing"),
+        watch("eval-suite", "/data/eval-suite", last_shared=NOW - 7_200),
+        watch("notes", "/home/mira/notes", "error", last_shared=None,
+              detail="/home/mira/notes: No such file or directory"),
+    ]
+    client.subscriptions = [
+        subscription("imagenet-subset", "pending", version=version("imagenet-subset", 7), updated=NOW - 18_000),
+        subscription("robot-trajectories", "updating", transfer=1),
+        subscription("speech-commands", "failed", version=version("speech-commands", 1), updated=NOW - 90_000,
+                     last_error="no connected peer offers speech-commands@2", retry_in=38.0),
+        subscription("tokenizer-corpus", version=version("tokenizer-corpus", 3), updated=NOW - 600,
+                     conflicts=[{"path": "vocab.txt", "change": "edited", "kept_as": "vocab.txt.shoal-conflict-3"}]),
+    ]
+    return client

@@ -111,17 +111,23 @@ class UntrustDialog(_Dialog):
         self.dismiss({"peer_id": self._peer["peer_id"]})
 
 
-class ShareDialog(_Dialog):
+class _FolderDialog(_Dialog):
+    """A folder (absolute path) and optional text fields; the subclasses say which and what for."""
+
+    HEADING = ""
+    OK = ""
+    #: (param, label) of each optional field, sent only when filled in.
+    OPTIONAL: tuple[tuple[str, str], ...] = ()
+
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("Share a folder")
+            yield Label(self.HEADING)
             yield Label("Folder (absolute path)")
             yield Input(id="path", placeholder="/data/imagenet-subset")
-            yield Label("Dataset name (optional; defaults to the folder name)")
-            yield Input(id="name")
-            yield Label("Message (optional)")
-            yield Input(id="message")
-            yield self.buttons("Share")
+            for field, label in self.OPTIONAL:
+                yield Label(label)
+                yield Input(id=field)
+            yield self.buttons(self.OK)
 
     def confirm(self) -> None:
         path = self.query_one("#path", Input).value.strip()
@@ -129,31 +135,83 @@ class ShareDialog(_Dialog):
             self.notify("the folder must be an absolute path", severity="error")
             return
         params: Params = {"path": path}
-        for field in ("name", "message"):
+        for field, _ in self.OPTIONAL:
             value = self.query_one(f"#{field}", Input).value.strip()
             if value:
                 params[field] = value
         self.dismiss(params)
 
 
-class CancelTransferDialog(_Dialog):
-    """Confirms cancelling a running fetch; the keys are the buttons' too: y to cancel it, n to keep it."""
+class ShareDialog(_FolderDialog):
+    HEADING = "Share a folder"
+    OK = "Share"
+    OPTIONAL = (("name", "Dataset name (optional; defaults to the folder name)"), ("message", "Message (optional)"))
 
-    BINDINGS = [Binding("escape,n", "cancel", "Keep it"), Binding("y", "confirm", "Cancel it")]
 
-    def __init__(self, transfer_id: int, name: str) -> None:
+class WatchDialog(_FolderDialog):
+    HEADING = "Watch a folder: share it now, and again whenever its changes settle"
+    OK = "Watch"
+    OPTIONAL = (("name", "Dataset name (optional; defaults to the folder name)"),)
+
+
+class SubscribeDialog(_Dialog):
+    """A dataset and the folder that follows its newest version; the daemon needs the folder absolute."""
+
+    def __init__(self, name: str, default_dest: str) -> None:
         super().__init__()
-        self._id = transfer_id
         self._name = name
+        self._default_dest = default_dest
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Subscribe: keep a folder at a dataset's newest version")
+            yield Label("Dataset name")
+            yield Input(self._name, id="name", placeholder="imagenet-subset")
+            yield Label("Destination folder (absolute path)")
+            yield Input(self._default_dest, id="dest", placeholder="/data/imagenet-subset")
+            yield self.buttons("Subscribe")
+
+    def confirm(self) -> None:
+        name = self.query_one("#name", Input).value.strip()
+        dest = self.query_one("#dest", Input).value.strip()
+        if not name:
+            self.notify("a dataset name is required", severity="error")
+        elif not dest.startswith("/"):
+            self.notify("the destination must be an absolute path", severity="error")
+        else:
+            self.dismiss({"name": name, "dest": dest})
+
+
+class ConfirmDialog(_Dialog):
+    """A yes/no question whose yes sends `params`; the keys are the buttons' too: y for yes, n or escape for no."""
+
+    BINDINGS = [Binding("escape,n", "cancel", "No"), Binding("y", "confirm", "Yes")]
+
+    def __init__(self, question: str, note: str, yes: str, no: str, params: Params) -> None:
+        super().__init__()
+        self._question = question
+        self._note = note
+        self._yes = yes
+        self._no = no
+        self._params = params
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog small"):
-            yield Label(f"Cancel the fetch of [b]{self._name}[/b]?")
-            yield Label("Verified files stay; fetching it again resumes from them.")
-            yield self.buttons("Cancel fetch", "Keep fetching")
+            yield Label(self._question)
+            yield Label(self._note)
+            yield self.buttons(self._yes, self._no)
 
     def action_confirm(self) -> None:
         self.confirm()
 
     def confirm(self) -> None:
-        self.dismiss({"id": self._id})
+        self.dismiss(self._params)
+
+
+class CancelTransferDialog(ConfirmDialog):
+    def __init__(self, transfer_id: int, name: str) -> None:
+        super().__init__(
+            f"Cancel the fetch of [b]{name}[/b]?",
+            "Verified files stay; fetching it again resumes from them.",
+            "Cancel fetch", "Keep fetching", {"id": transfer_id},
+        )

@@ -26,18 +26,21 @@ BROWSE_TIMEOUT = 15
 UP = ".."
 
 HELP = """\
-[b]shoal tui[/b] — live view of this daemon's peers, datasets and transfers
+[b]shoal tui[/b] — live view of this daemon's peers, datasets, transfers, syncs
 
-  [b]1–4[/b]     switch tab: peers, datasets, transfers, events
+  [b]1–6[/b]     tabs: peers, datasets, transfers, events, watches, subscriptions
   [b]↑ ↓[/b]     move the selection
   [b]enter[/b]   on a dataset: show its versions
   [b]b[/b]       browse the selected dataset's files (in versions: that version)
   [b]f[/b]       fetch the selected dataset
   [b]t[/b] / [b]u[/b]   trust / untrust the selected peer (shows its full id)
   [b]s[/b]       share a folder as a dataset
-  [b]p[/b]       pause / resume the selected transfer
-  [b]c[/b]       cancel the selected transfer (asks first)
-  [b]r[/b]       refresh peers and datasets from the daemon
+  [b]p[/b]       on transfers: pause / resume the selected transfer
+  [b]c[/b]       on transfers: cancel the selected transfer (asks first)
+  [b]w[/b]       on watches: watch a folder (share it again whenever it changes)
+  [b]S[/b]       subscribe: keep a folder at a dataset's newest version
+  [b]x[/b]       unwatch / unsubscribe the selected watch / subscription
+  [b]r[/b]       refresh everything from the daemon
   [b]?[/b]       this help
   [b]q[/b]       quit (the daemon keeps running)
 
