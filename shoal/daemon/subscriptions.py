@@ -203,52 +203,53 @@ class Subscriptions:
 
     async def _run_update(self, sub: Subscription, entry: CatalogEntry, live: _Live) -> None:
         assert live.running is not None
+        event = None
         try:
             with live.running:
-                await self._update(sub, entry, live)
+                event = await self._update(sub, entry, live)
         finally:
             live.running = None
             live.transfer = None
             self._wake()
+        # Published once the update no longer runs, so the event shows its outcome, not "updating".
+        if event is not None and sub.name in self._subs:
+            self._publish("subscriptions", {**event, "subscription": self.entry(sub.name)})
 
-    async def _update(self, sub: Subscription, entry: CatalogEntry, live: _Live) -> None:
+    async def _update(self, sub: Subscription, entry: CatalogEntry, live: _Live) -> dict[str, Any] | None:
+        """Fetch `entry` into DEST; the event to publish about it, if any."""
         spec = FetchSpec(sub.name, entry.head.hex(), Path(sub.dest), timeout=UPDATE_TIMEOUT, keep_local=True)
         transfer = Transfer(spec)
         try:
             if sub.author is not None and await self._author_of(spec) != sub.author:
                 live.foreign.add(entry.head)
                 _log.info("subscription %s: ignoring %s@%d by another author", sub.name, sub.name, entry.seq)
-                return
+                return None
             live.transfer = transfer
             result = await self._transfers.fetch(spec, _no_progress, transfer=transfer)
         except Exception as group:  # noqa: BLE001 - a failed update is retried, whatever failed
             exc = single_exception(group)
             if not isinstance(exc, (ShoalError, OSError)):
                 _log.error("subscription %s: update failed", sub.name, exc_info=group)
-            await self._failed(sub.name, live, exc, transfer)
-            return
+            return await self._failed(sub.name, live, exc, transfer)
         live.failures, live.next_try, live.last_error = 0, 0.0, None
         live.last_fetch = {k: result[k] for k in ("bytes_received", "bytes_reused", "files_written", "seconds")}
         live.last_fetch["seq"] = result["version"]["seq"]
-        if await self._record(sub.name, transfer, author=result["version"]["author"], updated=int(time.time())):
-            log = transfer.conflicts
-            self._publish("subscriptions", {
-                "change": "updated", "subscription": self.entry(sub.name),
-                "conflicts": [c.to_json() for c in log.reported], "conflicts_total": log.total,
-            })
+        if not await self._record(sub.name, transfer, author=result["version"]["author"], updated=int(time.time())):
+            return None
+        log = transfer.conflicts
+        return {"change": "updated", "conflicts": [c.to_json() for c in log.reported], "conflicts_total": log.total}
 
     async def _author_of(self, spec: FetchSpec) -> str:
         """The author of the version spec names, downloading only its VERSION and root TREE."""
         found = await self._fetcher.browse(spec, (), 1)
         return found["version"]["author"]
 
-    async def _failed(self, name: str, live: _Live, exc: BaseException, transfer: Transfer) -> None:
+    async def _failed(self, name: str, live: _Live, exc: BaseException, transfer: Transfer) -> dict[str, Any] | None:
         live.failures += 1
         live.last_error = str(exc) or type(exc).__name__
         live.next_try = time.monotonic() + min(RETRY_MAX, RETRY_START * 2 ** (live.failures - 1))
         _log.warning("subscription %s: update failed (%s); retrying later", name, live.last_error)
-        if await self._record(name, transfer):
-            self._publish("subscriptions", {"change": "failed", "subscription": self.entry(name)})
+        return {"change": "failed"} if await self._record(name, transfer) else None
 
     async def _record(self, name: str, transfer: Transfer, **changes: Any) -> bool:
         """Remember what an update changed, including the conflicts it kept (even if it then

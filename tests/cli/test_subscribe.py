@@ -197,6 +197,7 @@ def test_local_changes_are_kept(pair, tmp_path: Path) -> None:  # noqa: F811
         )
     sub = wait_for_seq(b, "ckpt", 2)
     assert updated["subscription"]["version"]["seq"] == 2 and updated["conflicts_total"] == 4
+    assert updated["subscription"]["state"] == "current", "the event tells the update's outcome"
     assert sorted(updated["conflicts"], key=lambda c: c["path"]) == sorted(sub["conflicts"], key=lambda c: c["path"])
 
     assert sorted(sub["conflicts"], key=lambda c: c["path"]) == [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Log
-from tui_daemons import Daemon, cell, files_of, has_row, notices, trust_each_other, until
+from tui_daemons import Daemon, cell, files_of, has_row, notices, trust_each_other, until, pair, scratch  # noqa: F401 - fixtures
 
 from shoal.daemon.home import socket_path
 from shoal.tui.app import ShoalApp, make_app

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Input, Log
-from tui_daemons import Daemon, cell, files_of, has_row, trust_each_other, until
+from tui_daemons import Daemon, cell, files_of, has_row, trust_each_other, until, pair, scratch  # noqa: F401 - fixtures
 
 from shoal.daemon.home import socket_path
 from shoal.daemon.lifecycle import running_pid

@@ -10,9 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from textual.pilot import Pilot
 
 from shoal.daemon.lifecycle import running_pid
@@ -82,3 +83,22 @@ async def until(pilot: Pilot[int], condition: Callable[[], bool], what: str, tim
 def notices(app: ShoalApp) -> list[str]:
     """The messages of the notifications on screen now."""
     return [notification.message for notification in app._notifications]
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Daemon, Daemon]]:
+    daemons = (Daemon(), Daemon())
+    try:
+        for daemon in daemons:
+            daemon.run("daemon", "start")
+        yield daemons
+    finally:
+        for daemon in daemons:
+            daemon.remove()
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="shoal-tui-data-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
