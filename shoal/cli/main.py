@@ -101,7 +101,8 @@ def _command_index(argv: list[str]) -> int | None:
 def _top_parser() -> argparse.ArgumentParser:
     """The parser for lines without a known command: help, --version and usage errors."""
     commands = _commands()
-    listing = "\n".join(f"  {name:<9} {command.summary}" for name, command in commands.items())
+    width = max(map(len, commands))
+    listing = "\n".join(f"  {name:<{width}}  {command.summary}" for name, command in commands.items())
     parser = _Parser(
         prog="shoal",
         usage="shoal [--home DIR] [--verbose] [--no-autostart] COMMAND [ARGS...]",
@@ -705,22 +706,25 @@ def _commands() -> dict[str, _Command]:
         "daemon": _Command(
             "Run the daemon in the foreground, or start, stop or inspect a background one.", _add_daemon, _cmd_daemon
         ),
+        "status": _Command("Summarise the daemon: identity, datasets, peers.", _add_status, _cmd_status),
+        "config": _Command("Read or change settings in HOME/config.toml.", _add_config, None),
         "id": _Command("Print this daemon's peer id, for others to `shoal trust`.", _add_id, _cmd_id),
         "peers": _Command("List trusted peers and peers seen but not trusted.", _add_peers, _cmd_peers),
         "trust": _Command("Trust a peer: exchange datasets with it from now on.", _add_trust, _cmd_trust),
         "untrust": _Command("Stop trusting a peer.", _add_untrust, _cmd_untrust),
         "share": _Command("Share a folder as a dataset, or record its changes as a new version.", _add_share, _cmd_share),
+        "watch": _Command("Share a folder now and again whenever its changes settle.", _add_watch, _cmd_watch),
+        "unwatch": _Command("Stop watching a folder (its versions stay).", _add_unwatch, _cmd_unwatch),
+        "watches": _Command("List watched folders and what each is doing.", _add_watches, _cmd_watches),
         "ls": _Command("List datasets shared here, or offered by peers.", _add_ls, _cmd_ls),
         "log": _Command("List the versions of a dataset, newest first.", _add_log, _cmd_log),
-        "status": _Command("Summarise the daemon: identity, datasets, peers.", _add_status, _cmd_status),
+        "diff": _Command("List the paths that differ between two versions, and the bytes a fetch moves.", _add_diff, _cmd_diff),
         "verify": _Command(
             "Re-hash a dataset's folder against its latest version (exit 5 if anything differs).",
             _add_verify,
             _cmd_verify,
         ),
-        "config": _Command("Read or change settings in HOME/config.toml.", _add_config, None),
         "fetch": _Command("Download a dataset version from trusted peers.", _add_fetch, _cmd_fetch),
-        "diff": _Command("List the paths that differ between two versions, and the bytes a fetch moves.", _add_diff, _cmd_diff),
         "subset": _Command("List, define or delete a dataset's named subsets.", _add_subset, _cmd_subset),
         "pin": _Command("Pin a dataset version (or subset) in this repository's shoal.lock.", _add_pin, _cmd_pin),
         "sync": _Command("Bring every folder pinned in shoal.lock to its pinned version.", _add_sync, _cmd_sync),
@@ -735,11 +739,8 @@ def _commands() -> dict[str, _Command]:
             _add_subscriptions,
             _cmd_subscriptions,
         ),
-        "tui": _Command("Open the terminal UI: datasets, peers and transfers, live.", _add_tui, _cmd_tui),
         "gc": _Command("Free pack-store space: evict kept versions beyond the budget, compact packs.", _add_gc, _cmd_gc),
-        "watch": _Command("Share a folder now and again whenever its changes settle.", _add_watch, _cmd_watch),
-        "unwatch": _Command("Stop watching a folder (its versions stay).", _add_unwatch, _cmd_unwatch),
-        "watches": _Command("List watched folders and what each is doing.", _add_watches, _cmd_watches),
+        "tui": _Command("Open the terminal UI: peers, datasets, transfers, watches and subscriptions, live.", _add_tui, _cmd_tui),
     }
 
 

@@ -111,7 +111,7 @@ def _retention_line(retention: dict[str, Any]) -> str:
 
 def render_gc(report: dict[str, Any]) -> str:
     """`shoal gc`: what was freed and what remains."""
-    lines = [f"freed {format_size(report['freed'])} ({report['freed']:,} bytes)"]
+    lines = [f"freed {format_size(report['freed'])}"]
     if report["evicted"]:
         lines.append(f"no longer kept: {', '.join(report['evicted'])}")
     lines.append(

@@ -10,8 +10,8 @@ from shoal.cli.refs import parse_ref
 from shoal.errors import UnknownDataset, UsageError
 
 COMMANDS = [
-    "daemon", "id", "peers", "trust", "untrust", "share", "ls", "log", "status", "verify", "config", "fetch", "diff", "subset",
-    "pin", "sync", "subscribe", "unsubscribe", "subscriptions", "tui", "gc", "watch", "unwatch", "watches",
+    "daemon", "status", "config", "id", "peers", "trust", "untrust", "share", "watch", "unwatch", "watches", "ls", "log",
+    "diff", "verify", "fetch", "subset", "pin", "sync", "subscribe", "unsubscribe", "subscriptions", "gc", "tui",
 ]
 
 
