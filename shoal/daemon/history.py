@@ -83,7 +83,7 @@ def new_bytes(load: ObjectLoader, old_root: bytes | None, new_root: bytes, chang
     db = sqlite3.connect("")  # a private temporary database, spilled to disk when large
     try:
         db.execute("CREATE TABLE wanted(id BLOB PRIMARY KEY, size INTEGER NOT NULL) WITHOUT ROWID")
-        _insert(db, "INSERT OR IGNORE INTO wanted VALUES (?, ?)", _changed_chunks(load, changed))
+        _insert(db, "INSERT OR IGNORE INTO wanted VALUES (?, ?)", changed_chunks(load, changed))
         if old_root is not None:
             _insert(db, "DELETE FROM wanted WHERE id = ?", ((cid,) for cid, _ in _tree_chunks(load, old_root)))
         return db.execute("SELECT coalesce(sum(size), 0) FROM wanted").fetchone()[0]
@@ -101,7 +101,7 @@ def _insert(db: sqlite3.Connection, sql: str, rows: Iterator[tuple]) -> None:
     db.executemany(sql, batch)
 
 
-def _changed_chunks(load: ObjectLoader, changed: Iterator[Change]) -> Iterator[tuple[bytes, int]]:
+def changed_chunks(load: ObjectLoader, changed: Iterator[Change]) -> Iterator[tuple[bytes, int]]:
     for change in changed:
         if change.file_id is not None:
             yield from _file_chunks(load, change.file_id)

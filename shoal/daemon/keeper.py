@@ -8,9 +8,10 @@ worker threads one batch at a time, never inside `Library.share`.
 The budget, per dataset: at most `retention.max_versions` versions (the newest
 included), taking at most max(`retention.max_fraction` × the dataset's size,
 `retention.min_bytes`) in the store (a chunk shared by several versions counts
-once). The oldest kept versions are evicted first; a version that does not fit
-alone is not kept. A capture that would leave less than FREE_MARGIN of the disk
-free is skipped. `share --no-keep` turns keeping off for the dataset until
+once). The oldest kept versions are evicted first. A version that does not fit
+whole keeps its changes against its parent ("kept changes"): it is served in
+full while the folder still holds the rest, which is checked after every share.
+A capture that would leave less than FREE_MARGIN of the disk free is skipped. `share --no-keep` turns keeping off for the dataset until
 `share --keep`.
 """
 
@@ -26,11 +27,12 @@ import trio
 from shoal.daemon import chunks as chunkio
 from shoal.daemon.config import Config
 from shoal.daemon.index import Index, VersionRow
-from shoal.daemon.packs import KEEPING, KEPT, NOT_KEPT, KeptVersion, PackStore
+from shoal.daemon.history import changes, changed_chunks
+from shoal.daemon.packs import CHANGES, KEEPING, KEPT, NOT_KEPT, SERVED, KeptVersion, PackStore
 from shoal.daemon.scanner import index_loader
 from shoal.errors import UnknownDataset
 from shoal.protocol.manifest import file_chunks, walk_tree
-from shoal.protocol.objects import EntryType, FileObject, decode
+from shoal.protocol.objects import EntryType, FileObject, VersionRecord, decode
 from shoal.protocol.hashing import Kind
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ class Keeper:
         if keep is not None:
             self.store.set_policy(name, keep)
         known = {row.version: row for row in self.store.versions(name)}
-        if version in known and known[version].state in (KEEPING, KEPT):
+        if version in known and known[version].state in (KEEPING, *SERVED):
             return False
         row = self.index.version(version)
         assert row is not None, "a shared head is always in the index"
@@ -142,8 +144,8 @@ class Keeper:
     # --- reading ------------------------------------------------------------------
 
     def kept_versions(self, name: str) -> tuple[bytes, ...]:
-        """Versions of `name` the store holds in full, newest first."""
-        return tuple(row.version for row in self.store.versions(name) if row.state == KEPT)
+        """Versions of `name` this daemon can serve in full from the store (and the folder), newest first."""
+        return tuple(row.version for row in self.store.versions(name) if row.state in SERVED)
 
     def summary(self) -> dict:
         """The store at a glance, for `status`."""
@@ -151,7 +153,7 @@ class Keeper:
         not_kept = sorted((r for r in rows if r.state == NOT_KEPT), key=lambda r: r.seq, reverse=True)
         return {
             "bytes": self.store.disk_bytes(),
-            "kept": sum(r.state == KEPT for r in rows),
+            "kept": sum(r.state in SERVED for r in rows),
             "keeping": [_label(r) for r in rows if r.state == KEEPING],
             "not_kept": [{"version": _label(r), "reason": r.note} for r in not_kept[:SHOWN_NOT_KEPT]],
         }
@@ -164,24 +166,55 @@ class Keeper:
         row = self.index.version(version)
         if version not in rows or rows[version].state != KEEPING or row is None:
             return False
-        await self._record_refs(row)
+        await self._record_refs(row, _version_chunks(self.index, row.root))
+        state = KEPT
         refusal, evict = await trio.to_thread.run_sync(self._admit, row)
+        parent = await trio.to_thread.run_sync(self._parent_root, row)
+        if refusal is not None and parent is not None:
+            # Too big to copy whole: copy what changed since the parent; the rest stays
+            # servable from the folder for as long as the folder still holds it.
+            load = index_loader(self.index)
+            await trio.to_thread.run_sync(self.store.clear_refs, version)
+            await self._record_refs(row, changed_chunks(load, changes(load, parent, row.root)))
+            state = CHANGES
+            refusal, evict = await trio.to_thread.run_sync(self._admit, row)
         if refusal is not None:
             log.warning("not keeping %s@%d: %s", row.name, row.seq, refusal)
             await trio.to_thread.run_sync(self.store.set_state, version, NOT_KEPT, refusal)
-            return True
-        lost = await self._copy(version)
-        if lost is not None:
+        elif (lost := await self._copy(version)) is not None:
             log.warning("not keeping %s@%d: %s", row.name, row.seq, lost)
             await trio.to_thread.run_sync(self.store.set_state, version, NOT_KEPT, lost)
         else:
-            await trio.to_thread.run_sync(self.store.set_state, version, KEPT)
+            await trio.to_thread.run_sync(self.store.set_state, version, state)
             await trio.to_thread.run_sync(self._evict, evict)
-            log.info("kept %s@%d in the pack store", row.name, row.seq)
+            log.info("kept %s of %s@%d in the pack store", "all" if state == KEPT else "the changes", row.name, row.seq)
+        await trio.to_thread.run_sync(self._recheck_changes, row)
         return True
 
-    async def _record_refs(self, row: VersionRow) -> None:
-        refs = _version_chunks(self.index, row.root)
+    def _parent_root(self, row: VersionRow) -> bytes | None:
+        """The root tree of the version's first parent, when that version is known here."""
+        found = self.index.get_object(row.id)
+        record = decode(Kind.VERSION, found[1], row.id) if found else None
+        assert isinstance(record, VersionRecord)
+        parent = self.index.version(record.parents[0]) if record.parents else None
+        return parent.root if parent else None
+
+    def _recheck_changes(self, head: VersionRow) -> None:
+        """Stop serving versions kept by their changes whose other files the folder no longer holds."""
+        load = index_loader(self.index)
+        for kept in self.store.versions(head.name):
+            row = self.index.version(kept.version)
+            if kept.state != CHANGES or row is None or kept.version == head.id:
+                continue
+            # What differs from the head must come from the store, or from another file still here.
+            needed = changed_chunks(load, changes(load, head.root, row.root))
+            while batch := [cid for cid, _ in islice(needed, REF_BATCH)]:
+                if len(self.index.chunks_present(batch)) < len(set(batch)):
+                    log.info("no longer serving %s@%d: files it shares with the folder changed", kept.name, kept.seq)
+                    self.store.set_state(kept.version, NOT_KEPT, "files it shared with the folder have changed")
+                    break
+
+    async def _record_refs(self, row: VersionRow, refs: Iterator[tuple[bytes, int]]) -> None:
         while batch := await trio.to_thread.run_sync(lambda: list(islice(refs, REF_BATCH))):
             await trio.to_thread.run_sync(self.store.add_refs, row.id, batch)
 
@@ -192,7 +225,7 @@ class Keeper:
         """
         config = self._config()
         budget = budget_bytes(config, row.size)
-        older = [r.version for r in self.store.versions(row.name) if r.state == KEPT and r.version != row.id]
+        older = [r.version for r in self.store.versions(row.name) if r.state in SERVED and r.version != row.id]
         chosen = self._choose([row.id, *older], config.max_versions, budget)
         if not chosen:
             return (
@@ -244,13 +277,13 @@ class Keeper:
         config = self._config()
         evicted: list[KeptVersion] = []
         for dataset in [name] if name is not None else self.store.names():
-            rows = [r for r in self.store.versions(dataset) if r.state == KEPT]
+            rows = [r for r in self.store.versions(dataset) if r.state in SERVED]
             chosen = self._choose([r.version for r in rows], config.max_versions, self._budget_of(dataset, config))
             gone = [r for r in rows if r.version not in chosen]
             self.store.forget(r.version for r in gone)
             evicted.extend(gone)
         done = self.store.compact(min_dead=0.0)
-        kept = sum(r.state == KEPT for r in self.store.versions())
+        kept = sum(r.state in SERVED for r in self.store.versions())
         return GcReport(done.freed, tuple(_label(r) for r in evicted), done.packs_removed, self.store.disk_bytes(), kept)
 
     def _budget_of(self, name: str, config: Config) -> int:

@@ -46,8 +46,11 @@ CREATE INDEX IF NOT EXISTS refs_by_chunk ON refs(chunk);
 CREATE TABLE IF NOT EXISTS policy(name TEXT PRIMARY KEY, keep INTEGER NOT NULL);
 """
 
-#: Version states: being copied, copied in full, or not kept (the note says why).
-KEEPING, KEPT, NOT_KEPT = "keeping", "kept", "not kept"
+#: Version states: being copied, copied in full, its changes copied (the rest is
+#: served from the folder while the folder still holds it), or not kept (the note says why).
+KEEPING, KEPT, CHANGES, NOT_KEPT = "keeping", "kept", "kept changes", "not kept"
+#: The states of versions this daemon can serve in full.
+SERVED = (KEPT, CHANGES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +119,9 @@ class PackStore:
         """Drop a pack's rows and mark the versions that needed its chunks (lock held)."""
         self._db.execute("BEGIN")
         self._db.execute(
-            "UPDATE kept SET state = ?, note = 'a pack file was lost' WHERE state = ? AND version IN"
+            "UPDATE kept SET state = ?, note = 'a pack file was lost' WHERE state IN (?, ?) AND version IN"
             " (SELECT r.version FROM refs r JOIN chunks c ON c.id = r.chunk WHERE c.pack = ?)",
-            (NOT_KEPT, KEPT, pack),
+            (NOT_KEPT, *SERVED, pack),
         )
         self._db.execute("DELETE FROM chunks WHERE pack = ?", (pack,))
         self._db.execute("DELETE FROM packs WHERE id = ?", (pack,))
@@ -164,9 +167,9 @@ class PackStore:
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute(
-                "UPDATE kept SET state = ?, note = 'a kept chunk was corrupt' WHERE state = ? AND version IN"
+                "UPDATE kept SET state = ?, note = 'a kept chunk was corrupt' WHERE state IN (?, ?) AND version IN"
                 " (SELECT version FROM refs WHERE chunk = ?)",
-                (NOT_KEPT, KEPT, wanted),
+                (NOT_KEPT, *SERVED, wanted),
             )
             self._db.execute("DELETE FROM chunks WHERE id = ? AND pack = ? AND offset = ?", (wanted, pack, offset))
             self._db.execute("COMMIT")
@@ -246,6 +249,11 @@ class PackStore:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR IGNORE INTO refs VALUES (?, ?, ?)", ((version, c, n) for c, n in refs))
             self._db.execute("COMMIT")
+
+    def clear_refs(self, version: bytes) -> None:
+        """Forget the chunks a version was recorded to need, before recording fewer."""
+        with self._lock:
+            self._db.execute("DELETE FROM refs WHERE version = ?", (version,))
 
     def missing(self, version: bytes, after: bytes, limit: int) -> list[tuple[bytes, int]]:
         """Up to `limit` chunks (id, length) above id `after` that a version needs and the store lacks, by id."""

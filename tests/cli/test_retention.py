@@ -153,3 +153,36 @@ def test_a_new_version_evicts_the_oldest_beyond_max_versions(shoal: ShoalCli, tm
     assert kept_seqs(shoal, "run") == [2]
     # The evicted version's pack was wholly dead and is gone; only @2's bytes remain.
     assert pack_bytes(shoal) == len(new)
+
+
+def test_a_dataset_too_big_to_keep_keeps_its_changes_while_the_folder_holds_the_rest(pair, tmp_path: Path) -> None:
+    a, b = pair
+    connect(a, b)
+    # A 2 MB budget: the 4.6 MB project cannot be kept whole, a 600 kB checkpoint can.
+    ok(a("config", "set", "retention.min_bytes", "2MB"))
+    ok(a("config", "set", "retention.max_fraction", "0.01"))
+    data = tmp_path / "project"
+    data.mkdir()
+    raw = os.urandom(4_000_000)
+    (data / "raw.bin").write_bytes(raw)
+    models = [os.urandom(600_000) for _ in range(3)]
+    (data / "model.pt").write_bytes(models[0])
+    ok(a("share", str(data)))
+    for model in models[1:]:
+        wait_settled(a)
+        rewrite_in_place(data / "model.pt", model)
+        ok(a("share", str(data)))
+    wait_settled(a)
+    assert kept_seqs(a, "project") == [3, 2], "@1 is too big; @2 and @3 keep what they changed"
+    assert pack_bytes(a) < 2 * 600_000 + 4096
+
+    b.json("fetch", "project@2", str(tmp_path / "old"), "--timeout", "20")
+    assert files_of(tmp_path / "old") == {"raw.bin": raw, "model.pt": models[1]}
+
+    # Once the rest of the folder changes as well, those versions cannot be served whole any more.
+    rewrite_in_place(data / "raw.bin", os.urandom(4_000_000))
+    ok(a("share", str(data)))
+    wait_settled(a)
+    assert kept_seqs(a, "project") == []
+    status = a.json("status")["retention"]
+    assert any(n["version"] == "project@2" and "changed" in n["reason"] for n in status["not_kept"]), status
