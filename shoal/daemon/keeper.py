@@ -11,8 +11,8 @@ included), taking at most max(`retention.max_fraction` × the dataset's size,
 once). The oldest kept versions are evicted first. A version that does not fit
 whole keeps its changes against its parent ("kept changes"): it is served in
 full while the folder still holds the rest, which is checked after every share.
-A capture that would leave less than FREE_MARGIN of the disk free is skipped. `share --no-keep` turns keeping off for the dataset until
-`share --keep`.
+A capture that would leave less than FREE_MARGIN of the disk free is skipped.
+`share --no-keep` turns keeping off for the dataset until `share --keep`.
 """
 
 import logging
