@@ -150,6 +150,11 @@ class PeerSession:
             self._rate_mark = (now, self.bytes_in, self.bytes_out)
         return self._rates
 
+    @property
+    def serving(self) -> bool:
+        """Whether a request of the peer is being answered now."""
+        return bool(self._serving)
+
     # --- running --------------------------------------------------------------
 
     async def run(self) -> str:
