@@ -726,9 +726,18 @@ class Fetcher:
         return size, count, below_entries
 
     def _decode_files(self, files: list[TreeEntry]) -> list[FileObject]:
-        """The FILE objects of `files`, decoded once for the checks that follow."""
-        load = index_loader(self.index)
-        return [decode(Kind.FILE, load(Kind.FILE, e.ref), e.ref) for e in files]  # type: ignore[arg-type, misc]
+        """The FILE objects of `files`, decoded once for the checks that follow;
+        read a query per OBJECT_BATCH files rather than one per file."""
+        out = []
+        for start in range(0, len(files), OBJECT_BATCH):
+            batch = files[start : start + OBJECT_BATCH]
+            found = self.index.get_objects([e.ref for e in batch])  # type: ignore[misc]
+            for e in batch:
+                kind, data = found.get(e.ref, (None, b""))  # type: ignore[arg-type]
+                if kind != Kind.FILE:
+                    raise ProtocolError(f"file object {e.ref.hex()[:16]} is not in the index")  # type: ignore[union-attr]
+                out.append(decode(Kind.FILE, data, e.ref))  # type: ignore[arg-type]
+        return out  # type: ignore[return-value]
 
     def _check_file_sizes(self, prefix: tuple[str, ...], files: list[TreeEntry], decoded: list[FileObject]) -> None:
         """Every size a file declares must be what its chunk list holds, before any space is allocated for it."""
@@ -783,14 +792,17 @@ class Fetcher:
             await run.put(batch)
 
     def _prepare_small(self, tasks: list[_FileTask], busy: Busy) -> list[tuple[_FileTask, list[tuple[int, Ref]], int]]:
-        """Plan many small files in one worker-thread call: a thread hop per file would dominate."""
-        out = []
-        for task in tasks:
-            chunks = list(_offsets(self._chunks_of(task)))
+        """Plan many small files in one worker-thread call, with one index query for all their
+        FILE objects and one for which of their chunks are here: per file, the thread hops
+        and queries would dominate."""
+        load = index_loader(self.index)
+        plans = []
+        for task, file in zip(tasks, self._decode_files([task.entry for task in tasks])):
+            chunks = list(_offsets(file_chunks(load, file)))
             task.locations = [(ref.id, offset, ref.size) for offset, ref in chunks]
-            needed, done = self._satisfy_locally(task, chunks, busy)
-            out.append((task, needed, done))
-        return out
+            plans.append(chunks)
+        local = self.index.chunks_present([ref.id for chunks in plans for _, ref in chunks])
+        return [(task, *self._satisfy_locally(task, chunks, busy, local)) for task, chunks in zip(tasks, plans)]
 
     def _chunks_of(self, task: _FileTask) -> Iterator[Ref]:
         file = decode(Kind.FILE, self.index.get_object(task.entry.ref)[1], task.entry.ref)  # type: ignore[index, arg-type]
@@ -827,16 +839,21 @@ class Fetcher:
         return self._satisfy_locally(task, segment, busy) if segment else ([], 0)
 
     def _satisfy_locally(
-        self, task: _FileTask, segment: list[tuple[int, Ref]], busy: Busy
+        self, task: _FileTask, segment: list[tuple[int, Ref]], busy: Busy, local: set[bytes] | None = None
     ) -> tuple[list[tuple[int, Ref]], int]:
-        """Write what the partial file or the local index already has; return (still needed, bytes done)."""
+        """Write what the partial file or the local index already has; return (still needed, bytes done).
+
+        `local`, when given, holds at least those of the segment's chunks that the index holds.
+        """
         started = time.perf_counter()
         try:
-            return self._take_local(task, segment)
+            return self._take_local(task, segment, local)
         finally:
             busy.disk_read += time.perf_counter() - started
 
-    def _take_local(self, task: _FileTask, segment: list[tuple[int, Ref]]) -> tuple[list[tuple[int, Ref]], int]:
+    def _take_local(
+        self, task: _FileTask, segment: list[tuple[int, Ref]], local: set[bytes] | None
+    ) -> tuple[list[tuple[int, Ref]], int]:
         needed = []
         done = 0
         if not task.fresh:
@@ -849,7 +866,8 @@ class Fetcher:
                     needed.append((offset, ref))
             segment = needed
             needed = []
-        local = self.index.chunks_present([ref.id for _, ref in segment])
+        if local is None:
+            local = self.index.chunks_present([ref.id for _, ref in segment])
         for offset, ref in segment:
             data = chunkio.read_chunk(self.index, ref.id) if ref.id in local else None
             if data is None:
@@ -913,8 +931,10 @@ class Fetcher:
             elif exact and not selected:
                 prune(dest, load, parts, gone)
         ensure_dir(dest, prefix)
-        # The stat records of this directory, read once rather than once per file.
+        # The stat records of this directory, read once rather than once per file;
+        # and its names, listed once: a file that is not there needs no lstat.
         recorded = self.index.cached_files(str(dest), "/".join(prefix))
+        present = set(os.listdir(dest.joinpath(*prefix)))
         for name, entry in new.items():
             parts = prefix + (name,)
             if not matcher(parts, entry.type == EntryType.DIR):
@@ -930,7 +950,7 @@ class Fetcher:
             elif entry.type == EntryType.SYMLINK:
                 guard.make_way(parts, previous, entry)
                 place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
-            elif self._already_there(dest, parts, entry, recorded):
+            elif name in present and self._already_there(dest, parts, entry, recorded):
                 _count_kept(run.transfer, entry)
                 yield None
             else:
@@ -962,8 +982,13 @@ class Fetcher:
 
     def _start_file(self, run: _Run, parts: tuple[str, ...], entry: TreeEntry) -> _FileTask:
         partial = run.partial_dir / partial_name(parts, entry.ref)  # type: ignore[arg-type]
-        fresh = not partial.exists()
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+        try:
+            fd = os.open(partial, flags | os.O_EXCL, 0o644)
+            fresh = True
+        except FileExistsError:
+            fd = os.open(partial, flags, 0o644)
+            fresh = False
         os.ftruncate(fd, entry.size)
         task = _FileTask(parts, entry, partial, fd, entry.size, fresh)
         run.open_tasks.add(task)
@@ -986,9 +1011,12 @@ class Fetcher:
         mode = 0o755 if task.entry.executable else 0o644
         os.fchmod(task.fd, mode & ~UMASK)
         target = dest.joinpath(*task.parts)
-        if target.is_dir() and not target.is_symlink():
+        try:
+            os.replace(task.partial, target)
+        except IsADirectoryError:
+            # A real directory where the file goes (a rename replaces a symlink itself).
             shutil.rmtree(target)
-        os.replace(task.partial, target)
+            os.replace(task.partial, target)
         # After the rename, which changes the inode's ctime: the stat a later fetch will see.
         st = os.fstat(task.fd)
         os.close(task.fd)
