@@ -50,6 +50,9 @@ WINDOW_PER_PEER = 8
 OBJECT_BATCH = 1024
 #: Files up to this size are planned many to a worker-thread call.
 SMALL_FILE = 4 * 1024 * 1024
+#: Files planned per worker-thread call: a call costs milliseconds of waiting for
+#: the event loop, which is busy receiving, so many small files share one.
+PLAN_STEP = 256
 
 _log = logging.getLogger("shoal.fetch")
 
@@ -776,11 +779,9 @@ class Fetcher:
         plan = self._plan(run, record.root, old_root, matcher)
         batch = _NetBatch()
         while True:
-            actions = await trio.to_thread.run_sync(_take, plan, 64)
+            actions, prepared = await trio.to_thread.run_sync(self._plan_some, plan, run.transfer.busy)
             if not actions:
                 break
-            small = [a for a in actions if isinstance(a, _FileTask) and a.entry.size <= SMALL_FILE]
-            prepared = await trio.to_thread.run_sync(self._prepare_small, small, run.transfer.busy) if small else []
             for task, needed, done in prepared:
                 batch = await self._queue_needed(run, task, needed, done, batch)
                 task.listed = True
@@ -790,6 +791,15 @@ class Fetcher:
                     batch = await self._feed_file(run, action, batch)
         if batch:
             await run.put(batch)
+
+    def _plan_some(
+        self, plan: Iterator["_FileTask | None"], busy: Busy
+    ) -> tuple[list["_FileTask | None"], list[tuple[_FileTask, list[tuple[int, Ref]], int]]]:
+        """The next PLAN_STEP actions of `plan`, with the small files among them prepared,
+        in one worker-thread call: each call waits for the busy event loop to take its result."""
+        actions = _take(plan, PLAN_STEP)
+        small = [a for a in actions if isinstance(a, _FileTask) and a.entry.size <= SMALL_FILE]
+        return actions, self._prepare_small(small, busy) if small else []
 
     def _prepare_small(self, tasks: list[_FileTask], busy: Busy) -> list[tuple[_FileTask, list[tuple[int, Ref]], int]]:
         """Plan many small files in one worker-thread call, with one index query for all their
@@ -984,12 +994,14 @@ class Fetcher:
         partial = run.partial_dir / partial_name(parts, entry.ref)  # type: ignore[arg-type]
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
         try:
+            # A new file needs no ftruncate (which costs a journal update on ext4):
+            # its chunks' writes give it its size.
             fd = os.open(partial, flags | os.O_EXCL, 0o644)
             fresh = True
         except FileExistsError:
             fd = os.open(partial, flags, 0o644)
             fresh = False
-        os.ftruncate(fd, entry.size)
+            os.ftruncate(fd, entry.size)
         task = _FileTask(parts, entry, partial, fd, entry.size, fresh)
         run.open_tasks.add(task)
         return task
