@@ -1020,8 +1020,9 @@ class Fetcher:
 
     @staticmethod
     def _install(dest: Path, task: _FileTask) -> FileStat:
-        mode = 0o755 if task.entry.executable else 0o644
-        os.fchmod(task.fd, mode & ~UMASK)
+        if task.entry.executable:
+            # Otherwise the mode is already right: partial files are created 0o644 less the umask.
+            os.fchmod(task.fd, 0o755 & ~UMASK)
         target = dest.joinpath(*task.parts)
         try:
             os.replace(task.partial, target)

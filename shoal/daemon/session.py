@@ -35,7 +35,7 @@ _log = logging.getLogger("shoal.session")
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 #: Chunks read from disk per worker-thread call while serving.
-SERVE_GROUP = 8
+SERVE_GROUP = 16
 #: Manifest objects read per worker-thread call (one query): most are a few hundred
 #: bytes, and even at the 1 MiB limit a group stays 16 MiB.
 OBJECT_GROUP = 16
