@@ -41,8 +41,8 @@ REF_BATCH = 4096
 COPY_BATCH = 64
 #: While peers are being served, the keeper rests this many times as long as each
 #: batch took: serving keeps its CPU and disk (2 cores are shared by everything),
-#: and keeping still progresses at about a tenth of its speed.
-REST_WHILE_SERVING = 9
+#: and keeping still progresses at about a twentieth of its speed.
+REST_WHILE_SERVING = 19
 #: A capture must leave this share of the disk free, and at least FREE_FLOOR bytes.
 FREE_MARGIN = 0.05
 FREE_FLOOR = 1024**3
@@ -188,8 +188,13 @@ class Keeper:
 
     async def _record_refs(self, row: VersionRow) -> None:
         refs = _version_chunks(self.index, row.root)
-        while batch := await trio.to_thread.run_sync(lambda: list(islice(refs, REF_BATCH))):
+        while True:
+            started = trio.current_time()
+            batch = await trio.to_thread.run_sync(lambda: list(islice(refs, REF_BATCH)))
+            if not batch:
+                return
             await trio.to_thread.run_sync(self.store.add_refs, row.id, batch)
+            await self._rest(started)
 
     def _admit(self, row: VersionRow) -> tuple[str | None, list[bytes]]:
         """Why a version cannot be kept (or None), and the older versions to evict once it is.
@@ -236,9 +241,13 @@ class Keeper:
             if any(data is None for _, data in found):
                 return "its files changed before it could be copied; share again to keep the new state"
             await trio.to_thread.run_sync(self.store.append, found)
-            if self._serving():
-                await trio.sleep((trio.current_time() - started) * REST_WHILE_SERVING)
+            await self._rest(started)
         return None
+
+    async def _rest(self, started: float) -> None:
+        """After a batch begun at `started`: give way to serving, if a peer is being served."""
+        if self._serving():
+            await trio.sleep((trio.current_time() - started) * REST_WHILE_SERVING)
 
     # --- gc -----------------------------------------------------------------------
 
