@@ -641,17 +641,21 @@ class Fetcher:
 
     # --- manifest ---------------------------------------------------------------
 
-    async def _ensure(self, kind: Kind, ids: Sequence[bytes], sources: Sequence[Source]) -> None:
-        """Make sure the index holds these objects, downloading and checking what it lacks."""
+    async def _ensure(self, kind: Kind, ids: Sequence[bytes], sources: Sequence[Source]) -> dict[bytes, object]:
+        """Make sure the index holds these objects, downloading and checking what it lacks;
+        return those downloaded, decoded, so that the caller need not decode them again."""
         missing = await trio.to_thread.run_sync(self.index.missing_objects, list(ids))
+        downloaded: dict[bytes, object] = {}
         for start in range(0, len(missing), OBJECT_BATCH):
-            await self._download(kind, missing[start : start + OBJECT_BATCH], sources)
+            downloaded |= await self._download(kind, missing[start : start + OBJECT_BATCH], sources)
+        return downloaded
 
-    async def _download(self, kind: Kind, ids: list[bytes], sources: Sequence[Source]) -> None:
+    async def _download(self, kind: Kind, ids: list[bytes], sources: Sequence[Source]) -> dict[bytes, object]:
         wanted = set(ids)
+        downloaded: dict[bytes, object] = {}
         for source in sources:
             if not wanted:
-                return
+                break
             try:
                 got, _ = await source.get_objects(sorted(wanted))
                 stored = await trio.to_thread.run_sync(self._check_objects, kind, got, wanted)
@@ -660,19 +664,22 @@ class Fetcher:
                 continue
             except trio.BrokenResourceError:
                 continue
-            wanted -= stored
+            wanted -= stored.keys()
+            downloaded |= stored
         if wanted:
             raise FetchError(f"no connected peer has {len(wanted)} of the {kind.name.lower()} objects needed")
+        return downloaded
 
-    def _check_objects(self, kind: Kind, got: list[tuple[bytes, bytes]], wanted: set[bytes]) -> set[bytes]:
+    def _check_objects(self, kind: Kind, got: list[tuple[bytes, bytes]], wanted: set[bytes]) -> dict[bytes, object]:
         rows = []
+        decoded = {}
         for oid, data in got:
             if oid not in wanted:
                 raise PeerMisbehaved(f"sent object {oid.hex()[:16]}, which was not asked for")
-            decode(kind, data, oid)
+            decoded[oid] = decode(kind, data, oid)
             rows.append((oid, kind, data))
         self.index.put_objects(rows)
-        return {oid for oid, _, _ in rows}
+        return decoded
 
     def _warn_peer(self, source: Source, error: Exception) -> None:
         _log.warning("peer %s: %s", source.peer_id, error)
@@ -707,8 +714,8 @@ class Fetcher:
         _count_entries(transfer, len(entries))
         below_entries = len(entries)
         files = [e for e in entries if e.type == EntryType.FILE and matcher(prefix + (e.name,), False)]
-        await self._ensure(Kind.FILE, [e.ref for e in files], sources)  # type: ignore[misc]
-        decoded = await trio.to_thread.run_sync(self._decode_files, files)
+        downloaded = await self._ensure(Kind.FILE, [e.ref for e in files], sources)  # type: ignore[misc]
+        decoded = await trio.to_thread.run_sync(self._decode_files, files, downloaded)
         for entry, file in zip(files, decoded):
             if file.level > 0:
                 await self._ensure_pages(Kind.FILE, entry.ref, sources)  # type: ignore[arg-type]
@@ -728,14 +735,18 @@ class Fetcher:
             await trio.to_thread.run_sync(self.index.add_checked_tree, tree_id, size, count, below_entries, depth)
         return size, count, below_entries
 
-    def _decode_files(self, files: list[TreeEntry]) -> list[FileObject]:
-        """The FILE objects of `files`, decoded once for the checks that follow;
-        read a query per OBJECT_BATCH files rather than one per file."""
+    def _decode_files(self, files: list[TreeEntry], decoded: dict[bytes, object] | None = None) -> list[FileObject]:
+        """The FILE objects of `files`, taken from `decoded` (those just downloaded) or else
+        read, a query per OBJECT_BATCH files rather than one per file, and decoded."""
+        decoded = decoded or {}
         out = []
         for start in range(0, len(files), OBJECT_BATCH):
-            batch = files[start : start + OBJECT_BATCH]
+            batch = [e for e in files[start : start + OBJECT_BATCH] if e.ref not in decoded]
             found = self.index.get_objects([e.ref for e in batch])  # type: ignore[misc]
-            for e in batch:
+            for e in files[start : start + OBJECT_BATCH]:
+                if e.ref in decoded:
+                    out.append(decoded[e.ref])  # type: ignore[index]
+                    continue
                 kind, data = found.get(e.ref, (None, b""))  # type: ignore[arg-type]
                 if kind != Kind.FILE:
                     raise ProtocolError(f"file object {e.ref.hex()[:16]} is not in the index")  # type: ignore[union-attr]
