@@ -47,20 +47,76 @@ def read_chunk(index: Index, wanted: bytes) -> bytes | None:
         # more locations exist beyond the first few.
 
 
-def _read_verified(index: Index, wanted: bytes, place: Location) -> bytes | None:
-    data = read_at(place.path, place.offset, place.length)
+def _read_verified(index: Index, wanted: bytes, place: Location, fds: dict[str, int] | None = None) -> bytes | None:
+    if fds is None:
+        data = read_at(place.path, place.offset, place.length)
+    else:
+        data = _read_open(fds, str(place.path), place.offset, place.length)
     if data is not None and chunk_id(data) == wanted:
         return data
     index.mark_stale(wanted, place.file_row, place.offset)
     return None
 
 
-def read_chunks(index: Index, wanted: list[bytes]) -> list[tuple[bytes, bytes | None]]:
-    """Read several chunks; for each id, its verified bytes or None."""
-    first = index.first_locations(wanted)
+def _opened(fds: dict[str, int], path: str) -> int | None:
+    """`path` opened for reading, kept in `fds` for the next chunk of the same file; None if it cannot be."""
+    fd = fds.get(path)
+    if fd is None:
+        try:
+            fd = fds[path] = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+    return fd
+
+
+def _read_open(fds: dict[str, int], path: str, offset: int, length: int) -> bytes | None:
+    """read_at through `fds`."""
+    fd = _opened(fds, path)
+    if fd is None:
+        return None
+    try:
+        data = os.pread(fd, length, offset)
+    except OSError:
+        return None
+    return data if len(data) == length else None
+
+
+def locate(index: Index, wanted: list[bytes]) -> dict[bytes, Location]:
+    """One believed location for each of `wanted` that has any, in one query, and
+    the kernel asked to start reading them all: from a cold disk, small files read
+    one after the other each wait for the disk, while these reads overlap."""
+    places = index.first_locations(wanted)
+    fds: dict[str, int] = {}
+    try:
+        for place in places.values():
+            fd = _opened(fds, str(place.path))
+            # One that cannot be opened is left to read_chunks, which looks elsewhere.
+            if fd is not None:
+                os.posix_fadvise(fd, place.offset, place.length, os.POSIX_FADV_WILLNEED)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return places
+
+
+def read_chunks(
+    index: Index, wanted: list[bytes], places: dict[bytes, Location] | None = None
+) -> list[tuple[bytes, bytes | None]]:
+    """Read several chunks; for each id, its verified bytes or None.
+
+    `places` is what `locate` returned for these ids (and maybe more); without it
+    they are located here.
+    """
+    if places is None:
+        places = locate(index, wanted)
     out = []
-    for cid in wanted:
-        place = first.get(cid)
-        data = _read_verified(index, cid, place) if place is not None else None
-        out.append((cid, data if data is not None else read_chunk(index, cid)))
+    fds: dict[str, int] = {}
+    try:
+        for cid in wanted:
+            place = places.get(cid)
+            data = _read_verified(index, cid, place, fds) if place is not None else None
+            out.append((cid, data if data is not None else read_chunk(index, cid)))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     return out

@@ -50,6 +50,9 @@ WINDOW_PER_PEER = 8
 OBJECT_BATCH = 1024
 #: Files up to this size are planned many to a worker-thread call.
 SMALL_FILE = 4 * 1024 * 1024
+#: Files planned per worker-thread call: a call costs milliseconds of waiting for
+#: the event loop, which is busy receiving, so many small files share one.
+PLAN_STEP = 256
 
 _log = logging.getLogger("shoal.fetch")
 
@@ -638,17 +641,21 @@ class Fetcher:
 
     # --- manifest ---------------------------------------------------------------
 
-    async def _ensure(self, kind: Kind, ids: Sequence[bytes], sources: Sequence[Source]) -> None:
-        """Make sure the index holds these objects, downloading and checking what it lacks."""
+    async def _ensure(self, kind: Kind, ids: Sequence[bytes], sources: Sequence[Source]) -> dict[bytes, object]:
+        """Make sure the index holds these objects, downloading and checking what it lacks;
+        return those downloaded, decoded, so that the caller need not decode them again."""
         missing = await trio.to_thread.run_sync(self.index.missing_objects, list(ids))
+        downloaded: dict[bytes, object] = {}
         for start in range(0, len(missing), OBJECT_BATCH):
-            await self._download(kind, missing[start : start + OBJECT_BATCH], sources)
+            downloaded |= await self._download(kind, missing[start : start + OBJECT_BATCH], sources)
+        return downloaded
 
-    async def _download(self, kind: Kind, ids: list[bytes], sources: Sequence[Source]) -> None:
+    async def _download(self, kind: Kind, ids: list[bytes], sources: Sequence[Source]) -> dict[bytes, object]:
         wanted = set(ids)
+        downloaded: dict[bytes, object] = {}
         for source in sources:
             if not wanted:
-                return
+                break
             try:
                 got, _ = await source.get_objects(sorted(wanted))
                 stored = await trio.to_thread.run_sync(self._check_objects, kind, got, wanted)
@@ -657,19 +664,22 @@ class Fetcher:
                 continue
             except trio.BrokenResourceError:
                 continue
-            wanted -= stored
+            wanted -= stored.keys()
+            downloaded |= stored
         if wanted:
             raise FetchError(f"no connected peer has {len(wanted)} of the {kind.name.lower()} objects needed")
+        return downloaded
 
-    def _check_objects(self, kind: Kind, got: list[tuple[bytes, bytes]], wanted: set[bytes]) -> set[bytes]:
+    def _check_objects(self, kind: Kind, got: list[tuple[bytes, bytes]], wanted: set[bytes]) -> dict[bytes, object]:
         rows = []
+        decoded = {}
         for oid, data in got:
             if oid not in wanted:
                 raise PeerMisbehaved(f"sent object {oid.hex()[:16]}, which was not asked for")
-            decode(kind, data, oid)
+            decoded[oid] = decode(kind, data, oid)
             rows.append((oid, kind, data))
         self.index.put_objects(rows)
-        return {oid for oid, _, _ in rows}
+        return decoded
 
     def _warn_peer(self, source: Source, error: Exception) -> None:
         _log.warning("peer %s: %s", source.peer_id, error)
@@ -704,8 +714,8 @@ class Fetcher:
         _count_entries(transfer, len(entries))
         below_entries = len(entries)
         files = [e for e in entries if e.type == EntryType.FILE and matcher(prefix + (e.name,), False)]
-        await self._ensure(Kind.FILE, [e.ref for e in files], sources)  # type: ignore[misc]
-        decoded = await trio.to_thread.run_sync(self._decode_files, files)
+        downloaded = await self._ensure(Kind.FILE, [e.ref for e in files], sources)  # type: ignore[misc]
+        decoded = await trio.to_thread.run_sync(self._decode_files, files, downloaded)
         for entry, file in zip(files, decoded):
             if file.level > 0:
                 await self._ensure_pages(Kind.FILE, entry.ref, sources)  # type: ignore[arg-type]
@@ -725,10 +735,23 @@ class Fetcher:
             await trio.to_thread.run_sync(self.index.add_checked_tree, tree_id, size, count, below_entries, depth)
         return size, count, below_entries
 
-    def _decode_files(self, files: list[TreeEntry]) -> list[FileObject]:
-        """The FILE objects of `files`, decoded once for the checks that follow."""
-        load = index_loader(self.index)
-        return [decode(Kind.FILE, load(Kind.FILE, e.ref), e.ref) for e in files]  # type: ignore[arg-type, misc]
+    def _decode_files(self, files: list[TreeEntry], decoded: dict[bytes, object] | None = None) -> list[FileObject]:
+        """The FILE objects of `files`, taken from `decoded` (those just downloaded) or else
+        read, a query per OBJECT_BATCH files rather than one per file, and decoded."""
+        decoded = decoded or {}
+        out = []
+        for start in range(0, len(files), OBJECT_BATCH):
+            batch = [e for e in files[start : start + OBJECT_BATCH] if e.ref not in decoded]
+            found = self.index.get_objects([e.ref for e in batch])  # type: ignore[misc]
+            for e in files[start : start + OBJECT_BATCH]:
+                if e.ref in decoded:
+                    out.append(decoded[e.ref])  # type: ignore[index]
+                    continue
+                kind, data = found.get(e.ref, (None, b""))  # type: ignore[arg-type]
+                if kind != Kind.FILE:
+                    raise ProtocolError(f"file object {e.ref.hex()[:16]} is not in the index")  # type: ignore[union-attr]
+                out.append(decode(Kind.FILE, data, e.ref))  # type: ignore[arg-type]
+        return out  # type: ignore[return-value]
 
     def _check_file_sizes(self, prefix: tuple[str, ...], files: list[TreeEntry], decoded: list[FileObject]) -> None:
         """Every size a file declares must be what its chunk list holds, before any space is allocated for it."""
@@ -767,11 +790,9 @@ class Fetcher:
         plan = self._plan(run, record.root, old_root, matcher)
         batch = _NetBatch()
         while True:
-            actions = await trio.to_thread.run_sync(_take, plan, 64)
+            actions, prepared = await trio.to_thread.run_sync(self._plan_some, plan, run.transfer.busy)
             if not actions:
                 break
-            small = [a for a in actions if isinstance(a, _FileTask) and a.entry.size <= SMALL_FILE]
-            prepared = await trio.to_thread.run_sync(self._prepare_small, small, run.transfer.busy) if small else []
             for task, needed, done in prepared:
                 batch = await self._queue_needed(run, task, needed, done, batch)
                 task.listed = True
@@ -782,15 +803,27 @@ class Fetcher:
         if batch:
             await run.put(batch)
 
+    def _plan_some(
+        self, plan: Iterator["_FileTask | None"], busy: Busy
+    ) -> tuple[list["_FileTask | None"], list[tuple[_FileTask, list[tuple[int, Ref]], int]]]:
+        """The next PLAN_STEP actions of `plan`, with the small files among them prepared,
+        in one worker-thread call: each call waits for the busy event loop to take its result."""
+        actions = _take(plan, PLAN_STEP)
+        small = [a for a in actions if isinstance(a, _FileTask) and a.entry.size <= SMALL_FILE]
+        return actions, self._prepare_small(small, busy) if small else []
+
     def _prepare_small(self, tasks: list[_FileTask], busy: Busy) -> list[tuple[_FileTask, list[tuple[int, Ref]], int]]:
-        """Plan many small files in one worker-thread call: a thread hop per file would dominate."""
-        out = []
-        for task in tasks:
-            chunks = list(_offsets(self._chunks_of(task)))
+        """Plan many small files in one worker-thread call, with one index query for all their
+        FILE objects and one for which of their chunks are here: per file, the thread hops
+        and queries would dominate."""
+        load = index_loader(self.index)
+        plans = []
+        for task, file in zip(tasks, self._decode_files([task.entry for task in tasks])):
+            chunks = list(_offsets(file_chunks(load, file)))
             task.locations = [(ref.id, offset, ref.size) for offset, ref in chunks]
-            needed, done = self._satisfy_locally(task, chunks, busy)
-            out.append((task, needed, done))
-        return out
+            plans.append(chunks)
+        local = self.index.chunks_present([ref.id for chunks in plans for _, ref in chunks])
+        return [(task, *self._satisfy_locally(task, chunks, busy, local)) for task, chunks in zip(tasks, plans)]
 
     def _chunks_of(self, task: _FileTask) -> Iterator[Ref]:
         file = decode(Kind.FILE, self.index.get_object(task.entry.ref)[1], task.entry.ref)  # type: ignore[index, arg-type]
@@ -827,16 +860,21 @@ class Fetcher:
         return self._satisfy_locally(task, segment, busy) if segment else ([], 0)
 
     def _satisfy_locally(
-        self, task: _FileTask, segment: list[tuple[int, Ref]], busy: Busy
+        self, task: _FileTask, segment: list[tuple[int, Ref]], busy: Busy, local: set[bytes] | None = None
     ) -> tuple[list[tuple[int, Ref]], int]:
-        """Write what the partial file or the local index already has; return (still needed, bytes done)."""
+        """Write what the partial file or the local index already has; return (still needed, bytes done).
+
+        `local`, when given, holds at least those of the segment's chunks that the index holds.
+        """
         started = time.perf_counter()
         try:
-            return self._take_local(task, segment)
+            return self._take_local(task, segment, local)
         finally:
             busy.disk_read += time.perf_counter() - started
 
-    def _take_local(self, task: _FileTask, segment: list[tuple[int, Ref]]) -> tuple[list[tuple[int, Ref]], int]:
+    def _take_local(
+        self, task: _FileTask, segment: list[tuple[int, Ref]], local: set[bytes] | None
+    ) -> tuple[list[tuple[int, Ref]], int]:
         needed = []
         done = 0
         if not task.fresh:
@@ -849,7 +887,8 @@ class Fetcher:
                     needed.append((offset, ref))
             segment = needed
             needed = []
-        local = self.index.chunks_present([ref.id for _, ref in segment])
+        if local is None:
+            local = self.index.chunks_present([ref.id for _, ref in segment])
         for offset, ref in segment:
             data = chunkio.read_chunk(self.index, ref.id) if ref.id in local else None
             if data is None:
@@ -913,8 +952,10 @@ class Fetcher:
             elif exact and not selected:
                 prune(dest, load, parts, gone)
         ensure_dir(dest, prefix)
-        # The stat records of this directory, read once rather than once per file.
+        # The stat records of this directory, read once rather than once per file;
+        # and its names, listed once: a file that is not there needs no lstat.
         recorded = self.index.cached_files(str(dest), "/".join(prefix))
+        present = set(os.listdir(dest.joinpath(*prefix)))
         for name, entry in new.items():
             parts = prefix + (name,)
             if not matcher(parts, entry.type == EntryType.DIR):
@@ -930,7 +971,7 @@ class Fetcher:
             elif entry.type == EntryType.SYMLINK:
                 guard.make_way(parts, previous, entry)
                 place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
-            elif self._already_there(dest, parts, entry, recorded):
+            elif name in present and self._already_there(dest, parts, entry, recorded):
                 _count_kept(run.transfer, entry)
                 yield None
             else:
@@ -962,9 +1003,16 @@ class Fetcher:
 
     def _start_file(self, run: _Run, parts: tuple[str, ...], entry: TreeEntry) -> _FileTask:
         partial = run.partial_dir / partial_name(parts, entry.ref)  # type: ignore[arg-type]
-        fresh = not partial.exists()
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        os.ftruncate(fd, entry.size)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+        try:
+            # A new file needs no ftruncate (which costs a journal update on ext4):
+            # its chunks' writes give it its size.
+            fd = os.open(partial, flags | os.O_EXCL, 0o644)
+            fresh = True
+        except FileExistsError:
+            fd = os.open(partial, flags, 0o644)
+            fresh = False
+            os.ftruncate(fd, entry.size)
         task = _FileTask(parts, entry, partial, fd, entry.size, fresh)
         run.open_tasks.add(task)
         return task
@@ -983,12 +1031,16 @@ class Fetcher:
 
     @staticmethod
     def _install(dest: Path, task: _FileTask) -> FileStat:
-        mode = 0o755 if task.entry.executable else 0o644
-        os.fchmod(task.fd, mode & ~UMASK)
+        if task.entry.executable:
+            # Otherwise the mode is already right: partial files are created 0o644 less the umask.
+            os.fchmod(task.fd, 0o755 & ~UMASK)
         target = dest.joinpath(*task.parts)
-        if target.is_dir() and not target.is_symlink():
+        try:
+            os.replace(task.partial, target)
+        except IsADirectoryError:
+            # A real directory where the file goes (a rename replaces a symlink itself).
             shutil.rmtree(target)
-        os.replace(task.partial, target)
+            os.replace(task.partial, target)
         # After the rename, which changes the inode's ctime: the stat a later fetch will see.
         st = os.fstat(task.fd)
         os.close(task.fd)

@@ -160,6 +160,14 @@ class Index:
         rows = self._read("SELECT kind, data FROM objects WHERE id = ?", (object_id,))
         return (Kind(rows[0][0]), rows[0][1]) if rows else None
 
+    def get_objects(self, ids: list[bytes]) -> dict[bytes, tuple[Kind, bytes]]:
+        """(kind, bytes) of those of `ids` that are stored, in one query."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._read(f"SELECT id, kind, data FROM objects WHERE id IN ({marks})", ids)
+        return {r[0]: (Kind(r[1]), r[2]) for r in rows}
+
     def missing_objects(self, ids: Iterable[bytes]) -> list[bytes]:
         """Return those of `ids` that are not stored, in order."""
         with self._lock:

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 REF_BATCH = 4096
 #: Chunks copied per worker-thread call: at most 64 × 256 KiB = 16 MiB in memory.
 COPY_BATCH = 64
+#: While peers are being served, the keeper rests this many times as long as each
+#: batch took: serving keeps its CPU and disk (2 cores are shared by everything),
+#: and keeping still progresses at about a twentieth of its speed.
+REST_WHILE_SERVING = 19
 #: A capture must leave this share of the disk free, and at least FREE_FLOOR bytes.
 FREE_MARGIN = 0.05
 FREE_FLOOR = 1024**3
@@ -86,11 +90,13 @@ class Keeper:
         store: PackStore,
         config: Callable[[], Config],
         on_change: Callable[[], Awaitable[None]],
+        serving: Callable[[], bool] = lambda: False,
     ) -> None:
         self.index = index
         self.store = store
         self._config = config
         self._on_change = on_change
+        self._serving = serving
         self._send, self._receive = trio.open_memory_channel[bytes](math.inf)
         self._busy = trio.Lock()
 
@@ -215,8 +221,13 @@ class Keeper:
                     break
 
     async def _record_refs(self, row: VersionRow, refs: Iterator[tuple[bytes, int]]) -> None:
-        while batch := await trio.to_thread.run_sync(lambda: list(islice(refs, REF_BATCH))):
+        while True:
+            started = trio.current_time()
+            batch = await trio.to_thread.run_sync(lambda: list(islice(refs, REF_BATCH)))
+            if not batch:
+                return
             await trio.to_thread.run_sync(self.store.add_refs, row.id, batch)
+            await self._rest(started)
 
     def _admit(self, row: VersionRow) -> tuple[str | None, list[bytes]]:
         """Why a version cannot be kept (or None), and the older versions to evict once it is.
@@ -257,12 +268,19 @@ class Keeper:
         """Copy the chunks the store lacks; return why that failed, or None."""
         after = b""
         while batch := await trio.to_thread.run_sync(self.store.missing, version, after, COPY_BATCH):
+            started = trio.current_time()
             after = batch[-1][0]
             found = await trio.to_thread.run_sync(chunkio.read_chunks, self.index, [cid for cid, _ in batch])
             if any(data is None for _, data in found):
                 return "its files changed before it could be copied; share again to keep the new state"
             await trio.to_thread.run_sync(self.store.append, found)
+            await self._rest(started)
         return None
+
+    async def _rest(self, started: float) -> None:
+        """After a batch begun at `started`: give way to serving, if a peer is being served."""
+        if self._serving():
+            await trio.sleep((trio.current_time() - started) * REST_WHILE_SERVING)
 
     # --- gc -----------------------------------------------------------------------
 

@@ -260,6 +260,10 @@ class PeerManager:
     def connected(self) -> list[str]:
         return sorted(self.sessions)
 
+    def serving(self) -> bool:
+        """Whether some peer's request is being answered now."""
+        return any(session.serving for session in self.sessions.values())
+
     def remote_datasets(self) -> list[tuple[str, CatalogEntry]]:
         return [(pid, e) for pid, s in self.sessions.items() for e in s.catalog]
 

@@ -86,7 +86,7 @@ async def serve(
             signer, trust, library, listen, on_event=lambda e: _publish_peer_event(control, e),
             limits=lambda: (api.config.global_limit, api.config.per_peer_limit),
         )
-        keeper = Keeper(library.index, store, lambda: api.config, peers.publish_catalog)
+        keeper = Keeper(library.index, store, lambda: api.config, peers.publish_catalog, peers.serving)
         peers.kept_versions = keeper.kept_versions
         fetcher = Fetcher(library.index, peers)
         transfers = Transfers(fetcher, peers.publish_catalog, control.publish)

@@ -35,7 +35,10 @@ _log = logging.getLogger("shoal.session")
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 #: Chunks read from disk per worker-thread call while serving.
-SERVE_GROUP = 8
+SERVE_GROUP = 16
+#: Manifest objects read per worker-thread call (one query): most are a few hundred
+#: bytes, and even at the 1 MiB limit a group stays 16 MiB.
+OBJECT_GROUP = 16
 SERVE_CONCURRENCY = 2
 AGENT = "shoal/0.1"
 
@@ -149,6 +152,11 @@ class PeerSession:
             self._rates = ((self.bytes_in - bytes_in) / (now - then), (self.bytes_out - bytes_out) / (now - then))
             self._rate_mark = (now, self.bytes_in, self.bytes_out)
         return self._rates
+
+    @property
+    def serving(self) -> bool:
+        """Whether a request of the peer is being answered now."""
+        return bool(self._serving)
 
     # --- running --------------------------------------------------------------
 
@@ -270,10 +278,13 @@ class PeerSession:
 
     async def _answer_all(self, request: GetObjects | GetChunks, missing: list[bytes]) -> None:
         ids = list(request.ids)
-        for start in range(0, len(ids), SERVE_GROUP):
-            group = ids[start : start + SERVE_GROUP]
+        # Located (and their reads started) for the whole request at once.
+        places = await trio.to_thread.run_sync(chunkio.locate, self._index, ids) if isinstance(request, GetChunks) else {}
+        step = SERVE_GROUP if isinstance(request, GetChunks) else OBJECT_GROUP
+        for start in range(0, len(ids), step):
+            group = ids[start : start + step]
             if isinstance(request, GetChunks):
-                found = await trio.to_thread.run_sync(chunkio.read_chunks, self._index, group)
+                found = await trio.to_thread.run_sync(chunkio.read_chunks, self._index, group, places)
             else:
                 found = await trio.to_thread.run_sync(self._read_objects, group)
             for oid, data in found:
@@ -284,11 +295,8 @@ class PeerSession:
             await self._flush()
 
     def _read_objects(self, ids: list[bytes]) -> list[tuple[bytes, bytes | None]]:
-        out = []
-        for oid in ids:
-            found = self._index.get_object(oid)
-            out.append((oid, found[1] if found else None))
-        return out
+        found = self._index.get_objects(ids)
+        return [(oid, found[oid][1] if oid in found else None) for oid in ids]
 
     # --- asking the peer (the fetch engine's Source) -----------------------------
 

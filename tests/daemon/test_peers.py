@@ -120,8 +120,8 @@ async def test_corrupt_peer_is_dropped_and_fetch_completes(tmp_path: Path, monke
     await honest.library.share(tmp_path / "data")
     real = session_mod.chunkio.read_chunks
 
-    def lying(index, ids):
-        found = real(index, ids)
+    def lying(index, ids, places=None):
+        found = real(index, ids, places)
         if index is liar.library.index:
             return [(cid, None if data is None else bytes(len(data))) for cid, data in found]
         return found
