@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 
 from shoal.errors import UsageError
 
 
-@dataclass(frozen=True, slots=True)
-class Ref:
-    name: str
-    version: str | None
-    subset: str | None
+class Ref(namedtuple("Ref", "name version subset")):
+    """NAME, VERSION and SUBSET (None when absent); a namedtuple, as `dataclasses` and
+    `typing` would cost every `shoal` start milliseconds."""
+
+    __slots__ = ()
 
 
 def parse_ref(text: str, *, subset: bool = True) -> Ref:

@@ -1,6 +1,8 @@
 """Argument parsing, help texts, and how `main` turns failures into one line and an exit code."""
 
 import argparse
+import subprocess
+import sys
 
 import pytest
 
@@ -145,3 +147,11 @@ def test_verbose_adds_the_traceback(monkeypatch, capsys):
     assert main(["id", "--verbose"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().endswith("report it")
+
+
+def test_the_command_line_loads_no_heavy_module_before_it_knows_the_command():
+    # `shoal status` must start within 2x a bare interpreter; each of these costs milliseconds.
+    heavy = ("dataclasses", "typing", "trio", "textual", "cryptography", "sqlite3", "tomllib")
+    probe = f"import sys, shoal.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]", loaded
