@@ -197,6 +197,7 @@ class _Run:
         #: What this fetch selects (subsets.selection_key), and whether subtrees DEST
         #: already holds unchanged under that selection may be skipped unvisited.
         self.selection: bytes = FULL
+        self.old_root: bytes | None = None
         self.reuse_unchanged = True
         # The writer and the installer have events of their own: a chunk arriving or
         # a file completing would otherwise wake every waiter of `changed`, several
@@ -363,7 +364,9 @@ class Fetcher:
         transfer.bytes_total = record.size
         transfer.files_total = record.files
         transfer.phase = "manifest"
-        size, files, _ = await self._fetch_tree(record.root, (), matcher, spec, transfer)
+        old_root, reuse_unchanged = await trio.to_thread.run_sync(self._old_root, spec, dest, selection)
+        trusted_old = old_root if reuse_unchanged else None
+        size, files, _ = await self._fetch_tree(record.root, (), matcher, spec, transfer, old_id=trusted_old)
         if not spec.partial and (size, files) != (record.size, record.files):
             raise IntegrityError(
                 f"version {transfer.version.id.hex()[:12]} declares {record.size} bytes in {record.files} files,"
@@ -372,6 +375,7 @@ class Fetcher:
         transfer.phase = "data"
         run = _Run(self, spec, transfer, dest, version_id)
         run.selection = selection
+        run.old_root, run.reuse_unchanged = old_root, reuse_unchanged
         await trio.to_thread.run_sync(self._open_partial_dir, dest, spec.name)
         try:
             async with trio.open_nursery() as nursery:
@@ -689,12 +693,14 @@ class Fetcher:
 
     async def _fetch_tree(
         self, tree_id: bytes, prefix: tuple[str, ...], matcher, spec: FetchSpec, transfer: Transfer,
-        sources: Sequence[Source] | None = None,
+        sources: Sequence[Source] | None = None, old_id: bytes | None = None,
     ) -> tuple[int, int, int]:
         """Fetch a directory's manifest objects; return the (bytes, files, entries) it declares below it.
 
         A subtree met again (the same tree id elsewhere) is not walked again, but
-        its entries count again towards the version's bound on entries.
+        its entries count again towards the version's bound on entries. `old_id` is
+        this directory in a version DEST holds in full: its file entries that are
+        unchanged were fetched and checked with it.
         """
         depth = len(prefix)
         seen = transfer.subtrees.get(tree_id)
@@ -713,7 +719,11 @@ class Fetcher:
         _check_entries(prefix, entries)
         _count_entries(transfer, len(entries))
         below_entries = len(entries)
-        files = [e for e in entries if e.type == EntryType.FILE and matcher(prefix + (e.name,), False)]
+        old = await trio.to_thread.run_sync(self._tree_by_name, old_id) if old_id is not None else {}
+        files = [
+            e for e in entries
+            if e.type == EntryType.FILE and old.get(e.name) != e and matcher(prefix + (e.name,), False)
+        ]
         downloaded = await self._ensure(Kind.FILE, [e.ref for e in files], sources)  # type: ignore[misc]
         decoded = await trio.to_thread.run_sync(self._decode_files, files, downloaded)
         for entry, file in zip(files, decoded):
@@ -724,7 +734,11 @@ class Fetcher:
         count = sum(1 for e in entries if e.type == EntryType.FILE)
         for e in entries:
             if e.type == EntryType.DIR and matcher(prefix + (e.name,), True):
-                below = await self._fetch_tree(e.ref, prefix + (e.name,), matcher, spec, transfer, sources)  # type: ignore[arg-type]
+                was = old.get(e.name)
+                old_dir = was.ref if was is not None and was.type == EntryType.DIR else None
+                below = await self._fetch_tree(
+                    e.ref, prefix + (e.name,), matcher, spec, transfer, sources, old_dir  # type: ignore[arg-type]
+                )
                 check_dir_size(prefix + (e.name,), e, below[0])
                 count += below[1]
                 below_entries += below[2]
@@ -734,6 +748,9 @@ class Fetcher:
             transfer.subtrees[tree_id] = (size, count, below_entries, depth)
             await trio.to_thread.run_sync(self.index.add_checked_tree, tree_id, size, count, below_entries, depth)
         return size, count, below_entries
+
+    def _tree_by_name(self, tree_id: bytes) -> dict[str, TreeEntry]:
+        return {e.name: e for e in tree_entries(index_loader(self.index), tree_id)}
 
     def _decode_files(self, files: list[TreeEntry], decoded: dict[bytes, object] | None = None) -> list[FileObject]:
         """The FILE objects of `files`, taken from `decoded` (those just downloaded) or else
@@ -786,8 +803,7 @@ class Fetcher:
     # --- planning and assembly -------------------------------------------------
 
     async def _produce(self, run: _Run, record: VersionRecord, matcher) -> None:
-        old_root = self._old_root(run)
-        plan = self._plan(run, record.root, old_root, matcher)
+        plan = self._plan(run, record.root, run.old_root, matcher)
         batch = _NetBatch()
         while True:
             actions, prepared = await trio.to_thread.run_sync(self._plan_some, plan, run.transfer.busy)
@@ -898,23 +914,23 @@ class Fetcher:
                 done += ref.size
         return needed, done
 
-    def _old_root(self, run: _Run) -> bytes | None:
-        """The root DEST holds from an earlier fetch or share, noting whether its
-        unchanged subtrees hold exactly what this fetch selects."""
-        state = self.index.dest_state(str(run.dest))
-        if state is not None and state[0] == run.spec.name:
+    def _old_root(self, spec: FetchSpec, dest: Path, selection: bytes) -> tuple[bytes | None, bool]:
+        """The root DEST holds from an earlier fetch or share, and whether its unchanged
+        entries hold exactly what this fetch selects (and so need no second look)."""
+        state = self.index.dest_state(str(dest))
+        if state is not None and state[0] == spec.name:
             old_root, old_selection = state[2], state[3]
         else:
-            known = self.index.dataset(run.spec.name)
-            row = self.index.version(known[1]) if known and known[0] == str(run.dest) and known[1] else None
+            known = self.index.dataset(spec.name)
+            row = self.index.version(known[1]) if known and known[0] == str(dest) and known[1] else None
             if row is None:
-                return None
+                return None, True
             old_root, old_selection = row.root, FULL
         # An --include fetch only adds paths, so anything complete before serves it.
-        run.reuse_unchanged = old_selection is not None and (
-            old_selection == run.selection or (old_selection == FULL and bool(run.spec.include))
+        reuse = old_selection is not None and (
+            old_selection == selection or (old_selection == FULL and bool(spec.include))
         )
-        return old_root
+        return old_root, reuse
 
     def _plan(self, run: _Run, root: bytes, old_root: bytes | None, matcher) -> Iterator["_FileTask | None"]:
         """Bring DEST's tree in line with `root`, yielding a task for every file to assemble.
@@ -954,8 +970,8 @@ class Fetcher:
         ensure_dir(dest, prefix)
         # The stat records of this directory, read once rather than once per file;
         # and its names, listed once: a file that is not there needs no lstat.
-        recorded = self.index.cached_files(str(dest), "/".join(prefix))
-        present = set(os.listdir(dest.joinpath(*prefix)))
+        recorded: dict[str, CachedFile] | None = None
+        present: set[str] | None = None
         for name, entry in new.items():
             parts = prefix + (name,)
             if not matcher(parts, entry.type == EntryType.DIR):
@@ -971,12 +987,21 @@ class Fetcher:
             elif entry.type == EntryType.SYMLINK:
                 guard.make_way(parts, previous, entry)
                 place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
-            elif name in present and self._already_there(dest, parts, entry, recorded):
+            elif run.reuse_unchanged and previous == entry:
+                # Unchanged since the version DEST holds: trusted like an unchanged subtree,
+                # so a switch between versions never stats the files they share.
                 _count_kept(run.transfer, entry)
                 yield None
             else:
-                guard.make_way(parts, previous, entry)
-                yield self._start_file(run, parts, entry)
+                if present is None:
+                    recorded = self.index.cached_files(str(dest), "/".join(prefix))
+                    present = set(os.listdir(dest.joinpath(*prefix)))
+                if name in present and self._already_there(dest, parts, entry, recorded):
+                    _count_kept(run.transfer, entry)
+                    yield None
+                else:
+                    guard.make_way(parts, previous, entry)
+                    yield self._start_file(run, parts, entry)
 
     def _already_there(
         self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, recorded: dict[str, CachedFile] | None = None

@@ -34,6 +34,9 @@ RACE_STAGGER = 0.25
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
 DIAL_PERIOD = 1.0
+#: A peer answered this recently still counts as being served: a fetch asks in
+#: bursts, with its own work (checking, writing) between them.
+SERVING_GRACE = 3.0
 
 
 @dataclass(slots=True)
@@ -261,8 +264,9 @@ class PeerManager:
         return sorted(self.sessions)
 
     def serving(self) -> bool:
-        """Whether some peer's request is being answered now."""
-        return any(session.serving for session in self.sessions.values())
+        """Whether some peer's request is being answered now, or was a moment ago."""
+        recent = trio.current_time() - SERVING_GRACE
+        return any(session.serving or session.served_at > recent for session in self.sessions.values())
 
     def remote_datasets(self) -> list[tuple[str, CatalogEntry]]:
         return [(pid, e) for pid, s in self.sessions.items() for e in s.catalog]

@@ -137,6 +137,8 @@ class PeerSession:
         self._send_lock = trio.Lock()
         self._pending: dict[int, _Pending] = {}
         self._serving: dict[int, trio.CancelScope] = {}
+        #: trio time the last request of the peer was answered (-inf: never).
+        self.served_at = float("-inf")
         # Requests answered at once: one reads from disk while the other sends,
         # and memory per peer stays a few MB however many requests it opens.
         self._serve_slots = trio.Semaphore(SERVE_CONCURRENCY)
@@ -265,6 +267,7 @@ class PeerSession:
             pass  # the session ended while answering; the reader reports why
         finally:
             self._serving.pop(request.req, None)
+            self.served_at = trio.current_time()
 
     async def _answer(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
         missing: list[bytes] = []

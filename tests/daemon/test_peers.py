@@ -1,11 +1,14 @@
 """Two or three daemons' peer layers in one process, over real loopback sockets."""
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 
+from shoal.daemon import peers as peers_mod
 from shoal.daemon import session as session_mod
 from shoal.daemon.fetch import Fetcher, NoPeer
 from shoal.daemon.transfer import FetchSpec, Transfer
@@ -68,13 +71,21 @@ async def fetch(node: Node, dest: Path, version: str | None = None, timeout: flo
     return await node.fetcher().fetch(transfer.spec, transfer)
 
 
-async def test_fetch_full_then_delta(tmp_path: Path) -> None:
+@asynccontextmanager
+async def shared_pair(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+    """a shares make_data's folder; a and b run and trust each other."""
     a, b = Node(tmp_path / "a"), Node(tmp_path / "b")
     make_data(tmp_path / "data")
     await a.library.share(tmp_path / "data")
     async with trio.open_nursery() as nursery:
         await start(nursery, a, b)
         befriend(a, b)
+        yield a, b
+        nursery.cancel_scope.cancel()
+
+
+async def test_fetch_full_then_delta(tmp_path: Path) -> None:
+    async with shared_pair(tmp_path) as (a, b):
         result = await fetch(b, tmp_path / "dest")
         assert tree_bytes(tmp_path / "dest") == tree_bytes(tmp_path / "data")
         assert result.files_written == 21
@@ -93,8 +104,20 @@ async def test_fetch_full_then_delta(tmp_path: Path) -> None:
         assert result.files_written == 1
         # Only the changed region and its boundary chunks cross the wire.
         assert result.bytes_received < 100_000 + 4 * 256 * 1024
-        nursery.cancel_scope.cancel()
     assert not (tmp_path / "dest" / ".shoal-partial").exists()
+
+
+async def test_a_peer_counts_as_served_for_a_moment_after_its_last_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The keeper gives way while serving(): a fetch asks in bursts, so the gaps count too.
+    monkeypatch.setattr(peers_mod, "SERVING_GRACE", 0.5)
+    async with shared_pair(tmp_path) as (a, b):
+        assert not a.peers.serving()
+        await fetch(b, tmp_path / "dest")
+        assert a.peers.serving() and not b.peers.serving()
+        await trio.sleep(0.6)
+        assert not a.peers.serving()
 
 
 async def test_untrusted_peer_gets_nothing(tmp_path: Path) -> None:
