@@ -53,6 +53,9 @@ SMALL_FILE = 4 * 1024 * 1024
 #: Files planned per worker-thread call: a call costs milliseconds of waiting for
 #: the event loop, which is busy receiving, so many small files share one.
 PLAN_STEP = 256
+#: Arrived chunks the writer waits for (at most WRITE_GATHER seconds) before a worker-thread call.
+WRITE_BATCH = 16
+WRITE_GATHER = 0.004
 
 _log = logging.getLogger("shoal.fetch")
 
@@ -276,7 +279,7 @@ class _Run:
                     scope.cancel()
         batch.writing += 1
         self.inbox.append(_Arrival(batch, peer, cid, data, batch.targets.pop(cid)))
-        if len(self.inbox) == 1:
+        if len(self.inbox) in (1, WRITE_BATCH):
             self.inbox_ready.set()
 
     async def write_loop(self) -> None:
@@ -287,6 +290,13 @@ class _Run:
                 await self.inbox_ready.wait()
                 self.inbox_ready = trio.Event()
                 continue
+            if len(self.inbox) < WRITE_BATCH:
+                # A worker-thread call per chunk or two costs two thread switches each;
+                # a few milliseconds' wait gathers a batch worth one.
+                with trio.move_on_after(WRITE_GATHER):
+                    while len(self.inbox) < WRITE_BATCH:
+                        await self.inbox_ready.wait()
+                        self.inbox_ready = trio.Event()
             arrivals, self.inbox = self.inbox, []
             verdicts = await trio.to_thread.run_sync(_verify_and_write, arrivals, self.transfer.busy)
             for arrival, good in zip(arrivals, verdicts):

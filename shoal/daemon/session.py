@@ -38,7 +38,7 @@ HANDSHAKE_TIMEOUT = 10.0
 SERVE_GROUP = 16
 #: Manifest objects read per worker-thread call (one query): most are a few hundred
 #: bytes, and even at the 1 MiB limit a group stays 16 MiB.
-OBJECT_GROUP = 16
+OBJECT_GROUP = 256
 SERVE_CONCURRENCY = 2
 AGENT = "shoal/0.1"
 
@@ -183,6 +183,9 @@ class PeerSession:
         while True:
             event = self.conn.next_event()
             if isinstance(event, NeedData):
+                # What the events handled since the last read queued (PONG, CANCEL) goes
+                # out before waiting, once per read rather than once per event.
+                await self._flush_quietly()
                 try:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
@@ -199,7 +202,6 @@ class PeerSession:
                 return event.reason
             if isinstance(event, MessageReceived):
                 self._dispatch(event.message, nursery)
-            await self._flush_quietly()
 
     def _dispatch(self, message, nursery: trio.Nursery) -> None:
         if isinstance(message, Data):
