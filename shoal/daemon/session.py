@@ -25,6 +25,7 @@ from shoal.protocol.connection import (
     MessageReceived,
     NeedData,
     PeerAuthenticated,
+    State,
 )
 from shoal.protocol.errors import LocalProtocolError, ProtocolError
 from shoal.protocol.messages import Cancel, Catalog, CatalogEntry, Data, End, GetChunks, GetObjects, Hello
@@ -248,9 +249,15 @@ class PeerSession:
                         await self._pay(len(data))
                     await self.stream.send_all(data)
 
+    @property
+    def _open(self) -> bool:
+        # The connection closes (on the peer's BYE, a violation, end of input) before
+        # run() gets to mark the session closed; other tasks may still be sending.
+        return not self._closed and self.conn.state not in (State.CLOSED, State.ERROR)
+
     async def send(self, message) -> None:
         """Queue and send one message."""
-        if self._closed:
+        if not self._open:
             raise SessionClosed(f"session with {self.peer.short()} is closed")
         self.conn.send(message)
         await self._flush()
@@ -313,7 +320,7 @@ class PeerSession:
             await self.send(message_type(req, tuple(ids)))
             await pending.done.wait()
         except BaseException:
-            if self._pending.pop(req, None) is not None and not self._closed:
+            if self._pending.pop(req, None) is not None and self._open:
                 self.conn.send(Cancel(req))
                 with trio.CancelScope(shield=True):
                     await self._flush_quietly()
