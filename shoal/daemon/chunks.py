@@ -99,6 +99,37 @@ def locate(index: Index, wanted: list[bytes]) -> dict[bytes, Location]:
     return places
 
 
+def read_cached(wanted: list[bytes], places: dict[bytes, Location]) -> list[tuple[bytes, bytes]]:
+    """The verified bytes of the longest prefix of `wanted` that the page cache holds,
+    read without waiting for the disk (preadv with RWF_NOWAIT), so on the event loop:
+    a worker-thread call per read costs two thread switches and, worse, the worker
+    must win the GIL back from the busy loop after every read and every hash.
+
+    Whatever is not cached, not located, or does not match stops the prefix; read_chunks
+    reads the rest in a thread (marking stale places, looking elsewhere)."""
+    out: list[tuple[bytes, bytes]] = []
+    fds: dict[str, int] = {}
+    try:
+        for cid in wanted:
+            place = places.get(cid)
+            fd = _opened(fds, str(place.path)) if place is not None else None
+            if fd is None:
+                break
+            buf = bytearray(place.length)  # type: ignore[union-attr]
+            try:
+                got = os.preadv(fd, [buf], place.offset, os.RWF_NOWAIT)  # type: ignore[union-attr]
+            except OSError:  # BlockingIOError: not cached; EOPNOTSUPP: no RWF_NOWAIT here
+                break
+            data = bytes(buf)
+            if got != len(buf) or chunk_id(data) != cid:
+                break
+            out.append((cid, data))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return out
+
+
 def read_chunks(
     index: Index, wanted: list[bytes], places: dict[bytes, Location] | None = None
 ) -> list[tuple[bytes, bytes | None]]:

@@ -296,7 +296,10 @@ class PeerSession:
         for start in range(0, len(ids), step):
             group = ids[start : start + step]
             if isinstance(request, GetChunks):
-                found = await trio.to_thread.run_sync(chunkio.read_chunks, self._index, group, places)
+                found: list[tuple[bytes, bytes | None]] = list(chunkio.read_cached(group, places))
+                if len(found) < len(group):
+                    rest = group[len(found) :]
+                    found += await trio.to_thread.run_sync(chunkio.read_chunks, self._index, rest, places)
             else:
                 found = await trio.to_thread.run_sync(self._read_objects, group)
             for oid, data in found:
