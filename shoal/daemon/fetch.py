@@ -125,65 +125,6 @@ class _FileTask:
     locations: list[tuple[bytes, int, int]] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Wait:
-    """A planning step: the directory `tree_id` is next, at `depth`, and its manifest is not checked yet."""
-
-    tree_id: bytes
-    depth: int
-
-
-class _ManifestProgress:
-    """The directories of the version being fetched whose manifest objects are stored and
-    checked, each with the least depth it was checked at: a symlink that stays inside at
-    some depth stays inside deeper, not shallower."""
-
-    def __init__(self, index: Index) -> None:
-        self._index = index
-        self._ready: dict[bytes, int] = {}
-        self._changed = trio.Event()
-        self.walked = trio.Event()
-
-    def is_ready(self, tree_id: bytes, depth: int) -> bool:
-        """Whether the planner may read `tree_id`'s entries and FILE objects at `depth`;
-        called from its thread too."""
-        return self._ready.get(tree_id, depth + 1) <= depth or self.walked.is_set()
-
-    async def ready(self, tree_id: bytes, depth: int, whole: bool) -> None:
-        """`tree_id` is checked at `depth`, and with `whole` every directory below it as well."""
-        found = {tree_id: depth}
-        if whole:
-            found |= await trio.to_thread.run_sync(self._dirs_below, tree_id, depth)
-        for tree, at in found.items():
-            self._ready[tree] = min(at, self._ready.get(tree, at))
-        self._wake()
-
-    def finish(self) -> None:
-        self.walked.set()
-        self._wake()
-
-    async def wait(self, tree_id: bytes, depth: int) -> None:
-        while not self.is_ready(tree_id, depth):
-            await self._changed.wait()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def _dirs_below(self, tree_id: bytes, depth: int) -> dict[bytes, int]:
-        """Every directory below `tree_id` (at `depth`), at the least depth it occurs."""
-        load = index_loader(self._index)
-        found: dict[bytes, int] = {}
-        pending = [(tree_id, depth)]
-        while pending:
-            parent, at = pending.pop()
-            for entry in tree_entries(load, parent):
-                if entry.type == EntryType.DIR and found.get(entry.ref, at + 2) > at + 1:  # type: ignore[arg-type]
-                    found[entry.ref] = at + 1  # type: ignore[index]
-                    pending.append((entry.ref, at + 1))  # type: ignore[arg-type]
-        return found
-
-
 @dataclass(slots=True)
 class _NetBatch:
     """Chunks to request from a peer, and where each one goes."""
@@ -261,7 +202,6 @@ class _Run:
         self.selection: bytes = FULL
         self.old_root: bytes | None = None
         self.reuse_unchanged = True
-        self.manifest = _ManifestProgress(self.index)
         # The writer and the installer have events of their own: a chunk arriving or
         # a file completing would otherwise wake every waiter of `changed`, several
         # task switches per chunk on the receiver's busy event loop.
@@ -433,16 +373,22 @@ class Fetcher:
         transfer.version = VersionInfo.from_record(version_id, record)
         transfer.bytes_total = record.size
         transfer.files_total = record.files
+        transfer.phase = "manifest"
+        old_root, reuse_unchanged = await trio.to_thread.run_sync(self._old_root, spec, dest, selection)
+        trusted_old = old_root if reuse_unchanged else None
+        size, files, _ = await self._fetch_tree(record.root, (), matcher, spec, transfer, old_id=trusted_old)
+        if not spec.partial and (size, files) != (record.size, record.files):
+            raise IntegrityError(
+                f"version {transfer.version.id.hex()[:12]} declares {record.size} bytes in {record.files} files,"
+                f" its tree holds {size} in {files}"
+            )
         transfer.phase = "data"
         run = _Run(self, spec, transfer, dest, version_id)
         run.selection = selection
-        run.old_root, run.reuse_unchanged = await trio.to_thread.run_sync(self._old_root, spec, dest, selection)
+        run.old_root, run.reuse_unchanged = old_root, reuse_unchanged
         await trio.to_thread.run_sync(self._open_partial_dir, dest, spec.name)
         try:
             async with trio.open_nursery() as nursery:
-                # The manifest is walked and checked while the data of the directories
-                # already checked flows: the first byte need not wait for the last directory.
-                nursery.start_soon(self._walk_manifest, run, record, matcher)
                 nursery.start_soon(self._supervise, run, nursery)
                 nursery.start_soon(run.write_loop)
                 nursery.start_soon(run.install_loop)
@@ -450,7 +396,6 @@ class Fetcher:
                 run.producing = False
                 run.notify()
                 await run.until_installed()
-                await run.manifest.walked.wait()
                 nursery.cancel_scope.cancel()
         finally:
             for task in run.open_tasks:
@@ -759,15 +704,13 @@ class Fetcher:
     async def _fetch_tree(
         self, tree_id: bytes, prefix: tuple[str, ...], matcher, spec: FetchSpec, transfer: Transfer,
         sources: Sequence[Source] | None = None, old_id: bytes | None = None,
-        on_ready: Callable[[bytes, int, bool], Awaitable[None]] | None = None,
     ) -> tuple[int, int, int]:
         """Fetch a directory's manifest objects; return the (bytes, files, entries) it declares below it.
 
         A subtree met again (the same tree id elsewhere) is not walked again, but
         its entries count again towards the version's bound on entries. `old_id` is
         this directory in a version DEST holds in full: its file entries that are
-        unchanged were fetched and checked with it. `on_ready(tree id, depth, whole subtree)`
-        is awaited once a directory's own objects are stored and checked.
+        unchanged were fetched and checked with it.
         """
         depth = len(prefix)
         seen = transfer.subtrees.get(tree_id)
@@ -776,8 +719,6 @@ class Fetcher:
         found = seen[:3] if seen is not None else await trio.to_thread.run_sync(self.index.checked_tree, tree_id, depth)
         if found is not None:
             _count_entries(transfer, found[2])
-            if on_ready is not None:
-                await on_ready(tree_id, depth, True)
             return found
         assert transfer.version is not None
         if sources is None:
@@ -799,8 +740,6 @@ class Fetcher:
             if file.level > 0:
                 await self._ensure_pages(Kind.FILE, entry.ref, sources)  # type: ignore[arg-type]
         await trio.to_thread.run_sync(self._check_file_sizes, prefix, files, decoded)
-        if on_ready is not None:
-            await on_ready(tree_id, depth, False)
         size = sum(e.size for e in entries)
         count = sum(1 for e in entries if e.type == EntryType.FILE)
         for e in entries:
@@ -808,7 +747,7 @@ class Fetcher:
                 was = old.get(e.name)
                 old_dir = was.ref if was is not None and was.type == EntryType.DIR else None
                 below = await self._fetch_tree(
-                    e.ref, prefix + (e.name,), matcher, spec, transfer, sources, old_dir, on_ready  # type: ignore[arg-type]
+                    e.ref, prefix + (e.name,), matcher, spec, transfer, sources, old_dir  # type: ignore[arg-type]
                 )
                 check_dir_size(prefix + (e.name,), e, below[0])
                 count += below[1]
@@ -873,19 +812,6 @@ class Fetcher:
 
     # --- planning and assembly -------------------------------------------------
 
-    async def _walk_manifest(self, run: _Run, record: VersionRecord, matcher) -> None:
-        """Fetch and check the version's manifest, telling the planner each directory that is ready."""
-        trusted_old = run.old_root if run.reuse_unchanged else None
-        size, files, _ = await self._fetch_tree(
-            record.root, (), matcher, run.spec, run.transfer, old_id=trusted_old, on_ready=run.manifest.ready
-        )
-        if not run.spec.partial and (size, files) != (record.size, record.files):
-            raise IntegrityError(
-                f"version {run.version_id.hex()[:12]} declares {record.size} bytes in {record.files} files,"
-                f" its tree holds {size} in {files}"
-            )
-        run.manifest.finish()
-
     async def _produce(self, run: _Run, record: VersionRecord, matcher) -> None:
         plan = self._plan(run, record.root, run.old_root, matcher)
         batch = _NetBatch()
@@ -893,11 +819,6 @@ class Fetcher:
             actions, prepared = await trio.to_thread.run_sync(self._plan_some, plan, run.transfer.busy)
             if not actions:
                 break
-            if isinstance(actions[-1], _Wait):
-                # Planned up to a directory whose manifest is still on its way; the
-                # generator resumes from there once it is checked.
-                wait = actions.pop()
-                await run.manifest.wait(wait.tree_id, wait.depth)
             for task, needed, done in prepared:
                 batch = await self._queue_needed(run, task, needed, done, batch)
                 task.listed = True
@@ -909,11 +830,11 @@ class Fetcher:
             await run.put(batch)
 
     def _plan_some(
-        self, plan: Iterator["_FileTask | _Wait | None"], busy: Busy
-    ) -> tuple[list["_FileTask | _Wait | None"], list[tuple[_FileTask, list[tuple[int, Ref]], int]]]:
+        self, plan: Iterator["_FileTask | None"], busy: Busy
+    ) -> tuple[list["_FileTask | None"], list[tuple[_FileTask, list[tuple[int, Ref]], int]]]:
         """The next PLAN_STEP actions of `plan`, with the small files among them prepared,
         in one worker-thread call: each call waits for the busy event loop to take its result."""
-        actions = _take(plan, PLAN_STEP, until=_Wait)
+        actions = _take(plan, PLAN_STEP)
         small = [a for a in actions if isinstance(a, _FileTask) and a.entry.size <= SMALL_FILE]
         return actions, self._prepare_small(small, busy) if small else []
 
@@ -1021,7 +942,7 @@ class Fetcher:
         )
         return old_root, reuse
 
-    def _plan(self, run: _Run, root: bytes, old_root: bytes | None, matcher) -> Iterator["_FileTask | _Wait | None"]:
+    def _plan(self, run: _Run, root: bytes, old_root: bytes | None, matcher) -> Iterator["_FileTask | None"]:
         """Bring DEST's tree in line with `root`, yielding a task for every file to assemble.
 
         Runs in a worker thread, a few steps at a time.
@@ -1044,8 +965,6 @@ class Fetcher:
                     _count_kept(run.transfer, entry)
                     yield None
             return
-        if not run.manifest.is_ready(tree_id, len(prefix)):
-            yield _Wait(tree_id, len(prefix))
         new = {e.name: e for e in tree_entries(load, tree_id)}
         old = {e.name: e for e in tree_entries(load, old_id)} if old_id is not None else {}
         # Without --include DEST ends up holding exactly the selection; with it only matching paths change.
@@ -1059,9 +978,6 @@ class Fetcher:
             elif exact and not selected:
                 prune(dest, load, parts, gone)
         ensure_dir(dest, prefix)
-        # A step of the plan, so that a planning call over many empty directories returns
-        # (and sees a failed manifest check cancel it) every PLAN_STEP of them.
-        yield None
         # The stat records of this directory, read once rather than once per file;
         # and its names, listed once: a file that is not there needs no lstat.
         recorded: dict[str, CachedFile] | None = None
@@ -1361,12 +1277,11 @@ def _count_kept(transfer: Transfer, entry: TreeEntry) -> None:
     transfer.files_done += 1
 
 
-def _take(iterator: Iterator, n: int, until: type | None = None) -> list:
-    """The next `n` items of `iterator`, or fewer up to and including one of type `until`."""
+def _take(iterator: Iterator, n: int) -> list:
     out = []
     for item in iterator:
         out.append(item)
-        if len(out) >= n or (until is not None and isinstance(item, until)):
+        if len(out) >= n:
             break
     return out
 
