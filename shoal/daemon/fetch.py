@@ -1027,9 +1027,10 @@ class Fetcher:
             recorded = self.index.cached_files(str(dest), "/".join(parts[:-1]))
         row = recorded.get(parts[-1])
         current = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-        if row is not None and row.stat == current:
+        if row is not None and row.stat == current and row.file_id is not None:
             return row.file_id == entry.ref
-        # Unknown to the index (a crash between rename and record): check the bytes.
+        # Unknown to the index, or its record unfinished (a crash between the rename and
+        # the end of the record): check the bytes.
         file = decode(Kind.FILE, self.index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
         if file_id_of(path, file.params) != entry.ref:  # type: ignore[union-attr]
             return False

@@ -144,8 +144,10 @@ class KeepLocal(Overwrite):
         if not stat.S_ISREG(st.st_mode):
             return False
         row = self._index.cached_files(str(self.dest), "/".join(parts[:-1])).get(parts[-1])
-        if row is not None and row.stat == FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
-            return row.file_id is not None
+        current = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        if row is not None and row.file_id is not None and row.stat == current:
+            return True
+        # Not recorded, or its record unfinished (a crash mid-record): the bytes decide.
         if entry is None or entry.type != EntryType.FILE or st.st_size != entry.size:
             return False
         file = decode(Kind.FILE, self._index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]

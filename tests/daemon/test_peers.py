@@ -11,6 +11,7 @@ import trio
 from shoal.daemon import peers as peers_mod
 from shoal.daemon import session as session_mod
 from shoal.daemon.fetch import Fetcher, NoPeer
+from shoal.daemon.index import FileStat
 from shoal.daemon.transfer import FetchSpec, Transfer
 from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library import Library
@@ -187,3 +188,23 @@ async def test_corrupt_peer_is_dropped_and_fetch_completes(tmp_path: Path, monke
         nursery.cancel_scope.cancel()
     assert any(liar.id in w for w in result.warnings), result.warnings
     assert result.peers.get(honest.id, 0) > 0
+
+
+async def test_a_file_whose_index_record_a_crash_cut_short_is_checked_not_fetched_again(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    async with shared_pair(tmp_path) as (a, b):
+        await fetch(b, dest)
+        # As a receiver killed between renaming model.pt into place and finishing its
+        # record leaves things: the row has the file's stat but no content id yet, and
+        # the fetch is still in progress (not recorded as done, its partial folder there).
+        index = b.library.index
+        st = (dest / "model.pt").stat()
+        index.begin_file(str(dest), "", "model.pt", FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        index.unlist_dataset("data", str(dest))
+        index.set_dest_state(str(dest), "another", b"\0" * 32, b"\0" * 32, None)
+        (dest / ".shoal-partial").mkdir()
+        (dest / ".shoal-partial" / "dataset").write_text("data")
+
+        again = await fetch(b, dest)
+        assert again.files_written == 0 and again.bytes_received == 0
+        assert tree_bytes(dest) == tree_bytes(tmp_path / "data")
