@@ -39,7 +39,7 @@ HANDSHAKE_TIMEOUT = 10.0
 SERVE_GROUP = 16
 #: Manifest objects read per worker-thread call (one query): most are a few hundred
 #: bytes, and even at the 1 MiB limit a group stays 16 MiB.
-OBJECT_GROUP = 256
+OBJECT_GROUP = 16
 SERVE_CONCURRENCY = 2
 AGENT = "shoal/0.1"
 
