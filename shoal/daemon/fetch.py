@@ -27,6 +27,7 @@ import trio
 
 from shoal.daemon import chunks as chunkio
 from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, prune
+from shoal.daemon.flush import start_writeback, sync_filesystem
 from shoal.daemon.history import has_manifest
 from shoal.daemon.local_changes import KeepLocal, Overwrite
 from shoal.daemon.subsets import FULL, selection_of
@@ -1077,6 +1078,8 @@ class Fetcher:
             # A real directory where the file goes (a rename replaces a symlink itself).
             shutil.rmtree(target)
             os.replace(task.partial, target)
+        # Written back while the fetch goes on, so the flush at its end has little left.
+        start_writeback(task.fd)
         # After the rename, which changes the inode's ctime: the stat a later fetch will see.
         st = os.fstat(task.fd)
         os.close(task.fd)
@@ -1103,7 +1106,7 @@ class Fetcher:
         # on disk before the version is recorded as present here.
         fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fsync(fd) if not hasattr(os, "syncfs") else os.syncfs(fd)  # type: ignore[attr-defined]
+            sync_filesystem(fd)
         finally:
             os.close(fd)
         if not spec.partial:
