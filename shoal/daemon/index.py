@@ -168,6 +168,13 @@ class Index:
         rows = self._read(f"SELECT id, kind, data FROM objects WHERE id IN ({marks})", ids)
         return {r[0]: (Kind(r[1]), r[2]) for r in rows}
 
+    def object_sizes(self, ids: list[bytes]) -> dict[bytes, int]:
+        """The stored size of those of `ids` that are stored, in one query that reads no object."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        return dict(self._read(f"SELECT id, length(data) FROM objects WHERE id IN ({marks})", ids))
+
     def missing_objects(self, ids: Iterable[bytes]) -> list[bytes]:
         """Return those of `ids` that are not stored, in order."""
         with self._lock:

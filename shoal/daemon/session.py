@@ -9,7 +9,7 @@ cancels them. A misbehaving peer ends only its own session.
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -37,9 +37,10 @@ RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 #: Chunks read from disk per worker-thread call while serving.
 SERVE_GROUP = 16
-#: Manifest objects read per worker-thread call (one query): most are a few hundred
-#: bytes, and even at the 1 MiB limit a group stays 16 MiB.
-OBJECT_GROUP = 16
+#: Manifest objects read per worker-thread call (one query), by their stored size:
+#: most are a few hundred bytes, so a group of a directory's FILE objects is one
+#: call, while objects near the 1 MiB limit go one or two at a time.
+OBJECT_GROUP_BYTES = 1024 * 1024
 SERVE_CONCURRENCY = 2
 AGENT = "shoal/0.1"
 
@@ -289,25 +290,37 @@ class PeerSession:
         await self._flush()
 
     async def _answer_all(self, request: GetObjects | GetChunks, missing: list[bytes]) -> None:
+        if isinstance(request, GetChunks):
+            await self._answer_chunks(request, missing)
+        else:
+            await self._answer_objects(request, missing)
+
+    async def _answer_chunks(self, request: GetChunks, missing: list[bytes]) -> None:
         ids = list(request.ids)
         # Located (and their reads started) for the whole request at once.
-        places = await trio.to_thread.run_sync(chunkio.locate, self._index, ids) if isinstance(request, GetChunks) else {}
-        step = SERVE_GROUP if isinstance(request, GetChunks) else OBJECT_GROUP
-        for start in range(0, len(ids), step):
-            group = ids[start : start + step]
-            if isinstance(request, GetChunks):
-                found: list[tuple[bytes, bytes | None]] = list(chunkio.read_cached(group, places))
-                if len(found) < len(group):
-                    rest = group[len(found) :]
-                    found += await trio.to_thread.run_sync(chunkio.read_chunks, self._index, rest, places)
+        places = await trio.to_thread.run_sync(chunkio.locate, self._index, ids)
+        for start in range(0, len(ids), SERVE_GROUP):
+            group = ids[start : start + SERVE_GROUP]
+            found: list[tuple[bytes, bytes | None]] = list(chunkio.read_cached(group, places))
+            if len(found) < len(group):
+                rest = group[len(found) :]
+                found += await trio.to_thread.run_sync(chunkio.read_chunks, self._index, rest, places)
+            await self._send_found(request.req, found, missing)
+
+    async def _answer_objects(self, request: GetObjects, missing: list[bytes]) -> None:
+        sizes = await trio.to_thread.run_sync(self._index.object_sizes, list(request.ids))
+        missing.extend(oid for oid in request.ids if oid not in sizes)
+        for group in _groups_by_size([oid for oid in request.ids if oid in sizes], sizes, OBJECT_GROUP_BYTES):
+            found = await trio.to_thread.run_sync(self._read_objects, group)
+            await self._send_found(request.req, found, missing)
+
+    async def _send_found(self, req: int, found: list[tuple[bytes, bytes | None]], missing: list[bytes]) -> None:
+        for oid, data in found:
+            if data is None:
+                missing.append(oid)
             else:
-                found = await trio.to_thread.run_sync(self._read_objects, group)
-            for oid, data in found:
-                if data is None:
-                    missing.append(oid)
-                else:
-                    self.conn.send(Data(request.req, oid, data))
-            await self._flush()
+                self.conn.send(Data(req, oid, data))
+        await self._flush()
 
     def _read_objects(self, ids: list[bytes]) -> list[tuple[bytes, bytes | None]]:
         found = self._index.get_objects(ids)
@@ -340,3 +353,17 @@ class PeerSession:
 
     async def get_chunks(self, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
         return await self._request(GetChunks, ids, deliver)
+
+
+def _groups_by_size(ids: list[bytes], sizes: dict[bytes, int], limit: int) -> Iterator[list[bytes]]:
+    """`ids` in order, cut into runs whose sizes add up to at most `limit` (or a single larger one)."""
+    group: list[bytes] = []
+    total = 0
+    for oid in ids:
+        if group and total + sizes[oid] > limit:
+            yield group
+            group, total = [], 0
+        group.append(oid)
+        total += sizes[oid]
+    if group:
+        yield group

@@ -17,6 +17,7 @@ from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library import Library
 from shoal.daemon.peers import PeerManager
 from shoal.daemon.trust import TrustStore
+from shoal.protocol.hashing import Kind, object_id
 from shoal.protocol.identity import peer_id_of
 
 pytestmark = pytest.mark.trio
@@ -208,3 +209,36 @@ async def test_a_file_whose_index_record_a_crash_cut_short_is_checked_not_fetche
         again = await fetch(b, dest)
         assert again.files_written == 0 and again.bytes_received == 0
         assert tree_bytes(dest) == tree_bytes(tmp_path / "data")
+
+
+async def test_objects_are_served_in_groups_bounded_by_their_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    groups: list[int] = []
+    read_objects = session_mod.PeerSession._read_objects
+
+    def counted(self, ids):
+        groups.append(sum(len(data) for _, data in read_objects(self, ids) if data is not None))
+        return read_objects(self, ids)
+
+    monkeypatch.setattr(session_mod.PeerSession, "_read_objects", counted)
+    big = [os.urandom(700_000) for _ in range(3)]
+    big_ids = [object_id(Kind.TREE, data) for data in big]
+    absent = object_id(Kind.TREE, b"never stored")
+    async with shared_pair(tmp_path) as (a, b):
+        a.library.index.put_objects((oid, Kind.TREE, data) for oid, data in zip(big_ids, big))
+        with trio.fail_after(5):
+            while not b.peers.offers("data"):
+                await b.peers.wait_for_change()
+        session, entry = b.peers.offers("data")[0]
+        wanted = [entry.head, big_ids[0], absent, big_ids[1], big_ids[2]]
+        got, missing = await session.get_objects(wanted)
+    assert dict(got) == {entry.head: a.library.index.get_object(entry.head)[1], **dict(zip(big_ids, big))}
+    assert missing == [absent]
+    # Two 700 kB objects never share a 1 MiB group; the small one rides with the first.
+    assert len(groups) == 3 and max(groups) <= session_mod.OBJECT_GROUP_BYTES
+
+
+async def test_size_groups_keep_the_order_and_the_bound() -> None:
+    ids = [bytes([i]) * 32 for i in range(6)]
+    sizes = dict(zip(ids, [10, 20, 70, 200, 5, 5]))
+    groups = list(session_mod._groups_by_size(ids, sizes, 100))
+    assert groups == [ids[0:3], ids[3:4], ids[4:6]]
