@@ -216,8 +216,9 @@ async def test_objects_are_served_in_groups_bounded_by_their_size(tmp_path: Path
     read_objects = session_mod.PeerSession._read_objects
 
     def counted(self, ids):
-        groups.append(sum(len(data) for _, data in read_objects(self, ids) if data is not None))
-        return read_objects(self, ids)
+        found = read_objects(self, ids)
+        groups.append(sum(len(data) for _, data in found if data is not None))
+        return found
 
     monkeypatch.setattr(session_mod.PeerSession, "_read_objects", counted)
     big = [os.urandom(700_000) for _ in range(3)]
