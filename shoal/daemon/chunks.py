@@ -75,10 +75,9 @@ def _read_open(fds: dict[str, int], path: str, offset: int, length: int) -> byte
     if fd is None:
         return None
     try:
-        data = os.pread(fd, length, offset)
+        return read_fd_at(fd, offset, length)
     except OSError:
         return None
-    return data if len(data) == length else None
 
 
 def locate(index: Index, wanted: list[bytes]) -> dict[bytes, Location]:

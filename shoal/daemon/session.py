@@ -283,17 +283,14 @@ class PeerSession:
         missing: list[bytes] = []
         with scope:
             async with self._serve_slots:
-                await self._answer_all(request, missing)
+                if isinstance(request, GetChunks):
+                    await self._answer_chunks(request, missing)
+                else:
+                    await self._answer_objects(request, missing)
         if scope.cancelled_caught:
             return
         self.conn.send(End(request.req, tuple(missing)))
         await self._flush()
-
-    async def _answer_all(self, request: GetObjects | GetChunks, missing: list[bytes]) -> None:
-        if isinstance(request, GetChunks):
-            await self._answer_chunks(request, missing)
-        else:
-            await self._answer_objects(request, missing)
 
     async def _answer_chunks(self, request: GetChunks, missing: list[bytes]) -> None:
         ids = list(request.ids)
