@@ -298,7 +298,7 @@ class PeerSession:
         places = await trio.to_thread.run_sync(chunkio.locate, self._index, ids)
         for start in range(0, len(ids), SERVE_GROUP):
             group = ids[start : start + SERVE_GROUP]
-            found: list[tuple[bytes, bytes | None]] = list(chunkio.read_cached(group, places))
+            found: list[tuple[bytes, bytes | bytearray | None]] = list(chunkio.read_cached(group, places))
             if len(found) < len(group):
                 rest = group[len(found) :]
                 found += await trio.to_thread.run_sync(chunkio.read_chunks, self._index, rest, places)
@@ -311,12 +311,12 @@ class PeerSession:
             found = await trio.to_thread.run_sync(self._read_objects, group)
             await self._send_found(request.req, found, missing)
 
-    async def _send_found(self, req: int, found: list[tuple[bytes, bytes | None]], missing: list[bytes]) -> None:
+    async def _send_found(self, req: int, found: Sequence[tuple[bytes, bytes | bytearray | None]], missing: list[bytes]) -> None:
         for oid, data in found:
             if data is None:
                 missing.append(oid)
             else:
-                self.conn.send(Data(req, oid, data))
+                self.conn.send_data(req, oid, data)
         await self._flush()
 
     def _read_objects(self, ids: list[bytes]) -> list[tuple[bytes, bytes | None]]:

@@ -38,6 +38,7 @@ from shoal.protocol.messages import (
     Ping,
     Pong,
     decode_message,
+    data_parts,
     encode_message_parts,
 )
 
@@ -265,18 +266,34 @@ class Connection:
 
     def send(self, message: Message) -> None:
         """Queue `message`; LocalProtocolError if the protocol does not allow it now."""
-        if self._closed is not None:
-            raise LocalProtocolError("the connection is closed")
+        self._check_open()
         if isinstance(message, (Auth, Error, Bye)):
             raise LocalProtocolError(f"{message.TYPE.name} is sent by accept(), fail() or close(), not send()")
         if isinstance(message, Hello):
             self._mark_hello_sent(message)
-        elif not self._hello_sent:
-            raise LocalProtocolError(f"{message.TYPE.name} before our HELLO")
+        else:
+            self._check_hello_sent(message.TYPE.name)
         track = _SEND_TRACKERS.get(type(message))
         if track is not None and not track(self, message):
             return
         self._write(message)
+
+    def send_data(self, req: int, oid: bytes, data: bytes | bytearray) -> None:
+        """Queue DATA for `data` held in bytes or a bytearray (copied before this returns);
+        otherwise as send(Data(req, oid, data))."""
+        parts = data_parts(req, oid, data)
+        self._check_open()
+        self._check_hello_sent("DATA")
+        self._settle(req, oid)
+        self._write_parts("DATA", parts)
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise LocalProtocolError("the connection is closed")
+
+    def _check_hello_sent(self, name: str) -> None:
+        if not self._hello_sent:
+            raise LocalProtocolError(f"{name} before our HELLO")
 
     def close(self, reason: str = "closing") -> None:
         """End the session politely with BYE (if the channel is up)."""
@@ -420,10 +437,13 @@ class Connection:
         return True
 
     def _track_data(self, message: Data) -> bool:
-        if not self.received_requests.owes(message.req, message.id):
-            raise LocalProtocolError(f"request {message.req} is not open or does not ask for {message.id.hex()}")
-        self.received_requests.settle(message.req, message.id)
+        self._settle(message.req, message.id)
         return True
+
+    def _settle(self, req: int, oid: bytes) -> None:
+        if not self.received_requests.owes(req, oid):
+            raise LocalProtocolError(f"request {req} is not open or does not ask for {oid.hex()}")
+        self.received_requests.settle(req, oid)
 
     def _track_end(self, message: End) -> bool:
         if message.req not in self.received_requests:
@@ -450,10 +470,12 @@ class Connection:
         self._decision_pending = False
 
     def _write(self, message: Message) -> None:
-        parts = encode_message_parts(message)
+        self._write_parts(message.TYPE.name, encode_message_parts(message))
+
+    def _write_parts(self, name: str, parts: tuple[bytes | bytearray, ...]) -> None:
         size = sum(map(len, parts))
         if size > MAX_FRAME_SIZE:
-            raise LocalProtocolError(f"{message.TYPE.name} of {size} bytes exceeds the {MAX_FRAME_SIZE}-byte frame limit")
+            raise LocalProtocolError(f"{name} of {size} bytes exceeds the {MAX_FRAME_SIZE}-byte frame limit")
         self._channel.write(size.to_bytes(HEADER_SIZE, "big"), *parts)
 
     def _fail(self, error: ProtocolError) -> ConnectionClosed:

@@ -85,6 +85,15 @@ def _check_bytes(owner: str, field: str, value: Any, size: int) -> None:
         raise _fail(owner, field, f"must be exactly {size} bytes, not {len(value)}")
 
 
+def _check_data(req: Any, oid: Any, data: Any, *types: type) -> None:
+    _check_int("DATA", "req", req, 0, MAX_REQUEST_ID)
+    _check_bytes("DATA", "id", oid, ID_SIZE)
+    if type(data) not in types:
+        raise _fail("DATA", "data", f"must be {' or '.join(t.__name__ for t in types)}, not {type(data).__name__}")
+    if len(data) > MAX_DATA_SIZE:
+        raise _fail("DATA", "data", f"is {len(data)} bytes; at most {MAX_DATA_SIZE} allowed")
+
+
 def _check_ids(owner: str, field: str, value: Any, limit: int, *, allow_empty: bool) -> None:
     if type(value) is not tuple:
         raise _fail(owner, field, f"must be a tuple of ids, not {type(value).__name__}")
@@ -227,12 +236,7 @@ class Data:
     data: bytes
 
     def __post_init__(self) -> None:
-        _check_int("DATA", "req", self.req, 0, MAX_REQUEST_ID)
-        _check_bytes("DATA", "id", self.id, ID_SIZE)
-        if type(self.data) is not bytes:
-            raise _fail("DATA", "data", f"must be bytes, not {type(self.data).__name__}")
-        if len(self.data) > MAX_DATA_SIZE:
-            raise _fail("DATA", "data", f"is {len(self.data)} bytes; at most {MAX_DATA_SIZE} allowed")
+        _check_data(self.req, self.id, self.data, bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +336,7 @@ def encode_message(message: Message) -> bytes:
 def encode_message_parts(message: Message) -> tuple[bytes, ...]:
     """The frame payload of `message` in pieces, so DATA's bytes need not be copied to join them."""
     if type(message) is Data:
-        return _data_header(message), message.data
+        return _data_header(message.req, message.id, len(message.data)), message.data
     return (msgpack.packb([message.TYPE.value, *_field_values(message)], use_bin_type=True, default=_pack_default),)
 
 
@@ -340,16 +344,23 @@ _DATA_START = bytes([0x94, MessageType.DATA.value])  # fixarray of 4, positive f
 _ID_HEADER = bytes([0xC4, ID_SIZE])  # bin 8 of 32 bytes
 
 
-def _data_header(message: Data) -> bytes:
+def data_parts(req: int, oid: bytes, data: bytes | bytearray) -> tuple[bytes, bytes | bytearray]:
+    """The frame payload of DATA in pieces, for bytes held in a bytearray: a sender that
+    reads chunks into buffers of its own need not copy each into bytes first. Validated
+    as Data is; the caller must not change `data` until the pieces are queued."""
+    _check_data(req, oid, data, bytes, bytearray)
+    return _data_header(req, oid, len(data)), data
+
+
+def _data_header(req: int, oid: bytes, size: int) -> bytes:
     """Everything of a DATA array but the payload bytes, so they are copied once."""
-    size = len(message.data)
     if size < 0x100:
         bin_header = struct.pack(">BB", 0xC4, size)
     elif size < 0x10000:
         bin_header = struct.pack(">BH", 0xC5, size)
     else:
         bin_header = struct.pack(">BI", 0xC6, size)
-    return _DATA_START + msgpack.packb(message.req) + _ID_HEADER + message.id + bin_header
+    return _DATA_START + msgpack.packb(req) + _ID_HEADER + oid + bin_header
 
 
 def _ext_hook(code: int, data: bytes) -> Any:

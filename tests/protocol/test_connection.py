@@ -38,6 +38,7 @@ from shoal.protocol.messages import (
     GetChunks,
     GetObjects,
     Hello,
+    InvalidMessage,
     Message,
     Ping,
     Pong,
@@ -191,6 +192,40 @@ def test_large_data_crosses_many_records() -> None:
     responder.send(End(9, ()))
     events = deliver(responder, initiator)
     assert events == [MessageReceived(Data(9, A, payload)), MessageReceived(End(9, ()))]
+
+
+def test_data_from_a_bytearray_goes_out_as_data_from_bytes() -> None:
+    initiator, responder = open_pair()
+    payload = bytearray(os.urandom(2 * 65536 + 7))
+    sent = bytes(payload)
+    initiator.send(GetChunks(4, (A, B)))
+    deliver(initiator, responder)
+    responder.send_data(4, A, payload)
+    payload[:] = bytes(len(payload))  # the sender may reuse its buffer at once
+    responder.send_data(4, B, b"bee")
+    responder.send(End(4, ()))
+    events = deliver(responder, initiator)
+    assert events == [MessageReceived(Data(4, A, sent)), MessageReceived(Data(4, B, b"bee")), MessageReceived(End(4, ()))]
+
+
+def test_data_from_a_buffer_is_checked_as_data_is() -> None:
+    initiator, responder = open_pair()
+    initiator.send(GetChunks(4, (A,)))
+    deliver(initiator, responder)
+    with pytest.raises(LocalProtocolError, match="does not ask for"):
+        responder.send_data(4, B, bytearray(3))
+    with pytest.raises(LocalProtocolError, match="not open"):
+        responder.send_data(5, A, bytearray(3))
+    for req, oid, data in ((4, A[:31], bytearray(3)), (-1, A, bytearray(3)), (4, A, memoryview(b"abc")), (4, A, "abc")):
+        with pytest.raises(InvalidMessage):
+            responder.send_data(req, oid, data)  # type: ignore[arg-type]
+    assert responder.received_requests.pending(4) == {A}
+    responder.close()
+    with pytest.raises(LocalProtocolError, match="closed"):
+        responder.send_data(4, A, bytearray(3))
+    fresh = Connection(Role.RESPONDER, Ed25519PrivateKey.generate())
+    with pytest.raises(LocalProtocolError, match="before our HELLO"):
+        fresh.send_data(4, A, bytearray(3))
 
 
 def test_catalog_and_pong_surface_and_ping_is_answered() -> None:
