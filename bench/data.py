@@ -1,5 +1,6 @@
 """What the benchmarks share: sizes on the command line, and incompressible test data."""
 
+import os
 import platform
 from pathlib import Path
 
@@ -34,6 +35,17 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def machine_cpu() -> tuple[float, float]:
+    """CPU seconds the whole machine has spent busy since boot, (user, system), from
+    /proc/stat: every process and kernel thread, so both daemons, rsync's two ends
+    and the kernel's writeback all count. Idle, I/O wait and steal do not."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice) / tick, (system + irq + softirq) / tick
 
 
 def print_failures(failures: list[str]) -> None:

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import blake3
-from data import cpu_model, parse_size, print_failures, write_random
+from data import cpu_model, machine_cpu, parse_size, print_failures, write_random
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -265,6 +265,16 @@ def wait_remote(b: Daemon, seq: int, timeout: float = 60) -> float:
 # --- rsync -------------------------------------------------------------------
 
 
+def cpu_since(start: tuple[float, float]) -> tuple[float, float]:
+    """Machine-wide (user, system) CPU seconds spent since `start` (a machine_cpu())."""
+    now = machine_cpu()
+    return now[0] - start[0], now[1] - start[1]
+
+
+def fmt_cpu(cpu: tuple[float, float] | None) -> str:
+    return "-" if cpu is None else f"{sum(cpu):.2f} s (user {cpu[0]:.2f}, system {cpu[1]:.2f})"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -404,7 +414,9 @@ def main() -> int:
                 seq = share["version"]["seq"]
                 waited = wait_remote(b, seq)
                 drop_caches(drop)
+                cpu = machine_cpu()
                 fetch, wall, proc = b.run("fetch", DATASET, str(dest_shoal), timeout=1800)
+                cpu = cpu_since(cpu)
                 if fetch.get("version", {}).get("seq") != seq:
                     failures.append(f"{row}: fetched seq {fetch.get('version', {}).get('seq')}, expected {seq}")
                 problems = compare_trees(data, dest_shoal, check_only)
@@ -416,7 +428,7 @@ def main() -> int:
                     share_time=share_wall, new_bytes=share.get("new_bytes"),
                     files_written=fetch.get("files_written"), files_total=fetch.get("files_total"),
                     wait_remote=waited, warnings=fetch.get("warnings", []) + share.get("warnings", []),
-                    stderr=proc.stderr.strip(),
+                    stderr=proc.stderr.strip(), shoal_cpu=cpu,
                 )
             except ShoalFailed as e:
                 shoal_ok = False
@@ -427,11 +439,13 @@ def main() -> int:
                 return
             try:
                 drop_caches(drop)
+                cpu = machine_cpu()
                 wall, stats, argv = rsync_pull(rsyncd.url(), str(dest_rsync) + "/")
+                cpu = cpu_since(cpu)
                 problems = compare_trees(data, dest_rsync, check_only)
                 if problems:
                     failures.append(f"{row}: rsync's copy differs from the source: " + "; ".join(problems[:10]))
-                rows.setdefault(row, {}).update(rsync_time=wall, rsync_stats=stats)
+                rows.setdefault(row, {}).update(rsync_time=wall, rsync_stats=stats, rsync_cpu=cpu)
                 notes.append(f"rsync command: {shlex.join(argv)}")
                 if check_only:
                     # The same change pulled with --inplace into a copy of the old file alone.
@@ -517,6 +531,7 @@ def report(args, cmdline, total, info, files, size, rows, notes, failures, drop)
     print("times: wall time of the client command (`shoal fetch --json` on B; `rsync` pulling from rsync://127.0.0.1);"
           " shoal's time excludes A's `share`, shown separately")
     print("rsync bytes: 'Total bytes received' by the client (Literal data in brackets)")
+    print("CPU: what the whole machine spent during the timed command (/proc/stat: every process and kernel thread)")
     print()
     header = ["", "shoal time", "shoal bytes", "rsync time", "rsync bytes (literal)", "time ratio", "bar", "A share"]
     table = []
@@ -547,6 +562,8 @@ def report(args, cmdline, total, info, files, size, rows, notes, failures, drop)
     for row in table:
         print(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     print()
+    for name, r in rows.items():
+        print(f"{name}: CPU shoal {fmt_cpu(r.get('shoal_cpu'))}; rsync {fmt_cpu(r.get('rsync_cpu'))}")
     for name, r in rows.items():
         if "shoal_bytes" in r:
             print(f"{name}: shoal fetch json seconds={r['shoal_seconds']}, first byte after {r.get('first_byte')} s, "
