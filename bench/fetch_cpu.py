@@ -1,0 +1,220 @@
+"""Where a full fetch's CPU goes, and whether a change moved it: share once, fetch into fresh daemons.
+
+Generates the dataset of bench/fetch.py (or only its large or only its small
+files), starts daemon A, which shares it once, and for every run a fresh daemon
+B that fetches it into an empty DEST with the page cache dropped. Prints, per
+run, the wall time of `shoal fetch`, its first byte, the whole machine's CPU
+(/proc/stat) and each daemon's CPU split into its event-loop thread and the
+rest (worker threads), user and system (/proc/PID/stat and
+/proc/PID/task/PID/stat).
+
+With --against REV the runs alternate between the working tree and a git
+worktree of REV, whose daemons import shoal from there (PYTHONPATH): on this
+noisy machine a change is judged by interleaved runs, and by CPU as well as time.
+
+    .venv/bin/python bench/fetch_cpu.py [--part full|large|small] [--runs 3] [--size 2G] [--against REV]
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from data import machine_cpu, parse_size, print_failures
+from fetch import DATASET, Daemon, ShoalFailed, drop_caches, make_dataset, wait_remote
+from switch import link
+
+REPO = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class TreeDaemon(Daemon):
+    """A Daemon whose commands run from `tree`: `python -m shoal` imports the shoal found in its cwd."""
+
+    def __init__(self, label: str, home: Path, tree: Path) -> None:
+        super().__init__(label, home)
+        self.tree = tree
+
+    def run(self, *args: str, **kwargs) -> tuple[dict, float, subprocess.CompletedProcess]:  # noqa: ANN003
+        kwargs.setdefault("cwd", self.tree)
+        return super().run(*args, **kwargs)
+
+
+@dataclass
+class Variant:
+    label: str
+    tree: Path
+    sender: TreeDaemon | None = None
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "_" for c in self.label)
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """User and system CPU seconds."""
+
+    user: float
+    system: float
+
+    def __sub__(self, other: "Cpu") -> "Cpu":
+        return Cpu(self.user - other.user, self.system - other.system)
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+    def __str__(self) -> str:
+        return f"{self.user:5.2f}/{self.system:4.2f}"
+
+
+def _stat_cpu(path: str) -> Cpu:
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return Cpu(int(fields[11]) / TICK, int(fields[12]) / TICK)
+
+
+def daemon_cpu(pid: int) -> tuple[Cpu, Cpu]:
+    """(the whole process, its main thread): the event loop runs on the main thread."""
+    return _stat_cpu(f"/proc/{pid}/stat"), _stat_cpu(f"/proc/{pid}/task/{pid}/stat")
+
+
+@contextmanager
+def variant_env(variant: Variant):
+    """The daemons the variant's commands start (whose cwd is their home) import shoal from its tree too."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(variant.tree)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+def select_part(data: Path, part: str) -> None:
+    if part == "large":
+        shutil.rmtree(data / "samples")
+    elif part == "small":
+        shutil.rmtree(data / "checkpoints")
+        for shard in data.glob("shard-*"):
+            shard.unlink()
+
+
+def fetch_once(variant: Variant, homes: Path, run: int, drop: bool) -> dict:
+    sender = variant.sender
+    assert sender is not None and sender.pid is not None
+    b = TreeDaemon("B", homes / f"{variant.slug}-b{run}", variant.tree)
+    dest = homes / f"{variant.slug}-dest{run}"
+    with variant_env(variant):
+        b.start()
+        try:
+            link([sender, b])
+            wait_remote(b, 1)
+            drop_caches(drop)
+            assert b.pid is not None
+            machine0, a0, b0 = machine_cpu(), daemon_cpu(sender.pid), daemon_cpu(b.pid)
+            t0 = time.perf_counter()
+            fetched, _, _ = b.run("fetch", DATASET, str(dest), timeout=1800)
+            wall = time.perf_counter() - t0
+            machine1, a1, b1 = machine_cpu(), daemon_cpu(sender.pid), daemon_cpu(b.pid)
+        finally:
+            b.stop()
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.rmtree(homes / f"{variant.slug}-b{run}", ignore_errors=True)
+    a_all, a_main = a1[0] - a0[0], a1[1] - a0[1]
+    b_all, b_main = b1[0] - b0[0], b1[1] - b0[1]
+    return {
+        "variant": variant.label, "run": run, "wall": wall, "first_byte": fetched.get("first_byte"),
+        "machine": Cpu(machine1[0] - machine0[0], machine1[1] - machine0[1]),
+        "a_main": a_main, "a_rest": a_all - a_main, "b_main": b_main, "b_rest": b_all - b_main,
+        "a_total": a_all.total, "b_total": b_all.total,
+    }
+
+
+def report(rows: list[dict], variants: list[Variant], args: argparse.Namespace, size: int) -> None:
+    print()
+    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"part: {args.part} of a {size / 1e9:.2f} GB bench/fetch.py dataset; page cache "
+          + ("dropped before every fetch" if not args.no_drop_caches else "NOT dropped"))
+    print("CPU columns: user/system seconds; machine = the whole machine (/proc/stat); main = a daemon's "
+          "event-loop thread, rest = its other threads")
+    print()
+    header = ["variant", "run", "fetch", "first byte", "machine", "A main", "A rest", "B main", "B rest"]
+    table = [[r["variant"], str(r["run"]), f"{r['wall']:.2f} s",
+              "-" if r["first_byte"] is None else f"{r['first_byte']:.2f} s",
+              str(r["machine"]), str(r["a_main"]), str(r["a_rest"]), str(r["b_main"]), str(r["b_rest"])] for r in rows]
+    widths = [max(len(x[i]) for x in [header, *table]) for i in range(len(header))]
+    line = " | ".join(h.rjust(w) for h, w in zip(header, widths))
+    print(line)
+    print("-" * len(line))
+    for row in table:
+        print(" | ".join(c.rjust(w) for c, w in zip(row, widths)))
+    print()
+    for v in variants:
+        mine = [r for r in rows if r["variant"] == v.label]
+        if mine:
+            med = lambda key: statistics.median(key(r) for r in mine)  # noqa: E731
+            print(f"{v.label}: median of {len(mine)}: fetch {med(lambda r: r['wall']):.2f} s, "
+                  f"machine CPU {med(lambda r: r['machine'].total):.2f} s, "
+                  f"A {med(lambda r: r['a_total']):.2f} s, B {med(lambda r: r['b_total']):.2f} s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("full", "large", "small"), default="full")
+    parser.add_argument("--runs", type=int, default=3, help="fetches per variant (default 3)")
+    parser.add_argument("--size", default="2G", help="dataset size before --part selects from it (default 2G)")
+    parser.add_argument("--against", metavar="REV", help="alternate with a git worktree of REV")
+    parser.add_argument("--no-drop-caches", action="store_true")
+    args = parser.parse_args()
+    size = parse_size(args.size)
+    drop = not args.no_drop_caches
+    failures: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix="shoal-fetch-cpu-", dir="/tmp"))
+    variants = [Variant("tree", REPO)]
+    worktree = work / "against"
+    try:
+        if args.against:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), args.against],
+                           check=True, capture_output=True, text=True)
+            variants.append(Variant(args.against, worktree))
+        data = work / "data"
+        print(f"generating {size / 1e9:.2f} GB ...", file=sys.stderr)
+        make_dataset(data, size)
+        select_part(data, args.part)
+        for v in variants:
+            v.sender = TreeDaemon("A", work / f"{v.slug}-a", v.tree)
+            with variant_env(v):
+                v.sender.start()
+                v.sender.run("share", str(data), "--name", DATASET, "--no-keep", timeout=1800)
+        rows = []
+        for run in range(args.runs):
+            for v in variants:
+                print(f"{v.label} run {run} ...", file=sys.stderr)
+                rows.append(fetch_once(v, work, run, drop))
+        report(rows, variants, args, size)
+    except ShoalFailed as e:
+        failures.append(str(e))
+    finally:
+        for v in variants:
+            if v.sender is not None:
+                with variant_env(v):
+                    v.sender.stop()
+        if args.against:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    print_failures(failures)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
