@@ -103,8 +103,8 @@ def read_cached(wanted: list[bytes], places: dict[bytes, Location]) -> list[tupl
     read without waiting for the disk (preadv with RWF_NOWAIT), so on the event loop:
     a worker-thread call per read costs two thread switches and, worse, the worker
     must win the GIL back from the busy loop after every read and every hash.
-    Each comes in the bytearray it was read into: a copy into bytes would cost the
-    busy sender about a tenth of its CPU.
+    Each comes in the bytearray it was read into, which Connection.send_data takes
+    as it is: the busy sender is spared a copy of every byte it serves.
 
     Whatever is not cached, not located, or does not match stops the prefix; read_chunks
     reads the rest in a thread (marking stale places, looking elsewhere)."""

@@ -30,6 +30,7 @@ from shoal.protocol.messages import (
     MessageType,
     Ping,
     Pong,
+    data_parts,
     decode_message,
     encode_message,
     encode_message_parts,
@@ -113,6 +114,9 @@ def test_data_fast_path_is_canonical_msgpack(size: int) -> None:
     head, body = encode_message_parts(message)
     assert body is message.data
     assert len(head) <= 48
+    buffer = bytearray(message.data)
+    head, body = data_parts(message.req, message.id, buffer)
+    assert body is buffer and head + body == expected
 
 
 @given(req=st.integers(0, MAX_REQUEST_ID), data=st.binary(max_size=70000))
