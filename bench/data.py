@@ -48,6 +48,12 @@ def machine_cpu() -> tuple[float, float]:
     return (user + nice) / tick, (system + irq + softirq) / tick
 
 
+def cpu_since(start: tuple[float, float]) -> tuple[float, float]:
+    """The machine's (user, system) CPU seconds spent since `start`, a machine_cpu()."""
+    now = machine_cpu()
+    return now[0] - start[0], now[1] - start[1]
+
+
 def print_failures(failures: list[str]) -> None:
     """The FAILURES block that ends a report, when anything went wrong."""
     if failures:

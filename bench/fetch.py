@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import blake3
-from data import cpu_model, machine_cpu, parse_size, print_failures, write_random
+from data import cpu_model, cpu_since, machine_cpu, parse_size, print_failures, write_random
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -73,6 +73,10 @@ def fmt_bytes(n: float | None) -> str:
 
 def fmt_time(s: float | None) -> str:
     return "-" if s is None else f"{s:.2f} s"
+
+
+def fmt_cpu(cpu: tuple[float, float] | None) -> str:
+    return "-" if cpu is None else f"{sum(cpu):.2f} s (user {cpu[0]:.2f}, system {cpu[1]:.2f})"
 
 
 # --- dataset -----------------------------------------------------------------
@@ -263,16 +267,6 @@ def wait_remote(b: Daemon, seq: int, timeout: float = 60) -> float:
 
 
 # --- rsync -------------------------------------------------------------------
-
-
-def cpu_since(start: tuple[float, float]) -> tuple[float, float]:
-    """Machine-wide (user, system) CPU seconds spent since `start` (a machine_cpu())."""
-    now = machine_cpu()
-    return now[0] - start[0], now[1] - start[1]
-
-
-def fmt_cpu(cpu: tuple[float, float] | None) -> str:
-    return "-" if cpu is None else f"{sum(cpu):.2f} s (user {cpu[0]:.2f}, system {cpu[1]:.2f})"
 
 
 def free_port() -> int:

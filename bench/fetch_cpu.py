@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from data import machine_cpu, parse_size, print_failures
+from data import cpu_since, machine_cpu, parse_size, print_failures
 from fetch import DATASET, Daemon, ShoalFailed, drop_caches, make_dataset, wait_remote
 from switch import link
 
@@ -86,6 +86,13 @@ def daemon_cpu(pid: int) -> tuple[Cpu, Cpu]:
     return _stat_cpu(f"/proc/{pid}/stat"), _stat_cpu(f"/proc/{pid}/task/{pid}/stat")
 
 
+def rest(process: Cpu, main: Cpu) -> Cpu:
+    """The CPU of a process's other threads. The two files are read a moment apart, in
+    clock ticks, so the difference can dip a tick below zero; it is shown as zero."""
+    diff = process - main
+    return Cpu(max(0.0, diff.user), max(0.0, diff.system))
+
+
 @contextmanager
 def variant_env(variant: Variant):
     """The daemons the variant's commands start (whose cwd is their home) import shoal from its tree too."""
@@ -121,11 +128,11 @@ def fetch_once(variant: Variant, homes: Path, run: int, drop: bool) -> dict:
             wait_remote(b, 1)
             drop_caches(drop)
             assert b.pid is not None
-            machine0, a0, b0 = machine_cpu(), daemon_cpu(sender.pid), daemon_cpu(b.pid)
+            machine, a0, b0 = machine_cpu(), daemon_cpu(sender.pid), daemon_cpu(b.pid)
             t0 = time.perf_counter()
             fetched, _, _ = b.run("fetch", DATASET, str(dest), timeout=1800)
             wall = time.perf_counter() - t0
-            machine1, a1, b1 = machine_cpu(), daemon_cpu(sender.pid), daemon_cpu(b.pid)
+            machine, a1, b1 = cpu_since(machine), daemon_cpu(sender.pid), daemon_cpu(b.pid)
         finally:
             b.stop()
     shutil.rmtree(dest, ignore_errors=True)
@@ -134,8 +141,8 @@ def fetch_once(variant: Variant, homes: Path, run: int, drop: bool) -> dict:
     b_all, b_main = b1[0] - b0[0], b1[1] - b0[1]
     return {
         "variant": variant.label, "run": run, "wall": wall, "first_byte": fetched.get("first_byte"),
-        "machine": Cpu(machine1[0] - machine0[0], machine1[1] - machine0[1]),
-        "a_main": a_main, "a_rest": a_all - a_main, "b_main": b_main, "b_rest": b_all - b_main,
+        "machine": Cpu(*machine),
+        "a_main": a_main, "a_rest": rest(a_all, a_main), "b_main": b_main, "b_rest": rest(b_all, b_main),
         "a_total": a_all.total, "b_total": b_all.total,
     }
 
