@@ -311,7 +311,9 @@ class PeerSession:
             found = await trio.to_thread.run_sync(self._read_objects, group)
             await self._send_found(request.req, found, missing)
 
-    async def _send_found(self, req: int, found: Sequence[tuple[bytes, bytes | bytearray | None]], missing: list[bytes]) -> None:
+    async def _send_found(
+        self, req: int, found: Sequence[tuple[bytes, bytes | bytearray | None]], missing: list[bytes]
+    ) -> None:
         for oid, data in found:
             if data is None:
                 missing.append(oid)

@@ -205,7 +205,9 @@ def test_data_from_a_bytearray_goes_out_as_data_from_bytes() -> None:
     responder.send_data(4, B, b"bee")
     responder.send(End(4, ()))
     events = deliver(responder, initiator)
-    assert events == [MessageReceived(Data(4, A, sent)), MessageReceived(Data(4, B, b"bee")), MessageReceived(End(4, ()))]
+    assert events == [
+        MessageReceived(Data(4, A, sent)), MessageReceived(Data(4, B, b"bee")), MessageReceived(End(4, ()))
+    ]
 
 
 def test_data_from_a_buffer_is_checked_as_data_is() -> None:
