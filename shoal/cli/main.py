@@ -383,11 +383,17 @@ def _cmd_log(args: argparse.Namespace) -> int:
 
 def _add_verify(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME", help="the dataset")
+    parser.add_argument(
+        "path", metavar="PATH", nargs="?", help="a folder a fetch left it in (default: the dataset's own folder)"
+    )
     _json_option(parser)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    report = _call(args, "verify", {"name": args.name}, timeout=None)
+    params: dict[str, Any] = {"name": args.name}
+    if args.path:
+        params["path"] = os.path.abspath(args.path)
+    report = _call(args, "verify", params, timeout=None)
     _print(args, report, render.render_verify)
     return ExitCode.OK if report["ok"] else ExitCode.VERIFY_FAILED
 
@@ -410,6 +416,11 @@ def _add_fetch(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=_positive_seconds, metavar="SECONDS", help="give up (exit 6) after this long"
     )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every file DEST already holds rather than trusting an unchanged size and mtime",
+    )
     _json_option(parser)
 
 
@@ -424,6 +435,8 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         params["from"] = args.peer
     if args.timeout is not None:
         params["timeout"] = args.timeout
+    if args.verify:
+        params["verify"] = True
     timeout = None if args.timeout is None else args.timeout + FETCH_TIMEOUT_MARGIN
     result = _call_with_progress(args, "fetch", params, f"fetching {args.spec}", timeout)
     _warn(args, result)

@@ -7,6 +7,7 @@ below are pure functions from that same map to text, so both views show one trut
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -134,7 +135,13 @@ def render_datasets(listing: dict[str, Any]) -> str:
     """`shoal ls`."""
     if not listing["datasets"]:
         return "no datasets shared yet; share a folder with `shoal share PATH`"
-    rows = [(*_head_cells(info), info["path"] or "-") for info in listing["datasets"]]
+    rows = []
+    for info in listing["datasets"]:
+        rows.append((*_head_cells(info), info["path"] or "-"))
+        for checkout in info.get("checkouts", []):
+            if checkout["path"] != info["path"]:
+                part = "" if checkout["whole"] else " (part)"
+                rows.append(("", f"@{checkout['version']['seq']}{part}", "", "", "", checkout["path"]))
     return table(("NAME", "HEAD", "SIZE", "FILES", "UPDATED", "PATH"), rows, right=(2, 3))
 
 
@@ -280,8 +287,15 @@ def render_verify(report: dict[str, Any]) -> str:
     checked = format_count(report["files_checked"], "file")
     if report["ok"]:
         return f"{label} ok: {checked} match"
-    lines = [f"{label} FAILED: {format_count(len(report['problems']), 'problem')} in {checked}"]
+    total = report["problems_total"]
+    lines = [f"{label} FAILED: {format_count(total, 'problem')} in {checked}"]
     lines += [f"  {problem['path']}: {problem['reason']}" for problem in report["problems"]]
+    if total > len(report["problems"]):
+        lines.append(f"  ... and {total - len(report['problems'])} more")
+    version = report["version"]
+    lines.append(
+        f"to restore it, run: shoal fetch {version['name']}@{version['seq']} {shlex.quote(report['path'])}"
+    )
     return "\n".join(lines)
 
 

@@ -291,8 +291,8 @@ class ControlApi:
 
     async def verify(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Re-hash a dataset's folder against its latest version."""
-        _only(params, "name")
-        report = await self.library.verify(_text(params, "name"))
+        _only(params, "name", "path")
+        report = await self.library.verify(_text(params, "name"), _optional_text(params, "path"))
         return report.to_json()
 
     async def gc(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
@@ -335,7 +335,7 @@ class ControlApi:
 
     async def fetch(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Fetch a dataset version from trusted peers into a folder, reporting progress."""
-        _only(params, "name", "dest", "version", "include", "from", "timeout", "subset")
+        _only(params, "name", "dest", "version", "include", "from", "timeout", "subset", "verify")
         dest = Path(_text(params, "dest"))
         if not dest.is_absolute():
             raise UsageError(f"fetch needs an absolute destination, not {str(dest)!r}")
@@ -352,6 +352,7 @@ class ControlApi:
             from_peer=self.trust.resolve(source) if source else None,
             timeout=float(timeout),
             subset=_optional_text(params, "subset"),
+            verify=_flag(params, "verify"),
         )
         return await self.transfers.fetch(spec, progress)
 

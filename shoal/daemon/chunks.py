@@ -7,9 +7,14 @@ A chunk that no file holds any more comes from the pack store of kept versions
 """
 
 import os
+from collections.abc import Hashable
 
+from shoal.daemon.fdlimit import FilePool
 from shoal.daemon.index import Index, Location
 from shoal.protocol.hashing import chunk_id
+
+#: Source files one serving call keeps open.
+OPEN_PER_CALL = 4
 
 
 def read_at(path: os.PathLike | str, offset: int, length: int) -> bytes | None:
@@ -47,7 +52,7 @@ def read_chunk(index: Index, wanted: bytes) -> bytes | None:
         # more locations exist beyond the first few.
 
 
-def _read_verified(index: Index, wanted: bytes, place: Location, fds: dict[str, int] | None = None) -> bytes | None:
+def _read_verified(index: Index, wanted: bytes, place: Location, fds: FilePool | None = None) -> bytes | None:
     if fds is None:
         data = read_at(place.path, place.offset, place.length)
     else:
@@ -58,24 +63,22 @@ def _read_verified(index: Index, wanted: bytes, place: Location, fds: dict[str, 
     return None
 
 
-def _opened(fds: dict[str, int], path: str) -> int | None:
-    """`path` opened for reading, kept in `fds` for the next chunk of the same file; None if it cannot be."""
-    fd = fds.get(path)
-    if fd is None:
-        try:
-            fd = fds[path] = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            return None
-    return fd
+def _source_files() -> FilePool:
+    """The files one serving call reads from, a few open at a time: chunks are asked
+    for in id order, so a call seldom comes back to a file after a few others, and
+    a request's 64 chunks must not hold 64 descriptors."""
+    return FilePool(OPEN_PER_CALL, _open_source)
 
 
-def _read_open(fds: dict[str, int], path: str, offset: int, length: int) -> bytes | None:
+def _open_source(path: Hashable) -> int:
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # type: ignore[arg-type]
+
+
+def _read_open(fds: FilePool, path: str, offset: int, length: int) -> bytes | None:
     """read_at through `fds`."""
-    fd = _opened(fds, path)
-    if fd is None:
-        return None
     try:
-        return read_fd_at(fd, offset, length)
+        with fds.use(path) as fd:
+            return read_fd_at(fd, offset, length)
     except OSError:
         return None
 
@@ -85,16 +88,16 @@ def locate(index: Index, wanted: list[bytes]) -> dict[bytes, Location]:
     the kernel asked to start reading them all: from a cold disk, small files read
     one after the other each wait for the disk, while these reads overlap."""
     places = index.first_locations(wanted)
-    fds: dict[str, int] = {}
+    fds = _source_files()
     try:
         for place in places.values():
-            fd = _opened(fds, str(place.path))
-            # One that cannot be opened is left to read_chunks, which looks elsewhere.
-            if fd is not None:
-                os.posix_fadvise(fd, place.offset, place.length, os.POSIX_FADV_WILLNEED)
+            try:
+                with fds.use(str(place.path)) as fd:
+                    os.posix_fadvise(fd, place.offset, place.length, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass  # read_chunks looks elsewhere for what cannot be opened
     finally:
-        for fd in fds.values():
-            os.close(fd)
+        fds.close_all()
     return places
 
 
@@ -109,24 +112,23 @@ def read_cached(wanted: list[bytes], places: dict[bytes, Location]) -> list[tupl
     Whatever is not cached, not located, or does not match stops the prefix; read_chunks
     reads the rest in a thread (marking stale places, looking elsewhere)."""
     out: list[tuple[bytes, bytearray]] = []
-    fds: dict[str, int] = {}
+    fds = _source_files()
     try:
         for cid in wanted:
             place = places.get(cid)
-            fd = _opened(fds, str(place.path)) if place is not None else None
-            if fd is None:
+            if place is None:
                 break
-            buf = bytearray(place.length)  # type: ignore[union-attr]
+            buf = bytearray(place.length)
             try:
-                got = os.preadv(fd, [buf], place.offset, os.RWF_NOWAIT)  # type: ignore[union-attr]
-            except OSError:  # BlockingIOError: not cached; EOPNOTSUPP: no RWF_NOWAIT here
+                with fds.use(str(place.path)) as fd:
+                    got = os.preadv(fd, [buf], place.offset, os.RWF_NOWAIT)
+            except OSError:  # BlockingIOError: not cached; EOPNOTSUPP: no RWF_NOWAIT here; or not openable
                 break
             if got != len(buf) or chunk_id(buf) != cid:
                 break
             out.append((cid, buf))
     finally:
-        for fd in fds.values():
-            os.close(fd)
+        fds.close_all()
     return out
 
 
@@ -141,13 +143,12 @@ def read_chunks(
     if places is None:
         places = locate(index, wanted)
     out = []
-    fds: dict[str, int] = {}
+    fds = _source_files()
     try:
         for cid in wanted:
             place = places.get(cid)
             data = _read_verified(index, cid, place, fds) if place is not None else None
             out.append((cid, data if data is not None else read_chunk(index, cid)))
     finally:
-        for fd in fds.values():
-            os.close(fd)
+        fds.close_all()
     return out

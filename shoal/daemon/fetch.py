@@ -27,6 +27,7 @@ import trio
 
 from shoal.daemon import chunks as chunkio
 from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, prune
+from shoal.daemon.fdlimit import FilePool, pool_size
 from shoal.daemon.flush import start_writeback, sync_filesystem
 from shoal.daemon.history import has_manifest
 from shoal.daemon.local_changes import KeepLocal, Overwrite
@@ -116,8 +117,9 @@ class _FileTask:
     parts: tuple[str, ...]
     entry: TreeEntry
     partial: Path
-    fd: int
     remaining: int
+    #: No partial file was left for it by an interrupted fetch: there is nothing to
+    #: re-check, and its file is created by the first write (run.files).
     fresh: bool
     listed: bool = False
     finishing: bool = False
@@ -159,7 +161,11 @@ class _Arrival:
     targets: list[tuple[_FileTask, int]]
 
 
-def _verify_and_write(arrivals: list[_Arrival], busy: "Busy") -> list[bool]:
+def _open_partial(task: _FileTask) -> int:
+    return os.open(task.partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+
+
+def _verify_and_write(arrivals: list[_Arrival], busy: "Busy", files: FilePool) -> list[bool]:
     """Hash each chunk; write the good ones to every place they belong. Runs in a thread."""
     verdicts = []
     for arrival in arrivals:
@@ -168,7 +174,8 @@ def _verify_and_write(arrivals: list[_Arrival], busy: "Busy") -> list[bool]:
         hashed = time.perf_counter()
         if good:
             for task, offset in arrival.targets:
-                os.pwrite(task.fd, arrival.data, offset)
+                with files.use(task) as fd:
+                    os.pwrite(fd, arrival.data, offset)
         busy.hashing += hashed - started
         busy.disk_write += time.perf_counter() - hashed
         verdicts.append(good)
@@ -186,6 +193,11 @@ class _Run:
         self.dest = dest
         self.version_id = version_id
         self.partial_dir = dest / PARTIAL_DIR
+        #: The partial files open now: a bounded pool, so that a fetch of a million
+        #: files works under a soft limit of 256 descriptors.
+        self.files = FilePool(pool_size(), _open_partial)
+        #: Whether an interrupted fetch left partial files to resume from.
+        self.resuming = False
         self.queue: list[_NetBatch] = []
         self.outstanding: list[_NetBatch] = []
         self.producing = True
@@ -299,7 +311,7 @@ class _Run:
                         await self.inbox_ready.wait()
                         self.inbox_ready = trio.Event()
             arrivals, self.inbox = self.inbox, []
-            verdicts = await trio.to_thread.run_sync(_verify_and_write, arrivals, self.transfer.busy)
+            verdicts = await trio.to_thread.run_sync(_verify_and_write, arrivals, self.transfer.busy, self.files)
             for arrival, good in zip(arrivals, verdicts):
                 batch = arrival.batch
                 batch.writing -= 1
@@ -334,7 +346,7 @@ class _Run:
                 self.complete_ready = trio.Event()
                 continue
             tasks, self.complete = self.complete, []
-            await trio.to_thread.run_sync(self.fetcher._install_files, self.dest, tasks)
+            await trio.to_thread.run_sync(self.fetcher._install_files, self.dest, tasks, self.files)
             for task in tasks:
                 self.open_tasks.discard(task)
             self.transfer.files_done += len(tasks)
@@ -387,7 +399,7 @@ class Fetcher:
         run = _Run(self, spec, transfer, dest, version_id)
         run.selection = selection
         run.old_root, run.reuse_unchanged = old_root, reuse_unchanged
-        await trio.to_thread.run_sync(self._open_partial_dir, dest, spec.name)
+        run.resuming = await trio.to_thread.run_sync(self._open_partial_dir, dest, spec.name)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._supervise, run, nursery)
@@ -399,9 +411,7 @@ class Fetcher:
                 await run.until_installed()
                 nursery.cancel_scope.cancel()
         finally:
-            for task in run.open_tasks:
-                if task.fd >= 0:
-                    os.close(task.fd)
+            run.files.close_all()
         transfer.phase = "finishing"
         await trio.to_thread.run_sync(self._complete, dest, version_id, record, data, spec, selection)
         transfer.phase = "done"
@@ -527,8 +537,6 @@ class Fetcher:
         """The absolute DEST, if a fetch of spec.name may write there; else UsageError."""
         dest = Path(os.path.abspath(spec.dest))
         known = self.index.dataset(spec.name)
-        if known is not None and known[0] is not None and known[0] != str(dest):
-            raise UsageError(f"dataset {spec.name!r} is already at {known[0]} here; fetch into that folder")
         if dest.exists():
             if not dest.is_dir():
                 raise UsageError(f"{dest} exists and is not a folder")
@@ -552,9 +560,13 @@ class Fetcher:
         return dest
 
     @staticmethod
-    def _open_partial_dir(dest: Path, name: str) -> None:
-        (dest / PARTIAL_DIR).mkdir(parents=True, exist_ok=True)
-        (dest / PARTIAL_DIR / "dataset").write_text(name, encoding="utf-8")
+    def _open_partial_dir(dest: Path, name: str) -> bool:
+        """Make DEST's partial folder; return whether it holds partial files to resume from."""
+        partial_dir = dest / PARTIAL_DIR
+        partial_dir.mkdir(parents=True, exist_ok=True)
+        (partial_dir / "dataset").write_text(name, encoding="utf-8")
+        with os.scandir(partial_dir) as entries:
+            return any(e.name != "dataset" for e in entries)
 
     # --- resolving ------------------------------------------------------------
 
@@ -817,7 +829,7 @@ class Fetcher:
         plan = self._plan(run, record.root, run.old_root, matcher)
         batch = _NetBatch()
         while True:
-            actions, prepared = await trio.to_thread.run_sync(self._plan_some, plan, run.transfer.busy)
+            actions, prepared = await trio.to_thread.run_sync(self._plan_some, run, plan)
             if not actions:
                 break
             for task, needed, done in prepared:
@@ -831,15 +843,15 @@ class Fetcher:
             await run.put(batch)
 
     def _plan_some(
-        self, plan: Iterator["_FileTask | None"], busy: Busy
+        self, run: _Run, plan: Iterator["_FileTask | None"]
     ) -> tuple[list["_FileTask | None"], list[tuple[_FileTask, list[tuple[int, Ref]], int]]]:
         """The next PLAN_STEP actions of `plan`, with the small files among them prepared,
         in one worker-thread call: each call waits for the busy event loop to take its result."""
         actions = _take(plan, PLAN_STEP)
         small = [a for a in actions if isinstance(a, _FileTask) and a.entry.size <= SMALL_FILE]
-        return actions, self._prepare_small(small, busy) if small else []
+        return actions, self._prepare_small(run, small) if small else []
 
-    def _prepare_small(self, tasks: list[_FileTask], busy: Busy) -> list[tuple[_FileTask, list[tuple[int, Ref]], int]]:
+    def _prepare_small(self, run: _Run, tasks: list[_FileTask]) -> list[tuple[_FileTask, list[tuple[int, Ref]], int]]:
         """Plan many small files in one worker-thread call, with one index query for all their
         FILE objects and one for which of their chunks are here: per file, the thread hops
         and queries would dominate."""
@@ -850,7 +862,7 @@ class Fetcher:
             task.locations = [(ref.id, offset, ref.size) for offset, ref in chunks]
             plans.append(chunks)
         local = self.index.chunks_present([ref.id for chunks in plans for _, ref in chunks])
-        return [(task, *self._satisfy_locally(task, chunks, busy, local)) for task, chunks in zip(tasks, plans)]
+        return [(task, *self._satisfy_locally(run, task, chunks, local)) for task, chunks in zip(tasks, plans)]
 
     def _chunks_of(self, task: _FileTask) -> Iterator[Ref]:
         file = decode(Kind.FILE, self.index.get_object(task.entry.ref)[1], task.entry.ref)  # type: ignore[index, arg-type]
@@ -872,7 +884,7 @@ class Fetcher:
     async def _feed_file(self, run: _Run, task: _FileTask, batch: _NetBatch) -> _NetBatch:
         chunks = _offsets(self._chunks_of(task))
         while True:
-            needed, done = await trio.to_thread.run_sync(self._next_segment, task, chunks, run.transfer.busy)
+            needed, done = await trio.to_thread.run_sync(self._next_segment, run, task, chunks)
             if not needed and not done:
                 break
             batch = await self._queue_needed(run, task, needed, done, batch)
@@ -881,13 +893,13 @@ class Fetcher:
         return batch
 
     def _next_segment(
-        self, task: _FileTask, chunks: Iterator[tuple[int, Ref]], busy: Busy
+        self, run: _Run, task: _FileTask, chunks: Iterator[tuple[int, Ref]]
     ) -> tuple[list[tuple[int, Ref]], int]:
         segment = _take(chunks, BATCH_CHUNKS)
-        return self._satisfy_locally(task, segment, busy) if segment else ([], 0)
+        return self._satisfy_locally(run, task, segment) if segment else ([], 0)
 
     def _satisfy_locally(
-        self, task: _FileTask, segment: list[tuple[int, Ref]], busy: Busy, local: set[bytes] | None = None
+        self, run: _Run, task: _FileTask, segment: list[tuple[int, Ref]], local: set[bytes] | None = None
     ) -> tuple[list[tuple[int, Ref]], int]:
         """Write what the partial file or the local index already has; return (still needed, bytes done).
 
@@ -895,23 +907,24 @@ class Fetcher:
         """
         started = time.perf_counter()
         try:
-            return self._take_local(task, segment, local)
+            return self._take_local(run.files, task, segment, local)
         finally:
-            busy.disk_read += time.perf_counter() - started
+            run.transfer.busy.disk_read += time.perf_counter() - started
 
     def _take_local(
-        self, task: _FileTask, segment: list[tuple[int, Ref]], local: set[bytes] | None
+        self, files: FilePool, task: _FileTask, segment: list[tuple[int, Ref]], local: set[bytes] | None
     ) -> tuple[list[tuple[int, Ref]], int]:
         needed = []
         done = 0
         if not task.fresh:
             # A partial file left by an interrupted fetch: keep every chunk that verifies.
-            for offset, ref in segment:
-                present = chunkio.read_fd_at(task.fd, offset, ref.size)
-                if present is not None and chunk_id(present) == ref.id:
-                    done += ref.size
-                else:
-                    needed.append((offset, ref))
+            with files.use(task) as fd:
+                for offset, ref in segment:
+                    present = chunkio.read_fd_at(fd, offset, ref.size)
+                    if present is not None and chunk_id(present) == ref.id:
+                        done += ref.size
+                    else:
+                        needed.append((offset, ref))
             segment = needed
             needed = []
         if local is None:
@@ -921,7 +934,8 @@ class Fetcher:
             if data is None:
                 needed.append((offset, ref))
             else:
-                os.pwrite(task.fd, data, offset)
+                with files.use(task) as fd:
+                    os.pwrite(fd, data, offset)
                 done += ref.size
         return needed, done
 
@@ -959,15 +973,18 @@ class Fetcher:
         self, run: _Run, load, prefix: tuple[str, ...], tree_id: bytes, old_id: bytes | None, matcher, guard: Overwrite
     ):
         dest = run.dest
-        if tree_id == old_id and run.reuse_unchanged:
-            # Unchanged subtree: the earlier fetch already wrote it.
+        if tree_id == old_id and run.reuse_unchanged and not guard.repairs:
+            # Unchanged subtree of an update that keeps local changes: nothing to look at.
             for parts, entry in _walk_files(load, tree_id, prefix):
                 if matcher(parts, False):
                     _count_kept(run.transfer, entry)
                     yield None
             return
         new = {e.name: e for e in tree_entries(load, tree_id)}
-        old = {e.name: e for e in tree_entries(load, old_id)} if old_id is not None else {}
+        if old_id == tree_id:
+            old = new
+        else:
+            old = {e.name: e for e in tree_entries(load, old_id)} if old_id is not None else {}
         # Without --include DEST ends up holding exactly the selection; with it only matching paths change.
         exact = not run.spec.include
         for name, gone in old.items():
@@ -998,16 +1015,15 @@ class Fetcher:
             elif entry.type == EntryType.SYMLINK:
                 guard.make_way(parts, previous, entry)
                 place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
-            elif run.reuse_unchanged and previous == entry:
-                # Unchanged since the version DEST holds: trusted like an unchanged subtree,
-                # so a switch between versions never stats the files they share.
+            elif run.reuse_unchanged and previous == entry and not guard.repairs:
+                # Unchanged since the version DEST holds, and local changes are kept.
                 _count_kept(run.transfer, entry)
                 yield None
             else:
                 if present is None:
                     recorded = self.index.cached_files(str(dest), "/".join(prefix))
                     present = set(os.listdir(dest.joinpath(*prefix)))
-                if name in present and self._already_there(dest, parts, entry, recorded):
+                if name in present and self._already_there(dest, parts, entry, recorded, rehash=run.spec.verify):
                     _count_kept(run.transfer, entry)
                     yield None
                 else:
@@ -1015,8 +1031,11 @@ class Fetcher:
                     yield self._start_file(run, parts, entry)
 
     def _already_there(
-        self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, recorded: dict[str, CachedFile] | None = None
+        self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, recorded: dict[str, CachedFile] | None = None,
+        *, rehash: bool = False,
     ) -> bool:
+        """Whether DEST holds `entry` at `parts`: its stat matches what the index recorded
+        for that content (the cheap check), or else, or with `rehash`, its bytes hash to it."""
         path = dest.joinpath(*parts)
         try:
             st = path.lstat()
@@ -1028,7 +1047,7 @@ class Fetcher:
             recorded = self.index.cached_files(str(dest), "/".join(parts[:-1]))
         row = recorded.get(parts[-1])
         current = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-        if row is not None and row.stat == current and row.file_id is not None:
+        if row is not None and row.stat == current and row.file_id is not None and not rehash:
             return row.file_id == entry.ref
         # Unknown to the index, or its record unfinished (a crash between the rename and
         # the end of the record): check the bytes.
@@ -1040,25 +1059,23 @@ class Fetcher:
 
     def _start_file(self, run: _Run, parts: tuple[str, ...], entry: TreeEntry) -> _FileTask:
         partial = run.partial_dir / partial_name(parts, entry.ref)  # type: ignore[arg-type]
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
-        try:
+        fresh = not (run.resuming and os.path.lexists(partial))
+        task = _FileTask(parts, entry, partial, entry.size, fresh)
+        if not fresh:
             # A new file needs no ftruncate (which costs a journal update on ext4):
             # its chunks' writes give it its size.
-            fd = os.open(partial, flags | os.O_EXCL, 0o644)
-            fresh = True
-        except FileExistsError:
-            fd = os.open(partial, flags, 0o644)
-            fresh = False
-            os.ftruncate(fd, entry.size)
-        task = _FileTask(parts, entry, partial, fd, entry.size, fresh)
+            with run.files.use(task) as fd:
+                os.ftruncate(fd, entry.size)
         run.open_tasks.add(task)
         return task
 
-    def _install_files(self, dest: Path, tasks: list[_FileTask]) -> None:
+    def _install_files(self, dest: Path, tasks: list[_FileTask], files: FilePool) -> None:
         """Move complete, verified files into place and let the index serve them."""
         records = []
         for task in tasks:
-            stat = self._install(dest, task)
+            with files.use(task) as fd:
+                stat = self._install(dest, task, fd)
+            files.close(task)
             if task.entry.size > SMALL_FILE:
                 self._record_file(dest, task.parts, task.entry, stat)
                 continue
@@ -1067,10 +1084,10 @@ class Fetcher:
         self.index.record_files(str(dest), records)
 
     @staticmethod
-    def _install(dest: Path, task: _FileTask) -> FileStat:
+    def _install(dest: Path, task: _FileTask, fd: int) -> FileStat:
         if task.entry.executable:
             # Otherwise the mode is already right: partial files are created 0o644 less the umask.
-            os.fchmod(task.fd, 0o755 & ~UMASK)
+            os.fchmod(fd, 0o755 & ~UMASK)
         target = dest.joinpath(*task.parts)
         try:
             os.replace(task.partial, target)
@@ -1079,11 +1096,9 @@ class Fetcher:
             shutil.rmtree(target)
             os.replace(task.partial, target)
         # Written back while the fetch goes on, so the flush at its end has little left.
-        start_writeback(task.fd)
+        start_writeback(fd)
         # After the rename, which changes the inode's ctime: the stat a later fetch will see.
-        st = os.fstat(task.fd)
-        os.close(task.fd)
-        task.fd = -1
+        st = os.fstat(fd)
         return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
     def _record_file(self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, stat: FileStat) -> None:
@@ -1111,7 +1126,12 @@ class Fetcher:
             os.close(fd)
         if not spec.partial:
             row = VersionRow(version_id, record.name, record.seq, record.time, record.size, record.files, record.root)
-            self.index.add_version(row, data, path=str(dest))
+            known = self.index.dataset(spec.name)
+            if known is None or known[0] is None or known[0] == str(dest):
+                self.index.add_version(row, data, path=str(dest))
+            else:
+                # Another checkout: the dataset's own folder, and the head it offers, stay.
+                self.index.store_version(row, data)
         else:
             self.index.unlist_dataset(spec.name, str(dest))
         self.index.set_dest_state(str(dest), spec.name, version_id, record.root, None if spec.include else selection)

@@ -381,17 +381,27 @@ class Index:
         """Store a version record and make it the dataset's head."""
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.execute("INSERT OR IGNORE INTO objects VALUES (?, ?, ?)", (row.id, int(Kind.VERSION), data))
-            self._db.execute(
-                "INSERT OR IGNORE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (row.id, row.name, row.seq, row.time, row.size, row.files, row.root),
-            )
+            self._insert_version(row, data)
             self._db.execute(
                 "INSERT INTO datasets VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET path = excluded.path,"
                 " head = excluded.head",
                 (row.name, path, row.id),
             )
             self._db.execute("COMMIT")
+
+    def store_version(self, row: VersionRow, data: bytes) -> None:
+        """Store a version record without making it the dataset's head."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._insert_version(row, data)
+            self._db.execute("COMMIT")
+
+    def _insert_version(self, row: VersionRow, data: bytes) -> None:
+        self._db.execute("INSERT OR IGNORE INTO objects VALUES (?, ?, ?)", (row.id, int(Kind.VERSION), data))
+        self._db.execute(
+            "INSERT OR IGNORE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (row.id, row.name, row.seq, row.time, row.size, row.files, row.root),
+        )
 
     def version(self, version_id: bytes) -> VersionRow | None:
         rows = self._read("SELECT id, name, seq, time, size, files, root FROM versions WHERE id = ?", (version_id,))
@@ -414,6 +424,11 @@ class Index:
         of None means an --include fetch added paths to whatever was there."""
         rows = self._read("SELECT name, version, root, selection FROM dests WHERE path = ?", (path,))
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    def checkouts(self, name: str) -> list[tuple[str, bytes, bytes | None]]:
+        """(folder, version id, selection key) of every folder a fetch left `name` in."""
+        rows = self._read("SELECT path, version, selection FROM dests WHERE name = ? ORDER BY path", (name,))
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def set_dest_state(self, path: str, name: str, version_id: bytes, root: bytes, selection: bytes | None) -> None:
         self._write("INSERT OR REPLACE INTO dests VALUES (?, ?, ?, ?, ?)", (path, name, version_id, root, selection))

@@ -22,7 +22,7 @@ from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.hashing import Kind
 from shoal.protocol.manifest import sign_version, walk_tree
-from shoal.daemon.subsets import subset_json
+from shoal.daemon.subsets import FULL, subset_json
 from shoal.protocol.objects import EntryType, FileObject, Subset, VersionRecord, decode, encode_with_id
 from shoal.protocol.paths import check_dataset_name
 
@@ -108,9 +108,26 @@ class DatasetInfo:
     path: str | None
     head: VersionInfo
     versions: int
+    #: Every folder a fetch left this dataset in, each at its own version.
+    checkouts: tuple["Checkout", ...] = ()
 
     def to_json(self) -> dict:
-        return {"name": self.name, "path": self.path, "head": self.head.to_json(), "versions": self.versions}
+        return {
+            "name": self.name, "path": self.path, "head": self.head.to_json(), "versions": self.versions,
+            "checkouts": [c.to_json() for c in self.checkouts],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Checkout:
+    """A folder holding a fetched version of a dataset (or, when not `whole`, part of it)."""
+
+    path: str
+    version: VersionInfo
+    whole: bool
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "version": self.version.to_json(), "whole": self.whole}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,19 +136,29 @@ class VerifyProblem:
     reason: str
 
 
+#: Problems one verify report lists; beyond them only their number.
+MAX_VERIFY_REPORTED = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
     name: str
     version: VersionInfo
+    path: str
     files_checked: int
+    #: The first MAX_VERIFY_REPORTED problems: a deleted folder of a million files
+    #: must not make a million-line report.
     problems: tuple[VerifyProblem, ...]
+    problems_total: int
 
     def to_json(self) -> dict:
         return {
             "name": self.name,
             "version": self.version.to_json(),
+            "path": self.path,
             "files_checked": self.files_checked,
             "ok": not self.problems,
+            "problems_total": self.problems_total,
             "problems": [{"path": p.path, "reason": p.reason} for p in self.problems],
         }
 
@@ -376,7 +403,12 @@ class Library:
             path, head = self.index.dataset(name)  # type: ignore[misc]
             if head is None:
                 continue
-            out.append(DatasetInfo(name, path, VersionInfo.from_record(*self._record(head)), self.index.version_count(name)))
+            checkouts = tuple(
+                Checkout(folder, VersionInfo.from_record(*self._record(version)), selection == FULL)
+                for folder, version, selection in self.index.checkouts(name)
+            )
+            head_info = VersionInfo.from_record(*self._record(head))
+            out.append(DatasetInfo(name, path, head_info, self.index.version_count(name), checkouts))
         return out
 
     def log(self, name: str) -> list[VersionInfo]:
@@ -394,26 +426,34 @@ class Library:
 
     # --- verify ----------------------------------------------------------------
 
-    async def verify(self, name: str) -> VerifyReport:
-        """Re-hash the dataset's folder against its latest version."""
-        version = self.head(name)
-        path = self.index.dataset(name)[0]  # type: ignore[index]
+    async def verify(self, name: str, path: str | None = None) -> VerifyReport:
+        """Re-hash a folder of the dataset (by default its own) against the version it holds."""
         if path is None:
-            raise UnknownDataset(f"dataset {name!r} has no local folder to verify")
-        problems, checked = await trio.to_thread.run_sync(self._verify_tree, Path(path), version.root)
-        return VerifyReport(name, version, checked, tuple(problems))
+            version = self.head(name)
+            path = self.index.dataset(name)[0]  # type: ignore[index]
+            if path is None:
+                raise UnknownDataset(f"dataset {name!r} has no local folder to verify; give a folder it was fetched to")
+        else:
+            state = self.index.dest_state(path)
+            if state is None or state[0] != name:
+                raise UnknownDataset(f"{path} is not a folder {name!r} was fetched to; `shoal ls` lists its folders")
+            version = VersionInfo.from_record(*self._record(state[1]))
+        problems, total, checked = await trio.to_thread.run_sync(self._verify_tree, Path(path), version.root)
+        return VerifyReport(name, version, path, checked, tuple(problems), total)
 
-    def _verify_tree(self, root: Path, tree_id: bytes) -> tuple[list[VerifyProblem], int]:
+    def _verify_tree(self, root: Path, tree_id: bytes) -> tuple[list[VerifyProblem], int, int]:
+        """(the first MAX_VERIFY_REPORTED problems, how many there are, files checked)."""
         load = scanner.index_loader(self.index)
         problems: list[VerifyProblem] = []
-        checked = 0
+        total = checked = 0
         for parts, entry in walk_tree(load, tree_id):
-            rel = "/".join(parts)
             reason = _check_entry(load, root.joinpath(*parts), entry)
             checked += entry.type == EntryType.FILE
             if reason:
-                problems.append(VerifyProblem(rel, reason))
-        return problems, checked
+                total += 1
+                if len(problems) < MAX_VERIFY_REPORTED:
+                    problems.append(VerifyProblem("/".join(parts), reason))
+        return problems, total, checked
 
 
 class _Skip(Exception):

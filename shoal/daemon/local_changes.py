@@ -65,6 +65,9 @@ class ConflictLog:
 class Overwrite:
     """A plain fetch: DEST is made to match the version, whatever was there."""
 
+    #: Whether files both versions share are checked (and fetched again if changed here).
+    repairs = True
+
     def __init__(self, dest: Path) -> None:
         self.dest = dest
 
@@ -80,6 +83,8 @@ class Overwrite:
 
 class KeepLocal(Overwrite):
     """An update that keeps the user's changes in DEST, reporting each one."""
+
+    repairs = False
 
     def __init__(self, index: Index, dest: Path, seq: int, report: Callable[[Conflict], None]) -> None:
         super().__init__(dest)

@@ -22,6 +22,7 @@ import trio
 
 from shoal.daemon.api import TOPICS, ControlApi, share_announcer
 from shoal.daemon.discovery import Discovery, DiscoveryError, Sighting, announce_addresses, local_ipv4_addresses
+from shoal.daemon.fdlimit import raise_soft_limit
 from shoal.daemon.fetch import Fetcher
 from shoal.daemon.config import Config
 from shoal.daemon.home import ensure_home, socket_path
@@ -72,6 +73,8 @@ async def serve(
     """
     ensure_home(home)
     _limit_malloc_arenas()
+    # Descriptors are pooled and bounded everywhere; a higher limit only leaves more room.
+    log.debug("open file limit: %d", raise_soft_limit())
     signer = load_or_create_private_key(home)
     peer_id = peer_id_of(signer)
     library = Library.open(home, signer)

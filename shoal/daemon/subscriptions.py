@@ -189,10 +189,16 @@ class Subscriptions:
 
     def _held(self, sub: Subscription) -> tuple[int, bytes | None]:
         """(seq, id) of the version DEST holds, (0, None) when none."""
-        known = self._library.index.dataset(sub.name)
-        if known is None or known[0] != sub.dest or known[1] is None:
-            return 0, None
-        row = self._library.index.version(known[1])
+        index = self._library.index
+        state = index.dest_state(sub.dest)
+        if state is not None and state[0] == sub.name:
+            held = state[1]
+        else:
+            known = index.dataset(sub.name)
+            if known is None or known[0] != sub.dest or known[1] is None:
+                return 0, None
+            held = known[1]
+        row = index.version(held)
         return (row.seq, row.id) if row else (0, None)
 
     def _candidate(self, sub: Subscription, live: _Live) -> CatalogEntry | None:
@@ -284,8 +290,6 @@ class Subscriptions:
         author = self._library.head(name).author.hex() if known is not None and known[1] is not None else None
         if author == self._own_author:
             raise UsageError(f"{name} is shared from this machine; subscribe to it on another machine")
-        if known is not None and known[0] is not None and known[0] != str(dest):
-            raise UsageError(f"dataset {name!r} is already at {known[0]} here; subscribe into that folder")
         await trio.to_thread.run_sync(self._fetcher.check_dest, FetchSpec(name, None, dest))
         # No await from here until the subscription is in place: concurrent requests see each other.
         existing = self._subs.get(name)

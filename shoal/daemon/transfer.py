@@ -26,6 +26,8 @@ class FetchSpec:
     subset: str | None = None
     #: Keep what the user changed in DEST since the last fetch (a subscription's update).
     keep_local: bool = False
+    #: Hash every file DEST already holds instead of trusting a matching stat.
+    verify: bool = False
 
     @property
     def partial(self) -> bool:

@@ -63,18 +63,22 @@ def test_share_shows_the_version_line_then_what_changed():
     assert render.render_share(unchanged).splitlines()[1].startswith("unchanged since ")
 
 
-def test_verify_lists_every_problem():
+def test_verify_lists_the_problems_and_how_to_repair():
     report = {
         "name": "imagenet",
         "version": VERSION,
+        "path": "/data/my imagenet",
         "files_checked": 1234,
         "ok": False,
         "problems": [{"path": "a.jpg", "reason": "missing"}, {"path": "b.jpg", "reason": "content differs"}],
+        "problems_total": 3,
     }
     assert render.render_verify(report).splitlines() == [
-        "imagenet@3 FAILED: 2 problems in 1,234 files",
+        "imagenet@3 FAILED: 3 problems in 1,234 files",
         "  a.jpg: missing",
         "  b.jpg: content differs",
+        "  ... and 1 more",
+        "to restore it, run: shoal fetch imagenet@3 '/data/my imagenet'",
     ]
 
 

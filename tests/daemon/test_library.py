@@ -10,7 +10,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import blake3
@@ -363,15 +362,6 @@ print(json.dumps(results))
 """
 
 
-@pytest.fixture
-def shared_tmp():
-    # Outside pytest's tmp_path, whose parent is private to root.
-    path = Path(tempfile.mkdtemp(prefix="shoal-lib-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 class ShareResultView:
     """The fields of a ShareResult.to_json() that the subprocess test reads."""
 
@@ -384,25 +374,23 @@ class ShareResultView:
         self.root = bytes.fromhex(data["version"]["root"])
 
 
-async def test_unreadable_file_and_directory(shared_tmp: Path) -> None:
-    ds = shared_tmp / "ds"
+async def test_unreadable_file_and_directory(tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
     (ds / "private").mkdir(parents=True)
-    (shared_tmp / "home").mkdir()
+    (tmp_path / "home").mkdir()
     (ds / "ok.txt").write_text("ok")
     (ds / "secret.bin").write_bytes(noise("secret", 1000))
     (ds / "private" / "inner.txt").write_text("inner")
-    as_root = os.geteuid() == 0
-    nobody = 65534
-    if as_root:
-        for p in [shared_tmp, *shared_tmp.rglob("*")]:
-            os.chown(p, nobody, nobody)
     (ds / "secret.bin").chmod(0)
     (ds / "private").chmod(0)
+    # Root reads anything through CAP_DAC_OVERRIDE; the scenario runs without it (and
+    # without CAP_DAC_READ_SEARCH) rather than as another user, who could not run this
+    # venv's interpreter when it lives under a private /root.
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
     run = await trio.to_thread.run_sync(
         lambda: subprocess.run(
-            [sys.executable, "-c", UNREADABLE_SCENARIO, str(shared_tmp)],
-            capture_output=True, text=True, timeout=120, cwd=shared_tmp,
-            **({"user": nobody, "group": nobody, "extra_groups": []} if as_root else {}),
+            [*drop, sys.executable, "-c", UNREADABLE_SCENARIO, str(tmp_path)],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
         )
     )
     assert run.returncode == 0, run.stderr
