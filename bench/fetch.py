@@ -252,16 +252,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def wait_remote(b: Daemon, seq: int, timeout: float = 60) -> float:
-    """Wait until B sees DATASET@seq in `ls --remote`; return the seconds waited."""
+def wait_remote(b: Daemon, seq: int, timeout: float = 60, name: str = DATASET) -> float:
+    """Wait until B sees name@seq in `ls --remote`; return the seconds waited."""
     t0 = time.perf_counter()
     while True:
         data, _, _ = b.run("ls", "--remote", check=False)
         for d in data.get("datasets", []):
-            if d.get("name") == DATASET and d.get("head", {}).get("seq", -1) >= seq:
+            if d.get("name") == name and d.get("head", {}).get("seq", -1) >= seq:
                 return time.perf_counter() - t0
         if time.perf_counter() - t0 > timeout:
-            raise ShoalFailed(f"B never saw {DATASET}@{seq} in `ls --remote` within {timeout:.0f} s: {data}\n"
+            raise ShoalFailed(f"B never saw {name}@{seq} in `ls --remote` within {timeout:.0f} s: {data}\n"
                               + b.log_tail())
         time.sleep(0.2)
 

@@ -7,7 +7,6 @@ below are pure functions from that same map to text, so both views show one trut
 
 from __future__ import annotations
 
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -137,7 +136,8 @@ def render_datasets(listing: dict[str, Any]) -> str:
         return "no datasets shared yet; share a folder with `shoal share PATH`"
     rows = []
     for info in listing["datasets"]:
-        rows.append((*_head_cells(info), info["path"] or "-"))
+        missing = "" if info["present"] else " (missing: fetch or share it again)"
+        rows.append((*_head_cells(info), (info["path"] or "-") + missing))
         for checkout in info.get("checkouts", []):
             if checkout["path"] != info["path"]:
                 part = "" if checkout["whole"] else " (part)"
@@ -292,10 +292,7 @@ def render_verify(report: dict[str, Any]) -> str:
     lines += [f"  {problem['path']}: {problem['reason']}" for problem in report["problems"]]
     if total > len(report["problems"]):
         lines.append(f"  ... and {total - len(report['problems'])} more")
-    version = report["version"]
-    lines.append(
-        f"to restore it, run: shoal fetch {version['name']}@{version['seq']} {shlex.quote(report['path'])}"
-    )
+    lines.append(report["repair"])
     return "\n".join(lines)
 
 

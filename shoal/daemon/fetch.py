@@ -367,16 +367,19 @@ class Fetcher:
         self.peers = peers
 
     async def fetch(self, spec: FetchSpec, transfer: Transfer) -> FetchResult:
-        """Bring spec.dest to the requested version; see SPEC.md, "Fetching"."""
+        """Bring spec.dest to the requested version; see SPEC.md, "Fetching".
+
+        Every failure comes out as one named error: several tasks failing at once
+        (a peer's eight requests, say) give the first, and the system's errors say
+        what the user can do about them.
+        """
         try:
             return await self._fetch(spec, transfer)
         except BaseException as exc:
-            if not _is_disk_full(exc):
+            named = _named_failure(exc, spec.dest)
+            if named is None or named is exc:
                 raise
-            raise DiskFull(
-                f"no space left on the disk of {spec.dest}; free some space and run the same fetch again:"
-                " it resumes from what was already verified"
-            ) from None
+            raise named from exc
 
     async def _fetch(self, spec: FetchSpec, transfer: Transfer) -> FetchResult:
         matcher = include_matcher(spec.include)
@@ -388,6 +391,11 @@ class Fetcher:
         transfer.files_total = record.files
         transfer.phase = "manifest"
         old_root, reuse_unchanged = await trio.to_thread.run_sync(self._old_root, spec, dest, selection)
+        # An update or a resumed fetch needs room for what is still missing only,
+        # unknown until planned; a disk that fills up then fails it as DiskFull, resumable.
+        fresh = old_root is None and await trio.to_thread.run_sync(_is_empty, dest)
+        if fresh and not spec.partial:
+            await trio.to_thread.run_sync(check_room, dest, record.size, record.files, spec.name)
         trusted_old = old_root if reuse_unchanged else None
         size, files, _ = await self._fetch_tree(record.root, (), matcher, spec, transfer, old_id=trusted_old)
         if not spec.partial and (size, files) != (record.size, record.files):
@@ -395,6 +403,8 @@ class Fetcher:
                 f"version {transfer.version.id.hex()[:12]} declares {record.size} bytes in {record.files} files,"
                 f" its tree holds {size} in {files}"
             )
+        if fresh and spec.partial:
+            await trio.to_thread.run_sync(check_room, dest, size, files, spec.name)
         transfer.phase = "data"
         run = _Run(self, spec, transfer, dest, version_id)
         run.selection = selection
@@ -1257,11 +1267,66 @@ async def _then_cancel(wait: Callable[[], Awaitable[None]], scope: trio.CancelSc
     scope.cancel()
 
 
-def _is_disk_full(exc: BaseException) -> bool:
-    """Whether `exc`, or any exception grouped in it, is the disk running out of space."""
+def _is_empty(dest: Path) -> bool:
+    try:
+        with os.scandir(dest) as entries:
+            return next(entries, None) is None
+    except FileNotFoundError:
+        return True
+
+
+def check_room(dest: Path, size: int, files: int, name: str) -> None:
+    """Refuse, before anything is written, a fetch that DEST's filesystem cannot hold:
+    `size` bytes, and an inode for each of `files` files (a version may honestly
+    declare a billion empty files; SPEC.md, "Fetching")."""
+    probe = dest
+    while not probe.exists():
+        probe = probe.parent
+    st = os.statvfs(probe)
+    free = st.f_bavail * st.f_frsize
+    # Filesystems without a fixed inode table (btrfs, for one) report f_files == 0.
+    inodes_short = st.f_files > 0 and files > st.f_favail
+    if size > free or inodes_short:
+        raise DiskFull(
+            f"{name} needs {size:,} bytes in {files:,} files; the disk of {dest} has {free:,} bytes and"
+            f" room for {st.f_favail:,} files; free some space or fetch into a folder on another disk"
+        )
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
-        return any(_is_disk_full(inner) for inner in exc.exceptions)
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _named_failure(exc: BaseException, dest: Path) -> ShoalError | None:
+    """The one error to report for `exc`, a failure of the fetch into `dest`; None to let it through."""
+    leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)]
+    for leaf in leaves:
+        if isinstance(leaf, OSError) and leaf.errno is not None:
+            return _system_failure(leaf, dest)
+    if leaves and all(isinstance(e, ShoalError) for e in leaves):
+        return leaves[0]  # type: ignore[return-value]
+    return None
+
+
+def _system_failure(error: OSError, dest: Path) -> FetchError:
+    where = error.filename or dest
+    resume = "; then run the same fetch again: it resumes from what was already verified"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return DiskFull(f"no space left on the disk of {dest}; free some space{resume}")
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        return FetchError(
+            f"the daemon ran out of open files ({error.strerror}); raise the limit (`ulimit -n 4096` before"
+            f" `shoal daemon start`){resume}"
+        )
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return FetchError(f"permission denied writing {where}; make {dest} writable for the daemon's user{resume}")
+    if error.errno == errno.EROFS:
+        return FetchError(f"{dest} is on a read-only filesystem; fetch into a writable folder")
+    return FetchError(f"the fetch into {dest} failed: {error.strerror} ({where}){resume}")
 
 
 #: Entries a version may hold besides one per file: directories and links are

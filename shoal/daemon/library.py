@@ -5,6 +5,7 @@ where in their files, and every read for serving re-checks the hash.
 """
 
 import os
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,11 +111,14 @@ class DatasetInfo:
     versions: int
     #: Every folder a fetch left this dataset in, each at its own version.
     checkouts: tuple["Checkout", ...] = ()
+    #: Whether its folder is there: one deleted by hand is not offered to peers
+    #: (unless the pack store keeps the head) until a fetch or share restores it.
+    present: bool = True
 
     def to_json(self) -> dict:
         return {
             "name": self.name, "path": self.path, "head": self.head.to_json(), "versions": self.versions,
-            "checkouts": [c.to_json() for c in self.checkouts],
+            "checkouts": [c.to_json() for c in self.checkouts], "present": self.present,
         }
 
 
@@ -150,6 +154,9 @@ class VerifyReport:
     #: must not make a million-line report.
     problems: tuple[VerifyProblem, ...]
     problems_total: int
+    #: What to run to bring the folder back to the version (or, for the publisher's
+    #: own folder, to publish what it holds now).
+    repair: str
 
     def to_json(self) -> dict:
         return {
@@ -159,6 +166,7 @@ class VerifyReport:
             "files_checked": self.files_checked,
             "ok": not self.problems,
             "problems_total": self.problems_total,
+            "repair": self.repair,
             "problems": [{"path": p.path, "reason": p.reason} for p in self.problems],
         }
 
@@ -408,7 +416,8 @@ class Library:
                 for folder, version, selection in self.index.checkouts(name)
             )
             head_info = VersionInfo.from_record(*self._record(head))
-            out.append(DatasetInfo(name, path, head_info, self.index.version_count(name), checkouts))
+            present = path is None or os.path.isdir(path)
+            out.append(DatasetInfo(name, path, head_info, self.index.version_count(name), checkouts, present))
         return out
 
     def log(self, name: str) -> list[VersionInfo]:
@@ -439,7 +448,12 @@ class Library:
                 raise UnknownDataset(f"{path} is not a folder {name!r} was fetched to; `shoal ls` lists its folders")
             version = VersionInfo.from_record(*self._record(state[1]))
         problems, total, checked = await trio.to_thread.run_sync(self._verify_tree, Path(path), version.root)
-        return VerifyReport(name, version, path, checked, tuple(problems), total)
+        return VerifyReport(name, version, path, checked, tuple(problems), total, self._repair(version, path))
+
+    def _repair(self, version: "VersionInfo", path: str) -> str:
+        if version.author == self._author and self.index.dest_state(path) is None:
+            return f"to publish the folder as it is now, run: shoal share {shlex.quote(path)}"
+        return f"to restore it, run: shoal fetch {version.name}@{version.seq} {shlex.quote(path)}"
 
     def _verify_tree(self, root: Path, tree_id: bytes) -> tuple[list[VerifyProblem], int, int]:
         """(the first MAX_VERIFY_REPORTED problems, how many there are, files checked)."""

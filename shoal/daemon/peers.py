@@ -221,6 +221,7 @@ class PeerManager:
         entries = [
             CatalogEntry(d.name, d.head.id, d.head.seq, d.head.size, d.head.files, d.head.time, self._full(d.name, d.head.id))
             for d in self._library.datasets()
+            if d.present or d.head.id in self.kept_versions(d.name)
         ]
         return Catalog(tuple(entries))
 

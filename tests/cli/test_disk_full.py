@@ -1,19 +1,24 @@
-"""A fetch into a destination that runs out of space, then resumes once space is freed.
+"""A fetch into a destination that has or keeps too little space, then resumes once space is freed.
 
 DEST lives on a small tmpfs mounted for the test (root only). The tmpfs is larger
-than the dataset, but a filler file written first leaves only FREE bytes, less
-than the dataset: the fetch must fail with a one-line error about space (exit 1,
-README's "error"), leave nothing half-written where the data belongs (only inside
-DEST/.shoal-partial), and keep the daemon up. Deleting the filler frees the space;
-the same fetch then resumes, completes byte-identical and does not fetch again what
-was already verified in the partial files.
+than the dataset. First a filler file leaves less room than the dataset: the fetch
+is refused before it writes anything. Then the filler is written while a fetch runs:
+the fetch must fail with a one-line error about space (exit 1, README's "error"),
+leave nothing half-written where the data belongs (only inside DEST/.shoal-partial),
+and keep the daemon up. Deleting the filler frees the space; the same fetch then
+resumes, completes byte-identical and does not fetch again what was already
+verified in the partial files.
 """
 
+import errno
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,15 +53,21 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-@pytest.fixture
-def small_fs():
+@contextmanager
+def tmpfs(options: str) -> Iterator[Path]:
     mnt = Path(tempfile.mkdtemp(prefix="shoal-df-", dir="/tmp"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_SIZE}", "shoal-df", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "shoal-df", str(mnt)], check=True)
     try:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
         shutil.rmtree(mnt, ignore_errors=True)
+
+
+@pytest.fixture
+def small_fs():
+    with tmpfs(f"size={FS_SIZE}") as mnt:
+        yield mnt
 
 
 @pytest.fixture
@@ -78,6 +89,25 @@ def pair():
             remove_home(home)
 
 
+def fill(path: Path) -> None:
+    """Write zeros to `path` until the disk is full."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * MB)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+
+
+def wait_for_landed(dest: Path, fetch: subprocess.Popen, wanted: int) -> None:
+    deadline = time.monotonic() + 60
+    while not (dest.exists() and allocated(dest) >= wanted):
+        assert fetch.poll() is None, fetch.communicate()
+        assert time.monotonic() < deadline, "the fetch never got far enough"
+        time.sleep(0.05)
+
+
 def test_fetch_into_full_disk_fails_cleanly_then_resumes(pair, small_fs: Path, tmp_path: Path) -> None:
     a, b = pair
     data = tmp_path / "data"
@@ -88,26 +118,39 @@ def test_fetch_into_full_disk_fails_cleanly_then_resumes(pair, small_fs: Path, t
     size = FILES * FILE_SIZE
     version = a.json("share", str(data), "--name", NAME)["version"]
     assert version["size"] == size
-
-    filler = small_fs / "filler"
-    with open(filler, "wb") as f:
-        f.write(b"\0" * FILLER)  # really allocated: tmpfs has no compression
-    free = free_bytes(small_fs)
-    assert free < 0.7 * size, free
     dest = small_fs / "dest"
     pid_b = b.json("daemon", "status")["pid"]
 
-    # 1. Out of space.
+    # 1. Too little room from the start: refused before anything is written.
+    filler = small_fs / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * FILLER)  # really allocated: tmpfs has no compression
+    assert free_bytes(small_fs) < 0.7 * size
+    refused = b("fetch", NAME, str(dest), "--timeout", "30", timeout=90)
+    assert refused.returncode == 1, (refused.returncode, refused.stdout, refused.stderr)
+    assert refused.stderr.count("\n") == 1 and "free some space" in refused.stderr, refused.stderr
+    assert f"needs {size:,} bytes" in refused.stderr, refused.stderr
+    assert not dest.exists() or allocated(dest) == 0
+    filler.unlink()
+
+    # 2. The disk fills up while the fetch runs (slowed down so the test can catch it midway).
+    assert a("config", "set", "bandwidth.global_limit", "25MB/s").returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "SHOAL_NO_AUTOSTART"}
+    fetch = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "--home", str(b.home), "fetch", NAME, str(dest), "--json", "--timeout", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
     t0 = time.monotonic()
-    first = b("fetch", NAME, str(dest), "--json", "--timeout", "30", timeout=90)
+    wait_for_landed(dest, fetch, int(0.35 * size))
+    fill(filler)
+    out, err = fetch.communicate(timeout=90)
     failed_after = time.monotonic() - t0
-    assert first.returncode == 1, (first.returncode, first.stdout, first.stderr)
-    assert first.stdout == ""
-    err = first.stderr
+    assert fetch.returncode == 1, (fetch.returncode, out, err)
+    assert out == ""
     assert err.count("\n") == 1 and err.startswith("shoal: ") and "Traceback" not in err, err
     # Checked at the end, so that the resume below runs anyway.
     says_space = "space" in err.lower()
-
+    assert a("config", "set", "bandwidth.global_limit", "0").returncode == 0
     # Nothing half-written where the data belongs: every file outside .shoal-partial
     # is a complete, exact file of the version.
     present = digests(dest) if dest.exists() else {}
@@ -145,3 +188,18 @@ def test_fetch_into_full_disk_fails_cleanly_then_resumes(pair, small_fs: Path, t
         f" reused {second['bytes_reused'] / MB:.1f} MB from .shoal-partial, kept {len(present)} complete files, in {second['seconds']:.1f}s"
     )
     assert says_space, f"the error does not say the disk is full: {err!r}"
+
+
+def test_more_files_than_the_disk_has_inodes_for_is_refused_before_writing(pair, tmp_path: Path) -> None:
+    a, b = pair
+    data = tmp_path / "empties"
+    data.mkdir()
+    for i in range(1000):
+        (data / f"{i:04}").touch()
+    a.json("share", str(data), "--name", "empties")
+    with tmpfs("size=16M,nr_inodes=400") as mnt:
+        dest = mnt / "dest"
+        refused = b("fetch", "empties", str(dest), "--timeout", "30")
+        assert refused.returncode == 1, (refused.stdout, refused.stderr)
+        assert refused.stderr.count("\n") == 1 and "needs 0 bytes in 1,000 files" in refused.stderr, refused.stderr
+        assert not dest.exists() or not any(dest.iterdir())

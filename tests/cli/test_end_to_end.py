@@ -83,7 +83,7 @@ def test_share_json_then_ls_and_log_schemas(running, data):
     listing = running.json("ls")
     assert set(listing) == {"datasets"}
     resnet = next(entry for entry in listing["datasets"] if entry["name"] == "resnet")
-    assert set(resnet) == {"name", "path", "head", "versions"}
+    assert set(resnet) == {"name", "path", "head", "versions", "checkouts", "present"}
     assert resnet["path"] == str(folder) and resnet["versions"] == 2
     check_version(resnet["head"], "resnet", 2)
     assert [entry["name"] for entry in listing["datasets"]] == sorted(entry["name"] for entry in listing["datasets"])
@@ -110,11 +110,15 @@ def test_verify_passes_then_fails_with_exit_5_once_a_file_changes(running, data)
     (folder / "x.txt").write_text("HELLO")
     failed = running("verify", "verify-me")
     assert failed.returncode == 5
-    assert failed.stdout.splitlines() == ["verify-me@1 FAILED: 1 problem in 1 file", "  x.txt: content differs"]
+    assert failed.stdout.splitlines() == [
+        "verify-me@1 FAILED: 1 problem in 1 file",
+        "  x.txt: content differs",
+        f"to publish the folder as it is now, run: shoal share {folder}",
+    ]
     report = running("verify", "verify-me", "--json")
     assert report.returncode == 5
     body = json.loads(report.stdout)
-    assert set(body) == {"name", "version", "files_checked", "ok", "problems"}
+    assert set(body) == {"name", "version", "path", "files_checked", "ok", "problems", "problems_total", "repair"}
     assert body["ok"] is False and body["problems"] == [{"path": "x.txt", "reason": "content differs"}]
 
 
@@ -165,7 +169,8 @@ def test_errors_are_one_line_with_documented_exit_codes(running, data):
     one_line_error(running("share", str(data / "missing")), 1, "does not exist")
     one_line_error(running("share"), 2, "shoal share --help")
     one_line_error(running("fetch", "nothing-here", "--timeout", "1"), 6, "no connected peer has nothing-here")
-    one_line_error(running("fetch", "imagenet-mini@1", "--timeout", "1"), 2, "already at")
+    labels = data / "imagenet-mini" / "labels.csv"
+    one_line_error(running("fetch", "imagenet-mini@1", str(labels), "--timeout", "1"), 2, "is not a folder")
     assert "no peer offers a dataset" in running("ls", "--remote").stdout
     one_line_error(running("config", "set", "retention.max_versions", "0"), 2, "at least 1")
 

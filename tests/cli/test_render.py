@@ -72,6 +72,7 @@ def test_verify_lists_the_problems_and_how_to_repair():
         "ok": False,
         "problems": [{"path": "a.jpg", "reason": "missing"}, {"path": "b.jpg", "reason": "content differs"}],
         "problems_total": 3,
+        "repair": "to restore it, run: shoal fetch imagenet@3 '/data/my imagenet'",
     }
     assert render.render_verify(report).splitlines() == [
         "imagenet@3 FAILED: 3 problems in 1,234 files",

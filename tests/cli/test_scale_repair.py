@@ -79,8 +79,17 @@ def test_fetch_again_repairs_dest(tmp_path: Path) -> None:
         assert b.json("fetch", "ds", str(dest), "--timeout", "30")["files_written"] == 1
         assert files_of(dest) == files_of(data)
 
+        _wait_remote(a, "ds", 1)  # B offers what it fetched
         shutil.rmtree(dest)
+        assert b.json("ls")["datasets"][0]["present"] is False
+        ok(b("daemon", "stop"))
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other" / "x").write_text("B's own")
+        ok(b("share", str(tmp_path / "other")))  # starts B again; A hears B's catalog once it has "other"
+        _wait_remote(a, "other", 1)
+        assert [d["name"] for d in a.json("ls", "--remote")["datasets"]] == ["other"], "B offers a folder that is gone"
         rebuilt = b.json("fetch", "ds", str(dest), "--timeout", "30")
+        assert b.json("ls")["datasets"][0]["present"] is True
         assert files_of(dest) == files_of(data)
         assert rebuilt["files_written"] == 21
 
