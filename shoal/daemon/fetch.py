@@ -26,6 +26,7 @@ from typing import Protocol
 import trio
 
 from shoal.daemon import chunks as chunkio
+from shoal.daemon.checked_dirs import CheckedDirs
 from shoal.daemon.dest import UMASK, ensure_dir, include_matcher, partial_name, place_symlink, prune
 from shoal.daemon.fdlimit import FilePool, pool_size
 from shoal.daemon.flush import start_writeback, sync_filesystem
@@ -55,6 +56,9 @@ SMALL_FILE = 4 * 1024 * 1024
 #: Files planned per worker-thread call: a call costs milliseconds of waiting for
 #: the event loop, which is busy receiving, so many small files share one.
 PLAN_STEP = 256
+#: Complete files that may wait for the manifest walk to end before planning pauses:
+#: none is renamed into place until the whole version has passed its checks.
+MAX_UNINSTALLED = 4096
 #: Arrived chunks the writer waits for (at most WRITE_GATHER seconds) before a worker-thread call.
 WRITE_BATCH = 16
 WRITE_GATHER = 0.004
@@ -128,6 +132,14 @@ class _FileTask:
     locations: list[tuple[bytes, int, int]] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    """The plan cannot go on until the manifest walk has checked this directory."""
+
+    tree_id: bytes
+    depth: int
+
+
 @dataclass(slots=True)
 class _NetBatch:
     """Chunks to request from a peer, and where each one goes."""
@@ -198,6 +210,8 @@ class _Run:
         self.files = FilePool(pool_size(), _open_partial)
         #: Whether an interrupted fetch left partial files to resume from.
         self.resuming = False
+        #: How far the manifest walk has got; finished at once when it ran before the data.
+        self.checked = CheckedDirs()
         self.queue: list[_NetBatch] = []
         self.outstanding: list[_NetBatch] = []
         self.producing = True
@@ -339,7 +353,8 @@ class _Run:
                 self.complete_ready.set()
 
     async def install_loop(self) -> None:
-        """Move complete files into place, many per worker-thread call."""
+        """Move complete files into place, many per worker-thread call, once the whole manifest is checked."""
+        await self.checked.complete.wait()
         while True:
             if not self.complete:
                 await self.complete_ready.wait()
@@ -397,21 +412,25 @@ class Fetcher:
         if fresh and not spec.partial:
             await trio.to_thread.run_sync(check_room, dest, record.size, record.files, spec.name)
         trusted_old = old_root if reuse_unchanged else None
-        size, files, _ = await self._fetch_tree(record.root, (), matcher, spec, transfer, old_id=trusted_old)
-        if not spec.partial and (size, files) != (record.size, record.files):
-            raise IntegrityError(
-                f"version {transfer.version.id.hex()[:12]} declares {record.size} bytes in {record.files} files,"
-                f" its tree holds {size} in {files}"
-            )
-        if fresh and spec.partial:
-            await trio.to_thread.run_sync(check_room, dest, size, files, spec.name)
-        transfer.phase = "data"
         run = _Run(self, spec, transfer, dest, version_id)
+        # A whole version into an empty folder streams: data moves while the manifest
+        # arrives (an update's walk is short, and one that fails must not have touched DEST).
+        streaming = fresh and not spec.partial
+        if not streaming:
+            size, files, _ = await self._fetch_tree(record.root, (), matcher, spec, transfer, old_id=trusted_old)
+            if not spec.partial:
+                _check_totals(transfer, record, size, files)
+            if fresh:
+                await trio.to_thread.run_sync(check_room, dest, size, files, spec.name)
+            run.checked.finish()
+        transfer.phase = "data"
         run.selection = selection
         run.old_root, run.reuse_unchanged = old_root, reuse_unchanged
         run.resuming = await trio.to_thread.run_sync(self._open_partial_dir, dest, spec.name)
         try:
             async with trio.open_nursery() as nursery:
+                if streaming:
+                    nursery.start_soon(self._walk_manifest, run, record, matcher)
                 nursery.start_soon(self._supervise, run, nursery)
                 nursery.start_soon(run.write_loop)
                 nursery.start_soon(run.install_loop)
@@ -726,7 +745,7 @@ class Fetcher:
 
     async def _fetch_tree(
         self, tree_id: bytes, prefix: tuple[str, ...], matcher, spec: FetchSpec, transfer: Transfer,
-        sources: Sequence[Source] | None = None, old_id: bytes | None = None,
+        sources: Sequence[Source] | None = None, old_id: bytes | None = None, checked: CheckedDirs | None = None,
     ) -> tuple[int, int, int]:
         """Fetch a directory's manifest objects; return the (bytes, files, entries) it declares below it.
 
@@ -742,6 +761,8 @@ class Fetcher:
         found = seen[:3] if seen is not None else await trio.to_thread.run_sync(self.index.checked_tree, tree_id, depth)
         if found is not None:
             _count_entries(transfer, found[2])
+            if checked is not None:
+                checked.add(tree_id, depth, whole=True)
             return found
         assert transfer.version is not None
         if sources is None:
@@ -763,6 +784,8 @@ class Fetcher:
             if file.level > 0:
                 await self._ensure_pages(Kind.FILE, entry.ref, sources)  # type: ignore[arg-type]
         await trio.to_thread.run_sync(self._check_file_sizes, prefix, files, decoded)
+        if checked is not None:
+            checked.add(tree_id, depth, whole=False)
         size = sum(e.size for e in entries)
         count = sum(1 for e in entries if e.type == EntryType.FILE)
         for e in entries:
@@ -770,7 +793,7 @@ class Fetcher:
                 was = old.get(e.name)
                 old_dir = was.ref if was is not None and was.type == EntryType.DIR else None
                 below = await self._fetch_tree(
-                    e.ref, prefix + (e.name,), matcher, spec, transfer, sources, old_dir  # type: ignore[arg-type]
+                    e.ref, prefix + (e.name,), matcher, spec, transfer, sources, old_dir, checked  # type: ignore[arg-type]
                 )
                 check_dir_size(prefix + (e.name,), e, below[0])
                 count += below[1]
@@ -780,6 +803,8 @@ class Fetcher:
             # Without it the whole subtree is now stored and checked: later fetches need not walk it.
             transfer.subtrees[tree_id] = (size, count, below_entries, depth)
             await trio.to_thread.run_sync(self.index.add_checked_tree, tree_id, size, count, below_entries, depth)
+            if checked is not None:
+                checked.add(tree_id, depth, whole=True)
         return size, count, below_entries
 
     def _tree_by_name(self, tree_id: bytes) -> dict[str, TreeEntry]:
@@ -835,13 +860,23 @@ class Fetcher:
 
     # --- planning and assembly -------------------------------------------------
 
+    async def _walk_manifest(self, run: _Run, record: VersionRecord, matcher) -> None:
+        """Fetch and check the manifest ahead of the planner, then the version as a whole."""
+        try:
+            size, files, _ = await self._fetch_tree(record.root, (), matcher, run.spec, run.transfer, checked=run.checked)
+            _check_totals(run.transfer, record, size, files)
+        except Exception:
+            # DEST was empty and nothing was renamed into it: take the folders and links made so far away again.
+            await trio.to_thread.run_sync(_clear_except_partial, run.dest)
+            raise
+        run.checked.finish()
+        run.notify()
+
     async def _produce(self, run: _Run, record: VersionRecord, matcher) -> None:
         plan = self._plan(run, record.root, run.old_root, matcher)
         batch = _NetBatch()
         while True:
-            actions, prepared = await trio.to_thread.run_sync(self._plan_some, run, plan)
-            if not actions:
-                break
+            actions, prepared, waiting = await trio.to_thread.run_sync(self._plan_some, run, plan)
             for task, needed, done in prepared:
                 batch = await self._queue_needed(run, task, needed, done, batch)
                 task.listed = True
@@ -849,17 +884,33 @@ class Fetcher:
             for action in actions:
                 if isinstance(action, _FileTask) and action.entry.size > SMALL_FILE:
                     batch = await self._feed_file(run, action, batch)
+            if waiting is not None:
+                await run.checked.wait(waiting.tree_id, waiting.depth)
+            elif not actions:
+                break
+            # Files complete before the manifest is checked wait to be installed; so many, no more.
+            while len(run.complete) >= MAX_UNINSTALLED and not run.checked.complete.is_set():
+                await run.changed.wait()
         if batch:
             await run.put(batch)
 
     def _plan_some(
-        self, run: _Run, plan: Iterator["_FileTask | None"]
-    ) -> tuple[list["_FileTask | None"], list[tuple[_FileTask, list[tuple[int, Ref]], int]]]:
+        self, run: _Run, plan: Iterator["_FileTask | _Wait | None"]
+    ) -> tuple[list["_FileTask | None"], list[tuple[_FileTask, list[tuple[int, Ref]], int]], "_Wait | None"]:
         """The next PLAN_STEP actions of `plan`, with the small files among them prepared,
-        in one worker-thread call: each call waits for the busy event loop to take its result."""
-        actions = _take(plan, PLAN_STEP)
+        in one worker-thread call: each call waits for the busy event loop to take its result.
+        Stops early where the plan waits for the manifest walk."""
+        actions: list[_FileTask | None] = []
+        waiting = None
+        for action in plan:
+            if isinstance(action, _Wait):
+                waiting = action
+                break
+            actions.append(action)
+            if len(actions) >= PLAN_STEP:
+                break
         small = [a for a in actions if isinstance(a, _FileTask) and a.entry.size <= SMALL_FILE]
-        return actions, self._prepare_small(run, small) if small else []
+        return actions, self._prepare_small(run, small) if small else [], waiting
 
     def _prepare_small(self, run: _Run, tasks: list[_FileTask]) -> list[tuple[_FileTask, list[tuple[int, Ref]], int]]:
         """Plan many small files in one worker-thread call, with one index query for all their
@@ -977,11 +1028,20 @@ class Fetcher:
         if run.spec.keep_local:
             assert run.transfer.version is not None
             guard = KeepLocal(self.index, run.dest, run.transfer.version.seq, run.transfer.conflicts.add)
-        yield from self._plan_dir(run, load, (), root, old_root, matcher, guard)
+        yield from self._plan_dir(run, load, (), root, old_root, matcher, guard, False)
 
     def _plan_dir(
-        self, run: _Run, load, prefix: tuple[str, ...], tree_id: bytes, old_id: bytes | None, matcher, guard: Overwrite
+        self, run: _Run, load, prefix: tuple[str, ...], tree_id: bytes, old_id: bytes | None, matcher, guard: Overwrite,
+        checked: bool,
     ):
+        """`checked`: the walk has already checked this directory's whole subtree."""
+        while not checked:
+            state = run.checked.state(tree_id, len(prefix))
+            if state is None:
+                yield _Wait(tree_id, len(prefix))
+            else:
+                checked = state
+                break
         dest = run.dest
         if tree_id == old_id and run.reuse_unchanged and not guard.repairs:
             # Unchanged subtree of an update that keeps local changes: nothing to look at.
@@ -1006,6 +1066,9 @@ class Fetcher:
             elif exact and not selected:
                 prune(dest, load, parts, gone)
         ensure_dir(dest, prefix)
+        # A step of its own: a plan of many folders and few files must still
+        # return to the event loop, where the fetch can be cancelled, often.
+        yield None
         # The stat records of this directory, read once rather than once per file;
         # and its names, listed once: a file that is not there needs no lstat.
         recorded: dict[str, CachedFile] | None = None
@@ -1021,7 +1084,7 @@ class Fetcher:
             elif entry.type == EntryType.DIR:
                 prev_id = previous.ref if previous is not None and previous.type == EntryType.DIR else None
                 guard.make_way(parts, previous, entry)
-                yield from self._plan_dir(run, load, parts, entry.ref, prev_id, matcher, guard)  # type: ignore[arg-type]
+                yield from self._plan_dir(run, load, parts, entry.ref, prev_id, matcher, guard, checked)  # type: ignore[arg-type]
             elif entry.type == EntryType.SYMLINK:
                 guard.make_way(parts, previous, entry)
                 place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
@@ -1291,6 +1354,29 @@ def check_room(dest: Path, size: int, files: int, name: str) -> None:
             f"{name} needs {size:,} bytes in {files:,} files; the disk of {dest} has {free:,} bytes and"
             f" room for {st.f_favail:,} files; free some space or fetch into a folder on another disk"
         )
+
+
+def _check_totals(transfer: Transfer, record: VersionRecord, size: int, files: int) -> None:
+    if (size, files) != (record.size, record.files):
+        assert transfer.version is not None
+        raise IntegrityError(
+            f"version {transfer.version.id.hex()[:12]} declares {record.size} bytes in {record.files} files,"
+            f" its tree holds {size} in {files}"
+        )
+
+
+def _clear_except_partial(dest: Path) -> None:
+    """Empty DEST of all but its partial folder."""
+    try:
+        entries = list(os.scandir(dest))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.name != PARTIAL_DIR:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:

@@ -1008,7 +1008,7 @@ def test_absurd_file_size(fetcher: Daemon, tmp_path: Path, bits: int) -> None:
         assert all(s < MB for s in sizes.values()), f"partial files sized from the lie: {sizes}"
 
 
-@pytest.mark.parametrize("case", ["dir-size", "file-entry-size", "version-counts"])
+@pytest.mark.parametrize("case", ["dir-size", "file-entry-size", "version-counts", "version-files"])
 def test_absurd_declared_sizes_and_counts(fetcher: Daemon, tmp_path: Path, case: str) -> None:
     sc = Scenario(fetcher, tmp_path)
     key = Ed25519PrivateKey.generate()
@@ -1023,12 +1023,20 @@ def test_absurd_declared_sizes_and_counts(fetcher: Daemon, tmp_path: Path, case:
         fid, _ = store.file(body)
         root = store.tree([TreeEntry("x", EntryType.FILE, False, 2**62, fid)])
         vid = store.version(key, name, root, 2**62, 1)
-    else:
+    elif case == "version-counts":
         root = store.tree([file_entry(store, "x", body)])
         vid = store.version(key, name, root, 1000, 2**62)
+    else:
+        # A small lie that passes the room check: the data streams while the manifest is
+        # walked, and only the walk's end finds it; nothing may be left in DEST.
+        sub = store.tree([file_entry(store, "x", body)])
+        root = store.tree([dir_entry("d", sub, 1000)])
+        vid = store.version(key, name, root, 1000, 2)
     sc.seeder(store, name, vid, key=key)
     fetch_fails(sc, name)
     sc.finish({})
+    if sc.dest.exists():
+        assert [p.name for p in sc.dest.iterdir() if p.name != ".shoal-partial"] == []
 
 
 def test_tree_that_references_itself(fetcher: Daemon, tmp_path: Path) -> None:
