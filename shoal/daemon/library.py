@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from shoal.daemon import scanner
 from shoal.daemon.ignore import IgnoreRules, load_ignore
 from shoal.daemon.index import FileRecord, Index, VersionRow
-from shoal.errors import ShareError, UnknownDataset
+from shoal.errors import HomeFolder, ShareError, UnknownDataset
 from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.hashing import Kind
@@ -154,8 +154,9 @@ class _ShareRun:
 class Library:
     """Datasets shared from this machine."""
 
-    def __init__(self, index: Index, signer: Ed25519PrivateKey) -> None:
+    def __init__(self, index: Index, signer: Ed25519PrivateKey, home: Path) -> None:
         self.index = index
+        self._home = home.resolve()
         self._signer = signer
         self._author = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         # Large files are hashed in C with the GIL released, so two threads use
@@ -167,7 +168,7 @@ class Library:
 
     @classmethod
     def open(cls, home: Path, signer: Ed25519PrivateKey) -> "Library":
-        return cls(Index(home / "index.sqlite"), signer)
+        return cls(Index(home / "index.sqlite"), signer, home)
 
     def close(self) -> None:
         self.index.close()
@@ -184,6 +185,7 @@ class Library:
     ) -> ShareResult:
         """Record the folder at `path` as a new version of dataset `name`, if it changed."""
         root = self._check_root(path)
+        self.check_outside_home(root)
         name = self._check_name(name or root.name, root)
         lock = self._share_locks.setdefault(name, trio.Lock())
         async with lock:
@@ -212,6 +214,22 @@ class Library:
         if not os.access(root, os.R_OK | os.X_OK):
             raise ShareError(f"cannot read {path}: permission denied")
         return root
+
+    def check_outside_home(self, root: Path) -> None:
+        """Refuse a folder that is, holds or lies inside the home: it holds the daemon's private key."""
+        home = self._home
+        if root == home:
+            where = "is"
+        elif root in home.parents:
+            where = "holds"
+        elif home in root.parents:
+            where = "lies inside"
+        else:
+            return
+        raise HomeFolder(
+            f"{root} {where} shoal's home {home}, which holds this daemon's private key; "
+            "share a folder outside it"
+        )
 
     def _check_name(self, name: str, root: Path) -> str:
         try:
@@ -302,6 +320,9 @@ class Library:
                 hashed = scanner.hash_file(self.index, run.root, rel, entry.name, run.params, dir_fd)
             except scanner.FileChanged as e:
                 errors.append((entry, f"skipped {e}; share again once it is complete"))
+                continue
+            except scanner.IdentityKeyFile as e:
+                errors.append((entry, str(e)))
                 continue
             except FileNotFoundError:
                 errors.append((entry, f"skipped {shown}: it disappeared during the scan"))

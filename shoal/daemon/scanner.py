@@ -18,6 +18,7 @@ import msgpack
 
 from shoal.daemon.ignore import IgnoreRules
 from shoal.daemon.index import FileRecord, FileStat, Index
+from shoal.daemon.keys import KEY_FILE_NAME, is_identity_key
 from shoal.errors import ShoalError
 from shoal.protocol.chunking import ChunkingParams, make_chunker
 from shoal.protocol.errors import ProtocolError
@@ -37,6 +38,14 @@ _HASH_ATTEMPTS = 3
 
 class FileChanged(ShoalError):
     """A file changed while it was being read."""
+
+
+class IdentityKeyFile(ShoalError):
+    """A file holds a shoal identity key: it is never part of a shared version."""
+
+
+def _key_warning(path: str) -> str:
+    return f"left out {path}: it holds a private key, which shoal never shares; move it out of the folder"
 
 
 @dataclass(slots=True)
@@ -138,6 +147,9 @@ def list_dir(index: Index, root: Path, rel: str, depth: int, ignore: IgnoreRules
                 if depth == 0 and name == PARTIAL_DIR:
                     continue
                 if ignore is not None and ignore.excludes(join(rel, name), entry.is_dir(follow_symlinks=False)):
+                    continue
+                if name == KEY_FILE_NAME:
+                    warnings.append(_key_warning(join(rel, name)))
                     continue
                 try:
                     # A regular file with a short ASCII name, the bulk of most folders, is
@@ -260,7 +272,10 @@ def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingPa
         f = open(fd, "rb", buffering=0, closefd=False)
         if before.size <= SMALL_FILE:
             # Whole-buffer cutting skips the stream reader's setup, which dominates for small files.
-            chunks = make_chunker(params).cut_buf(f.read())
+            data = f.read()
+            if is_identity_key(data):
+                raise IdentityKeyFile(_key_warning(join(rel, name)))
+            chunks = make_chunker(params).cut_buf(data)
         else:
             file_row = index.begin_file(str(root), rel, name, before)
             chunks = make_chunker(params).cut_stream(f)
@@ -294,6 +309,8 @@ def _hash_tiny(fd: int, dir_fd: int, first: os.stat_result, rel: str, name: str,
     descriptor and compares plain stat tuples.
     """
     data = os.read(fd, first.st_size + 1)
+    if is_identity_key(data):
+        raise IdentityKeyFile(_key_warning(join(rel, name)))
     file_id, encoded, locations = _one_chunk_file(data, params)
     key = _stat_key(first)
     if len(data) != first.st_size or _stat_key(os.fstat(fd)) != key or _stat_key(os.stat(name, dir_fd=dir_fd)) != key:
