@@ -294,7 +294,7 @@ def render_peers(listing: dict[str, Any]) -> str:
             peer["name"] or "-",
             peer["peer_id"],
             peer["state"],
-            peer["address"] or ", ".join(peer["addresses"]) or "-",
+            peer["address"] or ", ".join(dict.fromkeys(peer["addresses"] + peer.get("announced", []))) or "-",
         )
         for peer in listing["peers"]
     ]

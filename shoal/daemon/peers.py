@@ -117,8 +117,10 @@ class PeerManager:
                 stream, Role.RESPONDER, self._key, self._admit, self.port
             )
         except Rejected as e:
-            self._trust.record_pending(str(e), address)
-            self._on_event(PeerEvent("pending", str(e), {"address": address}))
+            # Its source port is not where it listens: the address is only logged.
+            pending = self._trust.record_pending(str(e))
+            if pending is not None:
+                self._on_event(PeerEvent("pending", str(e), {"addresses": list(pending.addresses)}))
             _log.info("refused untrusted peer %s from %s", e, address)
             await stream.aclose()
             return
@@ -139,6 +141,10 @@ class PeerManager:
         reach.discovered = addresses
         if addresses:
             reach.next_try = 0.0
+            if self._trust.is_trusted(peer_id):
+                self._trust.record_announced(peer_id, addresses)
+            elif (pending := self._trust.record_pending(peer_id, addresses)) is not None:
+                self._on_event(PeerEvent("pending", peer_id, {"addresses": list(pending.addresses)}))
         self._notify()
 
     def wake_dialer(self, peer_id: str | None = None) -> None:
@@ -156,7 +162,7 @@ class PeerManager:
                 if peer.peer_id in self.sessions:
                     continue
                 reach = self._reach.setdefault(peer.peer_id, _Reachability())
-                addresses = tuple(dict.fromkeys(peer.addresses + reach.discovered))
+                addresses = tuple(dict.fromkeys(peer.dial_addresses() + reach.discovered))
                 if not addresses or reach.dialling or reach.next_try > now:
                     continue
                 reach.dialling = True

@@ -50,7 +50,8 @@ def peer_label(peer: dict[str, Any]) -> str:
 
 def peer_row(peer: dict[str, Any]) -> Row:
     state = peer_state(peer)
-    address = peer.get("address") or ", ".join(peer.get("addresses") or ()) or "-"
+    known = [*(peer.get("addresses") or ()), *(peer.get("announced") or ())]
+    address = peer.get("address") or ", ".join(dict.fromkeys(known)) or "-"
     last_seen = peer.get("last_seen")
     return (
         str(peer.get("name") or "-"),

@@ -17,7 +17,7 @@ from shoal.protocol.identity import PeerId
 VERSION_KEYS = {"name", "seq", "id", "root", "parents", "author", "time", "message", "size", "files", "subsets"}
 LOG_KEYS = VERSION_KEYS | {"author_peer", "author_name", "files_changed", "bytes_new", "kept"}
 PEER_KEYS = {
-    "peer_id", "short", "name", "trusted", "state", "address", "addresses", "rates", "added", "first_seen", "last_seen",
+    "peer_id", "short", "name", "trusted", "state", "address", "addresses", "announced", "rates", "added", "first_seen", "last_seen",
     "online", "discovered", "last_error", "bytes_in", "bytes_out",
 }
 STATUS_KEYS = {
