@@ -309,6 +309,20 @@ def _cmd_share(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _add_unshare(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="the dataset to stop offering; its folder is left as it is")
+    parser.add_argument(
+        "--forget", action="store_true",
+        help="also drop its versions and the copies the pack store keeps (a later share starts at version 1)",
+    )
+    _json_option(parser)
+
+
+def _cmd_unshare(args: argparse.Namespace) -> int:
+    _print(args, _call(args, "unshare", {"name": args.name, "forget": args.forget}), render.render_unshare)
+    return ExitCode.OK
+
+
 def _add_watch(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="the folder to share now and again whenever it changes")
     parser.add_argument("--name", help="the dataset's name (default: the folder's name)")
@@ -713,6 +727,7 @@ def _commands() -> dict[str, _Command]:
         "trust": _Command("Trust a peer: exchange datasets with it from now on.", _add_trust, _cmd_trust),
         "untrust": _Command("Stop trusting a peer.", _add_untrust, _cmd_untrust),
         "share": _Command("Share a folder as a dataset, or record its changes as a new version.", _add_share, _cmd_share),
+        "unshare": _Command("Stop offering a dataset to peers; its folder stays as it is.", _add_unshare, _cmd_unshare),
         "watch": _Command("Share a folder now and again whenever its changes settle.", _add_watch, _cmd_watch),
         "unwatch": _Command("Stop watching a folder (its versions stay).", _add_unwatch, _cmd_unwatch),
         "watches": _Command("List watched folders and what each is doing.", _add_watches, _cmd_watches),

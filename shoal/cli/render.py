@@ -252,6 +252,15 @@ def render_watch(result: dict[str, Any]) -> str:
     return f"{render_share(result['share'])}\n{verb} {watch['path']}: changes are shared once they settle"
 
 
+def render_unshare(result: dict[str, Any]) -> str:
+    """`shoal unshare`."""
+    folder = f"; {result['path']} is untouched" if result["path"] else ""
+    if not result["forgot"]:
+        return f"no longer sharing {result['name']}{folder}; its history stays (`shoal unshare --forget` drops it)"
+    dropped = format_count(result["versions_dropped"], "version")
+    return f"no longer sharing {result['name']}{folder}; dropped {dropped} and {format_size(result['bytes_freed'])} of kept copies"
+
+
 def render_unwatch(result: dict[str, Any]) -> str:
     """`shoal unwatch`."""
     watch = result["watch"]
@@ -360,6 +369,7 @@ def _subscription_state(sub: dict[str, Any]) -> str:
         "current": "up to date with what peers offer",
         "waiting": "no connected peer offers it yet; it follows as soon as one does",
         "failed": f"the last update failed: {sub['last_error']}",
+        "withdrawn": "the peer that offered it withdrew it (`shoal unshare`); the folder keeps its files",
     }[sub["state"]]
     return f"{held}; {doing}"
 

@@ -99,6 +99,7 @@ class ControlApi:
             "shutdown": self.shutdown,
             "config.reload": self.reload_config,
             "share": self.share,
+            "unshare": self.unshare,
             "ls": self.ls,
             "log": self.log,
             "verify": self.verify,
@@ -192,6 +193,21 @@ class ControlApi:
             nursery.cancel_scope.cancel()
         await self._announce(result, keep)
         return result.to_json()
+
+    async def unshare(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Stop offering a dataset now, its folder untouched; `forget` also drops its versions and kept copies."""
+        _only(params, "name", "forget")
+        name = _text(params, "name")
+        forget = _flag(params, "forget")
+        self.library.head(name)  # an unknown name is refused before a watch is touched
+        if name in self.watches:
+            # Otherwise the watch would share the folder again at its next change.
+            await self.watches.remove(name)
+        path, dropped = await self.library.unshare(name, forget=forget)
+        await self.network.publish_catalog()
+        freed = await self.keeper.forget(name) if forget else 0
+        self._publish("datasets", {"name": name, "change": "unshared"})
+        return {"name": name, "path": path, "forgot": forget, "versions_dropped": dropped, "bytes_freed": freed}
 
     async def watch(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Share a folder now and again each time its changes settle, across restarts."""

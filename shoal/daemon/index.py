@@ -418,6 +418,28 @@ class Index:
     def set_dest_state(self, path: str, name: str, version_id: bytes, root: bytes, selection: bytes | None) -> None:
         self._write("INSERT OR REPLACE INTO dests VALUES (?, ?, ?, ?, ?)", (path, name, version_id, root, selection))
 
+    def withdraw_dataset(self, name: str, *, forget: bool) -> tuple[str | None, int]:
+        """Stop listing `name` and stop reading its folder for peers; with `forget`, drop its
+        versions too. Return (its folder, versions dropped). The folder itself is not touched."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            row = self._db.execute("SELECT path FROM datasets WHERE name = ?", (name,)).fetchone()
+            path = row[0] if row else None
+            self._db.execute("DELETE FROM datasets WHERE name = ?", (name,))
+            others = self._db.execute("SELECT 1 FROM datasets WHERE path = ?", (path,)).fetchone()
+            if path is not None and others is None:
+                # Its files' chunk locations go: no peer request reads the folder any more.
+                self._db.execute("DELETE FROM files WHERE root = ?", (path,))
+                self._db.execute("DELETE FROM dirs WHERE root = ?", (path,))
+            dropped = 0
+            if forget:
+                ids = "SELECT id FROM versions WHERE name = ?"
+                self._db.execute(f"DELETE FROM version_stats WHERE id IN ({ids})", (name,))
+                self._db.execute(f"DELETE FROM objects WHERE id IN ({ids})", (name,))
+                dropped = self._db.execute("DELETE FROM versions WHERE name = ?", (name,)).rowcount
+            self._db.execute("COMMIT")
+        return path, dropped
+
     def unlist_dataset(self, name: str, path: str) -> None:
         """Stop listing (and offering) a dataset whose folder no longer holds its whole head."""
         self._write("DELETE FROM datasets WHERE name = ? AND path = ?", (name, path))

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -338,7 +339,9 @@ class Library:
 
     def _commit(self, name: str, root: Path, tree_id: bytes, size: int, files: int, message: str) -> tuple[VersionInfo, bool]:
         known = self.index.dataset(name)
-        head = self._record(known[1]) if known and known[1] else None
+        # A dataset unshared without --forget keeps its history: sharing it again continues it.
+        head_id = known[1] if known else next((row.id for row in self.index.versions(name)), None)
+        head = self._record(head_id) if head_id else None
         if head is not None and head[1].root == tree_id:
             return VersionInfo.from_record(*head), False
         # A named subset is part of the dataset: it carries forward to every later version.
@@ -381,6 +384,14 @@ class Library:
             return await trio.to_thread.run_sync(
                 self._publish, name, known[0], head, head[1].root, head[1].size, head[1].files, message, subsets
             )
+
+    async def unshare(self, name: str, *, forget: bool) -> tuple[str | None, int]:
+        """Stop offering `name`, leaving its folder as it is; with `forget`, drop its versions
+        from the index. Return (its folder, versions dropped)."""
+        if self.index.dataset(name) is None:
+            raise UnknownDataset(f"no dataset named {name!r} is shared here; `shoal ls` lists them")
+        async with self._share_locks.setdefault(name, trio.Lock()):
+            return await trio.to_thread.run_sync(partial(self.index.withdraw_dataset, name, forget=forget))
 
     def _record(self, version_id: bytes) -> tuple[bytes, VersionRecord]:
         found = self.index.get_object(version_id)

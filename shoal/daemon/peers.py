@@ -86,6 +86,10 @@ class PeerManager:
         self.port: int | None = None
         self.sessions: dict[str, PeerSession] = {}
         self._reach: dict[str, _Reachability] = {}
+        #: Dataset names each peer's latest catalog offered, and for each name a
+        #: peer dropped from its catalog while connected, who withdrew it.
+        self._offered: dict[str, frozenset[str]] = {}
+        self._withdrawn: dict[str, set[str]] = {}
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -220,6 +224,12 @@ class PeerManager:
             _log.info("session with %s ended: %s", peer.short(), reason)
 
     def _catalog_changed(self, session: PeerSession) -> None:
+        offered = frozenset(entry.name for entry in session.catalog)
+        for name in self._offered.get(session.peer_id, frozenset()) - offered:
+            self._withdrawn.setdefault(name, set()).add(session.peer_id)
+        for name in offered:
+            self._withdrawn.pop(name, None)
+        self._offered[session.peer_id] = offered
         self._on_event(PeerEvent("catalog", session.peer_id, {"datasets": len(session.catalog)}))
         self._notify()
 
@@ -265,6 +275,10 @@ class PeerManager:
                 if entry.name == name:
                     out.append((session, entry))
         return out
+
+    def withdrawn(self, name: str) -> bool:
+        """Whether a peer that offered `name` withdrew it (`shoal unshare`), and no connected peer offers it now."""
+        return name in self._withdrawn and not self.offers(name)
 
     def connected(self) -> list[str]:
         return sorted(self.sessions)

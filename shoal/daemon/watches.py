@@ -115,6 +115,9 @@ class Watches:
     def __len__(self) -> int:
         return len(self._live)
 
+    def __contains__(self, name: str) -> bool:
+        return name in self._live
+
     def listing(self) -> list[dict[str, Any]]:
         """Every watch with its live state, by name."""
         return [self._live[name].to_json() for name in sorted(self._live)]

@@ -27,9 +27,9 @@ _STATE_STYLE = {"online": "green", "offline": "dim", "pending": "yellow", "trust
 _BOTTLENECK_STYLE = {"paused": "yellow", "waiting for peers": "dim", "hashing": "magenta", "disk write": "magenta",
                      "disk read": "magenta"}
 #: Watch and subscription states: settled in green, trouble in red, waiting in yellow, busy in cyan.
-_SYNC_STYLE = {"idle": "green", "current": "green", "error": "red", "failed": "red", "settling": "yellow",
-               "waiting": "yellow", "pending": "yellow", "starting": "cyan", "sharing": "cyan", "updating": "cyan",
-               "removed": "dim"}
+_SYNC_STYLE = {"idle": "green", "current": "green", "error": "red", "failed": "red", "withdrawn": "red",
+               "settling": "yellow", "waiting": "yellow", "pending": "yellow", "starting": "cyan", "sharing": "cyan",
+               "updating": "cyan", "removed": "dim"}
 BAR_WIDTH = 20
 #: The peer layer reports sessions as online/offline; people say joined/left.
 _PEER_CHANGE = {"online": "joined", "offline": "left"}

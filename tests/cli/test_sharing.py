@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from conftest import ShoalCli, make_home, remove_home
 from test_end_to_end import one_line_error
+from test_faults import wait_until
 
 
 @pytest.fixture
@@ -89,3 +90,62 @@ def test_a_share_leaves_out_every_identity_key_wherever_it_lies(daemons, folder:
     b.json("fetch", "run", str(dest), "--timeout", "20")
     got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file() and ".shoal-partial" not in p.parts)
     assert got == ["config/notes.pem", "weights.bin"]
+
+
+def remote_names(cli: ShoalCli) -> list[str]:
+    return [d["name"] for d in cli.json("ls", "--remote")["datasets"]]
+
+
+def test_unshare_withdraws_at_once_keeps_the_folder_and_forget_drops_the_history(daemons, folder: Path) -> None:
+    a, b = daemons
+    data = folder / "ckpt"
+    data.mkdir()
+    (data / "weights.bin").write_bytes(os.urandom(300_000))
+    before = (data / "weights.bin").read_bytes()
+    ok(a("share", str(data)))
+    trust_both(a, b)
+    wait_until(lambda: remote_names(b) == ["ckpt"], 20, "B to see ckpt")
+    dest = folder / "follow"
+    ok(b("subscribe", "ckpt", str(dest)))
+    wait_until(lambda: b.json("subscriptions")["subscriptions"][0]["state"] == "current", 20, "the subscription")
+    wait_until(lambda: [v["kept"] for v in a.json("log", "ckpt")["versions"]] == [True], 20, "ckpt@1 to be kept")
+
+    withdrawn = a.json("unshare", "ckpt")
+    assert withdrawn == {"name": "ckpt", "path": str(data), "forgot": False, "versions_dropped": 0, "bytes_freed": 0}
+    wait_until(lambda: remote_names(b) == [], 3, "B's ls --remote to lose ckpt")
+    [sub] = b.json("subscriptions")["subscriptions"]
+    assert sub["state"] == "withdrawn"
+    assert " withdrawn " in ok(b("subscriptions"))
+    assert (data / "weights.bin").read_bytes() == before and sorted(os.listdir(data)) == ["weights.bin"]
+    assert (dest / "weights.bin").read_bytes() == before, "a subscriber keeps what it has"
+    assert a.json("ls")["datasets"] == []
+    assert [v["seq"] for v in a.json("log", "ckpt")["versions"]] == [1], "the history stays without --forget"
+
+    (data / "more.bin").write_bytes(b"more")
+    again = a.json("share", str(data))
+    assert again["version"]["seq"] == 2 and again["version"]["parents"] == [withdrawn_id(a, "ckpt", 1)]
+    wait_until(lambda: remote_names(b) == ["ckpt"], 20, "B to see ckpt again")
+    wait_until(lambda: b.json("subscriptions")["subscriptions"][0]["state"] == "current", 20, "the subscription")
+
+    forgot = a.json("unshare", "ckpt", "--forget")
+    assert forgot["forgot"] is True and forgot["versions_dropped"] == 2
+    wait_until(lambda: remote_names(b) == [], 3, "B's ls --remote to lose ckpt")
+    one_line_error(a("log", "ckpt"), 4, "ckpt")
+    assert a.json("status")["retention"]["kept"] == 0
+    assert a.json("share", str(data))["version"]["seq"] == 1, "a forgotten dataset starts over"
+    one_line_error(a("unshare", "nothing-here"), 4, "`shoal ls` lists them")
+
+
+def test_unshare_of_a_watched_dataset_stops_the_watch(daemons, folder: Path) -> None:
+    a = daemons[0]
+    data = folder / "watched"
+    data.mkdir()
+    (data / "f").write_bytes(b"x")
+    ok(a("watch", str(data)))
+    assert "no longer sharing watched" in ok(a("unshare", "watched"))
+    assert a.json("watches")["watches"] == []
+    assert a.json("ls")["datasets"] == []
+
+
+def withdrawn_id(cli: ShoalCli, name: str, seq: int) -> str:
+    return next(v["id"] for v in cli.json("log", name)["versions"] if v["seq"] == seq)
