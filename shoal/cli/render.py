@@ -134,8 +134,10 @@ def render_datasets(listing: dict[str, Any]) -> str:
     """`shoal ls`."""
     if not listing["datasets"]:
         return "no datasets shared yet; share a folder with `shoal share PATH`"
-    rows = [(*_head_cells(info), info["path"] or "-") for info in listing["datasets"]]
-    return table(("NAME", "HEAD", "SIZE", "FILES", "UPDATED", "PATH"), rows, right=(2, 3))
+    rows = [
+        (*_head_cells(info), audience_text(info.get("audience")), info["path"] or "-") for info in listing["datasets"]
+    ]
+    return table(("NAME", "HEAD", "SIZE", "FILES", "UPDATED", "SEEN BY", "PATH"), rows, right=(2, 3))
 
 
 def render_remote_datasets(listing: dict[str, Any]) -> str:
@@ -239,10 +241,12 @@ def render_share(result: dict[str, Any]) -> str:
     version = result["version"]
     first = f"{version_label(version)} {version['id']}"
     contents = f"{format_count(version['files'], 'file')}, {format_size(version['size'])}"
+    # Only a dataset limited to chosen peers says who sees it: the default needs no word.
+    seen_by = f"\nseen by {audience_text(result['audience'])}" if result.get("audience") is not None else ""
     if not result["created"]:
-        return f"{first}\nunchanged since {format_time(version['time'])}: {contents}"
+        return f"{first}\nunchanged since {format_time(version['time'])}: {contents}{seen_by}"
     rehashed = format_count(result["files_rehashed"], "file")
-    return f"{first}\nnew version: {contents}; {format_size(result['new_bytes'])} newly hashed from {rehashed}"
+    return f"{first}\nnew version: {contents}; {format_size(result['new_bytes'])} newly hashed from {rehashed}{seen_by}"
 
 
 def render_watch(result: dict[str, Any]) -> str:
@@ -250,6 +254,20 @@ def render_watch(result: dict[str, Any]) -> str:
     watch = result["watch"]
     verb = "watching" if result["added"] else "already watching"
     return f"{render_share(result['share'])}\n{verb} {watch['path']}: changes are shared once they settle"
+
+
+def audience_text(audience: list[str] | None) -> str:
+    """Who sees a dataset, in a few words."""
+    if audience is None:
+        return "all trusted peers"
+    if not audience:
+        return "no peer"
+    return ", ".join(peer_id[:7] for peer_id in audience)
+
+
+def render_audience(result: dict[str, Any]) -> str:
+    """`shoal share NAME --to ...`."""
+    return f"{result['name']} is now seen by {audience_text(result['audience'])}"
 
 
 def render_unshare(result: dict[str, Any]) -> str:

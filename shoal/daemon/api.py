@@ -100,6 +100,7 @@ class ControlApi:
             "config.reload": self.reload_config,
             "share": self.share,
             "unshare": self.unshare,
+            "audience": self.audience,
             "ls": self.ls,
             "log": self.log,
             "verify": self.verify,
@@ -179,20 +180,58 @@ class ControlApi:
 
     async def share(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Record a folder as a new version of a dataset, reporting progress as it hashes."""
-        _only(params, "path", "name", "message", "keep")
+        _only(params, "path", "name", "message", "keep", "to", "to_all")
         path = Path(_text(params, "path"))
         if not path.is_absolute():
             raise UsageError(f"share needs an absolute path, not {str(path)!r}")
         name = _optional_text(params, "name")
         message = _optional_text(params, "message") or ""
         keep = _flag(params, "keep") if "keep" in params else None
+        audience = self._audience_param(params)
+        known = set(self.library.index.dataset_names())
         relay = _ProgressRelay(progress)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay.run)
             result = await self.library.share(path, name=name, message=message, on_progress=relay.update)
             nursery.cancel_scope.cancel()
+        shared = result.version.name
+        if audience is not None:
+            self.library.audiences.set(shared, audience or None)
+        elif shared not in known and self.library.audiences.of(shared) is None and self.config.default_audience == "none":
+            self.library.audiences.set(shared, ())
+        if audience is not None and not result.created:
+            await self.network.publish_catalog()
         await self._announce(result, keep)
-        return result.to_json()
+        return {**result.to_json(), "audience": self._audience_of(shared)}
+
+    async def audience(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Change which trusted peers see an existing dataset; they learn it at once."""
+        _only(params, "name", "to", "to_all")
+        name = _text(params, "name")
+        self.library.head(name)
+        audience = self._audience_param(params)
+        if audience is None:
+            raise UsageError("say who sees it: --to PEER (repeatable) or --to-all")
+        self.library.audiences.set(name, audience or None)
+        await self.network.publish_catalog()
+        self._publish("datasets", {"name": name, "change": "audience", "audience": self._audience_of(name)})
+        return {"name": name, "audience": self._audience_of(name)}
+
+    def _audience_param(self, params: dict[str, Any]) -> tuple[str, ...] | None:
+        """The peer ids `to` names, () for `to_all`, None when neither is given."""
+        to = params.get("to")
+        to_all = _flag(params, "to_all")
+        if to is None:
+            return () if to_all else None
+        if to_all:
+            raise UsageError("give either --to or --to-all, not both")
+        if not isinstance(to, list) or not to or not all(isinstance(ref, str) and ref for ref in to):
+            raise UsageError("to must be a list of trusted peers (names, ids or id prefixes)")
+        return tuple(sorted({self.trust.resolve(ref) for ref in to}))
+
+    def _audience_of(self, name: str) -> list[str] | None:
+        chosen = self.library.audiences.of(name)
+        return sorted(chosen) if chosen is not None else None
 
     async def unshare(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Stop offering a dataset now, its folder untouched; `forget` also drops its versions and kept copies."""

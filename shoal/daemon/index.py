@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS versions(
 CREATE INDEX IF NOT EXISTS versions_by_name ON versions(name, seq);
 CREATE TABLE IF NOT EXISTS version_stats(
     id BLOB PRIMARY KEY, files_changed INTEGER NOT NULL, bytes_new INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audiences(
+    name TEXT NOT NULL, peer TEXT NOT NULL, PRIMARY KEY(name, peer)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chosen_audience(name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dests(
     path TEXT PRIMARY KEY, name TEXT NOT NULL, version BLOB NOT NULL, root BLOB NOT NULL, selection BLOB);
 """
@@ -439,6 +442,24 @@ class Index:
                 dropped = self._db.execute("DELETE FROM versions WHERE name = ?", (name,)).rowcount
             self._db.execute("COMMIT")
         return path, dropped
+
+    def audiences(self) -> dict[str, frozenset[str]]:
+        """The datasets limited to chosen peers, with those peers' ids (possibly none)."""
+        chosen: dict[str, set[str]] = {row[0]: set() for row in self._read("SELECT name FROM chosen_audience")}
+        for name, peer in self._read("SELECT name, peer FROM audiences"):
+            chosen.setdefault(name, set()).add(peer)
+        return {name: frozenset(peers) for name, peers in chosen.items()}
+
+    def set_audience(self, name: str, peers: frozenset[str] | None) -> None:
+        """Limit `name` to `peers`; None: every trusted peer."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM audiences WHERE name = ?", (name,))
+            self._db.execute("DELETE FROM chosen_audience WHERE name = ?", (name,))
+            if peers is not None:
+                self._db.execute("INSERT INTO chosen_audience VALUES (?)", (name,))
+                self._db.executemany("INSERT INTO audiences VALUES (?, ?)", ((name, peer) for peer in sorted(peers)))
+            self._db.execute("COMMIT")
 
     def unlist_dataset(self, name: str, path: str) -> None:
         """Stop listing (and offering) a dataset whose folder no longer holds its whole head."""

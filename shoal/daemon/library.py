@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shoal.daemon import scanner
+from shoal.daemon.audience import Audiences
 from shoal.daemon.ignore import IgnoreRules, load_ignore
 from shoal.daemon.index import FileRecord, Index, VersionRow
 from shoal.errors import HomeFolder, ShareError, UnknownDataset
@@ -109,9 +110,14 @@ class DatasetInfo:
     path: str | None
     head: VersionInfo
     versions: int
+    #: The peer ids chosen to see it; None: every trusted peer.
+    audience: tuple[str, ...] | None = None
 
     def to_json(self) -> dict:
-        return {"name": self.name, "path": self.path, "head": self.head.to_json(), "versions": self.versions}
+        return {
+            "name": self.name, "path": self.path, "head": self.head.to_json(), "versions": self.versions,
+            "audience": list(self.audience) if self.audience is not None else None,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +163,7 @@ class Library:
 
     def __init__(self, index: Index, signer: Ed25519PrivateKey, home: Path) -> None:
         self.index = index
+        self.audiences = Audiences(index)
         self._home = home.resolve()
         self._signer = signer
         self._author = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -391,7 +398,10 @@ class Library:
         if self.index.dataset(name) is None:
             raise UnknownDataset(f"no dataset named {name!r} is shared here; `shoal ls` lists them")
         async with self._share_locks.setdefault(name, trio.Lock()):
-            return await trio.to_thread.run_sync(partial(self.index.withdraw_dataset, name, forget=forget))
+            withdrawn = await trio.to_thread.run_sync(partial(self.index.withdraw_dataset, name, forget=forget))
+            if forget:
+                self.audiences.forget(name)
+            return withdrawn
 
     def _record(self, version_id: bytes) -> tuple[bytes, VersionRecord]:
         found = self.index.get_object(version_id)
@@ -408,7 +418,13 @@ class Library:
             path, head = self.index.dataset(name)  # type: ignore[misc]
             if head is None:
                 continue
-            out.append(DatasetInfo(name, path, VersionInfo.from_record(*self._record(head)), self.index.version_count(name)))
+            audience = self.audiences.of(name)
+            out.append(
+                DatasetInfo(
+                    name, path, VersionInfo.from_record(*self._record(head)), self.index.version_count(name),
+                    tuple(sorted(audience)) if audience is not None else None,
+                )
+            )
         return out
 
     def log(self, name: str) -> list[VersionInfo]:

@@ -203,7 +203,9 @@ class PeerManager:
             await trio.aclose_forcefully(stream)
             return
         pay = throttle(self._all_peers, TokenBucket(self._per_peer_limit))
-        session = PeerSession(conn, stream, peer, address, self._library.index, self._catalog_changed, pay)
+        session = PeerSession(
+            conn, stream, peer, address, self._library.index, self._catalog_changed, pay, partial(self._withheld, peer_id)
+        )
         self.sessions[peer_id] = session
         self._reach.setdefault(peer_id, _Reachability()).last_seen = time.time()
         self._on_event(PeerEvent("online", peer_id, {"address": address}))
@@ -233,12 +235,23 @@ class PeerManager:
         self._on_event(PeerEvent("catalog", session.peer_id, {"datasets": len(session.catalog)}))
         self._notify()
 
-    def local_catalog(self) -> Catalog:
-        entries = [
+    def local_catalog(self) -> tuple[CatalogEntry, ...]:
+        """Every dataset we offer, before each peer's audience is applied."""
+        return tuple(
             CatalogEntry(d.name, d.head.id, d.head.seq, d.head.size, d.head.files, d.head.time, self._full(d.name, d.head.id))
             for d in self._library.datasets()
-        ]
-        return Catalog(tuple(entries))
+        )
+
+    def _catalog_for(self, peer_id: str, entries: tuple[CatalogEntry, ...]) -> Catalog:
+        audiences = self._library.audiences
+        return Catalog(tuple(entry for entry in entries if audiences.may_see(peer_id, entry.name)))
+
+    async def _withheld(self, peer_id: str, ids: list[bytes]) -> set[bytes]:
+        """What a request of this peer may not be given (see audience.py)."""
+        audiences = self._library.audiences
+        if not audiences.hides_from(peer_id):
+            return set()
+        return await trio.to_thread.run_sync(audiences.withheld, peer_id, ids)
 
     def _full(self, name: str, head: bytes) -> tuple[bytes, ...]:
         """The versions of `name` served in full: the head, then those the pack store keeps."""
@@ -246,18 +259,18 @@ class PeerManager:
         return (head, *kept[: MAX_FULL_VERSIONS - 1])
 
     async def _send_catalog(self, session: PeerSession) -> None:
-        catalog = await trio.to_thread.run_sync(self.local_catalog)
+        entries = await trio.to_thread.run_sync(self.local_catalog)
         try:
-            await session.send(catalog)
+            await session.send(self._catalog_for(session.peer_id, entries))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
 
     async def publish_catalog(self) -> None:
         """Tell every connected peer what we share now."""
-        catalog = await trio.to_thread.run_sync(self.local_catalog)
+        entries = await trio.to_thread.run_sync(self.local_catalog)
         for session in list(self.sessions.values()):
             try:
-                await session.send(catalog)
+                await session.send(self._catalog_for(session.peer_id, entries))
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
 

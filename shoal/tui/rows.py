@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from shoal.cli.render import format_duration, format_size, format_time
+from shoal.cli.render import format_count, format_duration, format_size, format_time
 
 PEER_COLUMNS = ("name", "id", "address", "state", "last seen", "in", "out")
 DATASET_COLUMNS = ("name", "where", "latest", "size", "versions", "holders")
@@ -75,10 +75,12 @@ def dataset_rows(local: Iterable[dict[str, Any]], remote: Iterable[dict[str, Any
     versions: dict[str, int] = {}
     holders: dict[str, list[str]] = {}
     is_local: set[str] = set()
+    audiences: dict[str, list[str] | None] = {}
     for info in local:
         name = info["name"]
         heads[name] = info["head"]
         versions[name] = info.get("versions", 1)
+        audiences[name] = info.get("audience")
         is_local.add(name)
     for info in remote:
         name = info["name"]
@@ -89,6 +91,9 @@ def dataset_rows(local: Iterable[dict[str, Any]], remote: Iterable[dict[str, Any
     rows = {}
     for name in sorted(heads):
         where = "local+remote" if name in is_local and name in holders else "local" if name in is_local else "remote"
+        if audiences.get(name) is not None:
+            # Only a dataset limited to chosen peers says so: "local (to 2 peers)".
+            where += f" (to {format_count(len(audiences[name]), 'peer')})"
         peers = holders.get(name, [])
         rows[name] = (
             name,

@@ -72,7 +72,7 @@ def test_share_json_then_ls_and_log_schemas(running, data):
     folder.mkdir()
     (folder / "model.pt").write_bytes(os.urandom(5000))
     shared = running.json("share", str(folder), "--name", "resnet", "-m", "v1")
-    assert set(shared) == {"version", "created", "new_bytes", "files_scanned", "files_rehashed", "warnings"}
+    assert set(shared) == {"version", "created", "new_bytes", "files_scanned", "files_rehashed", "warnings", "audience"}
     assert shared["created"] is True and shared["warnings"] == []
     check_version(shared["version"], "resnet", 1)
     (folder / "model.pt").write_bytes(os.urandom(6000))
@@ -83,7 +83,7 @@ def test_share_json_then_ls_and_log_schemas(running, data):
     listing = running.json("ls")
     assert set(listing) == {"datasets"}
     resnet = next(entry for entry in listing["datasets"] if entry["name"] == "resnet")
-    assert set(resnet) == {"name", "path", "head", "versions"}
+    assert set(resnet) == {"name", "path", "head", "versions", "audience"}
     assert resnet["path"] == str(folder) and resnet["versions"] == 2
     check_version(resnet["head"], "resnet", 2)
     assert [entry["name"] for entry in listing["datasets"]] == sorted(entry["name"] for entry in listing["datasets"])

@@ -9,10 +9,16 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from conftest import ShoalCli, make_home, remove_home
+from shoal.daemon.index import Index
+from shoal.daemon.keys import load_or_create_private_key
+from shoal.daemon.session import PeerSession, establish
+from shoal.protocol.channel import Role
+from shoal.protocol.hashing import chunk_id
 from test_end_to_end import one_line_error
 from test_faults import wait_until
 
@@ -149,3 +155,87 @@ def test_unshare_of_a_watched_dataset_stops_the_watch(daemons, folder: Path) -> 
 
 def withdrawn_id(cli: ShoalCli, name: str, seq: int) -> str:
     return next(v["id"] for v in cli.json("log", name)["versions"] if v["seq"] == seq)
+
+
+def raw_session_requests(
+    home: Path, address: str, peer_id: str, objects: list[bytes], chunks: list[bytes]
+) -> tuple[list[str], set[bytes], set[bytes]]:
+    """Connect to `address` with the key in `home` (its daemon stopped) and ask for ids directly.
+
+    Returns the catalog's names, the ids answered with data, and the ids answered as missing.
+    """
+
+    async def main() -> tuple[list[str], set[bytes], set[bytes]]:
+        host, port = address.rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        conn, peer = await establish(
+            stream, Role.INITIATOR, load_or_create_private_key(home), lambda _: True, None, expected=peer_id
+        )
+        catalog = trio.Event()
+        index = Index(home / "raw-index.sqlite")
+        session = PeerSession(conn, stream, peer, address, index, lambda _: catalog.set())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run)
+            with trio.fail_after(20):
+                await catalog.wait()
+                got, missing = await session.get_objects(objects)
+                received: list[bytes] = []
+                missing += await session.get_chunks(chunks, lambda cid, data: received.append(cid))
+            await session.close()
+            nursery.cancel_scope.cancel()
+        index.close()
+        return [entry.name for entry in session.catalog], {oid for oid, _ in got} | set(received), set(missing)
+
+    return trio.run(main)
+
+
+@pytest.mark.parametrize("daemons", [3], indirect=True)
+def test_a_dataset_shared_to_b_is_fetchable_by_b_and_invisible_to_c(daemons, folder: Path) -> None:
+    a, b, c = daemons
+    trust_both(a, b)
+    trust_both(a, c)
+    id_b, id_c = b.json("id")["peer_id"], c.json("id")["peer_id"]
+    common = os.urandom(5_000)
+    secret = folder / "secret"
+    secret.mkdir()
+    (secret / "plans.bin").write_bytes(os.urandom(5_000))
+    (secret / "common.bin").write_bytes(common)
+    public = folder / "public"
+    public.mkdir()
+    (public / "common.bin").write_bytes(common)
+
+    one_line_error(a("share", str(secret), "--to", "nobody-by-that-name"), 4, "no trusted peer is called")
+    shared = a.json("share", str(secret), "--to", id_b[:9])
+    assert shared["audience"] == [id_b]
+    assert "seen by" in ok(a("share", str(secret))), "an unchanged share keeps its audience and says so"
+    ok(a("share", str(public)))
+    listing = {d["name"]: d for d in a.json("ls")["datasets"]}
+    assert (listing["secret"]["audience"], listing["public"]["audience"]) == ([id_b], None)
+
+    wait_until(lambda: sorted(remote_names(b)) == ["public", "secret"], 20, "B to see both datasets")
+    wait_until(lambda: remote_names(c) == ["public"], 20, "C to see the public dataset")
+    b.json("fetch", "secret", str(folder / "on-b"), "--timeout", "20")
+    assert (folder / "on-b" / "plans.bin").read_bytes() == (secret / "plans.bin").read_bytes()
+    refused = c("fetch", "secret", str(folder / "on-c"), "--timeout", "3")
+    assert refused.returncode == 6 and "no connected peer has secret" in refused.stderr
+    assert not (folder / "on-c" / "plans.bin").exists()
+
+    # C asks for the ids themselves, as a peer that learnt them elsewhere would.
+    head = listing["secret"]["head"]
+    plans, shared_chunk = chunk_id((secret / "plans.bin").read_bytes()), chunk_id(common)
+    public_root = bytes.fromhex(listing["public"]["head"]["root"])
+    address = a.json("status")["listen"]
+    ok(c("daemon", "stop"))
+    names, served, missing = raw_session_requests(
+        c.home, address, a.json("id")["peer_id"],
+        [bytes.fromhex(head["id"]), bytes.fromhex(head["root"]), public_root], [plans, shared_chunk],
+    )
+    assert names == ["public"]
+    assert missing == {bytes.fromhex(head["id"]), bytes.fromhex(head["root"]), plans}
+    assert served == {public_root, shared_chunk}, "what a visible dataset also holds is served through it"
+
+    assert a.json("share", "secret", "--to-all")["audience"] is None
+    names, served, missing = raw_session_requests(
+        c.home, address, a.json("id")["peer_id"], [bytes.fromhex(head["root"])], [plans]
+    )
+    assert sorted(names) == ["public", "secret"] and served == {bytes.fromhex(head["root"]), plans}
