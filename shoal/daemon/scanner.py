@@ -24,7 +24,7 @@ from shoal.protocol.chunking import ChunkingParams, make_chunker
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.hashing import Kind, chunk_id
 from shoal.protocol.manifest import FileBuilder, TreeBuilder, tree_entries
-from shoal.protocol.objects import EntryType, FileObject, Ref, TreeEntry, encode_with_id
+from shoal.protocol.objects import EntryType, FileObject, Ref, TreeEntry, encode_with_id, file_mode_fields
 from shoal.protocol.paths import MAX_NAME_BYTES, check_name, check_symlink_target
 
 #: Folder a fetch assembles files in; never part of a shared version.
@@ -54,7 +54,8 @@ class ScanEntry:
 
     name: str
     type: EntryType
-    executable: bool = False
+    #: A file's permission bits (0o777 of st_mode); 0 for anything else.
+    mode: int = 0
     stat: FileStat | None = None
     target: str = ""
     ref: bytes | None = None
@@ -63,7 +64,8 @@ class ScanEntry:
     changed: bool = True
 
 
-#: One directory entry as listed: (name, type, executable, symlink target, size, mtime_ns, ctime_ns, inode).
+#: One directory entry as listed: (name, type, permission bits, symlink target, size, mtime_ns, ctime_ns, inode).
+#: The bits are in the directory's fingerprint, so a chmod alone makes a new tree.
 RawEntry = tuple[str, EntryType, bool, str, int, int, int, int]
 
 
@@ -98,7 +100,7 @@ def join(rel: str, name: str) -> str:
 
 
 _FILE, _DIR, _SYMLINK = EntryType.FILE, EntryType.DIR, EntryType.SYMLINK
-_S_ISREG, _S_IXUSR = statmod.S_ISREG, statmod.S_IXUSR
+_S_ISREG, _S_IMODE = statmod.S_ISREG, statmod.S_IMODE
 _by_name = operator.itemgetter(0)
 
 
@@ -117,21 +119,25 @@ def _classify(rel: str, depth: int, entry: os.DirEntry, dir_fd: int) -> RawEntry
             check_symlink_target(target, depth)
         except ProtocolError as e:
             return f"skipped symlink {join(rel, name)}: {e}"
-        return (name, _SYMLINK, False, target, len(target.encode("utf-8")), 0, 0, 0)
+        return (name, _SYMLINK, 0, target, len(target.encode("utf-8")), 0, 0, 0)
     if entry.is_dir(follow_symlinks=False):
-        return (name, _DIR, False, "", 0, 0, 0, 0)
+        return (name, _DIR, 0, "", 0, 0, 0, 0)
     st = entry.stat(follow_symlinks=False)
     mode = st.st_mode
     if not statmod.S_ISREG(mode):
         return f"skipped special file {join(rel, name)} (fifo, socket or device)"
-    return (name, _FILE, bool(mode & statmod.S_IXUSR), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return (name, _FILE, _permissions(mode), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _permissions(mode: int) -> int:
+    return _S_IMODE(mode) & 0o777
 
 
 def _entry(raw: RawEntry) -> ScanEntry:
-    name, kind, executable, target, size, mtime_ns, ctime_ns, ino = raw
+    name, kind, mode, target, size, mtime_ns, ctime_ns, ino = raw
     if kind == _FILE:
-        return ScanEntry(name, kind, executable, FileStat(size, mtime_ns, ctime_ns, ino), "", None, size, 1)
-    return ScanEntry(name, kind, executable, None, target, None, size)
+        return ScanEntry(name, kind, mode, FileStat(size, mtime_ns, ctime_ns, ino), "", None, size, 1)
+    return ScanEntry(name, kind, mode, None, target, None, size)
 
 
 def list_dir(index: Index, root: Path, rel: str, depth: int, ignore: IgnoreRules | None = None) -> DirScan:
@@ -158,7 +164,7 @@ def list_dir(index: Index, root: Path, rel: str, depth: int, ignore: IgnoreRules
                         st = entry.stat(follow_symlinks=False)
                         mode = st.st_mode
                         if _S_ISREG(mode):
-                            raw.append((name, _FILE, bool(mode & _S_IXUSR), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+                            raw.append((name, _FILE, _permissions(mode), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
                             continue
                     found = _classify(rel, depth, entry, dir_fd)
                 except OSError as e:
@@ -359,7 +365,8 @@ def build_tree(index: Index, root: Path, scan: DirScan) -> tuple[bytes, int, int
     builder = TreeBuilder(lambda i, d: objects.append((i, Kind.TREE, d)))
     for e in scan.entries:
         ref: bytes | str = e.target if e.type == EntryType.SYMLINK else e.ref  # type: ignore[assignment]
-        builder.add(TreeEntry(e.name, e.type, e.executable, e.size, ref))
+        executable, mode = file_mode_fields(e.mode) if e.type == EntryType.FILE else (False, None)
+        builder.add(TreeEntry(e.name, e.type, executable, e.size, ref, mode))
     tree_id = builder.finish()
     index.put_objects(objects)
     if scan.complete:

@@ -239,3 +239,26 @@ def test_a_dataset_shared_to_b_is_fetchable_by_b_and_invisible_to_c(daemons, fol
         c.home, address, a.json("id")["peer_id"], [bytes.fromhex(head["root"])], [plans]
     )
     assert sorted(names) == ["public", "secret"] and served == {bytes.fromhex(head["root"]), plans}
+
+
+def test_permission_bits_are_part_of_the_version_and_reach_peers(daemons, folder: Path) -> None:
+    a, b = daemons
+    data = folder / "modes"
+    data.mkdir()
+    (data / "notes.txt").write_bytes(b"notes\n")
+    (data / "private.txt").write_bytes(b"for my eyes\n")
+    (data / "private.txt").chmod(0o600)
+    first = a.json("share", str(data))["version"]
+    (data / "private.txt").chmod(0o640)
+    second = a.json("share", str(data))
+    assert second["created"] is True, "a chmod alone is a new version"
+    assert second["version"]["root"] != first["root"]
+    (data / "notes.txt").chmod(0o644)
+    assert a.json("share", str(data))["created"] is False
+
+    trust_both(a, b)
+    wait_until(lambda: remote_names(b) == ["modes"], 20, "B to see the dataset")
+    # B reads both manifests from A: the modes it decodes are what tells the versions apart.
+    diff = b.json("diff", "modes@1", "modes@2", "--timeout", "20")
+    assert [(c["path"], c["change"]) for c in diff["changes"]] == [("private.txt", "modified")]
+    assert diff["bytes_to_fetch"] == 0
