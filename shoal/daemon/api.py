@@ -187,7 +187,8 @@ class ControlApi:
         name = _optional_text(params, "name")
         message = _optional_text(params, "message") or ""
         keep = _flag(params, "keep") if "keep" in params else None
-        audience = self._audience_param(params)
+        chooses = _chooses_audience(params)
+        chosen = self._chosen_peers(params) if chooses else None
         known = set(self.library.index.dataset_names())
         relay = _ProgressRelay(progress)
         async with trio.open_nursery() as nursery:
@@ -195,11 +196,11 @@ class ControlApi:
             result = await self.library.share(path, name=name, message=message, on_progress=relay.update)
             nursery.cancel_scope.cancel()
         shared = result.version.name
-        if audience is not None:
-            self.library.audiences.set(shared, audience or None)
+        if chooses:
+            self.library.audiences.set(shared, chosen)
         elif shared not in known and self.library.audiences.of(shared) is None and self.config.default_audience == "none":
             self.library.audiences.set(shared, ())
-        if audience is not None and not result.created:
+        if chooses and not result.created:
             await self.network.publish_catalog()
         await self._announce(result, keep)
         return {**result.to_json(), "audience": self._audience_of(shared)}
@@ -209,21 +210,19 @@ class ControlApi:
         _only(params, "name", "to", "to_all")
         name = _text(params, "name")
         self.library.head(name)
-        audience = self._audience_param(params)
-        if audience is None:
+        if not _chooses_audience(params):
             raise UsageError("say who sees it: --to PEER (repeatable) or --to-all")
-        self.library.audiences.set(name, audience or None)
+        self.library.audiences.set(name, self._chosen_peers(params))
         await self.network.publish_catalog()
         self._publish("datasets", {"name": name, "change": "audience", "audience": self._audience_of(name)})
         return {"name": name, "audience": self._audience_of(name)}
 
-    def _audience_param(self, params: dict[str, Any]) -> tuple[str, ...] | None:
-        """The peer ids `to` names, () for `to_all`, None when neither is given."""
+    def _chosen_peers(self, params: dict[str, Any]) -> tuple[str, ...] | None:
+        """The peer ids `to` names; None (every trusted peer) for `to_all`."""
         to = params.get("to")
-        to_all = _flag(params, "to_all")
         if to is None:
-            return () if to_all else None
-        if to_all:
+            return None
+        if _flag(params, "to_all"):
             raise UsageError("give either --to or --to-all, not both")
         if not isinstance(to, list) or not to or not all(isinstance(ref, str) and ref for ref in to):
             raise UsageError("to must be a list of trusted peers (names, ids or id prefixes)")
@@ -561,6 +560,10 @@ def _pending_entry(peer: PendingPeer) -> dict[str, Any]:
         "last_seen": peer.last_seen,
         **_OFFLINE,
     }
+
+
+def _chooses_audience(params: dict[str, Any]) -> bool:
+    return "to" in params or _flag(params, "to_all")
 
 
 def _limit(params: dict[str, Any]) -> int:

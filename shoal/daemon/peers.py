@@ -86,10 +86,10 @@ class PeerManager:
         self.port: int | None = None
         self.sessions: dict[str, PeerSession] = {}
         self._reach: dict[str, _Reachability] = {}
-        #: Dataset names each peer's latest catalog offered, and for each name a
-        #: peer dropped from its catalog while connected, who withdrew it.
+        #: Dataset names each peer's latest catalog offered, and those a peer
+        #: dropped from its catalog that no catalog has offered since.
         self._offered: dict[str, frozenset[str]] = {}
-        self._withdrawn: dict[str, set[str]] = {}
+        self._withdrawn: set[str] = set()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -227,10 +227,8 @@ class PeerManager:
 
     def _catalog_changed(self, session: PeerSession) -> None:
         offered = frozenset(entry.name for entry in session.catalog)
-        for name in self._offered.get(session.peer_id, frozenset()) - offered:
-            self._withdrawn.setdefault(name, set()).add(session.peer_id)
-        for name in offered:
-            self._withdrawn.pop(name, None)
+        self._withdrawn |= self._offered.get(session.peer_id, frozenset()) - offered
+        self._withdrawn -= offered
         self._offered[session.peer_id] = offered
         self._on_event(PeerEvent("catalog", session.peer_id, {"datasets": len(session.catalog)}))
         self._notify()

@@ -262,3 +262,23 @@ def test_permission_bits_are_part_of_the_version_and_reach_peers(daemons, folder
     diff = b.json("diff", "modes@1", "modes@2", "--timeout", "20")
     assert [(c["path"], c["change"]) for c in diff["changes"]] == [("private.txt", "modified")]
     assert diff["bytes_to_fetch"] == 0
+
+
+def test_default_audience_none_shares_to_nobody_until_chosen(daemons, folder: Path) -> None:
+    a, b = daemons
+    assert a.json("config", "set", "share.default_audience", "none")["reloaded"] is True
+    trust_both(a, b)
+    data = folder / "quiet"
+    data.mkdir()
+    (data / "f").write_bytes(b"x")
+    assert a.json("share", str(data))["audience"] == []
+    assert "seen by no peer" in ok(a("share", str(data)))
+    one_line_error(a("share", "quiet"), 1, "does not exist")
+    one_line_error(a("share", "no-such-dataset", "--to-all"), 4, "no dataset named")
+    loud = folder / "loud"
+    loud.mkdir()
+    (loud / "g").write_bytes(b"y")
+    assert a.json("share", str(loud), "--to-all")["audience"] is None
+    wait_until(lambda: remote_names(b) == ["loud"], 20, "B to see the dataset shared to all")
+    assert "quiet is now seen by all trusted peers" in ok(a("share", "quiet", "--to-all"))
+    wait_until(lambda: sorted(remote_names(b)) == ["loud", "quiet"], 20, "B to see quiet once shared to all")
