@@ -589,7 +589,7 @@ async def test_peer_traffic_shows_the_rate_while_data_moves() -> None:
     assert "/s" not in idle[5] and "/s" not in idle[6]
 
 
-def test_a_dataset_limited_to_chosen_peers_says_so_in_its_row() -> None:
+async def test_a_dataset_limited_to_chosen_peers_says_so_in_its_row() -> None:
     limited = {**local_dataset("secret", 2), "audience": ["A" * 63, "B" * 63]}
     rows = dataset_rows([limited, {**local_dataset("open", 1), "audience": None}], [])
     assert rows["secret"][1] == "local (to 2 peers)"
