@@ -24,6 +24,10 @@ class ShareError(ShoalError):
     """A folder could not be shared (missing, unreadable, not a directory)."""
 
 
+class HomeFolder(UsageError):
+    """A folder that is, holds or lies inside shoal's home: sharing it would publish the daemon's private key."""
+
+
 class DaemonNotRunning(ShoalError):
     """The daemon's control socket does not answer."""
 

@@ -283,7 +283,10 @@ def _cmd_untrust(args: argparse.Namespace) -> int:
 
 
 def _add_share(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", metavar="PATH", help="the folder to share; it is read in place, never copied")
+    parser.add_argument(
+        "path", metavar="PATH|NAME",
+        help="the folder to share, read in place, never copied; or, with --to/--to-all, a dataset shared here",
+    )
     parser.add_argument("--name", help="the dataset's name (default: the folder's name)")
     parser.add_argument("-m", "--message", default="", metavar="MSG", help="a note stored with the version")
     keep = parser.add_mutually_exclusive_group()
@@ -292,13 +295,24 @@ def _add_share(parser: argparse.ArgumentParser) -> None:
         help="do not copy this dataset's versions into the pack store (data too big to keep twice); sticks until --keep",
     )
     keep.add_argument("--keep", dest="keep", action="store_true", help="keep this dataset's versions again (the default)")
+    audience = parser.add_mutually_exclusive_group()
+    audience.add_argument(
+        "--to", action="append", metavar="PEER",
+        help="only this trusted peer (name, id or unique id prefix) sees the dataset; repeatable",
+    )
+    audience.add_argument("--to-all", action="store_true", help="every trusted peer sees the dataset again")
     _json_option(parser)
 
 
 def _cmd_share(args: argparse.Namespace) -> int:
+    audience: dict[str, Any] = {"to": args.to} if args.to else {"to_all": True} if args.to_all else {}
+    if audience and not os.path.lexists(args.path):
+        # No such folder: NAME is a dataset whose audience changes.
+        _print(args, _call(args, "audience", {"name": args.path, **audience}), render.render_audience)
+        return ExitCode.OK
     # The daemon has its own working directory: send it an absolute path.
     folder = Path(args.path).absolute()
-    params: dict[str, Any] = {"path": str(folder), "message": args.message}
+    params: dict[str, Any] = {"path": str(folder), "message": args.message, **audience}
     if args.name is not None:
         params["name"] = args.name
     if args.keep is not None:
@@ -306,6 +320,20 @@ def _cmd_share(args: argparse.Namespace) -> int:
     result = _call_with_progress(args, "share", params, f"sharing {args.name or folder.name or folder}", None)
     _warn(args, result)
     _print(args, result, render.render_share)
+    return ExitCode.OK
+
+
+def _add_unshare(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="the dataset to stop offering; its folder is left as it is")
+    parser.add_argument(
+        "--forget", action="store_true",
+        help="also drop its versions and the copies the pack store keeps (a later share starts at version 1)",
+    )
+    _json_option(parser)
+
+
+def _cmd_unshare(args: argparse.Namespace) -> int:
+    _print(args, _call(args, "unshare", {"name": args.name, "forget": args.forget}), render.render_unshare)
     return ExitCode.OK
 
 
@@ -726,6 +754,7 @@ def _commands() -> dict[str, _Command]:
         "trust": _Command("Trust a peer: exchange datasets with it from now on.", _add_trust, _cmd_trust),
         "untrust": _Command("Stop trusting a peer.", _add_untrust, _cmd_untrust),
         "share": _Command("Share a folder as a dataset, or record its changes as a new version.", _add_share, _cmd_share),
+        "unshare": _Command("Stop offering a dataset to peers; its folder stays as it is.", _add_unshare, _cmd_unshare),
         "watch": _Command("Share a folder now and again whenever its changes settle.", _add_watch, _cmd_watch),
         "unwatch": _Command("Stop watching a folder (its versions stay).", _add_unwatch, _cmd_unwatch),
         "watches": _Command("List watched folders and what each is doing.", _add_watches, _cmd_watches),

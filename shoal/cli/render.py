@@ -137,12 +137,12 @@ def render_datasets(listing: dict[str, Any]) -> str:
     rows = []
     for info in listing["datasets"]:
         missing = "" if info["present"] else " (missing: fetch or share it again)"
-        rows.append((*_head_cells(info), (info["path"] or "-") + missing))
+        rows.append((*_head_cells(info), audience_text(info.get("audience")), (info["path"] or "-") + missing))
         for checkout in info.get("checkouts", []):
             if checkout["path"] != info["path"]:
                 part = "" if checkout["whole"] else " (part)"
-                rows.append(("", f"@{checkout['version']['seq']}{part}", "", "", "", checkout["path"]))
-    return table(("NAME", "HEAD", "SIZE", "FILES", "UPDATED", "PATH"), rows, right=(2, 3))
+                rows.append(("", f"@{checkout['version']['seq']}{part}", "", "", "", "", checkout["path"]))
+    return table(("NAME", "HEAD", "SIZE", "FILES", "UPDATED", "SEEN BY", "PATH"), rows, right=(2, 3))
 
 
 def render_remote_datasets(listing: dict[str, Any]) -> str:
@@ -246,10 +246,12 @@ def render_share(result: dict[str, Any]) -> str:
     version = result["version"]
     first = f"{version_label(version)} {version['id']}"
     contents = f"{format_count(version['files'], 'file')}, {format_size(version['size'])}"
+    # Only a dataset limited to chosen peers says who sees it: the default needs no word.
+    seen_by = f"\nseen by {audience_text(result['audience'])}" if result.get("audience") is not None else ""
     if not result["created"]:
-        return f"{first}\nunchanged since {format_time(version['time'])}: {contents}"
+        return f"{first}\nunchanged since {format_time(version['time'])}: {contents}{seen_by}"
     rehashed = format_count(result["files_rehashed"], "file")
-    return f"{first}\nnew version: {contents}; {format_size(result['new_bytes'])} newly hashed from {rehashed}"
+    return f"{first}\nnew version: {contents}; {format_size(result['new_bytes'])} newly hashed from {rehashed}{seen_by}"
 
 
 def render_watch(result: dict[str, Any]) -> str:
@@ -257,6 +259,29 @@ def render_watch(result: dict[str, Any]) -> str:
     watch = result["watch"]
     verb = "watching" if result["added"] else "already watching"
     return f"{render_share(result['share'])}\n{verb} {watch['path']}: changes are shared once they settle"
+
+
+def audience_text(audience: list[str] | None) -> str:
+    """Who sees a dataset, in a few words."""
+    if audience is None:
+        return "all trusted peers"
+    if not audience:
+        return "no peer"
+    return ", ".join(peer_id[:7] for peer_id in audience)
+
+
+def render_audience(result: dict[str, Any]) -> str:
+    """`shoal share NAME --to ...`."""
+    return f"{result['name']} is now seen by {audience_text(result['audience'])}"
+
+
+def render_unshare(result: dict[str, Any]) -> str:
+    """`shoal unshare`."""
+    folder = f"; {result['path']} is untouched" if result["path"] else ""
+    if not result["forgot"]:
+        return f"no longer sharing {result['name']}{folder}; its history stays (`shoal unshare --forget` drops it)"
+    dropped = format_count(result["versions_dropped"], "version")
+    return f"no longer sharing {result['name']}{folder}; dropped {dropped} and {format_size(result['bytes_freed'])} of kept copies"
 
 
 def render_unwatch(result: dict[str, Any]) -> str:
@@ -305,7 +330,7 @@ def render_peers(listing: dict[str, Any]) -> str:
             peer["name"] or "-",
             peer["peer_id"],
             peer["state"],
-            peer["address"] or ", ".join(peer["addresses"]) or "-",
+            peer["address"] or ", ".join(dict.fromkeys(peer["addresses"] + peer.get("announced", []))) or "-",
         )
         for peer in listing["peers"]
     ]
@@ -371,6 +396,7 @@ def _subscription_state(sub: dict[str, Any]) -> str:
         "current": "up to date with what peers offer",
         "waiting": "no connected peer offers it yet; it follows as soon as one does",
         "failed": f"the last update failed: {sub['last_error']}",
+        "withdrawn": "the peer that offered it withdrew it (`shoal unshare`); the folder keeps its files",
     }[sub["state"]]
     return f"{held}; {doing}"
 

@@ -99,6 +99,8 @@ class ControlApi:
             "shutdown": self.shutdown,
             "config.reload": self.reload_config,
             "share": self.share,
+            "unshare": self.unshare,
+            "audience": self.audience,
             "ls": self.ls,
             "log": self.log,
             "verify": self.verify,
@@ -178,20 +180,72 @@ class ControlApi:
 
     async def share(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Record a folder as a new version of a dataset, reporting progress as it hashes."""
-        _only(params, "path", "name", "message", "keep")
+        _only(params, "path", "name", "message", "keep", "to", "to_all")
         path = Path(_text(params, "path"))
         if not path.is_absolute():
             raise UsageError(f"share needs an absolute path, not {str(path)!r}")
         name = _optional_text(params, "name")
         message = _optional_text(params, "message") or ""
         keep = _flag(params, "keep") if "keep" in params else None
+        chooses = _chooses_audience(params)
+        chosen = self._chosen_peers(params) if chooses else None
+        known = set(self.library.index.dataset_names())
         relay = _ProgressRelay(progress)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay.run)
             result = await self.library.share(path, name=name, message=message, on_progress=relay.update)
             nursery.cancel_scope.cancel()
+        shared = result.version.name
+        if chooses:
+            self.library.audiences.set(shared, chosen)
+        elif shared not in known and self.library.audiences.of(shared) is None and self.config.default_audience == "none":
+            self.library.audiences.set(shared, ())
+        if chooses and not result.created:
+            await self.network.publish_catalog()
         await self._announce(result, keep)
-        return result.to_json()
+        return {**result.to_json(), "audience": self._audience_of(shared)}
+
+    async def audience(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Change which trusted peers see an existing dataset; they learn it at once."""
+        _only(params, "name", "to", "to_all")
+        name = _text(params, "name")
+        self.library.head(name)
+        if not _chooses_audience(params):
+            raise UsageError("say who sees it: --to PEER (repeatable) or --to-all")
+        self.library.audiences.set(name, self._chosen_peers(params))
+        await self.network.publish_catalog()
+        self._publish("datasets", {"name": name, "change": "audience", "audience": self._audience_of(name)})
+        return {"name": name, "audience": self._audience_of(name)}
+
+    def _chosen_peers(self, params: dict[str, Any]) -> tuple[str, ...] | None:
+        """The peer ids `to` names; None (every trusted peer) for `to_all`."""
+        to = params.get("to")
+        if to is None:
+            return None
+        if _flag(params, "to_all"):
+            raise UsageError("give either --to or --to-all, not both")
+        if not isinstance(to, list) or not to or not all(isinstance(ref, str) and ref for ref in to):
+            raise UsageError("to must be a list of trusted peers (names, ids or id prefixes)")
+        return tuple(sorted({self.trust.resolve(ref) for ref in to}))
+
+    def _audience_of(self, name: str) -> list[str] | None:
+        chosen = self.library.audiences.of(name)
+        return sorted(chosen) if chosen is not None else None
+
+    async def unshare(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """Stop offering a dataset now, its folder untouched; `forget` also drops its versions and kept copies."""
+        _only(params, "name", "forget")
+        name = _text(params, "name")
+        forget = _flag(params, "forget")
+        self.library.head(name)  # an unknown name is refused before a watch is touched
+        if name in self.watches:
+            # Otherwise the watch would share the folder again at its next change.
+            await self.watches.remove(name)
+        path, dropped = await self.library.unshare(name, forget=forget)
+        await self.network.publish_catalog()
+        freed = await self.keeper.forget(name) if forget else 0
+        self._publish("datasets", {"name": name, "change": "unshared"})
+        return {"name": name, "path": path, "forgot": forget, "versions_dropped": dropped, "bytes_freed": freed}
 
     async def watch(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Share a folder now and again each time its changes settle, across restarts."""
@@ -482,6 +536,7 @@ def _trusted_entry(peer: TrustedPeer) -> dict[str, Any]:
         "state": "offline",
         "address": None,
         "addresses": list(peer.addresses),
+        "announced": list(peer.announced),
         "rates": None,
         "added": peer.added,
         "first_seen": None,
@@ -497,14 +552,19 @@ def _pending_entry(peer: PendingPeer) -> dict[str, Any]:
         "name": None,
         "trusted": False,
         "state": "pending",
-        "address": peer.address,
-        "addresses": [peer.address],
+        "address": None,
+        "addresses": [],
+        "announced": list(peer.addresses),
         "rates": None,
         "added": None,
         "first_seen": peer.first_seen,
         "last_seen": peer.last_seen,
         **_OFFLINE,
     }
+
+
+def _chooses_audience(params: dict[str, Any]) -> bool:
+    return "to" in params or _flag(params, "to_all")
 
 
 def _limit(params: dict[str, Any]) -> int:

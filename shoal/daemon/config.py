@@ -10,6 +10,8 @@ Keys (dotted names are TOML tables):
 - retention.max_fraction: share of a dataset's size its kept versions may take in the store; default 0.25.
 - retention.min_bytes: store bytes a dataset may always take, whatever its size; default 2 GiB.
   A dataset's budget is max(max_fraction × its size, min_bytes); see keeper.py.
+- share.default_audience: who sees a newly shared dataset shared without --to:
+  "all" trusted peers (the default) or "none" until `shoal share NAME --to PEER`.
 - watch.quiet: seconds a watched folder must go without changes (and without a
   writer holding a file open) before its new version is shared; default 2.
 - watch.max_wait: seconds after which a watched folder whose files have stopped
@@ -56,6 +58,7 @@ class Config:
     min_bytes: int = 2 * 1024**3
     quiet: float = 2.0
     max_wait: float = 600.0
+    default_audience: str = "all"
 
     def get(self, key: str) -> Any:
         """Return the value of a dotted key such as "bandwidth.global_limit"."""
@@ -234,6 +237,15 @@ def _check_seconds(value: Any) -> float:
     return float(value)
 
 
+AUDIENCES = ("all", "none")
+
+
+def _check_audience(value: Any) -> str:
+    if value not in AUDIENCES:
+        raise ConfigError(f"{value!r} is not an audience; write all (every trusted peer) or none")
+    return value
+
+
 #: Every configuration key, in documented order.
 KEYS: dict[str, KeySpec] = {
     "listen": KeySpec("HOST:PORT to accept peers on", _check_listen, _check_listen),
@@ -243,6 +255,9 @@ KEYS: dict[str, KeySpec] = {
     "retention.max_versions": KeySpec("versions kept per dataset, the newest included", _parse_versions, _check_versions),
     "retention.max_fraction": KeySpec("share of a dataset's size its kept versions may take", _parse_fraction, _check_fraction),
     "retention.min_bytes": KeySpec("store bytes a dataset may always take", parse_size, _check_size),
+    "share.default_audience": KeySpec(
+        "who sees a dataset shared without --to: all trusted peers, or none", _check_audience, _check_audience
+    ),
     "watch.quiet": KeySpec(
         "seconds a watched folder stays unchanged before it is shared", _parse_seconds, _check_seconds
     ),

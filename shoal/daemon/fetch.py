@@ -42,7 +42,9 @@ from shoal.protocol.errors import IntegrityError, ProtocolError
 from shoal.protocol.hashing import Kind, chunk_id
 from shoal.protocol.manifest import check_dir_size, check_version_signature, file_chunks, tree_entries
 from shoal.protocol.messages import CatalogEntry
-from shoal.protocol.objects import EntryType, FileObject, Ref, TreeEntry, TreeNode, VersionRecord, decode
+from shoal.protocol.objects import (
+    DEFAULT_FILE_MODE, EntryType, FileObject, Ref, TreeEntry, TreeNode, VersionRecord, decode,
+)
 from shoal.protocol.paths import check_symlink_target
 
 #: Chunk ids per GET_CHUNKS: about 5 MB, small enough that the endgame's
@@ -1121,13 +1123,18 @@ class Fetcher:
         row = recorded.get(parts[-1])
         current = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         if row is not None and row.stat == current and row.file_id is not None and not rehash:
-            return row.file_id == entry.ref
+            if row.file_id != entry.ref:
+                return False
+            moded = _set_mode(path, st, entry)
+            if moded is not None:
+                self.index.finish_file(row.row, moded, entry.ref)  # type: ignore[arg-type]
+            return True
         # Unknown to the index, or its record unfinished (a crash between the rename and
         # the end of the record): check the bytes.
         file = decode(Kind.FILE, self.index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
         if file_id_of(path, file.params) != entry.ref:  # type: ignore[union-attr]
             return False
-        self._record_file(dest, parts, entry, current)
+        self._record_file(dest, parts, entry, _set_mode(path, st, entry) or current)
         return True
 
     def _start_file(self, run: _Run, parts: tuple[str, ...], entry: TreeEntry) -> _FileTask:
@@ -1158,9 +1165,10 @@ class Fetcher:
 
     @staticmethod
     def _install(dest: Path, task: _FileTask, fd: int) -> FileStat:
-        if task.entry.executable:
+        mode = task.entry.permissions()
+        if mode != DEFAULT_FILE_MODE:
             # Otherwise the mode is already right: partial files are created 0o644 less the umask.
-            os.fchmod(fd, 0o755 & ~UMASK)
+            os.fchmod(fd, mode & ~UMASK)
         target = dest.joinpath(*task.parts)
         try:
             os.replace(task.partial, target)
@@ -1354,6 +1362,16 @@ def check_room(dest: Path, size: int, files: int, name: str) -> None:
             f"{name} needs {size:,} bytes in {files:,} files; the disk of {dest} has {free:,} bytes and"
             f" room for {st.f_favail:,} files; free some space or fetch into a folder on another disk"
         )
+
+
+def _set_mode(path: Path, st: os.stat_result, entry: TreeEntry) -> FileStat | None:
+    """Give a file DEST already holds the version's permission bits; its new stat if they changed."""
+    wanted = entry.permissions() & ~UMASK
+    if stat.S_IMODE(st.st_mode) == wanted:
+        return None
+    os.chmod(path, wanted, follow_symlinks=False)
+    st = os.lstat(path)
+    return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def _check_totals(transfer: Transfer, record: VersionRecord, size: int, files: int) -> None:

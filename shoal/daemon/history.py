@@ -69,7 +69,7 @@ def _leaf_change(a: TreeEntry | None, b: TreeEntry | None) -> str | None:
         return "removed"
     if a.type != b.type:
         return "type"
-    if a.ref != b.ref or a.executable != b.executable:
+    if a.ref != b.ref or a.permissions() != b.permissions():
         return "modified"
     return None
 

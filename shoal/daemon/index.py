@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS versions(
 CREATE INDEX IF NOT EXISTS versions_by_name ON versions(name, seq);
 CREATE TABLE IF NOT EXISTS version_stats(
     id BLOB PRIMARY KEY, files_changed INTEGER NOT NULL, bytes_new INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audiences(
+    name TEXT NOT NULL, peer TEXT NOT NULL, PRIMARY KEY(name, peer)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chosen_audience(name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dests(
     path TEXT PRIMARY KEY, name TEXT NOT NULL, version BLOB NOT NULL, root BLOB NOT NULL, selection BLOB);
 """
@@ -432,6 +435,46 @@ class Index:
 
     def set_dest_state(self, path: str, name: str, version_id: bytes, root: bytes, selection: bytes | None) -> None:
         self._write("INSERT OR REPLACE INTO dests VALUES (?, ?, ?, ?, ?)", (path, name, version_id, root, selection))
+
+    def withdraw_dataset(self, name: str, *, forget: bool) -> tuple[str | None, int]:
+        """Stop listing `name` and stop reading its folder for peers; with `forget`, drop its
+        versions too. Return (its folder, versions dropped). The folder itself is not touched."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            row = self._db.execute("SELECT path FROM datasets WHERE name = ?", (name,)).fetchone()
+            path = row[0] if row else None
+            self._db.execute("DELETE FROM datasets WHERE name = ?", (name,))
+            others = self._db.execute("SELECT 1 FROM datasets WHERE path = ?", (path,)).fetchone()
+            if path is not None and others is None:
+                # Its files' chunk locations go: no peer request reads the folder any more.
+                self._db.execute("DELETE FROM files WHERE root = ?", (path,))
+                self._db.execute("DELETE FROM dirs WHERE root = ?", (path,))
+            dropped = 0
+            if forget:
+                ids = "SELECT id FROM versions WHERE name = ?"
+                self._db.execute(f"DELETE FROM version_stats WHERE id IN ({ids})", (name,))
+                self._db.execute(f"DELETE FROM objects WHERE id IN ({ids})", (name,))
+                dropped = self._db.execute("DELETE FROM versions WHERE name = ?", (name,)).rowcount
+            self._db.execute("COMMIT")
+        return path, dropped
+
+    def audiences(self) -> dict[str, frozenset[str]]:
+        """The datasets limited to chosen peers, with those peers' ids (possibly none)."""
+        chosen: dict[str, set[str]] = {row[0]: set() for row in self._read("SELECT name FROM chosen_audience")}
+        for name, peer in self._read("SELECT name, peer FROM audiences"):
+            chosen.setdefault(name, set()).add(peer)
+        return {name: frozenset(peers) for name, peers in chosen.items()}
+
+    def set_audience(self, name: str, peers: frozenset[str] | None) -> None:
+        """Limit `name` to `peers`; None: every trusted peer."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM audiences WHERE name = ?", (name,))
+            self._db.execute("DELETE FROM chosen_audience WHERE name = ?", (name,))
+            if peers is not None:
+                self._db.execute("INSERT INTO chosen_audience VALUES (?)", (name,))
+                self._db.executemany("INSERT INTO audiences VALUES (?, ?)", ((name, peer) for peer in sorted(peers)))
+            self._db.execute("COMMIT")
 
     def unlist_dataset(self, name: str, path: str) -> None:
         """Stop listing (and offering) a dataset whose folder no longer holds its whole head."""

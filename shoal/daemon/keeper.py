@@ -284,6 +284,15 @@ class Keeper:
 
     # --- gc -----------------------------------------------------------------------
 
+    async def forget(self, name: str) -> int:
+        """Drop every kept version of `name` from the store; return the bytes freed."""
+        async with self._busy:
+            return await trio.to_thread.run_sync(self._forget, name)
+
+    def _forget(self, name: str) -> int:
+        self.store.forget(row.version for row in self.store.versions(name))
+        return self.store.compact(min_dead=0.0).freed
+
     async def gc(self, name: str | None) -> GcReport:
         """Evict what is beyond the budget (of `name`, or every dataset), then compact the packs."""
         async with self._busy:

@@ -25,6 +25,8 @@ from shoal.errors import ShoalError
 
 KEY_FILE_NAME = "identity.key"
 _MAX_KEY_FILE_SIZE = 64 * 1024
+#: How every key file shoal writes begins (PKCS8 PEM).
+_PEM_HEADER = b"-----BEGIN PRIVATE KEY-----"
 
 
 class KeyFileError(ShoalError):
@@ -88,6 +90,19 @@ def _parse(path: Path, data: bytes) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise InvalidKeyFile(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
     return key
+
+
+def is_identity_key(data: bytes) -> bool:
+    """Whether `data` is what a shoal key file holds: an unencrypted Ed25519 key in PKCS8 PEM.
+
+    Shares leave such a file out wherever it lies and whatever its name.
+    """
+    if len(data) > _MAX_KEY_FILE_SIZE or not data[:256].lstrip().startswith(_PEM_HEADER):
+        return False
+    try:
+        return isinstance(load_pem_private_key(data, password=None), Ed25519PrivateKey)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
 
 
 def _create(path: Path) -> Ed25519PrivateKey:

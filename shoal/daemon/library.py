@@ -9,6 +9,7 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -16,9 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shoal.daemon import scanner
+from shoal.daemon.audience import Audiences
 from shoal.daemon.ignore import IgnoreRules, load_ignore
 from shoal.daemon.index import FileRecord, Index, VersionRow
-from shoal.errors import ShareError, UnknownDataset
+from shoal.errors import HomeFolder, ShareError, UnknownDataset
 from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.hashing import Kind
@@ -109,6 +111,8 @@ class DatasetInfo:
     path: str | None
     head: VersionInfo
     versions: int
+    #: The peer ids chosen to see it; None: every trusted peer.
+    audience: tuple[str, ...] | None = None
     #: Every folder a fetch left this dataset in, each at its own version.
     checkouts: tuple["Checkout", ...] = ()
     #: Whether its folder is there: one deleted by hand is not offered to peers
@@ -118,6 +122,7 @@ class DatasetInfo:
     def to_json(self) -> dict:
         return {
             "name": self.name, "path": self.path, "head": self.head.to_json(), "versions": self.versions,
+            "audience": list(self.audience) if self.audience is not None else None,
             "checkouts": [c.to_json() for c in self.checkouts], "present": self.present,
         }
 
@@ -189,8 +194,10 @@ class _ShareRun:
 class Library:
     """Datasets shared from this machine."""
 
-    def __init__(self, index: Index, signer: Ed25519PrivateKey) -> None:
+    def __init__(self, index: Index, signer: Ed25519PrivateKey, home: Path) -> None:
         self.index = index
+        self.audiences = Audiences(index)
+        self._home = home.resolve()
         self._signer = signer
         self._author = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         # Large files are hashed in C with the GIL released, so two threads use
@@ -202,7 +209,7 @@ class Library:
 
     @classmethod
     def open(cls, home: Path, signer: Ed25519PrivateKey) -> "Library":
-        return cls(Index(home / "index.sqlite"), signer)
+        return cls(Index(home / "index.sqlite"), signer, home)
 
     def close(self) -> None:
         self.index.close()
@@ -219,6 +226,7 @@ class Library:
     ) -> ShareResult:
         """Record the folder at `path` as a new version of dataset `name`, if it changed."""
         root = self._check_root(path)
+        self.check_outside_home(root)
         name = self._check_name(name or root.name, root)
         lock = self._share_locks.setdefault(name, trio.Lock())
         async with lock:
@@ -247,6 +255,22 @@ class Library:
         if not os.access(root, os.R_OK | os.X_OK):
             raise ShareError(f"cannot read {path}: permission denied")
         return root
+
+    def check_outside_home(self, root: Path) -> None:
+        """Refuse a folder that is, holds or lies inside the home: it holds the daemon's private key."""
+        home = self._home
+        if root == home:
+            where = "is"
+        elif root in home.parents:
+            where = "holds"
+        elif home in root.parents:
+            where = "lies inside"
+        else:
+            return
+        raise HomeFolder(
+            f"{root} {where} shoal's home {home}, which holds this daemon's private key; "
+            "share a folder outside it"
+        )
 
     def _check_name(self, name: str, root: Path) -> str:
         try:
@@ -338,6 +362,9 @@ class Library:
             except scanner.FileChanged as e:
                 errors.append((entry, f"skipped {e}; share again once it is complete"))
                 continue
+            except scanner.IdentityKeyFile as e:
+                errors.append((entry, str(e)))
+                continue
             except FileNotFoundError:
                 errors.append((entry, f"skipped {shown}: it disappeared during the scan"))
                 continue
@@ -352,7 +379,9 @@ class Library:
 
     def _commit(self, name: str, root: Path, tree_id: bytes, size: int, files: int, message: str) -> tuple[VersionInfo, bool]:
         known = self.index.dataset(name)
-        head = self._record(known[1]) if known and known[1] else None
+        # A dataset unshared without --forget keeps its history: sharing it again continues it.
+        head_id = known[1] if known else next((row.id for row in self.index.versions(name)), None)
+        head = self._record(head_id) if head_id else None
         if head is not None and head[1].root == tree_id:
             return VersionInfo.from_record(*head), False
         # A named subset is part of the dataset: it carries forward to every later version.
@@ -396,6 +425,17 @@ class Library:
                 self._publish, name, known[0], head, head[1].root, head[1].size, head[1].files, message, subsets
             )
 
+    async def unshare(self, name: str, *, forget: bool) -> tuple[str | None, int]:
+        """Stop offering `name`, leaving its folder as it is; with `forget`, drop its versions
+        from the index. Return (its folder, versions dropped)."""
+        if self.index.dataset(name) is None:
+            raise UnknownDataset(f"no dataset named {name!r} is shared here; `shoal ls` lists them")
+        async with self._share_locks.setdefault(name, trio.Lock()):
+            withdrawn = await trio.to_thread.run_sync(partial(self.index.withdraw_dataset, name, forget=forget))
+            if forget:
+                self.audiences.forget(name)
+            return withdrawn
+
     def _record(self, version_id: bytes) -> tuple[bytes, VersionRecord]:
         found = self.index.get_object(version_id)
         assert found is not None and found[0] == Kind.VERSION, "head version missing from the index"
@@ -415,9 +455,14 @@ class Library:
                 Checkout(folder, VersionInfo.from_record(*self._record(version)), selection == FULL)
                 for folder, version, selection in self.index.checkouts(name)
             )
-            head_info = VersionInfo.from_record(*self._record(head))
-            present = path is None or os.path.isdir(path)
-            out.append(DatasetInfo(name, path, head_info, self.index.version_count(name), checkouts, present))
+            audience = self.audiences.of(name)
+            out.append(
+                DatasetInfo(
+                    name, path, VersionInfo.from_record(*self._record(head)), self.index.version_count(name),
+                    tuple(sorted(audience)) if audience is not None else None, checkouts,
+                    path is None or os.path.isdir(path),
+                )
+            )
         return out
 
     def log(self, name: str) -> list[VersionInfo]:

@@ -86,6 +86,10 @@ class PeerManager:
         self.port: int | None = None
         self.sessions: dict[str, PeerSession] = {}
         self._reach: dict[str, _Reachability] = {}
+        #: Dataset names each peer's latest catalog offered, and those a peer
+        #: dropped from its catalog that no catalog has offered since.
+        self._offered: dict[str, frozenset[str]] = {}
+        self._withdrawn: set[str] = set()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -117,8 +121,10 @@ class PeerManager:
                 stream, Role.RESPONDER, self._key, self._admit, self.port
             )
         except Rejected as e:
-            self._trust.record_pending(str(e), address)
-            self._on_event(PeerEvent("pending", str(e), {"address": address}))
+            # Its source port is not where it listens: the address is only logged.
+            pending = self._trust.record_pending(str(e))
+            if pending is not None:
+                self._on_event(PeerEvent("pending", str(e), {"addresses": list(pending.addresses)}))
             _log.info("refused untrusted peer %s from %s", e, address)
             await stream.aclose()
             return
@@ -139,6 +145,10 @@ class PeerManager:
         reach.discovered = addresses
         if addresses:
             reach.next_try = 0.0
+            if self._trust.is_trusted(peer_id):
+                self._trust.record_announced(peer_id, addresses)
+            elif (pending := self._trust.record_pending(peer_id, addresses)) is not None:
+                self._on_event(PeerEvent("pending", peer_id, {"addresses": list(pending.addresses)}))
         self._notify()
 
     def wake_dialer(self, peer_id: str | None = None) -> None:
@@ -156,7 +166,7 @@ class PeerManager:
                 if peer.peer_id in self.sessions:
                     continue
                 reach = self._reach.setdefault(peer.peer_id, _Reachability())
-                addresses = tuple(dict.fromkeys(peer.addresses + reach.discovered))
+                addresses = tuple(dict.fromkeys(peer.dial_addresses() + reach.discovered))
                 if not addresses or reach.dialling or reach.next_try > now:
                     continue
                 reach.dialling = True
@@ -193,7 +203,9 @@ class PeerManager:
             await trio.aclose_forcefully(stream)
             return
         pay = throttle(self._all_peers, TokenBucket(self._per_peer_limit))
-        session = PeerSession(conn, stream, peer, address, self._library.index, self._catalog_changed, pay)
+        session = PeerSession(
+            conn, stream, peer, address, self._library.index, self._catalog_changed, pay, partial(self._withheld, peer_id)
+        )
         self.sessions[peer_id] = session
         self._reach.setdefault(peer_id, _Reachability()).last_seen = time.time()
         self._on_event(PeerEvent("online", peer_id, {"address": address}))
@@ -214,16 +226,31 @@ class PeerManager:
             _log.info("session with %s ended: %s", peer.short(), reason)
 
     def _catalog_changed(self, session: PeerSession) -> None:
+        offered = frozenset(entry.name for entry in session.catalog)
+        self._withdrawn |= self._offered.get(session.peer_id, frozenset()) - offered
+        self._withdrawn -= offered
+        self._offered[session.peer_id] = offered
         self._on_event(PeerEvent("catalog", session.peer_id, {"datasets": len(session.catalog)}))
         self._notify()
 
-    def local_catalog(self) -> Catalog:
-        entries = [
+    def local_catalog(self) -> tuple[CatalogEntry, ...]:
+        """Every dataset we offer, before each peer's audience is applied."""
+        return tuple(
             CatalogEntry(d.name, d.head.id, d.head.seq, d.head.size, d.head.files, d.head.time, self._full(d.name, d.head.id))
             for d in self._library.datasets()
             if d.present or d.head.id in self.kept_versions(d.name)
-        ]
-        return Catalog(tuple(entries))
+        )
+
+    def _catalog_for(self, peer_id: str, entries: tuple[CatalogEntry, ...]) -> Catalog:
+        audiences = self._library.audiences
+        return Catalog(tuple(entry for entry in entries if audiences.may_see(peer_id, entry.name)))
+
+    async def _withheld(self, peer_id: str, ids: list[bytes]) -> set[bytes]:
+        """What a request of this peer may not be given (see audience.py)."""
+        audiences = self._library.audiences
+        if not audiences.hides_from(peer_id):
+            return set()
+        return await trio.to_thread.run_sync(audiences.withheld, peer_id, ids)
 
     def _full(self, name: str, head: bytes) -> tuple[bytes, ...]:
         """The versions of `name` served in full: the head, then those the pack store keeps."""
@@ -231,18 +258,18 @@ class PeerManager:
         return (head, *kept[: MAX_FULL_VERSIONS - 1])
 
     async def _send_catalog(self, session: PeerSession) -> None:
-        catalog = await trio.to_thread.run_sync(self.local_catalog)
+        entries = await trio.to_thread.run_sync(self.local_catalog)
         try:
-            await session.send(catalog)
+            await session.send(self._catalog_for(session.peer_id, entries))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
 
     async def publish_catalog(self) -> None:
         """Tell every connected peer what we share now."""
-        catalog = await trio.to_thread.run_sync(self.local_catalog)
+        entries = await trio.to_thread.run_sync(self.local_catalog)
         for session in list(self.sessions.values()):
             try:
-                await session.send(catalog)
+                await session.send(self._catalog_for(session.peer_id, entries))
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
 
@@ -260,6 +287,10 @@ class PeerManager:
                 if entry.name == name:
                     out.append((session, entry))
         return out
+
+    def withdrawn(self, name: str) -> bool:
+        """Whether a peer that offered `name` withdrew it (`shoal unshare`), and no connected peer offers it now."""
+        return name in self._withdrawn and not self.offers(name)
 
     def connected(self) -> list[str]:
         return sorted(self.sessions)

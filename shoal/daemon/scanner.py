@@ -18,12 +18,13 @@ import msgpack
 
 from shoal.daemon.ignore import IgnoreRules
 from shoal.daemon.index import FileRecord, FileStat, Index
+from shoal.daemon.keys import KEY_FILE_NAME, is_identity_key
 from shoal.errors import ShoalError
 from shoal.protocol.chunking import ChunkingParams, make_chunker
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.hashing import Kind, chunk_id
 from shoal.protocol.manifest import FileBuilder, TreeBuilder, tree_entries
-from shoal.protocol.objects import EntryType, FileObject, Ref, TreeEntry, encode_with_id
+from shoal.protocol.objects import EntryType, FileObject, Ref, TreeEntry, encode_with_id, file_mode_fields
 from shoal.protocol.paths import MAX_NAME_BYTES, check_name, check_symlink_target
 
 #: Folder a fetch assembles files in; never part of a shared version.
@@ -39,13 +40,22 @@ class FileChanged(ShoalError):
     """A file changed while it was being read."""
 
 
+class IdentityKeyFile(ShoalError):
+    """A file holds a shoal identity key: it is never part of a shared version."""
+
+
+def _key_warning(path: str) -> str:
+    return f"left out {path}: it holds a private key, which shoal never shares; move it out of the folder"
+
+
 @dataclass(slots=True)
 class ScanEntry:
     """One directory entry as found on disk, and what is known of its content."""
 
     name: str
     type: EntryType
-    executable: bool = False
+    #: A file's permission bits (0o777 of st_mode); 0 for anything else.
+    mode: int = 0
     stat: FileStat | None = None
     target: str = ""
     ref: bytes | None = None
@@ -54,7 +64,8 @@ class ScanEntry:
     changed: bool = True
 
 
-#: One directory entry as listed: (name, type, executable, symlink target, size, mtime_ns, ctime_ns, inode).
+#: One directory entry as listed: (name, type, permission bits, symlink target, size, mtime_ns, ctime_ns, inode).
+#: The bits are in the directory's fingerprint, so a chmod alone makes a new tree.
 RawEntry = tuple[str, EntryType, bool, str, int, int, int, int]
 
 
@@ -89,7 +100,7 @@ def join(rel: str, name: str) -> str:
 
 
 _FILE, _DIR, _SYMLINK = EntryType.FILE, EntryType.DIR, EntryType.SYMLINK
-_S_ISREG, _S_IXUSR = statmod.S_ISREG, statmod.S_IXUSR
+_S_ISREG, _S_IMODE = statmod.S_ISREG, statmod.S_IMODE
 _by_name = operator.itemgetter(0)
 
 
@@ -108,21 +119,25 @@ def _classify(rel: str, depth: int, entry: os.DirEntry, dir_fd: int) -> RawEntry
             check_symlink_target(target, depth)
         except ProtocolError as e:
             return f"skipped symlink {join(rel, name)}: {e}"
-        return (name, _SYMLINK, False, target, len(target.encode("utf-8")), 0, 0, 0)
+        return (name, _SYMLINK, 0, target, len(target.encode("utf-8")), 0, 0, 0)
     if entry.is_dir(follow_symlinks=False):
-        return (name, _DIR, False, "", 0, 0, 0, 0)
+        return (name, _DIR, 0, "", 0, 0, 0, 0)
     st = entry.stat(follow_symlinks=False)
     mode = st.st_mode
     if not statmod.S_ISREG(mode):
         return f"skipped special file {join(rel, name)} (fifo, socket or device)"
-    return (name, _FILE, bool(mode & statmod.S_IXUSR), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return (name, _FILE, _permissions(mode), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _permissions(mode: int) -> int:
+    return _S_IMODE(mode) & 0o777
 
 
 def _entry(raw: RawEntry) -> ScanEntry:
-    name, kind, executable, target, size, mtime_ns, ctime_ns, ino = raw
+    name, kind, mode, target, size, mtime_ns, ctime_ns, ino = raw
     if kind == _FILE:
-        return ScanEntry(name, kind, executable, FileStat(size, mtime_ns, ctime_ns, ino), "", None, size, 1)
-    return ScanEntry(name, kind, executable, None, target, None, size)
+        return ScanEntry(name, kind, mode, FileStat(size, mtime_ns, ctime_ns, ino), "", None, size, 1)
+    return ScanEntry(name, kind, mode, None, target, None, size)
 
 
 def list_dir(index: Index, root: Path, rel: str, depth: int, ignore: IgnoreRules | None = None) -> DirScan:
@@ -139,6 +154,9 @@ def list_dir(index: Index, root: Path, rel: str, depth: int, ignore: IgnoreRules
                     continue
                 if ignore is not None and ignore.excludes(join(rel, name), entry.is_dir(follow_symlinks=False)):
                     continue
+                if name == KEY_FILE_NAME:
+                    warnings.append(_key_warning(join(rel, name)))
+                    continue
                 try:
                     # A regular file with a short ASCII name, the bulk of most folders, is
                     # taken inline: an unchanged re-share is little more than this loop.
@@ -146,7 +164,7 @@ def list_dir(index: Index, root: Path, rel: str, depth: int, ignore: IgnoreRules
                         st = entry.stat(follow_symlinks=False)
                         mode = st.st_mode
                         if _S_ISREG(mode):
-                            raw.append((name, _FILE, bool(mode & _S_IXUSR), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+                            raw.append((name, _FILE, _permissions(mode), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
                             continue
                     found = _classify(rel, depth, entry, dir_fd)
                 except OSError as e:
@@ -260,7 +278,10 @@ def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingPa
         f = open(fd, "rb", buffering=0, closefd=False)
         if before.size <= SMALL_FILE:
             # Whole-buffer cutting skips the stream reader's setup, which dominates for small files.
-            chunks = make_chunker(params).cut_buf(f.read())
+            data = f.read()
+            if is_identity_key(data):
+                raise IdentityKeyFile(_key_warning(join(rel, name)))
+            chunks = make_chunker(params).cut_buf(data)
         else:
             file_row = index.begin_file(str(root), rel, name, before)
             chunks = make_chunker(params).cut_stream(f)
@@ -294,6 +315,8 @@ def _hash_tiny(fd: int, dir_fd: int, first: os.stat_result, rel: str, name: str,
     descriptor and compares plain stat tuples.
     """
     data = os.read(fd, first.st_size + 1)
+    if is_identity_key(data):
+        raise IdentityKeyFile(_key_warning(join(rel, name)))
     file_id, encoded, locations = _one_chunk_file(data, params)
     key = _stat_key(first)
     if len(data) != first.st_size or _stat_key(os.fstat(fd)) != key or _stat_key(os.stat(name, dir_fd=dir_fd)) != key:
@@ -342,7 +365,8 @@ def build_tree(index: Index, root: Path, scan: DirScan) -> tuple[bytes, int, int
     builder = TreeBuilder(lambda i, d: objects.append((i, Kind.TREE, d)))
     for e in scan.entries:
         ref: bytes | str = e.target if e.type == EntryType.SYMLINK else e.ref  # type: ignore[assignment]
-        builder.add(TreeEntry(e.name, e.type, e.executable, e.size, ref))
+        executable, mode = file_mode_fields(e.mode) if e.type == EntryType.FILE else (False, None)
+        builder.add(TreeEntry(e.name, e.type, executable, e.size, ref, mode))
     tree_id = builder.finish()
     index.put_objects(objects)
     if scan.complete:

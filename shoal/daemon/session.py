@@ -124,6 +124,7 @@ class PeerSession:
         index: Index,
         on_catalog: Callable[["PeerSession"], None],
         pay: Callable[[int], Awaitable[None]] | None = None,
+        withheld: Callable[[list[bytes]], Awaitable[set[bytes]]] | None = None,
     ) -> None:
         self.conn = conn
         self.stream = stream
@@ -136,6 +137,8 @@ class PeerSession:
         self._index = index
         self._on_catalog = on_catalog
         self._pay = pay
+        #: The ids of a request this peer may not have (datasets outside its audience).
+        self._withheld = withheld
         self._send_lock = trio.Lock()
         self._pending: dict[int, _Pending] = {}
         self._serving: dict[int, trio.CancelScope] = {}
@@ -292,8 +295,18 @@ class PeerSession:
         self.conn.send(End(request.req, tuple(missing)))
         await self._flush()
 
+    async def _allowed(self, ids: list[bytes], missing: list[bytes]) -> list[bytes]:
+        """`ids` without those withheld from this peer, which are answered as missing."""
+        if self._withheld is None:
+            return ids
+        withheld = await self._withheld(ids)
+        if not withheld:
+            return ids
+        missing.extend(i for i in ids if i in withheld)
+        return [i for i in ids if i not in withheld]
+
     async def _answer_chunks(self, request: GetChunks, missing: list[bytes]) -> None:
-        ids = list(request.ids)
+        ids = await self._allowed(list(request.ids), missing)
         # Located (and their reads started) for the whole request at once.
         places = await trio.to_thread.run_sync(chunkio.locate, self._index, ids)
         for start in range(0, len(ids), SERVE_GROUP):
@@ -305,9 +318,10 @@ class PeerSession:
             await self._send_found(request.req, found, missing)
 
     async def _answer_objects(self, request: GetObjects, missing: list[bytes]) -> None:
-        sizes = await trio.to_thread.run_sync(self._index.object_sizes, list(request.ids))
-        missing.extend(oid for oid in request.ids if oid not in sizes)
-        for group in _groups_by_size([oid for oid in request.ids if oid in sizes], sizes, OBJECT_GROUP_BYTES):
+        ids = await self._allowed(list(request.ids), missing)
+        sizes = await trio.to_thread.run_sync(self._index.object_sizes, ids)
+        missing.extend(oid for oid in ids if oid not in sizes)
+        for group in _groups_by_size([oid for oid in ids if oid in sizes], sizes, OBJECT_GROUP_BYTES):
             found = await trio.to_thread.run_sync(self._read_objects, group)
             await self._send_found(request.req, found, missing)
 

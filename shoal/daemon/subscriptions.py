@@ -344,6 +344,8 @@ class Subscriptions:
             state = "updating"
         elif live.failures:
             state = "failed"
+        elif pending is None and self._peers.withdrawn(sub.name):
+            state = "withdrawn"
         elif held_id is None and pending is None:
             state = "waiting"
         else:

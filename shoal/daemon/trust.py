@@ -5,17 +5,24 @@ Kept in home/peers.toml, rewritten atomically on every change:
     [trusted."<peer id>"]
     name = "alice"
     addresses = ["192.168.1.20:7453"]
+    announced = ["192.168.1.20:7453", "[fe80::1%eth0]:7453"]
     added = 1700000000
 
     [pending."<peer id>"]
-    address = "192.168.1.31:7453"
+    addresses = ["192.168.1.31:7453"]
     first_seen = 1700000000
     last_seen = 1700000420
+
+A peer is reached at the addresses the user gave (`addresses`) and at those it
+last announced by mDNS (`announced`), which are kept so that it stays reachable
+once it stops announcing. The source address of a connection it made is never
+stored: its port is an ephemeral one, where nothing listens. A pending peer that
+only ever connected to us therefore has no addresses.
 """
 
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -38,8 +45,14 @@ class TrustedPeer:
 
     peer_id: str
     name: str
+    #: Given by the user with `trust --addr`; a later `--addr` replaces them.
     addresses: tuple[str, ...]
     added: int
+    #: What the peer last announced on the LAN.
+    announced: tuple[str, ...] = ()
+
+    def dial_addresses(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.addresses + self.announced))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +60,8 @@ class PendingPeer:
     """A peer that contacted us or was discovered, but that nobody trusted yet."""
 
     peer_id: str
-    address: str
+    #: What it announced on the LAN; empty for a peer that only connected to us.
+    addresses: tuple[str, ...]
     first_seen: int
     last_seen: int
 
@@ -77,18 +91,18 @@ class TrustStore:
         return cls(home / PEERS_FILE, clock=clock)
 
     def trust(self, peer_id: str, name: str | None = None, addresses: Iterable[str] = ()) -> TrustedPeer:
-        """Trust a peer, or update the name and add addresses of one already trusted."""
+        """Trust a peer, or update one already trusted: a new name, and `addresses`
+        (when given) instead of those given before, so a wrong one can be taken back."""
         canonical = canonical_peer_id(peer_id)
-        new_addresses = tuple(_check_address(address) for address in addresses)
+        new_addresses = tuple(dict.fromkeys(_check_address(address) for address in addresses))
         pending = self._pending.pop(canonical, None)
-        if pending is not None and not new_addresses:
-            new_addresses = (pending.address,)
         old = self._trusted.get(canonical)
         peer = TrustedPeer(
             peer_id=canonical,
             name=_check_name(name) if name is not None else (old.name if old else PeerId.parse(canonical).short()),
-            addresses=_merge(old.addresses if old else (), new_addresses),
+            addresses=new_addresses or (old.addresses if old else ()),
             added=old.added if old else self._now(),
+            announced=pending.addresses if pending else (old.announced if old else ()),
         )
         self._trusted[canonical] = peer
         self._save()
@@ -132,22 +146,36 @@ class TrustStore:
         pending = sorted(self._pending.values(), key=lambda peer: (-peer.last_seen, peer.peer_id))
         return TrustListing(tuple(trusted), tuple(pending))
 
-    def record_pending(self, peer_id: str, address: str) -> PendingPeer | None:
-        """Note that an untrusted peer was seen at `address`; None if it is trusted."""
+    def record_pending(self, peer_id: str, announced: tuple[str, ...] = ()) -> PendingPeer | None:
+        """Note that an untrusted peer was seen, announcing `announced` (empty: it
+        connected to us, which tells no address); None if it is trusted."""
         canonical = canonical_peer_id(peer_id)
         if canonical in self._trusted:
             return None
-        _check_address(address)
+        for address in announced:
+            _check_address(address)
         now = self._now()
         old = self._pending.get(canonical)
-        peer = PendingPeer(canonical, address, old.first_seen if old else now, now)
+        addresses = announced or (old.addresses if old else ())
+        peer = PendingPeer(canonical, addresses, old.first_seen if old else now, now)
         self._pending[canonical] = peer
         self._evict_oldest_pending()
-        changed = old is None or old.address != address
+        changed = old is None or old.addresses != addresses
         stale = now - self._persisted_last_seen.get(canonical, 0) >= LAST_SEEN_PERSIST_INTERVAL
         if changed or stale:
             self._save()
         return peer
+
+    def record_announced(self, peer_id: str, announced: tuple[str, ...]) -> None:
+        """Keep what a trusted peer announces, to dial it there even once it stops announcing."""
+        canonical = canonical_peer_id(peer_id)
+        old = self._trusted.get(canonical)
+        if old is None or not announced or old.announced == announced:
+            return
+        for address in announced:
+            _check_address(address)
+        self._trusted[canonical] = replace(old, announced=announced)
+        self._save()
 
     def _now(self) -> int:
         return int(self._clock())
@@ -175,11 +203,14 @@ class TrustStore:
     def _save(self) -> None:
         table: dict[str, Any] = {
             "trusted": {
-                pid: {"name": peer.name, "addresses": list(peer.addresses), "added": peer.added}
+                pid: {
+                    "name": peer.name, "addresses": list(peer.addresses), "announced": list(peer.announced),
+                    "added": peer.added,
+                }
                 for pid, peer in self._trusted.items()
             },
             "pending": {
-                pid: {"address": peer.address, "first_seen": peer.first_seen, "last_seen": peer.last_seen}
+                pid: {"addresses": list(peer.addresses), "first_seen": peer.first_seen, "last_seen": peer.last_seen}
                 for pid, peer in self._pending.items()
             },
         }
@@ -210,15 +241,20 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _merge(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(old + new))
-
-
 def _trusted_from(peer_id: str, entry: dict[str, Any]) -> TrustedPeer:
-    addresses = tuple(_check_address(str(address)) for address in entry.get("addresses", ()))
-    return TrustedPeer(canonical_peer_id(peer_id), _check_name(entry["name"]), addresses, int(entry["added"]))
+    addresses = _addresses_from(entry, "addresses")
+    return TrustedPeer(
+        canonical_peer_id(peer_id), _check_name(entry["name"]), addresses, int(entry["added"]),
+        _addresses_from(entry, "announced"),
+    )
 
 
 def _pending_from(peer_id: str, entry: dict[str, Any]) -> PendingPeer:
-    address = _check_address(str(entry["address"]))
-    return PendingPeer(canonical_peer_id(peer_id), address, int(entry["first_seen"]), int(entry["last_seen"]))
+    # An older file's single `address` was where the peer's connection came from,
+    # an ephemeral port: it is dropped, not carried over.
+    addresses = _addresses_from(entry, "addresses")
+    return PendingPeer(canonical_peer_id(peer_id), addresses, int(entry["first_seen"]), int(entry["last_seen"]))
+
+
+def _addresses_from(entry: dict[str, Any], key: str) -> tuple[str, ...]:
+    return tuple(_check_address(str(address)) for address in entry.get(key, ()))

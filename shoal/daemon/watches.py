@@ -94,7 +94,6 @@ class Watches:
         publish: Callable[[str, dict[str, Any]], None],
         settings: Callable[[], Config],
     ) -> None:
-        self._home = home.resolve()
         self._path = home / WATCHES_FILE
         self._library = library
         self._announce = announce
@@ -115,6 +114,9 @@ class Watches:
 
     def __len__(self) -> int:
         return len(self._live)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._live
 
     def listing(self) -> list[dict[str, Any]]:
         """Every watch with its live state, by name."""
@@ -140,10 +142,7 @@ class Watches:
 
     def _check_new(self, root: str, name: str | None) -> None:
         """Refuse a watch that would clash with one already there, or that would watch itself write."""
-        if Path(root) == self._home or Path(root) in self._home.parents:
-            raise UsageError(
-                f"{root} holds shoal's home {self._home}, which changes at every share; watch a folder that does not"
-            )
+        self._library.check_outside_home(Path(root))
         for live in self._live.values():
             if live.watch.path == root and name not in (None, live.watch.name):
                 raise UsageError(

@@ -59,6 +59,27 @@ class Ref:
     id: bytes
 
 
+#: The permission bits of a file whose TREE entry carries no mode: they follow `executable`.
+DEFAULT_FILE_MODE = 0o644
+DEFAULT_EXECUTABLE_MODE = 0o755
+_PERMISSION_BITS = 0o777
+
+
+def default_mode(executable: bool) -> int:
+    return DEFAULT_EXECUTABLE_MODE if executable else DEFAULT_FILE_MODE
+
+
+def file_mode_fields(bits: int) -> tuple[bool, int | None]:
+    """(executable, mode) of a TREE entry for a file with permission bits `bits`.
+
+    The mode is recorded only when it is not what `executable` implies, so a
+    tree of ordinarily permitted files encodes as it always did.
+    """
+    bits &= _PERMISSION_BITS
+    executable = bool(bits & 0o100)
+    return executable, None if bits == default_mode(executable) else bits
+
+
 @dataclass(frozen=True, slots=True)
 class TreeEntry:
     """One name in a directory. `ref` is an object id, or the target text of a symlink."""
@@ -68,6 +89,12 @@ class TreeEntry:
     executable: bool
     size: int
     ref: bytes | str
+    #: A file's permission bits when they are not `default_mode(executable)`, else None.
+    mode: int | None = None
+
+    def permissions(self) -> int:
+        """The permission bits a file written from this entry gets (before the umask)."""
+        return self.mode if self.mode is not None else default_mode(self.executable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +180,13 @@ def _version_fields(v: VersionRecord) -> list[Any]:
     return fields
 
 
+def _entry_fields(entry: TreeEntry) -> list[Any]:
+    fields: list[Any] = [entry.name, int(entry.type), entry.executable, entry.size, entry.ref]
+    if entry.mode is not None:
+        fields.append(entry.mode)
+    return fields
+
+
 def encode(obj: ManifestObject) -> bytes:
     """Return the canonical encoding of a manifest object."""
     if isinstance(obj, FileObject):
@@ -161,7 +195,7 @@ def encode(obj: ManifestObject) -> bytes:
         fields = [int(Kind.CHUNKS), obj.level, _refs(obj.entries)]
     elif isinstance(obj, TreeNode):
         if obj.level == 0:
-            items = [[e.name, int(e.type), e.executable, e.size, e.ref] for e in obj.entries]  # type: ignore[union-attr]
+            items = [_entry_fields(e) for e in obj.entries]  # type: ignore[arg-type]
         else:
             items = _refs(obj.entries)  # type: ignore[arg-type]
         fields = [int(Kind.TREE), obj.level, items]
@@ -240,10 +274,10 @@ def _refs_from(value: Any, level: int) -> tuple[Ref, ...]:
 
 
 def _tree_entry(value: Any) -> TreeEntry:
-    item = _list(value, "tree entry", 5)
-    if len(item) != 5:
-        raise _fail("tree entry must be [name, type, executable, size, ref]")
-    name, type_, executable, size, ref = item
+    item = _list(value, "tree entry", 6)
+    if len(item) not in (5, 6):
+        raise _fail("tree entry must be [name, type, executable, size, ref] or [name, type, executable, size, ref, mode]")
+    name, type_, executable, size, ref = item[:5]
     try:
         check_name(name)
     except ProtocolError as e:
@@ -257,7 +291,20 @@ def _tree_entry(value: Any) -> TreeEntry:
             raise _fail(f"symlink {name!r}: target must be text of the declared size")
     else:
         _oid(ref, f"entry {name!r} id")
-    return TreeEntry(name, kind, executable, size, ref)
+    mode = _mode(name, kind, executable, item[5]) if len(item) == 6 else None
+    return TreeEntry(name, kind, executable, size, ref, mode)
+
+
+def _mode(name: str, kind: EntryType, executable: bool, value: Any) -> int:
+    """A file entry's explicit mode: permission bits that agree with `executable` and are not its default."""
+    mode = _int(value, f"entry {name!r} mode", 0, _PERMISSION_BITS)
+    if kind != EntryType.FILE:
+        raise _fail(f"entry {name!r}: only a file carries a mode")
+    if bool(mode & 0o100) != executable:
+        raise _fail(f"entry {name!r}: mode {mode:o} disagrees with executable")
+    if mode == default_mode(executable):
+        raise _fail(f"entry {name!r}: the default mode {mode:o} must be left out")
+    return mode
 
 
 def _subsets(value: Any) -> tuple[Subset, ...]:

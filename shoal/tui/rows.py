@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from shoal.cli.render import format_duration, format_size, format_time
+from shoal.cli.render import format_count, format_duration, format_size, format_time
 
 PEER_COLUMNS = ("name", "id", "address", "state", "last seen", "in", "out")
 DATASET_COLUMNS = ("name", "where", "latest", "size", "versions", "holders")
@@ -27,9 +27,9 @@ _STATE_STYLE = {"online": "green", "offline": "dim", "pending": "yellow", "trust
 _BOTTLENECK_STYLE = {"paused": "yellow", "waiting for peers": "dim", "hashing": "magenta", "disk write": "magenta",
                      "disk read": "magenta"}
 #: Watch and subscription states: settled in green, trouble in red, waiting in yellow, busy in cyan.
-_SYNC_STYLE = {"idle": "green", "current": "green", "error": "red", "failed": "red", "settling": "yellow",
-               "waiting": "yellow", "pending": "yellow", "starting": "cyan", "sharing": "cyan", "updating": "cyan",
-               "removed": "dim"}
+_SYNC_STYLE = {"idle": "green", "current": "green", "error": "red", "failed": "red", "withdrawn": "red",
+               "settling": "yellow", "waiting": "yellow", "pending": "yellow", "starting": "cyan", "sharing": "cyan",
+               "updating": "cyan", "removed": "dim"}
 BAR_WIDTH = 20
 #: The peer layer reports sessions as online/offline; people say joined/left.
 _PEER_CHANGE = {"online": "joined", "offline": "left"}
@@ -50,7 +50,8 @@ def peer_label(peer: dict[str, Any]) -> str:
 
 def peer_row(peer: dict[str, Any]) -> Row:
     state = peer_state(peer)
-    address = peer.get("address") or ", ".join(peer.get("addresses") or ()) or "-"
+    known = [*(peer.get("addresses") or ()), *(peer.get("announced") or ())]
+    address = peer.get("address") or ", ".join(dict.fromkeys(known)) or "-"
     last_seen = peer.get("last_seen")
     return (
         str(peer.get("name") or "-"),
@@ -74,10 +75,12 @@ def dataset_rows(local: Iterable[dict[str, Any]], remote: Iterable[dict[str, Any
     versions: dict[str, int] = {}
     holders: dict[str, list[str]] = {}
     is_local: set[str] = set()
+    audiences: dict[str, list[str] | None] = {}
     for info in local:
         name = info["name"]
         heads[name] = info["head"]
         versions[name] = info.get("versions", 1)
+        audiences[name] = info.get("audience")
         is_local.add(name)
     for info in remote:
         name = info["name"]
@@ -88,6 +91,9 @@ def dataset_rows(local: Iterable[dict[str, Any]], remote: Iterable[dict[str, Any
     rows = {}
     for name in sorted(heads):
         where = "local+remote" if name in is_local and name in holders else "local" if name in is_local else "remote"
+        if audiences.get(name) is not None:
+            # Only a dataset limited to chosen peers says so: "local (to 2 peers)".
+            where += f" (to {format_count(len(audiences[name]), 'peer')})"
         peers = holders.get(name, [])
         rows[name] = (
             name,

@@ -17,7 +17,7 @@ from shoal.protocol.identity import PeerId
 VERSION_KEYS = {"name", "seq", "id", "root", "parents", "author", "time", "message", "size", "files", "subsets"}
 LOG_KEYS = VERSION_KEYS | {"author_peer", "author_name", "files_changed", "bytes_new", "kept"}
 PEER_KEYS = {
-    "peer_id", "short", "name", "trusted", "state", "address", "addresses", "rates", "added", "first_seen", "last_seen",
+    "peer_id", "short", "name", "trusted", "state", "address", "addresses", "announced", "rates", "added", "first_seen", "last_seen",
     "online", "discovered", "last_error", "bytes_in", "bytes_out",
 }
 STATUS_KEYS = {
@@ -72,7 +72,7 @@ def test_share_json_then_ls_and_log_schemas(running, data):
     folder.mkdir()
     (folder / "model.pt").write_bytes(os.urandom(5000))
     shared = running.json("share", str(folder), "--name", "resnet", "-m", "v1")
-    assert set(shared) == {"version", "created", "new_bytes", "files_scanned", "files_rehashed", "warnings"}
+    assert set(shared) == {"version", "created", "new_bytes", "files_scanned", "files_rehashed", "warnings", "audience"}
     assert shared["created"] is True and shared["warnings"] == []
     check_version(shared["version"], "resnet", 1)
     (folder / "model.pt").write_bytes(os.urandom(6000))
@@ -83,7 +83,7 @@ def test_share_json_then_ls_and_log_schemas(running, data):
     listing = running.json("ls")
     assert set(listing) == {"datasets"}
     resnet = next(entry for entry in listing["datasets"] if entry["name"] == "resnet")
-    assert set(resnet) == {"name", "path", "head", "versions", "checkouts", "present"}
+    assert set(resnet) == {"name", "path", "head", "versions", "audience", "checkouts", "present"}
     assert resnet["path"] == str(folder) and resnet["versions"] == 2
     check_version(resnet["head"], "resnet", 2)
     assert [entry["name"] for entry in listing["datasets"]] == sorted(entry["name"] for entry in listing["datasets"])

@@ -343,11 +343,10 @@ def honest_fetch(daemon: Daemon, dataset: str = "seed", timeout: float = 15) -> 
 
 
 @pytest.fixture(scope="module")
-def victim():
+def victim(tmp_path_factory):
     daemon = Daemon("victim")
     try:
-        data = daemon.home / "seed"
-        data.mkdir()
+        data = tmp_path_factory.mktemp("seed")
         (data / "big.bin").write_bytes(os.urandom(3 * MB))
         (data / "small.txt").write_bytes(b"hello\n")
         daemon.call("share", {"path": str(data), "name": "seed"}, timeout=30)

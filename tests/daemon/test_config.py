@@ -54,6 +54,7 @@ def test_a_missing_file_means_every_default(tmp_path):
         "retention.max_versions": 5,
         "retention.max_fraction": 0.25,
         "retention.min_bytes": 2 * 1024**3,
+        "share.default_audience": "all",
         "watch.quiet": 2.0,
         "watch.max_wait": 600.0,
     }

@@ -394,10 +394,10 @@ async def _pong():
     return {"pong": True}
 
 
-async def test_the_daemon_publishes_what_changes_and_stops_on_request(home, monkeypatch):
+async def test_the_daemon_publishes_what_changes_and_stops_on_request(home, tmp_path, monkeypatch):
     monkeypatch.setattr(api, "PROGRESS_INTERVAL", 0.01)
     (home / "config.toml").write_text('listen = "127.0.0.1:0"\ndiscovery = false\n')
-    data = home / "data"
+    data = tmp_path / "data"
     data.mkdir()
     # Several hashing batches, so progress is reported between two of them.
     for n in range(2500):

@@ -20,11 +20,25 @@ PORT = 7453
 class Host:
     def __init__(self, lab: Lab, i: int) -> None:
         self.i = i
+        self.lab = lab
         # Under /tmp: Unix socket paths are limited to 107 bytes.
         self.home = Path(tempfile.mkdtemp(prefix=f"shoal-lan{i}-", dir="/tmp"))
-        self.log = open(self.home / "test-daemon.log", "wb")
-        argv = [sys.executable, "-m", "shoal", "--home", str(self.home), "daemon", "--listen", f"{lab.addr(i)}:{PORT}"]
-        self.process = lab.run(i, argv, stdout=self.log, stderr=subprocess.STDOUT)
+        self.log = open(self.home / "test-daemon.log", "ab")
+        self._start()
+
+    def _start(self, *options: str) -> None:
+        argv = [
+            sys.executable, "-m", "shoal", "--home", str(self.home), "daemon", "--listen", f"{self.lab.addr(self.i)}:{PORT}",
+            *options,
+        ]
+        self.process = self.lab.run(self.i, argv, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def restart(self, *options: str) -> None:
+        """Stop the daemon and start it again on the same home with `options`."""
+        self.process.terminate()
+        self.process.wait(10)
+        self._start(*options)
+        self.wait_ready()
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         # The control socket is a file: the CLI reaches it from any namespace.
@@ -113,3 +127,37 @@ def test_three_hosts_discover_share_and_fetch_from_two(netns_lab, tmp_path: Path
     finally:
         for host in hosts:
             host.stop()
+
+
+def test_a_peer_trusted_after_discovery_is_reached_again_once_it_stops_announcing(netns_lab) -> None:  # noqa: F811
+    lab = netns_lab(2)
+    hosts = [Host(lab, i) for i in (1, 2)]
+    try:
+        for host in hosts:
+            host.wait_ready()
+        ids = [host.json("id")["peer_id"] for host in hosts]
+        for host, other in ((hosts[0], ids[1]), (hosts[1], ids[0])):
+            pending = wait_for(lambda: next((p for p in host.json("peers")["peers"] if p["peer_id"] == other), None))
+            assert pending["state"] == "pending" and pending["trusted"] is False
+        seen = {p["peer_id"]: p for p in hosts[0].json("peers")["peers"]}[ids[1]]
+        assert seen["announced"] == [f"{lab.addr(2)}:{PORT}"], "what it announced, not a connection's source port"
+        # Trust by id alone: the address is what discovery saw.
+        for host, other in ((hosts[0], ids[1]), (hosts[1], ids[0])):
+            assert host.cli("trust", other).returncode == 0
+        for host, my_id in zip(hosts, ids):
+            wait_online(host, set(ids) - {my_id})
+
+        hosts[1].restart("--no-discovery")
+        wait_online(hosts[0], {ids[1]})
+        wait_online(hosts[1], {ids[0]})
+    finally:
+        for host in hosts:
+            host.stop()
+
+
+def wait_for(probe, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while (found := probe()) is None:
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+    return found

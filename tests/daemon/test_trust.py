@@ -57,13 +57,13 @@ def test_the_default_name_is_the_short_id(store):
     assert store.trust(peer_id).name == PeerId.parse(peer_id).short()
 
 
-def test_trusting_again_renames_and_adds_addresses_but_keeps_the_date(store, clock):
+def test_trusting_again_renames_and_replaces_addresses_but_keeps_the_date(store, clock):
     peer_id = new_id()
     store.trust(peer_id, "a", ["10.0.0.1:1"])
     clock.now += 100
     peer = store.trust(peer_id, "b", ["10.0.0.2:2", "10.0.0.1:1"])
     assert peer.name == "b"
-    assert peer.addresses == ("10.0.0.1:1", "10.0.0.2:2")
+    assert peer.addresses == ("10.0.0.2:2", "10.0.0.1:1")
     assert peer.added == 1_700_000_000
 
 
@@ -105,28 +105,57 @@ def test_untrust_refuses_unknown_and_ambiguous_references(store):
     assert len(store.list().trusted) == 2
 
 
-def test_pending_peers_are_recorded_and_trusting_one_adopts_its_address(tmp_path, store, clock):
+def test_pending_peers_are_recorded_and_trusting_one_adopts_what_it_announced(tmp_path, store, clock):
     peer_id = new_id()
-    seen = store.record_pending(peer_id, "10.0.0.9:7453")
-    assert seen == PendingPeer(peer_id, "10.0.0.9:7453", int(clock.now), int(clock.now))
+    seen = store.record_pending(peer_id, ("10.0.0.9:7453",))
+    assert seen == PendingPeer(peer_id, ("10.0.0.9:7453",), int(clock.now), int(clock.now))
     clock.now += 30
-    assert store.record_pending(peer_id, "10.0.0.9:7453").first_seen == 1_700_000_000
-    assert TrustStore.open(tmp_path).list().pending[0].peer_id == peer_id
+    later = store.record_pending(peer_id)
+    assert later.first_seen == 1_700_000_000
+    assert later.addresses == ("10.0.0.9:7453",), "a connection from it tells no address and forgets none"
+    assert TrustStore.open(tmp_path).list().pending[0].addresses == ("10.0.0.9:7453",)
     trusted = store.trust(peer_id, "dora")
-    assert trusted.addresses == ("10.0.0.9:7453",)
+    assert (trusted.addresses, trusted.announced) == ((), ("10.0.0.9:7453",))
+    assert trusted.dial_addresses() == ("10.0.0.9:7453",)
     assert store.list().pending == ()
-    assert store.record_pending(peer_id, "10.0.0.9:7453") is None, "trusted peers are never pending"
+    assert store.record_pending(peer_id, ("10.0.0.9:7453",)) is None, "trusted peers are never pending"
+
+
+def test_a_peer_that_only_connected_is_pending_with_no_address(store):
+    peer_id = new_id()
+    assert store.record_pending(peer_id).addresses == ()
+    assert store.trust(peer_id).dial_addresses() == ()
+
+
+def test_trust_addr_replaces_the_addresses_given_before_and_announcements_are_kept(tmp_path, store):
+    peer_id = new_id()
+    store.trust(peer_id, "eve", ["10.0.0.1:58876"])
+    store.record_announced(peer_id, ("10.0.0.1:7453",))
+    fixed = store.trust(peer_id, addresses=["10.0.0.1:7453", "10.0.0.1:7453"])
+    assert fixed.addresses == ("10.0.0.1:7453",)
+    renamed = store.trust(peer_id, "eve2")
+    assert renamed.addresses == ("10.0.0.1:7453",), "a trust without --addr keeps the addresses"
+    reloaded = TrustStore.open(tmp_path).get(peer_id)
+    assert (reloaded.addresses, reloaded.announced) == (("10.0.0.1:7453",), ("10.0.0.1:7453",))
+
+
+def test_an_older_files_pending_source_address_is_dropped(tmp_path):
+    peer_id = new_id()
+    (tmp_path / "peers.toml").write_text(
+        f'[pending."{peer_id}"]\naddress = "198.18.0.1:58876"\nfirst_seen = 1\nlast_seen = 2\n'
+    )
+    assert TrustStore.open(tmp_path).list().pending == (PendingPeer(peer_id, (), 1, 2),)
 
 
 def test_last_seen_is_persisted_at_most_once_a_minute(tmp_path, store, clock):
     peer_id = new_id()
-    store.record_pending(peer_id, "10.0.0.9:7453")
+    store.record_pending(peer_id, ("10.0.0.9:7453",))
     clock.now += 10
-    store.record_pending(peer_id, "10.0.0.9:7453")
+    store.record_pending(peer_id, ("10.0.0.9:7453",))
     assert TrustStore.open(tmp_path).list().pending[0].last_seen == 1_700_000_000
     assert store.list().pending[0].last_seen == 1_700_000_010, "memory is always current"
     clock.now += trust_mod.LAST_SEEN_PERSIST_INTERVAL
-    store.record_pending(peer_id, "10.0.0.9:7453")
+    store.record_pending(peer_id, ("10.0.0.9:7453",))
     assert TrustStore.open(tmp_path).list().pending[0].last_seen == int(clock.now)
 
 
@@ -136,7 +165,7 @@ def test_a_flood_of_pending_peers_is_capped_oldest_first(store, clock, monkeypat
     for _ in range(8):
         clock.now += 1
         ids.append(new_id())
-        store.record_pending(ids[-1], "10.0.0.1:1")
+        store.record_pending(ids[-1], ("10.0.0.1:1",))
     pending = store.list().pending
     assert [peer.peer_id for peer in pending] == list(reversed(ids[-5:]))
 

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shoal.protocol import objects
 from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams, make_chunker
-from shoal.protocol.hashing import CONTEXTS, Kind, chunk_id
+from shoal.protocol.errors import ObjectFormatError
+from shoal.protocol.hashing import CONTEXTS, Kind, chunk_id, object_id
 from shoal.protocol.manifest import FileBuilder, TreeBuilder, check_version_signature, sign_version, walk_tree
 from shoal.protocol.objects import EntryType, TreeEntry, VersionRecord, decode, encode_with_id
 
@@ -466,3 +467,57 @@ def test_vector_objects_decode_and_walk() -> None:
         record = decode(Kind.VERSION, data, vid)
         assert isinstance(record, VersionRecord)
         check_version_signature(record)
+
+
+# --- file modes --------------------------------------------------------------------------
+
+MODE_VECTORS = "shoal-mode-vectors"
+#: name -> (content, permission bits) of the "modes" directory: its contents are
+#: README.txt's and run.sh's, so their FILE ids are the vectors above.
+MODE_TREE = {
+    "notes.txt": (b"shoal test vectors\n", 0o644),
+    "secret.txt": (b"shoal test vectors\n", 0o600),
+    "tool.sh": (b"#!/bin/sh\necho shoal\n", 0o700),
+}
+
+
+def mode_labels(tree_id: bytes, data: bytes) -> dict[str, str]:
+    return {"tree modes": tree_id.hex(), "tree object modes": data.hex()}
+
+
+def test_mode_vectors_are_reproduced_by_the_code_and_from_the_spec(spec: str, expected: dict[str, str]) -> None:
+    wanted = labelled(spec, MODE_VECTORS)
+    files = {"notes.txt": "README.txt", "secret.txt": "README.txt", "tool.sh": "run.sh"}
+
+    stored: list[tuple[bytes, bytes]] = []
+    builder = TreeBuilder(lambda oid, data: stored.append((oid, data)))
+    for name, (content, bits) in MODE_TREE.items():
+        executable, mode = objects.file_mode_fields(bits)
+        builder.add(TreeEntry(name, EntryType.FILE, executable, len(content), bytes.fromhex(expected[f"file {files[name]}"]), mode))
+    tree_id = builder.finish()
+    assert mode_labels(tree_id, dict(stored)[tree_id]) == wanted
+
+    # From the spec's words: the mode is a sixth field, present only when it is
+    # not 0o644 (0o755 for an executable file).
+    from_spec = FromSpec(spec_constants(spec))
+    rows = []
+    for name, (content, bits) in MODE_TREE.items():
+        executable = bool(bits & 0o100)
+        row = [name, 0, executable, len(content), bytes.fromhex(expected[f"file {files[name]}"])]
+        rows.append(row + ([bits] if bits != (0o755 if executable else 0o644) else []))
+    store: dict[bytes, bytes] = {}
+    spec_id = from_spec.tree(rows, store)
+    assert mode_labels(spec_id, store[spec_id]) == wanted
+
+    node = decode(Kind.TREE, store[spec_id], spec_id)
+    assert [(e.name, e.permissions()) for e in node.entries] == [(n, bits) for n, (_, bits) in MODE_TREE.items()]
+
+
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [(0o644, "default mode"), (0o755, "disagrees"), (0o1000, "mode must be an integer"), ("600", "mode must be")],
+)
+def test_a_mode_that_is_not_canonical_is_rejected(mode, why) -> None:
+    data = msgpack.packb([3, 0, [["f", 0, False, 0, bytes(32), mode]]], use_bin_type=True)
+    with pytest.raises(ObjectFormatError, match=why):
+        decode(Kind.TREE, data, object_id(Kind.TREE, data))

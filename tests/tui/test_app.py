@@ -16,6 +16,7 @@ from shoal.errors import DaemonError
 
 from shoal.tui.app import ShoalApp, make_app
 from shoal.tui.client import Connected
+from shoal.tui.rows import dataset_rows
 from shoal.tui.widgets.modals import (
     CancelTransferDialog,
     ConfirmDialog,
@@ -236,7 +237,7 @@ async def test_trust_and_untrust_dialogs_send_the_full_peer_id() -> None:
         await pilot.press("enter")
         await until(pilot, lambda: bool(client.sent("trust")))
         assert client.sent("trust") == [
-            {"peer_id": pending["peer_id"], "name": "intern-laptop", "addresses": [pending["address"]]}
+            {"peer_id": pending["peer_id"], "name": "intern-laptop"}
         ]
         await pilot.press("up", "up", "up", "u")
         await until(pilot, lambda: isinstance(app.screen, UntrustDialog))
@@ -586,3 +587,10 @@ async def test_peer_traffic_shows_the_rate_while_data_moves() -> None:
     assert moving[6] == format_size(1000)
     idle = peer_row({**base, "rates": None})
     assert "/s" not in idle[5] and "/s" not in idle[6]
+
+
+async def test_a_dataset_limited_to_chosen_peers_says_so_in_its_row() -> None:
+    limited = {**local_dataset("secret", 2), "audience": ["A" * 63, "B" * 63]}
+    rows = dataset_rows([limited, {**local_dataset("open", 1), "audience": None}], [])
+    assert rows["secret"][1] == "local (to 2 peers)"
+    assert rows["open"][1] == "local"

@@ -91,8 +91,7 @@ class TrustDialog(_Dialog):
         name = self.query_one("#name", Input).value.strip()
         if name:
             params["name"] = name
-        if self._peer.get("address"):
-            params["addresses"] = [self._peer["address"]]
+        # No address: the daemon keeps what the peer announced, never where a connection came from.
         self.dismiss(params)
 
 
