@@ -10,10 +10,10 @@ table:
 * re-share unchanged (bar <= 0.05 x the first share);
 * status and ls: control-socket round trips to A, median and max of 20 each,
   idle, and to B during the fetch;
-* full fetch: B fetches into an empty folder, cold cache; time, first byte;
-  against rsync pulling the same folder from `rsync --daemon` on 127.0.0.1 into
-  an empty folder followed by `sync` (shoal's fetch ends with syncfs), in the
-  same run (bar <= 1.5 x);
+* full fetch: rsync pulls the folder from `rsync --daemon` on 127.0.0.1 into an
+  empty folder, followed by `sync` (shoal's fetch ends with syncfs), and that
+  copy is removed; then B fetches into an empty folder, cold cache; time, first
+  byte, and the ratio (bar <= 1.5 x);
 * peak RSS of each daemon (VmHWM, and the largest RSS sampled during the fetch;
   bar <= 200 MB);
 * one-file delta: one file rewritten on A, shared again, fetched by B.
@@ -166,6 +166,19 @@ def main() -> int:
         rows.append(("status (A, idle)", fmt_ms(round_trips(a.home, "status")), "", ""))
         rows.append(("ls (A, idle)", fmt_ms(round_trips(a.home, "ls")), "", ""))
 
+        rsync_time = None
+        if not args.skip_rsync:
+            rsyncd = RsyncDaemon(work, source)
+            rsyncd.start()
+            copy = work / "rsync-copy"
+            drop_caches(drop)
+            t0 = time.perf_counter()
+            rsync_pull(rsyncd.url(), str(copy))
+            os.sync()
+            rsync_time = time.perf_counter() - t0
+            rows.append(("rsync daemon + sync, cold cache", fmt_time(rsync_time), "", ""))
+            shutil.rmtree(copy)  # before shoal's copy: a 1.3 M-file folder takes 21 GB
+
         wait_remote(b, 1, name=DATASET)
         dest = work / "dest"
         drop_caches(drop)
@@ -174,6 +187,11 @@ def main() -> int:
         first_byte = fetched.get("first_byte")
         rows.append(("full fetch, cold cache", fmt_time(fetch_time), f"{size / MB / fetch_time:.0f} MB/s",
                      f"first byte {fmt_time(first_byte)} (bar <= {BAR_FIRST_BYTE:g} s)"))
+        if rsync_time is not None:
+            ratio = fetch_time / rsync_time
+            rows.append(("full fetch / (rsync + sync)", f"{ratio:.2f}x", "", f"bar <= {BAR_FETCH_RATIO}x"))
+            if ratio > BAR_FETCH_RATIO:
+                failures.append(f"full fetch {ratio:.2f}x rsync + sync (bar {BAR_FETCH_RATIO}x)")
         if first_byte is None or first_byte > BAR_FIRST_BYTE:
             failures.append(f"first byte after {first_byte} s (bar {BAR_FIRST_BYTE} s)")
         rows.append(("status (B, during fetch)", fmt_ms(sampled.status), "", ""))
@@ -187,22 +205,6 @@ def main() -> int:
         problems = compare_trees(source, dest)
         if problems:
             failures.append("fetched tree differs: " + "; ".join(problems[:5]))
-
-        if not args.skip_rsync:
-            rsyncd = RsyncDaemon(work, source)
-            rsyncd.start()
-            copy = work / "rsync-copy"
-            drop_caches(drop)
-            t0 = time.perf_counter()
-            rsync_pull(rsyncd.url(), str(copy))
-            os.sync()
-            rsync_time = time.perf_counter() - t0
-            ratio = fetch_time / rsync_time
-            rows.append(("rsync daemon + sync, cold cache", fmt_time(rsync_time), f"shoal {ratio:.2f}x",
-                         f"bar <= {BAR_FETCH_RATIO}x"))
-            if ratio > BAR_FETCH_RATIO:
-                failures.append(f"full fetch {ratio:.2f}x rsync + sync (bar {BAR_FETCH_RATIO}x)")
-            shutil.rmtree(copy)
 
         victim = source / "n00000" / "0000007.jpg"
         victim.write_bytes(os.urandom(victim.stat().st_size))
