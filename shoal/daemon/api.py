@@ -137,6 +137,8 @@ class ControlApi:
         """A one-screen summary of the daemon."""
         _only(params)
         listing = self.trust.list()
+        # The index's lock may be held by a fetch's worker thread for a while: never wait for it on the event loop.
+        datasets = await trio.to_thread.run_sync(self.library.datasets)
         return {
             "version": shoal.__version__,
             "pid": os.getpid(),
@@ -146,7 +148,7 @@ class ControlApi:
             "uptime": round(time.time() - self._started, 3),
             "listen": self._listen_address(),
             "discovery": self.discovery,
-            "datasets": len(self.library.datasets()),
+            "datasets": len(datasets),
             "watches": len(self.watches),
             "peers": {
                 "trusted": len(listing.trusted),
@@ -271,7 +273,7 @@ class ControlApi:
         _only(params, "remote")
         if _flag(params, "remote"):
             return {"datasets": [self._remote_entry(pid, e) for pid, e in self.network.remote_datasets()]}
-        datasets = sorted(self.library.datasets(), key=lambda info: info.name)
+        datasets = sorted(await trio.to_thread.run_sync(self.library.datasets), key=lambda info: info.name)
         return {"datasets": [info.to_json() for info in datasets]}
 
     async def log(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:

@@ -841,8 +841,11 @@ class Fetcher:
                 raise IntegrityError(f"{path}: its chunk list does not add up to its {file.size} bytes")
 
     async def _ensure_pages(self, kind: Kind, object_id: bytes, sources: Sequence[Source]) -> None:
-        """Fetch the pages below a FILE or TREE object, level by level."""
-        obj = decode(kind, self.index.get_object(object_id)[1], object_id)  # type: ignore[index]
+        """Fetch the pages below a FILE or TREE object, level by level.
+
+        Objects are read in worker threads: a fetch's writer may hold the index for
+        a while, and the event loop must not wait for it."""
+        obj = await trio.to_thread.run_sync(self._decoded, kind, object_id)
         assert isinstance(obj, (FileObject, TreeNode))
         page_kind = Kind.CHUNKS if kind == Kind.FILE else Kind.TREE
         level, refs = obj.level, list(obj.entries)
@@ -852,13 +855,20 @@ class Fetcher:
             level -= 1
             if level == 0:
                 break
-            next_refs: list = []
-            for page_id in ids:
-                page = decode(page_kind, self.index.get_object(page_id)[1], page_id)  # type: ignore[index]
-                if page.level != level:  # type: ignore[union-attr]
-                    raise IntegrityError(f"page {page_id.hex()[:16]} is at the wrong level")
-                next_refs.extend(page.entries)  # type: ignore[union-attr]
-            refs = next_refs
+            refs = await trio.to_thread.run_sync(self._page_entries, page_kind, ids, level)
+
+    def _decoded(self, kind: Kind, object_id: bytes) -> object:
+        return decode(kind, self.index.get_object(object_id)[1], object_id)  # type: ignore[index]
+
+    def _page_entries(self, kind: Kind, ids: list[bytes], level: int) -> list:
+        """The entries of the stored pages `ids`, each of which must be at `level`."""
+        entries: list = []
+        for page_id in ids:
+            page = self._decoded(kind, page_id)
+            if page.level != level:  # type: ignore[attr-defined]
+                raise IntegrityError(f"page {page_id.hex()[:16]} is at the wrong level")
+            entries.extend(page.entries)  # type: ignore[attr-defined]
+        return entries
 
     # --- planning and assembly -------------------------------------------------
 
