@@ -955,7 +955,7 @@ class Fetcher:
         return batch
 
     async def _feed_file(self, run: _Run, task: _FileTask, batch: _NetBatch) -> _NetBatch:
-        chunks = _offsets(self._chunks_of(task))
+        chunks = _offsets(await trio.to_thread.run_sync(self._chunks_of, task))
         while True:
             needed, done = await trio.to_thread.run_sync(self._next_segment, run, task, chunks)
             if not needed and not done:
@@ -1085,6 +1085,7 @@ class Fetcher:
         # and its names, listed once: a file that is not there needs no lstat.
         recorded: dict[str, CachedFile] | None = None
         present: set[str] | None = None
+        folder = ""
         for name, entry in new.items():
             parts = prefix + (name,)
             if not matcher(parts, entry.type == EntryType.DIR):
@@ -1107,8 +1108,11 @@ class Fetcher:
             else:
                 if present is None:
                     recorded = self.index.cached_files(str(dest), "/".join(prefix))
-                    present = set(os.listdir(dest.joinpath(*prefix)))
-                if name in present and self._already_there(dest, parts, entry, recorded, rehash=run.spec.verify):
+                    folder = os.path.join(dest, *prefix)
+                    present = set(os.listdir(folder))
+                if name in present and self._already_there(
+                    dest, parts, entry, recorded, rehash=run.spec.verify, path=os.path.join(folder, name)
+                ):
                     _count_kept(run.transfer, entry)
                     yield None
                 else:
@@ -1117,13 +1121,14 @@ class Fetcher:
 
     def _already_there(
         self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, recorded: dict[str, CachedFile] | None = None,
-        *, rehash: bool = False,
+        *, rehash: bool = False, path: str | None = None,
     ) -> bool:
-        """Whether DEST holds `entry` at `parts`: its stat matches what the index recorded
-        for that content (the cheap check), or else, or with `rehash`, its bytes hash to it."""
-        path = dest.joinpath(*parts)
+        """Whether DEST holds `entry` at `parts` (`path`, when the caller has it): its stat matches
+        what the index recorded for that content (the cheap check), or else, or with `rehash`,
+        its bytes hash to it. An update checks every file this way, so it spares pathlib."""
+        path = path or os.path.join(dest, *parts)
         try:
-            st = path.lstat()
+            st = os.lstat(path)
         except FileNotFoundError:
             return False
         if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
@@ -1142,7 +1147,7 @@ class Fetcher:
         # Unknown to the index, or its record unfinished (a crash between the rename and
         # the end of the record): check the bytes.
         file = decode(Kind.FILE, self.index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
-        if file_id_of(path, file.params) != entry.ref:  # type: ignore[union-attr]
+        if file_id_of(Path(path), file.params) != entry.ref:  # type: ignore[union-attr]
             return False
         self._record_file(dest, parts, entry, _set_mode(path, st, entry) or current)
         return True
@@ -1374,7 +1379,7 @@ def check_room(dest: Path, size: int, files: int, name: str) -> None:
         )
 
 
-def _set_mode(path: Path, st: os.stat_result, entry: TreeEntry) -> FileStat | None:
+def _set_mode(path: str, st: os.stat_result, entry: TreeEntry) -> FileStat | None:
     """Give a file DEST already holds the version's permission bits; its new stat if they changed."""
     wanted = entry.permissions() & ~UMASK
     if stat.S_IMODE(st.st_mode) == wanted:
