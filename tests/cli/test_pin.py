@@ -144,3 +144,26 @@ def test_sync_repairs_a_file_both_versions_share_edited_here(tmp_path: Path) -> 
         # The changed file, and the shared one edited here (its stat no longer matches).
         assert forward["files_written"] == 2
         assert files_of(repo / "data") == files_of(data)
+
+
+def test_two_repositories_pin_one_dataset_at_different_versions(tmp_path: Path) -> None:
+    with linked_daemons(2) as (a, b):
+        data = tmp_path / "ds"
+        write_files(data, FILES)
+        v1 = a.json("share", str(data))["version"]
+        at_v1 = files_of(data)
+        write_files(data, {"img/03.jpg": 4100})
+        a.json("share", str(data))
+        at_v2 = files_of(data)
+
+        old, new = tmp_path / "old-checkout", tmp_path / "new-checkout"
+        for repo in (old, new):
+            (repo / ".git").mkdir(parents=True)
+        ok(b("pin", f"ds@{v1['id'][:8]}", "--path", "data", cwd=old))
+        ok(b("pin", "ds", "--path", "vendor/ds", cwd=new))
+        ok(b("sync", "--timeout", "20", cwd=old))
+        ok(b("sync", "--timeout", "20", cwd=new))
+        assert files_of(old / "data") == at_v1 and files_of(new / "vendor" / "ds") == at_v2
+        # Each sync again leaves both as pinned: neither folder takes the other's version.
+        assert b.json("sync", "--timeout", "20", cwd=old)["synced"][0]["fetch"]["files_written"] == 0
+        assert files_of(old / "data") == at_v1 and files_of(new / "vendor" / "ds") == at_v2
