@@ -10,13 +10,13 @@ The check must cost nothing for a peer that sees every dataset, the usual case:
 checked against the objects and chunks reachable from the versions of the
 datasets hidden from that peer; only an id found there is looked up in the
 datasets the peer may see, since content shared by two datasets is served
-through either. Reachable sets are computed once per set of versions and cached.
+through either. Reachable ids are recorded in the index once per set of versions.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from shoal.daemon.index import Index
 from shoal.daemon.scanner import index_loader
@@ -26,13 +26,17 @@ from shoal.protocol.manifest import file_chunks, tree_entries
 from shoal.protocol.objects import EntryType, FileObject, VersionRecord, decode
 
 
+#: Reachable ids recorded per transaction.
+REACH_BATCH = 10_000
+
+
 class Audiences:
     """The audience of every dataset, kept in the index and mirrored in memory."""
 
     def __init__(self, index: Index) -> None:
         self._index = index
         self._chosen: dict[str, frozenset[str]] = index.audiences()
-        self._reach: dict[str, tuple[tuple[bytes, ...], frozenset[bytes]]] = {}
+        #: Held while a dataset's reachable ids are recorded, so that two requests do not both record them.
         self._lock = threading.Lock()
 
     def of(self, name: str) -> frozenset[str] | None:
@@ -50,6 +54,7 @@ class Audiences:
 
     def forget(self, name: str) -> None:
         self.set(name, None)
+        self._index.drop_reach(name)
 
     def may_see(self, peer_id: str, name: str) -> bool:
         chosen = self._chosen.get(name)
@@ -66,57 +71,76 @@ class Audiences:
         """
         names = self._index.dataset_names()
         hidden = [name for name in names if not self.may_see(peer_id, name)]
-        suspects = set(ids)
-        found: set[bytes] = set()
         for name in hidden:
-            found |= suspects & self._reachable(name)
+            self._ensure_reach(name)
+        found = self._index.reach_hits(ids, hidden)
         if not found:
             return found
-        for name in names:
-            if found and self.may_see(peer_id, name):
-                found -= self._reachable(name)
-        return found
+        visible = [name for name in names if self.may_see(peer_id, name)]
+        for name in visible:
+            self._ensure_reach(name)
+        return found - self._index.reach_hits(list(found), visible)
 
-    def _reachable(self, name: str) -> frozenset[bytes]:
-        """Every version, tree, file, page and chunk id of the versions of `name` held here."""
-        versions = tuple(row.id for row in self._index.versions(name))
+    def _ensure_reach(self, name: str) -> None:
+        """Record in the index every version, tree, file, page and chunk id of the versions
+        of `name` held here, unless recorded for exactly these versions. In the index, not in
+        memory: a dataset of a million files reaches millions of ids."""
+        versions = b"".join(row.id for row in self._index.versions(name))
         with self._lock:
-            cached = self._reach.get(name)
-        if cached is not None and cached[0] == versions:
-            return cached[1]
-        reach = frozenset(_walk_versions(self._index, versions))
-        with self._lock:
-            self._reach[name] = (versions, reach)
-        return reach
+            if self._index.reach_versions(name) == versions:
+                return
+            self._index.drop_reach(name)
+            batch: list[bytes] = []
+            for object_id in _walk_versions(self._index, versions):
+                batch.append(object_id)
+                if len(batch) >= REACH_BATCH:
+                    self._index.add_reach(name, batch)
+                    batch = []
+            self._index.add_reach(name, batch)
+            self._index.finish_reach(name, versions)
 
 
-def _walk_versions(index: Index, versions: tuple[bytes, ...]) -> set[bytes]:
-    ids: set[bytes] = set()
+def _walk_versions(index: Index, versions: bytes) -> Iterator[bytes]:
+    """Every id reachable from the versions whose ids are concatenated in `versions`; an id
+    may come more than once (a file in two places), a subtree met again is not walked again."""
     stored = index_loader(index)
+    loaded: list[bytes] = []
 
     def load(kind: Kind, object_id: bytes) -> bytes:
-        ids.add(object_id)
+        loaded.append(object_id)
         return stored(kind, object_id)
 
-    def visit(tree_id: bytes) -> None:
-        # A subtree every version shares is walked once.
-        if tree_id in ids:
+    def drain() -> list[bytes]:
+        out = loaded[:]
+        loaded.clear()
+        return out
+
+    trees: set[bytes] = set()
+
+    def visit(tree_id: bytes) -> Iterator[bytes]:
+        # Trees only, one id a directory: a version's folders, not its files.
+        if tree_id in trees:
             return
+        trees.add(tree_id)
         for entry in tree_entries(load, tree_id):
             if entry.type == EntryType.DIR:
-                visit(entry.ref)  # type: ignore[arg-type]
-            elif entry.type == EntryType.FILE and entry.ref not in ids:
+                yield from drain()
+                yield from visit(entry.ref)  # type: ignore[arg-type]
+            elif entry.type == EntryType.FILE:
                 file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)  # type: ignore[arg-type]
                 assert isinstance(file, FileObject)
-                ids.update(ref.id for ref in file_chunks(load, file))
+                yield from (ref.id for ref in file_chunks(load, file))
+                yield from drain()
+        yield from drain()
 
-    for version_id in versions:
+    for start in range(0, len(versions), 32):
+        version_id = versions[start : start + 32]
         try:
             record = decode(Kind.VERSION, load(Kind.VERSION, version_id), version_id)
             assert isinstance(record, VersionRecord)
-            visit(record.root)
+            yield from visit(record.root)
         except ProtocolError:
             # A version whose manifest is only partly here (a fetch of a subset):
             # what is missing is not served either.
-            continue
-    return ids
+            pass
+        yield from drain()

@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS version_stats(
 CREATE TABLE IF NOT EXISTS audiences(
     name TEXT NOT NULL, peer TEXT NOT NULL, PRIMARY KEY(name, peer)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chosen_audience(name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reach(name TEXT NOT NULL, id BLOB NOT NULL, PRIMARY KEY(name, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reach_by_id ON reach(id);
+CREATE TABLE IF NOT EXISTS reach_versions(name TEXT PRIMARY KEY, versions BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dests(
     path TEXT PRIMARY KEY, name TEXT NOT NULL, version BLOB NOT NULL, root BLOB NOT NULL, selection BLOB);
 """
@@ -475,6 +478,41 @@ class Index:
                 self._db.execute("INSERT INTO chosen_audience VALUES (?)", (name,))
                 self._db.executemany("INSERT INTO audiences VALUES (?, ?)", ((name, peer) for peer in sorted(peers)))
             self._db.execute("COMMIT")
+
+    # --- what each dataset reaches (for audiences) --------------------------------
+
+    def reach_versions(self, name: str) -> bytes | None:
+        """The version ids (concatenated) whose reachable ids are recorded for `name`, if any."""
+        rows = self._read("SELECT versions FROM reach_versions WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    def drop_reach(self, name: str) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM reach_versions WHERE name = ?", (name,))
+            self._db.execute("DELETE FROM reach WHERE name = ?", (name,))
+            self._db.execute("COMMIT")
+
+    def add_reach(self, name: str, ids: Iterable[bytes]) -> None:
+        rows = [(name, i) for i in ids]
+        if rows:
+            with self._lock:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR IGNORE INTO reach VALUES (?, ?)", rows)
+                self._db.execute("COMMIT")
+
+    def finish_reach(self, name: str, versions: bytes) -> None:
+        self._write("INSERT OR REPLACE INTO reach_versions VALUES (?, ?)", (name, versions))
+
+    def reach_hits(self, ids: list[bytes], names: list[str]) -> set[bytes]:
+        """Those of `ids` that a dataset among `names` reaches."""
+        if not ids or not names:
+            return set()
+        id_marks, name_marks = ",".join("?" * len(ids)), ",".join("?" * len(names))
+        rows = self._read(
+            f"SELECT DISTINCT id FROM reach WHERE id IN ({id_marks}) AND name IN ({name_marks})", [*ids, *names]
+        )
+        return {r[0] for r in rows}
 
     def unlist_dataset(self, name: str, path: str) -> None:
         """Stop listing (and offering) a dataset whose folder no longer holds its whole head."""
