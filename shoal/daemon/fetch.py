@@ -290,8 +290,12 @@ class _Run:
 
     def deliver(self, batch: _NetBatch, peer: str, cid: bytes, data: bytes) -> None:
         """Take a chunk off the wire; it is verified and written by the writer task."""
-        if cid not in batch.lengths or len(data) != batch.lengths[cid]:
+        if cid not in batch.lengths:
             raise PeerMisbehaved(f"peer {peer} sent chunk {cid.hex()[:16]}, which was not asked for")
+        if len(data) != batch.lengths[cid]:
+            raise PeerMisbehaved(
+                f"peer {peer} sent chunk {cid.hex()[:16]} of {len(data)} bytes; the manifest says {batch.lengths[cid]}"
+            )
         stats = self.transfer.peers[peer]
         stats.received += len(data)
         stats.chunks += 1
@@ -711,6 +715,7 @@ class Fetcher:
     async def _download(self, kind: Kind, ids: list[bytes], sources: Sequence[Source]) -> dict[bytes, object]:
         wanted = set(ids)
         downloaded: dict[bytes, object] = {}
+        refused: list[str] = []
         for source in sources:
             if not wanted:
                 break
@@ -719,11 +724,15 @@ class Fetcher:
                 stored = await trio.to_thread.run_sync(self._check_objects, kind, got, wanted)
             except (PeerMisbehaved, ProtocolError) as e:
                 self._warn_peer(source, e)
+                refused.append(f"peer {source.peer_id[:7]} sent a {kind.name.lower()} object that breaks the rules ({e})")
                 continue
             except trio.BrokenResourceError:
                 continue
             wanted -= stored.keys()
             downloaded |= stored
+        if wanted and refused:
+            # The peer's fault, and why: not a mere "missing", which would send the user looking elsewhere.
+            raise FetchError("; ".join(refused) + "; refused, and no other connected peer has it")
         if wanted:
             raise FetchError(f"no connected peer has {len(wanted)} of the {kind.name.lower()} objects needed")
         return downloaded

@@ -975,7 +975,10 @@ def test_manifest_with_escaping_paths(fetcher: Daemon, tmp_path: Path, case: str
     files = sum(1 for e in entries if e.type == EntryType.FILE)
     vid = store.version(key, name, store.tree(entries), size, files)
     sc.seeder(store, name, vid, key=key)
-    fetch_fails(sc, name)
+    message = fetch_fails(sc, name)
+    # The user is told why, not that the objects are missing.
+    assert "no connected peer has" not in message, message
+    assert any(why in message for why in ("breaks the rules", "symlink", "reserves", "not allowed")), message
     # Whatever did land must be exactly the version's good file.
     sc.finish({"ok.txt": ok})
     assert not os.path.lexists("/tmp/shoal-adversarial-evil")
