@@ -19,6 +19,7 @@ from shoal.daemon import chunks as chunkio
 from shoal.daemon.index import Index
 from shoal.protocol.channel import Role
 from shoal.protocol.connection import (
+    MAX_OUTSTANDING_REQUESTS,
     ConnectionClosed,
     Connection,
     HelloReceived,
@@ -138,6 +139,8 @@ class PeerSession:
         self._pay = pay
         self._send_lock = trio.Lock()
         self._pending: dict[int, _Pending] = {}
+        #: Set (and replaced) whenever an END frees one of our request ids.
+        self._request_ended = trio.Event()
         self._serving: dict[int, trio.CancelScope] = {}
         #: trio time the last request of the peer was answered (-inf: never).
         self.served_at = float("-inf")
@@ -172,6 +175,7 @@ class PeerSession:
                 nursery.cancel_scope.cancel()
         finally:
             self._closed = True
+            self._request_ended.set()
             for pending in self._pending.values():
                 pending.error = SessionClosed(f"session with {self.peer.short()} closed")
                 pending.done.set()
@@ -216,6 +220,8 @@ class PeerSession:
                     pending.done.set()
                     self.conn.send(Cancel(message.req))
         elif isinstance(message, End):
+            self._request_ended.set()
+            self._request_ended = trio.Event()
             pending = self._pending.pop(message.req, None)
             if pending is not None:
                 pending.missing = message.missing
@@ -280,19 +286,19 @@ class PeerSession:
             self.served_at = trio.current_time()
 
     async def _answer(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
-        missing: list[bytes] = []
+        # `scope` is cancelled by the peer's CANCEL only; the request still ends
+        # with END (listing whatever was not sent), or its id would stay taken on
+        # both sides. Closing the session cancels an outer scope and skips this.
         with scope:
             async with self._serve_slots:
                 if isinstance(request, GetChunks):
-                    await self._answer_chunks(request, missing)
+                    await self._answer_chunks(request)
                 else:
-                    await self._answer_objects(request, missing)
-        if scope.cancelled_caught:
-            return
-        self.conn.send(End(request.req, tuple(missing)))
+                    await self._answer_objects(request)
+        self.conn.send_end(request.req)
         await self._flush()
 
-    async def _answer_chunks(self, request: GetChunks, missing: list[bytes]) -> None:
+    async def _answer_chunks(self, request: GetChunks) -> None:
         ids = list(request.ids)
         # Located (and their reads started) for the whole request at once.
         places = await trio.to_thread.run_sync(chunkio.locate, self._index, ids)
@@ -302,22 +308,18 @@ class PeerSession:
             if len(found) < len(group):
                 rest = group[len(found) :]
                 found += await trio.to_thread.run_sync(chunkio.read_chunks, self._index, rest, places)
-            await self._send_found(request.req, found, missing)
+            await self._send_found(request.req, found)
 
-    async def _answer_objects(self, request: GetObjects, missing: list[bytes]) -> None:
+    async def _answer_objects(self, request: GetObjects) -> None:
         sizes = await trio.to_thread.run_sync(self._index.object_sizes, list(request.ids))
-        missing.extend(oid for oid in request.ids if oid not in sizes)
         for group in _groups_by_size([oid for oid in request.ids if oid in sizes], sizes, OBJECT_GROUP_BYTES):
             found = await trio.to_thread.run_sync(self._read_objects, group)
-            await self._send_found(request.req, found, missing)
+            await self._send_found(request.req, found)
 
-    async def _send_found(
-        self, req: int, found: Sequence[tuple[bytes, bytes | bytearray | None]], missing: list[bytes]
-    ) -> None:
+    async def _send_found(self, req: int, found: Sequence[tuple[bytes, bytes | bytearray | None]]) -> None:
+        """Send what was found; END later lists the rest (None: not held) as missing."""
         for oid, data in found:
-            if data is None:
-                missing.append(oid)
-            else:
+            if data is not None:
                 self.conn.send_data(req, oid, data)
         await self._flush()
 
@@ -328,6 +330,7 @@ class PeerSession:
     # --- asking the peer (the fetch engine's Source) -----------------------------
 
     async def _request(self, message_type, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+        await self._request_slot()
         req = self.conn.new_request_id()
         pending = _Pending(deliver)
         self._pending[req] = pending
@@ -344,6 +347,15 @@ class PeerSession:
         if pending.error is not None:
             raise pending.error
         return list(pending.missing)
+
+    async def _request_slot(self) -> None:
+        """Wait until fewer than MAX_OUTSTANDING_REQUESTS of ours are open.
+
+        A request we cancelled stays open until the peer's END, so a fetch that
+        starts right after another was interrupted may have to wait a moment.
+        """
+        while self._open and len(self.conn.sent_requests) >= MAX_OUTSTANDING_REQUESTS:
+            await self._request_ended.wait()
 
     async def get_objects(self, ids: Sequence[bytes]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
         got: list[tuple[bytes, bytes]] = []

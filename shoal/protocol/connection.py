@@ -151,6 +151,7 @@ class RequestTable:
 
     def __init__(self) -> None:
         self._owed: dict[int, set[bytes]] = {}
+        self._asked: dict[int, tuple[bytes, ...]] = {}
         self._cancelled: set[int] = set()
 
     def __contains__(self, req: object) -> bool:
@@ -166,6 +167,11 @@ class RequestTable:
         """Ids of request `req` neither delivered nor declared missing yet."""
         return frozenset(self._owed[req])
 
+    def pending_in_order(self, req: int) -> tuple[bytes, ...]:
+        """`pending(req)` in the order the request named them."""
+        owed = self._owed[req]
+        return tuple(oid for oid in self._asked[req] if oid in owed)
+
     def owes(self, req: int, object_id: bytes) -> bool:
         """Whether DATA for `object_id` may still come for request `req`."""
         return object_id in self._owed.get(req, ())
@@ -175,6 +181,7 @@ class RequestTable:
 
     def add(self, req: int, ids: tuple[bytes, ...]) -> None:
         self._owed[req] = set(ids)
+        self._asked[req] = ids
 
     def settle(self, req: int, object_id: bytes) -> None:
         self._owed[req].discard(object_id)
@@ -184,6 +191,7 @@ class RequestTable:
 
     def remove(self, req: int) -> None:
         del self._owed[req]
+        del self._asked[req]
         self._cancelled.discard(req)
 
 
@@ -286,6 +294,18 @@ class Connection:
         self._check_hello_sent("DATA")
         self._settle(req, oid)
         self._write_parts("DATA", parts)
+
+    def send_end(self, req: int) -> None:
+        """Queue END for the peer's request `req`, listing as missing every id not sent.
+
+        This is how a request ends whether it was answered in full, in part, or
+        cancelled: SPEC ("Cancelling") asks for END after CANCEL too, since only
+        END frees the request id on both sides.
+        """
+        self._check_open()
+        if req not in self.received_requests:
+            raise LocalProtocolError(f"request {req} is not open")
+        self.send(End(req, self.received_requests.pending_in_order(req)))
 
     def _check_open(self) -> None:
         if self._closed is not None:

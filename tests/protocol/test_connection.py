@@ -415,6 +415,40 @@ def test_cancel_is_surfaced_once_and_ignored_for_finished_requests() -> None:
     assert 4 not in conn.received_requests
 
 
+def test_cancelled_request_still_ends_with_end_listing_what_was_not_sent() -> None:
+    initiator, responder_conn = open_pair()
+    initiator.send(GetChunks(6, (A, B, C)))
+    deliver(initiator, responder_conn)
+    responder_conn.send(Data(6, B, b"bee"))
+    initiator.send(Cancel(6))
+    assert deliver(initiator, responder_conn) == [MessageReceived(Cancel(6))]
+    responder_conn.send_end(6)
+    events = deliver(responder_conn, initiator)
+    assert events == [MessageReceived(Data(6, B, b"bee")), MessageReceived(End(6, (A, C)))]
+    assert 6 not in initiator.sent_requests and 6 not in responder_conn.received_requests
+
+
+def test_cancelling_more_requests_than_may_be_open_frees_every_id() -> None:
+    """SPEC "Cancelling": END after CANCEL frees the id, so cancels never use up the 32 slots."""
+    initiator, responder_conn = open_pair()
+    for _ in range(MAX_OUTSTANDING_REQUESTS + 8):
+        req = initiator.new_request_id()
+        initiator.send(GetChunks(req, (A, B)))
+        initiator.send(Cancel(req))
+        deliver(initiator, responder_conn)
+        responder_conn.send_end(req)
+        assert deliver(responder_conn, initiator) == [MessageReceived(End(req, (A, B)))]
+    assert len(initiator.sent_requests) == len(responder_conn.received_requests) == 0
+    initiator.send(GetChunks(0, (C,)))
+    assert deliver(initiator, responder_conn) == [MessageReceived(GetChunks(0, (C,)))]
+
+
+def test_send_end_is_only_for_an_open_request() -> None:
+    initiator, responder_conn = open_pair()
+    with pytest.raises(LocalProtocolError, match="not open"):
+        responder_conn.send_end(3)
+
+
 def test_cancel_of_a_finished_request_sends_nothing() -> None:
     initiator, responder_conn = open_pair()
     initiator.send(GetChunks(1, (A,)))
