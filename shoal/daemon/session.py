@@ -104,13 +104,25 @@ async def establish(
                 await _flush(conn, stream)
                 return conn, peer
             if isinstance(event, ConnectionClosed):
-                raise ProtocolError(f"peer closed during the handshake: {event.reason}", code=event.error_code)
+                # On our side's violation the Connection queued ERROR (once the channel
+                # has keys): SPEC "Closing and errors" says the peer hears why.
+                await _flush_quietly(conn, stream)
+                ended = "peer closed" if event.by_peer else "closed on a violation"
+                raise ProtocolError(f"{ended} during the handshake: {event.reason}", code=event.error_code)
 
 
 async def _flush(conn: Connection, stream: trio.abc.Stream) -> None:
     data = conn.data_to_send()
     if data:
         await stream.send_all(data)
+
+
+async def _flush_quietly(conn: Connection, stream: trio.abc.Stream) -> None:
+    """Send what is queued if the peer still listens; a closing session has nothing else to do."""
+    try:
+        await _flush(conn, stream)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
 
 
 class PeerSession:

@@ -306,6 +306,27 @@ def test_auth_replayed_from_another_session_is_refused() -> None:
     assert_violation(replayer.to(conn), conn, replayer, "bad-auth")
 
 
+def test_malformed_auth_is_reported_with_error() -> None:
+    conn = responder()
+    raw = raw_initiator_secured(conn)
+    raw.channel.write(encode_frame(b"\x93\x01\xc4\x1f" + bytes(31) + b"\xc4\x40" + bytes(64)))  # a 31-byte key
+    assert_violation(raw.to(conn), conn, raw, "bad-message")
+
+
+def test_initiator_reports_a_bad_responder_auth_with_error() -> None:
+    """The ERROR goes out once the channel has keys, whichever side finds the violation."""
+    initiator = Connection(Role.INITIATOR, Ed25519PrivateKey.generate())
+    raw = RawPeer(Role.RESPONDER)
+    initiator.start()
+    raw.channel.receive_data(initiator.data_to_send())
+    raw.channel.read()
+    initiator.receive_data(raw.channel.data_to_send())
+    drain(initiator)
+    raw.receive(initiator)
+    raw.send(Auth(public_key_bytes(raw.key), bytes(64)))
+    assert_violation(raw.to(initiator), initiator, raw, "bad-auth")
+
+
 def test_connecting_to_ourselves_is_refused() -> None:
     key = Ed25519PrivateKey.generate()
     conn = Connection(Role.RESPONDER, key)
