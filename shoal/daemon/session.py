@@ -29,12 +29,14 @@ from shoal.protocol.connection import (
     State,
 )
 from shoal.protocol.errors import LocalProtocolError, ProtocolError
+from shoal.protocol.liveness import KEEPALIVE_INTERVAL, MAX_UNANSWERED_PINGS, Liveness, PeerTimedOut
 from shoal.protocol.messages import Cancel, Catalog, CatalogEntry, Data, End, GetChunks, GetObjects, Hello
 from shoal.protocol.identity import PeerId
 
 _log = logging.getLogger("shoal.session")
 
 RECEIVE_SIZE = 256 * 1024
+#: Seconds for the Noise handshake, both AUTHs and both HELLOs together (SPEC "Session").
 HANDSHAKE_TIMEOUT = 10.0
 #: Chunks read from disk per worker-thread call while serving.
 SERVE_GROUP = 16
@@ -160,6 +162,7 @@ class PeerSession:
         # and memory per peer stays a few MB however many requests it opens.
         self._serve_slots = trio.Semaphore(SERVE_CONCURRENCY)
         self._closed = False
+        self._liveness = Liveness(trio.current_time(), interval=KEEPALIVE_INTERVAL, max_unanswered=MAX_UNANSWERED_PINGS)
         self._rate_mark = (time.monotonic(), 0, 0)
         self._rates = (0.0, 0.0)
 
@@ -204,15 +207,22 @@ class PeerSession:
                 # What the events handled since the last read queued (PONG, CANCEL) goes
                 # out before waiting, once per read rather than once per event.
                 await self._flush_quietly()
-                try:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                    return f"connection lost: {e}"
+                data: bytes | None = None
+                with trio.move_on_at(self._liveness.deadline(inside_frame=self.conn.inside_frame)):
+                    try:
+                        data = await self.stream.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                        return f"connection lost: {e}"
+                if data is None:
+                    self._keep_alive()
+                    continue
                 self.bytes_in += len(data)
                 self.conn.receive_data(data)
                 if self._pay is not None:
                     # Reading no more until the bytes are paid for makes TCP slow the sender down.
                     await self._pay(len(data))
+                # Counted after paying: our own throttle's wait is not the peer's silence.
+                self._liveness.heard(trio.current_time())
                 continue
             if isinstance(event, ConnectionClosed):
                 if event.error_code:
@@ -220,6 +230,16 @@ class PeerSession:
                 return event.reason
             if isinstance(event, MessageReceived):
                 self._dispatch(event.message, nursery)
+
+    def _keep_alive(self) -> None:
+        """The peer has been quiet until the keepalive deadline: PING it, or give up."""
+        try:
+            ping = self._liveness.expire(trio.current_time(), inside_frame=self.conn.inside_frame)
+        except PeerTimedOut as e:
+            self.conn.fail(e)  # queues ERROR("timeout"); the next event is the close
+            return
+        if ping is not None:
+            self.conn.send(ping)
 
     def _dispatch(self, message, nursery: trio.Nursery) -> None:
         if isinstance(message, Data):

@@ -231,6 +231,16 @@ class Connection:
     def peer_public_key(self) -> bytes | None:
         return self._peer.public_key if self._peer else None
 
+    @property
+    def inside_frame(self) -> bool:
+        """Whether part of a record or frame has arrived and the rest has not.
+
+        Meaningful once next_event() has returned NEED_DATA; the keepalive rule
+        (shoal.protocol.liveness) gives a peer less time to finish a frame than
+        to say something new.
+        """
+        return bool(self._frames.buffered or self._channel.buffered)
+
     def start(self) -> None:
         """Queue the initiator's first handshake message."""
         if self.role is not Role.INITIATOR:

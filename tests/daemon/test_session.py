@@ -8,8 +8,9 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shoal.daemon.session import establish
+from shoal.daemon.session import KEEPALIVE_INTERVAL, MAX_UNANSWERED_PINGS, PeerSession, establish
 from shoal.protocol.channel import Role, SecureChannel, auth_transcript
+from shoal.protocol.connection import NEED_DATA, Connection, ConnectionClosed, HelloReceived, MessageReceived, PeerAuthenticated
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.framing import FrameDecoder, encode_frame
 from shoal.protocol.identity import public_key_bytes, sign
@@ -102,3 +103,102 @@ async def test_violation_before_hello_is_reported_to_the_peer_with_error(code: s
     errors = [m for m in received if isinstance(m, Error)]
     assert [e.code for e in errors] == [code], received
     assert isinstance(received[-1], Error)
+
+
+# --- keepalive (SPEC "Keepalive"), on trio's virtual clock ------------------------------
+
+
+class DrivenPeer:
+    """An honest Connection over a trio stream that speaks only when the test lets it."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.conn = Connection(Role.INITIATOR, Ed25519PrivateKey.generate())
+
+    async def flush(self) -> None:
+        if data := self.conn.data_to_send():
+            await self.stream.send_all(data)
+
+    async def open(self) -> None:
+        self.conn.start()
+        while True:
+            event = self.conn.next_event()
+            await self.flush()
+            if event is NEED_DATA:
+                self.conn.receive_data(await self.stream.receive_some(65536))
+            elif isinstance(event, PeerAuthenticated):
+                self.conn.accept()
+                self.conn.send(Hello(1, "driven", None))
+            elif isinstance(event, HelloReceived):
+                return
+            else:
+                raise AssertionError(event)
+
+    async def listen(self, *, answer: bool, arrivals: list[float]) -> ConnectionClosed:
+        """Read until the session ends, noting when bytes arrive; with `answer`, send the
+        PONGs the Connection queues for the daemon's PINGs (which it does not surface)."""
+        start = trio.current_time()
+        while True:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                if answer:
+                    await self.flush()
+                data = await self.stream.receive_some(65536)
+                arrivals.append(trio.current_time() - start)
+                self.conn.receive_data(data)
+            elif isinstance(event, MessageReceived):
+                raise AssertionError(f"the daemon sent {event.message}")
+            elif isinstance(event, ConnectionClosed):
+                return event
+
+
+async def _daemon_session(stream: trio.abc.Stream, reasons: list[str]) -> None:
+    conn, peer = await establish(stream, Role.RESPONDER, Ed25519PrivateKey.generate(), lambda peer: True, None)
+    session = PeerSession(conn, stream, peer, "memory", index=None, on_catalog=lambda s: None)  # type: ignore[arg-type]
+    reasons.append(await session.run())
+
+
+async def _open_session(nursery: trio.Nursery, reasons: list[str]) -> DrivenPeer:
+    ours, theirs = trio.testing.memory_stream_pair()
+    nursery.start_soon(_daemon_session, ours, reasons)
+    peer = DrivenPeer(theirs)
+    await peer.open()
+    return peer
+
+
+async def test_a_silent_peer_is_pinged_then_dropped_with_timeout(autojump_clock) -> None:
+    reasons: list[str] = []
+    arrivals: list[float] = []
+    async with trio.open_nursery() as nursery:
+        peer = await _open_session(nursery, reasons)
+        closed = await peer.listen(answer=False, arrivals=arrivals)
+    # A PING after each interval of silence, then the ERROR one interval after the last.
+    expected = [KEEPALIVE_INTERVAL * n for n in range(1, MAX_UNANSWERED_PINGS + 2)]
+    assert arrivals == pytest.approx(expected, abs=1)
+    assert (closed.error_code, closed.by_peer) == ("timeout", True)
+    assert "answered none" in reasons[0]
+
+
+async def test_a_peer_that_answers_pings_keeps_its_session(autojump_clock) -> None:
+    reasons: list[str] = []
+    arrivals: list[float] = []
+    async with trio.open_nursery() as nursery:
+        peer = await _open_session(nursery, reasons)
+        with trio.move_on_after(20 * KEEPALIVE_INTERVAL):
+            await peer.listen(answer=True, arrivals=arrivals)
+        assert reasons == []
+        nursery.cancel_scope.cancel()
+    assert len(arrivals) >= 19
+
+
+async def test_a_peer_stalled_inside_a_frame_is_dropped_after_one_interval(autojump_clock) -> None:
+    reasons: list[str] = []
+    arrivals: list[float] = []
+    async with trio.open_nursery() as nursery:
+        peer = await _open_session(nursery, reasons)
+        peer.conn._channel.write((4000).to_bytes(4, "big") + b"half a frame")
+        await peer.flush()
+        closed = await peer.listen(answer=False, arrivals=arrivals)
+    assert closed.error_code == "timeout" and "middle of a frame" in closed.reason
+    # No PING (the peer could not answer one mid-frame): only the ERROR.
+    assert arrivals == pytest.approx([KEEPALIVE_INTERVAL], abs=1)

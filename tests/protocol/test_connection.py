@@ -507,6 +507,22 @@ def test_large_frames_are_refused_before_hello() -> None:
     assert_violation(raw.to(conn), conn, raw, "frame-too-large")
 
 
+def test_inside_frame_tells_a_partial_frame_or_record_from_a_quiet_stream() -> None:
+    initiator, responder_conn = open_pair()
+    assert not responder_conn.inside_frame
+    initiator.send(Ping(1))
+    wire = initiator.data_to_send()
+    responder_conn.receive_data(wire[:5])  # part of a record
+    assert drain(responder_conn) == [] and responder_conn.inside_frame
+    responder_conn.receive_data(wire[5:])
+    drain(responder_conn)
+    assert not responder_conn.inside_frame
+    raw_frame = encode_frame(encode_message(Ping(2)))
+    initiator._channel.write(raw_frame[:6])  # a whole record holding part of a frame
+    responder_conn.receive_data(initiator.data_to_send())
+    assert drain(responder_conn) == [] and responder_conn.inside_frame
+
+
 def test_garbage_frame_is_a_bad_message() -> None:
     conn = responder()
     raw = raw_initiator_open(conn)
