@@ -255,9 +255,9 @@ class PeerManager:
     def offers(self, name: str) -> list[tuple[PeerSession, CatalogEntry]]:
         out = []
         for session in self.sessions.values():
-            for entry in session.catalog:
-                if entry.name == name:
-                    out.append((session, entry))
+            entry = session.offer(name)
+            if entry is not None:
+                out.append((session, entry))
         return out
 
     def connected(self) -> list[str]:

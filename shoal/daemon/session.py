@@ -23,6 +23,7 @@ from shoal.protocol.connection import (
     ConnectionClosed,
     Connection,
     HelloReceived,
+    LargeFrame,
     MessageReceived,
     NeedData,
     PeerAuthenticated,
@@ -146,6 +147,8 @@ class PeerSession:
         self.peer_id = str(peer_id)
         self.address = address
         self.catalog: tuple[CatalogEntry, ...] = ()
+        #: The catalog by dataset name, so looking one up costs the same for 100,000 entries.
+        self._offers: dict[str, CatalogEntry] = {}
         self.bytes_in = 0
         self.bytes_out = 0
         self._index = index
@@ -174,6 +177,10 @@ class PeerSession:
             self._rates = ((self.bytes_in - bytes_in) / (now - then), (self.bytes_out - bytes_out) / (now - then))
             self._rate_mark = (now, self.bytes_in, self.bytes_out)
         return self._rates
+
+    def offer(self, name: str) -> CatalogEntry | None:
+        """The peer's catalog entry for dataset `name`, if it shares one."""
+        return self._offers.get(name)
 
     @property
     def serving(self) -> bool:
@@ -224,6 +231,10 @@ class PeerSession:
                 # Counted after paying: our own throttle's wait is not the peer's silence.
                 self._liveness.heard(trio.current_time())
                 continue
+            if isinstance(event, LargeFrame):
+                # A CATALOG near the frame limit takes about a second to decode: not on the loop.
+                self.conn.receive_decoded(await trio.to_thread.run_sync(event.decode))
+                continue
             if isinstance(event, ConnectionClosed):
                 if event.error_code:
                     _log.warning("session with %s closed: %s (%s)", self.peer.short(), event.reason, event.error_code)
@@ -260,6 +271,7 @@ class PeerSession:
                 pending.done.set()
         elif isinstance(message, Catalog):
             self.catalog = message.datasets
+            self._offers = {entry.name: entry for entry in message.datasets}
             self._on_catalog(self)
         elif isinstance(message, (GetObjects, GetChunks)):
             scope = trio.CancelScope()

@@ -40,12 +40,17 @@ from shoal.protocol.messages import (
     decode_message,
     data_parts,
     encode_message_parts,
+    starts_as_data,
 )
 
 #: Requests a peer may have open at us at once; one more is a violation.
 MAX_OUTSTANDING_REQUESTS = 32
 #: AUTH, HELLO, ERROR and BYE are small; an unauthenticated peer gets no more.
 PRE_OPEN_FRAME_LIMIT = 4096
+#: Frames larger than this, DATA aside, are handed out undecoded (LargeFrame): a
+#: CATALOG near the frame limit takes about a second to decode, too long for an
+#: event loop. DATA decodes in a copy whatever its size.
+DEFER_DECODE_SIZE = 64 * 1024
 UNTRUSTED = "untrusted"
 
 
@@ -135,12 +140,31 @@ class ConnectionClosed:
     by_peer: bool
 
 
+@dataclass(frozen=True, slots=True)
+class LargeFrame:
+    """A frame that is costly to decode (a big CATALOG), handed out undecoded.
+
+    Call `decode()` wherever it may take its time (it is pure, so a worker
+    thread will do), then give its result to `Connection.receive_decoded`
+    before reading on.
+    """
+
+    payload: bytes
+
+    def decode(self) -> Message | RemoteProtocolError:
+        """The message, or the violation that the payload is."""
+        try:
+            return decode_message(self.payload)
+        except RemoteProtocolError as exc:
+            return exc
+
+
 class NeedData(Enum):
     NEED_DATA = "need-data"
 
 
 NEED_DATA = NeedData.NEED_DATA
-Event: TypeAlias = PeerAuthenticated | HelloReceived | MessageReceived | ConnectionClosed
+Event: TypeAlias = PeerAuthenticated | HelloReceived | MessageReceived | ConnectionClosed | LargeFrame
 
 
 class RequestTable:
@@ -213,6 +237,9 @@ class Connection:
         self._state = State.HANDSHAKE
         self._peer: PeerAuthenticated | None = None
         self._decision_pending = False
+        self._decode_pending = False
+        #: The event of a LargeFrame decoded elsewhere, returned by the next next_event().
+        self._decoded: Event | None = None
         self._hello_sent = False
         self._eof = False
         self._closed: ConnectionClosed | None = None
@@ -264,10 +291,29 @@ class Connection:
             return self._closed
         if self._decision_pending:
             raise LocalProtocolError("accept() or reject() the authenticated peer before reading on")
+        if self._decode_pending:
+            raise LocalProtocolError("give the LargeFrame's decode() to receive_decoded() before reading on")
+        if self._decoded is not None:
+            event, self._decoded = self._decoded, None
+            return event
         try:
             return self._next_event()
         except ProtocolError as exc:
             return self._fail(exc)
+
+    def receive_decoded(self, decoded: Message | RemoteProtocolError) -> None:
+        """Hand back the result of the last LargeFrame's decode(); next_event() goes on from there."""
+        if self._closed is not None:
+            return  # closed (e.g. by close()) while the frame was being decoded
+        if not self._decode_pending:
+            raise LocalProtocolError("receive_decoded() is only valid right after a LargeFrame")
+        self._decode_pending = False
+        try:
+            if isinstance(decoded, RemoteProtocolError):
+                raise decoded
+            self._decoded = self._handle_message(decoded)
+        except ProtocolError as exc:
+            self._fail(exc)
 
     def accept(self) -> None:
         """Trust the authenticated peer; a responder now proves its own identity."""
@@ -354,6 +400,9 @@ class Connection:
             frame = self._frames.next_view()
             if frame is not None:
                 with frame:
+                    if self._state is State.OPEN and len(frame) > DEFER_DECODE_SIZE and not starts_as_data(frame):
+                        self._decode_pending = True
+                        return LargeFrame(bytes(frame))
                     event = self._handle_frame(frame)
                 if event is not None:
                     return event
@@ -376,7 +425,9 @@ class Connection:
         return self._finish(Step.CLOSE, ConnectionClosed("the peer closed the connection", None, by_peer=True))
 
     def _handle_frame(self, payload: memoryview) -> Event | None:
-        message = decode_message(payload)
+        return self._handle_message(decode_message(payload))
+
+    def _handle_message(self, message: Message) -> Event | None:
         if isinstance(message, Bye):
             return self._finish(Step.CLOSE, ConnectionClosed(message.reason, None, by_peer=True))
         if isinstance(message, Error):
@@ -517,6 +568,7 @@ class Connection:
 
     def _finish(self, step: Step, event: ConnectionClosed) -> ConnectionClosed:
         self._decision_pending = False
+        self._decode_pending = False
         self._advance(step)
         self._closed = event
         return event

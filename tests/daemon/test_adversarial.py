@@ -61,6 +61,8 @@ from shoal.protocol.messages import (
     GetChunks,
     GetObjects,
     Hello,
+    Ping,
+    Pong,
     encode_message,
 )
 from shoal.protocol.objects import (
@@ -643,6 +645,71 @@ def test_preauth_frames_cannot_pile_up_memory(victim: Daemon) -> None:
         f"{conns} unauthenticated connections each streaming one 16 MiB pre-AUTH frame grew the daemon "
         f"by {peak / MB:.0f} MB"
     )
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(the main thread's, the whole process's) CPU seconds, user + system. The process
+    total counts threads that have already exited, such as idle trio workers."""
+
+    def stat(path: str) -> float:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return stat(f"/proc/{pid}/task/{pid}/stat"), stat(f"/proc/{pid}/stat")
+
+
+def _try_resolve(daemon: Daemon, name: str) -> None:
+    try:
+        daemon.call("resolve", {"name": name, "timeout": 10}, timeout=30)
+    except ShoalError:
+        pass  # the peer says it does not have the version: all the test needs is the request
+
+
+def test_large_catalogs_are_decoded_off_the_event_loop(victim: Daemon) -> None:
+    """Five legal CATALOGs of 100,000 entries (SPEC's limit), ~9 MB each. Decoding one costs
+    about a second of CPU; it must happen on a worker thread, not on the thread that runs
+    the event loop (which answers the control socket and every other peer)."""
+    entries = tuple(
+        CatalogEntry(f"ds-{i:06}", os.urandom(32), 1, i, 1, 1_790_000_000, (os.urandom(32),)) for i in range(100_000)
+    )
+    payload = encode_message(Catalog(entries))
+    key = Ed25519PrivateKey.generate()
+    victim.trust(key)
+    peer = Peer(key, victim.port)
+    try:
+        peer.open()
+        main_before, total_before = cpu_seconds(victim.pid)
+        for _ in range(5):
+            peer.frame(payload)
+        peer.conn.send(Ping(5))
+        peer.flush()
+        # Frames are handled in order: the PONG comes once all five catalogs are applied.
+        deadline = time.monotonic() + 60
+        while True:
+            event = peer.next_event(deadline)
+            assert not isinstance(event, ConnectionClosed), f"the daemon closed the session: {event}"
+            if isinstance(event, MessageReceived) and event.message == Pong(5):
+                break
+        main_after, total_after = cpu_seconds(victim.pid)
+        # The catalog is in use: resolving one of its datasets asks this peer for its head.
+        resolving = threading.Thread(target=_try_resolve, args=(victim, "ds-099999"), daemon=True)
+        resolving.start()
+        while True:
+            event = peer.next_event(deadline)
+            assert not isinstance(event, ConnectionClosed), f"the daemon closed the session: {event}"
+            if isinstance(event, MessageReceived) and isinstance(event.message, GetObjects):
+                break
+        assert event.message.ids == (entries[-1].head,)
+        peer.conn.send(End(event.message.req, event.message.ids))
+        peer.flush()
+        resolving.join(30)
+    finally:
+        peer.close()
+    on_loop = main_after - main_before
+    elsewhere = (total_after - total_before) - on_loop
+    assert on_loop < elsewhere / 2, f"the event loop thread spent {on_loop:.2f}s, other threads {elsewhere:.2f}s"
+    honest_fetch(victim)
+    victim.assert_alive()
 
 
 # --- fetching side: the daemon fetches from hostile seeders ----------------------------

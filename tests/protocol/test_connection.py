@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from shoal.protocol.channel import Role, SecureChannel, auth_transcript
 from shoal.protocol.connection import (
+    DEFER_DECODE_SIZE,
     MAX_OUTSTANDING_REQUESTS,
     NEED_DATA,
     PRE_OPEN_FRAME_LIMIT,
@@ -19,6 +20,7 @@ from shoal.protocol.connection import (
     ConnectionClosed,
     Event,
     HelloReceived,
+    LargeFrame,
     MessageReceived,
     PeerAuthenticated,
     State,
@@ -50,11 +52,11 @@ A, B, C = bytes([0xAA]) * 32, bytes([0xBB]) * 32, bytes([0xCC]) * 32
 
 
 def drain(conn: Connection) -> list[Event]:
-    """Events until NEED_DATA, stopping where the caller must act (decision or close)."""
+    """Events until NEED_DATA, stopping where the caller must act (decision, decoding or close)."""
     events: list[Event] = []
     while (event := conn.next_event()) is not NEED_DATA:
         events.append(event)
-        if isinstance(event, (PeerAuthenticated, ConnectionClosed)):
+        if isinstance(event, (PeerAuthenticated, LargeFrame, ConnectionClosed)):
             break
     return events
 
@@ -237,6 +239,52 @@ def test_catalog_and_pong_surface_and_ping_is_answered() -> None:
     initiator.send(Ping(42))
     assert deliver(initiator, responder) == []
     assert deliver(responder, initiator) == [MessageReceived(catalog), MessageReceived(Pong(42))]
+
+
+def big_catalog(entries: int) -> Catalog:
+    return Catalog(tuple(CatalogEntry(f"ds-{i:06}", A, 1, i, 1, 1_790_000_000, (B,)) for i in range(entries)))
+
+
+def test_a_large_catalog_is_handed_out_to_be_decoded_elsewhere() -> None:
+    initiator, responder_conn = open_pair()
+    catalog = big_catalog(2000)
+    assert len(encode_message(catalog)) > DEFER_DECODE_SIZE
+    responder_conn.send(catalog)
+    responder_conn.send(Pong(7))
+    initiator.receive_data(responder_conn.data_to_send())
+    large = initiator.next_event()
+    assert isinstance(large, LargeFrame)
+    with pytest.raises(LocalProtocolError, match="receive_decoded"):
+        initiator.next_event()
+    initiator.receive_decoded(large.decode())
+    assert drain(initiator) == [MessageReceived(catalog), MessageReceived(Pong(7))]
+
+
+def test_a_large_frame_that_does_not_decode_is_a_violation_reported_with_error() -> None:
+    conn = responder()
+    raw = raw_initiator_open(conn)
+    raw.channel.write(encode_frame(b"\x92\x03\xdc" + bytes(DEFER_DECODE_SIZE)))
+    events = raw.to(conn)
+    assert len(events) == 1 and isinstance(events[0], LargeFrame)
+    conn.receive_decoded(events[0].decode())
+    assert_violation(drain(conn), conn, raw, "bad-message")
+
+
+def test_large_data_and_small_frames_are_decoded_at_once() -> None:
+    initiator, responder_conn = open_pair()
+    initiator.send(GetChunks(1, (A,)))
+    deliver(initiator, responder_conn)
+    responder_conn.send(Data(1, A, bytes(4 * DEFER_DECODE_SIZE)))
+    small = big_catalog(3)
+    responder_conn.send(small)
+    events = deliver(responder_conn, initiator)
+    assert events == [MessageReceived(Data(1, A, bytes(4 * DEFER_DECODE_SIZE))), MessageReceived(small)]
+
+
+def test_receive_decoded_is_only_for_a_large_frame() -> None:
+    initiator, _ = open_pair()
+    with pytest.raises(LocalProtocolError, match="LargeFrame"):
+        initiator.receive_decoded(Pong(1))
 
 
 def test_rejecting_responder_reveals_nothing_about_itself() -> None:
