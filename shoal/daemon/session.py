@@ -109,7 +109,7 @@ async def establish(
             if isinstance(event, ConnectionClosed):
                 # On our side's violation the Connection queued ERROR (once the channel
                 # has keys): SPEC "Closing and errors" says the peer hears why.
-                await _flush_quietly(conn, stream)
+                await flush_quietly(conn, stream)
                 ended = "peer closed" if event.by_peer else "closed on a violation"
                 raise ProtocolError(f"{ended} during the handshake: {event.reason}", code=event.error_code)
 
@@ -120,7 +120,7 @@ async def _flush(conn: Connection, stream: trio.abc.Stream) -> None:
         await stream.send_all(data)
 
 
-async def _flush_quietly(conn: Connection, stream: trio.abc.Stream) -> None:
+async def flush_quietly(conn: Connection, stream: trio.abc.Stream) -> None:
     """Send what is queued if the peer still listens; a closing session has nothing else to do."""
     try:
         await _flush(conn, stream)

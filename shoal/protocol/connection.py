@@ -105,6 +105,12 @@ class UnsupportedVersion(RemoteProtocolError):
     code = "unsupported-version"
 
 
+class DuplicateSession(ProtocolError):
+    """A session with this peer is already open; the newer one is refused (not a violation)."""
+
+    code = "duplicate-session"
+
+
 class RequestViolation(RemoteProtocolError):
     """The peer broke the request rules (ids, limits, DATA or END that do not match)."""
 
