@@ -244,6 +244,8 @@ class PeerSession:
 
     def _keep_alive(self) -> None:
         """The peer has been quiet until the keepalive deadline: PING it, or give up."""
+        if not self._open:
+            return  # closed by another task while we waited; the next event says so
         try:
             ping = self._liveness.expire(trio.current_time(), inside_frame=self.conn.inside_frame)
         except PeerTimedOut as e:
