@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.library import Library
 from shoal.daemon.ratelimit import TokenBucket, throttle
-from shoal.daemon.session import PeerSession, Rejected, establish
+from shoal.daemon.session import PeerSession, Rejected, establish, flush_quietly
 from shoal.daemon.trust import TrustStore
 from shoal.protocol.channel import Role
+from shoal.protocol.connection import DuplicateSession
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.identity import PeerId
 from shoal.protocol.messages import MAX_FULL_VERSIONS, Catalog, CatalogEntry
@@ -198,8 +199,12 @@ class PeerManager:
     async def _run_session(self, conn, stream: trio.SocketStream, peer: PeerId, address: str) -> None:
         peer_id = str(peer)
         if peer_id in self.sessions:
-            # Both sides dialled at once: keep the session that already runs.
-            conn.close("already connected")
+            # Both sides dialled at once, or the peer redialled while our old session
+            # still stands (keepalive ends it if it is dead): keep the one that runs,
+            # and tell the peer why the new one ends (SPEC "Session").
+            conn.fail(DuplicateSession(f"this daemon already has a session with {peer.short()}"))
+            with trio.move_on_after(1):
+                await flush_quietly(conn, stream)
             await trio.aclose_forcefully(stream)
             return
         pay = throttle(self._all_peers, TokenBucket(self._per_peer_limit))
@@ -283,9 +288,9 @@ class PeerManager:
     def offers(self, name: str) -> list[tuple[PeerSession, CatalogEntry]]:
         out = []
         for session in self.sessions.values():
-            for entry in session.catalog:
-                if entry.name == name:
-                    out.append((session, entry))
+            entry = session.offer(name)
+            if entry is not None:
+                out.append((session, entry))
         return out
 
     def withdrawn(self, name: str) -> bool:

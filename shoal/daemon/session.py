@@ -19,21 +19,25 @@ from shoal.daemon import chunks as chunkio
 from shoal.daemon.index import Index
 from shoal.protocol.channel import Role
 from shoal.protocol.connection import (
+    MAX_OUTSTANDING_REQUESTS,
     ConnectionClosed,
     Connection,
     HelloReceived,
+    LargeFrame,
     MessageReceived,
     NeedData,
     PeerAuthenticated,
     State,
 )
 from shoal.protocol.errors import LocalProtocolError, ProtocolError
+from shoal.protocol.liveness import KEEPALIVE_INTERVAL, MAX_UNANSWERED_PINGS, Liveness, PeerTimedOut
 from shoal.protocol.messages import Cancel, Catalog, CatalogEntry, Data, End, GetChunks, GetObjects, Hello
 from shoal.protocol.identity import PeerId
 
 _log = logging.getLogger("shoal.session")
 
 RECEIVE_SIZE = 256 * 1024
+#: Seconds for the Noise handshake, both AUTHs and both HELLOs together (SPEC "Session").
 HANDSHAKE_TIMEOUT = 10.0
 #: Chunks read from disk per worker-thread call while serving.
 SERVE_GROUP = 16
@@ -103,13 +107,25 @@ async def establish(
                 await _flush(conn, stream)
                 return conn, peer
             if isinstance(event, ConnectionClosed):
-                raise ProtocolError(f"peer closed during the handshake: {event.reason}", code=event.error_code)
+                # On our side's violation the Connection queued ERROR (once the channel
+                # has keys): SPEC "Closing and errors" says the peer hears why.
+                await flush_quietly(conn, stream)
+                ended = "peer closed" if event.by_peer else "closed on a violation"
+                raise ProtocolError(f"{ended} during the handshake: {event.reason}", code=event.error_code)
 
 
 async def _flush(conn: Connection, stream: trio.abc.Stream) -> None:
     data = conn.data_to_send()
     if data:
         await stream.send_all(data)
+
+
+async def flush_quietly(conn: Connection, stream: trio.abc.Stream) -> None:
+    """Send what is queued if the peer still listens; a closing session has nothing else to do."""
+    try:
+        await _flush(conn, stream)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
 
 
 class PeerSession:
@@ -132,6 +148,8 @@ class PeerSession:
         self.peer_id = str(peer_id)
         self.address = address
         self.catalog: tuple[CatalogEntry, ...] = ()
+        #: The catalog by dataset name, so looking one up costs the same for 100,000 entries.
+        self._offers: dict[str, CatalogEntry] = {}
         self.bytes_in = 0
         self.bytes_out = 0
         self._index = index
@@ -141,6 +159,8 @@ class PeerSession:
         self._withheld = withheld
         self._send_lock = trio.Lock()
         self._pending: dict[int, _Pending] = {}
+        #: Set (and replaced) whenever an END frees one of our request ids.
+        self._request_ended = trio.Event()
         self._serving: dict[int, trio.CancelScope] = {}
         #: trio time the last request of the peer was answered (-inf: never).
         self.served_at = float("-inf")
@@ -148,6 +168,7 @@ class PeerSession:
         # and memory per peer stays a few MB however many requests it opens.
         self._serve_slots = trio.Semaphore(SERVE_CONCURRENCY)
         self._closed = False
+        self._liveness = Liveness(trio.current_time(), interval=KEEPALIVE_INTERVAL, max_unanswered=MAX_UNANSWERED_PINGS)
         self._rate_mark = (time.monotonic(), 0, 0)
         self._rates = (0.0, 0.0)
 
@@ -159,6 +180,10 @@ class PeerSession:
             self._rates = ((self.bytes_in - bytes_in) / (now - then), (self.bytes_out - bytes_out) / (now - then))
             self._rate_mark = (now, self.bytes_in, self.bytes_out)
         return self._rates
+
+    def offer(self, name: str) -> CatalogEntry | None:
+        """The peer's catalog entry for dataset `name`, if it shares one."""
+        return self._offers.get(name)
 
     @property
     def serving(self) -> bool:
@@ -175,6 +200,7 @@ class PeerSession:
                 nursery.cancel_scope.cancel()
         finally:
             self._closed = True
+            self._request_ended.set()
             for pending in self._pending.values():
                 pending.error = SessionClosed(f"session with {self.peer.short()} closed")
                 pending.done.set()
@@ -191,15 +217,26 @@ class PeerSession:
                 # What the events handled since the last read queued (PONG, CANCEL) goes
                 # out before waiting, once per read rather than once per event.
                 await self._flush_quietly()
-                try:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                    return f"connection lost: {e}"
+                data: bytes | None = None
+                with trio.move_on_at(self._liveness.deadline(inside_frame=self.conn.inside_frame)):
+                    try:
+                        data = await self.stream.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                        return f"connection lost: {e}"
+                if data is None:
+                    self._keep_alive()
+                    continue
                 self.bytes_in += len(data)
                 self.conn.receive_data(data)
                 if self._pay is not None:
                     # Reading no more until the bytes are paid for makes TCP slow the sender down.
                     await self._pay(len(data))
+                # Counted after paying: our own throttle's wait is not the peer's silence.
+                self._liveness.heard(trio.current_time())
+                continue
+            if isinstance(event, LargeFrame):
+                # A CATALOG near the frame limit takes about a second to decode: not on the loop.
+                self.conn.receive_decoded(await trio.to_thread.run_sync(event.decode))
                 continue
             if isinstance(event, ConnectionClosed):
                 if event.error_code:
@@ -207,6 +244,18 @@ class PeerSession:
                 return event.reason
             if isinstance(event, MessageReceived):
                 self._dispatch(event.message, nursery)
+
+    def _keep_alive(self) -> None:
+        """The peer has been quiet until the keepalive deadline: PING it, or give up."""
+        if not self._open:
+            return  # closed by another task while we waited; the next event says so
+        try:
+            ping = self._liveness.expire(trio.current_time(), inside_frame=self.conn.inside_frame)
+        except PeerTimedOut as e:
+            self.conn.fail(e)  # queues ERROR("timeout"); the next event is the close
+            return
+        if ping is not None:
+            self.conn.send(ping)
 
     def _dispatch(self, message, nursery: trio.Nursery) -> None:
         if isinstance(message, Data):
@@ -219,12 +268,15 @@ class PeerSession:
                     pending.done.set()
                     self.conn.send(Cancel(message.req))
         elif isinstance(message, End):
+            self._request_ended.set()
+            self._request_ended = trio.Event()
             pending = self._pending.pop(message.req, None)
             if pending is not None:
                 pending.missing = message.missing
                 pending.done.set()
         elif isinstance(message, Catalog):
             self.catalog = message.datasets
+            self._offers = {entry.name: entry for entry in message.datasets}
             self._on_catalog(self)
         elif isinstance(message, (GetObjects, GetChunks)):
             scope = trio.CancelScope()
@@ -283,30 +335,27 @@ class PeerSession:
             self.served_at = trio.current_time()
 
     async def _answer(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
-        missing: list[bytes] = []
+        # `scope` is cancelled by the peer's CANCEL only; the request still ends
+        # with END (listing whatever was not sent), or its id would stay taken on
+        # both sides. Closing the session cancels an outer scope and skips this.
         with scope:
             async with self._serve_slots:
                 if isinstance(request, GetChunks):
-                    await self._answer_chunks(request, missing)
+                    await self._answer_chunks(request)
                 else:
-                    await self._answer_objects(request, missing)
-        if scope.cancelled_caught:
-            return
-        self.conn.send(End(request.req, tuple(missing)))
+                    await self._answer_objects(request)
+        self.conn.send_end(request.req)
         await self._flush()
 
-    async def _allowed(self, ids: list[bytes], missing: list[bytes]) -> list[bytes]:
-        """`ids` without those withheld from this peer, which are answered as missing."""
+    async def _allowed(self, ids: list[bytes]) -> list[bytes]:
+        """`ids` without those withheld from this peer; END then lists them as missing."""
         if self._withheld is None:
             return ids
         withheld = await self._withheld(ids)
-        if not withheld:
-            return ids
-        missing.extend(i for i in ids if i in withheld)
-        return [i for i in ids if i not in withheld]
+        return [i for i in ids if i not in withheld] if withheld else ids
 
-    async def _answer_chunks(self, request: GetChunks, missing: list[bytes]) -> None:
-        ids = await self._allowed(list(request.ids), missing)
+    async def _answer_chunks(self, request: GetChunks) -> None:
+        ids = await self._allowed(list(request.ids))
         # Located (and their reads started) for the whole request at once.
         places = await trio.to_thread.run_sync(chunkio.locate, self._index, ids)
         for start in range(0, len(ids), SERVE_GROUP):
@@ -315,23 +364,19 @@ class PeerSession:
             if len(found) < len(group):
                 rest = group[len(found) :]
                 found += await trio.to_thread.run_sync(chunkio.read_chunks, self._index, rest, places)
-            await self._send_found(request.req, found, missing)
+            await self._send_found(request.req, found)
 
-    async def _answer_objects(self, request: GetObjects, missing: list[bytes]) -> None:
-        ids = await self._allowed(list(request.ids), missing)
+    async def _answer_objects(self, request: GetObjects) -> None:
+        ids = await self._allowed(list(request.ids))
         sizes = await trio.to_thread.run_sync(self._index.object_sizes, ids)
-        missing.extend(oid for oid in ids if oid not in sizes)
         for group in _groups_by_size([oid for oid in ids if oid in sizes], sizes, OBJECT_GROUP_BYTES):
             found = await trio.to_thread.run_sync(self._read_objects, group)
-            await self._send_found(request.req, found, missing)
+            await self._send_found(request.req, found)
 
-    async def _send_found(
-        self, req: int, found: Sequence[tuple[bytes, bytes | bytearray | None]], missing: list[bytes]
-    ) -> None:
+    async def _send_found(self, req: int, found: Sequence[tuple[bytes, bytes | bytearray | None]]) -> None:
+        """Send what was found; END later lists the rest (None: not held) as missing."""
         for oid, data in found:
-            if data is None:
-                missing.append(oid)
-            else:
+            if data is not None:
                 self.conn.send_data(req, oid, data)
         await self._flush()
 
@@ -342,6 +387,7 @@ class PeerSession:
     # --- asking the peer (the fetch engine's Source) -----------------------------
 
     async def _request(self, message_type, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+        await self._request_slot()
         req = self.conn.new_request_id()
         pending = _Pending(deliver)
         self._pending[req] = pending
@@ -358,6 +404,15 @@ class PeerSession:
         if pending.error is not None:
             raise pending.error
         return list(pending.missing)
+
+    async def _request_slot(self) -> None:
+        """Wait until fewer than MAX_OUTSTANDING_REQUESTS of ours are open.
+
+        A request we cancelled stays open until the peer's END, so a fetch that
+        starts right after another was interrupted may have to wait a moment.
+        """
+        while self._open and len(self.conn.sent_requests) >= MAX_OUTSTANDING_REQUESTS:
+            await self._request_ended.wait()
 
     async def get_objects(self, ids: Sequence[bytes]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
         got: list[tuple[bytes, bytes]] = []

@@ -40,12 +40,17 @@ from shoal.protocol.messages import (
     decode_message,
     data_parts,
     encode_message_parts,
+    starts_as_data,
 )
 
 #: Requests a peer may have open at us at once; one more is a violation.
 MAX_OUTSTANDING_REQUESTS = 32
 #: AUTH, HELLO, ERROR and BYE are small; an unauthenticated peer gets no more.
 PRE_OPEN_FRAME_LIMIT = 4096
+#: Frames larger than this, DATA aside, are handed out undecoded (LargeFrame): a
+#: CATALOG near the frame limit takes about a second to decode, too long for an
+#: event loop. DATA decodes in a copy whatever its size.
+DEFER_DECODE_SIZE = 64 * 1024
 UNTRUSTED = "untrusted"
 
 
@@ -100,6 +105,12 @@ class UnsupportedVersion(RemoteProtocolError):
     code = "unsupported-version"
 
 
+class DuplicateSession(ProtocolError):
+    """A session with this peer is already open; the newer one is refused (not a violation)."""
+
+    code = "duplicate-session"
+
+
 class RequestViolation(RemoteProtocolError):
     """The peer broke the request rules (ids, limits, DATA or END that do not match)."""
 
@@ -135,12 +146,31 @@ class ConnectionClosed:
     by_peer: bool
 
 
+@dataclass(frozen=True, slots=True)
+class LargeFrame:
+    """A frame that is costly to decode (a big CATALOG), handed out undecoded.
+
+    Call `decode()` wherever it may take its time (it is pure, so a worker
+    thread will do), then give its result to `Connection.receive_decoded`
+    before reading on.
+    """
+
+    payload: bytes
+
+    def decode(self) -> Message | RemoteProtocolError:
+        """The message, or the violation that the payload is."""
+        try:
+            return decode_message(self.payload)
+        except RemoteProtocolError as exc:
+            return exc
+
+
 class NeedData(Enum):
     NEED_DATA = "need-data"
 
 
 NEED_DATA = NeedData.NEED_DATA
-Event: TypeAlias = PeerAuthenticated | HelloReceived | MessageReceived | ConnectionClosed
+Event: TypeAlias = PeerAuthenticated | HelloReceived | MessageReceived | ConnectionClosed | LargeFrame
 
 
 class RequestTable:
@@ -151,6 +181,7 @@ class RequestTable:
 
     def __init__(self) -> None:
         self._owed: dict[int, set[bytes]] = {}
+        self._asked: dict[int, tuple[bytes, ...]] = {}
         self._cancelled: set[int] = set()
 
     def __contains__(self, req: object) -> bool:
@@ -166,6 +197,11 @@ class RequestTable:
         """Ids of request `req` neither delivered nor declared missing yet."""
         return frozenset(self._owed[req])
 
+    def pending_in_order(self, req: int) -> tuple[bytes, ...]:
+        """`pending(req)` in the order the request named them."""
+        owed = self._owed[req]
+        return tuple(oid for oid in self._asked[req] if oid in owed)
+
     def owes(self, req: int, object_id: bytes) -> bool:
         """Whether DATA for `object_id` may still come for request `req`."""
         return object_id in self._owed.get(req, ())
@@ -175,6 +211,7 @@ class RequestTable:
 
     def add(self, req: int, ids: tuple[bytes, ...]) -> None:
         self._owed[req] = set(ids)
+        self._asked[req] = ids
 
     def settle(self, req: int, object_id: bytes) -> None:
         self._owed[req].discard(object_id)
@@ -184,6 +221,7 @@ class RequestTable:
 
     def remove(self, req: int) -> None:
         del self._owed[req]
+        del self._asked[req]
         self._cancelled.discard(req)
 
 
@@ -205,6 +243,9 @@ class Connection:
         self._state = State.HANDSHAKE
         self._peer: PeerAuthenticated | None = None
         self._decision_pending = False
+        self._decode_pending = False
+        #: The event of a LargeFrame decoded elsewhere, returned by the next next_event().
+        self._decoded: Event | None = None
         self._hello_sent = False
         self._eof = False
         self._closed: ConnectionClosed | None = None
@@ -222,6 +263,16 @@ class Connection:
     @property
     def peer_public_key(self) -> bytes | None:
         return self._peer.public_key if self._peer else None
+
+    @property
+    def inside_frame(self) -> bool:
+        """Whether part of a record or frame has arrived and the rest has not.
+
+        Meaningful once next_event() has returned NEED_DATA; the keepalive rule
+        (shoal.protocol.liveness) gives a peer less time to finish a frame than
+        to say something new.
+        """
+        return bool(self._frames.buffered or self._channel.buffered)
 
     def start(self) -> None:
         """Queue the initiator's first handshake message."""
@@ -246,10 +297,29 @@ class Connection:
             return self._closed
         if self._decision_pending:
             raise LocalProtocolError("accept() or reject() the authenticated peer before reading on")
+        if self._decode_pending:
+            raise LocalProtocolError("give the LargeFrame's decode() to receive_decoded() before reading on")
+        if self._decoded is not None:
+            event, self._decoded = self._decoded, None
+            return event
         try:
             return self._next_event()
         except ProtocolError as exc:
             return self._fail(exc)
+
+    def receive_decoded(self, decoded: Message | RemoteProtocolError) -> None:
+        """Hand back the result of the last LargeFrame's decode(); next_event() goes on from there."""
+        if self._closed is not None:
+            return  # closed (e.g. by close()) while the frame was being decoded
+        if not self._decode_pending:
+            raise LocalProtocolError("receive_decoded() is only valid right after a LargeFrame")
+        self._decode_pending = False
+        try:
+            if isinstance(decoded, RemoteProtocolError):
+                raise decoded
+            self._decoded = self._handle_message(decoded)
+        except ProtocolError as exc:
+            self._fail(exc)
 
     def accept(self) -> None:
         """Trust the authenticated peer; a responder now proves its own identity."""
@@ -286,6 +356,18 @@ class Connection:
         self._check_hello_sent("DATA")
         self._settle(req, oid)
         self._write_parts("DATA", parts)
+
+    def send_end(self, req: int) -> None:
+        """Queue END for the peer's request `req`, listing as missing every id not sent.
+
+        This is how a request ends whether it was answered in full, in part, or
+        cancelled: SPEC ("Cancelling") asks for END after CANCEL too, since only
+        END frees the request id on both sides.
+        """
+        self._check_open()
+        if req not in self.received_requests:
+            raise LocalProtocolError(f"request {req} is not open")
+        self.send(End(req, self.received_requests.pending_in_order(req)))
 
     def _check_open(self) -> None:
         if self._closed is not None:
@@ -324,6 +406,9 @@ class Connection:
             frame = self._frames.next_view()
             if frame is not None:
                 with frame:
+                    if self._state is State.OPEN and len(frame) > DEFER_DECODE_SIZE and not starts_as_data(frame):
+                        self._decode_pending = True
+                        return LargeFrame(bytes(frame))
                     event = self._handle_frame(frame)
                 if event is not None:
                     return event
@@ -346,7 +431,9 @@ class Connection:
         return self._finish(Step.CLOSE, ConnectionClosed("the peer closed the connection", None, by_peer=True))
 
     def _handle_frame(self, payload: memoryview) -> Event | None:
-        message = decode_message(payload)
+        return self._handle_message(decode_message(payload))
+
+    def _handle_message(self, message: Message) -> Event | None:
         if isinstance(message, Bye):
             return self._finish(Step.CLOSE, ConnectionClosed(message.reason, None, by_peer=True))
         if isinstance(message, Error):
@@ -487,6 +574,7 @@ class Connection:
 
     def _finish(self, step: Step, event: ConnectionClosed) -> ConnectionClosed:
         self._decision_pending = False
+        self._decode_pending = False
         self._advance(step)
         self._closed = event
         return event

@@ -352,6 +352,12 @@ def data_parts(req: int, oid: bytes, data: bytes | bytearray) -> tuple[bytes, by
     return _data_header(req, oid, len(data)), data
 
 
+def starts_as_data(payload: bytes | bytearray | memoryview) -> bool:
+    """Whether `payload` begins as a DATA message encoded the shortest way (`94 06`),
+    the one form the receive hot path needs to tell apart without decoding."""
+    return bytes(payload[:2]) == _DATA_START
+
+
 def _data_header(req: int, oid: bytes, size: int) -> bytes:
     """Everything of a DATA array but the payload bytes, so they are copied once."""
     if size < 0x100:

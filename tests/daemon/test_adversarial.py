@@ -61,6 +61,8 @@ from shoal.protocol.messages import (
     GetChunks,
     GetObjects,
     Hello,
+    Ping,
+    Pong,
     encode_message,
 )
 from shoal.protocol.objects import (
@@ -531,8 +533,9 @@ def test_garbage_instead_of_noise(victim: Daemon) -> None:
 
 
 def test_slow_attacks_are_bounded_and_do_not_block_honest_peers(victim: Daemon) -> None:
-    """Run concurrently: a handshake that never completes, one cut after message 1, and two
-    slowlorises (before AUTH, and inside an open session), while an honest peer fetches."""
+    """Run concurrently: a handshake that never completes, one cut after message 1, a peer
+    that authenticates but never sends HELLO, and two slowlorises (before AUTH, and inside
+    an open session), while an honest peer fetches."""
     watch = Watch(victim)
     closed_after: dict[str, float | None] = {}
     stop = threading.Event()
@@ -565,6 +568,14 @@ def test_slow_attacks_are_bounded_and_do_not_block_honest_peers(victim: Daemon) 
         finally:
             sock.close()
 
+    def no_hello() -> None:
+        # Authenticated both ways, then silent: the 10 s cover AUTH and HELLO too (SPEC "Session").
+        peer = _open_hostile(victim, hello=False)
+        try:
+            closed_after["no-hello"] = socket_closed_within(peer.sock, HANDSHAKE_BOUND)
+        finally:
+            peer.close()
+
     def slowloris_session() -> None:
         peer = _open_hostile(victim)
         try:
@@ -574,20 +585,22 @@ def test_slow_attacks_are_bounded_and_do_not_block_honest_peers(victim: Daemon) 
         finally:
             peer.close()
 
-    threads = [threading.Thread(target=f, daemon=True) for f in (silent, half_handshake, slowloris_preauth, slowloris_session)]
+    attackers = (silent, half_handshake, slowloris_preauth, no_hello, slowloris_session)
+    threads = [threading.Thread(target=f, daemon=True) for f in attackers]
     for t in threads:
         t.start()
     time.sleep(1.0)
     # An honest peer is served while all four hold their connections.
     honest_fetch(victim)
     during = victim.rss() - watch.rss
-    for t in threads[:3]:
+    for t in threads[:4]:
         t.join(HANDSHAKE_BOUND + 5)
     stop.set()
-    threads[3].join(5)
+    threads[4].join(5)
     assert closed_after.get("silent") is not None, "a connection that never handshakes was kept past 10 s"
     assert closed_after.get("half") is not None, "a half handshake was kept past 10 s"
     assert closed_after.get("slowloris-preauth") is not None, "a pre-AUTH slowloris was kept past 10 s"
+    assert closed_after.get("no-hello") is not None, "a peer that never sent HELLO was kept past 10 s"
     log = wait_for_log(victim, watch.log, ("TooSlow",))
     assert "TooSlowError" in log, log
     honest_fetch(victim)
@@ -642,6 +655,133 @@ def test_preauth_frames_cannot_pile_up_memory(victim: Daemon) -> None:
         f"{conns} unauthenticated connections each streaming one 16 MiB pre-AUTH frame grew the daemon "
         f"by {peak / MB:.0f} MB"
     )
+
+
+def _next_message(peer: Peer, kind: type, deadline: float):
+    """The next message of `kind` from the daemon, skipping others; the session must stay open."""
+    while True:
+        event = peer.next_event(deadline)
+        assert not isinstance(event, ConnectionClosed), f"the daemon closed the session: {event}"
+        if isinstance(event, MessageReceived) and isinstance(event.message, kind):
+            return event.message
+
+
+def test_a_second_session_with_the_same_peer_is_refused_with_duplicate_session(victim: Daemon) -> None:
+    """SPEC "Session": one session per peer; the newer one ends with ERROR("duplicate-session")."""
+    key = Ed25519PrivateKey.generate()
+    victim.trust(key)
+    first, second = Peer(key, victim.port), Peer(key, victim.port)
+    try:
+        first.open()
+        second.open()
+        closed = second.wait_closed(5)
+        assert closed is not None, "the daemon kept two sessions with one peer"
+        assert (closed.error_code, closed.by_peer) == ("duplicate-session", True), closed
+        first.conn.send(Ping(3))
+        first.flush()
+        assert _next_message(first, Pong, time.monotonic() + 5) == Pong(3)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_objects_are_not_served_as_chunks_nor_chunks_as_objects(victim: Daemon) -> None:
+    """SPEC "Session": an id of the other kind is answered as missing, and the session goes on."""
+    peer = _open_hostile(victim)
+    try:
+        deadline = time.monotonic() + 10
+        head = next(e.head for e in _next_message(peer, Catalog, deadline).datasets if e.name == "seed")
+
+        def ask(message_type, oid: bytes) -> tuple[dict[bytes, bytes], tuple[bytes, ...]]:
+            req = peer.conn.new_request_id()
+            peer.conn.send(message_type(req, (oid,)))
+            peer.flush()
+            delivered = {}
+            while True:
+                message = _next_message(peer, (Data, End), deadline)
+                if isinstance(message, End):
+                    return delivered, message.missing
+                delivered[message.id] = message.data
+
+        def get(kind: Kind, oid: bytes):
+            delivered, missing = ask(GetObjects, oid)
+            assert list(delivered) == [oid] and missing == ()
+            return decode(kind, delivered[oid], oid)
+
+        version = get(Kind.VERSION, head)
+        root = get(Kind.TREE, version.root)
+        file_ref = next(e.ref for e in root.entries if e.type == EntryType.FILE)
+        chunk = get(Kind.FILE, file_ref).entries[0].id
+        assert list(ask(GetChunks, chunk)[0]) == [chunk]
+        assert ask(GetObjects, chunk) == ({}, (chunk,))
+        assert ask(GetChunks, head) == ({}, (head,))
+    finally:
+        peer.close()
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(the main thread's, the whole process's) CPU seconds, user + system. The process
+    total counts threads that have already exited, such as idle trio workers."""
+
+    def stat(path: str) -> float:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return stat(f"/proc/{pid}/task/{pid}/stat"), stat(f"/proc/{pid}/stat")
+
+
+def _try_resolve(daemon: Daemon, name: str) -> None:
+    try:
+        daemon.call("resolve", {"name": name, "timeout": 10}, timeout=30)
+    except ShoalError:
+        pass  # the peer says it does not have the version: all the test needs is the request
+
+
+def test_large_catalogs_are_decoded_off_the_event_loop(victim: Daemon) -> None:
+    """Five legal CATALOGs of 100,000 entries (SPEC's limit), ~9 MB each. Decoding one costs
+    about a second of CPU; it must happen on a worker thread, not on the thread that runs
+    the event loop (which answers the control socket and every other peer)."""
+    entries = tuple(
+        CatalogEntry(f"ds-{i:06}", os.urandom(32), 1, i, 1, 1_790_000_000, (os.urandom(32),)) for i in range(100_000)
+    )
+    payload = encode_message(Catalog(entries))
+    key = Ed25519PrivateKey.generate()
+    victim.trust(key)
+    peer = Peer(key, victim.port)
+    try:
+        peer.open()
+        main_before, total_before = cpu_seconds(victim.pid)
+        for _ in range(5):
+            peer.frame(payload)
+        peer.conn.send(Ping(5))
+        peer.flush()
+        # Frames are handled in order: the PONG comes once all five catalogs are applied.
+        deadline = time.monotonic() + 60
+        while True:
+            event = peer.next_event(deadline)
+            assert not isinstance(event, ConnectionClosed), f"the daemon closed the session: {event}"
+            if isinstance(event, MessageReceived) and event.message == Pong(5):
+                break
+        main_after, total_after = cpu_seconds(victim.pid)
+        # The catalog is in use: resolving one of its datasets asks this peer for its head.
+        resolving = threading.Thread(target=_try_resolve, args=(victim, "ds-099999"), daemon=True)
+        resolving.start()
+        while True:
+            event = peer.next_event(deadline)
+            assert not isinstance(event, ConnectionClosed), f"the daemon closed the session: {event}"
+            if isinstance(event, MessageReceived) and isinstance(event.message, GetObjects):
+                break
+        assert event.message.ids == (entries[-1].head,)
+        peer.conn.send(End(event.message.req, event.message.ids))
+        peer.flush()
+        resolving.join(30)
+    finally:
+        peer.close()
+    on_loop = main_after - main_before
+    elsewhere = (total_after - total_before) - on_loop
+    assert on_loop < elsewhere / 2, f"the event loop thread spent {on_loop:.2f}s, other threads {elsewhere:.2f}s"
+    honest_fetch(victim)
+    victim.assert_alive()
 
 
 # --- fetching side: the daemon fetches from hostile seeders ----------------------------

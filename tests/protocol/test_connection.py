@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from shoal.protocol.channel import Role, SecureChannel, auth_transcript
 from shoal.protocol.connection import (
+    DEFER_DECODE_SIZE,
     MAX_OUTSTANDING_REQUESTS,
     NEED_DATA,
     PRE_OPEN_FRAME_LIMIT,
@@ -19,6 +20,7 @@ from shoal.protocol.connection import (
     ConnectionClosed,
     Event,
     HelloReceived,
+    LargeFrame,
     MessageReceived,
     PeerAuthenticated,
     State,
@@ -50,11 +52,11 @@ A, B, C = bytes([0xAA]) * 32, bytes([0xBB]) * 32, bytes([0xCC]) * 32
 
 
 def drain(conn: Connection) -> list[Event]:
-    """Events until NEED_DATA, stopping where the caller must act (decision or close)."""
+    """Events until NEED_DATA, stopping where the caller must act (decision, decoding or close)."""
     events: list[Event] = []
     while (event := conn.next_event()) is not NEED_DATA:
         events.append(event)
-        if isinstance(event, (PeerAuthenticated, ConnectionClosed)):
+        if isinstance(event, (PeerAuthenticated, LargeFrame, ConnectionClosed)):
             break
     return events
 
@@ -239,6 +241,52 @@ def test_catalog_and_pong_surface_and_ping_is_answered() -> None:
     assert deliver(responder, initiator) == [MessageReceived(catalog), MessageReceived(Pong(42))]
 
 
+def big_catalog(entries: int) -> Catalog:
+    return Catalog(tuple(CatalogEntry(f"ds-{i:06}", A, 1, i, 1, 1_790_000_000, (B,)) for i in range(entries)))
+
+
+def test_a_large_catalog_is_handed_out_to_be_decoded_elsewhere() -> None:
+    initiator, responder_conn = open_pair()
+    catalog = big_catalog(2000)
+    assert len(encode_message(catalog)) > DEFER_DECODE_SIZE
+    responder_conn.send(catalog)
+    responder_conn.send(Pong(7))
+    initiator.receive_data(responder_conn.data_to_send())
+    large = initiator.next_event()
+    assert isinstance(large, LargeFrame)
+    with pytest.raises(LocalProtocolError, match="receive_decoded"):
+        initiator.next_event()
+    initiator.receive_decoded(large.decode())
+    assert drain(initiator) == [MessageReceived(catalog), MessageReceived(Pong(7))]
+
+
+def test_a_large_frame_that_does_not_decode_is_a_violation_reported_with_error() -> None:
+    conn = responder()
+    raw = raw_initiator_open(conn)
+    raw.channel.write(encode_frame(b"\x92\x03\xdc" + bytes(DEFER_DECODE_SIZE)))
+    events = raw.to(conn)
+    assert len(events) == 1 and isinstance(events[0], LargeFrame)
+    conn.receive_decoded(events[0].decode())
+    assert_violation(drain(conn), conn, raw, "bad-message")
+
+
+def test_large_data_and_small_frames_are_decoded_at_once() -> None:
+    initiator, responder_conn = open_pair()
+    initiator.send(GetChunks(1, (A,)))
+    deliver(initiator, responder_conn)
+    responder_conn.send(Data(1, A, bytes(4 * DEFER_DECODE_SIZE)))
+    small = big_catalog(3)
+    responder_conn.send(small)
+    events = deliver(responder_conn, initiator)
+    assert events == [MessageReceived(Data(1, A, bytes(4 * DEFER_DECODE_SIZE))), MessageReceived(small)]
+
+
+def test_receive_decoded_is_only_for_a_large_frame() -> None:
+    initiator, _ = open_pair()
+    with pytest.raises(LocalProtocolError, match="LargeFrame"):
+        initiator.receive_decoded(Pong(1))
+
+
 def test_rejecting_responder_reveals_nothing_about_itself() -> None:
     conn = responder()
     raw = raw_initiator_secured(conn)
@@ -304,6 +352,27 @@ def test_auth_replayed_from_another_session_is_refused() -> None:
     replayer = raw_initiator_secured(conn)
     replayer.send(old_auth)
     assert_violation(replayer.to(conn), conn, replayer, "bad-auth")
+
+
+def test_malformed_auth_is_reported_with_error() -> None:
+    conn = responder()
+    raw = raw_initiator_secured(conn)
+    raw.channel.write(encode_frame(b"\x93\x01\xc4\x1f" + bytes(31) + b"\xc4\x40" + bytes(64)))  # a 31-byte key
+    assert_violation(raw.to(conn), conn, raw, "bad-message")
+
+
+def test_initiator_reports_a_bad_responder_auth_with_error() -> None:
+    """The ERROR goes out once the channel has keys, whichever side finds the violation."""
+    initiator = Connection(Role.INITIATOR, Ed25519PrivateKey.generate())
+    raw = RawPeer(Role.RESPONDER)
+    initiator.start()
+    raw.channel.receive_data(initiator.data_to_send())
+    raw.channel.read()
+    initiator.receive_data(raw.channel.data_to_send())
+    drain(initiator)
+    raw.receive(initiator)
+    raw.send(Auth(public_key_bytes(raw.key), bytes(64)))
+    assert_violation(raw.to(initiator), initiator, raw, "bad-auth")
 
 
 def test_connecting_to_ourselves_is_refused() -> None:
@@ -415,6 +484,40 @@ def test_cancel_is_surfaced_once_and_ignored_for_finished_requests() -> None:
     assert 4 not in conn.received_requests
 
 
+def test_cancelled_request_still_ends_with_end_listing_what_was_not_sent() -> None:
+    initiator, responder_conn = open_pair()
+    initiator.send(GetChunks(6, (A, B, C)))
+    deliver(initiator, responder_conn)
+    responder_conn.send(Data(6, B, b"bee"))
+    initiator.send(Cancel(6))
+    assert deliver(initiator, responder_conn) == [MessageReceived(Cancel(6))]
+    responder_conn.send_end(6)
+    events = deliver(responder_conn, initiator)
+    assert events == [MessageReceived(Data(6, B, b"bee")), MessageReceived(End(6, (A, C)))]
+    assert 6 not in initiator.sent_requests and 6 not in responder_conn.received_requests
+
+
+def test_cancelling_more_requests_than_may_be_open_frees_every_id() -> None:
+    """SPEC "Cancelling": END after CANCEL frees the id, so cancels never use up the 32 slots."""
+    initiator, responder_conn = open_pair()
+    for _ in range(MAX_OUTSTANDING_REQUESTS + 8):
+        req = initiator.new_request_id()
+        initiator.send(GetChunks(req, (A, B)))
+        initiator.send(Cancel(req))
+        deliver(initiator, responder_conn)
+        responder_conn.send_end(req)
+        assert deliver(responder_conn, initiator) == [MessageReceived(End(req, (A, B)))]
+    assert len(initiator.sent_requests) == len(responder_conn.received_requests) == 0
+    initiator.send(GetChunks(0, (C,)))
+    assert deliver(initiator, responder_conn) == [MessageReceived(GetChunks(0, (C,)))]
+
+
+def test_send_end_is_only_for_an_open_request() -> None:
+    initiator, responder_conn = open_pair()
+    with pytest.raises(LocalProtocolError, match="not open"):
+        responder_conn.send_end(3)
+
+
 def test_cancel_of_a_finished_request_sends_nothing() -> None:
     initiator, responder_conn = open_pair()
     initiator.send(GetChunks(1, (A,)))
@@ -450,6 +553,22 @@ def test_large_frames_are_refused_before_hello() -> None:
     raw = raw_initiator_secured(conn)
     raw.channel.write(encode_frame(bytes(PRE_OPEN_FRAME_LIMIT + 1)))
     assert_violation(raw.to(conn), conn, raw, "frame-too-large")
+
+
+def test_inside_frame_tells_a_partial_frame_or_record_from_a_quiet_stream() -> None:
+    initiator, responder_conn = open_pair()
+    assert not responder_conn.inside_frame
+    initiator.send(Ping(1))
+    wire = initiator.data_to_send()
+    responder_conn.receive_data(wire[:5])  # part of a record
+    assert drain(responder_conn) == [] and responder_conn.inside_frame
+    responder_conn.receive_data(wire[5:])
+    drain(responder_conn)
+    assert not responder_conn.inside_frame
+    raw_frame = encode_frame(encode_message(Ping(2)))
+    initiator._channel.write(raw_frame[:6])  # a whole record holding part of a frame
+    responder_conn.receive_data(initiator.data_to_send())
+    assert drain(responder_conn) == [] and responder_conn.inside_frame
 
 
 def test_garbage_frame_is_a_bad_message() -> None:

@@ -114,3 +114,19 @@ def test_sample_fractions(text: str, ppm: int) -> None:
 def test_bad_sample_fractions(text: str) -> None:
     with pytest.raises(ValueError):
         parse_fraction(text)
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, 2**63, 2**64 - 1])
+def test_a_seed_up_to_2_64_minus_1_is_a_uint64_and_round_trips(seed: int) -> None:
+    """SPEC "Canonical encoding": `0xcf` + 8 bytes covers 2^32 ... 2^64 - 1, which only a seed reaches."""
+    _, v2 = version_2()
+    record = sign_version(replace(v2, subsets=(Subset("s", (), 500_000, seed),), signature=b""), KEY)
+    version_id, data = encode_with_id(record)
+    assert b"\xcf" + seed.to_bytes(8, "big") in data
+    assert decode(Kind.VERSION, data, version_id) == record
+
+
+def test_a_seed_of_2_64_does_not_encode_as_a_uint64() -> None:
+    _, v2 = version_2()
+    with pytest.raises(OverflowError):  # msgpack has no wider integer
+        encode(replace(v2, subsets=(Subset("s", (), 500_000, 2**64),)))
