@@ -382,6 +382,7 @@ def _add_ls(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("path", metavar="PATH", nargs="?", default="", help="a folder inside the dataset (default: its root)")
     parser.add_argument("--remote", action="store_true", help="list the datasets online peers offer instead")
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help="with --remote: list at most N (default 10,000)")
     _json_option(parser)
 
 
@@ -393,7 +394,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             params["version"] = version
         _print(args, _call(args, "browse", params), render.render_browse)
     elif args.remote:
-        _print(args, _call(args, "ls", {"remote": True}), render.render_remote_datasets)
+        params = {"remote": True} | ({"limit": args.limit} if args.limit else {})
+        _print(args, _call(args, "ls", params), render.render_remote_datasets)
     else:
         _print(args, _call(args, "ls"), render.render_datasets)
     return ExitCode.OK

@@ -150,7 +150,9 @@ def render_remote_datasets(listing: dict[str, Any]) -> str:
     if not listing["datasets"]:
         return "no peer offers a dataset right now; `shoal peers` shows who is online"
     rows = [(*_head_cells(info), info["peer_name"] or info["peer_id"]) for info in listing["datasets"]]
-    return table(("NAME", "HEAD", "SIZE", "FILES", "UPDATED", "PEER"), rows, right=(2, 3))
+    text = table(("NAME", "HEAD", "SIZE", "FILES", "UPDATED", "PEER"), rows, right=(2, 3))
+    more = listing["total"] - len(rows)
+    return text + (f"\n... and {more:,} more; `shoal ls --remote --limit N` shows more" if more > 0 else "")
 
 
 def render_browse(listing: dict[str, Any]) -> str:

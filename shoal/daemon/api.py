@@ -270,9 +270,12 @@ class ControlApi:
 
     async def ls(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """The local datasets by name, or with `remote` those that connected peers offer."""
-        _only(params, "remote")
+        _only(params, "remote", "limit")
         if _flag(params, "remote"):
-            return {"datasets": [self._remote_entry(pid, e) for pid, e in self.network.remote_datasets()]}
+            # Bounded: peers may offer 100,000 datasets, more than one control frame holds.
+            offers = list(self.network.remote_datasets())
+            shown = offers[: _limit(params)]
+            return {"datasets": [self._remote_entry(pid, e) for pid, e in shown], "total": len(offers)}
         datasets = sorted(await trio.to_thread.run_sync(self.library.datasets), key=lambda info: info.name)
         return {"datasets": [info.to_json() for info in datasets]}
 

@@ -230,3 +230,25 @@ def test_diff_lists_marks_then_a_summary_and_says_how_many_were_left_out():
     lines = render.render_diff(diff).splitlines()
     assert lines[:3] == ["+ a", "- b", "… and 3 more"]
     assert lines[3] == "imagenet@1 → imagenet@3: 3 added, 1 removed, 1 modified; 1.0 kB to fetch (2.0 kB in changed files)"
+
+
+def test_remote_listing_says_how_many_more_peers_offer():
+    entry = {"name": "imagenet", "head": VERSION, "peer_name": "gpu-box", "peer_id": "A" * 63}
+    lines = render.render_remote_datasets({"datasets": [entry], "total": 100_001}).splitlines()
+    assert lines[1].split()[0] == "imagenet" and lines[1].split()[-1] == "gpu-box"
+    assert lines[-1] == "... and 100,000 more; `shoal ls --remote --limit N` shows more"
+    assert len(render.render_remote_datasets({"datasets": [entry], "total": 1}).splitlines()) == 2
+
+
+def test_local_listing_shows_each_checkout_and_a_missing_folder():
+    info = {
+        "name": "imagenet", "head": VERSION, "path": "/data/imagenet", "audience": None, "present": False,
+        "checkouts": [
+            {"path": "/data/imagenet", "version": VERSION, "whole": True},
+            {"path": "/repo/data", "version": VERSION | {"seq": 1}, "whole": False},
+        ],
+    }
+    lines = render.render_datasets({"datasets": [info]}).splitlines()
+    assert lines[1].endswith("/data/imagenet (missing: fetch or share it again)")
+    assert lines[2].split() == ["@1", "(part)", "/repo/data"]
+    assert len(lines) == 3

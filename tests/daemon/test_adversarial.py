@@ -775,6 +775,9 @@ def test_large_catalogs_are_decoded_off_the_event_loop(victim: Daemon) -> None:
         peer.conn.send(End(event.message.req, event.message.ids))
         peer.flush()
         resolving.join(30)
+        # More offers than one control reply holds: the listing says how many it left out.
+        listing = victim.call("ls", {"remote": True}, timeout=30)
+        assert (len(listing["datasets"]), listing["total"]) == (10_000, 100_000)
     finally:
         peer.close()
     on_loop = main_after - main_before
