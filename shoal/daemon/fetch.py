@@ -1269,8 +1269,11 @@ class Fetcher:
                         f"no connected peer serves {what} in full and this machine holds only part of it;"
                         f" waited {run.spec.timeout:g}s"
                     )
+                why = "; ".join(
+                    f"{peer[:7]}: {stats.dropped}" for peer, stats in run.transfer.peers.items() if stats.dropped
+                )
                 raise NoPeer(
-                    f"every peer serving {run.spec.name} left or failed; waited {run.spec.timeout:g}s for another"
+                    f"every peer serving {run.spec.name} left or failed ({why}); waited {run.spec.timeout:g}s for another"
                 )
 
     async def _worker(self, run: _Run, source: Source) -> None:

@@ -1232,7 +1232,9 @@ def test_wrong_chunks_fail_the_fetch(fetcher: Daemon, tmp_path: Path, lie: str) 
     policy = _chunk_liar if lie == "same-length" else (lambda cid, data: os.urandom(len(data) + 1))
     sc.seeder(store, name, vid, key=key, chunks=policy)
     message = fetch_fails(sc, name, timeout=2)
+    # The peer, and what it did.
     assert "peer" in message, message
+    assert ("bytes; the manifest says" if lie == "wrong-length" else "do not match their ids") in message, message
     # A file whose chunks the daemon already held may land, with its right bytes.
     sc.finish(content)
 
