@@ -328,13 +328,19 @@ def test_initiator_may_reject_the_responder() -> None:
     assert deliver(initiator, responder_conn) == [ConnectionClosed("not the peer I dialled", "untrusted", by_peer=True)]
 
 
-def test_reflected_auth_is_refused() -> None:
+def raw_responder_secured() -> tuple[Connection, "RawPeer"]:
+    """An initiator, and a raw responder past the Noise handshake with it."""
     initiator = Connection(Role.INITIATOR, Ed25519PrivateKey.generate())
     raw = RawPeer(Role.RESPONDER)
     initiator.start()
     raw.channel.receive_data(initiator.data_to_send())
     raw.channel.read()
     initiator.receive_data(raw.channel.data_to_send())
+    return initiator, raw
+
+
+def test_reflected_auth_is_refused() -> None:
+    initiator, raw = raw_responder_secured()
     assert drain(initiator) == []
     (initiator_auth,) = raw.receive(initiator)
     assert isinstance(initiator_auth, Auth)
@@ -363,12 +369,7 @@ def test_malformed_auth_is_reported_with_error() -> None:
 
 def test_initiator_reports_a_bad_responder_auth_with_error() -> None:
     """The ERROR goes out once the channel has keys, whichever side finds the violation."""
-    initiator = Connection(Role.INITIATOR, Ed25519PrivateKey.generate())
-    raw = RawPeer(Role.RESPONDER)
-    initiator.start()
-    raw.channel.receive_data(initiator.data_to_send())
-    raw.channel.read()
-    initiator.receive_data(raw.channel.data_to_send())
+    initiator, raw = raw_responder_secured()
     drain(initiator)
     raw.receive(initiator)
     raw.send(Auth(public_key_bytes(raw.key), bytes(64)))
