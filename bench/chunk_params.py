@@ -19,11 +19,11 @@ from pathlib import Path
 
 import blake3
 
-from shoal.daemon.index import Index
-from shoal.daemon.scanner import hash_file
-from shoal.protocol.chunking import ChunkingParams, make_chunker
-from shoal.protocol.hashing import chunk_id
-from shoal.protocol.manifest import FileBuilder
+from shoal.daemon.store.index import Index
+from shoal.daemon.library.scanner import hash_file
+from shoal.protocol.format.chunking import ChunkingParams, make_chunker
+from shoal.protocol.format.hashing import chunk_id
+from shoal.protocol.format.manifest import FileBuilder
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -45,9 +45,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from shoal.cli.client import ControlClient  # noqa: E402
-from shoal.daemon.home import socket_path  # noqa: E402
-from shoal.daemon.lifecycle import running_pid  # noqa: E402
+from shoal.client.blocking import ControlClient  # noqa: E402
+from shoal.home import socket_path  # noqa: E402
+from shoal.home import running_pid  # noqa: E402
 from data import parse_size
 
 NAME = "soak"

@@ -39,8 +39,8 @@ import blake3
 from data import cpu_model, print_failures
 from fetch import Daemon, RsyncDaemon, ShoalFailed, compare_trees, drop_caches, fmt_time, rsync_pull, wait_remote
 
-from shoal.cli.client import ControlClient
-from shoal.daemon.home import socket_path
+from shoal.client.blocking import ControlClient
+from shoal.home import socket_path
 
 DATASET = "scale"
 PER_DIR = 1000

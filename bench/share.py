@@ -24,9 +24,9 @@ import blake3
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shoal.daemon.library import Library, ShareResult
-from shoal.protocol.chunking import DEFAULT_PARAMS, make_chunker
-from shoal.protocol.hashing import chunk_id
+from shoal.daemon.library.datasets import Library, ShareResult
+from shoal.protocol.format.chunking import DEFAULT_PARAMS, make_chunker
+from shoal.protocol.format.hashing import chunk_id
 from data import parse_size, write_random
 
 LARGE_FILES = 4

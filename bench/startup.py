@@ -29,7 +29,7 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 def round_trip_ms(home: Path, env: dict[str, str]) -> float:
     code = (
         "import statistics, time\n"
-        "from shoal.cli.client import ControlClient\n"
+        "from shoal.client.blocking import ControlClient\n"
         f"c = ControlClient.connect(__import__('pathlib').Path({str(home / 'control.sock')!r}))\n"
         "xs = []\n"
         "for _ in range(50):\n"

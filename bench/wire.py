@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shoal.protocol.channel import Role
-from shoal.protocol.connection import NEED_DATA, Connection, MessageReceived, PeerAuthenticated
-from shoal.protocol.messages import MAX_CHUNK_IDS, Data, End, GetChunks, Hello
+from shoal.protocol.wire.channel import Role
+from shoal.protocol.wire.connection import NEED_DATA, Connection, MessageReceived, PeerAuthenticated
+from shoal.protocol.wire.messages import MAX_CHUNK_IDS, Data, End, GetChunks, Hello
 
 PAYLOAD_SIZE = 80 * 1024
 READ_SIZE = 64 * 1024

@@ -63,3 +63,10 @@ class DaemonError(ShoalError):
 
 class UnknownSubset(UnknownDataset):
     """The version has no subset of that name."""
+
+
+def single_exception(exc: BaseException) -> BaseException:
+    """The lone exception inside nested one-member groups, as a handler's nursery raises them."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from shoal import __version__
 from shoal.cli import render
-from shoal.cli.client import ControlClient
+from shoal.client.blocking import ControlClient
 from shoal.cli.commands.autostart import autostart_enabled, connect
 from shoal.cli.commands.progress import open_progress
-from shoal.daemon.home import resolve_home, socket_path
+from shoal.home import LOG_FILE, resolve_home, running_pid, socket_path
 from shoal.cli.refs import parse_ref
 from shoal.errors import DaemonNotRunning, ShoalError, TimedOut, UnknownSubset, UsageError
 from shoal.protocol.control import ExitCode, classify_error
@@ -168,37 +168,39 @@ def _add_daemon(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_daemon(args: argparse.Namespace) -> int:
-    from shoal.daemon import lifecycle  # the daemon's own imports, only for commands that manage it
+    from shoal.client import process  # subprocess and its kin, only for commands that manage the daemon
 
     home = resolve_home(args.home)
     if args.action in ("stop", "status") and (args.listen or args.no_discovery):
         raise UsageError(f"--listen and --no-discovery apply to starting the daemon, not `daemon {args.action}`")
     if args.action is None:
-        lifecycle.run_foreground(home, listen=args.listen, discovery=not args.no_discovery, verbose=args.verbose)
+        from shoal.daemon.main import run_foreground  # the whole daemon: only `shoal daemon` runs it
+
+        run_foreground(home, listen=args.listen, discovery=not args.no_discovery, verbose=args.verbose)
         return ExitCode.OK
     if args.action == "start":
-        return _daemon_start(args, home, lifecycle)
+        return _daemon_start(args, home, process)
     if args.action == "stop":
-        return _daemon_stop(args, home, lifecycle)
-    return _daemon_status(args, home, lifecycle)
+        return _daemon_stop(args, home, process)
+    return _daemon_status(args, home)
 
 
-def _daemon_start(args: argparse.Namespace, home: Path, lifecycle: Any) -> int:
-    pid = lifecycle.running_pid(home)
+def _daemon_start(args: argparse.Namespace, home: Path, process: Any) -> int:
+    pid = running_pid(home)
     started = pid is None
     if started:
-        pid = lifecycle.start_detached(home, listen=args.listen, discovery=not args.no_discovery)
+        pid = process.start_detached(home, listen=args.listen, discovery=not args.no_discovery)
     if args.json:
-        render.print_json({"pid": pid, "started": started, "log": str(home / lifecycle.LOG_FILE)})
+        render.print_json({"pid": pid, "started": started, "log": str(home / LOG_FILE)})
     elif started:
-        print(f"shoal daemon started (pid {pid}); log: {home / lifecycle.LOG_FILE}")
+        print(f"shoal daemon started (pid {pid}); log: {home / LOG_FILE}")
     else:
         print(f"shoal daemon already running (pid {pid})")
     return ExitCode.OK
 
 
-def _daemon_stop(args: argparse.Namespace, home: Path, lifecycle: Any) -> int:
-    pid = lifecycle.stop(home)
+def _daemon_stop(args: argparse.Namespace, home: Path, process: Any) -> int:
+    pid = process.stop(home)
     if args.json:
         render.print_json({"pid": pid, "stopped": pid is not None})
     elif pid is None:
@@ -208,8 +210,8 @@ def _daemon_stop(args: argparse.Namespace, home: Path, lifecycle: Any) -> int:
     return ExitCode.OK
 
 
-def _daemon_status(args: argparse.Namespace, home: Path, lifecycle: Any) -> int:
-    pid = lifecycle.running_pid(home)
+def _daemon_status(args: argparse.Namespace, home: Path) -> int:
+    pid = running_pid(home)
     if pid is None:
         if args.json:
             render.print_json({"running": False, "home": str(home)})

@@ -26,12 +26,12 @@ socket paths live in `home.py`, so that `shoal status` never loads this module.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from shoal.daemon.toml_file import write_toml_atomic
 from shoal.errors import ConfigError
 
 TYPE_CHECKING = False
@@ -315,18 +315,3 @@ def _flatten(table: dict[str, Any], path: Path) -> list[tuple[str, Any]]:
         if key not in KEYS:
             raise ConfigError(f"{path}: unknown key {key!r}; known keys: {', '.join(KEYS)}")
     return pairs
-
-
-def write_toml_atomic(path: Path, table: dict[str, Any]) -> None:
-    """Replace `path` with `table` as TOML so readers see the old or the new file, never half."""
-    import tomli_w
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as file:
-            tomli_w.dump(table, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -20,23 +20,23 @@ from pathlib import Path
 
 import trio
 
-from shoal.daemon.api import TOPICS, ControlApi, share_announcer
-from shoal.daemon.discovery import Discovery, DiscoveryError, Sighting, announce_addresses, local_ipv4_addresses
-from shoal.daemon.fdlimit import raise_soft_limit
-from shoal.daemon.fetch import Fetcher
+from shoal.daemon.control.api import TOPICS, ControlApi, share_announcer
+from shoal.daemon.net.discovery import Discovery, DiscoveryError, Sighting, announce_addresses, local_ipv4_addresses
+from shoal.daemon.store.fdlimit import raise_soft_limit
+from shoal.daemon.fetch.engine import Fetcher
 from shoal.daemon.config import Config
-from shoal.daemon.home import ensure_home, socket_path
-from shoal.daemon.control import ControlServer
-from shoal.daemon.keeper import Keeper
-from shoal.daemon.keys import load_or_create_private_key
-from shoal.daemon.library import Library
-from shoal.daemon.packs import PackStore
-from shoal.daemon.peers import PeerEvent, PeerManager, split_address
-from shoal.daemon.subscriptions import Subscriptions
-from shoal.daemon.transfers import Transfers
-from shoal.daemon.trust import TrustStore
-from shoal.daemon.watches import Watches
-from shoal.protocol.identity import PeerId, peer_id_of
+from shoal.home import ensure_home, socket_path
+from shoal.daemon.control.server import ControlServer
+from shoal.daemon.library.retention import Keeper
+from shoal.daemon.net.keys import load_or_create_private_key
+from shoal.daemon.library.datasets import Library
+from shoal.daemon.store.packs import PackStore
+from shoal.daemon.net.peers import PeerEvent, PeerManager, split_address
+from shoal.daemon.sync.subscriptions import Subscriptions
+from shoal.daemon.fetch.manager import Transfers
+from shoal.daemon.net.trust import TrustStore
+from shoal.daemon.watch.watches import Watches
+from shoal.protocol.format.identity import PeerId, peer_id_of
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from shoal.errors import (
     UsageError,
 )
 from shoal.protocol.errors import LocalProtocolError, RemoteProtocolError
-from shoal.protocol.framing import FrameDecoder, encode_frame
+from shoal.protocol.wire.framing import FrameDecoder, encode_frame
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at every `shoal` start; annotations do not need it.

@@ -16,10 +16,10 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Log, Static, TabbedContent, TabPane
 
-from shoal.daemon.home import socket_path
+from shoal.home import socket_path
 from shoal.errors import DaemonError, DaemonNotRunning
 from shoal.protocol.control import Event
-from shoal.tui.client import Connected, ControlClient, Signal
+from shoal.client.aio import Connected, ControlClient, Signal
 from shoal.tui.rows import (
     DATASET_COLUMNS,
     PEER_COLUMNS,

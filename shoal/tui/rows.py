@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from shoal.cli.render import format_count, format_duration, format_size, format_time
+from shoal.client.fmt import format_count, format_duration, format_size, format_time
 
 PEER_COLUMNS = ("name", "id", "address", "state", "last seen", "in", "out")
 DATASET_COLUMNS = ("name", "where", "latest", "size", "versions", "holders")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.daemon.lifecycle import running_pid
+from shoal.home import running_pid
 
 
 class ShoalCli:

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from linked import files_of, linked_daemons, ok
-from shoal.cli.client import ControlClient
-from shoal.daemon.home import socket_path
+from shoal.client.blocking import ControlClient
+from shoal.home import socket_path
 
 NAME = "slow"
 SIZE = 160_000_000

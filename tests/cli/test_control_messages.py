@@ -20,7 +20,7 @@ from shoal.protocol.control import (
     encode_message,
 )
 from shoal.protocol.errors import FrameTooLarge, LocalProtocolError, RemoteProtocolError
-from shoal.protocol.framing import HEADER_SIZE
+from shoal.protocol.wire.framing import HEADER_SIZE
 
 MESSAGES = [
     Request(1, "share", {"path": "/data/x", "name": None}),

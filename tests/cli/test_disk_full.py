@@ -25,8 +25,8 @@ import pytest
 
 from conftest import ShoalCli, make_home, remove_home
 from trees import PARTIAL, digests
-from shoal.cli.client import ControlClient
-from shoal.daemon.home import socket_path
+from shoal.client.blocking import ControlClient
+from shoal.home import socket_path
 
 NAME = "big"
 MB = 1_000_000

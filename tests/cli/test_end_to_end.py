@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal.daemon.lifecycle import running_pid
-from shoal.protocol.identity import PeerId
+from shoal.home import running_pid
+from shoal.protocol.format.identity import PeerId
 
 VERSION_KEYS = {"name", "seq", "id", "root", "parents", "author", "time", "message", "size", "files", "subsets"}
 LOG_KEYS = VERSION_KEYS | {"author_peer", "author_name", "files_changed", "bytes_new", "kept"}

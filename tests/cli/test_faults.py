@@ -21,9 +21,9 @@ import pytest
 
 from conftest import ShoalCli, make_home, remove_home
 from trees import PARTIAL, digests
-from shoal.cli.client import ControlClient
-from shoal.daemon.home import socket_path
-from shoal.daemon.lifecycle import running_pid
+from shoal.client.blocking import ControlClient
+from shoal.home import socket_path
+from shoal.home import running_pid
 
 NAME = "ds"
 BIG_FILES = 3

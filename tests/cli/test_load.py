@@ -3,7 +3,7 @@
 1. A shares ~50 MB; eight daemons B1..B8 run `shoal fetch` at the same time (one
    dataset has one folder per daemon, so eight concurrent fetches need eight
    receivers). All complete byte-identical. Meanwhile the test process asks A for
-   `status` over its control socket (shoal.cli.client.ControlClient) in a loop, which
+   `status` over its control socket (shoal.client.blocking.ControlClient) in a loop, which
    must keep answering (its latency is printed; bench/ holds latency goals, since a
    busy machine makes any bound here flaky); and A's RSS (/proc/PID/status VmRSS,
    sampled in the same loop) must stay flat: peak during the fetches vs idle after the share.
@@ -25,9 +25,9 @@ from pathlib import Path
 
 from conftest import ShoalCli, make_home, remove_home
 from trees import PARTIAL, digests
-from shoal.cli.client import ControlClient
-from shoal.daemon.home import socket_path
-from shoal.daemon.lifecycle import running_pid
+from shoal.client.blocking import ControlClient
+from shoal.home import socket_path
+from shoal.home import running_pid
 
 MB = 1_000_000
 FETCHERS = 8

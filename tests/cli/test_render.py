@@ -7,6 +7,7 @@ import time
 import pytest
 
 from shoal.cli import render
+from shoal.client import fmt
 from shoal.cli.commands.progress import PlainProgress, RichProgress, describe, open_progress
 
 VERSION = {
@@ -28,17 +29,17 @@ VERSION = {
     [(0, "0 B"), (999, "999 B"), (1000, "1.0 kB"), (4_500_000_000, "4.5 GB"), (3 * 10**18, "3000.0 PB")],
 )
 def test_sizes_use_decimal_units(size, text):
-    assert render.format_size(size) == text
+    assert fmt.format_size(size) == text
 
 
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (59.9, "59s"), (185, "3m05s"), (7620, "2h07m"), (356400, "4d03h")])
 def test_durations_show_two_units_at_most(seconds, text):
-    assert render.format_duration(seconds) == text
+    assert fmt.format_duration(seconds) == text
 
 
 def test_rates_read_zero_as_unlimited():
-    assert render.format_rate(0) == "unlimited"
-    assert render.format_rate(12_500_000) == "12.5 MB/s"
+    assert fmt.format_rate(0) == "unlimited"
+    assert fmt.format_rate(12_500_000) == "12.5 MB/s"
 
 
 def test_tables_pad_columns_and_right_align_numbers():

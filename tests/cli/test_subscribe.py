@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from conftest import ShoalCli, make_home, remove_home
-from shoal.cli.client import ControlClient
-from shoal.daemon.home import socket_path
+from shoal.client.blocking import ControlClient
+from shoal.home import socket_path
 from shoal.errors import DaemonError
 from test_two_daemons import files_of, ok, pair  # noqa: F401 - pair is a fixture
 

@@ -150,8 +150,8 @@ def test_bad_fetch_requests_fail_at_once(shoal, tmp_path: Path) -> None:
 
 
 def test_browse_a_version_before_fetching_it(pair, tmp_path: Path) -> None:
-    from shoal.cli.client import ControlClient
-    from shoal.daemon.home import socket_path
+    from shoal.client.blocking import ControlClient
+    from shoal.home import socket_path
 
     a, b = pair
     data = tmp_path / "ds"

@@ -14,8 +14,8 @@ import pytest
 from conftest import ShoalCli, running_daemon
 from test_end_to_end import one_line_error
 from test_faults import wait_until
-from shoal.cli.client import ControlClient
-from shoal.daemon.home import socket_path
+from shoal.client.blocking import ControlClient
+from shoal.home import socket_path
 
 #: The settling period the tests configure: short, yet longer than a burst of file creations under load.
 QUIET = 1.0

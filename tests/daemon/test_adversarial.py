@@ -35,12 +35,12 @@ import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shoal.cli.client import ControlClient
-from shoal.daemon.home import socket_path
+from shoal.client.blocking import ControlClient
+from shoal.home import socket_path
 from shoal.errors import ShoalError
-from shoal.protocol.channel import Role, SecureChannel
-from shoal.protocol.chunking import DEFAULT_PARAMS
-from shoal.protocol.connection import (
+from shoal.protocol.wire.channel import Role, SecureChannel
+from shoal.protocol.format.chunking import DEFAULT_PARAMS
+from shoal.protocol.wire.connection import (
     MAX_OUTSTANDING_REQUESTS,
     NEED_DATA,
     Connection,
@@ -49,11 +49,11 @@ from shoal.protocol.connection import (
     MessageReceived,
     PeerAuthenticated,
 )
-from shoal.protocol.framing import MAX_FRAME_SIZE
-from shoal.protocol.hashing import Kind, chunk_id, object_id
-from shoal.protocol.identity import PeerId, public_key_bytes
-from shoal.protocol.manifest import sign_version
-from shoal.protocol.messages import (
+from shoal.protocol.wire.framing import MAX_FRAME_SIZE
+from shoal.protocol.format.hashing import Kind, chunk_id, object_id
+from shoal.protocol.format.identity import PeerId, public_key_bytes
+from shoal.protocol.format.manifest import sign_version
+from shoal.protocol.wire.messages import (
     Catalog,
     CatalogEntry,
     Data,
@@ -65,7 +65,7 @@ from shoal.protocol.messages import (
     Pong,
     encode_message,
 )
-from shoal.protocol.objects import (
+from shoal.protocol.format.objects import (
     EntryType,
     FileObject,
     ChunkListNode,

@@ -4,7 +4,7 @@ import pytest
 import trio
 import trio.testing
 
-from shoal.daemon.checked_dirs import CheckedDirs
+from shoal.daemon.fetch.checked_dirs import CheckedDirs
 
 pytestmark = pytest.mark.trio
 

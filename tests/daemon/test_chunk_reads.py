@@ -3,9 +3,9 @@
 import os
 from pathlib import Path
 
-from shoal.daemon.chunks import read_cached
-from shoal.daemon.index import Location
-from shoal.protocol.hashing import chunk_id
+from shoal.daemon.store.chunks import read_cached
+from shoal.daemon.store.index import Location
+from shoal.protocol.format.hashing import chunk_id
 
 SIZE = 64 * 1024
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shoal.daemon import config as config_mod
+from shoal.daemon import toml_file
 from shoal.daemon.config import Config, load_config, parse_host_port, parse_rate, set_config_value
-from shoal.daemon.home import ensure_home, resolve_home, socket_path
+from shoal.home import ensure_home, resolve_home, socket_path
 from shoal.errors import ConfigError
 
 
@@ -138,7 +138,7 @@ def test_a_failed_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(config_mod.os, "replace", explode)
+    monkeypatch.setattr(toml_file.os, "replace", explode)
     with pytest.raises(OSError):
         set_config_value(tmp_path, "retention.max_versions", "9")
     assert load_config(tmp_path).max_versions == 3

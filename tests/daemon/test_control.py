@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from shoal.cli.client import ControlClient
-from shoal.daemon import api
+from shoal.client.blocking import ControlClient
+from shoal.daemon.control import api
 from shoal.daemon.config import load_config
-from shoal.daemon.control import ControlServer
+from shoal.daemon.control.server import ControlServer
 from shoal.daemon.service import serve
 from shoal.errors import DaemonAlreadyRunning, DaemonError, DaemonNotRunning, ShoalError, UnknownDataset
 from shoal.protocol.control import ErrorReply, Event, MessageDecoder, Request, Response, encode_message
-from shoal.protocol.identity import PeerId
+from shoal.protocol.format.identity import PeerId
 
 pytestmark = pytest.mark.trio
 
@@ -142,7 +142,7 @@ async def test_shoal_errors_become_error_replies_with_stable_codes(served):
 @pytest.mark.parametrize("method", ["broken", "unencodable"])
 async def test_a_failing_handler_is_an_internal_error_and_the_server_survives(served, caplog, method):
     server, _ = served
-    caplog.set_level(logging.ERROR, logger="shoal.daemon.control")
+    caplog.set_level(logging.ERROR, logger="shoal.daemon.control.server")
     with pytest.raises(DaemonError) as caught:
         await call(server.path, method)
     assert caught.value.code == "internal"

@@ -15,7 +15,7 @@ import trio
 
 from zeroconf import ServiceInfo
 
-from shoal.daemon.discovery import (
+from shoal.daemon.net.discovery import (
     SERVICE_TYPE,
     DiscoveryError,
     Sighting,
@@ -24,7 +24,7 @@ from shoal.daemon.discovery import (
     instance_name,
     sighting_of,
 )
-from shoal.protocol.identity import PeerId
+from shoal.protocol.format.identity import PeerId
 from tests.netns import Lab, netns_lab  # noqa: F401  (netns_lab is a fixture)
 
 HELPERS = Path(__file__).parent.parent / "helpers"

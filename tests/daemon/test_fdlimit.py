@@ -2,7 +2,7 @@
 
 import os
 
-from shoal.daemon.fdlimit import FilePool
+from shoal.daemon.store.fdlimit import FilePool
 
 
 class Opener:

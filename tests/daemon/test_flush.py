@@ -1,4 +1,4 @@
-"""Flushing fetched data: syncfs and early writeback reach the block device (shoal.daemon.flush)."""
+"""Flushing fetched data: syncfs and early writeback reach the block device (shoal.daemon.store.flush)."""
 
 import errno
 import os
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.daemon.flush import start_writeback, sync_filesystem
+from shoal.daemon.store.flush import start_writeback, sync_filesystem
 
 SIZE = 32 * 1024 * 1024
 SECTOR = 512

@@ -17,13 +17,13 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shoal.daemon import scanner
-from shoal.daemon.library import Library
+from shoal.daemon.library import scanner
+from shoal.daemon.library.datasets import Library
 from shoal.errors import ShareError, UnknownDataset
-from shoal.protocol.chunking import DEFAULT_PARAMS, make_chunker
-from shoal.protocol.hashing import chunk_id
-from shoal.protocol.manifest import FileBuilder, TreeBuilder
-from shoal.protocol.objects import EntryType, TreeEntry
+from shoal.protocol.format.chunking import DEFAULT_PARAMS, make_chunker
+from shoal.protocol.format.hashing import chunk_id
+from shoal.protocol.format.manifest import FileBuilder, TreeBuilder
+from shoal.protocol.format.objects import EntryType, TreeEntry
 
 pytestmark = pytest.mark.trio
 
@@ -348,7 +348,7 @@ import json, os, sys
 from pathlib import Path
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from shoal.daemon.library import Library
+from shoal.daemon.library.datasets import Library
 
 work = Path(sys.argv[1])
 lib = Library.open(work / "home", Ed25519PrivateKey.generate())

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from shoal.daemon import lifecycle
-from shoal.daemon.lifecycle import DaemonLock, answers, running_pid, start_detached, stop
+from shoal.client.process import answers, start_detached, stop
+from shoal.daemon.main import DaemonLock
+from shoal.home import LOCK_FILE, LOG_FILE, running_pid
 from shoal.errors import DaemonAlreadyRunning, DaemonStartFailed
 
 
@@ -49,17 +50,17 @@ def test_the_lock_is_exclusive_and_names_its_holder(home):
         with pytest.raises(DaemonAlreadyRunning, match=f"pid {os.getpid()}"):
             DaemonLock(home).acquire()
     assert running_pid(home) is None
-    assert (home / lifecycle.LOCK_FILE).read_text() == "", "a clean exit leaves no pid behind"
+    assert (home / LOCK_FILE).read_text() == "", "a clean exit leaves no pid behind"
 
 
 def test_a_pid_left_by_a_crash_is_not_mistaken_for_a_running_daemon(home):
-    (home / lifecycle.LOCK_FILE).write_text("4242\n")
+    (home / LOCK_FILE).write_text("4242\n")
     assert running_pid(home) is None
     lock = DaemonLock(home)
     lock.acquire()
     try:
         assert lock.previous_pid == 4242
-        assert (home / lifecycle.LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        assert (home / LOCK_FILE).read_text() == f"{os.getpid()}\n"
     finally:
         lock.release()
 
@@ -72,7 +73,7 @@ def test_start_answers_then_stop_removes_every_trace(home):
     assert stop(home) == pid
     assert running_pid(home) is None
     assert not (home / "control.sock").exists()
-    assert "ready" in (home / lifecycle.LOG_FILE).read_text()
+    assert "ready" in (home / LOG_FILE).read_text()
     assert stop(home) is None, "stopping a stopped daemon is not an error"
 
 
@@ -114,7 +115,7 @@ def test_the_next_daemon_cleans_up_after_a_killed_one(home):
     assert not answers(home)
     new_pid = start_detached(home, listen="127.0.0.1:0", discovery=False)
     assert new_pid != pid and answers(home)
-    assert f"previous daemon (pid {pid}) did not shut down cleanly" in (home / lifecycle.LOG_FILE).read_text()
+    assert f"previous daemon (pid {pid}) did not shut down cleanly" in (home / LOG_FILE).read_text()
     stop(home)
 
 

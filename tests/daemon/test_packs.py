@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from shoal.daemon import packs
-from shoal.daemon.packs import KEPT, PackStore
-from shoal.protocol.hashing import chunk_id
+from shoal.daemon.store import packs
+from shoal.daemon.store.packs import KEPT, PackStore
+from shoal.protocol.format.hashing import chunk_id
 
 
 def chunk(size: int = 10_000) -> tuple[bytes, bytes]:

@@ -4,7 +4,7 @@ import pytest
 import trio
 import trio.testing
 
-from shoal.daemon.ratelimit import BURST_SECONDS, TokenBucket, throttle
+from shoal.daemon.net.ratelimit import BURST_SECONDS, TokenBucket, throttle
 
 MB = 1_000_000
 

@@ -7,8 +7,8 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shoal.daemon.library import Library
-from shoal.daemon.subscriptions import SUBSCRIPTIONS_FILE, Subscription, Subscriptions, SubscriptionStore
+from shoal.daemon.library.datasets import Library
+from shoal.daemon.sync.subscriptions import SUBSCRIPTIONS_FILE, Subscription, Subscriptions, SubscriptionStore
 from shoal.errors import ConfigError
 
 pytestmark = pytest.mark.trio

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.daemon.transfer import FetchSpec, PeerStats, Transfer
+from shoal.daemon.fetch.state import FetchSpec, PeerStats, Transfer
 
 
 def running(phase: str = "data") -> Transfer:

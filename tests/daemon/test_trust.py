@@ -5,10 +5,10 @@ import tomllib
 
 import pytest
 
-from shoal.daemon import trust as trust_mod
-from shoal.daemon.trust import PendingPeer, TrustStore, TrustedPeer, canonical_peer_id
+from shoal.daemon.net import trust as trust_mod
+from shoal.daemon.net.trust import PendingPeer, TrustStore, TrustedPeer, canonical_peer_id
 from shoal.errors import ConfigError, UnknownPeer, UsageError
-from shoal.protocol.identity import PeerId
+from shoal.protocol.format.identity import PeerId
 
 
 def new_id() -> str:

@@ -14,7 +14,7 @@ import sys
 
 import trio
 
-from shoal.daemon.discovery import WILDCARD, Discovery, Lost, Sighting, announce_addresses, local_ipv4_addresses
+from shoal.daemon.net.discovery import WILDCARD, Discovery, Lost, Sighting, announce_addresses, local_ipv4_addresses
 
 
 def emit(event: str, **fields: object) -> None:

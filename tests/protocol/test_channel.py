@@ -5,7 +5,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shoal.protocol.channel import (
+from shoal.protocol.wire.channel import (
     MAX_NONCE,
     MAX_RECORD,
     MAX_RECORD_PLAINTEXT,
@@ -18,9 +18,9 @@ from shoal.protocol.channel import (
     auth_transcript,
 )
 from shoal.protocol.errors import LocalProtocolError
-from shoal.protocol.framing import FrameDecoder, encode_frame
-from shoal.protocol.identity import public_key_bytes, sign, verify
-from shoal.protocol.messages import Auth, decode_message, encode_message
+from shoal.protocol.wire.framing import FrameDecoder, encode_frame
+from shoal.protocol.format.identity import public_key_bytes, sign, verify
+from shoal.protocol.wire.messages import Auth, decode_message, encode_message
 from tests.protocol.spec_vectors import spec_vectors
 
 

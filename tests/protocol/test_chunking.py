@@ -6,9 +6,9 @@ from pathlib import Path
 import blake3
 import pytest
 
-from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams, make_chunker
+from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams, make_chunker
 from shoal.protocol.errors import ObjectFormatError
-from shoal.protocol.hashing import chunk_id
+from shoal.protocol.format.hashing import chunk_id
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shoal.protocol.channel import Role, SecureChannel, auth_transcript
-from shoal.protocol.connection import (
+from shoal.protocol.wire.channel import Role, SecureChannel, auth_transcript
+from shoal.protocol.wire.connection import (
     DEFER_DECODE_SIZE,
     MAX_OUTSTANDING_REQUESTS,
     NEED_DATA,
@@ -26,9 +26,9 @@ from shoal.protocol.connection import (
     State,
 )
 from shoal.protocol.errors import IntegrityError, LocalProtocolError
-from shoal.protocol.framing import MAX_FRAME_SIZE, FrameDecoder, encode_frame
-from shoal.protocol.identity import PeerId, public_key_bytes, sign
-from shoal.protocol.messages import (
+from shoal.protocol.wire.framing import MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from shoal.protocol.format.identity import PeerId, public_key_bytes, sign
+from shoal.protocol.wire.messages import (
     Auth,
     Bye,
     Cancel,

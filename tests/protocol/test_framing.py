@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.protocol.errors import FrameTooLarge, LocalProtocolError, ProtocolError
-from shoal.protocol.framing import HEADER_SIZE, MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from shoal.protocol.wire.framing import HEADER_SIZE, MAX_FRAME_SIZE, FrameDecoder, encode_frame
 
 
 def frames_of(decoder: FrameDecoder) -> list[bytes]:

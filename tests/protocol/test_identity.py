@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.daemon.keys import (
+from shoal.daemon.net.keys import (
     KEY_FILE_NAME,
     InsecureKeyFile,
     InvalidKeyFile,
@@ -22,7 +22,7 @@ from shoal.daemon.keys import (
     load_or_create_private_key,
 )
 from shoal.errors import ShoalError
-from shoal.protocol.identity import (
+from shoal.protocol.format.identity import (
     ALPHABET,
     BadPeerId,
     PeerId,
@@ -180,8 +180,8 @@ def test_key_file_that_is_a_directory_is_refused(tmp_path: Path) -> None:
 def test_racing_daemons_end_up_with_one_identity(tmp_path: Path) -> None:
     program = (
         "import sys, pathlib\n"
-        "from shoal.daemon.keys import load_or_create_private_key\n"
-        "from shoal.protocol.identity import peer_id_of\n"
+        "from shoal.daemon.net.keys import load_or_create_private_key\n"
+        "from shoal.protocol.format.identity import peer_id_of\n"
         "print(peer_id_of(load_or_create_private_key(pathlib.Path(sys.argv[1]))))\n"
     )
     home = tmp_path / "shared"

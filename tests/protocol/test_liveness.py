@@ -2,8 +2,8 @@
 
 import pytest
 
-from shoal.protocol.liveness import Liveness, PeerTimedOut
-from shoal.protocol.messages import Ping
+from shoal.protocol.wire.liveness import Liveness, PeerTimedOut
+from shoal.protocol.wire.messages import Ping
 
 
 def test_a_silent_peer_gets_pings_then_is_given_up() -> None:

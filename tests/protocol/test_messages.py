@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.protocol.errors import LocalProtocolError, RemoteProtocolError
-from shoal.protocol.messages import (
+from shoal.protocol.wire.messages import (
     MAX_CHUNK_IDS,
     MAX_DATA_SIZE,
     MAX_REQUEST_ID,

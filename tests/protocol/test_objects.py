@@ -10,11 +10,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams
+from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.errors import IntegrityError, LocalProtocolError, ObjectFormatError, ProtocolError
-from shoal.protocol.hashing import ID_SIZE, Kind, chunk_id, object_id
-from shoal.protocol.manifest import check_version_signature, sign_version
-from shoal.protocol.objects import (
+from shoal.protocol.format.hashing import ID_SIZE, Kind, chunk_id, object_id
+from shoal.protocol.format.manifest import check_version_signature, sign_version
+from shoal.protocol.format.objects import (
     FANOUT,
     MAX_OBJECT_SIZE,
     ChunkListNode,

@@ -5,11 +5,11 @@ import math
 import msgpack
 import pytest
 
-from shoal.protocol.chunking import DEFAULT_PARAMS
+from shoal.protocol.format.chunking import DEFAULT_PARAMS
 from shoal.protocol.errors import IntegrityError, LocalProtocolError, ObjectFormatError
-from shoal.protocol.hashing import Kind, object_id
-from shoal.protocol.manifest import FileBuilder, TreeBuilder, file_chunks, tree_entries, walk_tree
-from shoal.protocol.objects import FANOUT, ChunkListNode, EntryType, FileObject, Ref, TreeEntry, decode
+from shoal.protocol.format.hashing import Kind, object_id
+from shoal.protocol.format.manifest import FileBuilder, TreeBuilder, file_chunks, tree_entries, walk_tree
+from shoal.protocol.format.objects import FANOUT, ChunkListNode, EntryType, FileObject, Ref, TreeEntry, decode
 
 PARAMS = [16384, 65536, 262144]
 

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.protocol.errors import ObjectFormatError, PathError
-from shoal.protocol.hashing import Kind, object_id
-from shoal.protocol.manifest import walk_tree
-from shoal.protocol.paths import check_dataset_name, check_name, check_symlink_target
+from shoal.protocol.format.hashing import Kind, object_id
+from shoal.protocol.format.manifest import walk_tree
+from shoal.protocol.format.paths import check_dataset_name, check_name, check_symlink_target
 
 
 @pytest.mark.parametrize("name", ["a", "README.md", ".hidden", "...", "a b", "é", "日本語", "x" * 255, "é" * 127 + "x", "a\\b"])

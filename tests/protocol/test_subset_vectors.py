@@ -10,10 +10,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.protocol.errors import ObjectFormatError
-from shoal.protocol.hashing import Kind
-from shoal.protocol.manifest import check_version_signature, sign_version
-from shoal.protocol.objects import Subset, VersionRecord, decode, encode, encode_with_id
-from shoal.protocol.subsets import in_sample, parse_fraction, sample_key
+from shoal.protocol.format.hashing import Kind
+from shoal.protocol.format.manifest import check_version_signature, sign_version
+from shoal.protocol.format.objects import Subset, VersionRecord, decode, encode, encode_with_id
+from shoal.protocol.format.subsets import in_sample, parse_fraction, sample_key
 
 SPEC = (Path(__file__).resolve().parents[2] / "SPEC.md").read_text(encoding="utf-8")
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))

@@ -20,12 +20,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from shoal.protocol import objects
-from shoal.protocol.chunking import DEFAULT_PARAMS, ChunkingParams, make_chunker
+from shoal.protocol.format import objects
+from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams, make_chunker
 from shoal.protocol.errors import ObjectFormatError
-from shoal.protocol.hashing import CONTEXTS, Kind, chunk_id, object_id
-from shoal.protocol.manifest import FileBuilder, TreeBuilder, check_version_signature, sign_version, walk_tree
-from shoal.protocol.objects import EntryType, TreeEntry, VersionRecord, decode, encode_with_id
+from shoal.protocol.format.hashing import CONTEXTS, Kind, chunk_id, object_id
+from shoal.protocol.format.manifest import FileBuilder, TreeBuilder, check_version_signature, sign_version, walk_tree
+from shoal.protocol.format.objects import EntryType, TreeEntry, VersionRecord, decode, encode_with_id
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = "shoal-vectors"

@@ -15,7 +15,7 @@ from tui_fakes import FakeClient, demo_client, local_dataset, peer, version, wat
 from shoal.errors import DaemonError
 
 from shoal.tui.app import ShoalApp, make_app
-from shoal.tui.client import Connected
+from shoal.client.aio import Connected
 from shoal.tui.rows import dataset_rows
 from shoal.tui.widgets.modals import (
     CancelTransferDialog,
@@ -580,7 +580,7 @@ async def test_peer_traffic_shows_the_rate_while_data_moves() -> None:
 
     base = {"peer_id": "P" * 63, "short": "PPPPPPP", "name": "gpu-box", "state": "online", "online": True,
             "bytes_in": 5_000_000, "bytes_out": 1000}
-    from shoal.cli.render import format_size
+    from shoal.client.fmt import format_size
 
     moving = peer_row({**base, "rates": {"up": 0, "down": 2_000_000}})
     assert moving[5] == f"{format_size(5_000_000)} · {format_size(2_000_000)}/s"

@@ -9,7 +9,7 @@ import pytest
 
 from shoal.errors import DaemonError, DaemonNotRunning
 from shoal.protocol.control import ErrorReply, Event, MessageDecoder, Progress, Request, Response, encode_message
-from shoal.tui.client import Connected, ControlClient, Disconnected
+from shoal.client.aio import Connected, ControlClient, Disconnected
 
 pytestmark = pytest.mark.asyncio
 

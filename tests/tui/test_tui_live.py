@@ -14,9 +14,9 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Static
 
-from shoal.daemon.home import socket_path
+from shoal.home import socket_path
 from shoal.tui.app import make_app
-from shoal.tui.client import ControlClient
+from shoal.client.aio import ControlClient
 
 pytestmark = pytest.mark.asyncio
 

@@ -18,10 +18,10 @@ import pytest
 from textual.widgets import Input, Log
 from tui_daemons import Daemon, cell, files_of, has_row, trust_each_other, until, pair, scratch  # noqa: F401 - fixtures
 
-from shoal.daemon.home import socket_path
-from shoal.daemon.lifecycle import running_pid
+from shoal.home import socket_path
+from shoal.home import running_pid
 from shoal.tui.app import make_app
-from shoal.tui.client import ControlClient
+from shoal.client.aio import ControlClient
 from shoal.tui.widgets.modals import CancelTransferDialog, FetchDialog, ShareDialog, TrustDialog, UntrustDialog
 from shoal.tui.widgets.screens import BrowseScreen
 
@@ -242,7 +242,7 @@ async def test_share_cancel_and_untrust_through_the_ui(pair: tuple[Daemon, Daemo
 
 def _freeze_when_received(home: Path, pid: int, share: float) -> None:
     """SIGSTOP `pid` once the daemon at `home` has received `share` of its running fetch."""
-    from shoal.cli.client import ControlClient as BlockingClient
+    from shoal.client.blocking import ControlClient as BlockingClient
 
     deadline = time.monotonic() + 30
     with BlockingClient.connect(socket_path(home)) as client:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from shoal.daemon.lifecycle import running_pid
+from shoal.home import running_pid
 from shoal.tui.app import ShoalApp
 
 

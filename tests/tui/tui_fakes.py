@@ -1,4 +1,4 @@
-"""An in-memory stand-in for shoal.tui.client.ControlClient, and realistic data for it."""
+"""An in-memory stand-in for shoal.client.aio.ControlClient, and realistic data for it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from shoal.errors import DaemonError, DaemonNotRunning
 from shoal.protocol.control import Event
-from shoal.protocol.identity import PeerId
-from shoal.tui.client import Connected, Disconnected, Signal
+from shoal.protocol.format.identity import PeerId
+from shoal.client.aio import Connected, Disconnected, Signal
 
 NOW = 1_790_000_000
 

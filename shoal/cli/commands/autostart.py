@@ -4,8 +4,8 @@ import os
 import sys
 from pathlib import Path
 
-from shoal.cli.client import ControlClient
-from shoal.daemon.home import socket_path
+from shoal.client.blocking import ControlClient
+from shoal.home import LOG_FILE, socket_path
 from shoal.errors import DaemonNotRunning
 
 NO_AUTOSTART_ENV = "SHOAL_NO_AUTOSTART"
@@ -27,10 +27,9 @@ def connect(home: Path, *, autostart: bool) -> ControlClient:
             raise DaemonNotRunning(
                 "the daemon is not running and autostart is off; start it with `shoal daemon start`"
             ) from None
-    # Imported only here: it pulls in the whole daemon (trio, cryptography), which
-    # commands that find a daemon already running never need.
-    from shoal.daemon import lifecycle
+    # Imported only here: commands that find a daemon already running never need subprocess.
+    from shoal.client.process import start_detached
 
-    pid = lifecycle.start_detached(home)
-    print(f"shoal: started the daemon (pid {pid}); its log is {home / lifecycle.LOG_FILE}", file=sys.stderr)
+    pid = start_detached(home)
+    print(f"shoal: started the daemon (pid {pid}); its log is {home / LOG_FILE}", file=sys.stderr)
     return ControlClient.connect(path)

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from shoal.cli.render import format_duration, format_rate, format_size
+from shoal.client.fmt import format_duration, format_rate, format_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing adds milliseconds to every `shoal` start; annotations do not need it at run time.

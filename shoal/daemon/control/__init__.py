@@ -1,0 +1,1 @@
+"""The control socket: the server local clients connect to, and the API methods it dispatches to."""

@@ -1,0 +1,1 @@
+"""Fetching a version from peers into a folder: resolve, walk the manifest, plan, move chunks, install."""

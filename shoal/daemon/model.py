@@ -1,0 +1,52 @@
+"""Names and records that several of the daemon's parts share."""
+
+from dataclasses import dataclass
+
+from shoal.protocol.format.objects import SAMPLE_ALL, Subset, VersionRecord
+
+#: The folder at a destination's root where a fetch assembles files before renaming them into place.
+PARTIAL_DIR = ".shoal-partial"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """A version of a dataset, as listed by `ls` and `log`."""
+
+    name: str
+    seq: int
+    id: bytes
+    root: bytes
+    parents: tuple[bytes, ...]
+    author: bytes
+    time: int
+    message: str
+    size: int
+    files: int
+    subsets: tuple[Subset, ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "subsets": {s.name: subset_json(s) for s in self.subsets},
+            "name": self.name,
+            "seq": self.seq,
+            "id": self.id.hex(),
+            "root": self.root.hex(),
+            "parents": [p.hex() for p in self.parents],
+            "author": self.author.hex(),
+            "time": self.time,
+            "message": self.message,
+            "size": self.size,
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_record(cls, version_id: bytes, record: VersionRecord) -> "VersionInfo":
+        return cls(
+            record.name, record.seq, version_id, record.root, record.parents, record.author,
+            record.time, record.message, record.size, record.files, record.subsets,
+        )
+
+
+def subset_json(subset: Subset) -> dict:
+    """A subset as the control API shows it: include patterns, sample fraction, seed."""
+    return {"include": list(subset.include), "sample": subset.sample / SAMPLE_ALL, "seed": subset.seed}

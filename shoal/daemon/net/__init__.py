@@ -1,0 +1,1 @@
+"""Peers: the identity key, the trust store, discovery, sessions over trio, and bandwidth caps."""

@@ -1,0 +1,437 @@
+"""One peer session over a trio stream, driving the sans-I/O `Connection`.
+
+A session has one reader task that feeds bytes into the Connection and acts on
+its events, and one lock around writes so that every send goes out whole and in
+order. Requests we make wait on per-request handles; requests the peer makes
+are served by tasks in the session's own nursery, so closing the session
+cancels them. A misbehaving peer ends only its own session.
+"""
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shoal.daemon.store import chunks as chunkio
+from shoal.daemon.store.index import Index
+from shoal.protocol.wire.channel import Role
+from shoal.protocol.wire.connection import (
+    MAX_OUTSTANDING_REQUESTS,
+    ConnectionClosed,
+    Connection,
+    HelloReceived,
+    LargeFrame,
+    MessageReceived,
+    NeedData,
+    PeerAuthenticated,
+    State,
+)
+from shoal.protocol.errors import LocalProtocolError, ProtocolError
+from shoal.protocol.wire.liveness import KEEPALIVE_INTERVAL, MAX_UNANSWERED_PINGS, Liveness, PeerTimedOut
+from shoal.protocol.wire.messages import Cancel, Catalog, CatalogEntry, Data, End, GetChunks, GetObjects, Hello
+from shoal.protocol.format.identity import PeerId
+
+_log = logging.getLogger("shoal.session")
+
+RECEIVE_SIZE = 256 * 1024
+#: Seconds for the Noise handshake, both AUTHs and both HELLOs together (SPEC "Session").
+HANDSHAKE_TIMEOUT = 10.0
+#: Chunks read from disk per worker-thread call while serving.
+SERVE_GROUP = 16
+#: Manifest objects read per worker-thread call (one query), by their stored size:
+#: most are a few hundred bytes, so a group of a directory's FILE objects is one
+#: call, while objects near the 1 MiB limit go one or two at a time.
+OBJECT_GROUP_BYTES = 1024 * 1024
+SERVE_CONCURRENCY = 2
+AGENT = "shoal/0.1"
+
+
+class SessionClosed(trio.BrokenResourceError):
+    """The session ended while a request was waiting for its answer."""
+
+
+class Rejected(Exception):
+    """The peer is not trusted; the session was refused."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A request of ours waiting for DATA and END."""
+
+    deliver: Callable[[bytes, bytes], None]
+    done: trio.Event = field(default_factory=trio.Event)
+    missing: tuple[bytes, ...] = ()
+    error: BaseException | None = None
+
+
+async def establish(
+    stream: trio.abc.Stream,
+    role: Role,
+    key: Ed25519PrivateKey,
+    is_trusted: Callable[[PeerId], bool],
+    listen_port: int | None,
+    expected: str | None = None,
+) -> tuple[Connection, PeerId]:
+    """Run the handshake, authentication and HELLO exchange; return the open connection.
+
+    Raises Rejected when the peer is not trusted (having revealed nothing, if we
+    are the responder) and ProtocolError on any violation.
+    """
+    conn = Connection(role, key)
+    if role is Role.INITIATOR:
+        conn.start()
+    with trio.fail_after(HANDSHAKE_TIMEOUT):
+        await _flush(conn, stream)
+        peer: PeerId | None = None
+        while True:
+            event = conn.next_event()
+            if isinstance(event, NeedData):
+                await _flush(conn, stream)
+                conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
+                continue
+            if isinstance(event, PeerAuthenticated):
+                peer = event.peer_id
+                if (expected is not None and str(peer) != expected) or not is_trusted(peer):
+                    conn.reject()
+                    await _flush(conn, stream)
+                    raise Rejected(str(peer))
+                conn.accept()
+                conn.send(Hello(version=1, agent=AGENT, listen_port=listen_port))
+                await _flush(conn, stream)
+                continue
+            if isinstance(event, HelloReceived):
+                assert peer is not None
+                await _flush(conn, stream)
+                return conn, peer
+            if isinstance(event, ConnectionClosed):
+                # On our side's violation the Connection queued ERROR (once the channel
+                # has keys): SPEC "Closing and errors" says the peer hears why.
+                await flush_quietly(conn, stream)
+                ended = "peer closed" if event.by_peer else "closed on a violation"
+                raise ProtocolError(f"{ended} during the handshake: {event.reason}", code=event.error_code)
+
+
+async def _flush(conn: Connection, stream: trio.abc.Stream) -> None:
+    data = conn.data_to_send()
+    if data:
+        await stream.send_all(data)
+
+
+async def flush_quietly(conn: Connection, stream: trio.abc.Stream) -> None:
+    """Send what is queued if the peer still listens; a closing session has nothing else to do."""
+    try:
+        await _flush(conn, stream)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+
+
+class PeerSession:
+    """An open, authenticated session with one trusted peer."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        stream: trio.abc.Stream,
+        peer_id: PeerId,
+        address: str,
+        index: Index,
+        on_catalog: Callable[["PeerSession"], None],
+        pay: Callable[[int], Awaitable[None]] | None = None,
+        withheld: Callable[[list[bytes]], Awaitable[set[bytes]]] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.peer = peer_id
+        self.peer_id = str(peer_id)
+        self.address = address
+        self.catalog: tuple[CatalogEntry, ...] = ()
+        #: The catalog by dataset name, so looking one up costs the same for 100,000 entries.
+        self._offers: dict[str, CatalogEntry] = {}
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._index = index
+        self._on_catalog = on_catalog
+        self._pay = pay
+        #: The ids of a request this peer may not have (datasets outside its audience).
+        self._withheld = withheld
+        self._send_lock = trio.Lock()
+        self._pending: dict[int, _Pending] = {}
+        #: Set (and replaced) whenever an END frees one of our request ids.
+        self._request_ended = trio.Event()
+        self._serving: dict[int, trio.CancelScope] = {}
+        #: trio time the last request of the peer was answered (-inf: never).
+        self.served_at = float("-inf")
+        # Requests answered at once: one reads from disk while the other sends,
+        # and memory per peer stays a few MB however many requests it opens.
+        self._serve_slots = trio.Semaphore(SERVE_CONCURRENCY)
+        self._closed = False
+        self._liveness = Liveness(trio.current_time(), interval=KEEPALIVE_INTERVAL, max_unanswered=MAX_UNANSWERED_PINGS)
+        self._rate_mark = (time.monotonic(), 0, 0)
+        self._rates = (0.0, 0.0)
+
+    def rates(self) -> tuple[float, float]:
+        """Bytes per second received and sent, averaged over the last second or so."""
+        now = time.monotonic()
+        then, bytes_in, bytes_out = self._rate_mark
+        if now - then >= 1.0:
+            self._rates = ((self.bytes_in - bytes_in) / (now - then), (self.bytes_out - bytes_out) / (now - then))
+            self._rate_mark = (now, self.bytes_in, self.bytes_out)
+        return self._rates
+
+    def offer(self, name: str) -> CatalogEntry | None:
+        """The peer's catalog entry for dataset `name`, if it shares one."""
+        return self._offers.get(name)
+
+    @property
+    def serving(self) -> bool:
+        """Whether a request of the peer is being answered now."""
+        return bool(self._serving)
+
+    # --- running --------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Serve the session until it ends; return why it ended."""
+        try:
+            async with trio.open_nursery() as nursery:
+                reason = await self._read_loop(nursery)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._closed = True
+            self._request_ended.set()
+            for pending in self._pending.values():
+                pending.error = SessionClosed(f"session with {self.peer.short()} closed")
+                pending.done.set()
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                await self._flush_quietly()
+                await self.stream.aclose()
+        return reason
+
+    async def _read_loop(self, nursery: trio.Nursery) -> str:
+        while True:
+            event = self.conn.next_event()
+            if isinstance(event, NeedData):
+                # What the events handled since the last read queued (PONG, CANCEL) goes
+                # out before waiting, once per read rather than once per event.
+                await self._flush_quietly()
+                data: bytes | None = None
+                with trio.move_on_at(self._liveness.deadline(inside_frame=self.conn.inside_frame)):
+                    try:
+                        data = await self.stream.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                        return f"connection lost: {e}"
+                if data is None:
+                    self._keep_alive()
+                    continue
+                self.bytes_in += len(data)
+                self.conn.receive_data(data)
+                if self._pay is not None:
+                    # Reading no more until the bytes are paid for makes TCP slow the sender down.
+                    await self._pay(len(data))
+                # Counted after paying: our own throttle's wait is not the peer's silence.
+                self._liveness.heard(trio.current_time())
+                continue
+            if isinstance(event, LargeFrame):
+                # A CATALOG near the frame limit takes about a second to decode: not on the loop.
+                self.conn.receive_decoded(await trio.to_thread.run_sync(event.decode))
+                continue
+            if isinstance(event, ConnectionClosed):
+                if event.error_code:
+                    _log.warning("session with %s closed: %s (%s)", self.peer.short(), event.reason, event.error_code)
+                return event.reason
+            if isinstance(event, MessageReceived):
+                self._dispatch(event.message, nursery)
+
+    def _keep_alive(self) -> None:
+        """The peer has been quiet until the keepalive deadline: PING it, or give up."""
+        if not self._open:
+            return  # closed by another task while we waited; the next event says so
+        try:
+            ping = self._liveness.expire(trio.current_time(), inside_frame=self.conn.inside_frame)
+        except PeerTimedOut as e:
+            self.conn.fail(e)  # queues ERROR("timeout"); the next event is the close
+            return
+        if ping is not None:
+            self.conn.send(ping)
+
+    def _dispatch(self, message, nursery: trio.Nursery) -> None:
+        if isinstance(message, Data):
+            pending = self._pending.get(message.req)
+            if pending is not None and pending.error is None:
+                try:
+                    pending.deliver(message.id, message.data)
+                except Exception as e:  # a bad chunk: abandon this request only
+                    pending.error = e
+                    pending.done.set()
+                    self.conn.send(Cancel(message.req))
+        elif isinstance(message, End):
+            self._request_ended.set()
+            self._request_ended = trio.Event()
+            pending = self._pending.pop(message.req, None)
+            if pending is not None:
+                pending.missing = message.missing
+                pending.done.set()
+        elif isinstance(message, Catalog):
+            self.catalog = message.datasets
+            self._offers = {entry.name: entry for entry in message.datasets}
+            self._on_catalog(self)
+        elif isinstance(message, (GetObjects, GetChunks)):
+            scope = trio.CancelScope()
+            self._serving[message.req] = scope
+            nursery.start_soon(self._serve, message, scope)
+        elif isinstance(message, Cancel):
+            scope = self._serving.get(message.req)
+            if scope is not None:
+                scope.cancel()
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            data = self.conn.data_to_send()
+            if data:
+                self.bytes_out += len(data)
+                # A send cut short by cancellation would leave half a record on
+                # the wire and break the channel for every other request.
+                with trio.CancelScope(shield=True):
+                    if self._pay is not None:
+                        await self._pay(len(data))
+                    await self.stream.send_all(data)
+
+    @property
+    def _open(self) -> bool:
+        # The connection closes (on the peer's BYE, a violation, end of input) before
+        # run() gets to mark the session closed; other tasks may still be sending.
+        return not self._closed and self.conn.state not in (State.CLOSED, State.ERROR)
+
+    async def send(self, message) -> None:
+        """Queue and send one message."""
+        if not self._open:
+            raise SessionClosed(f"session with {self.peer.short()} is closed")
+        self.conn.send(message)
+        await self._flush()
+
+    async def close(self, reason: str = "closing") -> None:
+        self.conn.close(reason)
+        await self._flush_quietly()
+        await self.stream.aclose()
+
+    # --- serving the peer -----------------------------------------------------
+
+    async def _serve(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
+        try:
+            await self._answer(request, scope)
+        except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the session ended while answering; the reader reports why
+        finally:
+            self._serving.pop(request.req, None)
+            self.served_at = trio.current_time()
+
+    async def _answer(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
+        # `scope` is cancelled by the peer's CANCEL only; the request still ends
+        # with END (listing whatever was not sent), or its id would stay taken on
+        # both sides. Closing the session cancels an outer scope and skips this.
+        with scope:
+            async with self._serve_slots:
+                if isinstance(request, GetChunks):
+                    await self._answer_chunks(request)
+                else:
+                    await self._answer_objects(request)
+        self.conn.send_end(request.req)
+        await self._flush()
+
+    async def _allowed(self, ids: list[bytes]) -> list[bytes]:
+        """`ids` without those withheld from this peer; END then lists them as missing."""
+        if self._withheld is None:
+            return ids
+        withheld = await self._withheld(ids)
+        return [i for i in ids if i not in withheld] if withheld else ids
+
+    async def _answer_chunks(self, request: GetChunks) -> None:
+        ids = await self._allowed(list(request.ids))
+        # Located (and their reads started) for the whole request at once.
+        places = await trio.to_thread.run_sync(chunkio.locate, self._index, ids)
+        for start in range(0, len(ids), SERVE_GROUP):
+            group = ids[start : start + SERVE_GROUP]
+            found: list[tuple[bytes, bytes | bytearray | None]] = list(chunkio.read_cached(group, places))
+            if len(found) < len(group):
+                rest = group[len(found) :]
+                found += await trio.to_thread.run_sync(chunkio.read_chunks, self._index, rest, places)
+            await self._send_found(request.req, found)
+
+    async def _answer_objects(self, request: GetObjects) -> None:
+        ids = await self._allowed(list(request.ids))
+        sizes = await trio.to_thread.run_sync(self._index.object_sizes, ids)
+        for group in _groups_by_size([oid for oid in ids if oid in sizes], sizes, OBJECT_GROUP_BYTES):
+            found = await trio.to_thread.run_sync(self._read_objects, group)
+            await self._send_found(request.req, found)
+
+    async def _send_found(self, req: int, found: Sequence[tuple[bytes, bytes | bytearray | None]]) -> None:
+        """Send what was found; END later lists the rest (None: not held) as missing."""
+        for oid, data in found:
+            if data is not None:
+                self.conn.send_data(req, oid, data)
+        await self._flush()
+
+    def _read_objects(self, ids: list[bytes]) -> list[tuple[bytes, bytes | None]]:
+        found = self._index.get_objects(ids)
+        return [(oid, found[oid][1] if oid in found else None) for oid in ids]
+
+    # --- asking the peer (the fetch engine's Source) -----------------------------
+
+    async def _request(self, message_type, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+        await self._request_slot()
+        req = self.conn.new_request_id()
+        pending = _Pending(deliver)
+        self._pending[req] = pending
+        try:
+            await self.send(message_type(req, tuple(ids)))
+            await pending.done.wait()
+        except BaseException:
+            if self._pending.pop(req, None) is not None and self._open:
+                self.conn.send(Cancel(req))
+                with trio.CancelScope(shield=True):
+                    await self._flush_quietly()
+            raise
+        self._pending.pop(req, None)
+        if pending.error is not None:
+            raise pending.error
+        return list(pending.missing)
+
+    async def _request_slot(self) -> None:
+        """Wait until fewer than MAX_OUTSTANDING_REQUESTS of ours are open.
+
+        A request we cancelled stays open until the peer's END, so a fetch that
+        starts right after another was interrupted may have to wait a moment.
+        """
+        while self._open and len(self.conn.sent_requests) >= MAX_OUTSTANDING_REQUESTS:
+            await self._request_ended.wait()
+
+    async def get_objects(self, ids: Sequence[bytes]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        got: list[tuple[bytes, bytes]] = []
+        missing = await self._request(GetObjects, ids, lambda oid, data: got.append((oid, data)))
+        return got, missing
+
+    async def get_chunks(self, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+        return await self._request(GetChunks, ids, deliver)
+
+
+def _groups_by_size(ids: list[bytes], sizes: dict[bytes, int], limit: int) -> Iterator[list[bytes]]:
+    """`ids` in order, cut into runs whose sizes add up to at most `limit` (or a single larger one)."""
+    group: list[bytes] = []
+    total = 0
+    for oid in ids:
+        if group and total + sizes[oid] > limit:
+            yield group
+            group, total = [], 0
+        group.append(oid)
+        total += sizes[oid]
+    if group:
+        yield group

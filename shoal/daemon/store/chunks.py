@@ -1,0 +1,154 @@
+"""Reading chunk bytes out of the user's files, never trusting the index blindly.
+
+Every read is re-hashed against the chunk id before it is served or reused; a
+location whose bytes no longer match is marked stale and never read again.
+A chunk that no file holds any more comes from the pack store of kept versions
+(packs.py), which verifies it as well.
+"""
+
+import os
+from collections.abc import Hashable
+
+from shoal.daemon.store.fdlimit import FilePool
+from shoal.daemon.store.index import Index, Location
+from shoal.protocol.format.hashing import chunk_id
+
+#: Source files one serving call keeps open.
+OPEN_PER_CALL = 4
+
+
+def read_at(path: os.PathLike | str, offset: int, length: int) -> bytes | None:
+    """Return `length` bytes at `offset`, or None if the file is gone or too short."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, length, offset)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) == length else None
+
+
+def read_fd_at(fd: int, offset: int, length: int) -> bytes | None:
+    """Return `length` bytes at `offset` of an open file, or None if it is shorter."""
+    data = os.pread(fd, length, offset)
+    return data if len(data) == length else None
+
+
+def read_chunk(index: Index, wanted: bytes) -> bytes | None:
+    """Return the verified bytes of chunk `wanted` from any known location, else from the retained copies, or None."""
+    while True:
+        places = index.locations(wanted)
+        if not places:
+            return index.retained.read(wanted) if index.retained is not None else None
+        for place in places:
+            data = _read_verified(index, wanted, place)
+            if data is not None:
+                return data
+        # Every listed place was stale and is now marked so; look again in case
+        # more locations exist beyond the first few.
+
+
+def _read_verified(index: Index, wanted: bytes, place: Location, fds: FilePool | None = None) -> bytes | None:
+    if fds is None:
+        data = read_at(place.path, place.offset, place.length)
+    else:
+        data = _read_open(fds, str(place.path), place.offset, place.length)
+    if data is not None and chunk_id(data) == wanted:
+        return data
+    index.mark_stale(wanted, place.file_row, place.offset)
+    return None
+
+
+def _source_files() -> FilePool:
+    """The files one serving call reads from, a few open at a time: chunks are asked
+    for in id order, so a call seldom comes back to a file after a few others, and
+    a request's 64 chunks must not hold 64 descriptors."""
+    return FilePool(OPEN_PER_CALL, _open_source)
+
+
+def _open_source(path: Hashable) -> int:
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # type: ignore[arg-type]
+
+
+def _read_open(fds: FilePool, path: str, offset: int, length: int) -> bytes | None:
+    """read_at through `fds`."""
+    try:
+        with fds.use(path) as fd:
+            return read_fd_at(fd, offset, length)
+    except OSError:
+        return None
+
+
+def locate(index: Index, wanted: list[bytes]) -> dict[bytes, Location]:
+    """One believed location for each of `wanted` that has any, in one query, and
+    the kernel asked to start reading them all: from a cold disk, small files read
+    one after the other each wait for the disk, while these reads overlap."""
+    places = index.first_locations(wanted)
+    fds = _source_files()
+    try:
+        for place in places.values():
+            try:
+                with fds.use(str(place.path)) as fd:
+                    os.posix_fadvise(fd, place.offset, place.length, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass  # read_chunks looks elsewhere for what cannot be opened
+    finally:
+        fds.close_all()
+    return places
+
+
+def read_cached(wanted: list[bytes], places: dict[bytes, Location]) -> list[tuple[bytes, bytearray]]:
+    """The verified bytes of the longest prefix of `wanted` that the page cache holds,
+    read without waiting for the disk (preadv with RWF_NOWAIT), so on the event loop:
+    a worker-thread call per read costs two thread switches and, worse, the worker
+    must win the GIL back from the busy loop after every read and every hash.
+    Each comes in the bytearray it was read into, which Connection.send_data takes
+    as it is: the busy sender is spared a copy of every byte it serves.
+
+    Whatever is not cached, not located, or does not match stops the prefix; read_chunks
+    reads the rest in a thread (marking stale places, looking elsewhere)."""
+    out: list[tuple[bytes, bytearray]] = []
+    fds = _source_files()
+    try:
+        for cid in wanted:
+            place = places.get(cid)
+            if place is None:
+                break
+            buf = bytearray(place.length)
+            try:
+                with fds.use(str(place.path)) as fd:
+                    got = os.preadv(fd, [buf], place.offset, os.RWF_NOWAIT)
+            except OSError:  # BlockingIOError: not cached; EOPNOTSUPP: no RWF_NOWAIT here; or not openable
+                break
+            if got != len(buf) or chunk_id(buf) != cid:
+                break
+            out.append((cid, buf))
+    finally:
+        fds.close_all()
+    return out
+
+
+def read_chunks(
+    index: Index, wanted: list[bytes], places: dict[bytes, Location] | None = None
+) -> list[tuple[bytes, bytes | None]]:
+    """Read several chunks; for each id, its verified bytes or None.
+
+    `places` is what `locate` returned for these ids (and maybe more); without it
+    they are located here.
+    """
+    if places is None:
+        places = locate(index, wanted)
+    out = []
+    fds = _source_files()
+    try:
+        for cid in wanted:
+            place = places.get(cid)
+            data = _read_verified(index, cid, place, fds) if place is not None else None
+            out.append((cid, data if data is not None else read_chunk(index, cid)))
+    finally:
+        fds.close_all()
+    return out

@@ -1,0 +1,1 @@
+"""Subscriptions: folders that follow the newest version of a dataset by themselves."""

@@ -1,0 +1,1 @@
+"""Watched folders: change notification, settling, and sharing again once a folder is quiet."""

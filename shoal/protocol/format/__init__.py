@@ -1,0 +1,1 @@
+"""The dataset format: object ids, canonical objects, manifests, paging, chunking, path rules, subsets, identities."""

@@ -1,0 +1,442 @@
+"""The objects of a dataset version and their canonical msgpack encoding.
+
+A version is a Merkle DAG: VERSION → TREE → (TREE | FILE) → CHUNKS → chunk.
+Each manifest object encodes as one msgpack array whose first element is its kind
+tag; its id is `hashing.object_id(kind, encoded_bytes)`. Encoding is canonical
+(msgpack's shortest forms, arrays only, str for text, bin for bytes): a decoder
+re-encodes what it parsed and refuses any input that differs, so one object has
+exactly one byte string and one id.
+
+Long lists (a file's chunks, a directory's entries) are paged: an object holds at
+most FANOUT entries; at level 0 they are the items themselves, at level L > 0 they
+are `Ref(size, id)` of level L-1 nodes. See `paged.py` for how pages are cut.
+"""
+
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, TypeAlias
+
+import msgpack
+
+from shoal.protocol.format.chunking import MAX_CHUNK_SIZE, ChunkingParams
+from shoal.protocol.errors import IntegrityError, ObjectFormatError, ProtocolError
+from shoal.protocol.format.hashing import ID_SIZE, Kind, object_id
+from shoal.protocol.format.paths import check_dataset_name, check_name
+
+#: Most entries in one object; a bigger list is split into pages.
+FANOUT = 1024
+#: Largest encoded manifest object (a full tree page of 255-byte names fits).
+MAX_OBJECT_SIZE = 1024 * 1024
+#: Deepest paging level: FANOUT**8 entries is far past any real file or directory.
+MAX_LEVEL = 8
+MAX_PARENTS = 16
+MAX_MESSAGE = 4096
+#: Sizes are unsigned 64-bit on the wire.
+MAX_SIZE = 2**63 - 1
+#: Subsets per version, patterns per subset, and bytes per pattern.
+MAX_SUBSETS = 64
+MAX_PATTERNS = 256
+MAX_PATTERN = 1024
+#: A subset's sample is in parts per million; this keeps every file.
+SAMPLE_ALL = 1_000_000
+_SUBSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class EntryType(IntEnum):
+    """What a tree entry names."""
+
+    FILE = 0
+    DIR = 1
+    SYMLINK = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A sized reference: a chunk (length, chunk id) or a child page (total size, id)."""
+
+    size: int
+    id: bytes
+
+
+#: The permission bits of a file whose TREE entry carries no mode: they follow `executable`.
+DEFAULT_FILE_MODE = 0o644
+DEFAULT_EXECUTABLE_MODE = 0o755
+_PERMISSION_BITS = 0o777
+
+
+def default_mode(executable: bool) -> int:
+    return DEFAULT_EXECUTABLE_MODE if executable else DEFAULT_FILE_MODE
+
+
+def file_mode_fields(bits: int) -> tuple[bool, int | None]:
+    """(executable, mode) of a TREE entry for a file with permission bits `bits`.
+
+    The mode is recorded only when it is not what `executable` implies, so a
+    tree of ordinarily permitted files encodes as it always did.
+    """
+    bits &= _PERMISSION_BITS
+    executable = bool(bits & 0o100)
+    return executable, None if bits == default_mode(executable) else bits
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """One name in a directory. `ref` is an object id, or the target text of a symlink."""
+
+    name: str
+    type: EntryType
+    executable: bool
+    size: int
+    ref: bytes | str
+    #: A file's permission bits when they are not `default_mode(executable)`, else None.
+    mode: int | None = None
+
+    def permissions(self) -> int:
+        """The permission bits a file written from this entry gets (before the umask)."""
+        return self.mode if self.mode is not None else default_mode(self.executable)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkListNode:
+    """A page of a file's chunk list that did not fit in the file object."""
+
+    level: int
+    entries: tuple[Ref, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileObject:
+    """A regular file's content: its size, how it was chunked, and its chunk list's top page."""
+
+    size: int
+    params: ChunkingParams
+    level: int
+    entries: tuple[Ref, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TreeNode:
+    """A directory, or a page of one: entries sorted by the UTF-8 bytes of their names."""
+
+    level: int
+    entries: tuple[TreeEntry, ...] | tuple[Ref, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Subset:
+    """A named part of a version: files matching `include` (all when empty), then a
+    deterministic sample of `sample` parts per million of them, drawn with `seed`."""
+
+    name: str
+    include: tuple[str, ...] = ()
+    sample: int = SAMPLE_ALL
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """A signed snapshot of a dataset. `signature` covers `signed_bytes()`."""
+
+    name: str
+    seq: int
+    root: bytes
+    parents: tuple[bytes, ...]
+    size: int
+    files: int
+    author: bytes
+    time: int
+    message: str
+    signature: bytes = b""
+    #: Named subsets, sorted by name; encoded only when there are any, so records
+    #: without subsets keep the encoding (and id) they always had.
+    subsets: tuple[Subset, ...] = ()
+
+    def signed_bytes(self) -> bytes:
+        """The bytes the author signs: a domain prefix plus the unsigned encoding."""
+        return SIGNATURE_DOMAIN + _pack(_version_fields(self))
+
+
+SIGNATURE_DOMAIN = b"shoal 2026-11 version signature v1\x00"
+
+ManifestObject: TypeAlias = ChunkListNode | FileObject | TreeNode | VersionRecord
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _refs(entries: tuple[Ref, ...]) -> list[list[Any]]:
+    return [[r.size, r.id] for r in entries]
+
+
+def _version_fields(v: VersionRecord) -> list[Any]:
+    fields = [
+        int(Kind.VERSION), v.name, v.seq, v.root, list(v.parents),
+        v.size, v.files, v.author, v.time, v.message,
+    ]
+    if v.subsets:
+        fields.append([[s.name, list(s.include), s.sample, s.seed] for s in v.subsets])
+    return fields
+
+
+def _entry_fields(entry: TreeEntry) -> list[Any]:
+    fields: list[Any] = [entry.name, int(entry.type), entry.executable, entry.size, entry.ref]
+    if entry.mode is not None:
+        fields.append(entry.mode)
+    return fields
+
+
+def encode(obj: ManifestObject) -> bytes:
+    """Return the canonical encoding of a manifest object."""
+    if isinstance(obj, FileObject):
+        fields: list[Any] = [int(Kind.FILE), obj.size, obj.params.as_list(), obj.level, _refs(obj.entries)]
+    elif isinstance(obj, ChunkListNode):
+        fields = [int(Kind.CHUNKS), obj.level, _refs(obj.entries)]
+    elif isinstance(obj, TreeNode):
+        if obj.level == 0:
+            items = [_entry_fields(e) for e in obj.entries]  # type: ignore[arg-type]
+        else:
+            items = _refs(obj.entries)  # type: ignore[arg-type]
+        fields = [int(Kind.TREE), obj.level, items]
+    elif isinstance(obj, VersionRecord):
+        fields = _version_fields(obj) + [obj.signature]
+    else:
+        raise TypeError(f"not a manifest object: {obj!r}")
+    data = _pack(fields)
+    if len(data) > MAX_OBJECT_SIZE:
+        raise ObjectFormatError(f"encoded object of {len(data)} bytes exceeds {MAX_OBJECT_SIZE}")
+    return data
+
+
+def kind_of(obj: ManifestObject) -> Kind:
+    """Return the kind tag of a manifest object."""
+    return _KIND_OF[type(obj)]
+
+
+_KIND_OF: dict[type, Kind] = {
+    ChunkListNode: Kind.CHUNKS,
+    FileObject: Kind.FILE,
+    TreeNode: Kind.TREE,
+    VersionRecord: Kind.VERSION,
+}
+
+
+def encode_with_id(obj: ManifestObject) -> tuple[bytes, bytes]:
+    """Return (id, encoded bytes) of a manifest object."""
+    data = encode(obj)
+    return object_id(kind_of(obj), data), data
+
+
+# --- decoding -----------------------------------------------------------------
+
+
+def _fail(what: str) -> ObjectFormatError:
+    return ObjectFormatError(what)
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise _fail("msgpack extension types are not allowed")
+
+
+def _int(value: Any, what: str, lo: int = 0, hi: int = MAX_SIZE) -> int:
+    if type(value) is not int or not lo <= value <= hi:
+        raise _fail(f"{what} must be an integer in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def _oid(value: Any, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != ID_SIZE:
+        raise _fail(f"{what} must be {ID_SIZE} bytes")
+    return value
+
+
+def _list(value: Any, what: str, max_len: int) -> list[Any]:
+    if type(value) is not list or len(value) > max_len:
+        raise _fail(f"{what} must be a list of at most {max_len} items")
+    return value
+
+
+def _ref(value: Any, max_size: int) -> Ref:
+    pair = _list(value, "reference", 2)
+    if len(pair) != 2:
+        raise _fail("reference must be [size, id]")
+    return Ref(_int(pair[0], "reference size", 0, max_size), _oid(pair[1], "reference id"))
+
+
+def _refs_from(value: Any, level: int) -> tuple[Ref, ...]:
+    items = _list(value, "entries", FANOUT)
+    max_size = MAX_CHUNK_SIZE if level == 0 else MAX_SIZE
+    refs = tuple(_ref(item, max_size) for item in items)
+    if level > 0 and not refs:
+        raise _fail("a paged level above 0 must reference at least one page")
+    return refs
+
+
+def _tree_entry(value: Any) -> TreeEntry:
+    item = _list(value, "tree entry", 6)
+    if len(item) not in (5, 6):
+        raise _fail("tree entry must be [name, type, executable, size, ref] or [name, type, executable, size, ref, mode]")
+    name, type_, executable, size, ref = item[:5]
+    try:
+        check_name(name)
+    except ProtocolError as e:
+        raise _fail(str(e)) from None
+    kind = EntryType(_int(type_, "entry type", 0, 2))
+    if type(executable) is not bool or (executable and kind != EntryType.FILE):
+        raise _fail(f"entry {name!r}: executable must be a bool, true only for files")
+    size = _int(size, "entry size")
+    if kind == EntryType.SYMLINK:
+        if type(ref) is not str or len(ref.encode("utf-8")) != size:
+            raise _fail(f"symlink {name!r}: target must be text of the declared size")
+    else:
+        _oid(ref, f"entry {name!r} id")
+    mode = _mode(name, kind, executable, item[5]) if len(item) == 6 else None
+    return TreeEntry(name, kind, executable, size, ref, mode)
+
+
+def _mode(name: str, kind: EntryType, executable: bool, value: Any) -> int:
+    """A file entry's explicit mode: permission bits that agree with `executable` and are not its default."""
+    mode = _int(value, f"entry {name!r} mode", 0, _PERMISSION_BITS)
+    if kind != EntryType.FILE:
+        raise _fail(f"entry {name!r}: only a file carries a mode")
+    if bool(mode & 0o100) != executable:
+        raise _fail(f"entry {name!r}: mode {mode:o} disagrees with executable")
+    if mode == default_mode(executable):
+        raise _fail(f"entry {name!r}: the default mode {mode:o} must be left out")
+    return mode
+
+
+def _subsets(value: Any) -> tuple[Subset, ...]:
+    items = _list(value, "subsets", MAX_SUBSETS)
+    if not items:
+        raise _fail("an empty subset list is left out, not encoded")
+    out = tuple(_subset(item) for item in items)
+    names = [s.name.encode("utf-8") for s in out]
+    if names != sorted(set(names)):
+        raise _fail("subsets must be sorted by name, each name once")
+    return out
+
+
+def _subset(value: Any) -> Subset:
+    item = _list(value, "subset", 4)
+    if len(item) != 4:
+        raise _fail("subset must be [name, include, sample, seed]")
+    name, include, sample, seed = item
+    if type(name) is not str or not _SUBSET_NAME.fullmatch(name):
+        raise _fail(f"subset name {name!r} is invalid: 1-64 letters, digits, '.', '_' or '-'")
+    patterns = _list(include, f"subset {name} patterns", MAX_PATTERNS)
+    if not all(type(p) is str and 0 < len(p.encode("utf-8")) <= MAX_PATTERN for p in patterns):
+        raise _fail(f"subset {name}: patterns must be non-empty text of at most {MAX_PATTERN} bytes")
+    return Subset(name, tuple(patterns), _int(sample, "subset sample", 1, SAMPLE_ALL), _int(seed, "subset seed", 0, 2**64 - 1))
+
+
+def check_subset(subset: Subset) -> None:
+    """Raise ObjectFormatError unless `subset` may be part of a version record."""
+    _subset([subset.name, list(subset.include), subset.sample, subset.seed])
+
+
+def _check_sorted(entries: tuple[TreeEntry, ...]) -> None:
+    prev: bytes | None = None
+    for e in entries:
+        key = e.name.encode("utf-8")
+        if prev is not None and key <= prev:
+            raise _fail(f"tree entries not strictly sorted at {e.name!r}")
+        prev = key
+
+
+def _decode_fields(kind: Kind, fields: list[Any]) -> ManifestObject:
+    if kind == Kind.CHUNKS:
+        if len(fields) != 3:
+            raise _fail("chunk-list node must have 3 fields")
+        level = _int(fields[1], "level", 0, MAX_LEVEL)
+        refs = _refs_from(fields[2], level)
+        if not refs:
+            raise _fail("a chunk-list node cannot be empty")
+        if level == 0 and any(r.size == 0 for r in refs):
+            raise _fail("a chunk cannot be empty")
+        return ChunkListNode(level, refs)
+    if kind == Kind.FILE:
+        if len(fields) != 5:
+            raise _fail("file object must have 5 fields")
+        size = _int(fields[1], "file size")
+        p = _list(fields[2], "chunking params", 3)
+        if len(p) != 3:
+            raise _fail("chunking params must be [min, avg, max]")
+        params = ChunkingParams(*p)
+        level = _int(fields[3], "level", 0, MAX_LEVEL)
+        refs = _refs_from(fields[4], level)
+        if sum(r.size for r in refs) != size:
+            raise _fail("file size differs from the sum of its chunk list")
+        if level == 0 and any(r.size == 0 for r in refs):
+            raise _fail("a chunk cannot be empty")
+        return FileObject(size, params, level, refs)
+    if kind == Kind.TREE:
+        if len(fields) != 3:
+            raise _fail("tree object must have 3 fields")
+        level = _int(fields[1], "level", 0, MAX_LEVEL)
+        if level == 0:
+            entries = tuple(_tree_entry(e) for e in _list(fields[2], "entries", FANOUT))
+            _check_sorted(entries)
+            return TreeNode(0, entries)
+        return TreeNode(level, _refs_from(fields[2], level))
+    if kind == Kind.VERSION:
+        if len(fields) not in (11, 12):
+            raise _fail("version record must have 11 or 12 fields")
+        _, name, seq, root, parents, size, files, author, time, message = fields[:10]
+        signature = fields[-1]
+        subsets = _subsets(fields[10]) if len(fields) == 12 else ()
+        try:
+            check_dataset_name(name)
+        except ProtocolError as e:
+            raise _fail(str(e)) from None
+        if type(message) is not str or len(message) > MAX_MESSAGE:
+            raise _fail(f"version message must be text of at most {MAX_MESSAGE} characters")
+        if type(signature) is not bytes or len(signature) != 64:
+            raise _fail("version signature must be 64 bytes")
+        if type(author) is not bytes or len(author) != 32:
+            raise _fail("version author must be a 32-byte public key")
+        return VersionRecord(
+            name=name,
+            seq=_int(seq, "version number", 1),
+            root=_oid(root, "root tree id"),
+            parents=tuple(_oid(p, "parent id") for p in _list(parents, "parents", MAX_PARENTS)),
+            size=_int(size, "version size"),
+            files=_int(files, "version file count"),
+            author=author,
+            time=_int(time, "version time"),
+            message=message,
+            signature=signature,
+            subsets=subsets,
+        )
+    raise _fail(f"kind {kind!r} has no manifest encoding")
+
+
+def decode(kind: Kind, data: bytes, expected_id: bytes | None = None) -> ManifestObject:
+    """Decode and validate one manifest object of `kind`.
+
+    With `expected_id`, the bytes are checked against it first, so a mismatch
+    is reported as an IntegrityError before any parsing.
+    """
+    if len(data) > MAX_OBJECT_SIZE:
+        raise _fail(f"object of {len(data)} bytes exceeds {MAX_OBJECT_SIZE}")
+    if expected_id is not None and object_id(kind, data) != expected_id:
+        raise IntegrityError(f"{kind.name.lower()} object does not match its id {expected_id.hex()[:16]}")
+    try:
+        fields = msgpack.unpackb(
+            data, raw=False, use_list=True, strict_map_key=True, ext_hook=_reject_ext,
+            max_bin_len=MAX_OBJECT_SIZE, max_str_len=MAX_OBJECT_SIZE,
+        )
+    except ObjectFormatError:
+        raise
+    except Exception as e:  # msgpack raises several unrelated types on garbage
+        raise _fail(f"not valid msgpack: {e}") from None
+    if type(fields) is not list or not fields or fields[0] != int(kind) or type(fields[0]) is not int:
+        raise _fail(f"not a {kind.name.lower()} object")
+    try:
+        obj = _decode_fields(kind, fields)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    if encode(obj) != data:
+        raise _fail(f"{kind.name.lower()} object is not canonically encoded")
+    return obj

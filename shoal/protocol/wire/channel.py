@@ -1,0 +1,278 @@
+"""The encrypted channel: a Noise NN handshake, then length-prefixed AES-GCM records.
+
+Sans-I/O: received bytes go in through `receive_data`, decrypted plaintext comes
+out of `read` (or is decrypted straight into a frame decoder by `read_into`),
+plaintext to send goes in through `write` and the wire bytes come out of
+`data_to_send`. Noise NN proves no identity; `auth_transcript` gives the
+bytes each side signs with its Ed25519 key to bind its identity to this very
+handshake, so a signature cannot be replayed into another session or reflected
+back at its author.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from enum import Enum
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from noise.connection import Keypair, NoiseConnection
+from noise.exceptions import NoiseInvalidMessage
+
+from shoal.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from shoal.protocol.wire.framing import FrameDecoder
+
+NOISE_PROTOCOL = b"Noise_NN_25519_AESGCM_SHA256"
+PROLOGUE = b"shoal/1"
+LENGTH_SIZE = 2
+TAG_SIZE = 16
+MAX_RECORD = 65535
+MAX_RECORD_PLAINTEXT = MAX_RECORD - TAG_SIZE
+#: Handshake messages carry no payload: msg1 is the initiator's ephemeral key,
+#: msg2 the responder's ephemeral key and the tag of an empty payload.
+HANDSHAKE_SIZES = (32, 32 + TAG_SIZE)
+#: Noise reserves the all-ones nonce; reaching it ends the channel.
+MAX_NONCE = 2**64 - 1
+AUTH_LABEL = b"shoal-auth-v1\x00"
+
+
+class Role(Enum):
+    INITIATOR = "initiator"
+    RESPONDER = "responder"
+
+
+class HandshakeFailed(RemoteProtocolError):
+    """The peer's handshake message is malformed or does not verify."""
+
+    code = "handshake-failed"
+
+
+class BadRecord(RemoteProtocolError):
+    """A transport record is malformed or fails authentication (tampered or forged)."""
+
+    code = "bad-record"
+
+
+class NonceExhausted(ProtocolError):
+    """A direction of the channel used every nonce; the channel must end."""
+
+    code = "nonce-exhausted"
+
+
+def auth_transcript(role: Role, handshake_hash: bytes) -> bytes:
+    """The bytes a side in `role` signs to prove its identity in this channel."""
+    return AUTH_LABEL + role.value.encode("ascii") + b"\x00" + handshake_hash
+
+
+class TransportCipher:
+    """One direction of the record layer: AES-256-GCM with a counting nonce."""
+
+    def __init__(self, key: bytes, nonce: int = 0) -> None:
+        self._aead = AESGCM(key)
+        self._nonce = nonce
+
+    def seal(self, plaintext: bytes | memoryview) -> bytes:
+        """Encrypt the next record's plaintext."""
+        sealed = self._aead.encrypt(self._current_nonce(), plaintext, None)
+        self._nonce += 1
+        return sealed
+
+    def open(self, ciphertext: bytes | memoryview) -> bytes:
+        """Decrypt the next record; BadRecord (and no nonce used) if the peer did not seal it so."""
+        try:
+            plaintext = self._aead.decrypt(self._current_nonce(), ciphertext, None)
+        except InvalidTag:
+            raise BadRecord(f"record {self._nonce} failed authentication: tampered or forged") from None
+        self._nonce += 1
+        return plaintext
+
+    def open_into(self, ciphertext: memoryview, out: memoryview) -> None:
+        """Decrypt the next record into `out` (its plaintext size); BadRecord as `open`."""
+        try:
+            self._aead.decrypt_into(self._current_nonce(), ciphertext, None, out)
+        except InvalidTag:
+            raise BadRecord(f"record {self._nonce} failed authentication: tampered or forged") from None
+        self._nonce += 1
+
+    def _current_nonce(self) -> bytes:
+        if self._nonce >= MAX_NONCE:
+            raise NonceExhausted("the channel has used all 2^64-1 record nonces")
+        return b"\x00\x00\x00\x00" + self._nonce.to_bytes(8, "big")
+
+
+class SecureChannel:
+    """The handshake and record layer of one connection, without any I/O."""
+
+    def __init__(self, role: Role, *, ephemeral_private_key: bytes | None = None) -> None:
+        """`ephemeral_private_key` exists for reproducible test vectors; leave it unset."""
+        self.role = role
+        self._noise = NoiseConnection.from_name(NOISE_PROTOCOL)
+        self._noise.set_prologue(PROLOGUE)
+        if ephemeral_private_key is not None:
+            self._noise.set_keypair_from_private_bytes(Keypair.EPHEMERAL, ephemeral_private_key)
+        if role is Role.INITIATOR:
+            self._noise.set_as_initiator()
+        else:
+            self._noise.set_as_responder()
+        self._noise.start_handshake()
+        self._started = False
+        self._inbound = bytearray()
+        # Received bytes not yet read, kept as they came while nothing else is
+        # buffered: records are then opened straight from them, and only a
+        # trailing partial record is copied into `_inbound`.
+        self._held: bytes | None = None
+        self._plain_out = bytearray()
+        self._wire_out: list[bytes] = []
+        self._send: TransportCipher | None = None
+        self._recv: TransportCipher | None = None
+        self._handshake_hash: bytes | None = None
+
+    @property
+    def established(self) -> bool:
+        """Whether the handshake is complete and records can flow."""
+        return self._handshake_hash is not None
+
+    @property
+    def handshake_hash(self) -> bytes:
+        """Noise's h after the handshake: what AUTH signatures bind to."""
+        if self._handshake_hash is None:
+            raise LocalProtocolError("the handshake is not complete")
+        return self._handshake_hash
+
+    @property
+    def buffered(self) -> int:
+        """Received bytes not yet making up a whole handshake message or record."""
+        return len(self._inbound) + (len(self._held) if self._held is not None else 0)
+
+    def start(self) -> None:
+        """Queue the initiator's first handshake message."""
+        if self.role is not Role.INITIATOR or self._started:
+            raise LocalProtocolError("only an initiator starts a channel, once")
+        self._started = True
+        self._queue_handshake(self._noise.write_message(b""))
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Buffer bytes received from the peer."""
+        if self._held is not None:
+            self._inbound += self._held
+            self._held = None
+        # Only immutable bytes are kept by reference: a caller may reuse its buffer.
+        if not self._inbound and type(data) is bytes and self.established:
+            self._held = data
+        else:
+            self._inbound += data
+
+    def read(self) -> list[bytes]:
+        """Advance the handshake and return the plaintexts of every complete buffered record."""
+        if not self.established and not self._advance_handshake():
+            return []
+        plaintexts: list[bytes] = []
+        assert self._recv is not None
+        for record in self._records():
+            plaintexts.append(self._recv.open(record))
+        return plaintexts
+
+    def read_into(self, frames: FrameDecoder) -> bool:
+        """Advance the handshake and decrypt every complete buffered record straight
+        into `frames` (saving a copy of every received byte); whether anything progressed."""
+        if not self.established:
+            return self._advance_handshake()
+        assert self._recv is not None
+        progressed = False
+        for record in self._records():
+            with frames.reserve(len(record) - TAG_SIZE) as space:
+                self._recv.open_into(record, space)
+            frames.commit(len(record) - TAG_SIZE)
+            progressed = True
+        return progressed
+
+    def write(self, *pieces: bytes | bytearray | memoryview) -> None:
+        """Queue plaintext pieces; they are sealed into records by the next `data_to_send`."""
+        if not self.established:
+            raise LocalProtocolError("cannot send application data before the handshake completes")
+        for piece in pieces:
+            self._plain_out += piece
+        if len(self._plain_out) >= MAX_RECORD_PLAINTEXT:
+            # Sealing full records as they fill keeps the plaintext buffer small and cache-warm.
+            self._seal_records(full_only=True)
+
+    def data_to_send(self) -> bytes:
+        """Seal queued plaintext and return every byte due to the peer."""
+        if self._plain_out:
+            self._seal_records(full_only=False)
+        out = b"".join(self._wire_out)
+        self._wire_out.clear()
+        return out
+
+    def _queue_handshake(self, message: bytes | bytearray) -> None:
+        self._wire_out.append(len(message).to_bytes(LENGTH_SIZE, "big") + bytes(message))
+
+    def _advance_handshake(self) -> bool:
+        """Consume the one handshake message due from the peer, if it is all here."""
+        if self.role is Role.INITIATOR and not self._started:
+            if self._inbound:
+                raise HandshakeFailed("the peer spoke before our handshake began")
+            return False
+        expected = HANDSHAKE_SIZES[0] if self.role is Role.RESPONDER else HANDSHAKE_SIZES[1]
+        if len(self._inbound) < LENGTH_SIZE:
+            return False
+        size = int.from_bytes(self._inbound[:LENGTH_SIZE], "big")
+        if size != expected:
+            raise HandshakeFailed(f"handshake message of {size} bytes; a shoal/1 peer sends {expected}")
+        if len(self._inbound) < LENGTH_SIZE + size:
+            return False
+        message = bytes(self._inbound[LENGTH_SIZE : LENGTH_SIZE + size])
+        del self._inbound[: LENGTH_SIZE + size]
+        try:
+            payload = self._noise.read_message(message)
+            if self.role is Role.RESPONDER:
+                self._queue_handshake(self._noise.write_message(b""))
+        except (InvalidTag, NoiseInvalidMessage, ValueError) as exc:
+            raise HandshakeFailed(f"handshake message does not verify: {exc or type(exc).__name__}") from None
+        if payload:
+            raise HandshakeFailed("handshake messages must carry no payload")
+        self._finish_handshake()
+        return True
+
+    def _finish_handshake(self) -> None:
+        # noiseprotocol keeps the split keys in its CipherStates; the record layer
+        # is ours so that one call can decrypt many records without re-entering it.
+        state = self._noise.noise_protocol
+        self._send = TransportCipher(state.cipher_state_encrypt.k)
+        self._recv = TransportCipher(state.cipher_state_decrypt.k)
+        self._handshake_hash = bytes(self._noise.get_handshake_hash())
+
+    def _records(self) -> Iterator[memoryview]:
+        """Each complete buffered record (without its length), in order; consumed
+        once the caller has opened them all. A record that fails to open leaves
+        the buffer as it was: the channel is dead anyway."""
+        held = self._held
+        buf = held if held is not None else self._inbound
+        pos = 0
+        with memoryview(buf) as view:
+            while len(buf) - pos >= LENGTH_SIZE:
+                size = int.from_bytes(view[pos : pos + LENGTH_SIZE], "big")
+                if size < TAG_SIZE:
+                    raise BadRecord(f"record of {size} bytes is shorter than its tag")
+                end = pos + LENGTH_SIZE + size
+                if len(buf) < end:
+                    break
+                with view[pos + LENGTH_SIZE : end] as record:
+                    yield record
+                pos = end
+            if held is not None:
+                self._held = None
+                self._inbound += view[pos:]
+        if held is None:
+            del buf[:pos]
+
+    def _seal_records(self, *, full_only: bool) -> None:
+        assert self._send is not None
+        size = len(self._plain_out)
+        end = size - size % MAX_RECORD_PLAINTEXT if full_only else size
+        with memoryview(self._plain_out) as view:
+            for start in range(0, end, MAX_RECORD_PLAINTEXT):
+                record = self._send.seal(view[start : min(start + MAX_RECORD_PLAINTEXT, end)])
+                self._wire_out.append(len(record).to_bytes(LENGTH_SIZE, "big"))
+                self._wire_out.append(record)
+        del self._plain_out[:end]

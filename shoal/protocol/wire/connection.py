@@ -1,0 +1,611 @@
+"""One peer session, h11-style: bytes in, events out, messages in, bytes out.
+
+The Connection owns the secure channel, proves our identity, checks the peer's,
+enforces message order and request bookkeeping, and turns every violation by
+the peer into a ConnectionClosed event (after queueing an ERROR for it). It does
+no I/O: the caller feeds `receive_data`, drains `next_event` until NEED_DATA,
+and writes `data_to_send()` to the socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, TypeAlias
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shoal.protocol.wire.channel import Role, SecureChannel, auth_transcript
+from shoal.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from shoal.protocol.wire.framing import HEADER_SIZE, MAX_FRAME_SIZE, FrameDecoder
+from shoal.protocol.format.identity import PeerId, public_key_bytes, sign, verify
+from shoal.protocol.wire.messages import (
+    MAX_REQUEST_ID,
+    MAX_TEXT_BYTES,
+    PROTOCOL_VERSION,
+    Auth,
+    Bye,
+    Cancel,
+    Catalog,
+    Data,
+    End,
+    Error,
+    GetChunks,
+    GetObjects,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    decode_message,
+    data_parts,
+    encode_message_parts,
+    starts_as_data,
+)
+
+#: Requests a peer may have open at us at once; one more is a violation.
+MAX_OUTSTANDING_REQUESTS = 32
+#: AUTH, HELLO, ERROR and BYE are small; an unauthenticated peer gets no more.
+PRE_OPEN_FRAME_LIMIT = 4096
+#: Frames larger than this, DATA aside, are handed out undecoded (LargeFrame): a
+#: CATALOG near the frame limit takes about a second to decode, too long for an
+#: event loop. DATA decodes in a copy whatever its size.
+DEFER_DECODE_SIZE = 64 * 1024
+UNTRUSTED = "untrusted"
+
+
+class State(Enum):
+    HANDSHAKE = "handshake"
+    AUTHENTICATING = "authenticating"
+    AWAIT_HELLO = "await-hello"
+    OPEN = "open"
+    CLOSED = "closed"
+    ERROR = "error"
+
+
+class Step(Enum):
+    SECURED = "secured"
+    ACCEPTED = "accepted"
+    HELLO_RECEIVED = "hello-received"
+    CLOSE = "close"
+    FAIL = "fail"
+
+
+_LIVE = (State.HANDSHAKE, State.AUTHENTICATING, State.AWAIT_HELLO, State.OPEN)
+TRANSITIONS: dict[tuple[State, Step], State] = {
+    (State.HANDSHAKE, Step.SECURED): State.AUTHENTICATING,
+    (State.AUTHENTICATING, Step.ACCEPTED): State.AWAIT_HELLO,
+    (State.AWAIT_HELLO, Step.HELLO_RECEIVED): State.OPEN,
+    **{(state, Step.CLOSE): State.CLOSED for state in _LIVE},
+    **{(state, Step.FAIL): State.ERROR for state in _LIVE},
+}
+
+
+class AuthenticationFailed(RemoteProtocolError):
+    """The peer's AUTH does not prove a key for this channel."""
+
+    code = "bad-auth"
+
+
+class SelfConnection(RemoteProtocolError):
+    """The peer proved our own key: we dialled ourselves, or the key file was copied."""
+
+    code = "self-connection"
+
+
+class UnexpectedMessage(RemoteProtocolError):
+    """A message arrived in a state where it is not allowed."""
+
+    code = "unexpected-message"
+
+
+class UnsupportedVersion(RemoteProtocolError):
+    """The peer's HELLO names a protocol version we do not speak."""
+
+    code = "unsupported-version"
+
+
+class DuplicateSession(ProtocolError):
+    """A session with this peer is already open; the newer one is refused (not a violation)."""
+
+    code = "duplicate-session"
+
+
+class RequestViolation(RemoteProtocolError):
+    """The peer broke the request rules (ids, limits, DATA or END that do not match)."""
+
+    code = "bad-request"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAuthenticated:
+    """The peer proved its key; call accept() or reject() next."""
+
+    peer_id: PeerId
+    public_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HelloReceived:
+    hello: Hello
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """Any message after HELLO that the application handles (PING is answered here)."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The session is over; `error_code` is set when it ended on a violation."""
+
+    reason: str
+    error_code: str | None
+    by_peer: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LargeFrame:
+    """A frame that is costly to decode (a big CATALOG), handed out undecoded.
+
+    Call `decode()` wherever it may take its time (it is pure, so a worker
+    thread will do), then give its result to `Connection.receive_decoded`
+    before reading on.
+    """
+
+    payload: bytes
+
+    def decode(self) -> Message | RemoteProtocolError:
+        """The message, or the violation that the payload is."""
+        try:
+            return decode_message(self.payload)
+        except RemoteProtocolError as exc:
+            return exc
+
+
+class NeedData(Enum):
+    NEED_DATA = "need-data"
+
+
+NEED_DATA = NeedData.NEED_DATA
+Event: TypeAlias = PeerAuthenticated | HelloReceived | MessageReceived | ConnectionClosed | LargeFrame
+
+
+class RequestTable:
+    """Requests open in one direction and the ids still owed on each.
+
+    The Connection updates it; the application only reads it.
+    """
+
+    def __init__(self) -> None:
+        self._owed: dict[int, set[bytes]] = {}
+        self._asked: dict[int, tuple[bytes, ...]] = {}
+        self._cancelled: set[int] = set()
+
+    def __contains__(self, req: object) -> bool:
+        return req in self._owed
+
+    def __len__(self) -> int:
+        return len(self._owed)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(tuple(self._owed))
+
+    def pending(self, req: int) -> frozenset[bytes]:
+        """Ids of request `req` neither delivered nor declared missing yet."""
+        return frozenset(self._owed[req])
+
+    def pending_in_order(self, req: int) -> tuple[bytes, ...]:
+        """`pending(req)` in the order the request named them."""
+        owed = self._owed[req]
+        return tuple(oid for oid in self._asked[req] if oid in owed)
+
+    def owes(self, req: int, object_id: bytes) -> bool:
+        """Whether DATA for `object_id` may still come for request `req`."""
+        return object_id in self._owed.get(req, ())
+
+    def is_cancelled(self, req: int) -> bool:
+        return req in self._cancelled
+
+    def add(self, req: int, ids: tuple[bytes, ...]) -> None:
+        self._owed[req] = set(ids)
+        self._asked[req] = ids
+
+    def settle(self, req: int, object_id: bytes) -> None:
+        self._owed[req].discard(object_id)
+
+    def cancel(self, req: int) -> None:
+        self._cancelled.add(req)
+
+    def remove(self, req: int) -> None:
+        del self._owed[req]
+        del self._asked[req]
+        self._cancelled.discard(req)
+
+
+class Connection:
+    """The protocol state of one peer session (either side)."""
+
+    def __init__(self, role: Role, private_key: Ed25519PrivateKey) -> None:
+        self.role = role
+        self._private_key = private_key
+        self.local_public_key = public_key_bytes(private_key)
+        self.local_peer_id = PeerId.from_public_key(self.local_public_key)
+        self.sent_requests = RequestTable()
+        self.received_requests = RequestTable()
+        self.peer_hello: Hello | None = None
+        self._channel = SecureChannel(role)
+        # Until the peer's HELLO only small frames are allowed, and the limit is
+        # applied to the declared length, before any of the payload is buffered.
+        self._frames = FrameDecoder(max_size=PRE_OPEN_FRAME_LIMIT)
+        self._state = State.HANDSHAKE
+        self._peer: PeerAuthenticated | None = None
+        self._decision_pending = False
+        self._decode_pending = False
+        #: The event of a LargeFrame decoded elsewhere, returned by the next next_event().
+        self._decoded: Event | None = None
+        self._hello_sent = False
+        self._eof = False
+        self._closed: ConnectionClosed | None = None
+        self._next_req = 0
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def peer_id(self) -> PeerId | None:
+        """The peer's proven id, once its AUTH has verified."""
+        return self._peer.peer_id if self._peer else None
+
+    @property
+    def peer_public_key(self) -> bytes | None:
+        return self._peer.public_key if self._peer else None
+
+    @property
+    def inside_frame(self) -> bool:
+        """Whether part of a record or frame has arrived and the rest has not.
+
+        Meaningful once next_event() has returned NEED_DATA; the keepalive rule
+        (shoal.protocol.wire.liveness) gives a peer less time to finish a frame than
+        to say something new.
+        """
+        return bool(self._frames.buffered or self._channel.buffered)
+
+    def start(self) -> None:
+        """Queue the initiator's first handshake message."""
+        if self.role is not Role.INITIATOR:
+            raise LocalProtocolError("only the initiator starts a connection")
+        self._channel.start()
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes from the socket; b"" means the peer closed its side."""
+        if self._closed is not None:
+            return
+        if self._eof:
+            raise LocalProtocolError("received data after end of input")
+        if not data:
+            self._eof = True
+            return
+        self._channel.receive_data(data)
+
+    def next_event(self) -> Event | NeedData:
+        """The next event, NEED_DATA when more bytes are needed, or the closing event for good."""
+        if self._closed is not None:
+            return self._closed
+        if self._decision_pending:
+            raise LocalProtocolError("accept() or reject() the authenticated peer before reading on")
+        if self._decode_pending:
+            raise LocalProtocolError("give the LargeFrame's decode() to receive_decoded() before reading on")
+        if self._decoded is not None:
+            event, self._decoded = self._decoded, None
+            return event
+        try:
+            return self._next_event()
+        except ProtocolError as exc:
+            return self._fail(exc)
+
+    def receive_decoded(self, decoded: Message | RemoteProtocolError) -> None:
+        """Hand back the result of the last LargeFrame's decode(); next_event() goes on from there."""
+        if self._closed is not None:
+            return  # closed (e.g. by close()) while the frame was being decoded
+        if not self._decode_pending:
+            raise LocalProtocolError("receive_decoded() is only valid right after a LargeFrame")
+        self._decode_pending = False
+        try:
+            if isinstance(decoded, RemoteProtocolError):
+                raise decoded
+            self._decoded = self._handle_message(decoded)
+        except ProtocolError as exc:
+            self._fail(exc)
+
+    def accept(self) -> None:
+        """Trust the authenticated peer; a responder now proves its own identity."""
+        self._end_decision("accept")
+        self._advance(Step.ACCEPTED)
+        if self.role is Role.RESPONDER:
+            self._write(self._auth_message())
+
+    def reject(self, reason: str = "this daemon does not trust your peer id") -> None:
+        """Refuse the authenticated peer; a responder reveals nothing about itself."""
+        self._end_decision("reject")
+        self._write(Error(UNTRUSTED, _clip(reason, MAX_TEXT_BYTES)))
+        self._finish(Step.CLOSE, ConnectionClosed(reason, UNTRUSTED, by_peer=False))
+
+    def send(self, message: Message) -> None:
+        """Queue `message`; LocalProtocolError if the protocol does not allow it now."""
+        self._check_open()
+        if isinstance(message, (Auth, Error, Bye)):
+            raise LocalProtocolError(f"{message.TYPE.name} is sent by accept(), fail() or close(), not send()")
+        if isinstance(message, Hello):
+            self._mark_hello_sent(message)
+        else:
+            self._check_hello_sent(message.TYPE.name)
+        track = _SEND_TRACKERS.get(type(message))
+        if track is not None and not track(self, message):
+            return
+        self._write(message)
+
+    def send_data(self, req: int, oid: bytes, data: bytes | bytearray) -> None:
+        """Queue DATA for `data` held in bytes or a bytearray (copied before this returns);
+        otherwise as send(Data(req, oid, data))."""
+        parts = data_parts(req, oid, data)
+        self._check_open()
+        self._check_hello_sent("DATA")
+        self._settle(req, oid)
+        self._write_parts("DATA", parts)
+
+    def send_end(self, req: int) -> None:
+        """Queue END for the peer's request `req`, listing as missing every id not sent.
+
+        This is how a request ends whether it was answered in full, in part, or
+        cancelled: SPEC ("Cancelling") asks for END after CANCEL too, since only
+        END frees the request id on both sides.
+        """
+        self._check_open()
+        if req not in self.received_requests:
+            raise LocalProtocolError(f"request {req} is not open")
+        self.send(End(req, self.received_requests.pending_in_order(req)))
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise LocalProtocolError("the connection is closed")
+
+    def _check_hello_sent(self, name: str) -> None:
+        if not self._hello_sent:
+            raise LocalProtocolError(f"{name} before our HELLO")
+
+    def close(self, reason: str = "closing") -> None:
+        """End the session politely with BYE (if the channel is up)."""
+        if self._closed is not None:
+            return
+        if self._channel.established:
+            self._write(Bye(_clip(reason, MAX_TEXT_BYTES)))
+        self._finish(Step.CLOSE, ConnectionClosed(reason, None, by_peer=False))
+
+    def fail(self, error: ProtocolError) -> None:
+        """End the session on a violation the application found (e.g. DATA with a wrong hash)."""
+        self._fail(error)
+
+    def data_to_send(self) -> bytes:
+        """Every byte queued for the peer, encrypted; send it all in one write."""
+        return self._channel.data_to_send()
+
+    def new_request_id(self) -> int:
+        """A request id not open on our side."""
+        while True:
+            req = self._next_req
+            self._next_req = (req + 1) & MAX_REQUEST_ID
+            if req not in self.sent_requests:
+                return req
+
+    def _next_event(self) -> Event | NeedData:
+        while True:
+            frame = self._frames.next_view()
+            if frame is not None:
+                with frame:
+                    if self._state is State.OPEN and len(frame) > DEFER_DECODE_SIZE and not starts_as_data(frame):
+                        self._decode_pending = True
+                        return LargeFrame(bytes(frame))
+                    event = self._handle_frame(frame)
+                if event is not None:
+                    return event
+            elif not self._pull():
+                return self._end_of_input() if self._eof else NEED_DATA
+
+    def _pull(self) -> bool:
+        """Move decrypted plaintext into the frame decoder; whether anything progressed."""
+        progressed = self._channel.read_into(self._frames)
+        secured = self._state is State.HANDSHAKE and self._channel.established
+        if secured:
+            self._advance(Step.SECURED)
+            if self.role is Role.INITIATOR:
+                self._write(self._auth_message())
+        return secured or progressed
+
+    def _end_of_input(self) -> ConnectionClosed:
+        if self._frames.buffered or self._channel.buffered:
+            raise RemoteProtocolError("the connection ended inside a frame", code="truncated")
+        return self._finish(Step.CLOSE, ConnectionClosed("the peer closed the connection", None, by_peer=True))
+
+    def _handle_frame(self, payload: memoryview) -> Event | None:
+        return self._handle_message(decode_message(payload))
+
+    def _handle_message(self, message: Message) -> Event | None:
+        if isinstance(message, Bye):
+            return self._finish(Step.CLOSE, ConnectionClosed(message.reason, None, by_peer=True))
+        if isinstance(message, Error):
+            return self._finish(Step.FAIL, ConnectionClosed(message.message, message.code, by_peer=True))
+        if self._state is State.AUTHENTICATING:
+            return self._on_auth(message)
+        if self._state is State.AWAIT_HELLO:
+            return self._on_hello(message)
+        handler = _RECEIVE_HANDLERS.get(type(message))
+        if handler is None:
+            raise UnexpectedMessage(f"{message.TYPE.name} after HELLO")
+        return handler(self, message)
+
+    def _on_auth(self, message: Message) -> PeerAuthenticated:
+        if not isinstance(message, Auth):
+            raise UnexpectedMessage(f"{message.TYPE.name} before authentication")
+        peer_role = Role.RESPONDER if self.role is Role.INITIATOR else Role.INITIATOR
+        transcript = auth_transcript(peer_role, self._channel.handshake_hash)
+        if not verify(message.public_key, transcript, message.signature):
+            raise AuthenticationFailed("the peer's AUTH signature does not match this channel")
+        if message.public_key == self.local_public_key:
+            raise SelfConnection("the peer holds our own identity key")
+        self._peer = PeerAuthenticated(PeerId.from_public_key(message.public_key), message.public_key)
+        self._decision_pending = True
+        return self._peer
+
+    def _on_hello(self, message: Message) -> HelloReceived:
+        if not isinstance(message, Hello):
+            raise UnexpectedMessage(f"{message.TYPE.name} before HELLO")
+        if message.version != PROTOCOL_VERSION:
+            raise UnsupportedVersion(f"peer speaks protocol version {message.version}, we speak {PROTOCOL_VERSION}")
+        self.peer_hello = message
+        self._advance(Step.HELLO_RECEIVED)
+        self._frames.max_size = MAX_FRAME_SIZE
+        return HelloReceived(message)
+
+    def _on_request(self, message: GetObjects | GetChunks) -> MessageReceived:
+        if message.req in self.received_requests:
+            raise RequestViolation(f"request id {message.req} is already open")
+        if len(self.received_requests) >= MAX_OUTSTANDING_REQUESTS:
+            raise RequestViolation(f"more than {MAX_OUTSTANDING_REQUESTS} requests open at once")
+        self.received_requests.add(message.req, message.ids)
+        return MessageReceived(message)
+
+    def _on_data(self, message: Data) -> MessageReceived:
+        if not self.sent_requests.owes(message.req, message.id):
+            raise RequestViolation(f"DATA for {message.id.hex()} is not owed on request {message.req}")
+        self.sent_requests.settle(message.req, message.id)
+        return MessageReceived(message)
+
+    def _on_end(self, message: End) -> MessageReceived:
+        if message.req not in self.sent_requests:
+            raise RequestViolation(f"END for request {message.req}, which is not open")
+        if frozenset(message.missing) != self.sent_requests.pending(message.req):
+            raise RequestViolation(f"END of request {message.req} must list exactly the ids not delivered")
+        self.sent_requests.remove(message.req)
+        return MessageReceived(message)
+
+    def _on_cancel(self, message: Cancel) -> MessageReceived | None:
+        # A CANCEL crossing our END names a request we already finished: not an error.
+        table = self.received_requests
+        if message.req not in table or table.is_cancelled(message.req):
+            return None
+        table.cancel(message.req)
+        return MessageReceived(message)
+
+    def _on_ping(self, message: Ping) -> None:
+        self._write(Pong(message.nonce))
+
+    def _surface(self, message: Message) -> MessageReceived:
+        return MessageReceived(message)
+
+    def _mark_hello_sent(self, message: Hello) -> None:
+        if self._state not in (State.AWAIT_HELLO, State.OPEN):
+            raise LocalProtocolError("HELLO is sent after accept()")
+        if self._hello_sent:
+            raise LocalProtocolError("HELLO is sent once")
+        if message.version != PROTOCOL_VERSION:
+            raise LocalProtocolError(f"this implementation speaks protocol version {PROTOCOL_VERSION}")
+        self._hello_sent = True
+
+    def _track_request(self, message: GetObjects | GetChunks) -> bool:
+        if message.req in self.sent_requests:
+            raise LocalProtocolError(f"request id {message.req} is already open")
+        if len(self.sent_requests) >= MAX_OUTSTANDING_REQUESTS:
+            raise LocalProtocolError(f"{MAX_OUTSTANDING_REQUESTS} requests are open; wait for an END")
+        self.sent_requests.add(message.req, message.ids)
+        return True
+
+    def _track_data(self, message: Data) -> bool:
+        self._settle(message.req, message.id)
+        return True
+
+    def _settle(self, req: int, oid: bytes) -> None:
+        if not self.received_requests.owes(req, oid):
+            raise LocalProtocolError(f"request {req} is not open or does not ask for {oid.hex()}")
+        self.received_requests.settle(req, oid)
+
+    def _track_end(self, message: End) -> bool:
+        if message.req not in self.received_requests:
+            raise LocalProtocolError(f"request {message.req} is not open")
+        if frozenset(message.missing) != self.received_requests.pending(message.req):
+            raise LocalProtocolError(f"END of request {message.req} must list exactly the ids not sent")
+        self.received_requests.remove(message.req)
+        return True
+
+    def _track_cancel(self, message: Cancel) -> bool:
+        # Cancelling a request that already ended (or twice) sends nothing: it races with END.
+        if message.req not in self.sent_requests or self.sent_requests.is_cancelled(message.req):
+            return False
+        self.sent_requests.cancel(message.req)
+        return True
+
+    def _auth_message(self) -> Auth:
+        transcript = auth_transcript(self.role, self._channel.handshake_hash)
+        return Auth(self.local_public_key, sign(self._private_key, transcript))
+
+    def _end_decision(self, action: str) -> None:
+        if not self._decision_pending:
+            raise LocalProtocolError(f"{action}() is only valid right after PeerAuthenticated")
+        self._decision_pending = False
+
+    def _write(self, message: Message) -> None:
+        self._write_parts(message.TYPE.name, encode_message_parts(message))
+
+    def _write_parts(self, name: str, parts: tuple[bytes | bytearray, ...]) -> None:
+        size = sum(map(len, parts))
+        if size > MAX_FRAME_SIZE:
+            raise LocalProtocolError(f"{name} of {size} bytes exceeds the {MAX_FRAME_SIZE}-byte frame limit")
+        self._channel.write(size.to_bytes(HEADER_SIZE, "big"), *parts)
+
+    def _fail(self, error: ProtocolError) -> ConnectionClosed:
+        if self._closed is not None:
+            return self._closed
+        if self._channel.established:
+            self._write(Error(error.code, _clip(str(error), MAX_TEXT_BYTES)))
+        return self._finish(Step.FAIL, ConnectionClosed(str(error), error.code, by_peer=False))
+
+    def _finish(self, step: Step, event: ConnectionClosed) -> ConnectionClosed:
+        self._decision_pending = False
+        self._decode_pending = False
+        self._advance(step)
+        self._closed = event
+        return event
+
+    def _advance(self, step: Step) -> None:
+        try:
+            self._state = TRANSITIONS[self._state, step]
+        except KeyError:
+            raise LocalProtocolError(f"{step.value} is not possible in state {self._state.value}") from None
+
+
+_RECEIVE_HANDLERS: dict[type, Callable[[Connection, Any], Event | None]] = {
+    GetObjects: Connection._on_request,
+    GetChunks: Connection._on_request,
+    Data: Connection._on_data,
+    End: Connection._on_end,
+    Cancel: Connection._on_cancel,
+    Ping: Connection._on_ping,
+    Pong: Connection._surface,
+    Catalog: Connection._surface,
+}
+
+_SEND_TRACKERS: dict[type, Callable[[Connection, Any], bool]] = {
+    GetObjects: Connection._track_request,
+    GetChunks: Connection._track_request,
+    Data: Connection._track_data,
+    End: Connection._track_end,
+    Cancel: Connection._track_cancel,
+}
+
+
+def _clip(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8 without splitting a character."""
+    return text.encode("utf-8", "replace")[:max_bytes].decode("utf-8", "ignore")
