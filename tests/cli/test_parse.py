@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from shoal.cli import main as main_mod
+from shoal.cli.commands import peers
 from shoal.cli.main import command_parser, main, parse_args
 from shoal.cli.refs import parse_ref
 from shoal.errors import UnknownDataset, UsageError
@@ -38,7 +39,7 @@ def test_bad_dataset_references(text):
 
 
 def test_every_documented_command_exists():
-    assert list(main_mod._commands()) == COMMANDS
+    assert list(main_mod.COMMANDS) == COMMANDS
 
 
 def described_options(parser: argparse.ArgumentParser):
@@ -135,7 +136,7 @@ def failing(exc: BaseException):
     ],
 )
 def test_failures_become_one_line_and_an_exit_code(monkeypatch, capsys, exc, code, fragment):
-    monkeypatch.setattr(main_mod, "_cmd_id", failing(exc))
+    monkeypatch.setattr(peers, "run_id", failing(exc))
     assert main(["id"]) == code
     err = capsys.readouterr().err
     assert err.strip() == fragment or err.strip().startswith(fragment)
@@ -143,7 +144,7 @@ def test_failures_become_one_line_and_an_exit_code(monkeypatch, capsys, exc, cod
 
 
 def test_verbose_adds_the_traceback(monkeypatch, capsys):
-    monkeypatch.setattr(main_mod, "_cmd_id", failing(ZeroDivisionError("boom")))
+    monkeypatch.setattr(peers, "run_id", failing(ZeroDivisionError("boom")))
     assert main(["id", "--verbose"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().endswith("report it")
@@ -151,7 +152,10 @@ def test_verbose_adds_the_traceback(monkeypatch, capsys):
 
 def test_the_command_line_loads_no_heavy_module_before_it_knows_the_command():
     # `shoal status` must start within 2x a bare interpreter; each of these costs milliseconds.
-    heavy = ("dataclasses", "typing", "trio", "textual", "cryptography", "sqlite3", "tomllib")
+    # Every command module is loaded to build the command list, so this also checks they import lazily
+    # what only some commands need (subprocess: daemon start/stop; shoal.daemon/shoal.tui: daemon, config, tui).
+    heavy = ("dataclasses", "typing", "trio", "textual", "cryptography", "sqlite3", "tomllib", "subprocess", "rich",
+             "shoal.daemon", "shoal.tui")
     probe = f"import sys, shoal.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]", loaded

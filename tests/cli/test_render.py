@@ -8,7 +8,7 @@ import pytest
 
 from shoal.cli import render
 from shoal.client import fmt
-from shoal.cli.commands.progress import PlainProgress, RichProgress, describe, open_progress
+from shoal.cli.progress import PlainProgress, RichProgress, describe, open_progress
 
 VERSION = {
     "name": "imagenet",
