@@ -28,7 +28,11 @@ def client_timeout(timeout: float | None) -> float | None:
 
 
 def call(
-    args: argparse.Namespace, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = QUICK_TIMEOUT
+    args: argparse.Namespace,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    timeout: float | None = QUICK_TIMEOUT,
 ) -> dict[str, Any]:
     """`method`'s result from the daemon of --home, started first if needed and allowed."""
     with _client(args) as client:

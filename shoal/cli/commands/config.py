@@ -72,7 +72,8 @@ def run_config_set(args: argparse.Namespace) -> int:
     reload = _reload_if_running(home)
     restart = reload is not None and args.key in reload["restart_required"]
     if args.json:
-        render.print_json({"key": args.key, "value": value, "reloaded": reload is not None, "restart_required": restart})
+        reloaded = reload is not None
+        render.print_json({"key": args.key, "value": value, "reloaded": reloaded, "restart_required": restart})
         return ExitCode.OK
     print(render.render_config({args.key: value}))
     if restart:

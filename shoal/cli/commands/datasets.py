@@ -29,9 +29,12 @@ def add_share(parser: argparse.ArgumentParser) -> None:
     keep = parser.add_mutually_exclusive_group()
     keep.add_argument(
         "--no-keep", dest="keep", action="store_false", default=None,
-        help="do not copy this dataset's versions into the pack store (data too big to keep twice); sticks until --keep",
+        help="do not copy this dataset's versions into the pack store (data too big to keep twice); "
+        "sticks until --keep",
     )
-    keep.add_argument("--keep", dest="keep", action="store_true", help="keep this dataset's versions again (the default)")
+    keep.add_argument(
+        "--keep", dest="keep", action="store_true", help="keep this dataset's versions again (the default)"
+    )
     audience = parser.add_mutually_exclusive_group()
     audience.add_argument(
         "--to", action="append", metavar="PEER",
@@ -85,9 +88,13 @@ def add_ls(parser: argparse.ArgumentParser) -> None:
         "spec", metavar="NAME[@VERSION]", nargs="?",
         help="list the files of this dataset version (local or on a peer) instead of the datasets",
     )
-    parser.add_argument("path", metavar="PATH", nargs="?", default="", help="a folder inside the dataset (default: its root)")
+    parser.add_argument(
+        "path", metavar="PATH", nargs="?", default="", help="a folder inside the dataset (default: its root)"
+    )
     parser.add_argument("--remote", action="store_true", help="list the datasets online peers offer instead")
-    parser.add_argument("--limit", type=positive_int, metavar="N", help="with --remote: list at most N (default 10,000)")
+    parser.add_argument(
+        "--limit", type=positive_int, metavar="N", help="with --remote: list at most N (default 10,000)"
+    )
     add_json_option(parser)
     parser.set_defaults(run=run_ls)
 
@@ -192,7 +199,9 @@ def run_subset(args: argparse.Namespace) -> int:
 
 def add_gc(parser: argparse.ArgumentParser) -> None:
     """`shoal gc [NAME]`."""
-    parser.add_argument("name", metavar="NAME", nargs="?", help="evict only this dataset's versions (packs are compacted for all)")
+    parser.add_argument(
+        "name", metavar="NAME", nargs="?", help="evict only this dataset's versions (packs are compacted for all)"
+    )
     add_json_option(parser)
     parser.set_defaults(run=run_gc)
 

@@ -48,7 +48,8 @@ def add_fetch(parser: argparse.ArgumentParser) -> None:
 def run_fetch(args: argparse.Namespace) -> int:
     """Fetch a version (or subset) into DEST, showing progress."""
     ref = parse_ref(args.spec)
-    params: dict[str, Any] = {"name": ref.name, "dest": str(Path(args.dest or ref.name).absolute()), "include": args.include}
+    dest = Path(args.dest or ref.name).absolute()
+    params: dict[str, Any] = {"name": ref.name, "dest": str(dest), "include": args.include}
     if ref.version:
         params["version"] = ref.version
     if ref.subset:

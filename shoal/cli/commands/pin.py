@@ -21,7 +21,9 @@ if TYPE_CHECKING:  # typing costs milliseconds at every `shoal` start; annotatio
 def add_pin(parser: argparse.ArgumentParser) -> None:
     """`shoal pin NAME[@VERSION][:SUBSET] [--path DIR] [--timeout SECONDS]`."""
     parser.add_argument("spec", metavar="NAME[@VERSION][:SUBSET]", help="what to pin (default: the newest version)")
-    parser.add_argument("--path", metavar="DIR", help="the folder, relative to shoal.lock (default: NAME, or as pinned)")
+    parser.add_argument(
+        "--path", metavar="DIR", help="the folder, relative to shoal.lock (default: NAME, or as pinned)"
+    )
     parser.add_argument("--timeout", type=positive_seconds, metavar="SECONDS", help="how long to wait for peers")
     add_json_option(parser)
     parser.set_defaults(run=run_pin)
@@ -41,7 +43,8 @@ def run_pin(args: argparse.Namespace) -> int:
     if ref.subset is not None and ref.subset not in version["subsets"]:
         known = ", ".join(sorted(version["subsets"])) or "none"
         raise UnknownSubset(
-            f"{ref.name}@{version['seq']} has no subset {ref.subset!r} (it has: {known}); `shoal subset {ref.name}` lists them"
+            f"{ref.name}@{version['seq']} has no subset {ref.subset!r} (it has: {known}); "
+            f"`shoal subset {ref.name}` lists them"
         )
     earlier = next((p.path for p in pins if p.name == ref.name), ref.name)
     path = lockfile.check_pin_path(_lock_relative(lock, args.path) if args.path else earlier, "--path")
@@ -62,7 +65,12 @@ def _lock_relative(lock: Path, path: str) -> str:
 
 def add_sync(parser: argparse.ArgumentParser) -> None:
     """`shoal sync [--timeout SECONDS]`."""
-    parser.add_argument("--timeout", type=positive_seconds, metavar="SECONDS", help="how long to wait for a peer (exit 6 when it runs out)")
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="how long to wait for a peer (exit 6 when it runs out)",
+    )
     add_json_option(parser)
     parser.set_defaults(run=run_sync)
 

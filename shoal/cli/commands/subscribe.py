@@ -15,7 +15,9 @@ from shoal.protocol.control import ExitCode
 def add_subscribe(parser: argparse.ArgumentParser) -> None:
     """`shoal subscribe NAME [DEST]`."""
     parser.add_argument("name", metavar="NAME", help="the dataset to follow")
-    parser.add_argument("dest", metavar="DEST", nargs="?", help="the folder to keep at its newest version (default: ./NAME)")
+    parser.add_argument(
+        "dest", metavar="DEST", nargs="?", help="the folder to keep at its newest version (default: ./NAME)"
+    )
     add_json_option(parser)
     parser.set_defaults(run=run_subscribe)
 
@@ -25,7 +27,8 @@ def run_subscribe(args: argparse.Namespace) -> int:
     if "@" in args.name:
         raise UsageError(f"{args.name!r}: a subscription follows the newest version; give NAME without @VERSION")
     params = {"name": args.name, "dest": str(Path(args.dest or args.name).absolute())}
-    print_result(args, call(args, "subscription.add", params), lambda r: render.render_subscription_change(r, "following"))
+    result = call(args, "subscription.add", params)
+    print_result(args, result, lambda r: render.render_subscription_change(r, "following"))
     return ExitCode.OK
 
 
