@@ -23,6 +23,8 @@ from shoal.protocol.format.hashing import chunk_id
 from test_end_to_end import one_line_error
 from test_faults import wait_until
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def daemons(request):
