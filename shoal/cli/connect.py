@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 from shoal.client.blocking import ControlClient
-from shoal.home import LOG_FILE, socket_path
 from shoal.errors import DaemonNotRunning
+from shoal.home import LOG_FILE, socket_path
 
 NO_AUTOSTART_ENV = "SHOAL_NO_AUTOSTART"
 

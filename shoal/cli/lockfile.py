@@ -84,7 +84,8 @@ def _pin(lock: Path, n: int, table: object) -> Pin:
     for key in ("version", "root"):
         if not _HEX_ID.fullmatch(table[key]):
             raise UsageError(f"{where}: {key} must be a full 64-digit lowercase hex id; pin again")
-    return Pin(table["name"], table["version"], table["root"], table.get("subset"), check_pin_path(table["path"], where))
+    path = check_pin_path(table["path"], where)
+    return Pin(table["name"], table["version"], table["root"], table.get("subset"), path)
 
 
 def check_pin_path(path: str, where: str) -> str:

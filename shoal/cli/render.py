@@ -241,7 +241,8 @@ def render_unshare(result: dict[str, Any]) -> str:
     if not result["forgot"]:
         return f"no longer sharing {result['name']}{folder}; its history stays (`shoal unshare --forget` drops it)"
     dropped = format_count(result["versions_dropped"], "version")
-    return f"no longer sharing {result['name']}{folder}; dropped {dropped} and {format_size(result['bytes_freed'])} of kept copies"
+    freed = format_size(result["bytes_freed"])
+    return f"no longer sharing {result['name']}{folder}; dropped {dropped} and {freed} of kept copies"
 
 
 def render_unwatch(result: dict[str, Any]) -> str:

@@ -13,8 +13,9 @@ from shoal.cli.refs import parse_ref
 from shoal.errors import UnknownDataset, UsageError
 
 COMMANDS = [
-    "daemon", "status", "config", "id", "peers", "trust", "untrust", "share", "unshare", "watch", "unwatch", "watches", "ls", "log",
-    "diff", "verify", "fetch", "subset", "pin", "sync", "subscribe", "unsubscribe", "subscriptions", "gc", "tui",
+    "daemon", "status", "config", "id", "peers", "trust", "untrust", "share", "unshare", "watch", "unwatch", "watches",
+    "ls", "log", "diff", "verify", "fetch", "subset", "pin", "sync", "subscribe", "unsubscribe", "subscriptions", "gc",
+    "tui",
 ]
 
 

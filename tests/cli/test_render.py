@@ -7,8 +7,8 @@ import time
 import pytest
 
 from shoal.cli import render
-from shoal.client import fmt
 from shoal.cli.progress import PlainProgress, RichProgress, describe, open_progress
+from shoal.client import fmt
 
 VERSION = {
     "name": "imagenet",
@@ -32,7 +32,9 @@ def test_sizes_use_decimal_units(size, text):
     assert fmt.format_size(size) == text
 
 
-@pytest.mark.parametrize("seconds, text", [(0, "0s"), (59.9, "59s"), (185, "3m05s"), (7620, "2h07m"), (356400, "4d03h")])
+@pytest.mark.parametrize(
+    "seconds, text", [(0, "0s"), (59.9, "59s"), (185, "3m05s"), (7620, "2h07m"), (356400, "4d03h")]
+)
 def test_durations_show_two_units_at_most(seconds, text):
     assert fmt.format_duration(seconds) == text
 
@@ -161,7 +163,8 @@ def test_subscriptions_show_state_and_every_kept_change():
 
 
 def test_config_shows_limits_in_words():
-    text = render.render_config({"bandwidth.global_limit": 0, "bandwidth.per_peer_limit": 5_000_000, "discovery": False})
+    values = {"bandwidth.global_limit": 0, "bandwidth.per_peer_limit": 5_000_000, "discovery": False}
+    text = render.render_config(values)
     assert text.splitlines() == [
         "bandwidth.global_limit = 0 (unlimited)",
         "bandwidth.per_peer_limit = 5000000 (5.0 MB/s)",
@@ -214,7 +217,9 @@ def test_a_terminal_gets_a_live_bar_and_a_pipe_plain_lines():
 
 def test_log_shows_author_and_change_columns_with_unknowns_as_question_marks():
     known = VERSION | {"author_peer": "5VQOWZU", "author_name": "gpu-box", "files_changed": 12, "bytes_new": 3_000_000}
-    unknown = VERSION | {"seq": 2, "author_peer": "5VQOWZU", "author_name": None, "files_changed": None, "bytes_new": None}
+    unknown = VERSION | {
+        "seq": 2, "author_peer": "5VQOWZU", "author_name": None, "files_changed": None, "bytes_new": None
+    }
     lines = render.render_log({"name": "imagenet", "versions": [known, unknown]}).splitlines()
     assert lines[0].split() == ["VERSION", "ID", "TIME", "AUTHOR", "SIZE", "FILES", "CHANGED", "NEW", "KEPT", "MESSAGE"]
     assert "gpu-box" in lines[1] and "3.0 MB" in lines[1] and " 12 " in lines[1]
@@ -230,7 +235,9 @@ def test_diff_lists_marks_then_a_summary_and_says_how_many_were_left_out():
     }
     lines = render.render_diff(diff).splitlines()
     assert lines[:3] == ["+ a", "- b", "… and 3 more"]
-    assert lines[3] == "imagenet@1 → imagenet@3: 3 added, 1 removed, 1 modified; 1.0 kB to fetch (2.0 kB in changed files)"
+    assert lines[3] == (
+        "imagenet@1 → imagenet@3: 3 added, 1 removed, 1 modified; 1.0 kB to fetch (2.0 kB in changed files)"
+    )
 
 
 def test_remote_listing_says_how_many_more_peers_offer():
