@@ -1,28 +1,31 @@
 """The `shoal` command: the list of commands, argument parsing, and dispatch.
 
 The commands live in shoal.cli.commands, one module per group; each adds its
-arguments to its own parser and names its handler. Errors become one line,
-"shoal: <what went wrong>; <what to do>", and a documented exit code.
+arguments to its own parser and names its handler. Only the module of the command
+given is imported. Errors become one line, "shoal: <what went wrong>; <what to do>",
+and a documented exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections import namedtuple
 
 from shoal import __version__
-from shoal.cli.commands import config, daemon, datasets, fetch, peers, pin, subscribe, tui, watch
 from shoal.cli.options import add_common_options
 from shoal.errors import ShoalError
 from shoal.protocol.control import ExitCode, classify_error
 
 
-class Command(namedtuple("Command", "summary add")):
-    """A command's one-line summary and the function that adds its arguments and sets its `run`.
+class Command(namedtuple("Command", "group summary")):
+    """The module in shoal.cli.commands whose `add_<command>` builds the command, and its one-line summary.
 
-    A namedtuple, as `dataclasses` and `typing` would cost every `shoal` start milliseconds.
+    A module name rather than the function, so `shoal status` imports one group's module and
+    `shoal --help` none (as pip's commands_dict); a namedtuple, as `dataclasses` and `typing`
+    would cost every `shoal` start milliseconds.
     """
 
     __slots__ = ()
@@ -30,39 +33,35 @@ class Command(namedtuple("Command", "summary add")):
 
 #: Every command, in the order `shoal --help` lists them.
 COMMANDS = {
-    "daemon": Command(
-        "Run the daemon in the foreground, or start, stop or inspect a background one.", daemon.add_daemon
-    ),
-    "status": Command("Summarise the daemon: identity, datasets, peers.", daemon.add_status),
-    "config": Command("Read or change settings in HOME/config.toml.", config.add_config),
-    "id": Command("Print this daemon's peer id, for others to `shoal trust`.", peers.add_id),
-    "peers": Command("List trusted peers and peers seen but not trusted.", peers.add_peers),
-    "trust": Command("Trust a peer: exchange datasets with it from now on.", peers.add_trust),
-    "untrust": Command("Stop trusting a peer.", peers.add_untrust),
-    "share": Command("Share a folder as a dataset, or record its changes as a new version.", datasets.add_share),
-    "unshare": Command("Stop offering a dataset to peers; its folder stays as it is.", datasets.add_unshare),
-    "watch": Command("Share a folder now and again whenever its changes settle.", watch.add_watch),
-    "unwatch": Command("Stop watching a folder (its versions stay).", watch.add_unwatch),
-    "watches": Command("List watched folders and what each is doing.", watch.add_watches),
-    "ls": Command("List datasets shared here, or offered by peers.", datasets.add_ls),
-    "log": Command("List the versions of a dataset, newest first.", datasets.add_log),
-    "diff": Command("List the paths that differ between two versions, and the bytes a fetch moves.", datasets.add_diff),
+    "daemon": Command("daemon", "Run the daemon in the foreground, or start, stop or inspect a background one."),
+    "status": Command("daemon", "Summarise the daemon: identity, datasets, peers."),
+    "config": Command("config", "Read or change settings in HOME/config.toml."),
+    "id": Command("peers", "Print this daemon's peer id, for others to `shoal trust`."),
+    "peers": Command("peers", "List trusted peers and peers seen but not trusted."),
+    "trust": Command("peers", "Trust a peer: exchange datasets with it from now on."),
+    "untrust": Command("peers", "Stop trusting a peer."),
+    "share": Command("datasets", "Share a folder as a dataset, or record its changes as a new version."),
+    "unshare": Command("datasets", "Stop offering a dataset to peers; its folder stays as it is."),
+    "watch": Command("watch", "Share a folder now and again whenever its changes settle."),
+    "unwatch": Command("watch", "Stop watching a folder (its versions stay)."),
+    "watches": Command("watch", "List watched folders and what each is doing."),
+    "ls": Command("datasets", "List datasets shared here, or offered by peers."),
+    "log": Command("datasets", "List the versions of a dataset, newest first."),
+    "diff": Command("datasets", "List the paths that differ between two versions, and the bytes a fetch moves."),
     "verify": Command(
-        "Re-hash a dataset's folder against its latest version (exit 5 if anything differs).", datasets.add_verify
+        "datasets", "Re-hash a dataset's folder against its latest version (exit 5 if anything differs)."
     ),
-    "fetch": Command("Download a dataset version from trusted peers.", fetch.add_fetch),
-    "subset": Command("List, define or delete a dataset's named subsets.", datasets.add_subset),
-    "pin": Command("Pin a dataset version (or subset) in this repository's shoal.lock.", pin.add_pin),
-    "sync": Command("Bring every folder pinned in shoal.lock to its pinned version.", pin.add_sync),
+    "fetch": Command("fetch", "Download a dataset version from trusted peers."),
+    "subset": Command("datasets", "List, define or delete a dataset's named subsets."),
+    "pin": Command("pin", "Pin a dataset version (or subset) in this repository's shoal.lock."),
+    "sync": Command("pin", "Bring every folder pinned in shoal.lock to its pinned version."),
     "subscribe": Command(
-        "Keep a folder at the newest version of a dataset, fetching each new version's delta.", subscribe.add_subscribe
+        "subscribe", "Keep a folder at the newest version of a dataset, fetching each new version's delta."
     ),
-    "unsubscribe": Command("Stop following a dataset; its folder keeps its files.", subscribe.add_unsubscribe),
-    "subscriptions": Command(
-        "List followed datasets, their state and the local changes updates kept.", subscribe.add_subscriptions
-    ),
-    "gc": Command("Free pack-store space: evict kept versions beyond the budget, compact packs.", datasets.add_gc),
-    "tui": Command("Open the terminal UI: peers, datasets, transfers, watches and subscriptions, live.", tui.add_tui),
+    "unsubscribe": Command("subscribe", "Stop following a dataset; its folder keeps its files."),
+    "subscriptions": Command("subscribe", "List followed datasets, their state and the local changes updates kept."),
+    "gc": Command("datasets", "Free pack-store space: evict kept versions beyond the budget, compact packs."),
+    "tui": Command("tui", "Open the terminal UI: peers, datasets, transfers, watches and subscriptions, live."),
 }
 
 
@@ -102,7 +101,8 @@ def command_parser(name: str) -> argparse.ArgumentParser:
     command = COMMANDS[name]
     parser = _Parser(prog=f"shoal {name}", description=command.summary)
     add_common_options(parser, default=None)
-    command.add(parser)
+    module = importlib.import_module(f"shoal.cli.commands.{command.group}")
+    getattr(module, f"add_{name}")(parser)
     return parser
 
 

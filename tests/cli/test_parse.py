@@ -151,12 +151,31 @@ def test_verbose_adds_the_traceback(monkeypatch, capsys):
     assert "Traceback" in err and err.strip().endswith("report it")
 
 
+#: Modules that cost `shoal status` milliseconds (it must start within 2x a bare interpreter), or that only
+#: some commands need: subprocess (daemon start/stop), TOML (pin, sync), shoal.daemon (daemon, config), textual.
+HEAVY = ("dataclasses", "typing", "trio", "textual", "cryptography", "sqlite3", "tomllib", "subprocess", "rich",
+         "shoal.daemon", "shoal.tui")
+
+
+def loaded_by(statements: str) -> str:
+    probe = f"import sys; {statements}; print([m for m in {HEAVY!r} if m in sys.modules])"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_the_command_line_loads_no_heavy_module_before_it_knows_the_command():
-    # `shoal status` must start within 2x a bare interpreter; each of these costs milliseconds.
-    # Every command module is loaded to build the command list, so this also checks they import lazily
-    # what only some commands need (subprocess: daemon start/stop; shoal.daemon/shoal.tui: daemon, config, tui).
-    heavy = ("dataclasses", "typing", "trio", "textual", "cryptography", "sqlite3", "tomllib", "subprocess", "rich",
-             "shoal.daemon", "shoal.tui")
-    probe = f"import sys, shoal.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
+    assert loaded_by("import shoal.cli.main") == "[]"
+
+
+@pytest.mark.parametrize("group", sorted({command.group for command in main_mod.COMMANDS.values()}))
+def test_a_command_module_imports_what_only_some_commands_need_inside_them(group):
+    # Parsing a command loads its group's module, so `shoal status` or `shoal ls` would pay for it.
+    assert loaded_by(f"import shoal.cli.commands.{group}") == "[]"
+
+
+def test_parsing_a_command_loads_only_its_groups_module():
+    probe = (
+        "import sys, shoal.cli.main as m; m.parse_args(['status'])\n"
+        "print(sorted(n for n in sys.modules if n.startswith('shoal.cli.commands.')))"
+    )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]", loaded
+    assert loaded.strip() == "['shoal.cli.commands.daemon']"
