@@ -429,7 +429,7 @@ class Index:
         """(dataset, version id, root, selection key) a fetch last left in folder `path`; a key
         of None means an --include fetch added paths to whatever was there."""
         rows = self._read("SELECT name, version, root, selection FROM dests WHERE path = ?", (path,))
-        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+        return tuple(rows[0]) if rows else None
 
     def checkouts(self, name: str) -> list[tuple[str, bytes, bytes | None]]:
         """(folder, version id, selection key) of every folder a fetch left `name` in."""
