@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -42,6 +42,10 @@ def trust_all(peer: PeerId) -> bool:
     return True
 
 
+def distrust(peer: PeerId) -> bool:
+    return False
+
+
 async def establish_both(
     initiator_key: Ed25519PrivateKey,
     responder_key: Ed25519PrivateKey,
@@ -54,17 +58,22 @@ async def establish_both(
     responder_stream, initiator_stream = trio.testing.memory_stream_pair()
     results: dict[str, Any] = {}
 
-    async def side(name: str, stream: trio.abc.Stream, role: Role, key: Ed25519PrivateKey, trusts, port, expect) -> None:
+    async def side(name: str, stream: trio.abc.Stream, role: Role, key: Ed25519PrivateKey, trusts, *args) -> None:
         try:
-            results[name] = await establish(stream, role, key, trusts, port, expect)
+            results[name] = await establish(stream, role, key, trusts, *args)
         except (ProtocolError, Rejected) as e:
             results[name] = e
             await stream.aclose()  # as the daemon does: a refused session's socket is closed
 
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(side, "responder", responder_stream, Role.RESPONDER, responder_key, responder_trusts, 7001, None)
-            nursery.start_soon(side, "initiator", initiator_stream, Role.INITIATOR, initiator_key, initiator_trusts, None, expected)
+            # The responder listens on 7001 for peers to dial; the initiator dials `expected`.
+            nursery.start_soon(
+                side, "responder", responder_stream, Role.RESPONDER, responder_key, responder_trusts, 7001, None
+            )
+            nursery.start_soon(
+                side, "initiator", initiator_stream, Role.INITIATOR, initiator_key, initiator_trusts, None, expected
+            )
     return results, (responder_stream, initiator_stream)
 
 
@@ -92,7 +101,7 @@ async def test_both_sides_establish_and_learn_each_others_proven_id() -> None:
 
 async def test_an_untrusted_initiator_is_refused_and_told_why() -> None:
     a, b = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    results, _ = await establish_both(a, b, responder_trusts=lambda peer: False)
+    results, _ = await establish_both(a, b, responder_trusts=distrust)
     assert isinstance(results["responder"], Rejected) and str(results["responder"]) == str(peer_id(a))
     refused = results["initiator"]
     assert isinstance(refused, ProtocolError) and refused.code == "untrusted"
@@ -108,7 +117,7 @@ async def test_a_refusing_responder_reveals_nothing_about_itself() -> None:
 
             async def responder() -> None:
                 with pytest.raises(Rejected):
-                    await establish(responder_stream, Role.RESPONDER, Ed25519PrivateKey.generate(), lambda p: False, None)
+                    await establish(responder_stream, Role.RESPONDER, Ed25519PrivateKey.generate(), distrust, None)
                 await responder_stream.aclose()
 
             nursery.start_soon(responder)
@@ -191,7 +200,8 @@ async def open_sessions(
     nursery: trio.Nursery, index: Index, catalogs: list[tuple[CatalogEntry, ...]] | None = None
 ) -> tuple[PeerSession, PeerSession, list[str]]:
     """(server, client, reasons): `server` answers from `index`; each session's run() ends into `reasons`."""
-    results, (server_stream, client_stream) = await establish_both(Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate())
+    keys = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    results, (server_stream, client_stream) = await establish_both(*keys)
     reasons: list[str] = []
     server_conn, client_id = results["responder"]
     client_conn, server_id = results["initiator"]
@@ -214,7 +224,8 @@ async def test_objects_and_chunks_are_asked_for_and_served(library) -> None:
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             server, client, reasons = await open_sessions(nursery, lib.index, catalogs)
-            entry = CatalogEntry("ds", version.id, version.seq, version.size, version.files, version.time, (version.id,))
+            v = version
+            entry = CatalogEntry("ds", v.id, v.seq, v.size, v.files, v.time, (v.id,))
             await server.send(Catalog((entry,)))
 
             got, missing = await client.get_objects([version.id, unknown, version.root])
@@ -222,7 +233,8 @@ async def test_objects_and_chunks_are_asked_for_and_served(library) -> None:
             objects = dict(got)
             record = decode_version(objects[version.id], version.id)
             assert record.root == version.root and record.message == "for the session tests"
-            names = {e.name: e for e in decode_tree(objects[version.root], version.root).entries if not isinstance(e, Ref)}
+            root = decode_tree(objects[version.root], version.root)
+            names = {e.name: e for e in root.entries if not isinstance(e, Ref)}
             big = names["big.bin"]
             assert big.type == EntryType.FILE and names["link"].type == EntryType.SYMLINK
 
@@ -304,7 +316,8 @@ async def test_a_peer_closing_mid_stream_ends_the_session_and_fails_its_requests
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_mute_peer, responder_stream, lambda conn: partial if how == "inside a frame" else None)
-            conn, peer = await establish(initiator_stream, Role.INITIATOR, Ed25519PrivateKey.generate(), trust_all, None)
+            key = Ed25519PrivateKey.generate()
+            conn, peer = await establish(initiator_stream, Role.INITIATOR, key, trust_all, None)
             client = PeerSession(conn, initiator_stream, peer, "memory", None, on_catalog=lambda s: None)  # type: ignore[arg-type]
 
             async def run() -> None:

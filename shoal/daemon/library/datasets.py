@@ -502,7 +502,8 @@ def _check_entry(load, path: Path, entry) -> str | None:
     if entry.type == EntryType.SYMLINK:
         if not path.is_symlink():
             return "expected a symlink"
-        return None if os.readlink(path) == entry.target else f"symlink points to {os.readlink(path)!r}, expected {entry.target!r}"
+        target = os.readlink(path)
+        return None if target == entry.target else f"symlink points to {target!r}, expected {entry.target!r}"
     if entry.type == EntryType.DIR:
         return None if path.is_dir() and not path.is_symlink() else "expected a directory"
     if not path.is_file() or path.is_symlink():

@@ -18,8 +18,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shoal.protocol.wire.channel import Role, SecureChannel, auth_transcript
 from shoal.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from shoal.protocol.format.identity import PeerId, public_key_bytes, sign, verify
+from shoal.protocol.wire.channel import Role, SecureChannel, auth_transcript
 from shoal.protocol.wire.events import (
     NEED_DATA,
     TRANSITIONS,
@@ -40,7 +41,6 @@ from shoal.protocol.wire.events import (
     UnsupportedVersion,
 )
 from shoal.protocol.wire.framing import HEADER_SIZE, MAX_FRAME_SIZE, FrameDecoder
-from shoal.protocol.format.identity import PeerId, public_key_bytes, sign, verify
 from shoal.protocol.wire.messages import (
     MAX_TEXT_BYTES,
     PROTOCOL_VERSION,
@@ -57,8 +57,8 @@ from shoal.protocol.wire.messages import (
     Message,
     Ping,
     Pong,
-    decode_message,
     data_parts,
+    decode_message,
     encode_message_parts,
     starts_as_data,
 )
