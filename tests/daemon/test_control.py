@@ -14,8 +14,8 @@ import pytest
 import trio
 
 from shoal.client.blocking import ControlClient
-from shoal.daemon.control import api
 from shoal.daemon.config import load_config
+from shoal.daemon.control.api import datasets as datasets_api
 from shoal.daemon.control.server import ControlServer
 from shoal.daemon.service import serve
 from shoal.errors import DaemonAlreadyRunning, DaemonError, DaemonNotRunning, ShoalError, UnknownDataset
@@ -395,7 +395,7 @@ async def _pong():
 
 
 async def test_the_daemon_publishes_what_changes_and_stops_on_request(home, tmp_path, monkeypatch):
-    monkeypatch.setattr(api, "PROGRESS_INTERVAL", 0.01)
+    monkeypatch.setattr(datasets_api, "PROGRESS_INTERVAL", 0.01)
     (home / "config.toml").write_text('listen = "127.0.0.1:0"\ndiscovery = false\n')
     data = tmp_path / "data"
     data.mkdir()
@@ -429,3 +429,29 @@ async def test_the_daemon_publishes_what_changes_and_stops_on_request(home, tmp_
     assert events[1].data["change"] == "trusted" and events[1].data["peer"]["name"] == "bob"
     assert events[3].data == {"state": "stopping"}
     assert not handle.socket.exists()
+
+
+#: Every method the daemon serves besides `subscribe` (SPEC.md, "Control socket").
+DAEMON_METHODS = (
+    "id", "status", "shutdown", "config.reload", "gc",
+    "share", "unshare", "audience", "subset", "verify",
+    "ls", "log", "diff",
+    "peers", "trust", "untrust",
+    "fetch", "browse", "resolve", "transfer.cancel", "transfer.pause", "transfer.resume",
+    "watch", "unwatch", "watches", "subscription.add", "subscription.remove", "subscription.list",
+)
+
+
+async def test_the_daemon_routes_every_method_to_a_handler_that_checks_its_params(home):
+    (home / "config.toml").write_text('listen = "127.0.0.1:0"\ndiscovery = false\n')
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(partial(serve, home, load_config(home), listen=None, discovery=False))
+        for method in DAEMON_METHODS:
+            # Every handler checks its params first, so this touches no state.
+            with pytest.raises(ShoalError, match="unknown parameters bogus") as caught:
+                await call(handle.socket, method, {"bogus": 1})
+            assert caught.value.exit_code == 2, method
+        with pytest.raises(DaemonError) as caught:
+            await call(handle.socket, "no.such.method")
+        assert caught.value.code == "unknown-method"
+        handle.shutdown()
