@@ -1,15 +1,17 @@
 """Building the daemon: every service, each given what it uses through its constructor.
 
-`compose` is the one place services are created and joined. Two cycles are broken by
+`compose` is the one place services are created and joined. Cycles are broken by
 objects made first: `Settings` holds the live configuration that `config.reload`
-replaces and the peers, keeper and watches read; the control server, made before the
-services, is the publish callback they all send events to. The pack store answers
-which versions it keeps, so the peer manager need not wait for the keeper.
+replaces and the peers, keeper and watches read; `Events` takes what every service
+publishes, so the control server, which needs the API methods, is made last. The
+pack store answers which versions it keeps, so the peer manager need not wait for
+the keeper that fills the store.
 """
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,9 +22,11 @@ from shoal.daemon.control.api.daemon import DaemonApi, DaemonInfo
 from shoal.daemon.control.api.datasets import DatasetsApi, share_announcer
 from shoal.daemon.control.api.history import HistoryApi
 from shoal.daemon.control.api.lookup import FetcherLookup
+from shoal.daemon.control.api.params import Publish
 from shoal.daemon.control.api.peers import PeersApi
 from shoal.daemon.control.api.sync import SyncApi
 from shoal.daemon.control.api.transfers import TransfersApi
+from shoal.daemon.control.events import Events
 from shoal.daemon.control.server import ControlServer
 from shoal.daemon.fetch.engine import Fetcher
 from shoal.daemon.fetch.manager import Transfers
@@ -71,11 +75,11 @@ def compose(
     """
     info = DaemonInfo(home, peer_id_of(signer), listen, discovery)
     settings = Settings(config)
-    control = ControlServer(socket_path(home), topics=TOPICS)
-    publish = control.publish
+    events = Events(TOPICS)
+    publish = events.publish
     trust = TrustStore.open(home)
     peers = PeerManager(
-        signer, trust, library, listen, on_event=lambda event: _publish_peer_event(control, event),
+        signer, trust, library, listen, on_event=partial(_publish_peer_event, publish),
         limits=settings.limits, kept_versions=store.kept_versions,
     )
     keeper = Keeper(library.index, store, settings.current, peers.publish_catalog, peers.serving)
@@ -88,21 +92,26 @@ def compose(
     )
     versions = FetcherLookup(fetcher, home)
     daemon_api = DaemonApi(
-        info, settings, library, trust, peers, transfers, keeper, watches, publish, request_shutdown
+        info=info, settings=settings, library=library, trust=trust, peers=peers, transfers=transfers,
+        keeper=keeper, watches=watches, publish=publish, request_shutdown=request_shutdown,
     )
     methods = method_table(
         daemon_api,
-        DatasetsApi(library, trust, watches, keeper, settings, publish, peers.publish_catalog, announce),
-        HistoryApi(info.peer_id, library, trust, peers, store.kept_versions, versions),
-        PeersApi(info.peer_id, trust, peers, publish),
-        TransfersApi(trust, transfers, versions),
-        SyncApi(watches, subscriptions),
+        DatasetsApi(
+            library=library, trust=trust, watches=watches, keeper=keeper, settings=settings, publish=publish,
+            publish_catalog=peers.publish_catalog, announce=announce,
+        ),
+        HistoryApi(
+            peer_id=info.peer_id, library=library, trust=trust, peers=peers,
+            kept_versions=store.kept_versions, versions=versions,
+        ),
+        PeersApi(peer_id=info.peer_id, trust=trust, peers=peers, publish=publish),
+        TransfersApi(trust=trust, transfers=transfers, versions=versions),
+        SyncApi(watches=watches, subscriptions=subscriptions),
     )
-    # The server's routing table: filled here, before it serves, as its handlers publish through it.
-    for name, handler in methods.items():
-        control.register(name, handler)
+    control = ControlServer(socket_path(home), methods, events=events)
     return Daemon(info, peers, keeper, watches, subscriptions, control, daemon_api.listen_address)
 
 
-def _publish_peer_event(control: ControlServer, event: PeerEvent) -> None:
-    control.publish("peers", {"change": event.kind, "peer_id": event.peer_id, **event.detail})
+def _publish_peer_event(publish: Publish, event: PeerEvent) -> None:
+    publish("peers", {"change": event.kind, "peer_id": event.peer_id, **event.detail})

@@ -94,7 +94,7 @@ async def _run(daemon: Daemon, stopping: trio.Event, task_status: trio.TaskStatu
         task_status.started(DaemonHandle(info.peer_id, control.path, stopping))
         await stopping.wait()
         log.info("shutting down")
-        control.publish("daemon", {"state": "stopping"})
+        control.events.publish("daemon", {"state": "stopping"})
         await control.stop(SHUTDOWN_GRACE)
         nursery.cancel_scope.cancel()
 
