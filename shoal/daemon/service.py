@@ -22,9 +22,9 @@ import trio
 
 from shoal.daemon.compose import Daemon, compose
 from shoal.daemon.config import Config
+from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library.datasets import Library
 from shoal.daemon.net.discovery import Discovery, DiscoveryError, Sighting, announce_addresses, local_ipv4_addresses
-from shoal.daemon.net.keys import load_or_create_private_key
 from shoal.daemon.net.peers import PeerManager, split_address
 from shoal.daemon.store.fdlimit import raise_soft_limit
 from shoal.daemon.store.packs import PackStore

@@ -13,7 +13,7 @@ from shoal.daemon.net import session as session_mod
 from shoal.daemon.fetch.engine import Fetcher, NoPeer
 from shoal.daemon.store.index import FileStat
 from shoal.daemon.fetch.state import FetchSpec, Transfer
-from shoal.daemon.net.keys import load_or_create_private_key
+from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library.datasets import Library
 from shoal.daemon.net.peers import PeerManager
 from shoal.daemon.net.trust import TrustStore

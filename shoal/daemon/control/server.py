@@ -58,7 +58,7 @@ def peer_uid(sock: trio.socket.SocketType) -> int | None:
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    return int(uid)
 
 
 class ControlServer:
@@ -185,9 +185,8 @@ class ControlServer:
         """Run the handler and return the encoded final reply."""
         handler = self._handlers.get(request.method)
         if self._closing:
-            return encode_message(
-                ErrorReply(request.id, "shutting-down", "the daemon is shutting down; retry once it is back", int(ExitCode.UNREACHABLE))
-            )
+            message = "the daemon is shutting down; retry once it is back"
+            return encode_message(ErrorReply(request.id, "shutting-down", message, int(ExitCode.UNREACHABLE)))
         if handler is None:
             return encode_message(
                 ErrorReply(
@@ -230,7 +229,8 @@ class _Connection:
         self._scope.cancel()
 
     async def refuse(self) -> None:
-        reply = ErrorReply(CONNECTION_ID, "permission-denied", "this daemon belongs to another user", int(ExitCode.UNREACHABLE))
+        message = "this daemon belongs to another user"
+        reply = ErrorReply(CONNECTION_ID, "permission-denied", message, int(ExitCode.UNREACHABLE))
         with trio.move_on_after(1):
             await self._send(encode_message(reply))
 

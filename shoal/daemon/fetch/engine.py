@@ -32,12 +32,11 @@ from shoal.daemon.store.fdlimit import FilePool, pool_size
 from shoal.daemon.store.flush import start_writeback, sync_filesystem
 from shoal.daemon.library.history import has_manifest
 from shoal.daemon.fetch.local_changes import KeepLocal, Overwrite
-from shoal.daemon.fetch.selection import FULL, selection_of
+from shoal.daemon.fetch.selection import selection_of
 from shoal.daemon.store.index import CachedFile, FileRecord, FileStat, Index, VersionRow
-from shoal.daemon.model import VersionInfo
+from shoal.daemon.model import FULL, PARTIAL_DIR, VersionInfo
 from shoal.daemon.fetch.state import Busy, FetchResult, FetchSpec, PeerStats, Transfer
 from shoal.daemon.library.scanner import file_id_of
-from shoal.daemon.model import PARTIAL_DIR
 from shoal.daemon.store.loader import index_loader
 from shoal.errors import ShoalError, UnknownDataset, UsageError
 from shoal.protocol.errors import IntegrityError, ProtocolError
