@@ -8,7 +8,6 @@ pack store answers which versions it keeps, so the peer manager need not wait fo
 the keeper that fills the store.
 """
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -22,11 +21,10 @@ from shoal.daemon.control.api.daemon import DaemonApi, DaemonInfo
 from shoal.daemon.control.api.datasets import DatasetsApi, share_announcer
 from shoal.daemon.control.api.history import HistoryApi
 from shoal.daemon.control.api.lookup import FetcherLookup
-from shoal.daemon.control.api.params import Publish
 from shoal.daemon.control.api.peers import PeersApi
 from shoal.daemon.control.api.sync import SyncApi
 from shoal.daemon.control.api.transfers import TransfersApi
-from shoal.daemon.control.events import Events
+from shoal.daemon.control.events import Events, Publish
 from shoal.daemon.control.server import ControlServer
 from shoal.daemon.fetch.engine import Fetcher
 from shoal.daemon.fetch.manager import Transfers
@@ -39,8 +37,6 @@ from shoal.daemon.sync.subscriptions import Subscriptions
 from shoal.daemon.watch.watches import Watches
 from shoal.home import socket_path
 from shoal.protocol.format.identity import peer_id_of
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

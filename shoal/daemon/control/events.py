@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 #: Events queued for one subscriber before it counts as too slow and is dropped.
 EVENT_BUFFER = 256
 
+#: Sends an event to the control clients subscribed to its topic (`Events.publish`).
+Publish = Callable[[str, dict[str, Any]], None]
+
 
 @dataclass(eq=False)
 class Subscription:

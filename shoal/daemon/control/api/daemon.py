@@ -11,7 +11,8 @@ import trio
 
 import shoal
 from shoal.daemon.config import Settings, load_config
-from shoal.daemon.control.api.params import Publish, only, optional_text
+from shoal.daemon.control.api.params import only, optional_text
+from shoal.daemon.control.events import Publish
 from shoal.daemon.control.server import Handler, ProgressFn
 from shoal.daemon.fetch.manager import Transfers
 from shoal.daemon.library.datasets import Library

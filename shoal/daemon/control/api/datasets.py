@@ -8,7 +8,8 @@ from typing import Any
 import trio
 
 from shoal.daemon.config import Settings
-from shoal.daemon.control.api.params import Publish, flag, only, optional_text, text
+from shoal.daemon.control.api.params import flag, only, optional_text, text
+from shoal.daemon.control.events import Publish
 from shoal.daemon.control.server import Handler, ProgressFn
 from shoal.daemon.fetch.selection import parse_subset, with_subset, without_subset
 from shoal.daemon.library.datasets import Library, ShareProgress, ShareResult

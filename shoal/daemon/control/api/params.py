@@ -1,14 +1,10 @@
 """Reading a request's params: each reader checks one value and names it in the error it raises."""
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from shoal.errors import UsageError
-
-#: Sends an event to the control clients subscribed to its topic.
-Publish = Callable[[str, dict[str, Any]], None]
 
 #: How long a lookup waits for a peer that has the dataset, unless the request says otherwise.
 DEFAULT_FETCH_TIMEOUT = 30.0

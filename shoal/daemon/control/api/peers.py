@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 from typing import Any
 
-from shoal.daemon.control.api.params import Publish, only, optional_text, text
+from shoal.daemon.control.api.params import only, optional_text, text
+from shoal.daemon.control.events import Publish
 from shoal.daemon.control.server import Handler, ProgressFn
 from shoal.daemon.net.peers import PeerManager
 from shoal.daemon.net.trust import PendingPeer, TrustedPeer, TrustStore, canonical_peer_id
