@@ -44,7 +44,8 @@ from shoal.protocol.format.hashing import Kind, chunk_id
 from shoal.protocol.format.manifest import check_dir_size, check_version_signature, file_chunks, tree_entries
 from shoal.protocol.wire.messages import CatalogEntry
 from shoal.protocol.format.objects import (
-    DEFAULT_FILE_MODE, EntryType, FileObject, Ref, TreeEntry, TreeNode, VersionRecord, decode,
+    DEFAULT_FILE_MODE, EntryType, FileEntry, FileObject, Ref, TreeEntry, TreeNode, VersionRecord, decode,
+    decode_file, decode_version,
 )
 from shoal.protocol.format.paths import check_symlink_target
 
@@ -122,7 +123,7 @@ class _FileTask:
     """One file being assembled in the partial folder."""
 
     parts: tuple[str, ...]
-    entry: TreeEntry
+    entry: FileEntry
     partial: Path
     remaining: int
     #: No partial file was left for it by an interrupted fetch: there is nothing to
@@ -479,7 +480,7 @@ class Fetcher:
             found = next((e for e in entries if e.name == name), None)
             if found is None or found.type != EntryType.DIR:
                 raise UsageError(f"{'/'.join(path[: depth + 1])} is not a directory of {spec.name}@{record.seq}")
-            tree_id = found.ref  # type: ignore[assignment]
+            tree_id = found.id
         entries = await self._browse_dir(tree_id, path, sources)
         return {
             "version": VersionInfo.from_record(version_id, record).to_json(),
@@ -490,8 +491,8 @@ class Fetcher:
                     "name": e.name,
                     "type": e.type.name.lower(),
                     "size": e.size,
-                    "executable": e.executable,
-                    "target": e.ref if e.type == EntryType.SYMLINK else None,
+                    "executable": e.type == EntryType.FILE and e.executable,
+                    "target": e.target if e.type == EntryType.SYMLINK else None,
                 }
                 for e in entries[:limit]
             ],
@@ -536,8 +537,7 @@ class Fetcher:
                 raise UsageError(f"version prefix {wanted!r} is ambiguous; give more digits")
         if len(chosen) != 1 or not has_manifest(self.index, chosen[0].root):
             return None
-        record = decode(Kind.VERSION, self.index.get_object(chosen[0].id)[1], chosen[0].id)  # type: ignore[index]
-        assert isinstance(record, VersionRecord)
+        record = decode_version(self.index.get_object(chosen[0].id)[1], chosen[0].id)  # type: ignore[index]
         return chosen[0].id, record
 
     def _local_version(self, spec: FetchSpec) -> tuple[bytes, VersionRecord] | None:
@@ -556,8 +556,7 @@ class Fetcher:
         # Only the head's files are certain to be here; older versions are browsed like remote ones.
         if len(chosen) != 1 or chosen[0].id != known[1]:
             return None
-        record = decode(Kind.VERSION, self.index.get_object(chosen[0].id)[1], chosen[0].id)  # type: ignore[index]
-        assert isinstance(record, VersionRecord)
+        record = decode_version(self.index.get_object(chosen[0].id)[1], chosen[0].id)  # type: ignore[index]
         return chosen[0].id, record
 
     async def _browse_dir(self, tree_id: bytes, prefix: tuple[str, ...], sources: Sequence[Source]) -> list[TreeEntry]:
@@ -663,8 +662,7 @@ class Fetcher:
         sources = sources or [s for s, _ in offers]
         await self._ensure(Kind.VERSION, [version_id], sources)
         data = self.index.get_object(version_id)[1]  # type: ignore[index]
-        record = decode(Kind.VERSION, data, version_id)
-        assert isinstance(record, VersionRecord)
+        record = decode_version(data, version_id)
         check_version_signature(record)
         if record.name != spec.name:
             raise FetchError(f"version {version_id.hex()[:12]} belongs to {record.name!r}, not {spec.name!r}")
@@ -685,8 +683,7 @@ class Fetcher:
         current = newest[1].head
         while True:
             await self._ensure(Kind.VERSION, [current], [newest[0]])
-            record = decode(Kind.VERSION, self.index.get_object(current)[1], current)  # type: ignore[index]
-            assert isinstance(record, VersionRecord)
+            record = decode_version(self.index.get_object(current)[1], current)  # type: ignore[index]
             if record.seq == seq:
                 return current
             if record.seq < seq or not record.parents:
@@ -790,11 +787,11 @@ class Fetcher:
             e for e in entries
             if e.type == EntryType.FILE and old.get(e.name) != e and matcher(prefix + (e.name,), False)
         ]
-        downloaded = await self._ensure(Kind.FILE, [e.ref for e in files], sources)  # type: ignore[misc]
+        downloaded = await self._ensure(Kind.FILE, [e.id for e in files], sources)
         decoded = await trio.to_thread.run_sync(self._decode_files, files, downloaded)
         for entry, file in zip(files, decoded):
             if file.level > 0:
-                await self._ensure_pages(Kind.FILE, entry.ref, sources)  # type: ignore[arg-type]
+                await self._ensure_pages(Kind.FILE, entry.id, sources)
         await trio.to_thread.run_sync(self._check_file_sizes, prefix, files, decoded)
         if checked is not None:
             checked.add(tree_id, depth, whole=False)
@@ -803,9 +800,9 @@ class Fetcher:
         for e in entries:
             if e.type == EntryType.DIR and matcher(prefix + (e.name,), True):
                 was = old.get(e.name)
-                old_dir = was.ref if was is not None and was.type == EntryType.DIR else None
+                old_dir = was.id if was is not None and was.type == EntryType.DIR else None
                 below = await self._fetch_tree(
-                    e.ref, prefix + (e.name,), matcher, spec, transfer, sources, old_dir, checked  # type: ignore[arg-type]
+                    e.id, prefix + (e.name,), matcher, spec, transfer, sources, old_dir, checked
                 )
                 check_dir_size(prefix + (e.name,), e, below[0])
                 count += below[1]
@@ -822,25 +819,25 @@ class Fetcher:
     def _tree_by_name(self, tree_id: bytes) -> dict[str, TreeEntry]:
         return {e.name: e for e in tree_entries(index_loader(self.index), tree_id)}
 
-    def _decode_files(self, files: list[TreeEntry], decoded: dict[bytes, object] | None = None) -> list[FileObject]:
+    def _decode_files(self, files: list[FileEntry], decoded: dict[bytes, object] | None = None) -> list[FileObject]:
         """The FILE objects of `files`, taken from `decoded` (those just downloaded) or else
         read, a query per OBJECT_BATCH files rather than one per file, and decoded."""
         decoded = decoded or {}
         out = []
         for start in range(0, len(files), OBJECT_BATCH):
-            batch = [e for e in files[start : start + OBJECT_BATCH] if e.ref not in decoded]
-            found = self.index.get_objects([e.ref for e in batch])  # type: ignore[misc]
+            batch = [e for e in files[start : start + OBJECT_BATCH] if e.id not in decoded]
+            found = self.index.get_objects([e.id for e in batch])
             for e in files[start : start + OBJECT_BATCH]:
-                if e.ref in decoded:
-                    out.append(decoded[e.ref])  # type: ignore[index]
+                if e.id in decoded:
+                    out.append(decoded[e.id])
                     continue
-                kind, data = found.get(e.ref, (None, b""))  # type: ignore[arg-type]
+                kind, data = found.get(e.id, (None, b""))
                 if kind != Kind.FILE:
-                    raise ProtocolError(f"file object {e.ref.hex()[:16]} is not in the index")  # type: ignore[union-attr]
-                out.append(decode(Kind.FILE, data, e.ref))  # type: ignore[arg-type]
+                    raise ProtocolError(f"file object {e.id.hex()[:16]} is not in the index")
+                out.append(decode_file(data, e.id))
         return out  # type: ignore[return-value]
 
-    def _check_file_sizes(self, prefix: tuple[str, ...], files: list[TreeEntry], decoded: list[FileObject]) -> None:
+    def _check_file_sizes(self, prefix: tuple[str, ...], files: list[FileEntry], decoded: list[FileObject]) -> None:
         """Every size a file declares must be what its chunk list holds, before any space is allocated for it."""
         load = index_loader(self.index)
         for entry, file in zip(files, decoded):
@@ -948,8 +945,7 @@ class Fetcher:
         return [(task, *self._satisfy_locally(run, task, chunks, local)) for task, chunks in zip(tasks, plans)]
 
     def _chunks_of(self, task: _FileTask) -> Iterator[Ref]:
-        file = decode(Kind.FILE, self.index.get_object(task.entry.ref)[1], task.entry.ref)  # type: ignore[index, arg-type]
-        assert isinstance(file, FileObject)
+        file = decode_file(self.index.get_object(task.entry.id)[1], task.entry.id)  # type: ignore[index]
         return file_chunks(index_loader(self.index), file)
 
     async def _queue_needed(
@@ -1105,12 +1101,12 @@ class Fetcher:
                 _count_kept(run.transfer, entry)
                 yield None
             elif entry.type == EntryType.DIR:
-                prev_id = previous.ref if previous is not None and previous.type == EntryType.DIR else None
+                prev_id = previous.id if previous is not None and previous.type == EntryType.DIR else None
                 guard.make_way(parts, previous, entry)
-                yield from self._plan_dir(run, load, parts, entry.ref, prev_id, matcher, guard, checked)  # type: ignore[arg-type]
+                yield from self._plan_dir(run, load, parts, entry.id, prev_id, matcher, guard, checked)
             elif entry.type == EntryType.SYMLINK:
                 guard.make_way(parts, previous, entry)
-                place_symlink(dest, parts, entry.ref)  # type: ignore[arg-type]
+                place_symlink(dest, parts, entry.target)
             elif run.reuse_unchanged and previous == entry and not guard.repairs:
                 # Unchanged since the version DEST holds, and local changes are kept.
                 _count_kept(run.transfer, entry)
@@ -1130,7 +1126,7 @@ class Fetcher:
                     yield self._start_file(run, parts, entry)
 
     def _already_there(
-        self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, recorded: dict[str, CachedFile] | None = None,
+        self, dest: Path, parts: tuple[str, ...], entry: FileEntry, recorded: dict[str, CachedFile] | None = None,
         *, rehash: bool = False, path: str | None = None,
     ) -> bool:
         """Whether DEST holds `entry` at `parts` (`path`, when the caller has it): its stat matches
@@ -1148,22 +1144,22 @@ class Fetcher:
         row = recorded.get(parts[-1])
         current = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         if row is not None and row.stat == current and row.file_id is not None and not rehash:
-            if row.file_id != entry.ref:
+            if row.file_id != entry.id:
                 return False
             moded = _set_mode(path, st, entry)
             if moded is not None:
-                self.index.finish_file(row.row, moded, entry.ref)  # type: ignore[arg-type]
+                self.index.finish_file(row.row, moded, entry.id)
             return True
         # Unknown to the index, or its record unfinished (a crash between the rename and
         # the end of the record): check the bytes.
-        file = decode(Kind.FILE, self.index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
-        if file_id_of(Path(path), file.params) != entry.ref:  # type: ignore[union-attr]
+        file = decode_file(self.index.get_object(entry.id)[1], entry.id)  # type: ignore[index]
+        if file_id_of(Path(path), file.params) != entry.id:
             return False
         self._record_file(dest, parts, entry, _set_mode(path, st, entry) or current)
         return True
 
-    def _start_file(self, run: _Run, parts: tuple[str, ...], entry: TreeEntry) -> _FileTask:
-        partial = run.partial_dir / partial_name(parts, entry.ref)  # type: ignore[arg-type]
+    def _start_file(self, run: _Run, parts: tuple[str, ...], entry: FileEntry) -> _FileTask:
+        partial = run.partial_dir / partial_name(parts, entry.id)
         fresh = not (run.resuming and os.path.lexists(partial))
         task = _FileTask(parts, entry, partial, entry.size, fresh)
         if not fresh:
@@ -1185,7 +1181,7 @@ class Fetcher:
                 self._record_file(dest, task.parts, task.entry, stat)
                 continue
             assert task.locations is not None, "small files are planned by _prepare_small"
-            records.append(FileRecord("/".join(task.parts[:-1]), task.parts[-1], stat, task.entry.ref, task.locations, []))  # type: ignore[arg-type]
+            records.append(FileRecord("/".join(task.parts[:-1]), task.parts[-1], stat, task.entry.id, task.locations, []))
         self.index.record_files(str(dest), records)
 
     @staticmethod
@@ -1207,18 +1203,18 @@ class Fetcher:
         st = os.fstat(fd)
         return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
-    def _record_file(self, dest: Path, parts: tuple[str, ...], entry: TreeEntry, stat: FileStat) -> None:
+    def _record_file(self, dest: Path, parts: tuple[str, ...], entry: FileEntry, stat: FileStat) -> None:
         rel = "/".join(parts[:-1])
         row = self.index.begin_file(str(dest), rel, parts[-1], stat)
-        file = decode(Kind.FILE, self.index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
+        file = decode_file(self.index.get_object(entry.id)[1], entry.id)  # type: ignore[index]
         batch: list[tuple[bytes, int, int]] = []
-        for offset, ref in _offsets(file_chunks(index_loader(self.index), file)):  # type: ignore[arg-type]
+        for offset, ref in _offsets(file_chunks(index_loader(self.index), file)):
             batch.append((ref.id, offset, ref.size))
             if len(batch) >= 4096:
                 self.index.add_locations(row, batch)
                 batch = []
         self.index.add_locations(row, batch)
-        self.index.finish_file(row, stat, entry.ref)  # type: ignore[arg-type]
+        self.index.finish_file(row, stat, entry.id)
 
     def _complete(
         self, dest: Path, version_id: bytes, record: VersionRecord, data: bytes, spec: FetchSpec, selection: bytes
@@ -1392,7 +1388,7 @@ def check_room(dest: Path, size: int, files: int, name: str) -> None:
         )
 
 
-def _set_mode(path: str, st: os.stat_result, entry: TreeEntry) -> FileStat | None:
+def _set_mode(path: str, st: os.stat_result, entry: FileEntry) -> FileStat | None:
     """Give a file DEST already holds the version's permission bits; its new stat if they changed."""
     wanted = entry.permissions() & ~UMASK
     if stat.S_IMODE(st.st_mode) == wanted:
@@ -1488,7 +1484,7 @@ def _check_entries(prefix: tuple[str, ...], entries: list[TreeEntry]) -> None:
             raise IntegrityError(f"the version has an entry named {PARTIAL_DIR}, a name shoal reserves")
         if entry.type == EntryType.SYMLINK:
             try:
-                check_symlink_target(entry.ref, len(prefix))
+                check_symlink_target(entry.target, len(prefix))
             except ProtocolError as e:
                 raise IntegrityError(f"{'/'.join(prefix + (entry.name,))}: {e}") from None
 
@@ -1518,7 +1514,7 @@ def _walk_files(load, tree_id: bytes, prefix: tuple[str, ...]):
     for entry in tree_entries(load, tree_id):
         parts = prefix + (entry.name,)
         if entry.type == EntryType.DIR:
-            yield from _walk_files(load, entry.ref, parts)
+            yield from _walk_files(load, entry.id, parts)
         elif entry.type == EntryType.FILE:
             yield parts, entry
 

@@ -32,7 +32,7 @@ from shoal.daemon.store.packs import CHANGES, KEEPING, KEPT, NOT_KEPT, SERVED, K
 from shoal.daemon.store.loader import index_loader
 from shoal.errors import UnknownDataset
 from shoal.protocol.format.manifest import file_chunks, walk_tree
-from shoal.protocol.format.objects import EntryType, FileObject, VersionRecord, decode
+from shoal.protocol.format.objects import EntryType, decode_file, decode_version
 from shoal.protocol.format.hashing import Kind
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,8 @@ class Keeper:
     def _parent_root(self, row: VersionRow) -> bytes | None:
         """The root tree of the version's first parent, when that version is known here."""
         found = self.index.get_object(row.id)
-        record = decode(Kind.VERSION, found[1], row.id) if found else None
-        assert isinstance(record, VersionRecord)
+        assert found is not None
+        record = decode_version(found[1], row.id)
         parent = self.index.version(record.parents[0]) if record.parents else None
         return parent.root if parent else None
 
@@ -267,9 +267,10 @@ class Keeper:
             started = trio.current_time()
             after = batch[-1][0]
             found = await trio.to_thread.run_sync(chunkio.read_chunks, self.index, [cid for cid, _ in batch])
-            if any(data is None for _, data in found):
+            read = [(cid, data) for cid, data in found if data is not None]
+            if len(read) < len(found):
                 return "its files changed before it could be copied; share again to keep the new state"
-            await trio.to_thread.run_sync(self.store.append, found)
+            await trio.to_thread.run_sync(self.store.append, read)
             await self._rest(started)
         return None
 
@@ -327,8 +328,7 @@ def _version_chunks(index: Index, root: bytes) -> Iterator[tuple[bytes, int]]:
     for _, entry in walk_tree(load, root):
         if entry.type != EntryType.FILE:
             continue
-        file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)  # type: ignore[arg-type]
-        assert isinstance(file, FileObject)
+        file = decode_file(load(Kind.FILE, entry.id), entry.id)
         for ref in file_chunks(load, file):
             yield ref.id, ref.size
 
