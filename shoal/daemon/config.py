@@ -17,8 +17,8 @@ Keys (dotted names are TOML tables):
 - watch.max_wait: seconds after which a watched folder whose files have stopped
   changing is shared even if a process still holds one open for writing; default 600.
 
-Sizes accept "2GiB", "500MB" or a number of bytes. The limits accept rates such as "100MB/s", "50Mbit" or "1.5GiB/s" from the command
-line and in the file; they are stored as bytes per second.
+Sizes accept "2GiB", "500MB" or a number of bytes. The limits accept rates such as "100MB/s",
+"50Mbit" or "1.5GiB/s" from the command line and in the file; they are stored as bytes per second.
 
 The TOML modules are imported by the functions that need them; the home and
 socket paths live in `home.py`, so that `shoal status` never loads this module.

@@ -7,6 +7,7 @@ not memory.
 """
 
 import sqlite3
+from typing import Any
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -167,7 +168,7 @@ def diff_report(index: Index, a: VersionInfo, b: VersionInfo, limit: int) -> dic
     """The `diff` control method's result: changed paths (the first `limit`), counts and bytes."""
     load = index_loader(index)
     counts = {"added": 0, "removed": 0, "modified": 0, "type": 0}
-    listed = []
+    listed: list[dict[str, Any]] = []
     changed_bytes = 0
     for change in changes(load, a.root, b.root):
         counts[change.change] += 1

@@ -69,7 +69,7 @@ class ScanEntry:
 
 #: One directory entry as listed: (name, type, permission bits, symlink target, size, mtime_ns, ctime_ns, inode).
 #: The bits are in the directory's fingerprint, so a chmod alone makes a new tree.
-RawEntry = tuple[str, EntryType, bool, str, int, int, int, int]
+RawEntry = tuple[str, EntryType, int, str, int, int, int, int]
 
 
 @dataclass(slots=True)
