@@ -73,6 +73,29 @@ class Config:
         return {key: self.get(key) for key in KEYS}
 
 
+class Settings:
+    """The configuration in force: `config.reload` replaces it; services read it at each use.
+
+    The one mutable holder of the live Config, created before the services that
+    read it, so none of them needs the control API (which reloads it) to exist first.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    def current(self) -> Config:
+        """The configuration now in force."""
+        return self._config
+
+    def replace(self, config: Config) -> None:
+        """Put `config` in force from now on."""
+        self._config = config
+
+    def limits(self) -> tuple[int, int]:
+        """The bandwidth caps in bytes/s, all peers together and per peer (0: none)."""
+        return self._config.global_limit, self._config.per_peer_limit
+
+
 def load_config(home: Path) -> Config:
     """Read home/config.toml; a missing file means all defaults."""
     return _from_table(_read_table(home / CONFIG_FILE), home / CONFIG_FILE)
