@@ -10,7 +10,8 @@ import trio
 
 from shoal.daemon.net import peers as peers_mod
 from shoal.daemon.net import session as session_mod
-from shoal.daemon.fetch.engine import Fetcher, NoPeer
+from shoal.daemon.fetch.engine import Fetcher
+from shoal.daemon.fetch.errors import NoPeer
 from shoal.daemon.store.index import FileStat
 from shoal.daemon.fetch.state import FetchSpec, Transfer
 from shoal.daemon.net.keys import load_or_create_private_key
