@@ -305,7 +305,7 @@ def _from_table(table: dict[str, Any], path: Path) -> Config:
 
 
 def _flatten(table: dict[str, Any], path: Path) -> list[tuple[str, Any]]:
-    pairs = []
+    pairs: list[tuple[str, Any]] = []
     for name, value in table.items():
         if name in _SECTIONS and isinstance(value, dict):
             pairs.extend((f"{name}.{sub}", subvalue) for sub, subvalue in value.items())

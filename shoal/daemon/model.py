@@ -2,7 +2,12 @@
 
 from dataclasses import dataclass
 
+import msgpack
+
 from shoal.protocol.format.objects import SAMPLE_ALL, Subset, VersionRecord
+
+#: The selection key of a complete version (no patterns, no subset), as fetch/selection.py keys them.
+FULL = msgpack.packb([[], None], use_bin_type=True)
 
 #: The folder at a destination's root where a fetch assembles files before renaming them into place.
 PARTIAL_DIR = ".shoal-partial"

@@ -28,7 +28,7 @@ from shoal.daemon.config import Config
 from shoal.home import ensure_home, socket_path
 from shoal.daemon.control.server import ControlServer
 from shoal.daemon.library.retention import Keeper
-from shoal.daemon.net.keys import load_or_create_private_key
+from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library.datasets import Library
 from shoal.daemon.store.packs import PackStore
 from shoal.daemon.net.peers import PeerEvent, PeerManager, split_address

@@ -7,7 +7,7 @@ tables, so an event changes one row and a refresh is a diff, not a rebuild.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -164,11 +164,10 @@ class ShoalApp(App[int]):
         elif event.topic == "peers":
             # The peer layer's changes (pending, online, offline, catalog) carry only the
             # peer id: re-read the peers, and the remote datasets that come and go with them.
-            self.run_worker(partial(self._refresh_later, peers=True), group="peers", exclusive=True)
+            self._in_background(partial(self._refresh_later, peers=True), "peers")
             self._subscriptions_may_change()
         elif event.topic == "datasets":
-            # A callable, not a coroutine: a worker cancelled before it starts then leaves none unawaited.
-            self.run_worker(self._refresh_later, group="datasets", exclusive=True)
+            self._in_background(self._refresh_later, "datasets")
         elif event.topic == "transfers":
             self._on_transfer(data)
         elif event.topic == "watches":
@@ -180,6 +179,14 @@ class ShoalApp(App[int]):
         line = event_line(event.topic, data)
         if line is not None:
             self.events_log.write_line(line)
+
+    def _in_background(self, work: Callable[[], Coroutine[None, None, None]], group: str) -> None:
+        """Run `work` as the only worker of `group`, replacing one still running.
+
+        A callable, not a coroutine: a worker cancelled before it starts then leaves none unawaited.
+        """
+        # mypy infers Never for textual's WorkType union when a callable matches two of its arms.
+        self.run_worker(work, group=group, exclusive=True)  # type: ignore[arg-type]
 
     def _on_sync(
         self, table: str, shown: dict[str, dict[str, Any]], item: dict[str, Any], change: str | None,
@@ -197,7 +204,7 @@ class ShoalApp(App[int]):
     def _subscriptions_may_change(self) -> None:
         """Re-read the subscriptions soon: the daemon publishes no event when one turns pending or updating."""
         if self.subscriptions:
-            self.run_worker(self._refresh_sync_later, group="sync", exclusive=True)
+            self._in_background(self._refresh_sync_later, "sync")
 
     def _on_transfer(self, data: dict[str, Any]) -> None:
         key = str(data.get("id", data.get("name")))
@@ -206,14 +213,14 @@ class ShoalApp(App[int]):
         if kind == "progress":
             tracker.update(data)
             # Peers' rates change while data moves: re-read them, at most once per report.
-            self.run_worker(partial(self._refresh_later, peers=True, datasets=False), group="peers", exclusive=True)
+            self._in_background(partial(self._refresh_later, peers=True, datasets=False), "peers")
         elif kind == "done":
             tracker.phase = "done"
             fetched = int(data.get("bytes_received", 0)) + int(data.get("bytes_reused", 0))
             tracker.bytes_done = tracker.bytes_total = max(tracker.bytes_total, fetched)
             tracker.rate, tracker.eta = 0, None
             # The daemon publishes no datasets event for a fetch; the copy is local now.
-            self.run_worker(self._refresh_later, group="datasets", exclusive=True)
+            self._in_background(self._refresh_later, "datasets")
         elif kind == "failed":
             tracker.phase = f"failed: {data.get('reason') or 'cancelled'}"
             tracker.rate, tracker.eta = 0, None
@@ -373,33 +380,33 @@ class ShoalApp(App[int]):
     def action_pause_transfer(self) -> None:
         selected = self._selected_transfer()
         if selected is not None:
-            key, tracker = selected
+            key, transfer_id, tracker = selected
             method = "transfer.resume" if tracker.paused else "transfer.pause"
-            self.run_worker(self._control_transfer(method, key, {"id": tracker.id}), group="transfer-control")
+            self.run_worker(self._control_transfer(method, key, {"id": transfer_id}), group="transfer-control")
 
     def action_cancel_transfer(self) -> None:
         selected = self._selected_transfer()
         if selected is None:
             return
-        key, tracker = selected
+        key, transfer_id, tracker = selected
 
         def confirmed(params: Params | None) -> None:
             if params is not None:
                 self.run_worker(self._control_transfer("transfer.cancel", key, params), group="transfer-control")
 
-        self.push_screen(CancelTransferDialog(tracker.id, tracker.name), confirmed)
+        self.push_screen(CancelTransferDialog(transfer_id, tracker.name), confirmed)
 
-    def _selected_transfer(self) -> tuple[str, TransferTracker] | None:
-        """The transfer under the cursor of the Transfers tab, if the daemon still runs it."""
+    def _selected_transfer(self) -> tuple[str, int, TransferTracker] | None:
+        """(key, id, tracker) of the transfer under the cursor of the Transfers tab, if the daemon still runs it."""
         key = self.table("transfers").selected_key
         tracker = self.transfers.get(key) if key is not None else None
-        if tracker is None or tracker.id is None:
+        if key is None or tracker is None or tracker.id is None:
             self.notify("select a transfer on the Transfers tab first", severity="warning")
             return None
         if not tracker.running:
             self.notify(f"the fetch of {tracker.name} has ended", severity="warning")
             return None
-        return key, tracker
+        return key, tracker.id, tracker
 
     async def _control_transfer(self, method: str, key: str, params: Params) -> None:
         """Send a transfer.* request; its result shows at once, the daemon's events confirm it."""

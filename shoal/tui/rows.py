@@ -88,12 +88,13 @@ def dataset_rows(local: Iterable[dict[str, Any]], remote: Iterable[dict[str, Any
             heads[name] = info["head"]
         versions[name] = max(versions.get(name, 0), info.get("versions", info["head"]["seq"]))
         holders.setdefault(name, []).append(str(info.get("peer_name") or info.get("peer_id", "?")[:12]))
-    rows = {}
+    rows: dict[str, Row] = {}
     for name in sorted(heads):
         where = "local+remote" if name in is_local and name in holders else "local" if name in is_local else "remote"
-        if audiences.get(name) is not None:
+        audience = audiences.get(name)
+        if audience is not None:
             # Only a dataset limited to chosen peers says so: "local (to 2 peers)".
-            where += f" (to {format_count(len(audiences[name]), 'peer')})"
+            where += f" (to {format_count(len(audience), 'peer')})"
         peers = holders.get(name, [])
         rows[name] = (
             name,

@@ -3,7 +3,11 @@
 import os
 from pathlib import Path
 
+import pytest
 from linked import linked_daemons, ok
+
+pytestmark = pytest.mark.slow
+
 
 MB = 1_000_000
 SIZE = 6 * MB

@@ -17,9 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from linked import files_of, linked_daemons, ok
 from shoal.client.blocking import ControlClient
 from shoal.home import socket_path
+
+pytestmark = pytest.mark.slow
+
 
 NAME = "slow"
 SIZE = 160_000_000

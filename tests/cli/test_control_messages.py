@@ -22,6 +22,9 @@ from shoal.protocol.control import (
 from shoal.protocol.errors import FrameTooLarge, LocalProtocolError, RemoteProtocolError
 from shoal.protocol.wire.framing import HEADER_SIZE
 
+pytestmark = pytest.mark.slow
+
+
 MESSAGES = [
     Request(1, "share", {"path": "/data/x", "name": None}),
     Request(7, "id", {}),

@@ -28,6 +28,8 @@ from trees import PARTIAL, digests
 from shoal.client.blocking import ControlClient
 from shoal.home import socket_path
 
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")]
+
 NAME = "big"
 MB = 1_000_000
 #: tmpfs size, filler and what is left for DEST: 64 MB free for a 100 MB dataset.
@@ -35,12 +37,6 @@ FS_SIZE = 192 * MB
 FILLER = 128 * MB
 FILES = 4
 FILE_SIZE = 25 * MB
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-
-
-
-
 
 
 def allocated(root: Path) -> int:

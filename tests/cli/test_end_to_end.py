@@ -14,6 +14,9 @@ import pytest
 from shoal.home import running_pid
 from shoal.protocol.format.identity import PeerId
 
+pytestmark = pytest.mark.slow
+
+
 VERSION_KEYS = {"name", "seq", "id", "root", "parents", "author", "time", "message", "size", "files", "subsets"}
 LOG_KEYS = VERSION_KEYS | {"author_peer", "author_name", "files_changed", "bytes_new", "kept"}
 PEER_KEYS = {

@@ -25,6 +25,9 @@ from shoal.client.blocking import ControlClient
 from shoal.home import socket_path
 from shoal.home import running_pid
 
+pytestmark = pytest.mark.slow
+
+
 NAME = "ds"
 BIG_FILES = 3
 BIG_SIZE = 49_000_000
@@ -53,10 +56,6 @@ def make_dataset(root: Path) -> int:
         (root / "small" / f"s{i:02}.dat").write_bytes(data)
         size += len(data)
     return size
-
-
-
-
 
 
 def assert_no_half_written(dest: Path, version: dict[str, str]) -> dict[str, str]:

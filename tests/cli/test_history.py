@@ -4,7 +4,10 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
 from linked import files_of, linked_daemons, ok, write_files
+
+pytestmark = pytest.mark.slow
 
 
 def test_log_fields_and_diff_local_and_from_a_peer(tmp_path: Path) -> None:

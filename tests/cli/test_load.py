@@ -23,11 +23,15 @@ import time
 from pathlib import Path
 
 
+import pytest
 from conftest import ShoalCli, make_home, remove_home
 from trees import PARTIAL, digests
 from shoal.client.blocking import ControlClient
 from shoal.home import socket_path
 from shoal.home import running_pid
+
+pytestmark = pytest.mark.slow
+
 
 MB = 1_000_000
 FETCHERS = 8
@@ -38,10 +42,6 @@ RSS_GROWTH = 64 * 2**20
 FULL = os.environ.get("SHOAL_LOAD_FULL") == "1"
 SMALL_FILES = 100_000 if FULL else 20_000
 RECEIVER_RSS = 200 * 2**20
-
-
-
-
 
 
 def rss(pid: int) -> int:

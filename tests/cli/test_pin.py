@@ -4,7 +4,11 @@ import os
 import tomllib
 from pathlib import Path
 
+import pytest
 from linked import files_of, inodes_of, linked_daemons, ok, write_files
+
+pytestmark = pytest.mark.slow
+
 
 FILES = {f"img/{i:02}.jpg": 4000 + i for i in range(30)} | {"weights.bin": 600_000}
 

@@ -5,8 +5,12 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from conftest import ShoalCli
 from test_two_daemons import files_of, ok, pair  # noqa: F401 (pair is a fixture)
+
+pytestmark = pytest.mark.slow
+
 
 MODEL_SIZE = 3_000_000
 

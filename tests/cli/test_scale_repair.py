@@ -10,7 +10,11 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from linked import files_of, linked_daemons, ok
+
+pytestmark = pytest.mark.slow
+
 
 #: The open-file limit of a macOS shell, the lowest a user meets.
 LOW_NOFILE = 256

@@ -16,12 +16,14 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from conftest import ShoalCli, make_home, remove_home
 from shoal.daemon.store.index import Index
-from shoal.daemon.net.keys import load_or_create_private_key
+from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.net.session import PeerSession, establish
 from shoal.protocol.wire.channel import Role
 from shoal.protocol.format.hashing import chunk_id
 from test_end_to_end import one_line_error
 from test_faults import wait_until
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

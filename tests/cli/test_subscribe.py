@@ -20,6 +20,9 @@ from shoal.home import socket_path
 from shoal.errors import DaemonError
 from test_two_daemons import files_of, ok, pair  # noqa: F401 - pair is a fixture
 
+pytestmark = pytest.mark.slow
+
+
 #: How long a follower gets to pick up a new version (loopback, a few MB, a loaded 2-core machine).
 FOLLOW_TIMEOUT = 60.0
 #: Bytes on the wire beyond the changed data: manifest objects, catalogs, framing, boundary chunks.

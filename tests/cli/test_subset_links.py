@@ -4,7 +4,10 @@ by its own path, like a file, and its target is not consulted."""
 import os
 from pathlib import Path
 
+import pytest
 from linked import linked_daemons, ok
+
+pytestmark = pytest.mark.slow
 
 
 def entries(root: Path) -> dict[str, str | None]:

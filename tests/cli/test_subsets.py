@@ -3,10 +3,14 @@
 import os
 from pathlib import Path
 
+import pytest
 import blake3
 import msgpack
 
 from linked import files_of, inodes_of, linked_daemons, ok, write_files
+
+pytestmark = pytest.mark.slow
+
 
 TRAIN = {f"train/n0{k}_{i:02}.jpg": 3000 + i for k in (1, 2) for i in range(10)}
 OTHER = {"val/v0.jpg": 5000, "val/v1.jpg": 5001, "README": 100}

@@ -11,6 +11,9 @@ import pytest
 
 from conftest import ShoalCli, make_home, remove_home
 
+pytestmark = pytest.mark.slow
+
+
 VERSION_LINE = re.compile(r"(?P<label>[\w.-]+@\d+) (?P<id>[0-9a-f]{64})")
 
 

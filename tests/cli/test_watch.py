@@ -17,6 +17,9 @@ from test_faults import wait_until
 from shoal.client.blocking import ControlClient
 from shoal.home import socket_path
 
+pytestmark = pytest.mark.slow
+
+
 #: The settling period the tests configure: short, yet longer than a burst of file creations under load.
 QUIET = 1.0
 #: How long a test waits to be sure that no (further) version comes: several settling periods.
@@ -40,6 +43,7 @@ with open(target, "wb") as out:
 #: Writes a file, says so, and keeps it open for writing, unchanged, until killed.
 HOLDER = """
 import sys, time
+
 with open(sys.argv[1], "wb") as out:
     out.write(b"line\\n" * 1000)
     out.flush()

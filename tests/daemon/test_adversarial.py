@@ -77,6 +77,9 @@ from shoal.protocol.format.objects import (
     encode_with_id,
 )
 
+pytestmark = pytest.mark.slow
+
+
 MB = 1024 * 1024
 #: How much a daemon may grow over one attack.
 RSS_SLACK = 40 * MB

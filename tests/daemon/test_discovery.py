@@ -142,6 +142,7 @@ async def all_see_the_others(probes: list[Probe], announced: dict[str, list[str]
         raise AssertionError(f"after {deadline} s the hosts saw {seen}, not each other of {announced}")
 
 
+@pytest.mark.slow
 @pytest.mark.trio
 async def test_hosts_on_a_lan_find_each_other_and_notice_one_leaving(netns_lab: Any) -> None:
     lab = netns_lab(3)
@@ -175,6 +176,7 @@ def measure(lab: Lab, sender: int, receiver: int, seconds: float = 1.5) -> float
     return float(json.loads(output)["bits_per_second"])
 
 
+@pytest.mark.slow
 def test_shaping_caps_a_hosts_bandwidth_both_ways(netns_lab: Any) -> None:
     lab = netns_lab(2)
     unshaped = measure(lab, 1, 2)

@@ -12,7 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from tests.netns import Lab, netns_lab  # noqa: F401  (netns_lab is a fixture)
+
+pytestmark = pytest.mark.slow
+
 
 PORT = 7453
 

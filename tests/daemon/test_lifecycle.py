@@ -16,6 +16,8 @@ from shoal.daemon.main import DaemonLock
 from shoal.home import LOCK_FILE, LOG_FILE, running_pid
 from shoal.errors import DaemonAlreadyRunning, DaemonStartFailed
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def home():

@@ -14,7 +14,7 @@ from shoal.daemon.fetch.engine import Fetcher
 from shoal.daemon.fetch.errors import NoPeer
 from shoal.daemon.store.index import FileStat
 from shoal.daemon.fetch.state import FetchSpec, Transfer
-from shoal.daemon.net.keys import load_or_create_private_key
+from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library.datasets import Library
 from shoal.daemon.net.peers import PeerManager
 from shoal.daemon.net.trust import TrustStore

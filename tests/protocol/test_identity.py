@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.daemon.net.keys import (
+from shoal.daemon.keys import (
     KEY_FILE_NAME,
     InsecureKeyFile,
     InvalidKeyFile,
@@ -180,7 +180,7 @@ def test_key_file_that_is_a_directory_is_refused(tmp_path: Path) -> None:
 def test_racing_daemons_end_up_with_one_identity(tmp_path: Path) -> None:
     program = (
         "import sys, pathlib\n"
-        "from shoal.daemon.net.keys import load_or_create_private_key\n"
+        "from shoal.daemon.keys import load_or_create_private_key\n"
         "from shoal.protocol.format.identity import peer_id_of\n"
         "print(peer_id_of(load_or_create_private_key(pathlib.Path(sys.argv[1]))))\n"
     )

@@ -18,7 +18,7 @@ from shoal.home import socket_path
 from shoal.tui.app import make_app
 from shoal.client.aio import ControlClient
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from shoal.tui.app import ShoalApp, make_app
 from shoal.client.aio import ControlClient
 from shoal.tui.widgets.modals import ConfirmDialog, SubscribeDialog, WatchDialog
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
+
 
 SIZE = (120, 32)
 STATE, VERSION = 2, 3  # the columns of both tables: state, then pending (watches) or what DEST holds

@@ -25,7 +25,8 @@ from shoal.client.aio import ControlClient
 from shoal.tui.widgets.modals import CancelTransferDialog, FetchDialog, ShareDialog, TrustDialog, UntrustDialog
 from shoal.tui.widgets.screens import BrowseScreen
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
+
 
 SIZE = (120, 32)
 DATASET = "imagenet-mini"

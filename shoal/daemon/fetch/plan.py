@@ -18,7 +18,7 @@ from shoal.daemon.fetch.dest import UMASK, ensure_dir, partial_name, place_symli
 from shoal.daemon.fetch.job import FileTask, Job, Matcher
 from shoal.daemon.fetch.local_changes import KeepLocal, Overwrite
 from shoal.daemon.fetch.record import record_file
-from shoal.daemon.fetch.selection import FULL
+from shoal.daemon.model import FULL
 from shoal.daemon.fetch.state import FetchSpec, Transfer
 from shoal.daemon.library.scanner import file_id_of
 from shoal.daemon.store.index import CachedFile, FileStat, Index

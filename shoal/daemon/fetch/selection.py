@@ -13,10 +13,6 @@ from shoal.protocol.errors import ObjectFormatError
 from shoal.protocol.format.objects import MAX_SUBSETS, SAMPLE_ALL, Subset, VersionRecord, check_subset
 from shoal.protocol.format.subsets import in_sample, parse_fraction
 
-#: The selection key of a complete version: no patterns, no subset.
-FULL = msgpack.packb([[], None], use_bin_type=True)
-
-
 def subset_of(record: VersionRecord, name: str) -> Subset:
     """The subset called `name` in `record`."""
     for subset in record.subsets:

@@ -15,6 +15,7 @@ through either. Reachable ids are recorded in the index once per set of versions
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Iterable, Iterator
 
@@ -64,7 +65,7 @@ class Audiences:
         """Whether some dataset is hidden from this peer (if not, nothing need be checked)."""
         return any(peer_id not in chosen for chosen in self._chosen.values())
 
-    def withheld(self, peer_id: str, ids: list[bytes]) -> set[bytes]:
+    def withheld(self, peer_id: str, ids: list[bytes]) -> builtins.set[bytes]:  # `set` alone names the method above
         """The ids among `ids` this peer may not have: reachable only from datasets hidden from it.
 
         Blocks on the index; call it from a worker thread.

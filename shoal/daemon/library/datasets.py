@@ -19,14 +19,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from shoal.daemon.library import scanner
 from shoal.daemon.library.audience import Audiences
 from shoal.daemon.library.ignore import IgnoreRules, load_ignore
-from shoal.daemon.model import VersionInfo
+from shoal.daemon.model import FULL, VersionInfo
 from shoal.daemon.store.index import FileRecord, Index, VersionRow
 from shoal.errors import HomeFolder, ShareError, UnknownDataset
 from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import sign_version, walk_tree
-from shoal.daemon.fetch.selection import FULL
 from shoal.protocol.format.objects import EntryType, FileObject, Subset, VersionRecord, decode, encode_with_id
 from shoal.protocol.format.paths import check_dataset_name
 

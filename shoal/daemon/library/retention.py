@@ -271,9 +271,10 @@ class Keeper:
             started = trio.current_time()
             after = batch[-1][0]
             found = await trio.to_thread.run_sync(chunkio.read_chunks, self.index, [cid for cid, _ in batch])
-            if any(data is None for _, data in found):
+            read = [(cid, data) for cid, data in found if data is not None]
+            if len(read) < len(found):
                 return "its files changed before it could be copied; share again to keep the new state"
-            await trio.to_thread.run_sync(self.store.append, found)
+            await trio.to_thread.run_sync(self.store.append, read)
             await self._rest(started)
         return None
 

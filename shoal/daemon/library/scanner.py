@@ -20,7 +20,7 @@ from shoal.daemon.library.ignore import IgnoreRules
 from shoal.daemon.model import PARTIAL_DIR
 from shoal.daemon.store.index import FileRecord, FileStat, Index
 from shoal.daemon.store.loader import index_loader
-from shoal.daemon.net.keys import KEY_FILE_NAME, is_identity_key
+from shoal.daemon.keys import KEY_FILE_NAME, is_identity_key
 from shoal.errors import ShoalError
 from shoal.protocol.format.chunking import ChunkingParams, make_chunker
 from shoal.protocol.errors import ProtocolError

@@ -10,10 +10,10 @@ every public method is one short transaction.
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from shoal.protocol.format.hashing import Kind
 
@@ -135,7 +135,7 @@ class Index:
         with self._lock:
             self._db.close()
 
-    def _write(self, sql: str, args: Iterable = ()) -> None:
+    def _write(self, sql: str, args: Sequence[Any] = ()) -> None:
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -145,7 +145,7 @@ class Index:
                 raise
             self._db.execute("COMMIT")
 
-    def _read(self, sql: str, args: Iterable = ()) -> list[tuple]:
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
@@ -429,7 +429,7 @@ class Index:
         """(dataset, version id, root, selection key) a fetch last left in folder `path`; a key
         of None means an --include fetch added paths to whatever was there."""
         rows = self._read("SELECT name, version, root, selection FROM dests WHERE path = ?", (path,))
-        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+        return tuple(rows[0]) if rows else None
 
     def checkouts(self, name: str) -> list[tuple[str, bytes, bytes | None]]:
         """(folder, version id, selection key) of every folder a fetch left `name` in."""

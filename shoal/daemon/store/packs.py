@@ -194,7 +194,7 @@ class PackStore:
         start = 0
         while start < len(chunks):
             pack, size = self._open_pack(len(chunks[start][1]))
-            placed = []
+            placed: list[tuple[bytes, int, bytes]] = []
             end = size
             for cid, data in chunks[start:]:
                 if placed and end + len(data) > PACK_LIMIT:
