@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import trio
 
 from shoal.daemon.fetch.job import FileTask, Job, Target, count_done, offsets
-from shoal.daemon.fetch.objects import Objects
+from shoal.daemon.fetch.objects import Objects, object_id
 from shoal.daemon.fetch.schedule import Batch
 from shoal.daemon.store import chunks as chunkio
 from shoal.daemon.store.loader import index_loader
@@ -96,7 +96,7 @@ class Copier:
         self._listed(task)
 
     def _chunks_of(self, task: FileTask) -> Iterator[Ref]:
-        file = self.objects.decoded(Kind.FILE, task.entry.ref)  # type: ignore[arg-type]
+        file = self.objects.decoded(Kind.FILE, object_id(task.entry))
         assert isinstance(file, FileObject)
         return file_chunks(index_loader(self.job.index), file)
 

@@ -46,6 +46,7 @@ from shoal.daemon.store.index import Index, VersionRow
 from shoal.errors import UsageError
 from shoal.protocol.format.objects import VersionRecord
 
+
 class Fetcher:
     """Runs fetches against the connected peers."""
 
@@ -86,7 +87,8 @@ class Fetcher:
         found = await self.resolver.find(spec, need_full=False)
         transfer = Transfer(spec, version=VersionInfo.from_record(found.id, found.record))
         sources = [s for s, _ in self.resolver.offers(spec)]
-        await Walk(self.objects, transfer, sources, include_matcher(()), remember=not spec.partial).tree(found.record.root)
+        walk = Walk(self.objects, transfer, sources, include_matcher(()), remember=not spec.partial)
+        await walk.tree(found.record.root)
         return found.id, found.record
 
     def check_dest(self, spec: FetchSpec) -> Path:

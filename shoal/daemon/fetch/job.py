@@ -1,7 +1,7 @@
 """What the stages of one fetch share: its fixed facts, the files it assembles, and how a stage wakes another."""
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,8 +85,9 @@ def count_done(job: Job, task: FileTask, n: int, finished: trio.MemorySendChanne
         finished.send_nowait(task)
 
 
-def open_partial(task: FileTask) -> int:
+def open_partial(task: Hashable) -> int:
     """Open (create) `task`'s partial file: the FilePool's opener."""
+    assert isinstance(task, FileTask)
     return os.open(task.partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
 
 

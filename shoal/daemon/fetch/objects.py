@@ -16,7 +16,16 @@ from shoal.daemon.store.loader import index_loader
 from shoal.protocol.errors import IntegrityError, ProtocolError
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import tree_entries
-from shoal.protocol.format.objects import FileObject, TreeEntry, TreeNode, VersionRecord, decode
+from shoal.protocol.format.objects import (
+    ChunkListNode,
+    FileObject,
+    ManifestObject,
+    Ref,
+    TreeEntry,
+    TreeNode,
+    VersionRecord,
+    decode,
+)
 
 #: Object ids per GET_OBJECTS request.
 OBJECT_BATCH = 1024
@@ -44,9 +53,9 @@ class Objects:
         obj = await trio.to_thread.run_sync(self.decoded, kind, object_id)
         assert isinstance(obj, (FileObject, TreeNode))
         page_kind = Kind.CHUNKS if kind == Kind.FILE else Kind.TREE
-        level, refs = obj.level, list(obj.entries)
+        level, refs = obj.level, _refs(obj.entries)
         while level > 0:
-            ids = [r.id for r in refs]  # type: ignore[union-attr]
+            ids = [r.id for r in refs]
             await self.ensure(page_kind, ids, sources)
             level -= 1
             if level == 0:
@@ -63,9 +72,9 @@ class Objects:
         """The entries of a stored directory."""
         return list(tree_entries(index_loader(self.index), tree_id))
 
-    def decoded(self, kind: Kind, object_id: bytes) -> object:
+    def decoded(self, kind: Kind, object_id: bytes) -> ManifestObject:
         """A stored object, decoded."""
-        return decode(kind, self.index.get_object(object_id)[1], object_id)  # type: ignore[index]
+        return decode(kind, stored_bytes(self.index, object_id), object_id)
 
     def version(self, version_id: bytes) -> VersionRecord:
         """A stored VERSION object, decoded."""
@@ -77,19 +86,12 @@ class Objects:
         """The FILE objects of `entries`, taken from `decoded` (those just downloaded) or else
         read, a query per OBJECT_BATCH files rather than one per file, and decoded."""
         decoded = decoded or {}
-        out = []
+        out: list[FileObject] = []
         for start in range(0, len(entries), OBJECT_BATCH):
-            group = entries[start : start + OBJECT_BATCH]
-            found = self.index.get_objects([e.ref for e in group if e.ref not in decoded])  # type: ignore[misc]
-            for e in group:
-                if e.ref in decoded:
-                    out.append(decoded[e.ref])  # type: ignore[index]
-                    continue
-                kind, data = found.get(e.ref, (None, b""))  # type: ignore[arg-type]
-                if kind != Kind.FILE:
-                    raise ProtocolError(f"file object {e.ref.hex()[:16]} is not in the index")  # type: ignore[union-attr]
-                out.append(decode(Kind.FILE, data, e.ref))  # type: ignore[arg-type]
-        return out  # type: ignore[return-value]
+            ids = [object_id(e) for e in entries[start : start + OBJECT_BATCH]]
+            found = self.index.get_objects([oid for oid in ids if oid not in decoded])
+            out.extend(_file(oid, decoded, found) for oid in ids)
+        return out
 
     async def _download(self, kind: Kind, ids: list[bytes], sources: Sequence[Source]) -> dict[bytes, object]:
         wanted = set(ids)
@@ -103,7 +105,8 @@ class Objects:
                 stored = await trio.to_thread.run_sync(self._check_objects, kind, got, wanted)
             except (PeerMisbehaved, ProtocolError) as e:
                 _log.warning("peer %s: %s", source.peer_id, e)
-                refused.append(f"peer {source.peer_id[:7]} sent a {kind.name.lower()} object that breaks the rules ({e})")
+                what = f"a {kind.name.lower()} object that breaks the rules ({e})"
+                refused.append(f"peer {source.peer_id[:7]} sent {what}")
                 continue
             except trio.BrokenResourceError:
                 continue
@@ -118,7 +121,7 @@ class Objects:
 
     def _check_objects(self, kind: Kind, got: list[tuple[bytes, bytes]], wanted: set[bytes]) -> dict[bytes, object]:
         rows = []
-        decoded = {}
+        decoded: dict[bytes, object] = {}
         for oid, data in got:
             if oid not in wanted:
                 raise PeerMisbehaved(f"sent object {oid.hex()[:16]}, which was not asked for")
@@ -127,12 +130,43 @@ class Objects:
         self.index.put_objects(rows)
         return decoded
 
-    def _page_entries(self, kind: Kind, ids: list[bytes], level: int) -> list:
-        """The entries of the stored pages `ids`, each of which must be at `level`."""
-        entries: list = []
+    def _page_entries(self, kind: Kind, ids: list[bytes], level: int) -> list[Ref]:
+        """The entries of the stored pages `ids`, each of which must be at `level` (above 0)."""
+        entries: list[Ref] = []
         for page_id in ids:
             page = self.decoded(kind, page_id)
-            if page.level != level:  # type: ignore[attr-defined]
+            assert isinstance(page, (ChunkListNode, TreeNode))
+            if page.level != level:
                 raise IntegrityError(f"page {page_id.hex()[:16]} is at the wrong level")
-            entries.extend(page.entries)  # type: ignore[attr-defined]
+            entries.extend(_refs(page.entries))
         return entries
+
+
+def stored_bytes(index: Index, oid: bytes) -> bytes:
+    """The bytes of an object the index holds (the caller made sure it does)."""
+    stored = index.get_object(oid)
+    assert stored is not None, oid.hex()
+    return stored[1]
+
+
+def object_id(entry: TreeEntry) -> bytes:
+    """The object id of a FILE or DIR entry (a symlink's entry holds its target instead)."""
+    assert isinstance(entry.ref, bytes)
+    return entry.ref
+
+
+def _file(oid: bytes, decoded: dict[bytes, object], found: dict[bytes, tuple[Kind, bytes]]) -> FileObject:
+    """A FILE object just downloaded and decoded, or else read from the index."""
+    file = decoded.get(oid)
+    if file is None:
+        kind, data = found.get(oid, (None, b""))
+        if kind != Kind.FILE:
+            raise ProtocolError(f"file object {oid.hex()[:16]} is not in the index")
+        file = decode(Kind.FILE, data, oid)
+    assert isinstance(file, FileObject)
+    return file
+
+
+def _refs(entries: tuple[Ref, ...] | tuple[TreeEntry, ...]) -> list[Ref]:
+    """The entries of a page above level 0: references to the pages below it."""
+    return [e for e in entries if isinstance(e, Ref)]

@@ -17,15 +17,16 @@ import trio
 from shoal.daemon.fetch.dest import UMASK, ensure_dir, partial_name, place_symlink, prune
 from shoal.daemon.fetch.job import FileTask, Job, Matcher
 from shoal.daemon.fetch.local_changes import KeepLocal, Overwrite
+from shoal.daemon.fetch.objects import object_id, stored_bytes
 from shoal.daemon.fetch.record import record_file
-from shoal.daemon.model import FULL
 from shoal.daemon.fetch.state import FetchSpec, Transfer
 from shoal.daemon.library.scanner import file_id_of
+from shoal.daemon.model import FULL
 from shoal.daemon.store.index import CachedFile, FileStat, Index
 from shoal.daemon.store.loader import index_loader
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import tree_entries
-from shoal.protocol.format.objects import EntryType, TreeEntry, decode
+from shoal.protocol.format.objects import EntryType, FileObject, TreeEntry, decode
 
 #: Plan actions per worker-thread call: a call costs milliseconds of waiting for
 #: the event loop, which is busy receiving, so many files share one.
@@ -138,9 +139,9 @@ class Planner:
                 _count_kept(job.transfer, entry)
                 yield None
             elif entry.type == EntryType.DIR:
-                prev_id = previous.ref if previous is not None and previous.type == EntryType.DIR else None
+                prev_id = object_id(previous) if previous is not None and previous.type == EntryType.DIR else None
                 guard.make_way(parts, previous, entry)
-                yield from self._plan_dir(load, parts, entry.ref, prev_id, guard, checked)  # type: ignore[arg-type]
+                yield from self._plan_dir(load, parts, object_id(entry), prev_id, guard, checked)
             elif entry.type == EntryType.SYMLINK:
                 guard.make_way(parts, previous, entry)
                 place_symlink(job.dest, parts, entry.ref)  # type: ignore[arg-type]
@@ -164,7 +165,7 @@ class Planner:
 
     def _start_file(self, parts: tuple[str, ...], entry: TreeEntry) -> FileTask:
         job = self.job
-        partial = job.partial_dir / partial_name(parts, entry.ref)  # type: ignore[arg-type]
+        partial = job.partial_dir / partial_name(parts, object_id(entry))
         fresh = not (job.resuming and os.path.lexists(partial))
         task = FileTask(parts, entry, partial, entry.size, fresh)
         if not fresh:
@@ -214,12 +215,13 @@ def already_there(
             return False
         moded = _set_mode(path, st, entry)
         if moded is not None:
-            index.finish_file(row.row, moded, entry.ref)  # type: ignore[arg-type]
+            index.finish_file(row.row, moded, entry.ref)
         return True
     # Unknown to the index, or its record unfinished (a crash between the rename and
     # the end of the record): check the bytes.
-    file = decode(Kind.FILE, index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
-    if file_id_of(Path(path), file.params) != entry.ref:  # type: ignore[union-attr]
+    file = decode(Kind.FILE, stored_bytes(index, object_id(entry)), object_id(entry))
+    assert isinstance(file, FileObject)
+    if file_id_of(Path(path), file.params) != entry.ref:
         return False
     record_file(index, dest, parts, entry, _set_mode(path, st, entry) or current)
     return True
@@ -263,6 +265,6 @@ def _walk_files(load, tree_id: bytes, prefix: tuple[str, ...]) -> Iterator[tuple
     for entry in tree_entries(load, tree_id):
         parts = prefix + (entry.name,)
         if entry.type == EntryType.DIR:
-            yield from _walk_files(load, entry.ref, parts)  # type: ignore[arg-type]
+            yield from _walk_files(load, object_id(entry), parts)
         elif entry.type == EntryType.FILE:
             yield parts, entry

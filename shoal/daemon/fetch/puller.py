@@ -64,10 +64,9 @@ class Puller:
 
     async def run(self, batches: trio.MemoryReceiveChannel[Batch[Target]]) -> None:
         """The stage: ends, closing the writer's channel, once every batch is done."""
-        async with self._arrivals:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._intake, batches)
-                await self._supervise(nursery)
+        async with self._arrivals, trio.open_nursery() as nursery:
+            nursery.start_soon(self._intake, batches)
+            await self._supervise(nursery)
 
     def written(self, arrivals: list[Arrival], verdicts: list[bool]) -> None:
         """The writer verified and wrote `arrivals`; a chunk that did not verify is pending again."""

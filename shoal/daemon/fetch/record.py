@@ -7,6 +7,7 @@ from pathlib import Path
 import trio
 
 from shoal.daemon.fetch.job import FileTask, Job, offsets
+from shoal.daemon.fetch.objects import object_id, stored_bytes
 from shoal.daemon.fetch.state import FetchSpec
 from shoal.daemon.model import PARTIAL_DIR
 from shoal.daemon.store.flush import sync_filesystem
@@ -14,7 +15,7 @@ from shoal.daemon.store.index import FileRecord, FileStat, Index, VersionRow
 from shoal.daemon.store.loader import index_loader
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import file_chunks
-from shoal.protocol.format.objects import TreeEntry, decode
+from shoal.protocol.format.objects import FileObject, TreeEntry, decode
 
 #: Chunk locations written to the index per call, for a large file.
 LOCATION_BATCH = 4096
@@ -38,25 +39,29 @@ def record_installed(index: Index, dest: Path, group: list[Installed]) -> None:
             record_file(index, dest, task.parts, task.entry, stat)
             continue
         rel = "/".join(task.parts[:-1])
-        records.append(FileRecord(rel, task.parts[-1], stat, task.entry.ref, task.locations, []))  # type: ignore[arg-type]
+        records.append(FileRecord(rel, task.parts[-1], stat, object_id(task.entry), task.locations, []))
     index.record_files(str(dest), records)
 
 
 def record_file(index: Index, dest: Path, parts: tuple[str, ...], entry: TreeEntry, stat: FileStat) -> None:
     """Record one file DEST holds, reading its chunk list from its FILE object."""
     row = index.begin_file(str(dest), "/".join(parts[:-1]), parts[-1], stat)
-    file = decode(Kind.FILE, index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
+    file_id = object_id(entry)
+    file = decode(Kind.FILE, stored_bytes(index, file_id), file_id)
+    assert isinstance(file, FileObject)
     batch: list[tuple[bytes, int, int]] = []
-    for offset, ref in offsets(file_chunks(index_loader(index), file)):  # type: ignore[arg-type]
+    for offset, ref in offsets(file_chunks(index_loader(index), file)):
         batch.append((ref.id, offset, ref.size))
         if len(batch) >= LOCATION_BATCH:
             index.add_locations(row, batch)
             batch = []
     index.add_locations(row, batch)
-    index.finish_file(row, stat, entry.ref)  # type: ignore[arg-type]
+    index.finish_file(row, stat, file_id)
 
 
-def record_version(index: Index, dest: Path, version: VersionRow, data: bytes, spec: FetchSpec, selection: bytes) -> None:
+def record_version(
+    index: Index, dest: Path, version: VersionRow, data: bytes, spec: FetchSpec, selection: bytes
+) -> None:
     """The fetch is complete: flush DEST, then record the version as present there."""
     # One syncfs for the whole fetch instead of an fsync per file: the data is
     # on disk before the version is recorded as present here.

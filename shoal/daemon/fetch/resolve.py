@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import trio
 
 from shoal.daemon.fetch.errors import FetchError, NoPeer
-from shoal.daemon.fetch.objects import Objects
+from shoal.daemon.fetch.objects import Objects, stored_bytes
 from shoal.daemon.fetch.source import Source, SourceDirectory
 from shoal.daemon.fetch.state import FetchSpec
 from shoal.daemon.library.history import has_manifest
@@ -112,7 +112,7 @@ class Resolver:
         stored = await trio.to_thread.run_sync(self.stored_version, spec)
         if stored is None:
             return None
-        return Resolved(stored[0], stored[1], self.index.get_object(stored[0])[1])  # type: ignore[index]
+        return Resolved(stored[0], stored[1], stored_bytes(self.index, stored[0]))
 
     async def _pick(self, spec: FetchSpec, offers: Offers, need_full: bool) -> Resolved | None:
         wanted = _wanted(spec)
@@ -132,7 +132,7 @@ class Resolver:
                 raise NoPeer(f"no connected peer can serve {spec.name}@{spec.version} in full")
             return stored
         await self.objects.ensure(Kind.VERSION, [version_id], sources or [s for s, _ in offers])
-        data = self.index.get_object(version_id)[1]  # type: ignore[index]
+        data = stored_bytes(self.index, version_id)
         record = self.objects.version(version_id)
         check_version_signature(record)
         if record.name != spec.name:

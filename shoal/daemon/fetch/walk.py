@@ -12,7 +12,7 @@ import trio
 
 from shoal.daemon.fetch.checked_dirs import CheckedDirs
 from shoal.daemon.fetch.job import Matcher
-from shoal.daemon.fetch.objects import Objects
+from shoal.daemon.fetch.objects import Objects, object_id
 from shoal.daemon.fetch.source import Source
 from shoal.daemon.fetch.state import Transfer
 from shoal.daemon.model import PARTIAL_DIR
@@ -79,8 +79,8 @@ class Walk:
         for e in entries:
             if e.type == EntryType.DIR and self.matcher(prefix + (e.name,), True):
                 was = old.get(e.name)
-                old_dir = was.ref if was is not None and was.type == EntryType.DIR else None
-                below = await self.tree(e.ref, prefix + (e.name,), old_dir)  # type: ignore[arg-type]
+                old_dir = object_id(was) if was is not None and was.type == EntryType.DIR else None
+                below = await self.tree(object_id(e), prefix + (e.name,), old_dir)
                 check_dir_size(prefix + (e.name,), e, below[0])
                 count += below[1]
                 below_entries += below[2]
@@ -107,11 +107,11 @@ class Walk:
             e for e in entries
             if e.type == EntryType.FILE and old.get(e.name) != e and self.matcher(prefix + (e.name,), False)
         ]
-        downloaded = await self.objects.ensure(Kind.FILE, [e.ref for e in files], self.sources)  # type: ignore[misc]
+        downloaded = await self.objects.ensure(Kind.FILE, [object_id(e) for e in files], self.sources)
         decoded = await trio.to_thread.run_sync(self.objects.files, files, downloaded)
         for entry, file in zip(files, decoded):
             if file.level > 0:
-                await self.objects.ensure_pages(Kind.FILE, entry.ref, self.sources)  # type: ignore[arg-type]
+                await self.objects.ensure_pages(Kind.FILE, object_id(entry), self.sources)
         await trio.to_thread.run_sync(self._check_file_sizes, prefix, files, decoded)
 
     def _tell(self, tree_id: bytes, depth: int, *, whole: bool) -> None:
@@ -139,7 +139,7 @@ def check_entries(prefix: tuple[str, ...], entries: list[TreeEntry]) -> None:
             raise IntegrityError(f"the version has an entry named {PARTIAL_DIR}, a name shoal reserves")
         if entry.type == EntryType.SYMLINK:
             try:
-                check_symlink_target(entry.ref, len(prefix))  # type: ignore[arg-type]
+                check_symlink_target(entry.ref, len(prefix))
             except ProtocolError as e:
                 raise IntegrityError(f"{'/'.join(prefix + (entry.name,))}: {e}") from None
 
