@@ -152,31 +152,38 @@ class Puller:
             return decision
 
     async def _pull(self, source: Source, batch: Batch[Target]) -> bool:
-        """Ask `source` for `batch` and release it; whether the peer may go on serving."""
+        """Ask `source` for `batch`, then let it go; whether the peer may go on serving."""
+        go_on = await self._ask(source, batch)
+        self.schedule.release(batch, source.peer_id)
+        self._changed.notify()
+        return go_on
+
+    async def _ask(self, source: Source, batch: Batch[Target]) -> bool:
+        """Request `batch` and wait until what arrived is written; whether the peer behaved."""
         peer = source.peer_id
         try:
             missing = await self._request(source, batch)
         except (PeerMisbehaved, ProtocolError) as e:
             await self._drained(batch)
             self._drop(peer, str(e))
-            return self._release(batch, peer, False)
+            return False
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as e:
             await self._drained(batch)
             self._lose(source, f"connection lost: {e}")
-            return self._release(batch, peer, False)
+            return False
         await self._drained(batch)
         if missing is None:
             self._drop(peer, f"sent nothing for {self.job.spec.timeout:g}s")
-            return self._release(batch, peer, False)
+            return False
         if peer in batch.liars:
             self._drop(peer, "sent chunks whose bytes do not match their ids")
-            return self._release(batch, peer, False)
+            return False
         if missing and batch.pending and self.schedule.refused(batch, peer):
             raise FetchError(
                 f"no connected peer has {len(batch.pending)} chunks of {self.job.spec.name}; "
                 "the version may be incomplete on every peer"
             )
-        return self._release(batch, peer, True)
+        return True
 
     async def _request(self, source: Source, batch: Batch[Target]) -> list[bytes] | None:
         """The ids `source` lacks; None if it went silent on the request with chunks still pending."""
@@ -230,11 +237,6 @@ class Puller:
         """Wait until every chunk received for `batch` has been verified and written."""
         while not batch.drained:
             await self._written.wait()
-
-    def _release(self, batch: Batch[Target], peer: str, go_on: bool) -> bool:
-        self.schedule.release(batch, peer)
-        self._changed.notify()
-        return go_on
 
     def _lose(self, source: Source, reason: str) -> None:
         """The session broke: stop using it, but take the peer back if it reconnects."""

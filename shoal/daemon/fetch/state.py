@@ -11,8 +11,8 @@ from pathlib import Path
 
 import trio
 
-from shoal.daemon.model import VersionInfo
 from shoal.daemon.fetch.local_changes import ConflictLog
+from shoal.daemon.model import VersionInfo
 
 
 @dataclass(frozen=True, slots=True)

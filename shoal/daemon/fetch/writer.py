@@ -58,13 +58,14 @@ async def _gather(arrivals: trio.MemoryReceiveChannel[Arrival]) -> list[Arrival]
     except trio.EndOfChannel:
         return []
     _take_ready(arrivals, batch)
-    with trio.move_on_after(WRITE_GATHER):
-        while len(batch) < WRITE_BATCH:
-            try:
-                batch.append(await arrivals.receive())
-            except trio.EndOfChannel:
-                break
-            _take_ready(arrivals, batch)
+    if len(batch) < WRITE_BATCH:
+        with trio.move_on_after(WRITE_GATHER):
+            while len(batch) < WRITE_BATCH:
+                try:
+                    batch.append(await arrivals.receive())
+                except trio.EndOfChannel:
+                    break
+                _take_ready(arrivals, batch)
     return batch
 
 
