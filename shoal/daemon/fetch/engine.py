@@ -141,7 +141,7 @@ class Fetcher:
         sources = self.resolver.sources(spec, version.id)
         walk = Walk(self.objects, transfer, sources, matcher, not spec.partial, checked if streaming else None)
         if not streaming:
-            size, files, _ = await walk.version(record)
+            size, files, _ = await walk.version(record, old_root if reuse_unchanged else None)
             if fresh:
                 await trio.to_thread.run_sync(check_room, dest, size, files, spec.name)
             checked.finish()

@@ -46,9 +46,9 @@ class Walk:
     #: Told of each directory checked, for a planner following behind.
     checked: CheckedDirs | None = None
 
-    async def version(self, record: VersionRecord) -> Totals:
-        """Walk the whole version and check its declared totals."""
-        totals = await self.tree(record.root)
+    async def version(self, record: VersionRecord, old_root: bytes | None = None) -> Totals:
+        """Walk the whole version and check its declared totals; `old_root` as `tree`'s `old_id`."""
+        totals = await self.tree(record.root, (), old_root)
         if self.remember:
             check_totals(self.transfer, record, totals[0], totals[1])
         return totals
