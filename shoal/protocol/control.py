@@ -123,7 +123,9 @@ class Event(namedtuple("Event", "topic data")):
 
 Message = Request | Response | Progress | ErrorReply | Event
 
-_TYPE_OF = {Request: "request", Response: "response", Progress: "progress", ErrorReply: "error", Event: "event"}
+_TYPE_OF: dict[type[Message], str] = {
+    Request: "request", Response: "response", Progress: "progress", ErrorReply: "error", Event: "event",
+}
 
 
 def encode_message(message: Message) -> bytes:

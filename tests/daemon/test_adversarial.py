@@ -66,7 +66,10 @@ from shoal.protocol.wire.messages import (
     encode_message,
 )
 from shoal.protocol.format.objects import (
+    DirEntry,
     EntryType,
+    FileEntry,
+    SymlinkEntry,
     FileObject,
     ChunkListNode,
     Ref,
@@ -329,7 +332,7 @@ def honest_fetch(daemon: Daemon, dataset: str = "seed", timeout: float = 15) -> 
         version = get_object(Kind.VERSION, entry.head)
         root = get_object(Kind.TREE, version.root)
         file_entry = next(e for e in root.entries if e.type == EntryType.FILE)
-        file = get_object(Kind.FILE, file_entry.ref)
+        file = get_object(Kind.FILE, file_entry.id)
         ids = tuple(r.id for r in file.entries[:4])
         req = peer.conn.new_request_id()
         peer.conn.send(GetChunks(req, ids))
@@ -713,7 +716,7 @@ def test_objects_are_not_served_as_chunks_nor_chunks_as_objects(victim: Daemon) 
 
         version = get(Kind.VERSION, head)
         root = get(Kind.TREE, version.root)
-        file_ref = next(e.ref for e in root.entries if e.type == EntryType.FILE)
+        file_ref = next(e.id for e in root.entries if e.type == EntryType.FILE)
         chunk = get(Kind.FILE, file_ref).entries[0].id
         assert list(ask(GetChunks, chunk)[0]) == [chunk]
         assert ask(GetObjects, chunk) == ({}, (chunk,))
@@ -824,15 +827,15 @@ class Store:
 
 def file_entry(store: Store, name: str, content: bytes) -> TreeEntry:
     fid, size = store.file(content)
-    return TreeEntry(name, EntryType.FILE, False, size, fid)
+    return FileEntry(name, size, fid)
 
 
 def link_entry(name: str, target: str) -> TreeEntry:
-    return TreeEntry(name, EntryType.SYMLINK, False, len(target.encode("utf-8")), target)
+    return SymlinkEntry(name, target)
 
 
 def dir_entry(name: str, tree_id: bytes, size: int) -> TreeEntry:
-    return TreeEntry(name, EntryType.DIR, False, size, tree_id)
+    return DirEntry(name, size, tree_id)
 
 
 class Seeder:
@@ -1145,7 +1148,7 @@ def test_absurd_file_size(fetcher: Daemon, tmp_path: Path, bits: int) -> None:
         store.chunks[cid] = piece
         pages.append(Ref(2 ** (bits - 1), store.put(ChunkListNode(0, (Ref(len(piece), cid),)))))
     huge = store.put(FileObject(2**bits, DEFAULT_PARAMS, 1, tuple(pages)))
-    root = store.tree([TreeEntry("huge.bin", EntryType.FILE, False, 2**bits, huge)])
+    root = store.tree([FileEntry("huge.bin", 2**bits, huge)])
     vid = store.version(key, name, root, 2**bits, 1)
     sc.seeder(store, name, vid, key=key)
     fetch_fails(sc, name)
@@ -1169,7 +1172,7 @@ def test_absurd_declared_sizes_and_counts(fetcher: Daemon, tmp_path: Path, case:
         vid = store.version(key, name, root, 2**62, 1)
     elif case == "file-entry-size":
         fid, _ = store.file(body)
-        root = store.tree([TreeEntry("x", EntryType.FILE, False, 2**62, fid)])
+        root = store.tree([FileEntry("x", 2**62, fid)])
         vid = store.version(key, name, root, 2**62, 1)
     elif case == "version-counts":
         root = store.tree([file_entry(store, "x", body)])

@@ -23,7 +23,7 @@ from shoal.errors import ShareError, UnknownDataset
 from shoal.protocol.format.chunking import DEFAULT_PARAMS, make_chunker
 from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.manifest import FileBuilder, TreeBuilder
-from shoal.protocol.format.objects import EntryType, TreeEntry
+from shoal.protocol.format.objects import DirEntry, FileEntry, SymlinkEntry
 
 pytestmark = pytest.mark.trio
 
@@ -44,17 +44,17 @@ def expected_root(path: Path) -> tuple[bytes, int, int]:
         st = p.lstat()
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(p)
-            builder.add(TreeEntry(name, EntryType.SYMLINK, False, len(target.encode()), target))
+            builder.add(SymlinkEntry(name, target))
         elif stat.S_ISDIR(st.st_mode):
             tree_id, size, below = expected_root(p)
-            builder.add(TreeEntry(name, EntryType.DIR, False, size, tree_id))
+            builder.add(DirEntry(name, size, tree_id))
             files += below
         else:
             file = FileBuilder(DEFAULT_PARAMS, lambda i, d: None)
             for c in make_chunker(DEFAULT_PARAMS).cut_buf(p.read_bytes()):
                 file.add_chunk(chunk_id(c.data), c.length)
             file_id, size = file.finish()
-            builder.add(TreeEntry(name, EntryType.FILE, bool(st.st_mode & stat.S_IXUSR), size, file_id))
+            builder.add(FileEntry(name, size, file_id, bool(st.st_mode & stat.S_IXUSR)))
             files += 1
     return builder.finish(), builder.size, files
 

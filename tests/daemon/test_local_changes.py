@@ -5,6 +5,7 @@ every file, as it does for a folder a fetch wrote.
 """
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from shoal.daemon.library.datasets import Library
 from shoal.daemon.fetch.local_changes import MAX_REPORTED, Conflict, ConflictLog, KeepLocal
 from shoal.daemon.store.loader import index_loader
 from shoal.protocol.format.manifest import tree_entries
-from shoal.protocol.format.objects import EntryType, TreeEntry
+from shoal.protocol.format.objects import EntryType, FileEntry, TreeEntry
 
 pytestmark = pytest.mark.trio
 
@@ -41,7 +42,9 @@ async def shared(tmp_path: Path):
 
 def other(entry: TreeEntry) -> TreeEntry:
     """The same path in a newer version, with other content."""
-    return TreeEntry(entry.name, entry.type, entry.executable, entry.size, b"\x01" * 32)
+    if entry.type == EntryType.SYMLINK:
+        return replace(entry, target="elsewhere")
+    return replace(entry, id=b"\x01" * 32)
 
 
 async def test_only_what_the_user_changed_is_kept(shared) -> None:
@@ -57,7 +60,7 @@ async def test_only_what_the_user_changed_is_kept(shared) -> None:
 
     for name in ("same.bin", "touched.bin", "edited.bin", "link"):
         guard.make_way((name,), old[name], other(old[name]))
-    guard.make_way(("added.txt",), None, TreeEntry("added.txt", EntryType.FILE, False, 3, b"\x02" * 32))
+    guard.make_way(("added.txt",), None, FileEntry("added.txt", 3, b"\x02" * 32))
     # A file recorded as written by a fetch of a version newer than `old` (an interrupted update).
     guard.make_way(("newer.bin",), None, other(old["newer.bin"]))
     guard.remove(index_loader(library.index), ("sub",), old["sub"])

@@ -18,13 +18,19 @@ from shoal.protocol.format.objects import (
     FANOUT,
     MAX_OBJECT_SIZE,
     ChunkListNode,
+    DirEntry,
     EntryType,
+    FileEntry,
     FileObject,
     Ref,
-    TreeEntry,
+    SymlinkEntry,
     TreeNode,
     VersionRecord,
     decode,
+    decode_chunks,
+    decode_file,
+    decode_tree,
+    decode_version,
     encode,
     encode_with_id,
     kind_of,
@@ -60,10 +66,10 @@ SAMPLES = [
     TreeNode(
         0,
         (
-            TreeEntry("Z", EntryType.FILE, True, 10, ID),
-            TreeEntry("a", EntryType.DIR, False, 2**33, ID2),
-            TreeEntry("l", EntryType.SYMLINK, False, 4, "a/é"),
-            TreeEntry("\u00e9t\u00e9", EntryType.FILE, False, 0, ID),
+            FileEntry("Z", 10, ID, executable=True),
+            DirEntry("a", 2**33, ID2),
+            SymlinkEntry("l", "a/é"),
+            FileEntry("\u00e9t\u00e9", 0, ID),
         ),
     ),
     TreeNode(1, (Ref(3, ID), Ref(0, ID2))),
@@ -80,6 +86,29 @@ def test_round_trip_and_id(obj) -> None:
     contexts = {1: "shoal 2026-11 chunk-list v1", 2: "shoal 2026-11 file v1", 3: "shoal 2026-11 tree v1", 4: "shoal 2026-11 version v1"}
     assert oid == blake3.blake3(data, derive_key_context=contexts[data[1]]).digest()
     assert decode(kind_of(obj), data, oid) == obj
+
+
+@pytest.mark.parametrize("obj", SAMPLES, ids=lambda o: type(o).__name__)
+def test_typed_decoders_return_their_kind_and_refuse_others(obj) -> None:
+    oid, data = encode_with_id(obj)
+    typed = {Kind.CHUNKS: decode_chunks, Kind.FILE: decode_file, Kind.TREE: decode_tree, Kind.VERSION: decode_version}
+    for kind, decoder in typed.items():
+        if kind == kind_of(obj):
+            assert decoder(data, oid) == obj and type(decoder(data)) is type(obj)
+        else:
+            with pytest.raises(ObjectFormatError, match=f"not a {kind.name.lower()} object"):
+                decoder(data)
+
+
+def test_entry_kinds_carry_their_own_fields() -> None:
+    link = SymlinkEntry("l", "a/é")
+    assert link.type == EntryType.SYMLINK and link.size == 4 and not hasattr(link, "id")
+    assert DirEntry("d", 7, ID2).type == EntryType.DIR and not hasattr(DirEntry("d", 7, ID2), "target")
+    f = FileEntry("f", 1, ID)
+    assert f.type == EntryType.FILE and not f.executable and f.mode is None and f.permissions() == 0o644
+    # The kind is a class attribute: it is not a field, so it neither takes part in
+    # construction nor in equality beyond the class itself.
+    assert FileEntry("f", 1, ID) == f and FileEntry("f", 1, ID, executable=True).permissions() == 0o755
 
 
 def test_ids_are_separated_by_kind() -> None:
@@ -147,7 +176,8 @@ def test_non_canonical_or_malformed_rejected(kind: Kind, data: bytes) -> None:
 def test_canonical_samples_above_still_decode() -> None:
     # Guards the table above: the unmodified bytes it was derived from are valid.
     assert decode(Kind.FILE, EMPTY_FILE) == FileObject(0, ChunkingParams(64, 256, 1024), 0, ())
-    assert decode(Kind.TREE, TREE_ONE).entries[0].name == "a"  # type: ignore[union-attr]
+    entry = decode_tree(TREE_ONE).entries[0]
+    assert isinstance(entry, FileEntry) and entry.name == "a"
 
 
 def test_oversized_object_rejected_before_parsing() -> None:
@@ -285,9 +315,11 @@ def test_random_valid_trees_round_trip(names, sizes, data) -> None:
         kind = data.draw(st.sampled_from(EntryType))
         if kind == EntryType.SYMLINK:
             target = data.draw(_names())
-            entries.append(TreeEntry(name, kind, False, len(target.encode()), target))
+            entries.append(SymlinkEntry(name, target))
+        elif kind == EntryType.DIR:
+            entries.append(DirEntry(name, size, ID))
         else:
-            entries.append(TreeEntry(name, kind, kind == EntryType.FILE and data.draw(st.booleans()), size, ID))
+            entries.append(FileEntry(name, size, ID, executable=data.draw(st.booleans())))
     node = TreeNode(0, tuple(entries))
     oid, encoded = encode_with_id(node)
     assert decode(Kind.TREE, encoded, oid) == node
@@ -333,6 +365,6 @@ def test_signing_with_a_key_that_is_not_the_author_refused() -> None:
 def test_a_full_page_of_longest_names_fits_in_one_object() -> None:
     # FANOUT and the object size limit must agree, or a legal directory could not be encoded.
     names = sorted((f"{i:04d}" + "x" * 251 for i in range(FANOUT)), key=str.encode)
-    node = TreeNode(0, tuple(TreeEntry(n, EntryType.SYMLINK, False, 1, "a") for n in names))
+    node = TreeNode(0, tuple(SymlinkEntry(n, "a") for n in names))
     assert len(encode(node)) <= MAX_OBJECT_SIZE
     assert decode(Kind.TREE, encode(node)) == node

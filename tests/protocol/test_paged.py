@@ -9,7 +9,7 @@ from shoal.protocol.format.chunking import DEFAULT_PARAMS
 from shoal.protocol.errors import IntegrityError, LocalProtocolError, ObjectFormatError
 from shoal.protocol.format.hashing import Kind, object_id
 from shoal.protocol.format.manifest import FileBuilder, TreeBuilder, file_chunks, tree_entries, walk_tree
-from shoal.protocol.format.objects import FANOUT, ChunkListNode, EntryType, FileObject, Ref, TreeEntry, decode
+from shoal.protocol.format.objects import FANOUT, ChunkListNode, FileEntry, FileObject, Ref, decode
 
 PARAMS = [16384, 65536, 262144]
 
@@ -81,7 +81,7 @@ def test_directory_boundaries_round_trip(n: int) -> None:
     builder = TreeBuilder(store.sink)
     names = [f"{i:06d}" for i in range(n)]
     for i, name in enumerate(names):
-        builder.add(TreeEntry(name, EntryType.FILE, False, i, cid(i)))
+        builder.add(FileEntry(name, i, cid(i)))
     tree_id = builder.finish()
     assert builder.size == sum(range(n))
     node = decode(Kind.TREE, store.load(Kind.TREE, tree_id), tree_id)
@@ -91,11 +91,11 @@ def test_directory_boundaries_round_trip(n: int) -> None:
 
 def test_tree_builder_refuses_unsorted_or_repeated_names() -> None:
     builder = TreeBuilder(lambda i, d: None)
-    builder.add(TreeEntry("b", EntryType.FILE, False, 0, cid(0)))
+    builder.add(FileEntry("b", 0, cid(0)))
     with pytest.raises(LocalProtocolError):
-        builder.add(TreeEntry("a", EntryType.FILE, False, 0, cid(0)))
+        builder.add(FileEntry("a", 0, cid(0)))
     with pytest.raises(LocalProtocolError):
-        builder.add(TreeEntry("b", EntryType.FILE, False, 0, cid(0)))
+        builder.add(FileEntry("b", 0, cid(0)))
 
 
 # --- hostile pages -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams, make_
 from shoal.protocol.errors import ObjectFormatError
 from shoal.protocol.format.hashing import CONTEXTS, Kind, chunk_id, object_id
 from shoal.protocol.format.manifest import FileBuilder, TreeBuilder, check_version_signature, sign_version, walk_tree
-from shoal.protocol.format.objects import EntryType, TreeEntry, VersionRecord, decode, encode_with_id
+from shoal.protocol.format.objects import DirEntry, EntryType, FileEntry, SymlinkEntry, VersionRecord, decode, encode_with_id
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = "shoal-vectors"
@@ -273,7 +273,14 @@ def shoal_file(params: tuple[int, int, int], chunks: list, store: dict) -> bytes
 def shoal_tree(rows: list[list], store: dict) -> bytes:
     builder = TreeBuilder(store.__setitem__)
     for name, type_, executable, size, ref in rows:
-        builder.add(TreeEntry(name, EntryType(type_), executable, size, ref))
+        if type_ == EntryType.SYMLINK:
+            assert not executable and size == len(ref.encode("utf-8"))
+            builder.add(SymlinkEntry(name, ref))
+        elif type_ == EntryType.DIR:
+            assert not executable
+            builder.add(DirEntry(name, size, ref))
+        else:
+            builder.add(FileEntry(name, size, ref, executable))
     return builder.finish()
 
 
@@ -462,7 +469,8 @@ def test_vector_objects_decode_and_walk() -> None:
     tree = vector_tree()
     assert set(walked) == set(tree) | {"data", "many"}
     assert walked["run.sh"].executable and not walked["README.txt"].executable
-    assert walked["data/up"].ref == "../README.txt"
+    link = walked["data/up"]
+    assert link.type == EntryType.SYMLINK and link.target == "../README.txt"
     for vid, data, _ in built.versions:
         record = decode(Kind.VERSION, data, vid)
         assert isinstance(record, VersionRecord)
@@ -493,7 +501,7 @@ def test_mode_vectors_are_reproduced_by_the_code_and_from_the_spec(spec: str, ex
     builder = TreeBuilder(lambda oid, data: stored.append((oid, data)))
     for name, (content, bits) in MODE_TREE.items():
         executable, mode = objects.file_mode_fields(bits)
-        builder.add(TreeEntry(name, EntryType.FILE, executable, len(content), bytes.fromhex(expected[f"file {files[name]}"]), mode))
+        builder.add(FileEntry(name, len(content), bytes.fromhex(expected[f"file {files[name]}"]), executable, mode))
     tree_id = builder.finish()
     assert mode_labels(tree_id, dict(stored)[tree_id]) == wanted
 

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import trio
 
-from shoal.daemon.fetch.objects import Objects, object_id
+from shoal.daemon.fetch.objects import Objects
 from shoal.daemon.fetch.resolve import Resolver
 from shoal.daemon.fetch.source import Source
 from shoal.daemon.fetch.state import FetchSpec
@@ -35,7 +35,7 @@ async def browse(resolver: Resolver, spec: FetchSpec, path: tuple[str, ...], lim
         entry = next((e for e in entries if e.name == name), None)
         if entry is None or entry.type != EntryType.DIR:
             raise UsageError(f"{'/'.join(path[: depth + 1])} is not a directory of {spec.name}@{record.seq}")
-        tree_id = object_id(entry)
+        tree_id = entry.id
     entries = await _directory(resolver.objects, tree_id, path, sources)
     return {
         "version": VersionInfo.from_record(version_id, record).to_json(),
@@ -58,6 +58,6 @@ def _entry_json(entry: TreeEntry) -> dict:
         "name": entry.name,
         "type": entry.type.name.lower(),
         "size": entry.size,
-        "executable": entry.executable,
-        "target": entry.ref if entry.type == EntryType.SYMLINK else None,
+        "executable": entry.type == EntryType.FILE and entry.executable,
+        "target": entry.target if entry.type == EntryType.SYMLINK else None,
     }

@@ -13,13 +13,13 @@ from collections.abc import Iterator
 import trio
 
 from shoal.daemon.fetch.job import FileTask, Job, Target, count_done, offsets
-from shoal.daemon.fetch.objects import Objects, object_id
+from shoal.daemon.fetch.objects import Objects
 from shoal.daemon.fetch.schedule import Batch
 from shoal.daemon.store import chunks as chunkio
 from shoal.daemon.store.loader import index_loader
-from shoal.protocol.format.hashing import Kind, chunk_id
+from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.manifest import file_chunks
-from shoal.protocol.format.objects import FileObject, Ref
+from shoal.protocol.format.objects import Ref
 
 #: Chunk ids per GET_CHUNKS: about 5 MB, small enough that the endgame's
 #: duplicate requests waste little, large enough to amortise a request.
@@ -96,9 +96,7 @@ class Copier:
         self._listed(task)
 
     def _chunks_of(self, task: FileTask) -> Iterator[Ref]:
-        file = self.objects.decoded(Kind.FILE, object_id(task.entry))
-        assert isinstance(file, FileObject)
-        return file_chunks(index_loader(self.job.index), file)
+        return file_chunks(index_loader(self.job.index), self.objects.file(task.entry.id))
 
     def _next_segment(self, task: FileTask, chunks: Iterator[tuple[int, Ref]]) -> tuple[Segment, int]:
         segment = _first(chunks, BATCH_CHUNKS)

@@ -126,7 +126,7 @@ def prune(dest: Path, load, parts: tuple[str, ...], entry: TreeEntry) -> None:
         return
     if path.is_symlink() or not path.is_dir():
         return
-    for child in tree_entries(load, entry.ref):  # type: ignore[arg-type]
+    for child in tree_entries(load, entry.id):
         prune(dest, load, parts + (child.name,), child)
     try:
         path.rmdir()

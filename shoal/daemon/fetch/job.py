@@ -12,7 +12,7 @@ from shoal.daemon.fetch.state import FetchSpec, Transfer
 from shoal.daemon.model import PARTIAL_DIR
 from shoal.daemon.store.fdlimit import FilePool
 from shoal.daemon.store.index import Index
-from shoal.protocol.format.objects import Ref, TreeEntry
+from shoal.protocol.format.objects import FileEntry, Ref
 
 #: Whether a path (its parts, and whether it is a directory) is selected by the fetch.
 Matcher = Callable[[tuple[str, ...], bool], bool]
@@ -51,7 +51,7 @@ class FileTask:
     """One file being assembled in the partial folder."""
 
     parts: tuple[str, ...]
-    entry: TreeEntry
+    entry: FileEntry
     partial: Path
     remaining: int
     #: No partial file was left for it by an interrupted fetch: there is nothing to

@@ -25,9 +25,8 @@ from pathlib import Path
 from shoal.daemon.fetch.dest import remove_entry
 from shoal.daemon.library.scanner import file_id_of
 from shoal.daemon.store.index import FileStat, Index
-from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import tree_entries
-from shoal.protocol.format.objects import EntryType, FileObject, TreeEntry, decode
+from shoal.protocol.format.objects import EntryType, TreeEntry, decode_file
 
 CONFLICT_MARK = ".shoal-conflict-"
 #: Conflicts one update reports in full; beyond them only a count, so a folder
@@ -94,7 +93,7 @@ class KeepLocal(Overwrite):
 
     def left_deleted(self, parts: tuple[str, ...], old: TreeEntry | None, new: TreeEntry) -> bool:
         """Whether this entry, unchanged by the publisher, was deleted here and so stays deleted."""
-        if old is None or new.type == EntryType.DIR or (old.type, old.ref) != (new.type, new.ref):
+        if old is None or new.type == EntryType.DIR or (old.type, _content(old)) != (new.type, _content(new)):
             return False
         if os.path.lexists(self.dest.joinpath(*parts)):
             return False
@@ -110,7 +109,7 @@ class KeepLocal(Overwrite):
             return
         if new.type == EntryType.DIR and stat.S_ISDIR(st.st_mode):
             return  # folders merge; their entries are looked at one by one
-        if new.type == EntryType.SYMLINK and stat.S_ISLNK(st.st_mode) and os.readlink(path) == new.ref:
+        if new.type == EntryType.SYMLINK and stat.S_ISLNK(st.st_mode) and os.readlink(path) == new.target:
             return
         if self._still_fetched(path, parts, st, old):
             return
@@ -128,7 +127,7 @@ class KeepLocal(Overwrite):
         rel = "/".join(parts)
         if gone.type == EntryType.DIR and stat.S_ISDIR(st.st_mode):
             known = set()
-            for entry in tree_entries(load, gone.ref):  # type: ignore[arg-type]
+            for entry in tree_entries(load, gone.id):
                 known.add(entry.name)
                 self.remove(load, parts + (entry.name,), entry)
             added = sorted(set(os.listdir(path)) - known)
@@ -145,7 +144,7 @@ class KeepLocal(Overwrite):
         """Whether `path` still holds what a fetch put there: `entry`'s content, or a file
         the index recorded writing (an interrupted update may have written a newer one)."""
         if entry is not None and entry.type == EntryType.SYMLINK:
-            return stat.S_ISLNK(st.st_mode) and os.readlink(path) == entry.ref
+            return stat.S_ISLNK(st.st_mode) and os.readlink(path) == entry.target
         if not stat.S_ISREG(st.st_mode):
             return False
         row = self._index.cached_files(str(self.dest), "/".join(parts[:-1])).get(parts[-1])
@@ -155,9 +154,13 @@ class KeepLocal(Overwrite):
         # Not recorded, or its record unfinished (a crash mid-record): the bytes decide.
         if entry is None or entry.type != EntryType.FILE or st.st_size != entry.size:
             return False
-        file = decode(Kind.FILE, self._index.get_object(entry.ref)[1], entry.ref)  # type: ignore[index, arg-type]
-        assert isinstance(file, FileObject)
-        return file_id_of(path, file.params) == entry.ref
+        file = decode_file(self._index.get_object(entry.id)[1], entry.id)  # type: ignore[index]
+        return file_id_of(path, file.params) == entry.id
+
+
+def _content(entry: TreeEntry) -> bytes | str:
+    """What an entry points to: its object id, or a symlink's target."""
+    return entry.target if entry.type == EntryType.SYMLINK else entry.id
 
 
 def _move_aside(path: Path, seq: int) -> str:

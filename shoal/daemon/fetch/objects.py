@@ -18,6 +18,7 @@ from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import tree_entries
 from shoal.protocol.format.objects import (
     ChunkListNode,
+    FileEntry,
     FileObject,
     ManifestObject,
     Ref,
@@ -25,6 +26,8 @@ from shoal.protocol.format.objects import (
     TreeNode,
     VersionRecord,
     decode,
+    decode_file,
+    decode_version,
 )
 
 #: Object ids per GET_OBJECTS request.
@@ -78,17 +81,19 @@ class Objects:
 
     def version(self, version_id: bytes) -> VersionRecord:
         """A stored VERSION object, decoded."""
-        record = self.decoded(Kind.VERSION, version_id)
-        assert isinstance(record, VersionRecord)
-        return record
+        return decode_version(stored_bytes(self.index, version_id), version_id)
 
-    def files(self, entries: list[TreeEntry], decoded: dict[bytes, object] | None = None) -> list[FileObject]:
+    def file(self, file_id: bytes) -> FileObject:
+        """A stored FILE object, decoded."""
+        return decode_file(stored_bytes(self.index, file_id), file_id)
+
+    def files(self, entries: list[FileEntry], decoded: dict[bytes, object] | None = None) -> list[FileObject]:
         """The FILE objects of `entries`, taken from `decoded` (those just downloaded) or else
         read, a query per OBJECT_BATCH files rather than one per file, and decoded."""
         decoded = decoded or {}
         out: list[FileObject] = []
         for start in range(0, len(entries), OBJECT_BATCH):
-            ids = [object_id(e) for e in entries[start : start + OBJECT_BATCH]]
+            ids = [e.id for e in entries[start : start + OBJECT_BATCH]]
             found = self.index.get_objects([oid for oid in ids if oid not in decoded])
             out.extend(_file(oid, decoded, found) for oid in ids)
         return out
@@ -149,12 +154,6 @@ def stored_bytes(index: Index, oid: bytes) -> bytes:
     return stored[1]
 
 
-def object_id(entry: TreeEntry) -> bytes:
-    """The object id of a FILE or DIR entry (a symlink's entry holds its target instead)."""
-    assert isinstance(entry.ref, bytes)
-    return entry.ref
-
-
 def _file(oid: bytes, decoded: dict[bytes, object], found: dict[bytes, tuple[Kind, bytes]]) -> FileObject:
     """A FILE object just downloaded and decoded, or else read from the index."""
     file = decoded.get(oid)
@@ -162,11 +161,11 @@ def _file(oid: bytes, decoded: dict[bytes, object], found: dict[bytes, tuple[Kin
         kind, data = found.get(oid, (None, b""))
         if kind != Kind.FILE:
             raise ProtocolError(f"file object {oid.hex()[:16]} is not in the index")
-        file = decode(Kind.FILE, data, oid)
+        return decode_file(data, oid)
     assert isinstance(file, FileObject)
     return file
 
 
-def _refs(entries: tuple[Ref, ...] | tuple[TreeEntry, ...]) -> list[Ref]:
+def _refs(entries: tuple[Ref, ...] | tuple[TreeEntry | Ref, ...]) -> list[Ref]:
     """The entries of a page above level 0: references to the pages below it."""
     return [e for e in entries if isinstance(e, Ref)]

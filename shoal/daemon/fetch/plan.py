@@ -17,16 +17,15 @@ import trio
 from shoal.daemon.fetch.dest import UMASK, ensure_dir, partial_name, place_symlink, prune
 from shoal.daemon.fetch.job import FileTask, Job, Matcher
 from shoal.daemon.fetch.local_changes import KeepLocal, Overwrite
-from shoal.daemon.fetch.objects import object_id, stored_bytes
+from shoal.daemon.fetch.objects import stored_bytes
 from shoal.daemon.fetch.record import record_file
 from shoal.daemon.fetch.state import FetchSpec, Transfer
 from shoal.daemon.library.scanner import file_id_of
 from shoal.daemon.model import FULL
 from shoal.daemon.store.index import CachedFile, FileStat, Index
 from shoal.daemon.store.loader import index_loader
-from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import tree_entries
-from shoal.protocol.format.objects import EntryType, FileObject, TreeEntry, decode
+from shoal.protocol.format.objects import EntryType, FileEntry, TreeEntry, decode_file
 
 #: Plan actions per worker-thread call: a call costs milliseconds of waiting for
 #: the event loop, which is busy receiving, so many files share one.
@@ -139,12 +138,12 @@ class Planner:
                 _count_kept(job.transfer, entry)
                 yield None
             elif entry.type == EntryType.DIR:
-                prev_id = object_id(previous) if previous is not None and previous.type == EntryType.DIR else None
+                prev_id = previous.id if previous is not None and previous.type == EntryType.DIR else None
                 guard.make_way(parts, previous, entry)
-                yield from self._plan_dir(load, parts, object_id(entry), prev_id, guard, checked)
+                yield from self._plan_dir(load, parts, entry.id, prev_id, guard, checked)
             elif entry.type == EntryType.SYMLINK:
                 guard.make_way(parts, previous, entry)
-                place_symlink(job.dest, parts, entry.ref)  # type: ignore[arg-type]
+                place_symlink(job.dest, parts, entry.target)
             elif job.reuse_unchanged and previous == entry and not guard.repairs:
                 # Unchanged since the version DEST holds, and local changes are kept.
                 _count_kept(job.transfer, entry)
@@ -163,9 +162,9 @@ class Planner:
                     guard.make_way(parts, previous, entry)
                     yield self._start_file(parts, entry)
 
-    def _start_file(self, parts: tuple[str, ...], entry: TreeEntry) -> FileTask:
+    def _start_file(self, parts: tuple[str, ...], entry: FileEntry) -> FileTask:
         job = self.job
-        partial = job.partial_dir / partial_name(parts, object_id(entry))
+        partial = job.partial_dir / partial_name(parts, entry.id)
         fresh = not (job.resuming and os.path.lexists(partial))
         task = FileTask(parts, entry, partial, entry.size, fresh)
         if not fresh:
@@ -193,7 +192,7 @@ def _next_step(plan: Iterator[_Action]) -> tuple[list[FileTask], _Wait | None, b
 
 
 def already_there(
-    index: Index, dest: Path, parts: tuple[str, ...], entry: TreeEntry, recorded: dict[str, CachedFile] | None = None,
+    index: Index, dest: Path, parts: tuple[str, ...], entry: FileEntry, recorded: dict[str, CachedFile] | None = None,
     *, rehash: bool = False, path: str | None = None,
 ) -> bool:
     """Whether DEST holds `entry` at `parts` (`path`, when the caller has it): its stat matches
@@ -211,17 +210,16 @@ def already_there(
     row = recorded.get(parts[-1])
     current = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     if row is not None and row.stat == current and row.file_id is not None and not rehash:
-        if row.file_id != entry.ref:
+        if row.file_id != entry.id:
             return False
         moded = _set_mode(path, st, entry)
         if moded is not None:
-            index.finish_file(row.row, moded, entry.ref)
+            index.finish_file(row.row, moded, entry.id)
         return True
     # Unknown to the index, or its record unfinished (a crash between the rename and
     # the end of the record): check the bytes.
-    file = decode(Kind.FILE, stored_bytes(index, object_id(entry)), object_id(entry))
-    assert isinstance(file, FileObject)
-    if file_id_of(Path(path), file.params) != entry.ref:
+    file = decode_file(stored_bytes(index, entry.id), entry.id)
+    if file_id_of(Path(path), file.params) != entry.id:
         return False
     record_file(index, dest, parts, entry, _set_mode(path, st, entry) or current)
     return True
@@ -246,7 +244,7 @@ def dest_holds(index: Index, spec: FetchSpec, dest: Path, selection: bytes) -> t
     return old_root, reuse
 
 
-def _set_mode(path: str, st: os.stat_result, entry: TreeEntry) -> FileStat | None:
+def _set_mode(path: str, st: os.stat_result, entry: FileEntry) -> FileStat | None:
     """Give a file DEST already holds the version's permission bits; its new stat if they changed."""
     wanted = entry.permissions() & ~UMASK
     if stat.S_IMODE(st.st_mode) == wanted:
@@ -265,6 +263,6 @@ def _walk_files(load, tree_id: bytes, prefix: tuple[str, ...]) -> Iterator[tuple
     for entry in tree_entries(load, tree_id):
         parts = prefix + (entry.name,)
         if entry.type == EntryType.DIR:
-            yield from _walk_files(load, object_id(entry), parts)
+            yield from _walk_files(load, entry.id, parts)
         elif entry.type == EntryType.FILE:
             yield parts, entry

@@ -7,15 +7,14 @@ from pathlib import Path
 import trio
 
 from shoal.daemon.fetch.job import FileTask, Job, offsets
-from shoal.daemon.fetch.objects import object_id, stored_bytes
+from shoal.daemon.fetch.objects import stored_bytes
 from shoal.daemon.fetch.state import FetchSpec
 from shoal.daemon.model import PARTIAL_DIR
 from shoal.daemon.store.flush import sync_filesystem
 from shoal.daemon.store.index import FileRecord, FileStat, Index, VersionRow
 from shoal.daemon.store.loader import index_loader
-from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import file_chunks
-from shoal.protocol.format.objects import FileObject, TreeEntry, decode
+from shoal.protocol.format.objects import FileEntry, decode_file
 
 #: Chunk locations written to the index per call, for a large file.
 LOCATION_BATCH = 4096
@@ -39,16 +38,15 @@ def record_installed(index: Index, dest: Path, group: list[Installed]) -> None:
             record_file(index, dest, task.parts, task.entry, stat)
             continue
         rel = "/".join(task.parts[:-1])
-        records.append(FileRecord(rel, task.parts[-1], stat, object_id(task.entry), task.locations, []))
+        records.append(FileRecord(rel, task.parts[-1], stat, task.entry.id, task.locations, []))
     index.record_files(str(dest), records)
 
 
-def record_file(index: Index, dest: Path, parts: tuple[str, ...], entry: TreeEntry, stat: FileStat) -> None:
+def record_file(index: Index, dest: Path, parts: tuple[str, ...], entry: FileEntry, stat: FileStat) -> None:
     """Record one file DEST holds, reading its chunk list from its FILE object."""
     row = index.begin_file(str(dest), "/".join(parts[:-1]), parts[-1], stat)
-    file_id = object_id(entry)
-    file = decode(Kind.FILE, stored_bytes(index, file_id), file_id)
-    assert isinstance(file, FileObject)
+    file_id = entry.id
+    file = decode_file(stored_bytes(index, file_id), file_id)
     batch: list[tuple[bytes, int, int]] = []
     for offset, ref in offsets(file_chunks(index_loader(index), file)):
         batch.append((ref.id, offset, ref.size))

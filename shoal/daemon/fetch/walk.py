@@ -12,7 +12,7 @@ import trio
 
 from shoal.daemon.fetch.checked_dirs import CheckedDirs
 from shoal.daemon.fetch.job import Matcher
-from shoal.daemon.fetch.objects import Objects, object_id
+from shoal.daemon.fetch.objects import Objects
 from shoal.daemon.fetch.source import Source
 from shoal.daemon.fetch.state import Transfer
 from shoal.daemon.model import PARTIAL_DIR
@@ -20,7 +20,7 @@ from shoal.daemon.store.loader import index_loader
 from shoal.protocol.errors import IntegrityError, ProtocolError
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import check_dir_size, file_chunks
-from shoal.protocol.format.objects import EntryType, FileObject, TreeEntry, VersionRecord
+from shoal.protocol.format.objects import EntryType, FileEntry, FileObject, TreeEntry, VersionRecord
 from shoal.protocol.format.paths import check_symlink_target
 
 #: Entries a version may hold besides one per file: directories and links are
@@ -79,8 +79,8 @@ class Walk:
         for e in entries:
             if e.type == EntryType.DIR and self.matcher(prefix + (e.name,), True):
                 was = old.get(e.name)
-                old_dir = object_id(was) if was is not None and was.type == EntryType.DIR else None
-                below = await self.tree(object_id(e), prefix + (e.name,), old_dir)
+                old_dir = was.id if was is not None and was.type == EntryType.DIR else None
+                below = await self.tree(e.id, prefix + (e.name,), old_dir)
                 check_dir_size(prefix + (e.name,), e, below[0])
                 count += below[1]
                 below_entries += below[2]
@@ -105,13 +105,13 @@ class Walk:
         """Fetch and check the FILE objects (and their CHUNKS pages) of a directory's selected, changed files."""
         files = [
             e for e in entries
-            if e.type == EntryType.FILE and old.get(e.name) != e and self.matcher(prefix + (e.name,), False)
+            if isinstance(e, FileEntry) and old.get(e.name) != e and self.matcher(prefix + (e.name,), False)
         ]
-        downloaded = await self.objects.ensure(Kind.FILE, [object_id(e) for e in files], self.sources)
+        downloaded = await self.objects.ensure(Kind.FILE, [e.id for e in files], self.sources)
         decoded = await trio.to_thread.run_sync(self.objects.files, files, downloaded)
         for entry, file in zip(files, decoded):
             if file.level > 0:
-                await self.objects.ensure_pages(Kind.FILE, object_id(entry), self.sources)
+                await self.objects.ensure_pages(Kind.FILE, entry.id, self.sources)
         await trio.to_thread.run_sync(self._check_file_sizes, prefix, files, decoded)
 
     def _tell(self, tree_id: bytes, depth: int, *, whole: bool) -> None:
@@ -121,7 +121,7 @@ class Walk:
     def _by_name(self, tree_id: bytes) -> dict[str, TreeEntry]:
         return {e.name: e for e in self.objects.entries(tree_id)}
 
-    def _check_file_sizes(self, prefix: tuple[str, ...], files: list[TreeEntry], decoded: list[FileObject]) -> None:
+    def _check_file_sizes(self, prefix: tuple[str, ...], files: list[FileEntry], decoded: list[FileObject]) -> None:
         """Every size a file declares must be what its chunk list holds, before any space is allocated for it."""
         load = index_loader(self.objects.index)
         for entry, file in zip(files, decoded):
@@ -139,7 +139,7 @@ def check_entries(prefix: tuple[str, ...], entries: list[TreeEntry]) -> None:
             raise IntegrityError(f"the version has an entry named {PARTIAL_DIR}, a name shoal reserves")
         if entry.type == EntryType.SYMLINK:
             try:
-                check_symlink_target(entry.ref, len(prefix))
+                check_symlink_target(entry.target, len(prefix))
             except ProtocolError as e:
                 raise IntegrityError(f"{'/'.join(prefix + (entry.name,))}: {e}") from None
 

@@ -24,7 +24,7 @@ from shoal.daemon.store.loader import index_loader
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import file_chunks, tree_entries
-from shoal.protocol.format.objects import EntryType, FileObject, VersionRecord, decode
+from shoal.protocol.format.objects import EntryType, decode_file, decode_version
 
 
 #: Reachable ids recorded per transaction.
@@ -126,10 +126,9 @@ def _walk_versions(index: Index, versions: bytes) -> Iterator[bytes]:
         for entry in tree_entries(load, tree_id):
             if entry.type == EntryType.DIR:
                 yield from drain()
-                yield from visit(entry.ref)  # type: ignore[arg-type]
+                yield from visit(entry.id)
             elif entry.type == EntryType.FILE:
-                file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)  # type: ignore[arg-type]
-                assert isinstance(file, FileObject)
+                file = decode_file(load(Kind.FILE, entry.id), entry.id)
                 yield from (ref.id for ref in file_chunks(load, file))
                 yield from drain()
         yield from drain()
@@ -137,8 +136,7 @@ def _walk_versions(index: Index, versions: bytes) -> Iterator[bytes]:
     for start in range(0, len(versions), 32):
         version_id = versions[start : start + 32]
         try:
-            record = decode(Kind.VERSION, load(Kind.VERSION, version_id), version_id)
-            assert isinstance(record, VersionRecord)
+            record = decode_version(load(Kind.VERSION, version_id), version_id)
             yield from visit(record.root)
         except ProtocolError:
             # A version whose manifest is only partly here (a fetch of a subset):

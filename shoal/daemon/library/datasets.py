@@ -26,7 +26,7 @@ from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import sign_version, walk_tree
-from shoal.protocol.format.objects import EntryType, FileObject, Subset, VersionRecord, decode, encode_with_id
+from shoal.protocol.format.objects import EntryType, Subset, VersionRecord, decode_file, decode_version, encode_with_id
 from shoal.protocol.format.paths import check_dataset_name
 
 #: Files hashed per worker-thread call, and recorded per index transaction: a
@@ -400,9 +400,7 @@ class Library:
     def _record(self, version_id: bytes) -> tuple[bytes, VersionRecord]:
         found = self.index.get_object(version_id)
         assert found is not None and found[0] == Kind.VERSION, "head version missing from the index"
-        record = decode(Kind.VERSION, found[1], version_id)
-        assert isinstance(record, VersionRecord)
-        return version_id, record
+        return version_id, decode_version(found[1], version_id)
 
     # --- listing ---------------------------------------------------------------
 
@@ -504,18 +502,18 @@ def _check_entry(load, path: Path, entry) -> str | None:
     if entry.type == EntryType.SYMLINK:
         if not path.is_symlink():
             return "expected a symlink"
-        return None if os.readlink(path) == entry.ref else f"symlink points to {os.readlink(path)!r}, expected {entry.ref!r}"
+        target = os.readlink(path)
+        return None if target == entry.target else f"symlink points to {target!r}, expected {entry.target!r}"
     if entry.type == EntryType.DIR:
         return None if path.is_dir() and not path.is_symlink() else "expected a directory"
     if not path.is_file() or path.is_symlink():
         return "expected a regular file"
     if st.st_size != entry.size:
         return f"size is {st.st_size}, expected {entry.size}"
-    file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)
-    assert isinstance(file, FileObject)
+    file = decode_file(load(Kind.FILE, entry.id), entry.id)
     try:
         actual = scanner.file_id_of(path, file.params)
     except OSError as e:
         return f"unreadable: {e.strerror}"
-    return None if actual == entry.ref else "content differs"
+    return None if actual == entry.id else "content differs"
 

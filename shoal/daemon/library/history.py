@@ -7,6 +7,7 @@ not memory.
 """
 
 import sqlite3
+from typing import Any
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from shoal.daemon.store.loader import index_loader
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import ObjectLoader, file_chunks, tree_entries
-from shoal.protocol.format.objects import EntryType, FileObject, TreeEntry, VersionRecord, decode
+from shoal.protocol.format.objects import EntryType, TreeEntry, decode_file, decode_version
 
 #: Rows inserted into the chunk tables per statement.
 _BATCH = 4096
@@ -46,16 +47,17 @@ def _diff_dir(load: ObjectLoader, prefix: tuple[str, ...], old_id: bytes | None,
     for name in sorted(old.keys() | new.keys(), key=lambda n: n.encode("utf-8")):
         parts = prefix + (name,)
         a, b = old.get(name), new.get(name)
-        a_dir = a is not None and a.type == EntryType.DIR
-        b_dir = b is not None and b.type == EntryType.DIR
+        a_tree = a.id if a is not None and a.type == EntryType.DIR else None
+        b_tree = b.id if b is not None and b.type == EntryType.DIR else None
+        a_dir, b_dir = a_tree is not None, b_tree is not None
         if a_dir or b_dir:
-            yield from _diff_dir(load, parts, a.ref if a_dir else None, b.ref if b_dir else None)  # type: ignore[union-attr]
+            yield from _diff_dir(load, parts, a_tree, b_tree)
         if (a is not None and not a_dir) or (b is not None and not b_dir):
             leaf = None if b_dir else b
             change = _leaf_change(None if a_dir else a, leaf)
             if change is not None:
-                file_id = leaf.ref if leaf is not None and leaf.type == EntryType.FILE else None
-                yield Change("/".join(parts), change, leaf.size if leaf is not None else 0, file_id)  # type: ignore[arg-type]
+                file_id = leaf.id if leaf is not None and leaf.type == EntryType.FILE else None
+                yield Change("/".join(parts), change, leaf.size if leaf is not None else 0, file_id)
 
 
 def _entries(load: ObjectLoader, tree_id: bytes | None) -> dict[str, TreeEntry]:
@@ -69,9 +71,16 @@ def _leaf_change(a: TreeEntry | None, b: TreeEntry | None) -> str | None:
         return "removed"
     if a.type != b.type:
         return "type"
-    if a.ref != b.ref or a.permissions() != b.permissions():
+    if _content(a) != _content(b):
         return "modified"
     return None
+
+
+def _content(leaf: TreeEntry) -> tuple[bytes | str, int]:
+    """What a file or symlink holds: a file's id and permissions, a link's target."""
+    if leaf.type == EntryType.SYMLINK:
+        return leaf.target, 0
+    return leaf.id, leaf.permissions() if leaf.type == EntryType.FILE else 0
 
 
 def new_bytes(load: ObjectLoader, old_root: bytes | None, new_root: bytes, changed: Iterator[Change]) -> int:
@@ -110,14 +119,13 @@ def changed_chunks(load: ObjectLoader, changed: Iterator[Change]) -> Iterator[tu
 def _tree_chunks(load: ObjectLoader, root: bytes) -> Iterator[tuple[bytes, int]]:
     for entry in tree_entries(load, root):
         if entry.type == EntryType.DIR:
-            yield from _tree_chunks(load, entry.ref)  # type: ignore[arg-type]
+            yield from _tree_chunks(load, entry.id)
         elif entry.type == EntryType.FILE:
-            yield from _file_chunks(load, entry.ref)  # type: ignore[arg-type]
+            yield from _file_chunks(load, entry.id)
 
 
 def _file_chunks(load: ObjectLoader, file_id: bytes) -> Iterator[tuple[bytes, int]]:
-    file = decode(Kind.FILE, load(Kind.FILE, file_id), file_id)
-    assert isinstance(file, FileObject)
+    file = decode_file(load(Kind.FILE, file_id), file_id)
     for ref in file_chunks(load, file):
         yield ref.id, ref.size
 
@@ -141,15 +149,13 @@ def parent_stats(index: Index, version_id: bytes) -> tuple[int, int] | None:
     if cached is not None:
         return cached
     load = index_loader(index)
-    record = decode(Kind.VERSION, load(Kind.VERSION, version_id), version_id)
-    assert isinstance(record, VersionRecord)
+    record = decode_version(load(Kind.VERSION, version_id), version_id)
     parent_root = None
     if record.parents:
         found = index.get_object(record.parents[0])
         if found is None:
             return None
-        parent = decode(Kind.VERSION, found[1], record.parents[0])
-        parent_root = parent.root  # type: ignore[union-attr]
+        parent_root = decode_version(found[1], record.parents[0]).root
     if not has_manifest(index, record.root) or (parent_root is not None and not has_manifest(index, parent_root)):
         return None
     count = sum(1 for _ in changes(load, parent_root, record.root))
@@ -162,7 +168,7 @@ def diff_report(index: Index, a: VersionInfo, b: VersionInfo, limit: int) -> dic
     """The `diff` control method's result: changed paths (the first `limit`), counts and bytes."""
     load = index_loader(index)
     counts = {"added": 0, "removed": 0, "modified": 0, "type": 0}
-    listed = []
+    listed: list[dict[str, Any]] = []
     changed_bytes = 0
     for change in changes(load, a.root, b.root):
         counts[change.change] += 1

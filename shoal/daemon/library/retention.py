@@ -32,7 +32,7 @@ from shoal.daemon.store.packs import CHANGES, KEEPING, KEPT, NOT_KEPT, SERVED, K
 from shoal.daemon.store.loader import index_loader
 from shoal.errors import UnknownDataset
 from shoal.protocol.format.manifest import file_chunks, walk_tree
-from shoal.protocol.format.objects import EntryType, FileObject, VersionRecord, decode
+from shoal.protocol.format.objects import EntryType, decode_file, decode_version
 from shoal.protocol.format.hashing import Kind
 
 log = logging.getLogger(__name__)
@@ -200,8 +200,8 @@ class Keeper:
     def _parent_root(self, row: VersionRow) -> bytes | None:
         """The root tree of the version's first parent, when that version is known here."""
         found = self.index.get_object(row.id)
-        record = decode(Kind.VERSION, found[1], row.id) if found else None
-        assert isinstance(record, VersionRecord)
+        assert found is not None
+        record = decode_version(found[1], row.id)
         parent = self.index.version(record.parents[0]) if record.parents else None
         return parent.root if parent else None
 
@@ -332,8 +332,7 @@ def _version_chunks(index: Index, root: bytes) -> Iterator[tuple[bytes, int]]:
     for _, entry in walk_tree(load, root):
         if entry.type != EntryType.FILE:
             continue
-        file = decode(Kind.FILE, load(Kind.FILE, entry.ref), entry.ref)  # type: ignore[arg-type]
-        assert isinstance(file, FileObject)
+        file = decode_file(load(Kind.FILE, entry.id), entry.id)
         for ref in file_chunks(load, file):
             yield ref.id, ref.size
 

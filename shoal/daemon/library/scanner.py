@@ -26,7 +26,9 @@ from shoal.protocol.format.chunking import ChunkingParams, make_chunker
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.hashing import Kind, chunk_id
 from shoal.protocol.format.manifest import FileBuilder, TreeBuilder, tree_entries
-from shoal.protocol.format.objects import EntryType, FileObject, Ref, TreeEntry, encode_with_id, file_mode_fields
+from shoal.protocol.format.objects import (
+    DirEntry, EntryType, FileEntry, FileObject, Ref, SymlinkEntry, TreeEntry, encode_with_id, file_mode_fields,
+)
 from shoal.protocol.format.paths import MAX_NAME_BYTES, check_name, check_symlink_target
 
 #: Folder a fetch assembles files in; never part of a shared version.
@@ -67,7 +69,7 @@ class ScanEntry:
 
 #: One directory entry as listed: (name, type, permission bits, symlink target, size, mtime_ns, ctime_ns, inode).
 #: The bits are in the directory's fingerprint, so a chmod alone makes a new tree.
-RawEntry = tuple[str, EntryType, bool, str, int, int, int, int]
+RawEntry = tuple[str, EntryType, int, str, int, int, int, int]
 
 
 @dataclass(slots=True)
@@ -353,9 +355,7 @@ def build_tree(index: Index, root: Path, scan: DirScan) -> tuple[bytes, int, int
     objects: list[tuple[bytes, Kind, bytes]] = []
     builder = TreeBuilder(lambda i, d: objects.append((i, Kind.TREE, d)))
     for e in scan.entries:
-        ref: bytes | str = e.target if e.type == EntryType.SYMLINK else e.ref  # type: ignore[assignment]
-        executable, mode = file_mode_fields(e.mode) if e.type == EntryType.FILE else (False, None)
-        builder.add(TreeEntry(e.name, e.type, executable, e.size, ref, mode))
+        builder.add(_tree_entry(e))
     tree_id = builder.finish()
     index.put_objects(objects)
     if scan.complete:
@@ -364,11 +364,23 @@ def build_tree(index: Index, root: Path, scan: DirScan) -> tuple[bytes, int, int
     return tree_id, size, files
 
 
+def _tree_entry(e: ScanEntry) -> TreeEntry:
+    """The TREE entry of a scanned entry whose content is stored (a file hashed, a directory built)."""
+    if e.type == EntryType.SYMLINK:
+        return SymlinkEntry(e.name, e.target)
+    assert e.ref is not None, f"{e.name!r} has no stored content"
+    if e.type == EntryType.DIR:
+        return DirEntry(e.name, e.size, e.ref)
+    executable, mode = file_mode_fields(e.mode)
+    return FileEntry(e.name, e.size, e.ref, executable, mode)
+
+
 def _materialize(index: Index, scan: DirScan) -> None:
     """Rebuild every entry of an unchanged directory whose subdirectories changed."""
     assert scan.previous_tree is not None
     dirs = {e.name: e for e in scan.entries}
-    refs = {e.name: e.ref for e in tree_entries(index_loader(index), scan.previous_tree)}
+    # The directory is unchanged, so its files are the previous tree's files.
+    refs = {e.name: e.id for e in tree_entries(index_loader(index), scan.previous_tree) if e.type == EntryType.FILE}
     entries = []
     for raw in scan.raw:
         if raw[1] == _DIR:
@@ -377,7 +389,7 @@ def _materialize(index: Index, scan: DirScan) -> None:
             continue
         entry = _entry(raw)
         if entry.type == _FILE:
-            entry.ref = refs[entry.name]  # type: ignore[assignment]
+            entry.ref = refs[entry.name]
         entries.append(entry)
     scan.entries = entries
 

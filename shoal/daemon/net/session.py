@@ -217,7 +217,7 @@ class PeerSession:
                 # What the events handled since the last read queued (PONG, CANCEL) goes
                 # out before waiting, once per read rather than once per event.
                 await self._flush_quietly()
-                data: bytes | None = None
+                data: bytes | bytearray | None = None
                 with trio.move_on_at(self._liveness.deadline(inside_frame=self.conn.inside_frame)):
                     try:
                         data = await self.stream.receive_some(RECEIVE_SIZE)
@@ -283,9 +283,9 @@ class PeerSession:
             self._serving[message.req] = scope
             nursery.start_soon(self._serve, message, scope)
         elif isinstance(message, Cancel):
-            scope = self._serving.get(message.req)
-            if scope is not None:
-                scope.cancel()
+            serving = self._serving.get(message.req)
+            if serving is not None:
+                serving.cancel()
 
     async def _flush_quietly(self) -> None:
         try:

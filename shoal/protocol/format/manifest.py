@@ -22,7 +22,8 @@ from shoal.protocol.format.objects import (
     TreeEntry,
     TreeNode,
     VersionRecord,
-    decode,
+    decode_chunks,
+    decode_tree,
     encode_with_id,
 )
 from shoal.protocol.format.paged import PagedListBuilder, iter_items
@@ -36,7 +37,7 @@ def _chunk_page(level: int, entries: list[Ref]) -> tuple[bytes, bytes]:
     return encode_with_id(ChunkListNode(level, tuple(entries)))
 
 
-def _tree_page(level: int, entries: list) -> tuple[bytes, bytes]:
+def _tree_page(level: int, entries: list[TreeEntry | Ref]) -> tuple[bytes, bytes]:
     return encode_with_id(TreeNode(level, tuple(entries)))
 
 
@@ -47,7 +48,7 @@ class FileBuilder:
         self._params = params
         self._sink = sink
         self._size = 0
-        self._list: PagedListBuilder[Ref] = PagedListBuilder(_chunk_page, _ref_size, sink)
+        self._list: PagedListBuilder[Ref] = PagedListBuilder(_chunk_page, sink)
 
     def add_chunk(self, chunk_id: bytes, length: int) -> None:
         """Append the next chunk of the file."""
@@ -69,7 +70,7 @@ class TreeBuilder:
         self._sink = sink
         self._prev: bytes | None = None
         self.size = 0
-        self._list: PagedListBuilder[TreeEntry] = PagedListBuilder(_tree_page, _entry_size, sink)
+        self._list: PagedListBuilder[TreeEntry] = PagedListBuilder(_tree_page, sink)
 
     def add(self, entry: TreeEntry) -> None:
         """Append the next entry; names must strictly increase by UTF-8 bytes."""
@@ -86,14 +87,6 @@ class TreeBuilder:
         tree_id, data = encode_with_id(TreeNode(level, tuple(entries)))
         self._sink(tree_id, data)
         return tree_id
-
-
-def _ref_size(ref: Ref) -> int:
-    return ref.size
-
-
-def _entry_size(entry: TreeEntry) -> int:
-    return entry.size
 
 
 def sign_version(record: VersionRecord, key: Ed25519PrivateKey) -> VersionRecord:
@@ -117,10 +110,9 @@ def check_version_signature(record: VersionRecord) -> None:
 ObjectLoader = Callable[[Kind, bytes], bytes]
 
 
-def load_tree_page(load: ObjectLoader, level: int, ref: Ref) -> tuple:
+def load_tree_page(load: ObjectLoader, level: int, ref: Ref) -> tuple[TreeEntry | Ref, ...]:
     """Load and check one page of a directory at `level`."""
-    node = decode(Kind.TREE, load(Kind.TREE, ref.id), ref.id)
-    assert isinstance(node, TreeNode)
+    node = decode_tree(load(Kind.TREE, ref.id), ref.id)
     if node.level != level:
         raise ObjectFormatError(f"tree page {ref.id.hex()[:16]} is at level {node.level}, expected {level}")
     return node.entries
@@ -128,10 +120,10 @@ def load_tree_page(load: ObjectLoader, level: int, ref: Ref) -> tuple:
 
 def tree_entries(load: ObjectLoader, tree_id: bytes) -> Iterator[TreeEntry]:
     """Yield a directory's entries across its pages, checking order and names."""
-    node = decode(Kind.TREE, load(Kind.TREE, tree_id), tree_id)
-    assert isinstance(node, TreeNode)
+    node = decode_tree(load(Kind.TREE, tree_id), tree_id)
     prev: bytes | None = None
-    for entry in iter_items(node.level, node.entries, lambda lvl, ref: load_tree_page(load, lvl, ref)):
+    entries: Iterator[TreeEntry] = iter_items(node.level, node.entries, lambda lvl, ref: load_tree_page(load, lvl, ref))
+    for entry in entries:
         key = entry.name.encode("utf-8")
         if prev is not None and key <= prev:
             raise ObjectFormatError(f"directory entries out of order or repeated at {entry.name!r}")
@@ -155,13 +147,12 @@ def _walk(load: ObjectLoader, tree_id: bytes, prefix: tuple[str, ...]) -> Genera
         path = prefix + (entry.name,)
         if entry.type == EntryType.SYMLINK:
             try:
-                check_symlink_target(entry.ref, len(prefix))
+                check_symlink_target(entry.target, len(prefix))
             except ProtocolError as e:
                 raise ObjectFormatError(f"{'/'.join(path)}: {e}") from None
         yield path, entry
         if entry.type == EntryType.DIR:
-            assert isinstance(entry.ref, bytes)
-            below = yield from _walk(load, entry.ref, path)
+            below = yield from _walk(load, entry.id, path)
             check_dir_size(path, entry, below)
         total += entry.size
     return total
@@ -175,8 +166,7 @@ def check_dir_size(path: tuple[str, ...], entry: TreeEntry, actual: int) -> None
 
 def load_chunk_page(load: ObjectLoader, level: int, ref: Ref) -> tuple[Ref, ...]:
     """Load and check one page of a file's chunk list at `level`."""
-    node = decode(Kind.CHUNKS, load(Kind.CHUNKS, ref.id), ref.id)
-    assert isinstance(node, ChunkListNode)
+    node = decode_chunks(load(Kind.CHUNKS, ref.id), ref.id)
     if node.level != level:
         raise ObjectFormatError(f"chunk-list page {ref.id.hex()[:16]} is at level {node.level}, expected {level}")
     return node.entries

@@ -13,9 +13,10 @@ are `Ref(size, id)` of level L-1 nodes. See `paged.py` for how pages are cut.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias, TypeVar, cast
 
 import msgpack
 
@@ -81,20 +82,49 @@ def file_mode_fields(bits: int) -> tuple[bool, int | None]:
 
 
 @dataclass(frozen=True, slots=True)
-class TreeEntry:
-    """One name in a directory. `ref` is an object id, or the target text of a symlink."""
+class FileEntry:
+    """A regular file in a directory: its FILE object's id and how it is permitted."""
 
+    type: ClassVar[Literal[EntryType.FILE]] = EntryType.FILE
     name: str
-    type: EntryType
-    executable: bool
     size: int
-    ref: bytes | str
-    #: A file's permission bits when they are not `default_mode(executable)`, else None.
+    id: bytes
+    executable: bool = False
+    #: The permission bits when they are not `default_mode(executable)`, else None.
     mode: int | None = None
 
     def permissions(self) -> int:
         """The permission bits a file written from this entry gets (before the umask)."""
         return self.mode if self.mode is not None else default_mode(self.executable)
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    """A subdirectory: its TREE object's id and the total size of the files below it."""
+
+    type: ClassVar[Literal[EntryType.DIR]] = EntryType.DIR
+    name: str
+    size: int
+    id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SymlinkEntry:
+    """A symbolic link and the text it points to; its size is that text's UTF-8 length."""
+
+    type: ClassVar[Literal[EntryType.SYMLINK]] = EntryType.SYMLINK
+    name: str
+    target: str
+
+    @property
+    def size(self) -> int:
+        return len(self.target.encode("utf-8"))
+
+
+#: One name in a directory. `entry.type == EntryType.FILE` (or DIR, SYMLINK)
+#: narrows it to that kind, whose fields are then typed: `id` for a file or a
+#: directory, `target` for a symlink.
+TreeEntry: TypeAlias = FileEntry | DirEntry | SymlinkEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +150,7 @@ class TreeNode:
     """A directory, or a page of one: entries sorted by the UTF-8 bytes of their names."""
 
     level: int
-    entries: tuple[TreeEntry, ...] | tuple[Ref, ...]
+    entries: tuple[TreeEntry | Ref, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +193,7 @@ ManifestObject: TypeAlias = ChunkListNode | FileObject | TreeNode | VersionRecor
 
 
 def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    return cast(bytes, msgpack.packb(value, use_bin_type=True))
 
 
 def _refs(entries: tuple[Ref, ...]) -> list[list[Any]]:
@@ -181,10 +211,18 @@ def _version_fields(v: VersionRecord) -> list[Any]:
 
 
 def _entry_fields(entry: TreeEntry) -> list[Any]:
-    fields: list[Any] = [entry.name, int(entry.type), entry.executable, entry.size, entry.ref]
+    if entry.type == EntryType.SYMLINK:
+        return [entry.name, int(entry.type), False, entry.size, entry.target]
+    if entry.type == EntryType.DIR:
+        return [entry.name, int(entry.type), False, entry.size, entry.id]
+    fields: list[Any] = [entry.name, int(entry.type), entry.executable, entry.size, entry.id]
     if entry.mode is not None:
         fields.append(entry.mode)
     return fields
+
+
+def _tree_item_fields(item: TreeEntry | Ref) -> list[Any]:
+    return [item.size, item.id] if isinstance(item, Ref) else _entry_fields(item)
 
 
 def encode(obj: ManifestObject) -> bytes:
@@ -194,11 +232,7 @@ def encode(obj: ManifestObject) -> bytes:
     elif isinstance(obj, ChunkListNode):
         fields = [int(Kind.CHUNKS), obj.level, _refs(obj.entries)]
     elif isinstance(obj, TreeNode):
-        if obj.level == 0:
-            items = [_entry_fields(e) for e in obj.entries]  # type: ignore[arg-type]
-        else:
-            items = _refs(obj.entries)  # type: ignore[arg-type]
-        fields = [int(Kind.TREE), obj.level, items]
+        fields = [int(Kind.TREE), obj.level, [_tree_item_fields(item) for item in obj.entries]]
     elif isinstance(obj, VersionRecord):
         fields = _version_fields(obj) + [obj.signature]
     else:
@@ -292,7 +326,11 @@ def _tree_entry(value: Any) -> TreeEntry:
     else:
         _oid(ref, f"entry {name!r} id")
     mode = _mode(name, kind, executable, item[5]) if len(item) == 6 else None
-    return TreeEntry(name, kind, executable, size, ref, mode)
+    if kind == EntryType.SYMLINK:
+        return SymlinkEntry(name, ref)
+    if kind == EntryType.DIR:
+        return DirEntry(name, size, ref)
+    return FileEntry(name, size, ref, executable, mode)
 
 
 def _mode(name: str, kind: EntryType, executable: bool, value: Any) -> int:
@@ -345,79 +383,89 @@ def _check_sorted(entries: tuple[TreeEntry, ...]) -> None:
         prev = key
 
 
-def _decode_fields(kind: Kind, fields: list[Any]) -> ManifestObject:
-    if kind == Kind.CHUNKS:
-        if len(fields) != 3:
-            raise _fail("chunk-list node must have 3 fields")
-        level = _int(fields[1], "level", 0, MAX_LEVEL)
-        refs = _refs_from(fields[2], level)
-        if not refs:
-            raise _fail("a chunk-list node cannot be empty")
-        if level == 0 and any(r.size == 0 for r in refs):
-            raise _fail("a chunk cannot be empty")
-        return ChunkListNode(level, refs)
-    if kind == Kind.FILE:
-        if len(fields) != 5:
-            raise _fail("file object must have 5 fields")
-        size = _int(fields[1], "file size")
-        p = _list(fields[2], "chunking params", 3)
-        if len(p) != 3:
-            raise _fail("chunking params must be [min, avg, max]")
-        params = ChunkingParams(*p)
-        level = _int(fields[3], "level", 0, MAX_LEVEL)
-        refs = _refs_from(fields[4], level)
-        if sum(r.size for r in refs) != size:
-            raise _fail("file size differs from the sum of its chunk list")
-        if level == 0 and any(r.size == 0 for r in refs):
-            raise _fail("a chunk cannot be empty")
-        return FileObject(size, params, level, refs)
-    if kind == Kind.TREE:
-        if len(fields) != 3:
-            raise _fail("tree object must have 3 fields")
-        level = _int(fields[1], "level", 0, MAX_LEVEL)
-        if level == 0:
-            entries = tuple(_tree_entry(e) for e in _list(fields[2], "entries", FANOUT))
-            _check_sorted(entries)
-            return TreeNode(0, entries)
-        return TreeNode(level, _refs_from(fields[2], level))
-    if kind == Kind.VERSION:
-        if len(fields) not in (11, 12):
-            raise _fail("version record must have 11 or 12 fields")
-        _, name, seq, root, parents, size, files, author, time, message = fields[:10]
-        signature = fields[-1]
-        subsets = _subsets(fields[10]) if len(fields) == 12 else ()
-        try:
-            check_dataset_name(name)
-        except ProtocolError as e:
-            raise _fail(str(e)) from None
-        if type(message) is not str or len(message) > MAX_MESSAGE:
-            raise _fail(f"version message must be text of at most {MAX_MESSAGE} characters")
-        if type(signature) is not bytes or len(signature) != 64:
-            raise _fail("version signature must be 64 bytes")
-        if type(author) is not bytes or len(author) != 32:
-            raise _fail("version author must be a 32-byte public key")
-        return VersionRecord(
-            name=name,
-            seq=_int(seq, "version number", 1),
-            root=_oid(root, "root tree id"),
-            parents=tuple(_oid(p, "parent id") for p in _list(parents, "parents", MAX_PARENTS)),
-            size=_int(size, "version size"),
-            files=_int(files, "version file count"),
-            author=author,
-            time=_int(time, "version time"),
-            message=message,
-            signature=signature,
-            subsets=subsets,
-        )
-    raise _fail(f"kind {kind!r} has no manifest encoding")
+def _chunks_from(fields: list[Any]) -> ChunkListNode:
+    if len(fields) != 3:
+        raise _fail("chunk-list node must have 3 fields")
+    level = _int(fields[1], "level", 0, MAX_LEVEL)
+    refs = _refs_from(fields[2], level)
+    if not refs:
+        raise _fail("a chunk-list node cannot be empty")
+    if level == 0 and any(r.size == 0 for r in refs):
+        raise _fail("a chunk cannot be empty")
+    return ChunkListNode(level, refs)
 
 
-def decode(kind: Kind, data: bytes, expected_id: bytes | None = None) -> ManifestObject:
-    """Decode and validate one manifest object of `kind`.
+def _file_from(fields: list[Any]) -> FileObject:
+    if len(fields) != 5:
+        raise _fail("file object must have 5 fields")
+    size = _int(fields[1], "file size")
+    p = _list(fields[2], "chunking params", 3)
+    if len(p) != 3:
+        raise _fail("chunking params must be [min, avg, max]")
+    params = ChunkingParams(*p)
+    level = _int(fields[3], "level", 0, MAX_LEVEL)
+    refs = _refs_from(fields[4], level)
+    if sum(r.size for r in refs) != size:
+        raise _fail("file size differs from the sum of its chunk list")
+    if level == 0 and any(r.size == 0 for r in refs):
+        raise _fail("a chunk cannot be empty")
+    return FileObject(size, params, level, refs)
 
-    With `expected_id`, the bytes are checked against it first, so a mismatch
-    is reported as an IntegrityError before any parsing.
-    """
+
+def _tree_from(fields: list[Any]) -> TreeNode:
+    if len(fields) != 3:
+        raise _fail("tree object must have 3 fields")
+    level = _int(fields[1], "level", 0, MAX_LEVEL)
+    if level == 0:
+        entries = tuple(_tree_entry(e) for e in _list(fields[2], "entries", FANOUT))
+        _check_sorted(entries)
+        return TreeNode(0, entries)
+    return TreeNode(level, _refs_from(fields[2], level))
+
+
+def _version_from(fields: list[Any]) -> VersionRecord:
+    if len(fields) not in (11, 12):
+        raise _fail("version record must have 11 or 12 fields")
+    _, name, seq, root, parents, size, files, author, time, message = fields[:10]
+    signature = fields[-1]
+    subsets = _subsets(fields[10]) if len(fields) == 12 else ()
+    try:
+        check_dataset_name(name)
+    except ProtocolError as e:
+        raise _fail(str(e)) from None
+    if type(message) is not str or len(message) > MAX_MESSAGE:
+        raise _fail(f"version message must be text of at most {MAX_MESSAGE} characters")
+    if type(signature) is not bytes or len(signature) != 64:
+        raise _fail("version signature must be 64 bytes")
+    if type(author) is not bytes or len(author) != 32:
+        raise _fail("version author must be a 32-byte public key")
+    return VersionRecord(
+        name=name,
+        seq=_int(seq, "version number", 1),
+        root=_oid(root, "root tree id"),
+        parents=tuple(_oid(p, "parent id") for p in _list(parents, "parents", MAX_PARENTS)),
+        size=_int(size, "version size"),
+        files=_int(files, "version file count"),
+        author=author,
+        time=_int(time, "version time"),
+        message=message,
+        signature=signature,
+        subsets=subsets,
+    )
+
+
+_Obj = TypeVar("_Obj", bound=ManifestObject)
+
+#: How the fields of each kind of manifest object become that object.
+_FROM_FIELDS: dict[Kind, Callable[[list[Any]], ManifestObject]] = {
+    Kind.CHUNKS: _chunks_from,
+    Kind.FILE: _file_from,
+    Kind.TREE: _tree_from,
+    Kind.VERSION: _version_from,
+}
+
+
+def _decode(kind: Kind, data: bytes, expected_id: bytes | None, from_fields: Callable[[list[Any]], _Obj]) -> _Obj:
     if len(data) > MAX_OBJECT_SIZE:
         raise _fail(f"object of {len(data)} bytes exceeds {MAX_OBJECT_SIZE}")
     if expected_id is not None and object_id(kind, data) != expected_id:
@@ -434,9 +482,44 @@ def decode(kind: Kind, data: bytes, expected_id: bytes | None = None) -> Manifes
     if type(fields) is not list or not fields or fields[0] != int(kind) or type(fields[0]) is not int:
         raise _fail(f"not a {kind.name.lower()} object")
     try:
-        obj = _decode_fields(kind, fields)
+        obj = from_fields(fields)
     except ValueError as e:
         raise _fail(str(e)) from None
     if encode(obj) != data:
         raise _fail(f"{kind.name.lower()} object is not canonically encoded")
     return obj
+
+
+def decode(kind: Kind, data: bytes, expected_id: bytes | None = None) -> ManifestObject:
+    """Decode and validate one manifest object of `kind`.
+
+    With `expected_id`, the bytes are checked against it first, so a mismatch
+    is reported as an IntegrityError before any parsing. Bytes of another kind
+    (their tag is not `kind`) raise ObjectFormatError. Where the kind is known
+    statically, `decode_file`, `decode_tree`, `decode_chunks` and
+    `decode_version` return the object's own type.
+    """
+    from_fields = _FROM_FIELDS.get(kind)
+    if from_fields is None:
+        raise _fail(f"kind {kind!r} has no manifest encoding")
+    return _decode(kind, data, expected_id, from_fields)
+
+
+def decode_chunks(data: bytes, expected_id: bytes | None = None) -> ChunkListNode:
+    """Decode a CHUNKS page (a part of a file's chunk list); see `decode`."""
+    return _decode(Kind.CHUNKS, data, expected_id, _chunks_from)
+
+
+def decode_file(data: bytes, expected_id: bytes | None = None) -> FileObject:
+    """Decode a FILE object; see `decode`."""
+    return _decode(Kind.FILE, data, expected_id, _file_from)
+
+
+def decode_tree(data: bytes, expected_id: bytes | None = None) -> TreeNode:
+    """Decode a TREE object (a directory or a page of one); see `decode`."""
+    return _decode(Kind.TREE, data, expected_id, _tree_from)
+
+
+def decode_version(data: bytes, expected_id: bytes | None = None) -> VersionRecord:
+    """Decode a VERSION record (its signature is not checked here); see `decode`."""
+    return _decode(Kind.VERSION, data, expected_id, _version_from)

@@ -8,16 +8,26 @@ top run is stored inline in the owning object (the FILE or the directory's TREE)
 together with its level.
 """
 
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, Protocol, TypeVar, cast
 
 from shoal.protocol.format.objects import FANOUT, MAX_LEVEL, Ref
 from shoal.protocol.errors import LocalProtocolError, ObjectFormatError
 
-T = TypeVar("T")
 
-#: Builds a page object at `level` from its entries and returns (id, encoded bytes).
-PageEncoder = Callable[[int, list], tuple[bytes, bytes]]
+class Sized(Protocol):
+    """An item of a paged list: it counts towards its page's size."""
+
+    @property
+    def size(self) -> int: ...
+
+
+#: A level-0 item: a chunk's Ref, or a directory entry.
+T = TypeVar("T", bound=Sized)
+
+#: Builds a page object at `level` from its entries (items at level 0, Refs
+#: above) and returns (id, encoded bytes).
+PageEncoder = Callable[[int, list[T | Ref]], tuple[bytes, bytes]]
 #: Receives each finished page: (id, encoded bytes).
 PageSink = Callable[[bytes, bytes], None]
 
@@ -25,19 +35,18 @@ PageSink = Callable[[bytes, bytes], None]
 class PagedListBuilder(Generic[T]):
     """Accepts items one by one; emits full pages to `sink`; returns the top run."""
 
-    def __init__(self, encode_page: PageEncoder, size_of: Callable[[T], int], sink: PageSink) -> None:
+    def __init__(self, encode_page: PageEncoder[T], sink: PageSink) -> None:
         self._encode_page = encode_page
-        self._size_of = size_of
         self._sink = sink
-        self._levels: list[list] = [[]]
+        self._levels: list[list[T | Ref]] = [[]]
         self._sizes: list[int] = [0]
         self._emitted: list[int] = [0]
 
     def add(self, item: T) -> None:
         """Append one item to the list."""
-        self._push(0, item, self._size_of(item))
+        self._push(0, item)
 
-    def _push(self, level: int, item: object, size: int) -> None:
+    def _push(self, level: int, item: T | Ref) -> None:
         run = self._levels[level]
         # A full run is only cut when another item arrives, so a list of exactly
         # FANOUT items stays inline rather than becoming one lonely page.
@@ -45,7 +54,7 @@ class PagedListBuilder(Generic[T]):
             self._emit(level)
             run = self._levels[level]
         run.append(item)
-        self._sizes[level] += size
+        self._sizes[level] += item.size
 
     def _emit(self, level: int) -> None:
         page_id, data = self._encode_page(level, self._levels[level])
@@ -60,9 +69,9 @@ class PagedListBuilder(Generic[T]):
             self._levels.append([])
             self._sizes.append(0)
             self._emitted.append(0)
-        self._push(level + 1, ref, ref.size)
+        self._push(level + 1, ref)
 
-    def finish(self) -> tuple[int, list]:
+    def finish(self) -> tuple[int, list[T | Ref]]:
         """Flush partial pages and return (level, entries) of the top run."""
         level = 0
         while True:
@@ -75,10 +84,10 @@ class PagedListBuilder(Generic[T]):
 
 
 #: Loads the page `ref` points to, which must sit at `level`; returns its entries.
-PageLoader = Callable[[int, Ref], "list | tuple"]
+PageLoader = Callable[[int, Ref], Sequence[T | Ref]]
 
 
-def iter_items(level: int, entries: "list | tuple", load_page: PageLoader) -> Iterator:
+def iter_items(level: int, entries: Sequence[T | Ref], load_page: PageLoader[T]) -> Iterator[T]:
     """Yield the level-0 items of a paged list, loading pages depth first.
 
     Checks that the list is paged exactly as the rule cuts it (a top above
@@ -91,23 +100,22 @@ def iter_items(level: int, entries: "list | tuple", load_page: PageLoader) -> It
     yield from _iter_level(level, entries, load_page, last=True)
 
 
-def _iter_level(level: int, entries: "list | tuple", load_page: PageLoader, last: bool) -> Iterator:
+def _iter_level(level: int, entries: Sequence[T | Ref], load_page: PageLoader[T], last: bool) -> Iterator[T]:
     if level == 0:
-        yield from entries
+        # The decoders hold every list to its level: items at 0, Refs above.
+        yield from cast(Sequence[T], entries)
         return
     final = len(entries) - 1
     for i, ref in enumerate(entries):
+        if not isinstance(ref, Ref):
+            raise ObjectFormatError(f"a level {level} page lists an item where a page reference belongs")
         page = load_page(level - 1, ref)
         page_is_last = last and i == final
         if len(page) != FANOUT and not page_is_last:
             raise ObjectFormatError(f"page {ref.id.hex()[:16]} holds {len(page)} entries; only the last page may be short")
         if not page:
             raise ObjectFormatError(f"page {ref.id.hex()[:16]} is empty")
-        total = sum(_item_size(item) for item in page)
+        total = sum(item.size for item in page)
         if total != ref.size:
             raise ObjectFormatError(f"page {ref.id.hex()[:16]} holds {total} bytes, its reference says {ref.size}")
         yield from _iter_level(level - 1, page, load_page, page_is_last)
-
-
-def _item_size(item: object) -> int:
-    return item.size  # type: ignore[attr-defined]

@@ -264,7 +264,7 @@ class SecureChannel:
                 self._held = None
                 self._inbound += view[pos:]
         if held is None:
-            del buf[:pos]
+            del self._inbound[:pos]
 
     def _seal_records(self, *, full_only: bool) -> None:
         assert self._send is not None

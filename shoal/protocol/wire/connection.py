@@ -5,23 +5,43 @@ enforces message order and request bookkeeping, and turns every violation by
 the peer into a ConnectionClosed event (after queueing an ERROR for it). It does
 no I/O: the caller feeds `receive_data`, drains `next_event` until NEED_DATA,
 and writes `data_to_send()` to the socket.
+
+This module is the session's front: the states, events and errors it hands
+out are defined in `events.py`, the request rules of an open session in
+`requests.py`, and all of them can be imported from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from enum import Enum
-from typing import Any, TypeAlias
+from collections.abc import Callable
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shoal.protocol.wire.channel import Role, SecureChannel, auth_transcript
 from shoal.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from shoal.protocol.wire.framing import HEADER_SIZE, MAX_FRAME_SIZE, FrameDecoder
 from shoal.protocol.format.identity import PeerId, public_key_bytes, sign, verify
+from shoal.protocol.wire.channel import Role, SecureChannel, auth_transcript
+from shoal.protocol.wire.events import (
+    NEED_DATA,
+    TRANSITIONS,
+    AuthenticationFailed,
+    ConnectionClosed,
+    DuplicateSession,
+    Event,
+    HelloReceived,
+    LargeFrame,
+    MessageReceived,
+    NeedData,
+    PeerAuthenticated,
+    RequestViolation,
+    SelfConnection,
+    State,
+    Step,
+    UnexpectedMessage,
+    UnsupportedVersion,
+)
+from shoal.protocol.wire.framing import HEADER_SIZE, MAX_FRAME_SIZE, FrameDecoder
 from shoal.protocol.wire.messages import (
-    MAX_REQUEST_ID,
     MAX_TEXT_BYTES,
     PROTOCOL_VERSION,
     Auth,
@@ -37,14 +57,20 @@ from shoal.protocol.wire.messages import (
     Message,
     Ping,
     Pong,
-    decode_message,
     data_parts,
+    decode_message,
     encode_message_parts,
     starts_as_data,
 )
+from shoal.protocol.wire.requests import MAX_OUTSTANDING_REQUESTS, Requests, RequestTable
 
-#: Requests a peer may have open at us at once; one more is a violation.
-MAX_OUTSTANDING_REQUESTS = 32
+__all__ = [
+    "DEFER_DECODE_SIZE", "MAX_OUTSTANDING_REQUESTS", "NEED_DATA", "PRE_OPEN_FRAME_LIMIT", "TRANSITIONS", "UNTRUSTED",
+    "AuthenticationFailed", "Connection", "ConnectionClosed", "DuplicateSession", "Event", "HelloReceived",
+    "LargeFrame", "MessageReceived", "NeedData", "PeerAuthenticated", "RequestTable", "RequestViolation",
+    "SelfConnection", "State", "Step", "UnexpectedMessage", "UnsupportedVersion",
+]
+
 #: AUTH, HELLO, ERROR and BYE are small; an unauthenticated peer gets no more.
 PRE_OPEN_FRAME_LIMIT = 4096
 #: Frames larger than this, DATA aside, are handed out undecoded (LargeFrame): a
@@ -52,177 +78,6 @@ PRE_OPEN_FRAME_LIMIT = 4096
 #: event loop. DATA decodes in a copy whatever its size.
 DEFER_DECODE_SIZE = 64 * 1024
 UNTRUSTED = "untrusted"
-
-
-class State(Enum):
-    HANDSHAKE = "handshake"
-    AUTHENTICATING = "authenticating"
-    AWAIT_HELLO = "await-hello"
-    OPEN = "open"
-    CLOSED = "closed"
-    ERROR = "error"
-
-
-class Step(Enum):
-    SECURED = "secured"
-    ACCEPTED = "accepted"
-    HELLO_RECEIVED = "hello-received"
-    CLOSE = "close"
-    FAIL = "fail"
-
-
-_LIVE = (State.HANDSHAKE, State.AUTHENTICATING, State.AWAIT_HELLO, State.OPEN)
-TRANSITIONS: dict[tuple[State, Step], State] = {
-    (State.HANDSHAKE, Step.SECURED): State.AUTHENTICATING,
-    (State.AUTHENTICATING, Step.ACCEPTED): State.AWAIT_HELLO,
-    (State.AWAIT_HELLO, Step.HELLO_RECEIVED): State.OPEN,
-    **{(state, Step.CLOSE): State.CLOSED for state in _LIVE},
-    **{(state, Step.FAIL): State.ERROR for state in _LIVE},
-}
-
-
-class AuthenticationFailed(RemoteProtocolError):
-    """The peer's AUTH does not prove a key for this channel."""
-
-    code = "bad-auth"
-
-
-class SelfConnection(RemoteProtocolError):
-    """The peer proved our own key: we dialled ourselves, or the key file was copied."""
-
-    code = "self-connection"
-
-
-class UnexpectedMessage(RemoteProtocolError):
-    """A message arrived in a state where it is not allowed."""
-
-    code = "unexpected-message"
-
-
-class UnsupportedVersion(RemoteProtocolError):
-    """The peer's HELLO names a protocol version we do not speak."""
-
-    code = "unsupported-version"
-
-
-class DuplicateSession(ProtocolError):
-    """A session with this peer is already open; the newer one is refused (not a violation)."""
-
-    code = "duplicate-session"
-
-
-class RequestViolation(RemoteProtocolError):
-    """The peer broke the request rules (ids, limits, DATA or END that do not match)."""
-
-    code = "bad-request"
-
-
-@dataclass(frozen=True, slots=True)
-class PeerAuthenticated:
-    """The peer proved its key; call accept() or reject() next."""
-
-    peer_id: PeerId
-    public_key: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class HelloReceived:
-    hello: Hello
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
-    """Any message after HELLO that the application handles (PING is answered here)."""
-
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
-    """The session is over; `error_code` is set when it ended on a violation."""
-
-    reason: str
-    error_code: str | None
-    by_peer: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LargeFrame:
-    """A frame that is costly to decode (a big CATALOG), handed out undecoded.
-
-    Call `decode()` wherever it may take its time (it is pure, so a worker
-    thread will do), then give its result to `Connection.receive_decoded`
-    before reading on.
-    """
-
-    payload: bytes
-
-    def decode(self) -> Message | RemoteProtocolError:
-        """The message, or the violation that the payload is."""
-        try:
-            return decode_message(self.payload)
-        except RemoteProtocolError as exc:
-            return exc
-
-
-class NeedData(Enum):
-    NEED_DATA = "need-data"
-
-
-NEED_DATA = NeedData.NEED_DATA
-Event: TypeAlias = PeerAuthenticated | HelloReceived | MessageReceived | ConnectionClosed | LargeFrame
-
-
-class RequestTable:
-    """Requests open in one direction and the ids still owed on each.
-
-    The Connection updates it; the application only reads it.
-    """
-
-    def __init__(self) -> None:
-        self._owed: dict[int, set[bytes]] = {}
-        self._asked: dict[int, tuple[bytes, ...]] = {}
-        self._cancelled: set[int] = set()
-
-    def __contains__(self, req: object) -> bool:
-        return req in self._owed
-
-    def __len__(self) -> int:
-        return len(self._owed)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(tuple(self._owed))
-
-    def pending(self, req: int) -> frozenset[bytes]:
-        """Ids of request `req` neither delivered nor declared missing yet."""
-        return frozenset(self._owed[req])
-
-    def pending_in_order(self, req: int) -> tuple[bytes, ...]:
-        """`pending(req)` in the order the request named them."""
-        owed = self._owed[req]
-        return tuple(oid for oid in self._asked[req] if oid in owed)
-
-    def owes(self, req: int, object_id: bytes) -> bool:
-        """Whether DATA for `object_id` may still come for request `req`."""
-        return object_id in self._owed.get(req, ())
-
-    def is_cancelled(self, req: int) -> bool:
-        return req in self._cancelled
-
-    def add(self, req: int, ids: tuple[bytes, ...]) -> None:
-        self._owed[req] = set(ids)
-        self._asked[req] = ids
-
-    def settle(self, req: int, object_id: bytes) -> None:
-        self._owed[req].discard(object_id)
-
-    def cancel(self, req: int) -> None:
-        self._cancelled.add(req)
-
-    def remove(self, req: int) -> None:
-        del self._owed[req]
-        del self._asked[req]
-        self._cancelled.discard(req)
 
 
 class Connection:
@@ -233,8 +88,10 @@ class Connection:
         self._private_key = private_key
         self.local_public_key = public_key_bytes(private_key)
         self.local_peer_id = PeerId.from_public_key(self.local_public_key)
-        self.sent_requests = RequestTable()
-        self.received_requests = RequestTable()
+        self._requests = Requests()
+        #: Our requests open at the peer, and the peer's open at us (read-only for the application).
+        self.sent_requests = self._requests.sent
+        self.received_requests = self._requests.received
         self.peer_hello: Hello | None = None
         self._channel = SecureChannel(role)
         # Until the peer's HELLO only small frames are allowed, and the limit is
@@ -249,7 +106,6 @@ class Connection:
         self._hello_sent = False
         self._eof = False
         self._closed: ConnectionClosed | None = None
-        self._next_req = 0
 
     @property
     def state(self) -> State:
@@ -343,10 +199,8 @@ class Connection:
             self._mark_hello_sent(message)
         else:
             self._check_hello_sent(message.TYPE.name)
-        track = _SEND_TRACKERS.get(type(message))
-        if track is not None and not track(self, message):
-            return
-        self._write(message)
+        if self._requests.track(message):
+            self._write(message)
 
     def send_data(self, req: int, oid: bytes, data: bytes | bytearray) -> None:
         """Queue DATA for `data` held in bytes or a bytearray (copied before this returns);
@@ -354,7 +208,7 @@ class Connection:
         parts = data_parts(req, oid, data)
         self._check_open()
         self._check_hello_sent("DATA")
-        self._settle(req, oid)
+        self._requests.settle(req, oid)
         self._write_parts("DATA", parts)
 
     def send_end(self, req: int) -> None:
@@ -395,11 +249,7 @@ class Connection:
 
     def new_request_id(self) -> int:
         """A request id not open on our side."""
-        while True:
-            req = self._next_req
-            self._next_req = (req + 1) & MAX_REQUEST_ID
-            if req not in self.sent_requests:
-                return req
+        return self._requests.new_id()
 
     def _next_event(self) -> Event | NeedData:
         while True:
@@ -470,35 +320,8 @@ class Connection:
         self._frames.max_size = MAX_FRAME_SIZE
         return HelloReceived(message)
 
-    def _on_request(self, message: GetObjects | GetChunks) -> MessageReceived:
-        if message.req in self.received_requests:
-            raise RequestViolation(f"request id {message.req} is already open")
-        if len(self.received_requests) >= MAX_OUTSTANDING_REQUESTS:
-            raise RequestViolation(f"more than {MAX_OUTSTANDING_REQUESTS} requests open at once")
-        self.received_requests.add(message.req, message.ids)
-        return MessageReceived(message)
-
-    def _on_data(self, message: Data) -> MessageReceived:
-        if not self.sent_requests.owes(message.req, message.id):
-            raise RequestViolation(f"DATA for {message.id.hex()} is not owed on request {message.req}")
-        self.sent_requests.settle(message.req, message.id)
-        return MessageReceived(message)
-
-    def _on_end(self, message: End) -> MessageReceived:
-        if message.req not in self.sent_requests:
-            raise RequestViolation(f"END for request {message.req}, which is not open")
-        if frozenset(message.missing) != self.sent_requests.pending(message.req):
-            raise RequestViolation(f"END of request {message.req} must list exactly the ids not delivered")
-        self.sent_requests.remove(message.req)
-        return MessageReceived(message)
-
-    def _on_cancel(self, message: Cancel) -> MessageReceived | None:
-        # A CANCEL crossing our END names a request we already finished: not an error.
-        table = self.received_requests
-        if message.req not in table or table.is_cancelled(message.req):
-            return None
-        table.cancel(message.req)
-        return MessageReceived(message)
+    def _on_request(self, message: GetObjects | GetChunks | Data | End | Cancel) -> MessageReceived | None:
+        return MessageReceived(message) if self._requests.receive(message) else None
 
     def _on_ping(self, message: Ping) -> None:
         self._write(Pong(message.nonce))
@@ -514,38 +337,6 @@ class Connection:
         if message.version != PROTOCOL_VERSION:
             raise LocalProtocolError(f"this implementation speaks protocol version {PROTOCOL_VERSION}")
         self._hello_sent = True
-
-    def _track_request(self, message: GetObjects | GetChunks) -> bool:
-        if message.req in self.sent_requests:
-            raise LocalProtocolError(f"request id {message.req} is already open")
-        if len(self.sent_requests) >= MAX_OUTSTANDING_REQUESTS:
-            raise LocalProtocolError(f"{MAX_OUTSTANDING_REQUESTS} requests are open; wait for an END")
-        self.sent_requests.add(message.req, message.ids)
-        return True
-
-    def _track_data(self, message: Data) -> bool:
-        self._settle(message.req, message.id)
-        return True
-
-    def _settle(self, req: int, oid: bytes) -> None:
-        if not self.received_requests.owes(req, oid):
-            raise LocalProtocolError(f"request {req} is not open or does not ask for {oid.hex()}")
-        self.received_requests.settle(req, oid)
-
-    def _track_end(self, message: End) -> bool:
-        if message.req not in self.received_requests:
-            raise LocalProtocolError(f"request {message.req} is not open")
-        if frozenset(message.missing) != self.received_requests.pending(message.req):
-            raise LocalProtocolError(f"END of request {message.req} must list exactly the ids not sent")
-        self.received_requests.remove(message.req)
-        return True
-
-    def _track_cancel(self, message: Cancel) -> bool:
-        # Cancelling a request that already ended (or twice) sends nothing: it races with END.
-        if message.req not in self.sent_requests or self.sent_requests.is_cancelled(message.req):
-            return False
-        self.sent_requests.cancel(message.req)
-        return True
 
     def _auth_message(self) -> Auth:
         transcript = auth_transcript(self.role, self._channel.handshake_hash)
@@ -589,20 +380,12 @@ class Connection:
 _RECEIVE_HANDLERS: dict[type, Callable[[Connection, Any], Event | None]] = {
     GetObjects: Connection._on_request,
     GetChunks: Connection._on_request,
-    Data: Connection._on_data,
-    End: Connection._on_end,
-    Cancel: Connection._on_cancel,
+    Data: Connection._on_request,
+    End: Connection._on_request,
+    Cancel: Connection._on_request,
     Ping: Connection._on_ping,
     Pong: Connection._surface,
     Catalog: Connection._surface,
-}
-
-_SEND_TRACKERS: dict[type, Callable[[Connection, Any], bool]] = {
-    GetObjects: Connection._track_request,
-    GetChunks: Connection._track_request,
-    Data: Connection._track_data,
-    End: Connection._track_end,
-    Cancel: Connection._track_cancel,
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, fields
 from enum import IntEnum
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, TypeAlias, cast
 
 import msgpack
 
@@ -366,7 +366,7 @@ def _data_header(req: int, oid: bytes, size: int) -> bytes:
         bin_header = struct.pack(">BH", 0xC5, size)
     else:
         bin_header = struct.pack(">BI", 0xC6, size)
-    return _DATA_START + msgpack.packb(req) + _ID_HEADER + oid + bin_header
+    return _DATA_START + cast(bytes, msgpack.packb(req)) + _ID_HEADER + oid + bin_header
 
 
 def _ext_hook(code: int, data: bytes) -> Any:

@@ -1,0 +1,182 @@
+"""The request rules of an open session, in both directions.
+
+Each side numbers its own requests; a request stays open until its END, which
+lists exactly the ids that were not delivered. A peer may hold at most
+MAX_OUTSTANDING_REQUESTS open at us. A peer that breaks these rules commits a
+RequestViolation; our own code breaking them is a LocalProtocolError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from shoal.protocol.errors import LocalProtocolError
+from shoal.protocol.wire.events import RequestViolation
+from shoal.protocol.wire.messages import MAX_REQUEST_ID, Cancel, Data, End, GetChunks, GetObjects, Message
+
+#: Requests a peer may have open at us at once; one more is a violation.
+MAX_OUTSTANDING_REQUESTS = 32
+
+
+class RequestTable:
+    """Requests open in one direction and the ids still owed on each.
+
+    The Connection updates it; the application only reads it.
+    """
+
+    def __init__(self) -> None:
+        self._owed: dict[int, set[bytes]] = {}
+        self._asked: dict[int, tuple[bytes, ...]] = {}
+        self._cancelled: set[int] = set()
+
+    def __contains__(self, req: object) -> bool:
+        return req in self._owed
+
+    def __len__(self) -> int:
+        return len(self._owed)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(tuple(self._owed))
+
+    def pending(self, req: int) -> frozenset[bytes]:
+        """Ids of request `req` neither delivered nor declared missing yet."""
+        return frozenset(self._owed[req])
+
+    def pending_in_order(self, req: int) -> tuple[bytes, ...]:
+        """`pending(req)` in the order the request named them."""
+        owed = self._owed[req]
+        return tuple(oid for oid in self._asked[req] if oid in owed)
+
+    def owes(self, req: int, object_id: bytes) -> bool:
+        """Whether DATA for `object_id` may still come for request `req`."""
+        return object_id in self._owed.get(req, ())
+
+    def is_cancelled(self, req: int) -> bool:
+        return req in self._cancelled
+
+    def add(self, req: int, ids: tuple[bytes, ...]) -> None:
+        self._owed[req] = set(ids)
+        self._asked[req] = ids
+
+    def settle(self, req: int, object_id: bytes) -> None:
+        self._owed[req].discard(object_id)
+
+    def cancel(self, req: int) -> None:
+        self._cancelled.add(req)
+
+    def remove(self, req: int) -> None:
+        del self._owed[req]
+        del self._asked[req]
+        self._cancelled.discard(req)
+
+
+class Requests:
+    """The requests of one session: ours (`sent`) and the peer's (`received`)."""
+
+    def __init__(self) -> None:
+        self.sent = RequestTable()
+        self.received = RequestTable()
+        self._next_req = 0
+
+    def new_id(self) -> int:
+        """A request id not open on our side."""
+        while True:
+            req = self._next_req
+            self._next_req = (req + 1) & MAX_REQUEST_ID
+            if req not in self.sent:
+                return req
+
+    # --- the peer's messages ----------------------------------------------------------
+
+    def receive(self, message: GetObjects | GetChunks | Data | End | Cancel) -> bool:
+        """Check a request message from the peer against the rules and book it; whether the
+        application should see it (a CANCEL crossing our END is dropped)."""
+        return _RECEIVE[type(message)](self, message)
+
+    def _on_request(self, message: GetObjects | GetChunks) -> bool:
+        if message.req in self.received:
+            raise RequestViolation(f"request id {message.req} is already open")
+        if len(self.received) >= MAX_OUTSTANDING_REQUESTS:
+            raise RequestViolation(f"more than {MAX_OUTSTANDING_REQUESTS} requests open at once")
+        self.received.add(message.req, message.ids)
+        return True
+
+    def _on_data(self, message: Data) -> bool:
+        if not self.sent.owes(message.req, message.id):
+            raise RequestViolation(f"DATA for {message.id.hex()} is not owed on request {message.req}")
+        self.sent.settle(message.req, message.id)
+        return True
+
+    def _on_end(self, message: End) -> bool:
+        if message.req not in self.sent:
+            raise RequestViolation(f"END for request {message.req}, which is not open")
+        if frozenset(message.missing) != self.sent.pending(message.req):
+            raise RequestViolation(f"END of request {message.req} must list exactly the ids not delivered")
+        self.sent.remove(message.req)
+        return True
+
+    def _on_cancel(self, message: Cancel) -> bool:
+        # A CANCEL crossing our END names a request we already finished: not an error.
+        if message.req not in self.received or self.received.is_cancelled(message.req):
+            return False
+        self.received.cancel(message.req)
+        return True
+
+    # --- ours ---------------------------------------------------------------------------
+
+    def track(self, message: Message) -> bool:
+        """Book a message we are about to send; whether it is to be sent at all
+        (a CANCEL of a request that already ended is not)."""
+        track = _SEND.get(type(message))
+        return track is None or track(self, message)
+
+    def settle(self, req: int, oid: bytes) -> None:
+        """Book DATA we send for `oid` on the peer's request `req`."""
+        if not self.received.owes(req, oid):
+            raise LocalProtocolError(f"request {req} is not open or does not ask for {oid.hex()}")
+        self.received.settle(req, oid)
+
+    def _track_request(self, message: GetObjects | GetChunks) -> bool:
+        if message.req in self.sent:
+            raise LocalProtocolError(f"request id {message.req} is already open")
+        if len(self.sent) >= MAX_OUTSTANDING_REQUESTS:
+            raise LocalProtocolError(f"{MAX_OUTSTANDING_REQUESTS} requests are open; wait for an END")
+        self.sent.add(message.req, message.ids)
+        return True
+
+    def _track_data(self, message: Data) -> bool:
+        self.settle(message.req, message.id)
+        return True
+
+    def _track_end(self, message: End) -> bool:
+        if message.req not in self.received:
+            raise LocalProtocolError(f"request {message.req} is not open")
+        if frozenset(message.missing) != self.received.pending(message.req):
+            raise LocalProtocolError(f"END of request {message.req} must list exactly the ids not sent")
+        self.received.remove(message.req)
+        return True
+
+    def _track_cancel(self, message: Cancel) -> bool:
+        # Cancelling a request that already ended (or twice) sends nothing: it races with END.
+        if message.req not in self.sent or self.sent.is_cancelled(message.req):
+            return False
+        self.sent.cancel(message.req)
+        return True
+
+
+_RECEIVE: dict[type, Callable[[Requests, Any], bool]] = {
+    GetObjects: Requests._on_request,
+    GetChunks: Requests._on_request,
+    Data: Requests._on_data,
+    End: Requests._on_end,
+    Cancel: Requests._on_cancel,
+}
+
+_SEND: dict[type, Callable[[Requests, Any], bool]] = {
+    GetObjects: Requests._track_request,
+    GetChunks: Requests._track_request,
+    Data: Requests._track_data,
+    End: Requests._track_end,
+    Cancel: Requests._track_cancel,
+}
