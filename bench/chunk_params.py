@@ -19,8 +19,8 @@ from pathlib import Path
 
 import blake3
 
-from shoal.daemon.store.index import Index
 from shoal.daemon.library.scanner import hash_file
+from shoal.daemon.store.index import Index
 from shoal.protocol.format.chunking import ChunkingParams, make_chunker
 from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.manifest import FileBuilder
@@ -118,7 +118,8 @@ def main() -> None:
             list_per_chunk = chunk_list_bytes(params, data) / len(ids)
             print(
                 f"{avg // KIB:>5}Ki {avg // 4 // KIB:>4}Ki {avg * 4 // KIB:>5}Ki {mean / KIB:>5.1f}Ki {len(ids):>6} |"
-                f" {ins[0]:>6} {ins[1] / KIB:>5.0f}Ki | {spread_n:>5.2f} {spread_b / KIB:>7.0f}Ki | {ow[0]:>5} {ow[1] / KIB:>5.0f}Ki |"
+                f" {ins[0]:>6} {ins[1] / KIB:>5.0f}Ki | {spread_n:>5.2f} {spread_b / KIB:>7.0f}Ki |"
+                f" {ow[0]:>5} {ow[1] / KIB:>5.0f}Ki |"
                 f" {per_dataset / 1e6:>10.2f} M {idx_per_chunk:>8.0f} {per_dataset * idx_per_chunk / 1e6:>8.0f} MB"
                 f" {list_per_chunk:>9.1f} {per_dataset * list_per_chunk / 1e6:>8.1f} MB"
             )

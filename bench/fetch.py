@@ -336,7 +336,8 @@ def rsync_pull(url: str, dest: str, inplace: bool = False) -> tuple[float, dict[
     if proc.returncode != 0:
         raise RuntimeError(f"exit {proc.returncode}: {shlex.join(argv)}\n{proc.stderr}")
     stats = {}
-    for key in ("Total bytes received", "Total bytes sent", "Literal data", "Matched data", "Number of regular files transferred"):
+    keys = ("Total bytes received", "Total bytes sent", "Literal data", "Matched data", "Number of regular files transferred")
+    for key in keys:
         m = re.search(rf"^{key}: ([\d,]+)", proc.stdout, re.M)
         if m:
             stats[key] = int(m.group(1).replace(",", ""))
@@ -515,8 +516,10 @@ def main() -> int:
 def report(args, cmdline, total, info, files, size, rows, notes, failures, drop) -> None:  # noqa: ANN001
     print()
     print(f"command: {cmdline}")
-    print(f"machine: nproc={os.cpu_count()}, CPU: {cpu_model()}, Python {platform.python_version()}, "
-          f"rsync {subprocess.run(['rsync', '--version'], capture_output=True, text=True).stdout.split()[2] if shutil.which('rsync') else '-'}")
+    rsync = "-"
+    if shutil.which("rsync"):
+        rsync = subprocess.run(["rsync", "--version"], capture_output=True, text=True).stdout.split()[2]
+    print(f"machine: nproc={os.cpu_count()}, CPU: {cpu_model()}, Python {platform.python_version()}, rsync {rsync}")
     print(f"dataset: {files} files, {size / 1e9:.3f} GB ({LARGE_FILES} x {info['large'] / 1e6:.0f} MB, "
           f"{MEDIUM_FILES} x {info['medium'] / 1e6:.0f} MB, {info['small']} small files = {info['small_bytes'] / 1e6:.0f} MB), "
           "incompressible, all content distinct")

@@ -76,6 +76,10 @@ class Cpu:
         return f"{self.user:5.2f}/{self.system:4.2f}"
 
 
+def _median(rows: list[dict], key) -> float:
+    return statistics.median(key(r) for r in rows)
+
+
 def _stat_cpu(path: str) -> Cpu:
     fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return Cpu(int(fields[11]) / TICK, int(fields[12]) / TICK)
@@ -169,10 +173,9 @@ def report(rows: list[dict], variants: list[Variant], args: argparse.Namespace, 
     for v in variants:
         mine = [r for r in rows if r["variant"] == v.label]
         if mine:
-            med = lambda key: statistics.median(key(r) for r in mine)  # noqa: E731
-            print(f"{v.label}: median of {len(mine)}: fetch {med(lambda r: r['wall']):.2f} s, "
-                  f"machine CPU {med(lambda r: r['machine'].total):.2f} s, "
-                  f"A {med(lambda r: r['a_total']):.2f} s, B {med(lambda r: r['b_total']):.2f} s")
+            print(f"{v.label}: median of {len(mine)}: fetch {_median(mine, lambda r: r['wall']):.2f} s, "
+                  f"machine CPU {_median(mine, lambda r: r['machine'].total):.2f} s, "
+                  f"A {_median(mine, lambda r: r['a_total']):.2f} s, B {_median(mine, lambda r: r['b_total']):.2f} s")
 
 
 def main() -> int:

@@ -45,10 +45,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from shoal.client.blocking import ControlClient  # noqa: E402
-from shoal.home import socket_path  # noqa: E402
-from shoal.home import running_pid  # noqa: E402
 from data import parse_size
+
+from shoal.client.blocking import ControlClient
+from shoal.home import running_pid, socket_path
 
 NAME = "soak"
 PARTIAL = ".shoal-partial"

@@ -46,12 +46,12 @@ import tempfile
 import time
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.netns import Lab, _parse_rate  # noqa: E402
 from data import cpu_model, parse_size, write_random
+
+from tests.netns import Lab, _parse_rate
 
 PYTHON = sys.executable
 PORT = 7453
@@ -97,9 +97,9 @@ class Host:
         # Under /tmp: Unix socket paths are limited to 107 bytes.
         self.home = Path(tempfile.mkdtemp(prefix=f"shoal-mp-{label}-", dir="/tmp"))
         self.log_path = self.home / "bench-daemon.log"
-        self.log = open(self.log_path, "wb")
         self.argv = [PYTHON, "-m", "shoal", "--home", str(self.home), "daemon", "--listen", f"{lab.addr(i)}:{PORT}"]
-        self.process = lab.run(i, self.argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(REPO))
+        with open(self.log_path, "wb") as log:  # the daemon keeps its own descriptor
+            self.process = lab.run(i, self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
         self.peer_id = ""
         self.stopped = False
 
@@ -145,7 +145,6 @@ class Host:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
-        self.log.close()
 
 
 def trust_pair(a: Host, b: Host) -> None:

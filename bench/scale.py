@@ -99,7 +99,7 @@ class Sampler:
     def __init__(self, pids: dict[str, int], home: Path) -> None:
         self.pids = pids
         self.home = home
-        self.peak = {label: 0 for label in pids}
+        self.peak = dict.fromkeys(pids, 0)
         self.status: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

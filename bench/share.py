@@ -23,11 +23,11 @@ from pathlib import Path
 import blake3
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from data import parse_size, write_random
 
 from shoal.daemon.library.datasets import Library, ShareResult
 from shoal.protocol.format.chunking import DEFAULT_PARAMS, make_chunker
 from shoal.protocol.format.hashing import chunk_id
-from data import parse_size, write_random
 
 LARGE_FILES = 4
 LARGE_SHARE = 0.9
@@ -183,7 +183,8 @@ def run(work: Path, size: int, small_files: int) -> None:
     print(f"{'':<44} {'time':>10} {'throughput':>14}")
     row("ceiling: chunk + BLAKE3, 1 thread", one, total)
     row("ceiling: chunk + BLAKE3, 2 threads", two, total)
-    row("Library.share, first", first, total, f"share/ceiling = {best / first:.2f} (bar >= {BAR_RATIO}: {verdict(best / first >= BAR_RATIO)})")
+    row("Library.share, first", first, total,
+        f"share/ceiling = {best / first:.2f} (bar >= {BAR_RATIO}: {verdict(best / first >= BAR_RATIO)})")
     row(f"  its part in {len(small)} files of {SMALL_FILE_SIZE // 1024} KiB: ceiling", small_ceiling, small_bytes,
         f"{len(small) / small_ceiling:.0f} files/s")
     row(f"  its part in {len(small)} files of {SMALL_FILE_SIZE // 1024} KiB: share", small_share, small_bytes,

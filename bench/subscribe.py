@@ -34,7 +34,7 @@ from fetch import REPO, Daemon, compare_trees, fmt_bytes
 sys.path.insert(0, str(REPO))
 
 from shoal.client.blocking import ControlClient  # noqa: E402 - after the repo is importable
-from shoal.home import socket_path  # noqa: E402
+from shoal.home import socket_path
 
 DATASET = "ckpt"
 MIB = 1024 * 1024

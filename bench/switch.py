@@ -32,7 +32,18 @@ import time
 from pathlib import Path
 
 from data import cpu_model, parse_size, print_failures, write_random
-from fetch import DATASET, PARTIAL_DIR, Daemon, ShoalFailed, compare_trees, drop_caches, fmt_bytes, make_dataset, tree_bytes, wait_remote
+from fetch import (
+    DATASET,
+    PARTIAL_DIR,
+    Daemon,
+    ShoalFailed,
+    compare_trees,
+    drop_caches,
+    fmt_bytes,
+    make_dataset,
+    tree_bytes,
+    wait_remote,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CHANGED_EVERY = 100

@@ -43,7 +43,7 @@ class ControlClient:
         self._events: deque[Event] = deque()
 
     @classmethod
-    def connect(cls, path: Path, *, timeout: float = CONNECT_TIMEOUT) -> "ControlClient":
+    def connect(cls, path: Path, *, timeout: float = CONNECT_TIMEOUT) -> ControlClient:
         """Connect to the socket at `path`; DaemonNotRunning if nothing answers there."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
@@ -51,13 +51,15 @@ class ControlClient:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
-            raise DaemonNotRunning(f"the daemon is not running (nothing at {path}); start it with `shoal daemon start`")
+            raise DaemonNotRunning(
+                f"the daemon is not running (nothing at {path}); start it with `shoal daemon start`"
+            ) from None
         except OSError as exc:
             sock.close()
             raise DaemonNotRunning(f"cannot reach the daemon at {path}: {exc.strerror or exc}; check the --home") from None
         return cls(sock)
 
-    def __enter__(self) -> "ControlClient":
+    def __enter__(self) -> ControlClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -122,7 +124,7 @@ class ControlClient:
         self._sock.settimeout(_remaining(deadline, method))
         try:
             self._sock.sendall(frame)
-        except socket.timeout:
+        except TimeoutError:
             raise _timed_out(method) from None
         except OSError as exc:
             self._raise_parting_error()
@@ -145,7 +147,7 @@ class ControlClient:
             self._sock.settimeout(_remaining(deadline, method))
             try:
                 data = self._sock.recv(RECEIVE_SIZE)
-            except socket.timeout:
+            except TimeoutError:
                 raise _timed_out(method) from None
             except OSError as exc:
                 raise _lost(exc) from None

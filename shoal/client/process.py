@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from shoal.client.blocking import ControlClient
-from shoal.errors import DaemonStartFailed, ShoalError, TimedOut
+from shoal.errors import DaemonNotRunning, DaemonStartFailed, ShoalError, TimedOut
 from shoal.home import LOG_FILE, ensure_home, running_pid, socket_path
 
 log = logging.getLogger(__name__)
@@ -93,11 +93,20 @@ def _wait_until_answering(home: Path, process: subprocess.Popen[bytes], log_path
 
 def _wait_for_exit(home: Path, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while running_pid(home) is not None:
+    while _still_running(home):
         if time.monotonic() >= deadline:
             return False
         time.sleep(POLL_INTERVAL)
     return True
+
+
+def _still_running(home: Path) -> bool:
+    try:
+        return running_pid(home) is not None
+    except DaemonNotRunning:
+        # A stopping daemon clears its pid a moment before it drops the lock; on a busy
+        # machine that moment can outlast running_pid's wait. It is still stopping.
+        return True
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -3,9 +3,10 @@
 Module map (each subpackage's __init__ says what it holds):
 
 - `main`: run the daemon in this process (single-instance lock, signals); `service`: the
-  root nursery that builds and starts every part.
-- `config`, `toml_file`: settings in HOME/config.toml and the atomic writes of state files.
-- `model`: names and records several parts share (`VersionInfo`, the partial-file folder).
+  root nursery that starts every part; `compose`: builds every part and joins them.
+- `config`, `toml_file`: settings in HOME/config.toml (and the live `Settings`) and the
+  atomic writes of state files.
+- `model`: names and records several parts share (`VersionInfo`, `VersionQuery`, the partial-file folder).
 - `store/`: the chunk index (SQLite, WAL), the pack store, reading verified chunks out of
   files, the descriptor pool, syncfs.
 - `library/`: scanning shared folders into signed versions, history, audiences, retention.

@@ -17,8 +17,8 @@ Keys (dotted names are TOML tables):
 - watch.max_wait: seconds after which a watched folder whose files have stopped
   changing is shared even if a process still holds one open for writing; default 600.
 
-Sizes accept "2GiB", "500MB" or a number of bytes. The limits accept rates such as "100MB/s", "50Mbit" or "1.5GiB/s" from the command
-line and in the file; they are stored as bytes per second.
+Sizes accept "2GiB", "500MB" or a number of bytes. The limits accept rates such as "100MB/s",
+"50Mbit" or "1.5GiB/s" from the command line and in the file; they are stored as bytes per second.
 
 The TOML modules are imported by the functions that need them; the home and
 socket paths live in `home.py`, so that `shoal status` never loads this module.
@@ -71,6 +71,29 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Every key with its value, flat and dotted, in documented order."""
         return {key: self.get(key) for key in KEYS}
+
+
+class Settings:
+    """The configuration in force: `config.reload` replaces it; services read it at each use.
+
+    The one mutable holder of the live Config, created before the services that
+    read it, so none of them needs the control API (which reloads it) to exist first.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    def current(self) -> Config:
+        """The configuration now in force."""
+        return self._config
+
+    def replace(self, config: Config) -> None:
+        """Put `config` in force from now on."""
+        self._config = config
+
+    def limits(self) -> tuple[int, int]:
+        """The bandwidth caps in bytes/s, all peers together and per peer (0: none)."""
+        return self._config.global_limit, self._config.per_peer_limit
 
 
 def load_config(home: Path) -> Config:

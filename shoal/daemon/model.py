@@ -52,6 +52,22 @@ class VersionInfo:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class VersionQuery:
+    """A version asked for by name and version text ("latest", a seq number or an id prefix).
+
+    What resolving needs, without the destination and selection a fetch adds:
+    `resolve`, `diff` and `browse` look versions up without fetching them.
+    """
+
+    name: str
+    version: str | None = None
+    #: Seconds to wait for a peer offering the dataset.
+    timeout: float = 30.0
+    #: Ask only this peer (a full id or a prefix of one).
+    from_peer: str | None = None
+
+
 def subset_json(subset: Subset) -> dict:
     """A subset as the control API shows it: include patterns, sample fraction, seed."""
     return {"include": list(subset.include), "sample": subset.sample / SAMPLE_ALL, "seed": subset.seed}

@@ -16,10 +16,10 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Log, Static, TabbedContent, TabPane
 
-from shoal.home import socket_path
-from shoal.errors import DaemonError, DaemonNotRunning
-from shoal.protocol.control import Event
 from shoal.client.aio import Connected, ControlClient, Signal
+from shoal.errors import DaemonError, DaemonNotRunning
+from shoal.home import socket_path
+from shoal.protocol.control import Event
 from shoal.tui.rows import (
     DATASET_COLUMNS,
     PEER_COLUMNS,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shoal.daemon import toml_file
-from shoal.daemon.config import Config, load_config, parse_host_port, parse_rate, set_config_value
+from shoal.daemon.config import Config, Settings, load_config, parse_host_port, parse_rate, set_config_value
 from shoal.home import ensure_home, resolve_home, socket_path
 from shoal.errors import ConfigError
 
@@ -192,3 +192,12 @@ def test_bad_host_ports_are_refused(text):
 
 def test_port_zero_is_allowed_only_where_asked_for():
     assert parse_host_port("127.0.0.1:0", allow_port_zero=True) == ("127.0.0.1", 0)
+
+
+def test_settings_hand_out_the_configuration_in_force_after_a_reload():
+    settings = Settings(Config(global_limit=100, per_peer_limit=10))
+    read_by_a_service = settings.current
+    assert settings.limits() == (100, 10)
+    settings.replace(Config(global_limit=0, per_peer_limit=5, max_versions=2))
+    assert read_by_a_service().max_versions == 2
+    assert settings.limits() == (0, 5)

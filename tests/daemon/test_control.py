@@ -14,12 +14,15 @@ import pytest
 import trio
 
 from shoal.client.blocking import ControlClient
-from shoal.daemon.control import api
 from shoal.daemon.config import load_config
+from shoal.daemon.control.api import datasets as datasets_api
+from shoal.daemon.control.api import method_table
+from shoal.daemon.control.events import Events
 from shoal.daemon.control.server import ControlServer
 from shoal.daemon.service import serve
 from shoal.errors import DaemonAlreadyRunning, DaemonError, DaemonNotRunning, ShoalError, UnknownDataset
 from shoal.protocol.control import ErrorReply, Event, MessageDecoder, Request, Response, encode_message
+from shoal.protocol.errors import LocalProtocolError
 from shoal.protocol.format.identity import PeerId
 
 pytestmark = pytest.mark.trio
@@ -86,9 +89,10 @@ class Handlers:
 @pytest.fixture
 async def served(home):
     handlers = Handlers()
-    server = ControlServer(home / "control.sock", topics=TOPICS)
-    for name in ("echo", "counted", "missing", "grouped", "coded", "broken", "unencodable", "slow"):
-        server.register(name, getattr(handlers, name))
+    names = ("echo", "counted", "missing", "grouped", "coded", "broken", "unencodable", "slow")
+    server = ControlServer(
+        home / "control.sock", {name: getattr(handlers, name) for name in names}, events=Events(TOPICS)
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         yield server, handlers
@@ -186,7 +190,7 @@ async def test_closing_the_connection_cancels_its_running_requests(served):
 
 async def test_socket_is_0600_and_its_directory_0700(home):
     home.chmod(0o755)
-    server = ControlServer(home / "control.sock")
+    server = ControlServer(home / "control.sock", {})
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         assert stat.S_IMODE(os.stat(server.path).st_mode) == 0o600
@@ -197,8 +201,7 @@ async def test_socket_is_0600_and_its_directory_0700(home):
 
 async def test_a_connection_from_another_uid_is_refused(home):
     handlers = Handlers()
-    server = ControlServer(home / "control.sock", allowed_uid=os.getuid() + 1)
-    server.register("echo", handlers.echo)
+    server = ControlServer(home / "control.sock", {"echo": handlers.echo}, allowed_uid=os.getuid() + 1)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         with pytest.raises(DaemonError) as caught:
@@ -229,8 +232,7 @@ print(data.hex())
 @pytest.mark.skipif(os.getuid() != 0 or not Path("/usr/bin/python3").exists(), reason="needs root to act as nobody")
 async def test_a_real_other_user_is_refused_even_through_open_permissions(home):
     handlers = Handlers()
-    server = ControlServer(home / "control.sock")
-    server.register("echo", handlers.echo)
+    server = ControlServer(home / "control.sock", {"echo": handlers.echo})
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         # Loosen what the server set up, so only the SO_PEERCRED check stands in the way.
@@ -263,8 +265,8 @@ async def test_events_reach_only_subscribers_of_their_topic(served):
     with news, other:
         assert await trio.to_thread.run_sync(news.subscribe, ["news"]) == ["news"]
         assert await trio.to_thread.run_sync(other.subscribe) == ["news", "other"]
-        server.publish("news", {"n": 1})
-        server.publish("other", {"n": 2})
+        server.events.publish("news", {"n": 1})
+        server.events.publish("other", {"n": 2})
         got_news = await trio.to_thread.run_sync(lambda: list(news.events(timeout=0.5)))
         got_other = await trio.to_thread.run_sync(lambda: list(other.events(timeout=0.5)))
     assert got_news == [Event("news", {"n": 1})]
@@ -280,7 +282,7 @@ async def test_subscribing_to_an_unknown_topic_is_a_usage_error(served):
 
 
 async def test_a_slow_subscriber_is_dropped_and_never_blocks_the_others(home):
-    server = ControlServer(home / "control.sock", topics=TOPICS, event_buffer=8)
+    server = ControlServer(home / "control.sock", {}, events=Events(TOPICS, buffer=8))
     payload = "x" * 32768
     count = 200
     async with trio.open_nursery() as nursery:
@@ -290,7 +292,7 @@ async def test_a_slow_subscriber_is_dropped_and_never_blocks_the_others(home):
         assert isinstance(await read_message(stuck, MessageDecoder()), Response)
         fast = ControlClient.connect(server.path)
         await trio.to_thread.run_sync(fast.subscribe, ["news"])
-        assert server.subscriber_count == 2
+        assert server.events.subscriber_count == 2
 
         received: list[int] = []
 
@@ -303,10 +305,10 @@ async def test_a_slow_subscriber_is_dropped_and_never_blocks_the_others(home):
         async with trio.open_nursery() as readers:
             readers.start_soon(trio.to_thread.run_sync, drain)
             for n in range(count):
-                server.publish("news", {"n": n, "pad": payload})
+                server.events.publish("news", {"n": n, "pad": payload})
                 await trio.sleep(0.001)
         assert received == list(range(count))
-        assert server.subscriber_count == 1, "the stuck subscriber was dropped, the reading one kept"
+        assert server.events.subscriber_count == 1, "the stuck subscriber was dropped, the reading one kept"
         fast.close()
         with trio.fail_after(5):
             while True:
@@ -379,13 +381,12 @@ async def test_a_stale_socket_file_is_replaced_but_a_live_one_is_not(home):
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(path))
     stale.close()
-    first = ControlServer(path)
-    first.register("ping", lambda params, progress: _pong())
+    first = ControlServer(path, {"ping": lambda params, progress: _pong()})
     async with trio.open_nursery() as nursery:
         await nursery.start(first.serve)
         assert await call(path, "ping") == {"pong": True}
         with pytest.raises(DaemonAlreadyRunning):
-            await ControlServer(path).serve()
+            await ControlServer(path, {}).serve()
         assert await call(path, "ping") == {"pong": True}
         nursery.cancel_scope.cancel()
 
@@ -395,7 +396,7 @@ async def _pong():
 
 
 async def test_the_daemon_publishes_what_changes_and_stops_on_request(home, tmp_path, monkeypatch):
-    monkeypatch.setattr(api, "PROGRESS_INTERVAL", 0.01)
+    monkeypatch.setattr(datasets_api, "PROGRESS_INTERVAL", 0.01)
     (home / "config.toml").write_text('listen = "127.0.0.1:0"\ndiscovery = false\n')
     data = tmp_path / "data"
     data.mkdir()
@@ -429,3 +430,41 @@ async def test_the_daemon_publishes_what_changes_and_stops_on_request(home, tmp_
     assert events[1].data["change"] == "trusted" and events[1].data["peer"]["name"] == "bob"
     assert events[3].data == {"state": "stopping"}
     assert not handle.socket.exists()
+
+
+#: Every method the daemon serves besides `subscribe` (SPEC.md, "Control socket").
+DAEMON_METHODS = (
+    "id", "status", "shutdown", "config.reload", "gc",
+    "share", "unshare", "audience", "subset", "verify",
+    "ls", "log", "diff",
+    "peers", "trust", "untrust",
+    "fetch", "browse", "resolve", "transfer.cancel", "transfer.pause", "transfer.resume",
+    "watch", "unwatch", "watches", "subscription.add", "subscription.remove", "subscription.list",
+)
+
+
+async def test_the_daemon_routes_every_method_to_a_handler_that_checks_its_params(home):
+    (home / "config.toml").write_text('listen = "127.0.0.1:0"\ndiscovery = false\n')
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(partial(serve, home, load_config(home), listen=None, discovery=False))
+        for method in DAEMON_METHODS:
+            # Every handler checks its params first, so this touches no state.
+            with pytest.raises(ShoalError, match="unknown parameters bogus") as caught:
+                await call(handle.socket, method, {"bogus": 1})
+            assert caught.value.exit_code == 2, method
+        with pytest.raises(DaemonError) as caught:
+            await call(handle.socket, "no.such.method")
+        assert caught.value.code == "unknown-method"
+        handle.shutdown()
+
+
+async def test_subscribe_and_a_method_claimed_by_two_areas_are_refused_at_build_time(home):
+    with pytest.raises(LocalProtocolError):
+        ControlServer(home / "control.sock", {"subscribe": Handlers().echo})
+
+    class Area:
+        def methods(self):
+            return {"echo": Handlers().echo}
+
+    with pytest.raises(ValueError, match="'echo' is defined twice"):
+        method_table(Area(), Area())

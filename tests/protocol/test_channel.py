@@ -5,6 +5,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shoal.protocol.errors import LocalProtocolError
+from shoal.protocol.format.identity import public_key_bytes, sign, verify
 from shoal.protocol.wire.channel import (
     MAX_NONCE,
     MAX_RECORD,
@@ -17,12 +19,9 @@ from shoal.protocol.wire.channel import (
     TransportCipher,
     auth_transcript,
 )
-from shoal.protocol.errors import LocalProtocolError
 from shoal.protocol.wire.framing import FrameDecoder, encode_frame
-from shoal.protocol.format.identity import public_key_bytes, sign, verify
 from shoal.protocol.wire.messages import Auth, decode_message, encode_message
 from tests.protocol.spec_vectors import spec_vectors
-
 
 
 def established_pair() -> tuple[SecureChannel, SecureChannel]:
@@ -214,7 +213,7 @@ def test_misuse_is_a_local_error() -> None:
     with pytest.raises(LocalProtocolError):
         initiator.write(b"too early")
     with pytest.raises(LocalProtocolError):
-        initiator.handshake_hash
+        _ = initiator.handshake_hash
     initiator.start()
     with pytest.raises(LocalProtocolError):
         initiator.start()

@@ -6,8 +6,8 @@ from pathlib import Path
 import blake3
 import pytest
 
-from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams, make_chunker
 from shoal.protocol.errors import ObjectFormatError
+from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams, make_chunker
 from shoal.protocol.format.hashing import chunk_id
 
 KIB = 1024

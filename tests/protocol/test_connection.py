@@ -9,6 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shoal.protocol.errors import IntegrityError, LocalProtocolError
+from shoal.protocol.format.identity import PeerId, public_key_bytes, sign
 from shoal.protocol.wire.channel import Role, SecureChannel, auth_transcript
 from shoal.protocol.wire.connection import (
     DEFER_DECODE_SIZE,
@@ -25,9 +27,7 @@ from shoal.protocol.wire.connection import (
     PeerAuthenticated,
     State,
 )
-from shoal.protocol.errors import IntegrityError, LocalProtocolError
 from shoal.protocol.wire.framing import MAX_FRAME_SIZE, FrameDecoder, encode_frame
-from shoal.protocol.format.identity import PeerId, public_key_bytes, sign
 from shoal.protocol.wire.messages import (
     Auth,
     Bye,
@@ -328,7 +328,7 @@ def test_initiator_may_reject_the_responder() -> None:
     assert deliver(initiator, responder_conn) == [ConnectionClosed("not the peer I dialled", "untrusted", by_peer=True)]
 
 
-def raw_responder_secured() -> tuple[Connection, "RawPeer"]:
+def raw_responder_secured() -> tuple[Connection, RawPeer]:
     """An initiator, and a raw responder past the Noise handshake with it."""
     initiator = Connection(Role.INITIATOR, Ed25519PrivateKey.generate())
     raw = RawPeer(Role.RESPONDER)

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.errors import IntegrityError, LocalProtocolError, ObjectFormatError, ProtocolError
+from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.format.hashing import ID_SIZE, Kind, chunk_id, object_id
 from shoal.protocol.format.manifest import check_version_signature, sign_version
 from shoal.protocol.format.objects import (
@@ -48,10 +48,10 @@ def pack(value: object) -> bytes:
 
 
 def version(**changes: object) -> VersionRecord:
-    fields: dict = dict(
-        name="imagenet-mini", seq=2, root=ID, parents=(ID2,), size=123456, files=7,
-        author=AUTHOR, time=1767225600, message="re-crop val/",
-    )
+    fields: dict = {
+        "name": "imagenet-mini", "seq": 2, "root": ID, "parents": (ID2,), "size": 123456, "files": 7,
+        "author": AUTHOR, "time": 1767225600, "message": "re-crop val/",
+    }
     fields.update(changes)
     return sign_version(VersionRecord(**fields), KEY)
 
@@ -83,7 +83,9 @@ def test_round_trip_and_id(obj) -> None:
     oid, data = encode_with_id(obj)
     assert data == encode(obj)
     # The id is BLAKE3 derive-key over the encoding with the kind's context, computed independently here.
-    contexts = {1: "shoal 2026-11 chunk-list v1", 2: "shoal 2026-11 file v1", 3: "shoal 2026-11 tree v1", 4: "shoal 2026-11 version v1"}
+    contexts = {
+        1: "shoal 2026-11 chunk-list v1", 2: "shoal 2026-11 file v1", 3: "shoal 2026-11 tree v1", 4: "shoal 2026-11 version v1",
+    }
     assert oid == blake3.blake3(data, derive_key_context=contexts[data[1]]).digest()
     assert decode(kind_of(obj), data, oid) == obj
 
@@ -298,9 +300,8 @@ def test_mutated_objects_only_raise_protocol_errors(sample, edits) -> None:
 
 
 def _names():
-    return st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x2FF, exclude_characters="/"), min_size=1, max_size=20).filter(
-        lambda n: n not in (".", "..")
-    )
+    alphabet = st.characters(min_codepoint=0x21, max_codepoint=0x2FF, exclude_characters="/")
+    return st.text(alphabet=alphabet, min_size=1, max_size=20).filter(lambda n: n not in (".", ".."))
 
 
 @settings(max_examples=100, deadline=None)

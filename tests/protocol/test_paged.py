@@ -5,8 +5,8 @@ import math
 import msgpack
 import pytest
 
-from shoal.protocol.format.chunking import DEFAULT_PARAMS
 from shoal.protocol.errors import IntegrityError, LocalProtocolError, ObjectFormatError
+from shoal.protocol.format.chunking import DEFAULT_PARAMS
 from shoal.protocol.format.hashing import Kind, object_id
 from shoal.protocol.format.manifest import FileBuilder, TreeBuilder, file_chunks, tree_entries, walk_tree
 from shoal.protocol.format.objects import FANOUT, ChunkListNode, FileEntry, FileObject, Ref, decode

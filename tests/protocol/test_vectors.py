@@ -20,12 +20,20 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from shoal.protocol.errors import ObjectFormatError
 from shoal.protocol.format import objects
 from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams, make_chunker
-from shoal.protocol.errors import ObjectFormatError
 from shoal.protocol.format.hashing import CONTEXTS, Kind, chunk_id, object_id
 from shoal.protocol.format.manifest import FileBuilder, TreeBuilder, check_version_signature, sign_version, walk_tree
-from shoal.protocol.format.objects import DirEntry, EntryType, FileEntry, SymlinkEntry, VersionRecord, decode, encode_with_id
+from shoal.protocol.format.objects import (
+    DirEntry,
+    EntryType,
+    FileEntry,
+    SymlinkEntry,
+    VersionRecord,
+    decode,
+    encode_with_id,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = "shoal-vectors"
@@ -55,7 +63,7 @@ def vector_tree() -> dict[str, tuple[bytes, bool] | str]:
         "data/big.bin": (xof("data/big.bin", 400_000), False),
         "data/random.bin": (xof("data/random.bin", 5000), False),
         "data/up": "../README.txt",
-        "donn\u00e9es.csv": ("a,b\n1,2\n".encode(), False),
+        "donn\u00e9es.csv": (b"a,b\n1,2\n", False),
         "empty": (b"", False),
         "link": "data/random.bin",
         "run.sh": (b"#!/bin/sh\necho shoal\n", True),

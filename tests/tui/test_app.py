@@ -12,10 +12,9 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Log, Static, TabbedContent
 from tui_fakes import FakeClient, demo_client, local_dataset, peer, version, watch
 
-from shoal.errors import DaemonError
-
-from shoal.tui.app import ShoalApp, make_app
 from shoal.client.aio import Connected
+from shoal.errors import DaemonError
+from shoal.tui.app import ShoalApp, make_app
 from shoal.tui.rows import dataset_rows
 from shoal.tui.widgets.modals import (
     CancelTransferDialog,
@@ -556,10 +555,10 @@ async def test_stays_responsive_with_10000_datasets_and_1000_peers() -> None:
         timings = []
         for _ in range(5):
             row = datasets.cursor_row
-            timings.append(await reflected_within(app, "down", lambda: datasets.cursor_row == row + 1))
+            timings.append(await reflected_within(app, "down", lambda row=row: datasets.cursor_row == row + 1))
             await pilot.pause()
         for key, tab in (("1", "peers"), ("2", "datasets"), ("3", "transfers"), ("2", "datasets")):
-            timings.append(await reflected_within(app, key, lambda: tabs.active == tab))
+            timings.append(await reflected_within(app, key, lambda tab=tab: tabs.active == tab))
             await pilot.pause()
         # The full round trip, rendering and settling included, is slower on a slow machine; report it too.
         start = time.perf_counter()

@@ -15,7 +15,6 @@ from tui_fakes import FakeClient, demo_client
 
 from shoal.tui.app import ShoalApp, make_app
 
-
 SIZE = (120, 32)
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from shoal.client.aio import Connected, ControlClient, Disconnected
 from shoal.errors import DaemonError, DaemonNotRunning
 from shoal.protocol.control import ErrorReply, Event, MessageDecoder, Progress, Request, Response, encode_message
-from shoal.client.aio import Connected, ControlClient, Disconnected
 
 pytestmark = pytest.mark.asyncio
 

@@ -14,9 +14,9 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Static
 
+from shoal.client.aio import ControlClient
 from shoal.home import socket_path
 from shoal.tui.app import make_app
-from shoal.client.aio import ControlClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 

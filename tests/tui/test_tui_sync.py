@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Log
-from tui_daemons import Daemon, cell, files_of, has_row, notices, trust_each_other, until, pair, scratch  # noqa: F401 - fixtures
+from tui_daemons import Daemon, cell, files_of, has_row, notices, pair, scratch, trust_each_other, until  # noqa: F401 - fixtures
 
+from shoal.client.aio import ControlClient
 from shoal.home import socket_path
 from shoal.tui.app import ShoalApp, make_app
-from shoal.client.aio import ControlClient
 from shoal.tui.widgets.modals import ConfirmDialog, SubscribeDialog, WatchDialog
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]

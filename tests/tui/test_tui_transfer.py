@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Input, Log
-from tui_daemons import Daemon, cell, files_of, has_row, trust_each_other, until, pair, scratch  # noqa: F401 - fixtures
+from tui_daemons import Daemon, cell, files_of, has_row, pair, scratch, trust_each_other, until  # noqa: F401 - fixtures
 
-from shoal.home import socket_path
-from shoal.home import running_pid
-from shoal.tui.app import make_app
 from shoal.client.aio import ControlClient
+from shoal.home import running_pid, socket_path
+from shoal.tui.app import make_app
 from shoal.tui.widgets.modals import CancelTransferDialog, FetchDialog, ShareDialog, TrustDialog, UntrustDialog
 from shoal.tui.widgets.screens import BrowseScreen
 

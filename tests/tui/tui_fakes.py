@@ -7,10 +7,10 @@ import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from shoal.client.aio import Connected, Disconnected, Signal
 from shoal.errors import DaemonError, DaemonNotRunning
 from shoal.protocol.control import Event
 from shoal.protocol.format.identity import PeerId
-from shoal.client.aio import Connected, Disconnected, Signal
 
 NOW = 1_790_000_000
 

@@ -1,1 +1,2 @@
-"""The control socket: the server local clients connect to, and the API methods it dispatches to."""
+"""The control socket: the server local clients connect to, and the API methods it
+dispatches to (`api/`, one module per area)."""

@@ -12,19 +12,18 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from shoal.home import ensure_home
+from shoal.daemon.control.events import Events, Subscription
 from shoal.errors import DaemonAlreadyRunning, ShoalError, single_exception
+from shoal.home import ensure_home
 from shoal.protocol.control import (
     CONNECTION_ID,
     ErrorReply,
-    Event,
     ExitCode,
     MessageDecoder,
     Progress,
@@ -43,8 +42,6 @@ Handler = Callable[[dict[str, Any], ProgressFn], Awaitable[dict[str, Any]]]
 SUBSCRIBE = "subscribe"
 #: Requests one client may have running at once; further ones wait to be read.
 MAX_INFLIGHT_PER_CONNECTION = 32
-#: Events queued for one subscriber before it counts as too slow and is dropped.
-EVENT_BUFFER = 256
 RECEIVE_SIZE = 65536
 
 
@@ -61,65 +58,32 @@ def peer_uid(sock: trio.socket.SocketType) -> int | None:
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    return int(uid)
 
 
 class ControlServer:
-    """Serves registered handlers and the built-in `subscribe` on one Unix socket."""
+    """Serves `methods` and the built-in `subscribe` (to `events`) on one Unix socket."""
 
     def __init__(
         self,
         path: Path,
+        methods: Mapping[str, Handler],
         *,
-        topics: Iterable[str] = (),
+        events: Events | None = None,
         allowed_uid: int | None = None,
-        event_buffer: int = EVENT_BUFFER,
     ) -> None:
+        if SUBSCRIBE in methods:
+            raise LocalProtocolError(f"control method {SUBSCRIBE!r} is built in")
         self.path = path
-        self.topics = frozenset(topics)
+        self.events = events if events is not None else Events()
         self._allowed_uid = os.getuid() if allowed_uid is None else allowed_uid
-        self._event_buffer = event_buffer
-        self._handlers: dict[str, Handler] = {}
-        self._subscriptions: set[_Subscription] = set()
+        self._handlers = dict(methods)
         self._closing = False
         self._inflight = 0
         self._idle = trio.Event()
         self._idle.set()
         self._nursery: trio.Nursery | None = None
         self._accepting = trio.CancelScope()
-
-    def register(self, method: str, handler: Handler) -> None:
-        """Route requests for `method` to `handler`."""
-        if method == SUBSCRIBE or method in self._handlers:
-            raise LocalProtocolError(f"control method {method!r} is already registered")
-        self._handlers[method] = handler
-
-    @property
-    def subscriber_count(self) -> int:
-        """Connections currently subscribed to events."""
-        return len(self._subscriptions)
-
-    def publish(self, topic: str, data: dict[str, Any]) -> None:
-        """Queue an event for every subscriber of `topic`; never blocks.
-
-        A subscriber whose queue is full is disconnected: one stuck client must not
-        hold back the daemon or the other clients.
-        """
-        if topic not in self.topics:
-            raise LocalProtocolError(f"unknown event topic {topic!r}")
-        receivers = [sub for sub in self._subscriptions if topic in sub.topics]
-        if not receivers:
-            return
-        frame = encode_message(Event(topic, data))
-        for sub in receivers:
-            try:
-                sub.channel.send_nowait(frame)
-            except trio.ClosedResourceError:
-                continue  # the server is stopping and this queue only drains now
-            except trio.WouldBlock:
-                log.warning("dropping a control client that fell %d events behind", self._event_buffer)
-                self._unsubscribe(sub)
-                sub.connection.close()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen until cancelled or `stop`ped; the socket file is removed on the way out."""
@@ -140,11 +104,7 @@ class ControlServer:
         with trio.move_on_after(grace):
             while self._inflight:
                 await self._idle.wait()
-            subscriptions = list(self._subscriptions)
-            for sub in subscriptions:
-                sub.channel.close()
-            for sub in subscriptions:
-                await sub.flushed.wait()
+            await self.events.flush()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -202,7 +162,7 @@ class ControlServer:
             log.exception("control connection failed")
         finally:
             if connection.subscription is not None:
-                self._unsubscribe(connection.subscription)
+                self.events.remove(connection.subscription)
 
     def _refuse(self, stream: trio.SocketStream) -> bool:
         uid = peer_uid(stream.socket)
@@ -210,13 +170,6 @@ class ControlServer:
             return False
         log.warning("refused a control connection from uid %d", uid)
         return True
-
-    def _subscribe(self, subscription: "_Subscription") -> None:
-        self._subscriptions.add(subscription)
-
-    def _unsubscribe(self, subscription: "_Subscription") -> None:
-        self._subscriptions.discard(subscription)
-        subscription.channel.close()
 
     def _request_started(self) -> None:
         if self._inflight == 0:
@@ -232,9 +185,8 @@ class ControlServer:
         """Run the handler and return the encoded final reply."""
         handler = self._handlers.get(request.method)
         if self._closing:
-            return encode_message(
-                ErrorReply(request.id, "shutting-down", "the daemon is shutting down; retry once it is back", int(ExitCode.UNREACHABLE))
-            )
+            message = "the daemon is shutting down; retry once it is back"
+            return encode_message(ErrorReply(request.id, "shutting-down", message, int(ExitCode.UNREACHABLE)))
         if handler is None:
             return encode_message(
                 ErrorReply(
@@ -260,14 +212,6 @@ class ControlServer:
         return encode_message(ErrorReply(request.id, "internal", message, int(ExitCode.ERROR)))
 
 
-@dataclass(eq=False)
-class _Subscription:
-    connection: "_Connection"
-    topics: frozenset[str]
-    channel: trio.MemorySendChannel[bytes]
-    flushed: trio.Event = field(default_factory=trio.Event)
-
-
 class _Connection:
     """One client: reads requests, runs each in its own task, writes replies in order of completion."""
 
@@ -278,14 +222,15 @@ class _Connection:
         self._slots = trio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
         self._inflight_ids: set[int] = set()
         self._scope = trio.CancelScope()
-        self.subscription: _Subscription | None = None
+        self.subscription: Subscription | None = None
 
     def close(self) -> None:
         """Abandon this client: its running requests are cancelled and the socket closed."""
         self._scope.cancel()
 
     async def refuse(self) -> None:
-        reply = ErrorReply(CONNECTION_ID, "permission-denied", "this daemon belongs to another user", int(ExitCode.UNREACHABLE))
+        message = "this daemon belongs to another user"
+        reply = ErrorReply(CONNECTION_ID, "permission-denied", message, int(ExitCode.UNREACHABLE))
         with trio.move_on_after(1):
             await self._send(encode_message(reply))
 
@@ -341,7 +286,8 @@ class _Connection:
         return progress
 
     async def _subscribe(self, request: Request, nursery: trio.Nursery) -> None:
-        known = self._server.topics
+        events = self._server.events
+        known = events.topics
         topics = request.params.get("topics", sorted(known))
         valid = isinstance(topics, list) and all(isinstance(topic, str) and topic in known for topic in topics)
         if not valid:
@@ -352,10 +298,10 @@ class _Connection:
             self.subscription.topics = frozenset(topics)
             await self._send(encode_message(Response(request.id, {"topics": sorted(topics)})))
             return
-        send, receive = trio.open_memory_channel[bytes](self._server._event_buffer)
-        self.subscription = _Subscription(self, frozenset(topics), send)
+        send, receive = trio.open_memory_channel[bytes](events.buffer)
+        self.subscription = Subscription(frozenset(topics), send, self.close)
         # Registered before the reply so no event published in between is lost.
-        self._server._subscribe(self.subscription)
+        events.add(self.subscription)
         await self._send(encode_message(Response(request.id, {"topics": sorted(topics)})))
         nursery.start_soon(self._forward_events, receive, self.subscription.flushed)
 

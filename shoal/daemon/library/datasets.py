@@ -20,7 +20,7 @@ from shoal.daemon.library import scanner
 from shoal.daemon.library.audience import Audiences
 from shoal.daemon.library.ignore import IgnoreRules, load_ignore
 from shoal.daemon.model import FULL, VersionInfo
-from shoal.daemon.store.index import FileRecord, Index, VersionRow
+from shoal.daemon.store.index import FileRecord, Index, RetainedChunks, VersionRow
 from shoal.errors import HomeFolder, ShareError, UnknownDataset
 from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.errors import ProtocolError
@@ -169,8 +169,9 @@ class Library:
         self._share_locks: dict[str, trio.Lock] = {}
 
     @classmethod
-    def open(cls, home: Path, signer: Ed25519PrivateKey) -> "Library":
-        return cls(Index(home / "index.sqlite"), signer, home)
+    def open(cls, home: Path, signer: Ed25519PrivateKey, retained: RetainedChunks | None = None) -> "Library":
+        """The library of `home`, its index falling back on `retained` for chunks no file holds."""
+        return cls(Index(home / "index.sqlite", retained), signer, home)
 
     def close(self) -> None:
         self.index.close()

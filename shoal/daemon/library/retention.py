@@ -149,10 +149,6 @@ class Keeper:
 
     # --- reading ------------------------------------------------------------------
 
-    def kept_versions(self, name: str) -> tuple[bytes, ...]:
-        """Versions of `name` this daemon can serve in full from the store (and the folder), newest first."""
-        return tuple(row.version for row in self.store.versions(name) if row.state in SERVED)
-
     def summary(self) -> dict:
         """The store at a glance, for `status`."""
         rows = self.store.versions()

@@ -73,6 +73,7 @@ class PeerManager:
         listen: str,
         on_event: Callable[[PeerEvent], None] = lambda event: None,
         limits: Callable[[], tuple[int, int]] = lambda: (0, 0),
+        kept_versions: Callable[[str], tuple[bytes, ...]] = lambda name: (),
     ) -> None:
         self._key = key
         self._trust = trust
@@ -82,8 +83,8 @@ class PeerManager:
         # Bandwidth caps in bytes/s (0: none), read at every payment so a config reload applies at once.
         self._per_peer_limit = lambda: limits()[1]
         self._all_peers = TokenBucket(lambda: limits()[0])
-        #: Versions of a dataset the pack store keeps in full, newest first; set by the daemon.
-        self.kept_versions: Callable[[str], tuple[bytes, ...]] = lambda name: ()
+        #: Versions of a dataset the pack store keeps in full, newest first.
+        self._kept_versions = kept_versions
         self.port: int | None = None
         self.sessions: dict[str, PeerSession] = {}
         self._reach: dict[str, _Reachability] = {}
@@ -243,7 +244,7 @@ class PeerManager:
         return tuple(
             CatalogEntry(d.name, d.head.id, d.head.seq, d.head.size, d.head.files, d.head.time, self._full(d.name, d.head.id))
             for d in self._library.datasets()
-            if d.present or d.head.id in self.kept_versions(d.name)
+            if d.present or d.head.id in self._kept_versions(d.name)
         )
 
     def _catalog_for(self, peer_id: str, entries: tuple[CatalogEntry, ...]) -> Catalog:
@@ -259,7 +260,7 @@ class PeerManager:
 
     def _full(self, name: str, head: bytes) -> tuple[bytes, ...]:
         """The versions of `name` served in full: the head, then those the pack store keeps."""
-        kept = [v for v in self.kept_versions(name) if v != head]
+        kept = [v for v in self._kept_versions(name) if v != head]
         return (head, *kept[: MAX_FULL_VERSIONS - 1])
 
     async def _send_catalog(self, session: PeerSession) -> None:

@@ -116,12 +116,13 @@ class RetainedChunks(Protocol):
 
 
 class Index:
-    """The daemon's SQLite index; thread-safe."""
+    """The daemon's SQLite index; thread-safe.
 
-    #: Where chunks that no file holds any more may still be found; set by the daemon.
-    retained: RetainedChunks | None = None
+    `retained` is where chunks that no file holds any more may still be found (the daemon's pack store).
+    """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, retained: RetainedChunks | None = None) -> None:
+        self.retained = retained
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -312,6 +312,10 @@ class PackStore:
             rows = self._db.execute(sql + " ORDER BY name, seq DESC", args).fetchall()
         return [KeptVersion(*r) for r in rows]
 
+    def kept_versions(self, name: str) -> tuple[bytes, ...]:
+        """Versions of `name` this daemon can serve in full from the store (and the folder), newest first."""
+        return tuple(row.version for row in self.versions(name) if row.state in SERVED)
+
     def names(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT DISTINCT name FROM kept ORDER BY name")]

@@ -28,10 +28,10 @@ from typing import Any
 import trio
 
 from shoal.daemon.config import Config
-from shoal.daemon.toml_file import write_toml_atomic
-from shoal.daemon.library.ignore import IGNORE_FILE, IgnoreRules, load_ignore
 from shoal.daemon.library.datasets import Library, ShareResult
+from shoal.daemon.library.ignore import IGNORE_FILE, IgnoreRules, load_ignore
 from shoal.daemon.model import PARTIAL_DIR
+from shoal.daemon.toml_file import write_toml_atomic
 from shoal.daemon.watch.watcher import watch_tree
 from shoal.daemon.watch.writers import open_for_writing
 from shoal.errors import ConfigError, ShareError, ShoalError, UnknownDataset, UsageError

@@ -7,12 +7,12 @@ so a 100 GB file's chunk list or a huge directory is never held whole.
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from shoal.protocol.format.chunking import ChunkingParams
 from shoal.protocol.errors import IntegrityError, LocalProtocolError, ObjectFormatError, ProtocolError
+from shoal.protocol.format.chunking import ChunkingParams
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.objects import (
     ChunkListNode,

@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Literal, TypeAlias, TypeVar, cast
 
 import msgpack
 
-from shoal.protocol.format.chunking import MAX_CHUNK_SIZE, ChunkingParams
 from shoal.protocol.errors import IntegrityError, ObjectFormatError, ProtocolError
+from shoal.protocol.format.chunking import MAX_CHUNK_SIZE, ChunkingParams
 from shoal.protocol.format.hashing import ID_SIZE, Kind, object_id
 from shoal.protocol.format.paths import check_dataset_name, check_name
 

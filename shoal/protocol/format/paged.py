@@ -11,8 +11,8 @@ together with its level.
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar, cast
 
-from shoal.protocol.format.objects import FANOUT, MAX_LEVEL, Ref
 from shoal.protocol.errors import LocalProtocolError, ObjectFormatError
+from shoal.protocol.format.objects import FANOUT, MAX_LEVEL, Ref
 
 
 class Sized(Protocol):

@@ -1,0 +1,89 @@
+"""Events: what the daemon tells the control clients that subscribed to a topic.
+
+Made before the services that publish and before the control server that
+subscribes connections, so neither has to exist for the other to be built.
+"""
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from shoal.protocol.control import Event, encode_message
+from shoal.protocol.errors import LocalProtocolError
+
+log = logging.getLogger(__name__)
+
+#: Events queued for one subscriber before it counts as too slow and is dropped.
+EVENT_BUFFER = 256
+
+#: Sends an event to the control clients subscribed to its topic (`Events.publish`).
+Publish = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One connection's queue of encoded events, and the topics it wants."""
+
+    topics: frozenset[str]
+    channel: trio.MemorySendChannel[bytes]
+    #: Abandons the connection: what happens to a subscriber too slow to keep up.
+    drop: Callable[[], None]
+    #: Set once every queued event was sent (or the connection is gone).
+    flushed: trio.Event = field(default_factory=trio.Event)
+
+
+class Events:
+    """The topics on offer and the subscriptions to them."""
+
+    def __init__(self, topics: Iterable[str] = (), *, buffer: int = EVENT_BUFFER) -> None:
+        self.topics = frozenset(topics)
+        #: Events one subscriber may have queued.
+        self.buffer = buffer
+        self._subscriptions: set[Subscription] = set()
+
+    @property
+    def subscriber_count(self) -> int:
+        """Connections currently subscribed."""
+        return len(self._subscriptions)
+
+    def publish(self, topic: str, data: dict[str, Any]) -> None:
+        """Queue an event for every subscriber of `topic`; never blocks.
+
+        A subscriber whose queue is full is disconnected: one stuck client must not
+        hold back the daemon or the other clients.
+        """
+        if topic not in self.topics:
+            raise LocalProtocolError(f"unknown event topic {topic!r}")
+        receivers = [sub for sub in self._subscriptions if topic in sub.topics]
+        if not receivers:
+            return
+        frame = encode_message(Event(topic, data))
+        for sub in receivers:
+            try:
+                sub.channel.send_nowait(frame)
+            except trio.ClosedResourceError:
+                continue  # the server is stopping and this queue only drains now
+            except trio.WouldBlock:
+                log.warning("dropping a control client that fell %d events behind", self.buffer)
+                self.remove(sub)
+                sub.drop()
+
+    def add(self, subscription: Subscription) -> None:
+        """Start queueing events for `subscription`."""
+        self._subscriptions.add(subscription)
+
+    def remove(self, subscription: Subscription) -> None:
+        """Stop queueing events for `subscription` and end its queue."""
+        self._subscriptions.discard(subscription)
+        subscription.channel.close()
+
+    async def flush(self) -> None:
+        """End every queue and wait until each subscriber was sent what it holds."""
+        subscriptions = list(self._subscriptions)
+        for sub in subscriptions:
+            sub.channel.close()
+        for sub in subscriptions:
+            await sub.flushed.wait()
