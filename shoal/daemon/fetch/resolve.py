@@ -66,7 +66,7 @@ class Resolver:
 
     def offers(self, spec: FetchSpec) -> Offers:
         """The peers offering spec.name, narrowed to spec.from_peer if it names one."""
-        offers = self.peers.offers(spec.name)
+        offers = list(self.peers.offers(spec.name))
         if spec.from_peer:
             offers = [(s, e) for s, e in offers if s.peer_id == spec.from_peer or s.peer_id.startswith(spec.from_peer)]
         return offers

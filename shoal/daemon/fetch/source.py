@@ -21,7 +21,7 @@ class Source(Protocol):
 class SourceDirectory(Protocol):
     """The peers currently connected, with what each offers."""
 
-    def offers(self, name: str) -> list[tuple[Source, CatalogEntry]]:
+    def offers(self, name: str) -> Sequence[tuple[Source, CatalogEntry]]:
         """Peers whose catalog lists dataset `name`, with their entry."""
 
     async def wait_for_change(self) -> None:
