@@ -82,7 +82,7 @@ class Resolver:
         rows = list(self.index.versions(spec.name))
         if wanted == "latest":
             chosen = [r for r in rows if known is not None and r.id == known[1]]
-        elif wanted.isdigit():
+        elif is_seq(wanted):
             chosen = [r for r in rows if r.seq == int(wanted)]
         else:
             check_prefix(wanted)
@@ -119,7 +119,7 @@ class Resolver:
         newest = max(offers, key=lambda o: o[1].seq)
         if wanted == "latest":
             version_id: bytes | None = newest[1].head
-        elif wanted.isdigit():
+        elif is_seq(wanted):
             version_id = await self._find_seq(spec.name, int(wanted), offers, newest)
         else:
             version_id = self._find_prefix(spec.name, wanted, offers)
@@ -171,6 +171,16 @@ class Resolver:
         return matches[0] if matches else None
 
 
+#: Version references of all digits this long or longer are id prefixes, not sequence numbers:
+#: no dataset reaches a million versions, and an 8-digit id prefix is all digits one time in 23.
+MIN_DIGIT_PREFIX = 7
+
+
+def is_seq(wanted: str) -> bool:
+    """Whether a version reference is a sequence number (`@3`) rather than an id prefix."""
+    return wanted.isdigit() and len(wanted) < MIN_DIGIT_PREFIX
+
+
 def check_prefix(prefix: str) -> None:
     """Refuse a version that is neither a number nor a usable id prefix."""
     if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
@@ -188,6 +198,6 @@ def _what(spec: FetchSpec) -> str:
 def _matching(wanted: str, rows: list[VersionRow], head: bytes) -> list[VersionRow]:
     if wanted == "latest":
         return [r for r in rows if r.id == head]
-    if wanted.isdigit():
+    if is_seq(wanted):
         return [r for r in rows if r.seq == int(wanted)]
     return [r for r in rows if r.id.hex().startswith(wanted)]
