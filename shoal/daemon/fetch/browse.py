@@ -7,34 +7,33 @@ import trio
 from shoal.daemon.fetch.objects import Objects
 from shoal.daemon.fetch.resolve import Resolver
 from shoal.daemon.fetch.source import Source
-from shoal.daemon.fetch.state import FetchSpec
 from shoal.daemon.fetch.walk import check_entries
-from shoal.daemon.model import VersionInfo
+from shoal.daemon.model import VersionInfo, VersionQuery
 from shoal.errors import UsageError
 from shoal.protocol.format.objects import EntryType, TreeEntry
 
 
-async def browse(resolver: Resolver, spec: FetchSpec, path: tuple[str, ...], limit: int) -> dict:
+async def browse(resolver: Resolver, query: VersionQuery, path: tuple[str, ...], limit: int) -> dict:
     """List one directory of a version, fetching only the manifest objects on the way to it.
 
     A version held here is read from the index; another is resolved from the
     peers' catalogs as a fetch would, and only its VERSION and the TREE objects
     along `path` are downloaded (and checked), so a user can look before fetching.
     """
-    local = await trio.to_thread.run_sync(resolver.local_version, spec)
+    local = await trio.to_thread.run_sync(resolver.local_version, query)
     if local is not None:
         version_id, record = local
         sources: list[Source] = []
     else:
-        found = await resolver.find(spec)
+        found = await resolver.find(query)
         version_id, record = found.id, found.record
-        sources = resolver.sources(spec, version_id)
+        sources = resolver.sources(query, version_id)
     tree_id = record.root
     for depth, name in enumerate(path):
         entries = await _directory(resolver.objects, tree_id, path[:depth], sources)
         entry = next((e for e in entries if e.name == name), None)
         if entry is None or entry.type != EntryType.DIR:
-            raise UsageError(f"{'/'.join(path[: depth + 1])} is not a directory of {spec.name}@{record.seq}")
+            raise UsageError(f"{'/'.join(path[: depth + 1])} is not a directory of {query.name}@{record.seq}")
         tree_id = entry.id
     entries = await _directory(resolver.objects, tree_id, path, sources)
     return {

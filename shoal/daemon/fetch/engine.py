@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -40,7 +41,7 @@ from shoal.daemon.fetch.source import SourceDirectory
 from shoal.daemon.fetch.state import FetchResult, FetchSpec, Transfer
 from shoal.daemon.fetch.walk import Walk
 from shoal.daemon.fetch.writer import finish_stage, write_stage
-from shoal.daemon.model import PARTIAL_DIR, VersionInfo
+from shoal.daemon.model import PARTIAL_DIR, VersionInfo, VersionQuery
 from shoal.daemon.store.fdlimit import FilePool, pool_size
 from shoal.daemon.store.index import Index, VersionRow
 from shoal.errors import UsageError
@@ -69,25 +70,27 @@ class Fetcher:
                 raise
             raise named from exc
 
-    async def browse(self, spec: FetchSpec, path: tuple[str, ...], limit: int) -> dict:
+    async def browse(self, query: VersionQuery, path: tuple[str, ...], limit: int) -> dict[str, Any]:
         """List one directory of a version (browse.browse)."""
-        return await browse(self.resolver, spec, path, limit)
+        return await browse(self.resolver, query, path, limit)
 
-    async def resolve(self, spec: FetchSpec) -> tuple[bytes, VersionRecord]:
-        """The version `spec` names, as a fetch would pick it; "latest" is the newest of this
+    async def resolve(self, query: VersionQuery) -> tuple[bytes, VersionRecord]:
+        """The version `query` names, as a fetch would pick it; "latest" is the newest of this
         daemon's head and the peers' heads."""
-        return await self.resolver.latest_or_named(spec)
+        return await self.resolver.latest_or_named(query)
 
-    async def manifest(self, spec: FetchSpec) -> tuple[bytes, VersionRecord]:
+    async def manifest(self, query: VersionQuery) -> tuple[bytes, VersionRecord]:
         """Resolve a version, here or on peers, and make sure its whole manifest is stored here."""
-        local = await trio.to_thread.run_sync(self.resolver.stored_version, spec)
+        local = await trio.to_thread.run_sync(self.resolver.stored_version, query)
         if local is not None:
             return local
         # Manifest objects outlive the data: any peer offering the dataset may still hold them.
-        found = await self.resolver.find(spec, need_full=False)
+        found = await self.resolver.find(query, need_full=False)
+        # The walk bounds and counts what it checks in a Transfer; a manifest alone fills no folder.
+        spec = FetchSpec(query.name, query.version, Path(os.devnull), from_peer=query.from_peer, timeout=query.timeout)
         transfer = Transfer(spec, version=VersionInfo.from_record(found.id, found.record))
-        sources = [s for s, _ in self.resolver.offers(spec)]
-        walk = Walk(self.objects, transfer, sources, include_matcher(()), remember=not spec.partial)
+        sources = [s for s, _ in self.resolver.offers(query)]
+        walk = Walk(self.objects, transfer, sources, include_matcher(()), remember=True)
         await walk.tree(found.record.root)
         return found.id, found.record
 
@@ -121,7 +124,7 @@ class Fetcher:
     async def _fetch(self, spec: FetchSpec, transfer: Transfer) -> FetchResult:
         include_matcher(spec.include)  # refuses a malformed pattern before anything else
         dest = await trio.to_thread.run_sync(self.check_dest, spec)
-        version = await self.resolver.find(spec)
+        version = await self.resolver.find(spec.query)
         record = version.record
         matcher, selection = selection_of(spec.include, spec.subset, record)
         transfer.version = VersionInfo.from_record(version.id, record)
@@ -138,7 +141,7 @@ class Fetcher:
         # arrives (an update's walk is short, and one that fails must not have touched DEST).
         streaming = fresh and not spec.partial
         checked = CheckedDirs()
-        sources = self.resolver.sources(spec, version.id)
+        sources = self.resolver.sources(spec.query, version.id)
         walk = Walk(self.objects, transfer, sources, matcher, not spec.partial, checked if streaming else None)
         if not streaming:
             size, files, _ = await walk.version(record, old_root if reuse_unchanged else None)
@@ -172,7 +175,7 @@ class Fetcher:
         finished_out, finished_in = trio.open_memory_channel[FileTask](math.inf)
         installed_out, installed_in = trio.open_memory_channel[list[Installed]](1)
         puller = Puller(
-            job, lambda: self.resolver.sources(job.spec, job.version_id), self.peers.wait_for_change, arrivals_out
+            job, lambda: self.resolver.sources(job.spec.query, job.version_id), self.peers.wait_for_change, arrivals_out
         )
         copier = Copier(job, self.objects, batches_out, finished_out.clone())
         async with trio.open_nursery() as nursery:

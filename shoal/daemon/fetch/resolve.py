@@ -7,8 +7,8 @@ import trio
 from shoal.daemon.fetch.errors import FetchError, NoPeer
 from shoal.daemon.fetch.objects import Objects, stored_bytes
 from shoal.daemon.fetch.source import Source, SourceDirectory
-from shoal.daemon.fetch.state import FetchSpec
 from shoal.daemon.library.history import has_manifest
+from shoal.daemon.model import VersionQuery
 from shoal.daemon.store.index import Index, VersionRow
 from shoal.errors import UnknownDataset, UsageError
 from shoal.protocol.format.hashing import Kind
@@ -36,50 +36,50 @@ class Resolver:
         self.peers = peers
         self.objects = objects
 
-    async def latest_or_named(self, spec: FetchSpec) -> tuple[bytes, VersionRecord]:
-        """The version `spec` names, as a fetch would pick it; "latest" is the newest of this
+    async def latest_or_named(self, query: VersionQuery) -> tuple[bytes, VersionRecord]:
+        """The version `query` names, as a fetch would pick it; "latest" is the newest of this
         daemon's head and the peers' heads."""
-        if _wanted(spec) == "latest":
-            local = await trio.to_thread.run_sync(self.local_version, spec)
-            if local is not None and all(entry.seq <= local[1].seq for _, entry in self.offers(spec)):
+        if _wanted(query) == "latest":
+            local = await trio.to_thread.run_sync(self.local_version, query)
+            if local is not None and all(entry.seq <= local[1].seq for _, entry in self.offers(query)):
                 return local
-        found = await self.find(spec, need_full=False)
+        found = await self.find(query, need_full=False)
         return found.id, found.record
 
-    async def find(self, spec: FetchSpec, *, need_full: bool = True) -> Resolved:
-        """The version `spec` names, waiting up to its timeout for a peer that offers it;
+    async def find(self, query: VersionQuery, *, need_full: bool = True) -> Resolved:
+        """The version `query` names, waiting up to its timeout for a peer that offers it;
         with `need_full`, one that some peer serves in full or that is stored here."""
-        with trio.move_on_after(spec.timeout):
+        with trio.move_on_after(query.timeout):
             while True:
-                offers = self.offers(spec)
+                offers = self.offers(query)
                 if offers:
-                    found = await self._pick(spec, offers, need_full)
+                    found = await self._pick(query, offers, need_full)
                     if found is not None:
                         return found
                 else:
-                    stored = await self._stored(spec)
+                    stored = await self._stored(query)
                     if stored is not None:
                         return stored
                 await self.peers.wait_for_change()
         seen = ", ".join(self.peers.connected()) or "none"
-        raise NoPeer(f"no connected peer has {_what(spec)} (waited {spec.timeout:g}s; peers connected: {seen})")
+        raise NoPeer(f"no connected peer has {_what(query)} (waited {query.timeout:g}s; peers connected: {seen})")
 
-    def offers(self, spec: FetchSpec) -> Offers:
-        """The peers offering spec.name, narrowed to spec.from_peer if it names one."""
-        offers = list(self.peers.offers(spec.name))
-        if spec.from_peer:
-            offers = [(s, e) for s, e in offers if s.peer_id == spec.from_peer or s.peer_id.startswith(spec.from_peer)]
+    def offers(self, query: VersionQuery) -> Offers:
+        """The peers offering query.name, narrowed to query.from_peer if it names one."""
+        offers = list(self.peers.offers(query.name))
+        if query.from_peer:
+            offers = [(s, e) for s, e in offers if s.peer_id == query.from_peer or s.peer_id.startswith(query.from_peer)]
         return offers
 
-    def sources(self, spec: FetchSpec, version_id: bytes) -> list[Source]:
+    def sources(self, query: VersionQuery, version_id: bytes) -> list[Source]:
         """The peers serving `version_id` in full."""
-        return [s for s, e in self.offers(spec) if e.head == version_id or version_id in e.full]
+        return [s for s, e in self.offers(query) if e.head == version_id or version_id in e.full]
 
-    def stored_version(self, spec: FetchSpec) -> tuple[bytes, VersionRecord] | None:
+    def stored_version(self, query: VersionQuery) -> tuple[bytes, VersionRecord] | None:
         """The asked-for version among those recorded here, if its whole manifest is stored."""
-        wanted = _wanted(spec)
-        known = self.index.dataset(spec.name)
-        rows = list(self.index.versions(spec.name))
+        wanted = _wanted(query)
+        known = self.index.dataset(query.name)
+        rows = list(self.index.versions(query.name))
         if wanted == "latest":
             chosen = [r for r in rows if known is not None and r.id == known[1]]
         elif is_seq(wanted):
@@ -93,50 +93,50 @@ class Resolver:
             return None
         return chosen[0].id, self.objects.version(chosen[0].id)
 
-    def local_version(self, spec: FetchSpec) -> tuple[bytes, VersionRecord] | None:
+    def local_version(self, query: VersionQuery) -> tuple[bytes, VersionRecord] | None:
         """The asked-for version, if this daemon holds it (shared or fetched here)."""
-        known = self.index.dataset(spec.name)
+        known = self.index.dataset(query.name)
         if known is None or known[1] is None:
             return None
-        chosen = _matching(_wanted(spec), list(self.index.versions(spec.name)), known[1])
+        chosen = _matching(_wanted(query), list(self.index.versions(query.name)), known[1])
         # Only the head's files are certain to be here; older versions are browsed like remote ones.
         if len(chosen) != 1 or chosen[0].id != known[1]:
             return None
         return chosen[0].id, self.objects.version(chosen[0].id)
 
-    async def _stored(self, spec: FetchSpec) -> Resolved | None:
+    async def _stored(self, query: VersionQuery) -> Resolved | None:
         """An explicitly named version stored here, which no peer serves in full: the fetch
         then assembles it from local chunks, and waits for peers only for what is missing."""
-        if _wanted(spec) == "latest":
+        if _wanted(query) == "latest":
             return None
-        stored = await trio.to_thread.run_sync(self.stored_version, spec)
+        stored = await trio.to_thread.run_sync(self.stored_version, query)
         if stored is None:
             return None
         return Resolved(stored[0], stored[1], stored_bytes(self.index, stored[0]))
 
-    async def _pick(self, spec: FetchSpec, offers: Offers, need_full: bool) -> Resolved | None:
-        wanted = _wanted(spec)
+    async def _pick(self, query: VersionQuery, offers: Offers, need_full: bool) -> Resolved | None:
+        wanted = _wanted(query)
         newest = max(offers, key=lambda o: o[1].seq)
         if wanted == "latest":
             version_id: bytes | None = newest[1].head
         elif is_seq(wanted):
-            version_id = await self._find_seq(spec.name, int(wanted), offers, newest)
+            version_id = await self._find_seq(query.name, int(wanted), offers, newest)
         else:
-            version_id = self._find_prefix(spec.name, wanted, offers)
+            version_id = self._find_prefix(query.name, wanted, offers)
         if version_id is None:
             return None
         sources = [s for s, e in offers if e.head == version_id or version_id in e.full]
         if not sources and need_full:
-            stored = await self._stored(spec)
+            stored = await self._stored(query)
             if stored is None:
-                raise NoPeer(f"no connected peer can serve {spec.name}@{spec.version} in full")
+                raise NoPeer(f"no connected peer can serve {query.name}@{query.version} in full")
             return stored
         await self.objects.ensure(Kind.VERSION, [version_id], sources or [s for s, _ in offers])
         data = stored_bytes(self.index, version_id)
         record = self.objects.version(version_id)
         check_version_signature(record)
-        if record.name != spec.name:
-            raise FetchError(f"version {version_id.hex()[:12]} belongs to {record.name!r}, not {spec.name!r}")
+        if record.name != query.name:
+            raise FetchError(f"version {version_id.hex()[:12]} belongs to {record.name!r}, not {query.name!r}")
         return Resolved(version_id, record, data)
 
     async def _find_seq(
@@ -187,12 +187,12 @@ def check_prefix(prefix: str) -> None:
         raise UsageError(f"version {prefix!r} is neither a number, 'latest', nor a hex id prefix of 4+ digits")
 
 
-def _wanted(spec: FetchSpec) -> str:
-    return (spec.version or "latest").lower()
+def _wanted(query: VersionQuery) -> str:
+    return (query.version or "latest").lower()
 
 
-def _what(spec: FetchSpec) -> str:
-    return f"{spec.name}@{spec.version}" if spec.version else spec.name
+def _what(query: VersionQuery) -> str:
+    return f"{query.name}@{query.version}" if query.version else query.name
 
 
 def _matching(wanted: str, rows: list[VersionRow], head: bytes) -> list[VersionRow]:
