@@ -20,7 +20,6 @@ from shoal.daemon.control.api import TOPICS, method_table
 from shoal.daemon.control.api.daemon import DaemonApi, DaemonInfo
 from shoal.daemon.control.api.datasets import DatasetsApi, share_announcer
 from shoal.daemon.control.api.history import HistoryApi
-from shoal.daemon.control.api.lookup import FetcherLookup
 from shoal.daemon.control.api.peers import PeersApi
 from shoal.daemon.control.api.sync import SyncApi
 from shoal.daemon.control.api.transfers import TransfersApi
@@ -86,7 +85,6 @@ def compose(
     subscriptions = Subscriptions(
         home, library, peers, fetcher, transfers, publish, signer.public_key().public_bytes_raw()
     )
-    versions = FetcherLookup(fetcher, home)
     daemon_api = DaemonApi(
         info=info, settings=settings, library=library, trust=trust, peers=peers, transfers=transfers,
         keeper=keeper, watches=watches, publish=publish, request_shutdown=request_shutdown,
@@ -99,10 +97,10 @@ def compose(
         ),
         HistoryApi(
             peer_id=info.peer_id, library=library, trust=trust, peers=peers,
-            kept_versions=store.kept_versions, versions=versions,
+            kept_versions=store.kept_versions, versions=fetcher,
         ),
         PeersApi(peer_id=info.peer_id, trust=trust, peers=peers, publish=publish),
-        TransfersApi(trust=trust, transfers=transfers, versions=versions),
+        TransfersApi(trust=trust, transfers=transfers, versions=fetcher),
         SyncApi(watches=watches, subscriptions=subscriptions),
     )
     control = ControlServer(socket_path(home), methods, events=events)

@@ -30,6 +30,13 @@ def _wait_remote(cli, name: str, seq: int) -> None:
         time.sleep(0.1)
 
 
+def _wait_kept(cli, versions: int) -> None:
+    deadline = time.monotonic() + 15
+    while (retention := cli.json("status")["retention"])["kept"] < versions:
+        assert time.monotonic() < deadline, f"retention never kept {versions} version(s): {retention}"
+        time.sleep(0.1)
+
+
 def test_many_files_under_a_low_open_file_limit(tmp_path: Path) -> None:
     data = tmp_path / "tiny"
     for d in range(4):
@@ -109,6 +116,8 @@ def test_one_dataset_in_several_folders(tmp_path: Path) -> None:
     with linked_daemons(2) as (a, b):
         ok(a("share", str(data), "--name", "ds"))
         first = files_of(data)
+        # Kept before it is edited: @1 then stays servable from the pack store.
+        _wait_kept(a, 1)
         (data / "config.json").write_text('{"lr": 0.01}')
         (data / "notes.txt").write_text("second run")
         ok(a("share", str(data), "--name", "ds"))

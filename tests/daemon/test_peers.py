@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 import trio
 
-from shoal.daemon.net import peers as peers_mod
-from shoal.daemon.net import session as session_mod
-from shoal.daemon.fetch.engine import Fetcher, NoPeer
-from shoal.daemon.store.index import FileStat
+from shoal.daemon.fetch.engine import Fetcher
+from shoal.daemon.fetch.errors import NoPeer
 from shoal.daemon.fetch.state import FetchSpec, Transfer
 from shoal.daemon.keys import load_or_create_private_key
 from shoal.daemon.library.datasets import Library
+from shoal.daemon.net import peers as peers_mod
+from shoal.daemon.net import session as session_mod
 from shoal.daemon.net.peers import PeerManager
 from shoal.daemon.net.trust import TrustStore
+from shoal.daemon.store.index import FileStat
 from shoal.protocol.format.hashing import Kind, object_id
 from shoal.protocol.format.identity import peer_id_of
 

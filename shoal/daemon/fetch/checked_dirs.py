@@ -10,6 +10,8 @@ has passed every check (SPEC.md, "What a receiver checks before writing").
 
 import trio
 
+from shoal.daemon.fetch.wakeup import Signal
+
 
 class CheckedDirs:
     """Tree ids the walk has checked, each with the shallowest depth it was checked at."""
@@ -18,7 +20,7 @@ class CheckedDirs:
         self._depth: dict[bytes, int] = {}
         #: Trees whose whole subtree is stored and checked (at the depth recorded).
         self._whole: set[bytes] = set()
-        self._changed = trio.Event()
+        self._changed = Signal()
         self.complete = trio.Event()
 
     def add(self, tree_id: bytes, depth: int, *, whole: bool) -> None:
@@ -28,13 +30,12 @@ class CheckedDirs:
             self._whole.discard(tree_id)
         if whole and self._depth[tree_id] == depth:
             self._whole.add(tree_id)
-        self._changed.set()
-        self._changed = trio.Event()
+        self._changed.notify()
 
     def finish(self) -> None:
         """Every directory is checked, and so is the version as a whole."""
         self.complete.set()
-        self._changed.set()
+        self._changed.notify()
 
     def state(self, tree_id: bytes, depth: int) -> bool | None:
         """None: not checked yet for `depth`; False: its own entries are; True: its whole subtree is.

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.daemon.fetch.dest import remove_entry
-from shoal.daemon.store.index import FileStat, Index
 from shoal.daemon.library.scanner import file_id_of
+from shoal.daemon.store.index import FileStat, Index
 from shoal.protocol.format.manifest import tree_entries
 from shoal.protocol.format.objects import EntryType, TreeEntry, decode_file
 

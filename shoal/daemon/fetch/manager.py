@@ -106,7 +106,9 @@ class Transfers:
         self._publish("transfers", {"id": tid, "event": "resumed", **transfer.to_json()})
         return {"id": tid, **transfer.to_json()}
 
-    async def _report(self, tid: int, transfer: Transfer, progress: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def _report(
+        self, tid: int, transfer: Transfer, progress: Callable[[dict[str, Any]], Awaitable[None]]
+    ) -> None:
         while True:
             await trio.sleep(REPORT_INTERVAL)
             transfer.sample_rate()

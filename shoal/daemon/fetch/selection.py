@@ -13,6 +13,7 @@ from shoal.protocol.errors import ObjectFormatError
 from shoal.protocol.format.objects import MAX_SUBSETS, SAMPLE_ALL, Subset, VersionRecord, check_subset
 from shoal.protocol.format.subsets import in_sample, parse_fraction
 
+
 def subset_of(record: VersionRecord, name: str) -> Subset:
     """The subset called `name` in `record`."""
     for subset in record.subsets:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import trio
 
-from shoal.daemon.model import VersionInfo
 from shoal.daemon.fetch.local_changes import ConflictLog
+from shoal.daemon.model import VersionInfo, VersionQuery
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,11 @@ class FetchSpec:
     def partial(self) -> bool:
         """Whether the fetch selects only part of the version."""
         return bool(self.include) or self.subset is not None
+
+    @property
+    def query(self) -> VersionQuery:
+        """The version this fetch asks for, as the resolver takes it."""
+        return VersionQuery(self.name, self.version, timeout=self.timeout, from_peer=self.from_peer)
 
 
 @dataclass(slots=True)

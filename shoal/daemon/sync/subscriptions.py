@@ -20,16 +20,16 @@ from typing import Any
 
 import trio
 
-from shoal.daemon.toml_file import write_toml_atomic
 from shoal.daemon.fetch.engine import Fetcher
+from shoal.daemon.fetch.manager import Transfers
+from shoal.daemon.fetch.state import FetchSpec, Transfer
 from shoal.daemon.library.datasets import Library
 from shoal.daemon.net.peers import PeerManager
-from shoal.daemon.fetch.state import FetchSpec, Transfer
-from shoal.daemon.fetch.manager import Transfers
+from shoal.daemon.toml_file import write_toml_atomic
 from shoal.errors import ConfigError, ShoalError, UnknownSubscription, UsageError, single_exception
 from shoal.protocol.errors import PathError
-from shoal.protocol.wire.messages import CatalogEntry
 from shoal.protocol.format.paths import check_dataset_name
+from shoal.protocol.wire.messages import CatalogEntry
 
 SUBSCRIPTIONS_FILE = "subscriptions.toml"
 #: First retry delay after a failed update; it doubles per failure up to RETRY_MAX.
@@ -246,7 +246,7 @@ class Subscriptions:
 
     async def _author_of(self, spec: FetchSpec) -> str:
         """The author of the version spec names, downloading only its VERSION and root TREE."""
-        found = await self._fetcher.browse(spec, (), 1)
+        found = await self._fetcher.browse(spec.query, (), 1)
         return found["version"]["author"]
 
     async def _failed(self, name: str, live: _Live, exc: BaseException, transfer: Transfer) -> dict[str, Any] | None:

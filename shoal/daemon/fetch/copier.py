@@ -1,0 +1,169 @@
+"""The copier stage: fill each planned file from what this machine already holds.
+
+A chunk is taken from the file's own partial file, left by an interrupted
+fetch (if it still hashes to its id), or from any dataset or version the index
+knows; the rest is batched for the puller. A file complete without the network
+goes straight to the finisher.
+"""
+
+import os
+import time
+from collections.abc import Iterator
+
+import trio
+
+from shoal.daemon.fetch.job import FileTask, Job, Target, count_done, offsets
+from shoal.daemon.fetch.objects import Objects
+from shoal.daemon.fetch.schedule import Batch
+from shoal.daemon.store import chunks as chunkio
+from shoal.daemon.store.loader import index_loader
+from shoal.protocol.format.hashing import chunk_id
+from shoal.protocol.format.manifest import file_chunks
+from shoal.protocol.format.objects import Ref
+
+#: Chunk ids per GET_CHUNKS: about 5 MB, small enough that the endgame's
+#: duplicate requests waste little, large enough to amortise a request.
+BATCH_CHUNKS = 64
+#: Files up to this size are prepared many to a worker-thread call.
+SMALL_FILE = 4 * 1024 * 1024
+#: Complete files that may wait for the manifest walk to end before the copier pauses:
+#: none is renamed into place until the whole version has passed its checks.
+MAX_UNINSTALLED = 4096
+
+#: Chunks of a file, each with its offset in it.
+Segment = list[tuple[int, Ref]]
+
+
+class Copier:
+    """Takes the planner's files; sends batches of chunks to fetch, and complete files."""
+
+    def __init__(self, job: Job, objects: Objects, batches: trio.MemorySendChannel[Batch[Target]],
+                 finished: trio.MemorySendChannel[FileTask]) -> None:
+        self.job = job
+        self.objects = objects
+        self._batches = batches
+        self._finished = finished
+        self._batch: Batch[Target] = Batch()
+
+    async def run(self, tasks: trio.MemoryReceiveChannel[list[FileTask]]) -> None:
+        """The stage: ends, with its outputs closed, when the planner's channel closes."""
+        async with tasks, self._batches, self._finished:
+            async for step in tasks:
+                small = [task for task in step if task.entry.size <= SMALL_FILE]
+                if small:
+                    prepared = await trio.to_thread.run_sync(self._prepare_small, small)
+                    for task, needed, done in prepared:
+                        await self._queue(task, needed, done)
+                        self._listed(task)
+                for task in step:
+                    if task.entry.size > SMALL_FILE:
+                        await self._feed_large(task)
+                await self._hold_back()
+            if self._batch:
+                await self._batches.send(self._batch)
+
+    async def _hold_back(self) -> None:
+        """Files complete before the manifest is checked wait to be installed; so many, no more."""
+        waiting = self._finished.statistics().current_buffer_used
+        if waiting >= MAX_UNINSTALLED and not self.job.checked.complete.is_set():
+            await self.job.checked.complete.wait()
+
+    def _listed(self, task: FileTask) -> None:
+        task.listed = True
+        count_done(self.job, task, 0, self._finished)
+
+    def _prepare_small(self, tasks: list[FileTask]) -> list[tuple[FileTask, Segment, int]]:
+        """Many small files in one worker-thread call, with one index query for all their
+        FILE objects and one for which of their chunks are here: per file, the thread hops
+        and queries would dominate."""
+        load = index_loader(self.job.index)
+        plans = []
+        for task, file in zip(tasks, self.objects.files([task.entry for task in tasks])):
+            chunks = list(offsets(file_chunks(load, file)))
+            task.locations = [(ref.id, offset, ref.size) for offset, ref in chunks]
+            plans.append(chunks)
+        local = self.job.index.chunks_present([ref.id for chunks in plans for _, ref in chunks])
+        return [(task, *self._copy(task, chunks, local)) for task, chunks in zip(tasks, plans)]
+
+    async def _feed_large(self, task: FileTask) -> None:
+        """A large file, a segment per worker-thread call: its chunk list may not fit in memory."""
+        chunks = offsets(await trio.to_thread.run_sync(self._chunks_of, task))
+        while True:
+            needed, done = await trio.to_thread.run_sync(self._next_segment, task, chunks)
+            if not needed and not done:
+                break
+            await self._queue(task, needed, done)
+        self._listed(task)
+
+    def _chunks_of(self, task: FileTask) -> Iterator[Ref]:
+        return file_chunks(index_loader(self.job.index), self.objects.file(task.entry.id))
+
+    def _next_segment(self, task: FileTask, chunks: Iterator[tuple[int, Ref]]) -> tuple[Segment, int]:
+        segment = _first(chunks, BATCH_CHUNKS)
+        return self._copy(task, segment) if segment else ([], 0)
+
+    async def _queue(self, task: FileTask, needed: Segment, done: int) -> None:
+        """Count what was copied; batch what is still needed for the puller."""
+        self.job.transfer.bytes_reused += done
+        count_done(self.job, task, done, self._finished)
+        for offset, ref in needed:
+            self._batch.add(ref.id, ref.size, (task, offset))
+            if len(self._batch) >= BATCH_CHUNKS:
+                await self._batches.send(self._batch)
+                self._batch = Batch()
+
+    def _copy(self, task: FileTask, segment: Segment, local: set[bytes] | None = None) -> tuple[Segment, int]:
+        """Write what the partial file or the local index already has; return (still needed, bytes done).
+
+        `local`, when given, holds at least those of the segment's chunks that the index holds.
+        """
+        started = time.perf_counter()
+        try:
+            if not task.fresh:
+                segment, kept = self._verify_partial(task, segment)
+            else:
+                kept = 0
+            needed, copied = self._copy_local(task, segment, local)
+            return needed, kept + copied
+        finally:
+            self.job.transfer.busy.disk_read += time.perf_counter() - started
+
+    def _verify_partial(self, task: FileTask, segment: Segment) -> tuple[Segment, int]:
+        """A partial file left by an interrupted fetch: keep every chunk that verifies."""
+        needed = []
+        done = 0
+        with self.job.files.use(task) as fd:
+            for offset, ref in segment:
+                present = chunkio.read_fd_at(fd, offset, ref.size)
+                if present is not None and chunk_id(present) == ref.id:
+                    done += ref.size
+                else:
+                    needed.append((offset, ref))
+        return needed, done
+
+    def _copy_local(self, task: FileTask, segment: Segment, local: set[bytes] | None) -> tuple[Segment, int]:
+        """Copy the chunks the index knows of from wherever they are stored here."""
+        index = self.job.index
+        if local is None:
+            local = index.chunks_present([ref.id for _, ref in segment])
+        needed = []
+        done = 0
+        for offset, ref in segment:
+            data = chunkio.read_chunk(index, ref.id) if ref.id in local else None
+            if data is None:
+                needed.append((offset, ref))
+            else:
+                with self.job.files.use(task) as fd:
+                    os.pwrite(fd, data, offset)
+                done += ref.size
+        return needed, done
+
+
+def _first(iterator: Iterator[tuple[int, Ref]], n: int) -> Segment:
+    """Up to `n` items of `iterator`."""
+    out = []
+    for item in iterator:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out

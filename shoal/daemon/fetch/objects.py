@@ -1,0 +1,171 @@
+"""Manifest objects a fetch needs: read from the index, or else downloaded from peers and checked.
+
+Objects are read in worker threads: a fetch's writer may hold the index for a
+while, and the event loop must not wait for it.
+"""
+
+import logging
+from collections.abc import Sequence
+
+import trio
+
+from shoal.daemon.fetch.errors import FetchError, PeerMisbehaved
+from shoal.daemon.fetch.source import Source
+from shoal.daemon.store.index import Index
+from shoal.daemon.store.loader import index_loader
+from shoal.protocol.errors import IntegrityError, ProtocolError
+from shoal.protocol.format.hashing import Kind
+from shoal.protocol.format.manifest import tree_entries
+from shoal.protocol.format.objects import (
+    ChunkListNode,
+    FileEntry,
+    FileObject,
+    ManifestObject,
+    Ref,
+    TreeEntry,
+    TreeNode,
+    VersionRecord,
+    decode,
+    decode_file,
+    decode_version,
+)
+
+#: Object ids per GET_OBJECTS request.
+OBJECT_BATCH = 1024
+
+_log = logging.getLogger("shoal.fetch")
+
+
+class Objects:
+    """The index's manifest objects, completed from peers on demand."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    async def ensure(self, kind: Kind, ids: Sequence[bytes], sources: Sequence[Source]) -> dict[bytes, object]:
+        """Make sure the index holds these objects, downloading and checking what it lacks;
+        return those downloaded, decoded, so that the caller need not decode them again."""
+        missing = await trio.to_thread.run_sync(self.index.missing_objects, list(ids))
+        downloaded: dict[bytes, object] = {}
+        for start in range(0, len(missing), OBJECT_BATCH):
+            downloaded |= await self._download(kind, missing[start : start + OBJECT_BATCH], sources)
+        return downloaded
+
+    async def ensure_pages(self, kind: Kind, object_id: bytes, sources: Sequence[Source]) -> None:
+        """Fetch the pages below a FILE or TREE object, level by level."""
+        obj = await trio.to_thread.run_sync(self.decoded, kind, object_id)
+        assert isinstance(obj, (FileObject, TreeNode))
+        page_kind = Kind.CHUNKS if kind == Kind.FILE else Kind.TREE
+        level, refs = obj.level, _refs(obj.entries)
+        while level > 0:
+            ids = [r.id for r in refs]
+            await self.ensure(page_kind, ids, sources)
+            level -= 1
+            if level == 0:
+                break
+            refs = await trio.to_thread.run_sync(self._page_entries, page_kind, ids, level)
+
+    async def tree(self, tree_id: bytes, sources: Sequence[Source]) -> list[TreeEntry]:
+        """The entries of a directory, its TREE object and pages fetched first."""
+        await self.ensure(Kind.TREE, [tree_id], sources)
+        await self.ensure_pages(Kind.TREE, tree_id, sources)
+        return await trio.to_thread.run_sync(self.entries, tree_id)
+
+    def entries(self, tree_id: bytes) -> list[TreeEntry]:
+        """The entries of a stored directory."""
+        return list(tree_entries(index_loader(self.index), tree_id))
+
+    def decoded(self, kind: Kind, object_id: bytes) -> ManifestObject:
+        """A stored object, decoded."""
+        return decode(kind, stored_bytes(self.index, object_id), object_id)
+
+    def version(self, version_id: bytes) -> VersionRecord:
+        """A stored VERSION object, decoded."""
+        return decode_version(stored_bytes(self.index, version_id), version_id)
+
+    def file(self, file_id: bytes) -> FileObject:
+        """A stored FILE object, decoded."""
+        return decode_file(stored_bytes(self.index, file_id), file_id)
+
+    def files(self, entries: list[FileEntry], decoded: dict[bytes, object] | None = None) -> list[FileObject]:
+        """The FILE objects of `entries`, taken from `decoded` (those just downloaded) or else
+        read, a query per OBJECT_BATCH files rather than one per file, and decoded."""
+        decoded = decoded or {}
+        out: list[FileObject] = []
+        for start in range(0, len(entries), OBJECT_BATCH):
+            ids = [e.id for e in entries[start : start + OBJECT_BATCH]]
+            found = self.index.get_objects([oid for oid in ids if oid not in decoded])
+            out.extend(_file(oid, decoded, found) for oid in ids)
+        return out
+
+    async def _download(self, kind: Kind, ids: list[bytes], sources: Sequence[Source]) -> dict[bytes, object]:
+        wanted = set(ids)
+        downloaded: dict[bytes, object] = {}
+        refused: list[str] = []
+        for source in sources:
+            if not wanted:
+                break
+            try:
+                got, _ = await source.get_objects(sorted(wanted))
+                stored = await trio.to_thread.run_sync(self._check_objects, kind, got, wanted)
+            except (PeerMisbehaved, ProtocolError) as e:
+                _log.warning("peer %s: %s", source.peer_id, e)
+                what = f"a {kind.name.lower()} object that breaks the rules ({e})"
+                refused.append(f"peer {source.peer_id[:7]} sent {what}")
+                continue
+            except trio.BrokenResourceError:
+                continue
+            wanted -= stored.keys()
+            downloaded |= stored
+        if wanted and refused:
+            # The peer's fault, and why: not a mere "missing", which would send the user looking elsewhere.
+            raise FetchError("; ".join(refused) + "; refused, and no other connected peer has it")
+        if wanted:
+            raise FetchError(f"no connected peer has {len(wanted)} of the {kind.name.lower()} objects needed")
+        return downloaded
+
+    def _check_objects(self, kind: Kind, got: list[tuple[bytes, bytes]], wanted: set[bytes]) -> dict[bytes, object]:
+        rows = []
+        decoded: dict[bytes, object] = {}
+        for oid, data in got:
+            if oid not in wanted:
+                raise PeerMisbehaved(f"sent object {oid.hex()[:16]}, which was not asked for")
+            decoded[oid] = decode(kind, data, oid)
+            rows.append((oid, kind, data))
+        self.index.put_objects(rows)
+        return decoded
+
+    def _page_entries(self, kind: Kind, ids: list[bytes], level: int) -> list[Ref]:
+        """The entries of the stored pages `ids`, each of which must be at `level` (above 0)."""
+        entries: list[Ref] = []
+        for page_id in ids:
+            page = self.decoded(kind, page_id)
+            assert isinstance(page, (ChunkListNode, TreeNode))
+            if page.level != level:
+                raise IntegrityError(f"page {page_id.hex()[:16]} is at the wrong level")
+            entries.extend(_refs(page.entries))
+        return entries
+
+
+def stored_bytes(index: Index, oid: bytes) -> bytes:
+    """The bytes of an object the index holds (the caller made sure it does)."""
+    stored = index.get_object(oid)
+    assert stored is not None, oid.hex()
+    return stored[1]
+
+
+def _file(oid: bytes, decoded: dict[bytes, object], found: dict[bytes, tuple[Kind, bytes]]) -> FileObject:
+    """A FILE object just downloaded and decoded, or else read from the index."""
+    file = decoded.get(oid)
+    if file is None:
+        kind, data = found.get(oid, (None, b""))
+        if kind != Kind.FILE:
+            raise ProtocolError(f"file object {oid.hex()[:16]} is not in the index")
+        return decode_file(data, oid)
+    assert isinstance(file, FileObject)
+    return file
+
+
+def _refs(entries: tuple[Ref, ...] | tuple[TreeEntry | Ref, ...]) -> list[Ref]:
+    """The entries of a page above level 0: references to the pages below it."""
+    return [e for e in entries if isinstance(e, Ref)]

@@ -1,0 +1,265 @@
+"""The puller stage: asking peers for the copier's batches, and handing what arrives to the writer.
+
+Every peer serving the version gets WINDOW_PER_PEER worker tasks, each with at
+most one request open; the scheduler (schedule.py) decides which batch each
+one asks for. Peers may come, leave, or be dropped for misbehaving at any time.
+"""
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from shoal.daemon.fetch.errors import FetchError, NoPeer, PeerMisbehaved
+from shoal.daemon.fetch.job import Job, Target
+from shoal.daemon.fetch.schedule import Batch, Idle, Scheduler
+from shoal.daemon.fetch.source import Source
+from shoal.daemon.fetch.state import PeerStats
+from shoal.daemon.fetch.wakeup import Signal
+from shoal.protocol.errors import ProtocolError
+
+#: Requests a single peer may have open for one transfer: about 40 MB in flight.
+WINDOW_PER_PEER = 8
+
+_log = logging.getLogger("shoal.fetch")
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A chunk received for a batch, not yet verified."""
+
+    batch: Batch[Target]
+    peer: str
+    cid: bytes
+    data: bytes
+    targets: list[Target]
+
+
+class Puller:
+    """Runs the workers of one fetch's peers over a Scheduler."""
+
+    def __init__(
+        self, job: Job, sources: Callable[[], list[Source]], peers_changed: Callable[[], Awaitable[None]],
+        arrivals: trio.MemorySendChannel[Arrival],
+    ) -> None:
+        self.job = job
+        self._sources = sources
+        self._peers_changed = peers_changed
+        self._arrivals = arrivals
+        self.schedule: Scheduler[Target] = Scheduler(WINDOW_PER_PEER)
+        self.warnings: list[str] = []
+        #: Worker tasks running per peer.
+        self._workers: Counter[str] = Counter()
+        #: Peers whose session broke, with that session: welcome back on a new one.
+        self._lost: dict[str, Source] = {}
+        self._requests: dict[tuple[Batch[Target], str], trio.CancelScope] = {}
+        self._last_source_seen = time.monotonic()
+        #: The schedule changed: a batch queued, taken or released, a peer joined or left.
+        self._changed = Signal()
+        #: The writer reported on chunks.
+        self._written = Signal()
+
+    async def run(self, batches: trio.MemoryReceiveChannel[Batch[Target]]) -> None:
+        """The stage: ends, closing the writer's channel, once every batch is done."""
+        async with self._arrivals, trio.open_nursery() as nursery:
+            nursery.start_soon(self._intake, batches)
+            await self._supervise(nursery)
+
+    def written(self, arrivals: list[Arrival], verdicts: list[bool]) -> None:
+        """The writer verified and wrote `arrivals`; a chunk that did not verify is pending again."""
+        for arrival, good in zip(arrivals, verdicts):
+            self.schedule.written(arrival.batch, arrival.peer, arrival.cid, arrival.targets, good)
+        self._written.notify()
+
+    async def _intake(self, batches: trio.MemoryReceiveChannel[Batch[Target]]) -> None:
+        async with batches:
+            async for batch in batches:
+                while not self.schedule.has_room():
+                    await self._changed.wait()
+                self.schedule.add(batch)
+                self._changed.notify()
+        self.schedule.close()
+        self._changed.notify()
+
+    async def _supervise(self, nursery: trio.Nursery) -> None:
+        """Start workers for every peer that serves the version, as peers come and go."""
+        spec = self.job.spec
+        while True:
+            for source in self._sources():
+                self._start(source, nursery)
+            if self.schedule.finished:
+                return
+            if self._workers:
+                self._last_source_seen = time.monotonic()
+            with trio.move_on_after(1.0):
+                await _first_of(self._changed.wait, self._peers_changed)
+            if not self._workers and time.monotonic() - self._last_source_seen > spec.timeout:
+                raise self._no_peer()
+
+    def _start(self, source: Source, nursery: trio.Nursery) -> None:
+        peer = source.peer_id
+        # A peer whose connection broke is welcome back on a new session.
+        if peer in self._workers or peer in self.schedule.dropped or self._lost.get(peer) is source:
+            return
+        self._workers[peer] = WINDOW_PER_PEER
+        self.schedule.join(peer)
+        self.job.transfer.peers.setdefault(peer, PeerStats()).dropped = None
+        for _ in range(WINDOW_PER_PEER):
+            nursery.start_soon(self._worker, source)
+        self._changed.notify()
+
+    def _no_peer(self) -> NoPeer:
+        spec, transfer = self.job.spec, self.job.transfer
+        if not transfer.peers:
+            what = f"{spec.name}@{spec.version}" if spec.version else spec.name
+            return NoPeer(
+                f"no connected peer serves {what} in full and this machine holds only part of it;"
+                f" waited {spec.timeout:g}s"
+            )
+        why = "; ".join(f"{peer[:7]}: {stats.dropped}" for peer, stats in transfer.peers.items() if stats.dropped)
+        return NoPeer(f"every peer serving {spec.name} left or failed ({why}); waited {spec.timeout:g}s for another")
+
+    async def _worker(self, source: Source) -> None:
+        peer = source.peer_id
+        try:
+            while True:
+                batch = await self._next(peer)
+                if batch is None or not await self._pull(source, batch):
+                    return
+        finally:
+            self._workers[peer] -= 1
+            if self._workers[peer] <= 0:
+                del self._workers[peer]
+                self.schedule.leave(peer)
+            self._changed.notify()
+
+    async def _next(self, peer: str) -> Batch[Target] | None:
+        """The next batch for `peer` to ask for; None when it is done with this fetch."""
+        while True:
+            if self.job.transfer.paused and peer not in self.schedule.dropped:
+                await self.job.transfer.wait_resumed()
+                continue
+            decision = self.schedule.take(peer)
+            if decision is Idle.STOP:
+                return None
+            if decision is Idle.WAIT:
+                await self._changed.wait()
+                continue
+            self._changed.notify()
+            return decision
+
+    async def _pull(self, source: Source, batch: Batch[Target]) -> bool:
+        """Ask `source` for `batch`, then let it go; whether the peer may go on serving."""
+        go_on = await self._ask(source, batch)
+        self.schedule.release(batch, source.peer_id)
+        self._changed.notify()
+        return go_on
+
+    async def _ask(self, source: Source, batch: Batch[Target]) -> bool:
+        """Request `batch` and wait until what arrived is written; whether the peer behaved."""
+        peer = source.peer_id
+        try:
+            missing = await self._request(source, batch)
+        except (PeerMisbehaved, ProtocolError) as e:
+            await self._drained(batch)
+            self._drop(peer, str(e))
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as e:
+            await self._drained(batch)
+            self._lose(source, f"connection lost: {e}")
+            return False
+        await self._drained(batch)
+        if missing is None:
+            self._drop(peer, f"sent nothing for {self.job.spec.timeout:g}s")
+            return False
+        if peer in batch.liars:
+            self._drop(peer, "sent chunks whose bytes do not match their ids")
+            return False
+        if missing and batch.pending and self.schedule.refused(batch, peer):
+            raise FetchError(
+                f"no connected peer has {len(batch.pending)} chunks of {self.job.spec.name}; "
+                "the version may be incomplete on every peer"
+            )
+        return True
+
+    async def _request(self, source: Source, batch: Batch[Target]) -> list[bytes] | None:
+        """The ids `source` lacks; None if it went silent on the request with chunks still pending."""
+        peer = source.peer_id
+        timeout = self.job.spec.timeout
+        # A peer that goes silent on a request is given up after the fetch's timeout.
+        with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+            self._requests[batch, peer] = scope
+
+            def arrived(cid: bytes, data: bytes) -> None:
+                # Moved only once a second has passed: every move of a
+                # deadline re-files it in trio's deadline heap.
+                deadline = trio.current_time() + timeout
+                if deadline - scope.deadline > 1.0:
+                    scope.deadline = deadline
+                self._deliver(batch, peer, cid, data)
+
+            try:
+                missing = await source.get_chunks(sorted(batch.pending), arrived)
+            finally:
+                del self._requests[batch, peer]
+        if scope.cancelled_caught:
+            # Cancelled by another peer that delivered the rest of this batch first, or timed out.
+            return None if batch.pending else []
+        return missing
+
+    def _deliver(self, batch: Batch[Target], peer: str, cid: bytes, data: bytes) -> None:
+        """Take a chunk off the wire; it is verified and written by the writer stage."""
+        receipt = self.schedule.receive(batch, peer, cid, len(data))
+        self._count(peer, len(data))
+        if receipt is None:
+            return  # the endgame asked two peers; the first copy won
+        for other in receipt.cancel:
+            # An endgame duplicate is no longer needed: stop the other peers' copies.
+            scope = self._requests.get((batch, other))
+            if scope is not None:
+                scope.cancel()
+        # Unbounded: what is in flight is bounded by the workers' windows.
+        self._arrivals.send_nowait(Arrival(batch, peer, cid, data, receipt.targets))
+
+    def _count(self, peer: str, n: int) -> None:
+        transfer = self.job.transfer
+        stats = transfer.peers[peer]
+        stats.received += n
+        stats.chunks += 1
+        if transfer.first_byte is None:
+            transfer.first_byte = time.monotonic() - transfer.started
+        transfer.bytes_received += n
+
+    async def _drained(self, batch: Batch[Target]) -> None:
+        """Wait until every chunk received for `batch` has been verified and written."""
+        while not batch.drained:
+            await self._written.wait()
+
+    def _lose(self, source: Source, reason: str) -> None:
+        """The session broke: stop using it, but take the peer back if it reconnects."""
+        if self._lost.get(source.peer_id) is not source:
+            self._lost[source.peer_id] = source
+            self.job.transfer.peers[source.peer_id].dropped = reason
+            _log.info("fetch %s: lost peer %s: %s", self.job.spec.name, source.peer_id, reason)
+
+    def _drop(self, peer: str, reason: str) -> None:
+        """The peer misbehaved: never ask it again during this fetch."""
+        if self.schedule.drop(peer):
+            self.job.transfer.peers[peer].dropped = reason
+            self.warnings.append(f"dropped peer {peer}: {reason}")
+            _log.warning("fetch %s: dropped peer %s: %s", self.job.spec.name, peer, reason)
+
+
+async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
+    """Return as soon as any of `waits` returns."""
+    async with trio.open_nursery() as nursery:
+        for wait in waits:
+            nursery.start_soon(_then_cancel, wait, nursery.cancel_scope)
+
+
+async def _then_cancel(wait: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+    await wait()
+    scope.cancel()

@@ -1,0 +1,31 @@
+"""What the fetch engine needs of its peers: the engine never imports the network layer."""
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from shoal.protocol.wire.messages import CatalogEntry
+
+
+class Source(Protocol):
+    """A connected, trusted peer that can be asked for objects and chunks."""
+
+    peer_id: str
+
+    async def get_objects(self, ids: Sequence[bytes]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        """Return ([(id, bytes)], missing ids); bytes are unverified."""
+
+    async def get_chunks(self, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+        """Stream chunks into `deliver(id, bytes)` as they arrive; return the ids the peer lacks."""
+
+
+class SourceDirectory(Protocol):
+    """The peers currently connected, with what each offers."""
+
+    def offers(self, name: str) -> Sequence[tuple[Source, CatalogEntry]]:
+        """Peers whose catalog lists dataset `name`, with their entry."""
+
+    async def wait_for_change(self) -> None:
+        """Return when a peer connects, leaves, or changes its catalog."""
+
+    def connected(self) -> list[str]:
+        """The ids of the peers connected now."""

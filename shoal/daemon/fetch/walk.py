@@ -1,0 +1,163 @@
+"""The manifest walk: fetching and checking a version's TREE, FILE and CHUNKS objects.
+
+Depth first, a directory page at a time, so memory follows the tree's depth
+rather than its size. Every directory is checked as it arrives; the version as
+a whole once the walk ends (SPEC.md, "What a receiver checks before writing").
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+
+from shoal.daemon.fetch.checked_dirs import CheckedDirs
+from shoal.daemon.fetch.job import Matcher
+from shoal.daemon.fetch.objects import Objects
+from shoal.daemon.fetch.source import Source
+from shoal.daemon.fetch.state import Transfer
+from shoal.daemon.model import PARTIAL_DIR
+from shoal.daemon.store.loader import index_loader
+from shoal.protocol.errors import IntegrityError, ProtocolError
+from shoal.protocol.format.hashing import Kind
+from shoal.protocol.format.manifest import check_dir_size, file_chunks
+from shoal.protocol.format.objects import EntryType, FileEntry, FileObject, TreeEntry, VersionRecord
+from shoal.protocol.format.paths import check_symlink_target
+
+#: Entries a version may hold besides one per file: directories and links are
+#: cheap to declare, so without a bound a few shared tree objects could name
+#: billions of directories (SPEC.md, "Fetching").
+EXTRA_ENTRIES = 65536
+
+#: What a directory declares below it: (bytes, files, entries).
+Totals = tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """One walk of a version's manifest."""
+
+    objects: Objects
+    transfer: Transfer
+    sources: Sequence[Source]
+    matcher: Matcher
+    #: Record each checked subtree, so that later fetches need not walk it. Not with
+    #: --include or a subset: the walk then depends on the path.
+    remember: bool
+    #: Told of each directory checked, for a planner following behind.
+    checked: CheckedDirs | None = None
+
+    async def version(self, record: VersionRecord, old_root: bytes | None = None) -> Totals:
+        """Walk the whole version and check its declared totals; `old_root` as `tree`'s `old_id`."""
+        totals = await self.tree(record.root, (), old_root)
+        if self.remember:
+            check_totals(self.transfer, record, totals[0], totals[1])
+        return totals
+
+    async def tree(self, tree_id: bytes, prefix: tuple[str, ...] = (), old_id: bytes | None = None) -> Totals:
+        """Fetch a directory's manifest objects; return what it declares below it.
+
+        A subtree met again (the same tree id elsewhere) is not walked again, but
+        its entries count again towards the version's bound on entries. `old_id` is
+        this directory in a version DEST holds in full: its file entries that are
+        unchanged were fetched and checked with it.
+        """
+        depth = len(prefix)
+        found = await self._checked_before(tree_id, depth)
+        if found is not None:
+            _count_entries(self.transfer, found[2])
+            self._tell(tree_id, depth, whole=True)
+            return found
+        entries = await self.objects.tree(tree_id, self.sources)
+        check_entries(prefix, entries)
+        _count_entries(self.transfer, len(entries))
+        old = await trio.to_thread.run_sync(self._by_name, old_id) if old_id is not None else {}
+        await self._files(prefix, entries, old)
+        self._tell(tree_id, depth, whole=False)
+        size = sum(e.size for e in entries)
+        count = sum(1 for e in entries if e.type == EntryType.FILE)
+        below_entries = len(entries)
+        for e in entries:
+            if e.type == EntryType.DIR and self.matcher(prefix + (e.name,), True):
+                was = old.get(e.name)
+                old_dir = was.id if was is not None and was.type == EntryType.DIR else None
+                below = await self.tree(e.id, prefix + (e.name,), old_dir)
+                check_dir_size(prefix + (e.name,), e, below[0])
+                count += below[1]
+                below_entries += below[2]
+        if self.remember:
+            # The whole subtree is now stored and checked.
+            self.transfer.subtrees[tree_id] = (size, count, below_entries, depth)
+            await trio.to_thread.run_sync(
+                self.objects.index.add_checked_tree, tree_id, size, count, below_entries, depth
+            )
+            self._tell(tree_id, depth, whole=True)
+        return size, count, below_entries
+
+    async def _checked_before(self, tree_id: bytes, depth: int) -> Totals | None:
+        seen = self.transfer.subtrees.get(tree_id)
+        if seen is not None and seen[3] > depth:
+            seen = None  # checked deeper down: its links may climb too far up here
+        if seen is not None:
+            return seen[:3]
+        return await trio.to_thread.run_sync(self.objects.index.checked_tree, tree_id, depth)
+
+    async def _files(self, prefix: tuple[str, ...], entries: list[TreeEntry], old: dict[str, TreeEntry]) -> None:
+        """Fetch and check the FILE objects (and their CHUNKS pages) of a directory's selected, changed files."""
+        files = [
+            e for e in entries
+            if isinstance(e, FileEntry) and old.get(e.name) != e and self.matcher(prefix + (e.name,), False)
+        ]
+        downloaded = await self.objects.ensure(Kind.FILE, [e.id for e in files], self.sources)
+        decoded = await trio.to_thread.run_sync(self.objects.files, files, downloaded)
+        for entry, file in zip(files, decoded):
+            if file.level > 0:
+                await self.objects.ensure_pages(Kind.FILE, entry.id, self.sources)
+        await trio.to_thread.run_sync(self._check_file_sizes, prefix, files, decoded)
+
+    def _tell(self, tree_id: bytes, depth: int, *, whole: bool) -> None:
+        if self.checked is not None:
+            self.checked.add(tree_id, depth, whole=whole)
+
+    def _by_name(self, tree_id: bytes) -> dict[str, TreeEntry]:
+        return {e.name: e for e in self.objects.entries(tree_id)}
+
+    def _check_file_sizes(self, prefix: tuple[str, ...], files: list[FileEntry], decoded: list[FileObject]) -> None:
+        """Every size a file declares must be what its chunk list holds, before any space is allocated for it."""
+        load = index_loader(self.objects.index)
+        for entry, file in zip(files, decoded):
+            path = "/".join(prefix + (entry.name,))
+            if file.size != entry.size:
+                raise IntegrityError(f"{path}: the tree says {entry.size} bytes, its content object {file.size}")
+            if file.level > 0 and sum(ref.size for ref in file_chunks(load, file)) != file.size:
+                raise IntegrityError(f"{path}: its chunk list does not add up to its {file.size} bytes")
+
+
+def check_entries(prefix: tuple[str, ...], entries: list[TreeEntry]) -> None:
+    """Refuse what a directory of a received version may not hold."""
+    for entry in entries:
+        if not prefix and entry.name == PARTIAL_DIR:
+            raise IntegrityError(f"the version has an entry named {PARTIAL_DIR}, a name shoal reserves")
+        if entry.type == EntryType.SYMLINK:
+            try:
+                check_symlink_target(entry.target, len(prefix))
+            except ProtocolError as e:
+                raise IntegrityError(f"{'/'.join(prefix + (entry.name,))}: {e}") from None
+
+
+def check_totals(transfer: Transfer, record: VersionRecord, size: int, files: int) -> None:
+    """The walked tree must hold what the version declares."""
+    if (size, files) != (record.size, record.files):
+        assert transfer.version is not None
+        raise IntegrityError(
+            f"version {transfer.version.id.hex()[:12]} declares {record.size} bytes in {record.files} files,"
+            f" its tree holds {size} in {files}"
+        )
+
+
+def _count_entries(transfer: Transfer, n: int) -> None:
+    assert transfer.version is not None
+    transfer.entries_seen += n
+    if transfer.entries_seen > 2 * transfer.version.files + EXTRA_ENTRIES:
+        raise IntegrityError(
+            f"version {transfer.version.id.hex()[:12]} names more entries than its {transfer.version.files} files allow"
+        )

@@ -1,0 +1,142 @@
+"""The writer and finisher stages: verify and write arrived chunks; move complete files into place.
+
+Both work off the event loop, many items per worker-thread call, so that the
+other core hashes and writes while this one receives and decrypts. No chunk is
+written before it hashes to its id; no file is renamed into DEST before the
+whole manifest has passed its checks.
+"""
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from shoal.daemon.fetch.dest import UMASK
+from shoal.daemon.fetch.job import FileTask, Job, count_done
+from shoal.daemon.fetch.puller import Arrival
+from shoal.daemon.fetch.record import Installed
+from shoal.daemon.fetch.state import Busy
+from shoal.daemon.store.fdlimit import FilePool
+from shoal.daemon.store.flush import start_writeback
+from shoal.daemon.store.index import FileStat
+from shoal.protocol.format.hashing import chunk_id
+from shoal.protocol.format.objects import DEFAULT_FILE_MODE
+
+#: Arrived chunks the writer waits for (at most WRITE_GATHER seconds) before a worker-thread call.
+WRITE_BATCH = 16
+WRITE_GATHER = 0.004
+
+
+async def write_stage(
+    job: Job, arrivals: trio.MemoryReceiveChannel[Arrival], finished: trio.MemorySendChannel[FileTask],
+    written: Callable[[list[Arrival], list[bool]], None],
+) -> None:
+    """Verify and write arrived chunks; tell `written` the verdicts. Ends when `arrivals` closes."""
+    async with arrivals, finished:
+        while True:
+            batch = await _gather(arrivals)
+            if not batch:
+                return
+            verdicts = await trio.to_thread.run_sync(verify_and_write, batch, job.transfer.busy, job.files)
+            for arrival, good in zip(batch, verdicts):
+                if good:
+                    for task, _ in arrival.targets:
+                        count_done(job, task, len(arrival.data), finished)
+            written(batch, verdicts)
+
+
+async def _gather(arrivals: trio.MemoryReceiveChannel[Arrival]) -> list[Arrival]:
+    """What has arrived, waiting a little for WRITE_BATCH of it; [] once the channel is closed and empty.
+
+    A worker-thread call per chunk or two costs two thread switches each; a few
+    milliseconds' wait gathers a batch worth one."""
+    try:
+        batch = [await arrivals.receive()]
+    except trio.EndOfChannel:
+        return []
+    _take_ready(arrivals, batch)
+    if len(batch) < WRITE_BATCH:
+        with trio.move_on_after(WRITE_GATHER):
+            while len(batch) < WRITE_BATCH:
+                try:
+                    batch.append(await arrivals.receive())
+                except trio.EndOfChannel:
+                    break
+                _take_ready(arrivals, batch)
+    return batch
+
+
+def _take_ready(channel: trio.MemoryReceiveChannel, into: list) -> None:
+    """Move everything already buffered in `channel` into `into`."""
+    while True:
+        try:
+            into.append(channel.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+
+
+def verify_and_write(arrivals: list[Arrival], busy: Busy, files: FilePool) -> list[bool]:
+    """Hash each chunk; write the good ones to every place they belong. Runs in a thread."""
+    verdicts = []
+    for arrival in arrivals:
+        started = time.perf_counter()
+        good = chunk_id(arrival.data) == arrival.cid
+        hashed = time.perf_counter()
+        if good:
+            for task, offset in arrival.targets:
+                with files.use(task) as fd:
+                    os.pwrite(fd, arrival.data, offset)
+        busy.hashing += hashed - started
+        busy.disk_write += time.perf_counter() - hashed
+        verdicts.append(good)
+    return verdicts
+
+
+async def finish_stage(
+    job: Job, finished: trio.MemoryReceiveChannel[FileTask], installed: trio.MemorySendChannel[list[Installed]]
+) -> None:
+    """Move complete files into place, many per worker-thread call, once the whole manifest is checked."""
+    async with finished, installed:
+        await job.checked.complete.wait()
+        while True:
+            try:
+                tasks = [await finished.receive()]
+            except trio.EndOfChannel:
+                return
+            _take_ready(finished, tasks)
+            stats = await trio.to_thread.run_sync(install_files, job.dest, tasks, job.files)
+            job.transfer.files_done += len(tasks)
+            job.transfer.files_written += len(tasks)
+            await installed.send(list(zip(tasks, stats)))
+
+
+def install_files(dest: Path, tasks: list[FileTask], files: FilePool) -> list[FileStat]:
+    """Rename complete, verified files into place; their stats after the rename."""
+    stats = []
+    for task in tasks:
+        with files.use(task) as fd:
+            stats.append(_install(dest, task, fd))
+        files.close(task)
+    return stats
+
+
+def _install(dest: Path, task: FileTask, fd: int) -> FileStat:
+    mode = task.entry.permissions()
+    if mode != DEFAULT_FILE_MODE:
+        # Otherwise the mode is already right: partial files are created 0o644 less the umask.
+        os.fchmod(fd, mode & ~UMASK)
+    target = dest.joinpath(*task.parts)
+    try:
+        os.replace(task.partial, target)
+    except IsADirectoryError:
+        # A real directory where the file goes (a rename replaces a symlink itself).
+        shutil.rmtree(target)
+        os.replace(task.partial, target)
+    # Written back while the fetch goes on, so the flush at its end has little left.
+    start_writeback(fd)
+    # After the rename, which changes the inode's ctime: the stat a later fetch will see.
+    st = os.fstat(fd)
+    return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
