@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from linked import files_of, linked_daemons, ok
+
 from shoal.client.blocking import ControlClient
 from shoal.home import socket_path
 

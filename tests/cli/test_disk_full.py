@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from conftest import ShoalCli, make_home, remove_home
 from trees import PARTIAL, digests
+
 from shoal.client.blocking import ControlClient
 from shoal.home import socket_path
 
@@ -181,7 +181,8 @@ def test_fetch_into_full_disk_fails_cleanly_then_resumes(pair, small_fs: Path, t
     print(
         f"\ndisk full: failed after {failed_after:.1f}s with {landed / MB:.1f} MB landed of {size / MB:.0f} MB;"
         f" stderr {err.strip()!r}; resume received {second['bytes_received'] / MB:.1f} MB,"
-        f" reused {second['bytes_reused'] / MB:.1f} MB from .shoal-partial, kept {len(present)} complete files, in {second['seconds']:.1f}s"
+        f" reused {second['bytes_reused'] / MB:.1f} MB from .shoal-partial, kept {len(present)} complete files,"
+        f" in {second['seconds']:.1f}s"
     )
     assert says_space, f"the error does not say the disk is full: {err!r}"
 

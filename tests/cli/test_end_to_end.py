@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 VERSION_KEYS = {"name", "seq", "id", "root", "parents", "author", "time", "message", "size", "files", "subsets"}
 LOG_KEYS = VERSION_KEYS | {"author_peer", "author_name", "files_changed", "bytes_new", "kept"}
 PEER_KEYS = {
-    "peer_id", "short", "name", "trusted", "state", "address", "addresses", "announced", "rates", "added", "first_seen", "last_seen",
-    "online", "discovered", "last_error", "bytes_in", "bytes_out",
+    "peer_id", "short", "name", "trusted", "state", "address", "addresses", "announced", "rates", "added",
+    "first_seen", "last_seen", "online", "discovered", "last_error", "bytes_in", "bytes_out",
 }
 STATUS_KEYS = {
     "running", "version", "pid", "home", "peer_id", "started", "uptime", "listen", "discovery", "datasets", "watches", "peers",

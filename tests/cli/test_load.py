@@ -22,13 +22,12 @@ import threading
 import time
 from pathlib import Path
 
-
 import pytest
 from conftest import ShoalCli, make_home, remove_home
 from trees import PARTIAL, digests
+
 from shoal.client.blocking import ControlClient
-from shoal.home import socket_path
-from shoal.home import running_pid
+from shoal.home import running_pid, socket_path
 
 pytestmark = pytest.mark.slow
 

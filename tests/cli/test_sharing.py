@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 import trio
+from conftest import ShoalCli, make_home, remove_home
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
-from conftest import ShoalCli, make_home, remove_home
-from shoal.daemon.store.index import Index
-from shoal.daemon.keys import load_or_create_private_key
-from shoal.daemon.net.session import PeerSession, establish
-from shoal.protocol.wire.channel import Role
-from shoal.protocol.format.hashing import chunk_id
 from test_end_to_end import one_line_error
 from test_faults import wait_until
+
+from shoal.daemon.keys import load_or_create_private_key
+from shoal.daemon.net.session import PeerSession, establish
+from shoal.daemon.store.index import Index
+from shoal.protocol.format.hashing import chunk_id
+from shoal.protocol.wire.channel import Role
 
 pytestmark = pytest.mark.slow
 
@@ -197,7 +197,7 @@ def test_a_dataset_shared_to_b_is_fetchable_by_b_and_invisible_to_c(daemons, fol
     a, b, c = daemons
     trust_both(a, b)
     trust_both(a, c)
-    id_b, id_c = b.json("id")["peer_id"], c.json("id")["peer_id"]
+    id_b = b.json("id")["peer_id"]
     common = os.urandom(5_000)
     secret = folder / "secret"
     secret.mkdir()

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import ShoalCli, make_home, remove_home
-from shoal.client.blocking import ControlClient
-from shoal.home import socket_path
-from shoal.errors import DaemonError
 from test_two_daemons import files_of, ok, pair  # noqa: F401 - pair is a fixture
+
+from shoal.client.blocking import ControlClient
+from shoal.errors import DaemonError
+from shoal.home import socket_path
 
 pytestmark = pytest.mark.slow
 
@@ -309,9 +309,8 @@ def test_a_folder_holding_a_fetch_follows_on_from_it(pair, tmp_path: Path) -> No
 
 def test_control_method_wants_an_absolute_dest(pair) -> None:  # noqa: F811
     _, b = pair
-    with ControlClient.connect(socket_path(b.home)) as client:
-        with pytest.raises(DaemonError) as raised:
-            client.call("subscription.add", {"name": "ds", "dest": "relative/dir"})
+    with ControlClient.connect(socket_path(b.home)) as client, pytest.raises(DaemonError) as raised:
+        client.call("subscription.add", {"name": "ds", "dest": "relative/dir"})
     assert raised.value.code == "usage" and "absolute" in str(raised.value)
 
 
@@ -386,7 +385,7 @@ def test_concurrent_subscribes_of_one_name_keep_one(pair, tmp_path: Path) -> Non
         barrier = threading.Barrier(2)
         outcomes: list[str] = []
 
-        def add(dest: str) -> None:
+        def add(dest: str, name: str = name, barrier: threading.Barrier = barrier, outcomes: list[str] = outcomes) -> None:
             with ControlClient.connect(socket_path(b.home)) as client:
                 barrier.wait()
                 try:

@@ -3,10 +3,9 @@
 import os
 from pathlib import Path
 
-import pytest
 import blake3
 import msgpack
-
+import pytest
 from linked import files_of, inodes_of, linked_daemons, ok, write_files
 
 pytestmark = pytest.mark.slow

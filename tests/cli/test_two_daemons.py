@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ShoalCli, make_home, remove_home
 
 pytestmark = pytest.mark.slow

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ShoalCli, running_daemon
 from test_end_to_end import one_line_error
 from test_faults import wait_until
+
 from shoal.client.blocking import ControlClient
 from shoal.home import socket_path
 

@@ -36,10 +36,27 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.client.blocking import ControlClient
-from shoal.home import socket_path
 from shoal.errors import ShoalError
-from shoal.protocol.wire.channel import Role, SecureChannel
+from shoal.home import socket_path
 from shoal.protocol.format.chunking import DEFAULT_PARAMS
+from shoal.protocol.format.hashing import Kind, chunk_id, object_id
+from shoal.protocol.format.identity import PeerId, public_key_bytes
+from shoal.protocol.format.manifest import sign_version
+from shoal.protocol.format.objects import (
+    ChunkListNode,
+    DirEntry,
+    EntryType,
+    FileEntry,
+    FileObject,
+    Ref,
+    SymlinkEntry,
+    TreeEntry,
+    TreeNode,
+    VersionRecord,
+    decode,
+    encode_with_id,
+)
+from shoal.protocol.wire.channel import Role, SecureChannel
 from shoal.protocol.wire.connection import (
     MAX_OUTSTANDING_REQUESTS,
     NEED_DATA,
@@ -50,9 +67,6 @@ from shoal.protocol.wire.connection import (
     PeerAuthenticated,
 )
 from shoal.protocol.wire.framing import MAX_FRAME_SIZE
-from shoal.protocol.format.hashing import Kind, chunk_id, object_id
-from shoal.protocol.format.identity import PeerId, public_key_bytes
-from shoal.protocol.format.manifest import sign_version
 from shoal.protocol.wire.messages import (
     Catalog,
     CatalogEntry,
@@ -64,20 +78,6 @@ from shoal.protocol.wire.messages import (
     Ping,
     Pong,
     encode_message,
-)
-from shoal.protocol.format.objects import (
-    DirEntry,
-    EntryType,
-    FileEntry,
-    SymlinkEntry,
-    FileObject,
-    ChunkListNode,
-    Ref,
-    TreeEntry,
-    TreeNode,
-    VersionRecord,
-    decode,
-    encode_with_id,
 )
 
 pytestmark = pytest.mark.slow
@@ -116,7 +116,7 @@ class Daemon:
                 break
             except ShoalError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"daemon did not start:\n{self.log_tail()}")
+                    raise AssertionError(f"daemon did not start:\n{self.log_tail()}") from None
                 time.sleep(0.1)
         assert status["pid"] == self.pid
         self.port = int(status["listen"].rpartition(":")[2])
@@ -212,7 +212,7 @@ class Peer:
             self.sock.settimeout(remaining)
             try:
                 data = self.sock.recv(256 * 1024)
-            except socket.timeout:
+            except TimeoutError:
                 raise TimeoutError from None
             except OSError:
                 data = b""
@@ -290,7 +290,7 @@ def socket_closed_within(sock: socket.socket, timeout: float) -> float | None:
         sock.settimeout(remaining)
         try:
             data = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             return None
         except OSError:
             return time.monotonic() - start
@@ -1085,7 +1085,8 @@ def test_lying_object_peer_is_skipped_for_an_honest_one(fetcher: Daemon, tmp_pat
     assert fetch.wait(20), "fetch did not finish"
     assert fetch.error is None, fetch.error
     check_dest(sc.dest, content)
-    assert {str(p.relative_to(sc.dest)) for p in sc.dest.rglob("*") if p.is_file() and ".shoal-partial" not in p.parts} == set(content)
+    placed = {str(p.relative_to(sc.dest)) for p in sc.dest.rglob("*") if p.is_file() and ".shoal-partial" not in p.parts}
+    assert placed == set(content)
     sc.finish(content)
 
 
@@ -1105,7 +1106,7 @@ BAD_PATHS = {
 }
 
 
-def _shared_subtree(store: "Store") -> list[TreeEntry]:
+def _shared_subtree(store: Store) -> list[TreeEntry]:
     target = "../../outside"
     inner = store.tree([link_entry("up", target)])
     deep = store.tree([dir_entry("b", inner, len(target))])

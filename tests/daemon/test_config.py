@@ -9,8 +9,8 @@ import pytest
 
 from shoal.daemon import toml_file
 from shoal.daemon.config import Config, Settings, load_config, parse_host_port, parse_rate, set_config_value
-from shoal.home import ensure_home, resolve_home, socket_path
 from shoal.errors import ConfigError
+from shoal.home import ensure_home, resolve_home, socket_path
 
 
 def test_home_comes_from_the_flag_then_the_environment_then_the_platform(monkeypatch, tmp_path):

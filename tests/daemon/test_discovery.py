@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import trio
-
 from zeroconf import ServiceInfo
 
 from shoal.daemon.net.discovery import (

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import trio
+from test_peers import fetch, shared_pair, tree_bytes
 
 from shoal.errors import ShoalError
-from test_peers import fetch, shared_pair, tree_bytes
 
 pytestmark = pytest.mark.trio
 

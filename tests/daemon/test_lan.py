@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.netns import Lab, netns_lab  # noqa: F401  (netns_lab is a fixture)
 
 pytestmark = pytest.mark.slow
@@ -27,7 +28,7 @@ class Host:
         self.lab = lab
         # Under /tmp: Unix socket paths are limited to 107 bytes.
         self.home = Path(tempfile.mkdtemp(prefix=f"shoal-lan{i}-", dir="/tmp"))
-        self.log = open(self.home / "test-daemon.log", "ab")
+        self.log = open(self.home / "test-daemon.log", "ab")  # noqa: SIM115 - the daemon's stdout across restarts
         self._start()
 
     def _start(self, *options: str) -> None:
@@ -141,7 +142,9 @@ def test_a_peer_trusted_after_discovery_is_reached_again_once_it_stops_announcin
             host.wait_ready()
         ids = [host.json("id")["peer_id"] for host in hosts]
         for host, other in ((hosts[0], ids[1]), (hosts[1], ids[0])):
-            pending = wait_for(lambda: next((p for p in host.json("peers")["peers"] if p["peer_id"] == other), None))
+            pending = wait_for(
+                lambda host=host, other=other: next((p for p in host.json("peers")["peers"] if p["peer_id"] == other), None)
+            )
             assert pending["state"] == "pending" and pending["trusted"] is False
         seen = {p["peer_id"]: p for p in hosts[0].json("peers")["peers"]}[ids[1]]
         assert seen["announced"] == [f"{lab.addr(2)}:{PORT}"], "what it announced, not a connection's source port"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shoal.daemon.library.datasets import Library
 from shoal.daemon.fetch.local_changes import MAX_REPORTED, Conflict, ConflictLog, KeepLocal
+from shoal.daemon.library.datasets import Library
 from shoal.daemon.store.loader import index_loader
 from shoal.protocol.format.manifest import tree_entries
 from shoal.protocol.format.objects import EntryType, FileEntry, TreeEntry

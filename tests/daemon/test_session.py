@@ -9,11 +9,18 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.net.session import KEEPALIVE_INTERVAL, MAX_UNANSWERED_PINGS, PeerSession, establish
-from shoal.protocol.wire.channel import Role, SecureChannel, auth_transcript
-from shoal.protocol.wire.connection import NEED_DATA, Connection, ConnectionClosed, HelloReceived, MessageReceived, PeerAuthenticated
 from shoal.protocol.errors import ProtocolError
-from shoal.protocol.wire.framing import FrameDecoder, encode_frame
 from shoal.protocol.format.identity import public_key_bytes, sign
+from shoal.protocol.wire.channel import Role, SecureChannel, auth_transcript
+from shoal.protocol.wire.connection import (
+    NEED_DATA,
+    Connection,
+    ConnectionClosed,
+    HelloReceived,
+    MessageReceived,
+    PeerAuthenticated,
+)
+from shoal.protocol.wire.framing import FrameDecoder, encode_frame
 from shoal.protocol.wire.messages import Auth, Error, Hello, Message, decode_message, encode_message
 
 pytestmark = pytest.mark.trio

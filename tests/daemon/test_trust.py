@@ -6,7 +6,7 @@ import tomllib
 import pytest
 
 from shoal.daemon.net import trust as trust_mod
-from shoal.daemon.net.trust import PendingPeer, TrustStore, TrustedPeer, canonical_peer_id
+from shoal.daemon.net.trust import PendingPeer, TrustedPeer, TrustStore, canonical_peer_id
 from shoal.errors import ConfigError, UnknownPeer, UsageError
 from shoal.protocol.format.identity import PeerId
 

@@ -26,7 +26,6 @@ from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import file_chunks, tree_entries
 from shoal.protocol.format.objects import EntryType, decode_file, decode_version
 
-
 #: Reachable ids recorded per transaction.
 REACH_BATCH = 10_000
 

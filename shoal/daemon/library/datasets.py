@@ -22,8 +22,8 @@ from shoal.daemon.library.ignore import IgnoreRules, load_ignore
 from shoal.daemon.model import FULL, VersionInfo
 from shoal.daemon.store.index import FileRecord, Index, RetainedChunks, VersionRow
 from shoal.errors import HomeFolder, ShareError, UnknownDataset
-from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.errors import ProtocolError
+from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import sign_version, walk_tree
 from shoal.protocol.format.objects import EntryType, Subset, VersionRecord, decode_file, decode_version, encode_with_id

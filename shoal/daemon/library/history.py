@@ -7,12 +7,12 @@ not memory.
 """
 
 import sqlite3
-from typing import Any
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from shoal.daemon.store.index import Index
 from shoal.daemon.model import VersionInfo
+from shoal.daemon.store.index import Index
 from shoal.daemon.store.loader import index_loader
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.hashing import Kind

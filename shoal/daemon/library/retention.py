@@ -24,16 +24,16 @@ from itertools import islice
 
 import trio
 
-from shoal.daemon.store import chunks as chunkio
 from shoal.daemon.config import Config
+from shoal.daemon.library.history import changed_chunks, changes
+from shoal.daemon.store import chunks as chunkio
 from shoal.daemon.store.index import Index, VersionRow
-from shoal.daemon.library.history import changes, changed_chunks
-from shoal.daemon.store.packs import CHANGES, KEEPING, KEPT, NOT_KEPT, SERVED, KeptVersion, PackStore
 from shoal.daemon.store.loader import index_loader
+from shoal.daemon.store.packs import CHANGES, KEEPING, KEPT, NOT_KEPT, SERVED, KeptVersion, PackStore
 from shoal.errors import UnknownDataset
+from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import file_chunks, walk_tree
 from shoal.protocol.format.objects import EntryType, decode_file, decode_version
-from shoal.protocol.format.hashing import Kind
 
 log = logging.getLogger(__name__)
 

@@ -16,18 +16,26 @@ from pathlib import Path
 import blake3
 import msgpack
 
+from shoal.daemon.keys import KEY_FILE_NAME, is_identity_key
 from shoal.daemon.library.ignore import IgnoreRules
 from shoal.daemon.model import PARTIAL_DIR
 from shoal.daemon.store.index import FileRecord, FileStat, Index
 from shoal.daemon.store.loader import index_loader
-from shoal.daemon.keys import KEY_FILE_NAME, is_identity_key
 from shoal.errors import ShoalError
-from shoal.protocol.format.chunking import ChunkingParams, make_chunker
 from shoal.protocol.errors import ProtocolError
+from shoal.protocol.format.chunking import ChunkingParams, make_chunker
 from shoal.protocol.format.hashing import Kind, chunk_id
 from shoal.protocol.format.manifest import FileBuilder, TreeBuilder, tree_entries
 from shoal.protocol.format.objects import (
-    DirEntry, EntryType, FileEntry, FileObject, Ref, SymlinkEntry, TreeEntry, encode_with_id, file_mode_fields,
+    DirEntry,
+    EntryType,
+    FileEntry,
+    FileObject,
+    Ref,
+    SymlinkEntry,
+    TreeEntry,
+    encode_with_id,
+    file_mode_fields,
 )
 from shoal.protocol.format.paths import MAX_NAME_BYTES, check_name, check_symlink_target
 
@@ -167,7 +175,8 @@ def list_dir(index: Index, root: Path, rel: str, depth: int, ignore: IgnoreRules
                         st = entry.stat(follow_symlinks=False)
                         mode = st.st_mode
                         if _S_ISREG(mode):
-                            raw.append((name, _FILE, _permissions(mode), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+                            stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                            raw.append((name, _FILE, _permissions(mode), "", *stat))
                             continue
                     found = _classify(rel, depth, entry, dir_fd)
                 except OSError as e:
@@ -266,7 +275,7 @@ def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingPa
             return _hash_tiny(fd, dir_fd, first, rel, name, params)
         before = _stat_of(first)
         builder = FileBuilder(params, lambda i, d: objects.append((i, _kind_of_page(d), d)))
-        f = open(fd, "rb", buffering=0, closefd=False)
+        f = open(fd, "rb", buffering=0, closefd=False)  # noqa: SIM115 - the caller owns and closes fd
         if before.size <= SMALL_FILE:
             # Whole-buffer cutting skips the stream reader's setup, which dominates for small files.
             data = f.read()

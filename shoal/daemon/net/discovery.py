@@ -20,6 +20,8 @@ import ifaddr
 import trio
 from zeroconf import (
     Error as ZeroconfError,
+)
+from zeroconf import (
     IPVersion,
     NonUniqueNameException,
     ServiceBrowser,

@@ -21,10 +21,10 @@ from shoal.daemon.library.datasets import Library
 from shoal.daemon.net.ratelimit import TokenBucket, throttle
 from shoal.daemon.net.session import PeerSession, Rejected, establish, flush_quietly
 from shoal.daemon.net.trust import TrustStore
-from shoal.protocol.wire.channel import Role
-from shoal.protocol.wire.connection import DuplicateSession
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.identity import PeerId
+from shoal.protocol.wire.channel import Role
+from shoal.protocol.wire.connection import DuplicateSession
 from shoal.protocol.wire.messages import MAX_FULL_VERSIONS, Catalog, CatalogEntry
 
 _log = logging.getLogger("shoal.peers")

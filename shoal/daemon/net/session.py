@@ -17,11 +17,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.store import chunks as chunkio
 from shoal.daemon.store.index import Index
+from shoal.protocol.errors import LocalProtocolError, ProtocolError
+from shoal.protocol.format.identity import PeerId
 from shoal.protocol.wire.channel import Role
 from shoal.protocol.wire.connection import (
     MAX_OUTSTANDING_REQUESTS,
-    ConnectionClosed,
     Connection,
+    ConnectionClosed,
     HelloReceived,
     LargeFrame,
     MessageReceived,
@@ -29,10 +31,8 @@ from shoal.protocol.wire.connection import (
     PeerAuthenticated,
     State,
 )
-from shoal.protocol.errors import LocalProtocolError, ProtocolError
 from shoal.protocol.wire.liveness import KEEPALIVE_INTERVAL, MAX_UNANSWERED_PINGS, Liveness, PeerTimedOut
 from shoal.protocol.wire.messages import Cancel, Catalog, CatalogEntry, Data, End, GetChunks, GetObjects, Hello
-from shoal.protocol.format.identity import PeerId
 
 _log = logging.getLogger("shoal.session")
 

@@ -22,9 +22,10 @@ only ever connected to us therefore has no addresses.
 
 import time
 import tomllib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from shoal.daemon.config import parse_host_port
 from shoal.daemon.toml_file import write_toml_atomic
