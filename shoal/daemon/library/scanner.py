@@ -39,7 +39,6 @@ from shoal.protocol.format.objects import (
 )
 from shoal.protocol.format.paths import MAX_NAME_BYTES, check_name, check_symlink_target
 
-#: Folder a fetch assembles files in; never part of a shared version.
 #: Chunks recorded per index transaction while hashing a large file.
 _FLUSH_EVERY = 2048
 #: Files up to this size are hashed whole before anything is written to the index.
@@ -175,8 +174,9 @@ def list_dir(index: Index, root: Path, rel: str, depth: int, ignore: IgnoreRules
                         st = entry.stat(follow_symlinks=False)
                         mode = st.st_mode
                         if _S_ISREG(mode):
-                            stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-                            raw.append((name, _FILE, _permissions(mode), "", *stat))
+                            raw.append(
+                                (name, _FILE, _permissions(mode), "", st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                            )
                             continue
                     found = _classify(rel, depth, entry, dir_fd)
                 except OSError as e:
