@@ -7,7 +7,7 @@ desktop's soft limit; soft and hard, so nothing can raise it), and prints one
 table:
 
 * share, cold cache: A shares the folder (page cache dropped first);
-* re-share unchanged (bar <= 0.05 x the first share);
+* re-share unchanged, once the keeper has copied the version (bar <= 0.05 x the first share);
 * status and ls: control-socket round trips to A, median and max of 20 each,
   idle, and to B during the fetch;
 * full fetch: rsync pulls the folder from `rsync --daemon` on 127.0.0.1 into an
@@ -122,6 +122,16 @@ class Sampler:
                 self.status.append(time.perf_counter() - t0)
 
 
+def wait_kept(daemon: Daemon, timeout: float = 3600) -> float:
+    """Wait until the keeper has no version left to copy; return the seconds waited."""
+    t0 = time.perf_counter()
+    while daemon.run("status")[0]["retention"]["keeping"]:
+        if time.perf_counter() - t0 > timeout:
+            raise ShoalFailed(f"{daemon.label}'s keeper still copying after {timeout:.0f} s")
+        time.sleep(0.2)
+    return time.perf_counter() - t0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=200_000)
@@ -158,6 +168,10 @@ def main() -> int:
         assert shared["version"]["files"] == args.files, shared["version"]
         rss_a_share = proc_kib(a.pid, "VmHWM")
         rows.append(("share, cold cache", fmt_time(share_time), "", f"A VmHWM {rss_a_share / MB:.0f} MB"))
+        # The keeper copies the new version into the pack store after `share` returns; a re-share
+        # timed while it reads every file measures the two together, so it is timed after.
+        keep_time = wait_kept(a)
+        rows.append(("retention keeps the version", fmt_time(keep_time), "after share returned", ""))
         _, reshare_time, _ = a.run("share", str(source), "--name", DATASET, timeout=7200)
         ratio = reshare_time / share_time
         rows.append(("re-share unchanged", fmt_time(reshare_time), f"{ratio:.3f}x first share", f"bar <= {BAR_RESHARE}"))
