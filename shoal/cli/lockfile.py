@@ -107,3 +107,24 @@ def write_pins(lock: Path, pins: list[Pin]) -> None:
 def updated(pins: list[Pin], pin: Pin) -> list[Pin]:
     """`pins` with `pin` replacing the entry at its path."""
     return [p for p in pins if p.path != pin.path] + [pin]
+
+
+def ignore_in_git(lock: Path, path: str) -> Path | None:
+    """Add `/path/` to the .gitignore beside a lock that sits in a git repository, as DVC does:
+    the data is pinned by the lock, not committed. Returns the .gitignore changed, else None."""
+    if not (lock.parent / ".git").exists():
+        return None
+    gitignore = lock.parent / ".gitignore"
+    try:
+        text = gitignore.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    line = f"/{path}/"
+    if {line, f"/{path}", f"{path}/", path} & {existing.strip() for existing in text.splitlines()}:
+        return None
+    if text and not text.endswith("\n"):
+        text += "\n"
+    tmp = gitignore.with_name(f".gitignore.{os.getpid()}.tmp")
+    tmp.write_text(f"{text}{line}\n", encoding="utf-8")
+    os.replace(tmp, gitignore)
+    return gitignore

@@ -185,7 +185,10 @@ def render_pin(result: dict[str, Any]) -> str:
     """`shoal pin`: the entry written to shoal.lock."""
     pin = result["pin"]
     subset = f":{pin['subset']}" if pin.get("subset") else ""
-    return f"pinned {pin['name']}@{pin['version'][:16]}{subset} at {pin['path']} in {result['lock']}"
+    line = f"pinned {pin['name']}@{pin['version'][:16]}{subset} at {pin['path']} in {result['lock']}"
+    if result.get("gitignore"):
+        line += f"\nadded /{pin['path']}/ to {result['gitignore']}: the lock pins the data, git need not hold it"
+    return line
 
 
 def render_sync(result: dict[str, Any]) -> str:

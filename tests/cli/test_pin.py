@@ -32,14 +32,19 @@ def test_pin_and_sync_switch_versions_rewriting_only_changed_files(tmp_path: Pat
         assert tomllib.loads(lock.read_text()) == {
             "dataset": [{"name": "ds", "version": v1["id"], "root": v1["root"], "path": "data"}]
         }
+        # The pinned folder is left out of git, once, beside the lock.
+        assert pinned["gitignore"] == str(repo / ".gitignore")
+        assert (repo / ".gitignore").read_text() == "/data/\n"
         synced = b.json("sync", "--timeout", "20", cwd=repo / "src")
         assert [s["path"] for s in synced["synced"]] == ["data"]
         assert files_of(repo / "data") == files_of(tmp_path / "kept")
         (repo / "data" / "mine.txt").write_text("not the dataset's")
         at_v1 = inodes_of(repo / "data")
 
+        (repo / ".gitignore").write_text("/data/\n*.pyc")  # the user's own lines, the last one unterminated
         ok(b("pin", "ds", cwd=repo))  # the newest, at the path already pinned
         assert tomllib.loads(lock.read_text())["dataset"][0]["version"] == v2["id"]
+        assert (repo / ".gitignore").read_text() == "/data/\n*.pyc", "a folder already ignored is not added twice"
         forward = b.json("sync", "--timeout", "20", cwd=repo)["synced"][0]["fetch"]
         assert forward["files_written"] == 2
         assert files_of(repo / "data") == snapshot_v2 | {"mine.txt": b"not the dataset's"}

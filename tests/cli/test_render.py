@@ -260,3 +260,10 @@ def test_local_listing_shows_each_checkout_and_a_missing_folder():
     assert lines[1].endswith("/data/imagenet (missing: fetch or share it again)")
     assert lines[2].split() == ["@1", "(part)", "/repo/data"]
     assert len(lines) == 3
+
+
+def test_pin_says_when_it_added_the_folder_to_gitignore() -> None:
+    pin = {"name": "ds", "version": "ab" * 32, "path": "data"}
+    assert "gitignore" not in render.render_pin({"lock": "/r/shoal.lock", "pin": pin, "gitignore": None})
+    added = render.render_pin({"lock": "/r/shoal.lock", "pin": pin, "gitignore": "/r/.gitignore"})
+    assert added.splitlines()[1].startswith("added /data/ to /r/.gitignore")

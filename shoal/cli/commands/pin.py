@@ -50,7 +50,9 @@ def run_pin(args: argparse.Namespace) -> int:
     path = lockfile.check_pin_path(_lock_relative(lock, args.path) if args.path else earlier, "--path")
     pin = lockfile.Pin(ref.name, version["id"], version["root"], ref.subset, path)
     lockfile.write_pins(lock, lockfile.updated(pins, pin))
-    print_result(args, {"lock": str(lock), "pin": pin.to_toml(), "version": version}, render.render_pin)
+    ignored = lockfile.ignore_in_git(lock, path)
+    result = {"lock": str(lock), "pin": pin.to_toml(), "version": version, "gitignore": ignored and str(ignored)}
+    print_result(args, result, render.render_pin)
     return ExitCode.OK
 
 
