@@ -99,9 +99,14 @@ def check_pin_path(path: str, where: str) -> str:
 def write_pins(lock: Path, pins: list[Pin]) -> None:
     """Replace `lock` with `pins`, sorted by path, atomically."""
     body = tomli_w.dumps({"dataset": [p.to_toml() for p in sorted(pins, key=lambda p: p.path)]})
-    tmp = lock.with_name(lock.name + ".tmp")
-    tmp.write_text(_HEADER + body, encoding="utf-8")
-    os.replace(tmp, lock)
+    _replace_text(lock, _HEADER + body)
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` so a reader sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def updated(pins: list[Pin], pin: Pin) -> list[Pin]:
@@ -124,7 +129,5 @@ def ignore_in_git(lock: Path, path: str) -> Path | None:
         return None
     if text and not text.endswith("\n"):
         text += "\n"
-    tmp = gitignore.with_name(f".gitignore.{os.getpid()}.tmp")
-    tmp.write_text(f"{text}{line}\n", encoding="utf-8")
-    os.replace(tmp, gitignore)
+    _replace_text(gitignore, f"{text}{line}\n")
     return gitignore
