@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from shoal.client.fmt import format_count, format_duration, format_rate, format_size, format_time
+from shoal.client.fmt import format_count, format_duration, format_elapsed, format_rate, format_size, format_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing adds milliseconds to every `shoal` start; annotations do not need it at run time.
@@ -314,16 +314,18 @@ def render_config(values: dict[str, Any]) -> str:
 
 
 def render_fetch(result: dict[str, Any]) -> str:
-    """`shoal fetch`: the version line, then where it went and what crossed the network."""
+    """`shoal fetch`: the version line, then what the selection holds and what was placed, then
+    what crossed the network, its rate from the same time the line shows."""
     version = result["version"]
     seconds = result["seconds"]
     received = result["bytes_received"]
     rate = f" ({format_rate(received / seconds)})" if seconds > 0 and received else ""
+    placed = f"{result['files_written']:,} written, {result['files_present']:,} already there"
     return (
         f"{version_label(version)} {version['id']}\n"
         f"fetched into {result['dest']}: {format_count(result['files_total'], 'file')}, "
-        f"{format_size(version['size'])}; {format_size(received)} received from "
-        f"{format_count(len(result['peers']), 'peer')} in {format_duration(seconds)}{rate}, "
+        f"{format_size(result['bytes_total'])} ({placed}); {format_size(received)} received from "
+        f"{format_count(len(result['peers']), 'peer')} in {format_elapsed(seconds)}{rate}, "
         f"{format_size(result['bytes_reused'])} reused from local data"
     )
 

@@ -33,12 +33,14 @@ from shoal.daemon.fetch.job import FileTask, Job, Matcher, Target, open_partial
 from shoal.daemon.fetch.objects import Objects
 from shoal.daemon.fetch.plan import Planner, dest_holds
 from shoal.daemon.fetch.puller import Arrival, Puller
+from shoal.daemon.fetch.reach import looking, waiting
 from shoal.daemon.fetch.record import Installed, record_stage, record_version
 from shoal.daemon.fetch.resolve import Resolved, Resolver
 from shoal.daemon.fetch.schedule import Batch
 from shoal.daemon.fetch.selection import selection_of
 from shoal.daemon.fetch.source import SourceDirectory
 from shoal.daemon.fetch.state import FetchResult, FetchSpec, Transfer
+from shoal.daemon.fetch.totals import selected_totals
 from shoal.daemon.fetch.walk import Walk
 from shoal.daemon.fetch.writer import finish_stage, write_stage
 from shoal.daemon.model import PARTIAL_DIR, VersionInfo, VersionQuery
@@ -69,6 +71,22 @@ class Fetcher:
             if named is None or named is exc:
                 raise
             raise named from exc
+
+    def receive_cap(self, transfer: Transfer) -> int:
+        """This daemon's own cap on what `transfer` may receive from the peers serving it (0: none)."""
+        return self.peers.receive_cap(transfer.active_peers())
+
+    def note_waiting(self, transfer: Transfer) -> None:
+        """Say what `transfer` waits for, by peer name, while nothing moves for want of a peer."""
+        query = transfer.spec.query
+        stalled = transfer.stalled()
+        if transfer.phase == "resolving":
+            transfer.starve(looking(query.name, self.resolver.asked(query)))
+        elif stalled and transfer.version is not None and not self.resolver.sources(query, transfer.version.id):
+            what = f"{query.name}@{transfer.version.seq}"
+            transfer.starve(waiting(what, self.resolver.asked(query)))
+        else:
+            transfer.waiting = None
 
     async def browse(self, query: VersionQuery, path: tuple[str, ...], limit: int) -> dict[str, Any]:
         """List one directory of a version (browse.browse)."""
@@ -128,8 +146,8 @@ class Fetcher:
         record = version.record
         matcher, selection = selection_of(spec.include, spec.subset, record)
         transfer.version = VersionInfo.from_record(version.id, record)
-        transfer.bytes_total = record.size
-        transfer.files_total = record.files
+        if not spec.partial:
+            transfer.bytes_total, transfer.files_total = record.size, record.files
         transfer.phase = "manifest"
         old_root, reuse_unchanged = await trio.to_thread.run_sync(dest_holds, self.index, spec, dest, selection)
         # An update or a resumed fetch needs room for what is still missing only,
@@ -145,6 +163,10 @@ class Fetcher:
         walk = Walk(self.objects, transfer, sources, matcher, not spec.partial, checked if streaming else None)
         if not streaming:
             size, files, _ = await walk.version(record, old_root if reuse_unchanged else None)
+            if spec.partial:
+                # The walk's totals are of every folder it entered; the summary counts what was selected.
+                selected = await trio.to_thread.run_sync(selected_totals, self.index, record.root, matcher)
+                transfer.bytes_total, transfer.files_total = selected
             if fresh:
                 await trio.to_thread.run_sync(check_room, dest, size, files, spec.name)
             checked.finish()
@@ -152,7 +174,7 @@ class Fetcher:
         resuming = await trio.to_thread.run_sync(_open_partial_dir, dest, spec.name)
         job = Job(
             self.index, spec, transfer, dest, version.id, FilePool(pool_size(), open_partial), checked,
-            selection, old_root, reuse_unchanged, resuming,
+            selection, old_root, reuse_unchanged, resuming, self.peers.name_of,
         )
         try:
             warnings = await self._assemble(job, record, matcher, walk if streaming else None)
@@ -162,8 +184,9 @@ class Fetcher:
         await trio.to_thread.run_sync(record_version, self.index, dest, _row(version), version.data, spec, selection)
         transfer.phase = "done"
         return FetchResult(
-            transfer.version, str(dest), transfer.files_written, transfer.files_total,
-            transfer.bytes_received, transfer.bytes_reused, time.monotonic() - transfer.started, transfer.first_byte,
+            transfer.version, str(dest), transfer.files_total, transfer.bytes_total, transfer.files_written,
+            transfer.files_done - transfer.files_written, transfer.bytes_received, transfer.bytes_reused,
+            time.monotonic() - transfer.started, transfer.first_byte,
             {p: s.received for p, s in transfer.peers.items()}, tuple(warnings),
         )
 

@@ -119,7 +119,7 @@ class Puller:
                 f"no connected peer serves {what} in full and this machine holds only part of it;"
                 f" waited {spec.timeout:g}s"
             )
-        why = "; ".join(f"{peer[:7]}: {stats.dropped}" for peer, stats in transfer.peers.items() if stats.dropped)
+        why = "; ".join(f"{self.job.name_of(p)}: {stats.dropped}" for p, stats in transfer.peers.items() if stats.dropped)
         return NoPeer(f"every peer serving {spec.name} left or failed ({why}); waited {spec.timeout:g}s for another")
 
     async def _worker(self, source: Source) -> None:
@@ -249,7 +249,7 @@ class Puller:
         """The peer misbehaved: never ask it again during this fetch."""
         if self.schedule.drop(peer):
             self.job.transfer.peers[peer].dropped = reason
-            self.warnings.append(f"dropped peer {peer}: {reason}")
+            self.warnings.append(f"dropped peer {self.job.name_of(peer)}: {reason}")
             _log.warning("fetch %s: dropped peer %s: %s", self.job.spec.name, peer, reason)
 
 

@@ -3,6 +3,7 @@
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from shoal.daemon.model import PeerReach
 from shoal.protocol.wire.messages import CatalogEntry
 
 
@@ -29,3 +30,12 @@ class SourceDirectory(Protocol):
 
     def connected(self) -> list[str]:
         """The ids of the peers connected now."""
+
+    def name_of(self, peer_id: str) -> str:
+        """What messages call a peer: its trust name."""
+
+    def reach(self) -> list[PeerReach]:
+        """Every trusted peer, and whether it is online, still being tried, or offline."""
+
+    def receive_cap(self, peers: int) -> int:
+        """The bytes/s this daemon's own caps allow from `peers` peers at once; 0: no cap."""

@@ -28,6 +28,8 @@ class FetchSpec:
     keep_local: bool = False
     #: Hash every file DEST already holds instead of trusting a matching stat.
     verify: bool = False
+    #: Give up looking for the version once every trusted peer has been tried (no --timeout given).
+    fail_fast: bool = False
 
     @property
     def partial(self) -> bool:
@@ -37,7 +39,9 @@ class FetchSpec:
     @property
     def query(self) -> VersionQuery:
         """The version this fetch asks for, as the resolver takes it."""
-        return VersionQuery(self.name, self.version, timeout=self.timeout, from_peer=self.from_peer)
+        return VersionQuery(
+            self.name, self.version, timeout=self.timeout, from_peer=self.from_peer, fail_fast=self.fail_fast
+        )
 
 
 @dataclass(slots=True)
@@ -56,8 +60,12 @@ class Busy:
     disk_read: float = 0.0
 
 
-#: A stage busy for this share of an interval limits the transfer.
+#: A stage busy for this share of an interval limits the transfer; so does a rate cap
+#: when the data arrives at this share of it.
 BUSY_SHARE = 0.8
+
+#: The bottleneck while no connected peer serves what the fetch still needs.
+NO_PEER = "waiting for peers"
 
 
 @dataclass(slots=True)
@@ -80,7 +88,9 @@ class Transfer:
     first_byte: float | None = None
     paused: bool = False
     busy: "Busy" = field(default_factory=lambda: Busy())
-    bottleneck: str = "waiting for peers"
+    bottleneck: str = NO_PEER
+    #: What the fetch waits for while nothing moves for want of a peer, in words; None while it moves.
+    waiting: str | None = None
     _resumed: trio.Event = field(default_factory=trio.Event)
     _busy_mark: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     #: Subtrees already fetched and checked: tree id -> (bytes, files, entries below, depth checked at).
@@ -89,6 +99,7 @@ class Transfer:
     #: Changes in DEST a keep_local update kept rather than overwrote.
     conflicts: ConflictLog = field(default_factory=ConflictLog)
     _rate_mark: tuple[float, int] = (0.0, 0)
+    _done_mark: int = -1
     rate: float = 0.0
 
     def pause(self) -> None:
@@ -104,22 +115,38 @@ class Transfer:
     async def wait_resumed(self) -> None:
         await self._resumed.wait()
 
-    def sample_rate(self) -> None:
+    def sample_rate(self, cap: int = 0) -> None:
+        """Measure the rate and the bottleneck since the last sample; `cap` is this daemon's
+        own limit on what it may receive from the peers serving the fetch (0: none)."""
         now = time.monotonic()
         last_t, last_b = self._rate_mark
+        instant = 0.0
         if last_t and now > last_t:
             instant = (self.bytes_received - last_b) / (now - last_t)
             self.rate = instant if not self.rate else 0.5 * self.rate + 0.5 * instant
         self._rate_mark = (now, self.bytes_received)
-        self._sample_bottleneck(now)
+        self._sample_bottleneck(now, instant, cap)
 
-    def _sample_bottleneck(self, now: float) -> None:
+    def stalled(self) -> bool:
+        """Whether nothing moved since the last call: no byte placed, from peers or from local data."""
+        moved = self.bytes_done != self._done_mark
+        self._done_mark = self.bytes_done
+        return not moved
+
+    def starve(self, why: str) -> None:
+        """No connected peer serves what the fetch needs: no rate, no ETA, and `why` instead."""
+        self.waiting = why
+        self.rate = 0.0
+        self.bottleneck = NO_PEER
+
+    def _sample_bottleneck(self, now: float, instant: float, cap: int) -> None:
         """Name the stage that limited the transfer since the last sample, from measured busy time.
 
         The writer thread's time hashing and writing, and the planner's time
         reading local data, are measured; a stage busy most of the interval is
-        the bottleneck. Otherwise chunks were not arriving fast enough: the
-        network, or no peer at all.
+        the bottleneck. Otherwise chunks were not arriving fast enough: this
+        daemon's own rate cap when they arrived at it, else the network, or no
+        peer at all.
         """
         then, hashing, writing, reading = self._busy_mark
         busy = self.busy
@@ -136,11 +163,17 @@ class Transfer:
         if self.paused:
             self.bottleneck = "paused"
         elif self.phase in ("resolving",) or not self.peers or all(s.dropped for s in self.peers.values()):
-            self.bottleneck = "waiting for peers"
+            self.bottleneck = NO_PEER
         elif share >= BUSY_SHARE:
             self.bottleneck = stage
+        elif cap and instant >= BUSY_SHARE * cap:
+            self.bottleneck = "rate limit (receiver)"
         else:
             self.bottleneck = "network"
+
+    def active_peers(self) -> int:
+        """The peers serving the fetch now."""
+        return sum(1 for s in self.peers.values() if not s.dropped)
 
     def to_json(self) -> dict:
         left = self.bytes_total - self.bytes_done
@@ -156,7 +189,8 @@ class Transfer:
             "files_total": self.files_total,
             "files_done": self.files_done,
             "rate": round(self.rate),
-            "eta": round(left / self.rate, 1) if self.rate > 0 and left > 0 else None,
+            "eta": round(left / self.rate, 1) if self.rate > 0 and left > 0 and self.waiting is None else None,
+            "waiting": self.waiting,
             "elapsed": round(time.monotonic() - self.started, 3),
             "peers": {p: {"received": s.received, "dropped": s.dropped} for p, s in self.peers.items()},
             "paused": self.paused,
@@ -169,8 +203,12 @@ class Transfer:
 class FetchResult:
     version: VersionInfo
     dest: str
-    files_written: int
+    #: The files and bytes of what the fetch selected (the whole version, a subset, --include).
     files_total: int
+    bytes_total: int
+    #: Of those files, the ones this fetch wrote and the ones DEST already held.
+    files_written: int
+    files_present: int
     bytes_received: int
     bytes_reused: int
     seconds: float
@@ -182,8 +220,10 @@ class FetchResult:
         return {
             "version": self.version.to_json(),
             "dest": self.dest,
-            "files_written": self.files_written,
             "files_total": self.files_total,
+            "bytes_total": self.bytes_total,
+            "files_written": self.files_written,
+            "files_present": self.files_present,
             "bytes_received": self.bytes_received,
             "bytes_reused": self.bytes_reused,
             "seconds": round(self.seconds, 3),

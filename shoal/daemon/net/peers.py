@@ -18,6 +18,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.library.datasets import Library
+from shoal.daemon.model import PeerReach
 from shoal.daemon.net.ratelimit import TokenBucket, throttle
 from shoal.daemon.net.session import PeerSession, Rejected, establish, flush_quietly
 from shoal.daemon.net.trust import TrustStore
@@ -38,6 +39,8 @@ DIAL_PERIOD = 1.0
 #: A peer answered this recently still counts as being served: a fetch asks in
 #: bursts, with its own work (checking, writing) between them.
 SERVING_GRACE = 3.0
+#: A trusted peer with no address counts as tried once discovery has had this long to find it.
+DISCOVERY_GRACE = 2.0
 
 
 @dataclass(slots=True)
@@ -92,6 +95,9 @@ class PeerManager:
         #: dropped from its catalog that no catalog has offered since.
         self._offered: dict[str, frozenset[str]] = {}
         self._withdrawn: set[str] = set()
+        #: Peers whose catalog arrived in the session open now.
+        self._catalog_in: set[str] = set()
+        self._started = time.monotonic()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -100,6 +106,7 @@ class PeerManager:
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and dial until cancelled; started() reports the bound port."""
         host, port = split_address(self._listen)
+        self._started = time.monotonic()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             listeners = await nursery.start(partial(trio.serve_tcp, self._accept, port, host=host or None))
@@ -225,6 +232,7 @@ class PeerManager:
                 nursery.cancel_scope.cancel()
         finally:
             del self.sessions[peer_id]
+            self._catalog_in.discard(peer_id)
             self._reach[peer_id].last_seen = time.time()
             self._reach[peer_id].next_try = time.monotonic() + BACKOFF_START
             self._on_event(PeerEvent("offline", peer_id, {"reason": reason}))
@@ -236,6 +244,7 @@ class PeerManager:
         self._withdrawn |= self._offered.get(session.peer_id, frozenset()) - offered
         self._withdrawn -= offered
         self._offered[session.peer_id] = offered
+        self._catalog_in.add(session.peer_id)
         self._on_event(PeerEvent("catalog", session.peer_id, {"datasets": len(session.catalog)}))
         self._notify()
 
@@ -300,6 +309,32 @@ class PeerManager:
 
     def connected(self) -> list[str]:
         return sorted(self.sessions)
+
+    def name_of(self, peer_id: str) -> str:
+        """The trust name of a peer, for messages; its short id if it is no longer trusted."""
+        trusted = self._trust.get(peer_id)
+        return trusted.name if trusted is not None else PeerId.parse(peer_id).short()
+
+    def reach(self) -> list[PeerReach]:
+        """Every trusted peer and where it stands: online, still being tried, or offline."""
+        return [self._reach_of(peer.peer_id, peer.name, bool(peer.dial_addresses())) for peer in self._trust.list().trusted]
+
+    def _reach_of(self, peer_id: str, name: str, has_address: bool) -> PeerReach:
+        reach = self._reach.get(peer_id) or _Reachability()
+        if peer_id in self.sessions:
+            state = "online" if peer_id in self._catalog_in else "trying"
+        elif reach.failures or reach.last_seen is not None:
+            state = "offline"
+        elif has_address or reach.discovered or time.monotonic() - self._started < DISCOVERY_GRACE:
+            state = "trying"
+        else:
+            state = "offline"
+        return PeerReach(peer_id, name, state, reach.last_seen, reach.last_error or None)
+
+    def receive_cap(self, peers: int) -> int:
+        """The most bytes/s this daemon's own caps let it take from `peers` peers at once; 0: no cap."""
+        caps = [cap for cap in (self._all_peers.rate(), self._per_peer_limit() * peers) if cap > 0]
+        return min(caps, default=0)
 
     def serving(self) -> bool:
         """Whether some peer's request is being answered now, or was a moment ago."""
