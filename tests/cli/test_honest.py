@@ -96,18 +96,26 @@ def test_a_subset_fetch_counts_the_subset_and_times_its_rate_honestly(tmp_path: 
 
 
 
-def test_with_the_only_peer_gone_progress_names_it_and_shows_no_rate(tmp_path: Path) -> None:
+def bottleneck_is(cli, name: str) -> bool:
+    transfer = transfer_of(cli)
+    return transfer is not None and transfer["bottleneck"] == name
+
+
+def test_a_capped_transfer_names_the_cap_and_with_the_only_peer_gone_progress_names_it_and_shows_no_rate(
+    tmp_path: Path,
+) -> None:
     with linked_daemons(2) as (sender, receiver):
         data = tmp_path / "big"
-        write_files(data, {"weights.bin": 12 * MB})
+        write_files(data, {"weights.bin": 16 * MB})
         ok(sender("share", str(data)))
-        ok(receiver("config", "set", "bandwidth.per_peer_limit", "2MB/s"))
+        ok(sender("config", "set", "bandwidth.global_limit", "2MB/s"))
         fetch = background(receiver, "fetch", "big", str(tmp_path / "got"), "--timeout", "4")
+        wait_for("the sender's cap to limit the fetch", lambda: bottleneck_is(receiver, "rate limit (sender)"))
+        # The caps change hands mid-transfer: the sender tells its peers of a new cap at once.
+        ok(receiver("config", "set", "bandwidth.per_peer_limit", "2MB/s"))
+        ok(sender("config", "set", "bandwidth.global_limit", "0"))
+        wait_for("the receiver's cap to limit the fetch", lambda: bottleneck_is(receiver, "rate limit (receiver)"))
 
-        capped = wait_for("the receiver's cap to limit the fetch", lambda: (t := transfer_of(receiver)) and (
-            t["bottleneck"] == "rate limit (receiver)"
-        ))
-        assert capped
         ok(sender("daemon", "stop"))
         waiting = wait_for("the fetch to wait for a peer", lambda: (t := transfer_of(receiver)) and t["waiting"] and t)
         assert (waiting["rate"], waiting["eta"], waiting["bottleneck"]) == (0, None, "waiting for peers")

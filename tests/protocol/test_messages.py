@@ -26,6 +26,7 @@ from shoal.protocol.wire.messages import (
     GetObjects,
     Hello,
     InvalidMessage,
+    Limit,
     Message,
     MessageType,
     Ping,
@@ -37,7 +38,10 @@ from shoal.protocol.wire.messages import (
 )
 from tests.protocol.spec_vectors import spec_vectors
 
-CLASSES = {cls.TYPE.name: cls for cls in (Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye)}
+CLASSES = {
+    cls.TYPE.name: cls
+    for cls in (Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, Limit)
+}
 A, B, C = bytes([0xAA]) * 32, bytes([0xBB]) * 32, bytes([0xCC]) * 32
 
 
@@ -96,6 +100,8 @@ EXAMPLES: list[Message] = [
     Pong(2**64 - 1),
     Error("bad-request", "a" * 1024),
     Bye(""),
+    Limit(0),
+    Limit(2**64 - 1),
 ]
 
 
@@ -197,6 +203,7 @@ def test_unknown_type_is_refused_with_its_own_code() -> None:
         lambda: Catalog(({"name": "x"},)),
         lambda: CatalogEntry("x", A, 1, 0, 0, 2**63, ()),
         lambda: Ping(True),
+        lambda: Limit(-1),
     ],
 )
 def test_constructors_refuse_invalid_fields_as_local_errors(build: Any) -> None:
@@ -212,7 +219,7 @@ MSGPACK_VALUES = st.recursive(
 )
 
 
-@given(st.integers(0, 14), st.lists(MSGPACK_VALUES, max_size=5))
+@given(st.integers(0, 16), st.lists(MSGPACK_VALUES, max_size=5))
 def test_arbitrary_msgpack_arrays_decode_or_raise_remote_errors(kind: int, fields: list[Any]) -> None:
     payload = msgpack.packb([kind, *fields], use_bin_type=True)
     try:

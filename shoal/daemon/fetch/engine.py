@@ -72,9 +72,17 @@ class Fetcher:
                 raise
             raise named from exc
 
-    def receive_cap(self, transfer: Transfer) -> int:
-        """This daemon's own cap on what `transfer` may receive from the peers serving it (0: none)."""
-        return self.peers.receive_cap(transfer.active_peers())
+    def caps(self, transfer: Transfer) -> tuple[int, int]:
+        """The most bytes/s `transfer` may receive from the peers serving it, as this daemon's caps
+        allow and as theirs do (0: no cap)."""
+        serving = [p for p, stats in transfer.peers.items() if not stats.dropped]
+        ours = self.peers.receive_cap(len(serving))
+        if transfer.version is None:
+            return ours, 0
+        theirs = {s.peer_id: s.peer_cap for s in self.resolver.sources(transfer.spec.query, transfer.version.id)}
+        # One serving peer without a cap lets the transfer go as fast as the network does.
+        sent = [theirs.get(p, 0) for p in serving]
+        return ours, sum(sent) if sent and all(sent) else 0
 
     def note_waiting(self, transfer: Transfer) -> None:
         """Say what `transfer` waits for, by peer name, while nothing moves for want of a peer."""

@@ -11,6 +11,8 @@ class Source(Protocol):
     """A connected, trusted peer that can be asked for objects and chunks."""
 
     peer_id: str
+    #: The most bytes/s the peer says it sends us (its bandwidth caps); 0: no cap.
+    peer_cap: int
 
     async def get_objects(self, ids: Sequence[bytes]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
         """Return ([(id, bytes)], missing ids); bytes are unverified."""

@@ -115,9 +115,9 @@ class Transfer:
     async def wait_resumed(self) -> None:
         await self._resumed.wait()
 
-    def sample_rate(self, cap: int = 0) -> None:
-        """Measure the rate and the bottleneck since the last sample; `cap` is this daemon's
-        own limit on what it may receive from the peers serving the fetch (0: none)."""
+    def sample_rate(self, ours: int = 0, theirs: int = 0) -> None:
+        """Measure the rate and the bottleneck since the last sample, given the caps (bytes/s,
+        0: none) of this daemon and of the peers serving the fetch on what it may receive."""
         now = time.monotonic()
         last_t, last_b = self._rate_mark
         instant = 0.0
@@ -125,7 +125,7 @@ class Transfer:
             instant = (self.bytes_received - last_b) / (now - last_t)
             self.rate = instant if not self.rate else 0.5 * self.rate + 0.5 * instant
         self._rate_mark = (now, self.bytes_received)
-        self._sample_bottleneck(now, instant, cap)
+        self._sample_bottleneck(now, instant, {"rate limit (receiver)": ours, "rate limit (sender)": theirs})
 
     def stalled(self) -> bool:
         """Whether nothing moved since the last call: no byte placed, from peers or from local data."""
@@ -139,14 +139,14 @@ class Transfer:
         self.rate = 0.0
         self.bottleneck = NO_PEER
 
-    def _sample_bottleneck(self, now: float, instant: float, cap: int) -> None:
+    def _sample_bottleneck(self, now: float, instant: float, caps: dict[str, int]) -> None:
         """Name the stage that limited the transfer since the last sample, from measured busy time.
 
         The writer thread's time hashing and writing, and the planner's time
         reading local data, are measured; a stage busy most of the interval is
-        the bottleneck. Otherwise chunks were not arriving fast enough: this
-        daemon's own rate cap when they arrived at it, else the network, or no
-        peer at all.
+        the bottleneck. Otherwise chunks were not arriving fast enough: a rate
+        cap, this daemon's or the senders', when they arrived at the lower of
+        the two, else the network, or no peer at all.
         """
         then, hashing, writing, reading = self._busy_mark
         busy = self.busy
@@ -166,14 +166,10 @@ class Transfer:
             self.bottleneck = NO_PEER
         elif share >= BUSY_SHARE:
             self.bottleneck = stage
-        elif cap and instant >= BUSY_SHARE * cap:
-            self.bottleneck = "rate limit (receiver)"
         else:
-            self.bottleneck = "network"
+            limit, cap = min(((name, cap) for name, cap in caps.items() if cap), key=lambda c: c[1], default=("", 0))
+            self.bottleneck = limit if cap and instant >= BUSY_SHARE * cap else "network"
 
-    def active_peers(self) -> int:
-        """The peers serving the fetch now."""
-        return sum(1 for s in self.peers.values() if not s.dropped)
 
     def to_json(self) -> dict:
         left = self.bytes_total - self.bytes_done

@@ -26,7 +26,7 @@ from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.identity import PeerId
 from shoal.protocol.wire.channel import Role
 from shoal.protocol.wire.connection import DuplicateSession
-from shoal.protocol.wire.messages import MAX_FULL_VERSIONS, Catalog, CatalogEntry
+from shoal.protocol.wire.messages import MAX_FULL_VERSIONS, Catalog, CatalogEntry, Limit
 
 _log = logging.getLogger("shoal.peers")
 
@@ -86,6 +86,8 @@ class PeerManager:
         # Bandwidth caps in bytes/s (0: none), read at every payment so a config reload applies at once.
         self._per_peer_limit = lambda: limits()[1]
         self._all_peers = TokenBucket(lambda: limits()[0])
+        #: The upload cap each peer was last told of (LIMIT).
+        self._told_cap: dict[str, int] = {}
         #: Versions of a dataset the pack store keeps in full, newest first.
         self._kept_versions = kept_versions
         self.port: int | None = None
@@ -112,6 +114,7 @@ class PeerManager:
             listeners = await nursery.start(partial(trio.serve_tcp, self._accept, port, host=host or None))
             self.port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(self._dial_loop)
+            nursery.start_soon(self._limit_loop)
             task_status.started(self.port)
 
     def _notify(self) -> None:
@@ -233,6 +236,7 @@ class PeerManager:
         finally:
             del self.sessions[peer_id]
             self._catalog_in.discard(peer_id)
+            self._told_cap.pop(peer_id, None)
             self._reach[peer_id].last_seen = time.time()
             self._reach[peer_id].next_try = time.monotonic() + BACKOFF_START
             self._on_event(PeerEvent("offline", peer_id, {"reason": reason}))
@@ -276,8 +280,31 @@ class PeerManager:
         entries = await trio.to_thread.run_sync(self.local_catalog)
         try:
             await session.send(self._catalog_for(session.peer_id, entries))
+            await self._tell_cap(session)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+
+    def upload_cap(self) -> int:
+        """The most bytes/s this daemon sends one peer: the smaller of its caps; 0: none."""
+        return min((cap for cap in (self._all_peers.rate(), self._per_peer_limit()) if cap > 0), default=0)
+
+    async def _tell_cap(self, session: PeerSession) -> None:
+        """Tell the peer our upload cap (LIMIT), so that its fetches can name it as what limits them."""
+        cap = self.upload_cap()
+        self._told_cap[session.peer_id] = cap
+        await session.send(Limit(cap))
+
+    async def _limit_loop(self) -> None:
+        """Tell every peer of a changed upload cap; `config set` changes it at any time."""
+        while True:
+            await trio.sleep(DIAL_PERIOD)
+            cap = self.upload_cap()
+            for session in list(self.sessions.values()):
+                if self._told_cap.get(session.peer_id, cap) != cap:
+                    try:
+                        await self._tell_cap(session)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass
 
     async def publish_catalog(self) -> None:
         """Tell every connected peer what we share now."""

@@ -32,7 +32,7 @@ from shoal.protocol.wire.connection import (
     State,
 )
 from shoal.protocol.wire.liveness import KEEPALIVE_INTERVAL, MAX_UNANSWERED_PINGS, Liveness, PeerTimedOut
-from shoal.protocol.wire.messages import Cancel, Catalog, CatalogEntry, Data, End, GetChunks, GetObjects, Hello
+from shoal.protocol.wire.messages import Cancel, Catalog, CatalogEntry, Data, End, GetChunks, GetObjects, Hello, Limit
 
 _log = logging.getLogger("shoal.session")
 
@@ -152,6 +152,8 @@ class PeerSession:
         self._offers: dict[str, CatalogEntry] = {}
         self.bytes_in = 0
         self.bytes_out = 0
+        #: The most bytes/s the peer says it sends us (LIMIT; 0: no cap).
+        self.peer_cap = 0
         self._index = index
         self._on_catalog = on_catalog
         self._pay = pay
@@ -278,6 +280,8 @@ class PeerSession:
             self.catalog = message.datasets
             self._offers = {entry.name: entry for entry in message.datasets}
             self._on_catalog(self)
+        elif isinstance(message, Limit):
+            self.peer_cap = message.rate
         elif isinstance(message, (GetObjects, GetChunks)):
             scope = trio.CancelScope()
             self._serving[message.req] = scope

@@ -54,6 +54,7 @@ from shoal.protocol.wire.messages import (
     GetChunks,
     GetObjects,
     Hello,
+    Limit,
     Message,
     Ping,
     Pong,
@@ -386,6 +387,7 @@ _RECEIVE_HANDLERS: dict[type, Callable[[Connection, Any], Event | None]] = {
     Ping: Connection._on_ping,
     Pong: Connection._surface,
     Catalog: Connection._surface,
+    Limit: Connection._surface,
 }
 
 
