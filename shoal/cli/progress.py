@@ -74,15 +74,16 @@ class PlainProgress:
 
 
 class RichProgress:
-    """A transient rich bar with bytes, rate, ETA and file counts; the wait instead, while a fetch waits."""
+    """A transient rich bar with bytes, rate, ETA and file counts; while a fetch waits, no rate, and
+    what it waits for printed once above the bar (a bar's column would cut it short)."""
 
     def __init__(self, label: str, stream: TextIO) -> None:
         # rich costs tens of milliseconds to import; only terminals showing a bar pay it.
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-        self._label = label
         self._started = time.monotonic()
+        self._waiting: str | None = None
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -97,10 +98,13 @@ class RichProgress:
 
     def update(self, data: dict[str, Any]) -> None:
         waiting = data.get("waiting")
+        if waiting and waiting != self._waiting:
+            self._progress.console.print(waiting, markup=False, highlight=False)
+        self._waiting = waiting
         speed = ", ".join(rate_and_eta(data, time.monotonic() - self._started))
         self._progress.update(
             self._task, completed=data["bytes_done"], total=data.get("bytes_total") or None, files=_files(data),
-            speed="" if waiting else speed, description=waiting or self._label,
+            speed=speed,
         )
 
     def close(self) -> None:

@@ -62,7 +62,7 @@ def wait_for(what: str, predicate, timeout: float = 30.0):
     return value
 
 
-def test_a_subset_fetch_counts_the_subset_and_times_its_rate_honestly(tmp_path: Path) -> None:
+def test_a_subset_fetch_counts_the_subset_and_times_its_rate_and_a_missing_folder_says_what_to_do(tmp_path: Path) -> None:
     with linked_daemons(2) as (a, b):
         data = tmp_path / "run"
         write_files(data, CKPTS | METRICS)
@@ -94,6 +94,14 @@ def test_a_subset_fetch_counts_the_subset_and_times_its_rate_honestly(tmp_path: 
         one = b.json("fetch", "run", str(tmp_path / "one"), "--include", "metrics/run07.csv", "--timeout", "20")
         assert (one["files_total"], one["bytes_total"], one["files_written"]) == (1, 2_007, 1)
 
+        # Sharing a folder that is not there says what to do about it.
+        failed = a("share", str(tmp_path / "nope"))
+        assert failed.returncode == 1
+        assert failed.stderr == (
+            f"shoal: {tmp_path / 'nope'} does not exist; check the path (a folder is shared with"
+            " `shoal share PATH --name NAME`), or see what is shared here already with `shoal ls`\n"
+        )
+
 
 
 def bottleneck_is(cli, name: str) -> bool:
@@ -109,6 +117,7 @@ def test_a_capped_transfer_names_the_cap_and_with_the_only_peer_gone_progress_na
         write_files(data, {"weights.bin": 16 * MB})
         ok(sender("share", str(data)))
         ok(sender("config", "set", "bandwidth.global_limit", "2MB/s"))
+        # --timeout also bounds a request's silence: long enough for a capped peer, short once it is gone.
         fetch = background(receiver, "fetch", "big", str(tmp_path / "got"), "--timeout", "4")
         wait_for("the sender's cap to limit the fetch", lambda: bottleneck_is(receiver, "rate limit (sender)"))
         # The caps change hands mid-transfer: the sender tells its peers of a new cap at once.
@@ -127,7 +136,8 @@ def test_a_capped_transfer_names_the_cap_and_with_the_only_peer_gone_progress_na
         said = lines.index(waiting["waiting"])
         assert lines.count(waiting["waiting"]) == 1, stderr
         assert not any("/s" in line or "ETA" in line for line in lines[said:]), stderr
-        assert "peer0" in lines[-1] and not PEER_ID.search(stderr), stderr
+        assert lines[-1].startswith("shoal: every peer serving big left or failed (peer0: "), stderr
+        assert "`shoal peers`" in lines[-1] and not PEER_ID.search(stderr), stderr
 
 
 def test_a_fetch_no_peer_can_serve_fails_fast_naming_the_peers_it_asked(tmp_path: Path) -> None:
@@ -157,12 +167,3 @@ def test_a_fetch_no_peer_can_serve_fails_fast_naming_the_peers_it_asked(tmp_path
         assert fetch.returncode == 0, stderr
         assert files_of(tmp_path / "later") == {"a.txt": (tmp_path / "nosuch" / "a.txt").read_bytes()}
 
-
-def test_sharing_a_missing_folder_says_what_to_do(tmp_path: Path) -> None:
-    with linked_daemons(1) as (cli,):
-        failed = cli("share", str(tmp_path / "nope"))
-        assert failed.returncode == 1
-        assert failed.stderr == (
-            f"shoal: {tmp_path / 'nope'} does not exist; check the path (a folder is shared with"
-            " `shoal share PATH --name NAME`), or see what is shared here already with `shoal ls`\n"
-        )

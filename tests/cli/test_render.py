@@ -245,6 +245,18 @@ def test_a_terminal_gets_a_live_bar_and_a_pipe_plain_lines():
     assert "sharing imagenet" in terminal.getvalue()
 
 
+def test_the_live_bar_of_a_fetch_waiting_for_a_peer_says_why_and_shows_no_rate():
+    terminal = Terminal()
+    view = RichProgress("fetching ds", terminal)
+    fetch = {"files_done": 1, "bytes_done": 500, "files_total": 2, "bytes_total": 1000, "rate": 0, "eta": None}
+    waiting = "waiting for a peer that has ds@1 (gpu-box is offline since 10:42)"
+    for _ in range(3):
+        view.update({**fetch, "waiting": waiting})
+    view.close()
+    shown = terminal.getvalue()
+    assert shown.count(waiting) == 1 and "/s" not in shown
+
+
 def test_log_shows_author_and_change_columns_with_unknowns_as_question_marks():
     known = VERSION | {"author_peer": "5VQOWZU", "author_name": "gpu-box", "files_changed": 12, "bytes_new": 3_000_000}
     unknown = VERSION | {

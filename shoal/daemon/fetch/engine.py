@@ -56,7 +56,7 @@ class Fetcher:
     def __init__(self, index: Index, peers: SourceDirectory) -> None:
         self.index = index
         self.peers = peers
-        self.objects = Objects(index)
+        self.objects = Objects(index, peers.name_of)
         self.resolver = Resolver(index, peers, self.objects)
 
     async def fetch(self, spec: FetchSpec, transfer: Transfer) -> FetchResult:

@@ -120,7 +120,10 @@ class Puller:
                 f" waited {spec.timeout:g}s"
             )
         why = "; ".join(f"{self.job.name_of(p)}: {stats.dropped}" for p, stats in transfer.peers.items() if stats.dropped)
-        return NoPeer(f"every peer serving {spec.name} left or failed ({why}); waited {spec.timeout:g}s for another")
+        return NoPeer(
+            f"every peer serving {spec.name} left or failed ({why}); waited {spec.timeout:g}s for another;"
+            " `shoal peers` shows who is online; the same fetch, run again, resumes from what was verified"
+        )
 
     async def _worker(self, source: Source) -> None:
         peer = source.peer_id
