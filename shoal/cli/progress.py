@@ -54,10 +54,12 @@ class PlainProgress:
         now = self._clock()
         waiting = data.get("waiting")
         if waiting:
-            # Said once, when it starts or changes: a wait repeated every interval reads like progress.
-            if waiting != self._waiting:
+            # Said once, when it changes: a wait repeated every interval reads like progress. Not
+            # in the first interval, where a fetch that fails at once should print its error alone.
+            if waiting != self._waiting and now - self._started >= self._interval:
                 self._write(waiting)
-            self._waiting, self._last_line = waiting, now
+                self._waiting = waiting
+            self._last_line = now
             return
         self._waiting = None
         if now - self._last_line < self._interval:
@@ -98,10 +100,12 @@ class RichProgress:
 
     def update(self, data: dict[str, Any]) -> None:
         waiting = data.get("waiting")
-        if waiting and waiting != self._waiting:
-            self._progress.console.print(waiting, markup=False, highlight=False)
-        self._waiting = waiting
-        speed = ", ".join(rate_and_eta(data, time.monotonic() - self._started))
+        elapsed = time.monotonic() - self._started
+        if waiting != self._waiting and (not waiting or elapsed >= PLAIN_INTERVAL):
+            if waiting:
+                self._progress.console.print(waiting, markup=False, highlight=False)
+            self._waiting = waiting
+        speed = ", ".join(rate_and_eta(data, elapsed))
         self._progress.update(
             self._task, completed=data["bytes_done"], total=data.get("bytes_total") or None, files=_files(data),
             speed=speed,

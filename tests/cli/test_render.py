@@ -7,7 +7,7 @@ import time
 import pytest
 
 from shoal.cli import render
-from shoal.cli.progress import PlainProgress, RichProgress, describe, open_progress
+from shoal.cli.progress import PLAIN_INTERVAL, PlainProgress, RichProgress, describe, open_progress
 from shoal.client import fmt
 
 VERSION = {
@@ -217,9 +217,11 @@ def test_a_fetch_shows_the_daemons_rate_and_eta_and_no_rate_while_it_waits_for_a
     out = io.StringIO()
     view = PlainProgress("fetching ds", out, interval=2.0, clock=clock)
     waiting = "waiting for a peer that has ds@1 (gpu-box is offline since 10:42)"
-    for _ in range(10):
+    for step in range(10):
         clock.now += 0.5
         view.update({**fetch, "rate": 0, "eta": None, "waiting": waiting})
+        if step == 2:
+            assert out.getvalue() == "", "a fetch that fails within the first interval prints its error alone"
     assert out.getvalue().splitlines() == [waiting]
 
 
@@ -248,6 +250,7 @@ def test_a_terminal_gets_a_live_bar_and_a_pipe_plain_lines():
 def test_the_live_bar_of_a_fetch_waiting_for_a_peer_says_why_and_shows_no_rate():
     terminal = Terminal()
     view = RichProgress("fetching ds", terminal)
+    view._started -= PLAIN_INTERVAL  # a wait is said once the first interval has passed
     fetch = {"files_done": 1, "bytes_done": 500, "files_total": 2, "bytes_total": 1000, "rate": 0, "eta": None}
     waiting = "waiting for a peer that has ds@1 (gpu-box is offline since 10:42)"
     for _ in range(3):

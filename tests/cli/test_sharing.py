@@ -220,7 +220,7 @@ def test_a_dataset_shared_to_b_is_fetchable_by_b_and_invisible_to_c(daemons, fol
     b.json("fetch", "secret", str(folder / "on-b"), "--timeout", "20")
     assert (folder / "on-b" / "plans.bin").read_bytes() == (secret / "plans.bin").read_bytes()
     refused = c("fetch", "secret", str(folder / "on-c"), "--timeout", "3")
-    assert refused.returncode == 6 and "no connected peer has secret" in refused.stderr
+    assert refused.returncode == 6 and "no trusted peer has secret" in refused.stderr
     assert not (folder / "on-c" / "plans.bin").exists()
 
     # C asks for the ids themselves, as a peer that learnt them elsewhere would.

@@ -26,6 +26,7 @@ def test_progress_lines_name_the_peers() -> None:
     peers = [PeerReach(ID, "laptop", "online"), PeerReach(ID, "gpu-box", "offline", TEN_42)]
     assert looking("resnet50", peers) == "looking for resnet50 on 2 trusted peers…"
     assert looking("resnet50", peers[:1]) == "looking for resnet50 on 1 trusted peer…"
+    assert looking("resnet50", []).startswith("looking for resnet50: this daemon trusts no peer yet")
     assert waiting("resnet50@3", peers) == "waiting for a peer that has resnet50@3 (gpu-box is offline since 10:42)"
     assert waiting("resnet50@3", peers[:1]) == "waiting for a peer that has resnet50@3"
 

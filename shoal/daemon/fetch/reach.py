@@ -14,6 +14,8 @@ def settled(peers: Sequence[PeerReach]) -> bool:
 
 def looking(name: str, peers: Sequence[PeerReach]) -> str:
     """The one progress line while a fetch looks for the dataset."""
+    if not peers:
+        return f"looking for {name}: this daemon trusts no peer yet (`shoal trust ID --addr HOST:PORT`)"
     return f"looking for {name} on {_count(len(peers))}…"
 
 

@@ -115,7 +115,7 @@ class Transfer:
     async def wait_resumed(self) -> None:
         await self._resumed.wait()
 
-    def sample_rate(self, ours: int = 0, theirs: int = 0) -> None:
+    def sample_rate(self, ours: int, theirs: int) -> None:
         """Measure the rate and the bottleneck since the last sample, given the caps (bytes/s,
         0: none) of this daemon and of the peers serving the fetch on what it may receive."""
         now = time.monotonic()
@@ -169,7 +169,6 @@ class Transfer:
         else:
             limit, cap = min(((name, cap) for name, cap in caps.items() if cap), key=lambda c: c[1], default=("", 0))
             self.bottleneck = limit if cap and instant >= BUSY_SHARE * cap else "network"
-
 
     def to_json(self) -> dict:
         left = self.bytes_total - self.bytes_done

@@ -40,7 +40,7 @@ DIAL_PERIOD = 1.0
 #: bursts, with its own work (checking, writing) between them.
 SERVING_GRACE = 3.0
 #: A trusted peer with no address counts as tried once discovery has had this long to find it.
-DISCOVERY_GRACE = 2.0
+DISCOVERY_GRACE = 3.0
 
 
 @dataclass(slots=True)
