@@ -23,14 +23,16 @@ WATCH_COLUMNS = ("dataset", "folder", "state", "pending", "last shared", "detail
 SUBSCRIPTION_COLUMNS = ("dataset", "folder", "state", "holds", "updated", "detail")
 
 _STATE_STYLE = {"online": "green", "offline": "dim", "pending": "yellow", "trusted": "cyan"}
-#: The daemon's measured bottleneck of a running transfer; one limited by this machine stands out.
+#: The daemon's measured bottleneck of a running transfer; a limit of a machine (its disks, its CPU, a
+#: configured rate cap) stands out from the network's.
 _BOTTLENECK_STYLE = {"paused": "yellow", "waiting for peers": "dim", "hashing": "magenta", "disk write": "magenta",
-                     "disk read": "magenta"}
+                     "disk read": "magenta", "rate limit (sender)": "magenta", "rate limit (receiver)": "magenta"}
 #: Watch and subscription states: settled in green, trouble in red, waiting in yellow, busy in cyan.
 _SYNC_STYLE = {"idle": "green", "current": "green", "error": "red", "failed": "red", "withdrawn": "red",
                "settling": "yellow", "waiting": "yellow", "pending": "yellow", "starting": "cyan", "sharing": "cyan",
                "updating": "cyan", "removed": "dim"}
-BAR_WIDTH = 20
+#: Narrow enough that a long bottleneck ("rate limit (receiver)") leaves room for the peers at 120 columns.
+BAR_WIDTH = 12
 #: The peer layer reports sessions as online/offline; people say joined/left.
 _PEER_CHANGE = {"online": "joined", "offline": "left"}
 
@@ -105,6 +107,23 @@ def dataset_rows(local: Iterable[dict[str, Any]], remote: Iterable[dict[str, Any
             ", ".join(peers[:3]) + (f" +{len(peers) - 3}" if len(peers) > 3 else "") if peers else "-",
         )
     return rows
+
+
+def existing_folder(name: str, local: Iterable[dict[str, Any]], subscriptions: Iterable[dict[str, Any]]) -> str | None:
+    """The folder that holds dataset `name` on this machine, if any.
+
+    The one it is shared from (or was first fetched into), else the folder a fetch left it in
+    (a whole copy before a part, the newest first), else the one a subscription keeps current.
+    """
+    for info in local:
+        if info["name"] != name:
+            continue
+        if info.get("path"):
+            return str(info["path"])
+        checkouts = sorted(info.get("checkouts") or (), key=lambda c: (not c.get("whole"), -c["version"]["seq"]))
+        if checkouts:
+            return str(checkouts[0]["path"])
+    return next((str(sub["dest"]) for sub in subscriptions if sub["name"] == name and sub.get("dest")), None)
 
 
 def version_row(version: dict[str, Any]) -> Row:
@@ -226,10 +245,32 @@ class TransferTracker:
             self._received[peer_id] = received
         self._mark = now
 
+    def finish(self, data: dict[str, Any], *, failed: str | None = None) -> None:
+        """The transfer ended (`failed` says why, when it did): nothing moves any more."""
+        if failed is not None:
+            self.phase = f"failed: {failed}"
+        else:
+            self.phase = "done"
+            fetched = int(data.get("bytes_received", 0)) + int(data.get("bytes_reused", 0))
+            self.bytes_done = self.bytes_total = max(self.bytes_total, fetched)
+            # The result counts each peer's bytes in full; the last progress report may be older.
+            for peer_id, received in (data.get("peers") or {}).items():
+                if isinstance(received, int):
+                    self._received[peer_id] = received
+        self.rate, self.eta = 0, None
+        self.peer_rates.clear()
+
     def row(self, label: Callable[[str], str]) -> Row:
-        """The table row; `label` names a peer id the way the peers table does."""
-        fastest_first = sorted(self.peer_rates.items(), key=lambda item: -item[1])
-        rates = ", ".join(f"{label(peer)} {format_size(rate)}/s" for peer, rate in fastest_first)
+        """The table row; `label` names a peer id the way the peers table does.
+
+        Per peer, the rate while the transfer runs; once it ended, what each peer sent.
+        """
+        if self.running:
+            fastest_first = sorted(self.peer_rates.items(), key=lambda item: -item[1])
+            rates = ", ".join(f"{label(peer)} {format_size(rate)}/s" for peer, rate in fastest_first)
+        else:
+            most_first = sorted(self._received.items(), key=lambda item: -item[1])
+            rates = ", ".join(f"{label(peer)} {format_size(received)}" for peer, received in most_first if received)
         moving = self.rate > 0
         if not self.running:
             bottleneck: str | Text = "-"
