@@ -271,7 +271,8 @@ class TransferTracker:
         else:
             most_first = sorted(self._received.items(), key=lambda item: -item[1])
             rates = ", ".join(f"{label(peer)} {format_size(received)}" for peer, received in most_first if received)
-        moving = self.rate > 0
+        # Paused, the daemon's rate (an average) still falls for a while: what moves now is nothing new.
+        moving = self.rate > 0 and not self.paused
         if not self.running:
             bottleneck: str | Text = "-"
         else:
@@ -284,7 +285,7 @@ class TransferTracker:
             progress_bar(self.bytes_done, self.bytes_total),
             f"{format_size(self.bytes_done)} / {format_size(self.bytes_total)}",
             f"{format_size(self.rate)}/s" if moving else "-",
-            format_duration(self.eta) if self.eta is not None else "-",
+            format_duration(self.eta) if self.eta is not None and moving else "-",
             bottleneck,
             rates or "-",
         )

@@ -128,13 +128,18 @@ async def test_peer_rates_fall_to_zero_without_any_event_once_nothing_moves() ->
         await until(pilot, lambda: "/s" not in cell(app, "peers", gpu["peer_id"], IN), timeout=10)
 
 
-async def test_an_ended_transfer_shows_what_each_peer_sent_not_a_rate() -> None:
+async def test_a_paused_or_ended_transfer_shows_no_rate_and_an_ended_one_what_each_peer_sent() -> None:
     tracker = TransferTracker({"id": 1, "name": "x"})
     tracker.update({"phase": "data", "bytes_total": 100, "bytes_done": 10, "rate": 10,
                     "peers": {"P1": {"received": 10}}}, now=1.0)
-    tracker.update({"phase": "data", "bytes_total": 100, "bytes_done": 60, "rate": 50,
+    tracker.update({"phase": "data", "bytes_total": 100, "bytes_done": 60, "rate": 50, "eta": 0.8,
                     "peers": {"P1": {"received": 60}}}, now=2.0)
     assert tracker.row(str)[7] == "P1 50 B/s"
+    # Paused: the daemon's average rate lags behind, but nothing new is asked for.
+    tracker.update_state({"paused": True})
+    assert tracker.row(str)[4:6] == ("-", "-")
+    tracker.update_state({"paused": False})
+    assert tracker.row(str)[4] == "50 B/s"
     tracker.finish({"bytes_received": 100, "bytes_reused": 0, "peers": {"P1": 100}})
     row = tracker.row(str)
     assert (row[1], row[4], row[5], row[7]) == ("done", "-", "-", "P1 100 B")
