@@ -5,7 +5,6 @@ calls would average over however long nobody asked, and still read megabytes
 per second a minute after the last byte.
 """
 
-import time
 from collections.abc import Callable
 
 #: The span the rate is averaged over, in seconds; it reads 0 this long after the last byte.
@@ -19,7 +18,8 @@ class RateMeter:
     the last WINDOW seconds: a sliding average in constant memory.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        """`clock`: seconds, monotonic (time.monotonic; tests pass their own)."""
         self._clock = clock
         self._slot = int(clock() / WINDOW)
         self._current = 0

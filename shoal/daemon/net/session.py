@@ -8,6 +8,7 @@ cancels them. A misbehaving peer ends only its own session.
 """
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -169,8 +170,8 @@ class PeerSession:
         self._serve_slots = trio.Semaphore(SERVE_CONCURRENCY)
         self._closed = False
         self._liveness = Liveness(trio.current_time(), interval=KEEPALIVE_INTERVAL, max_unanswered=MAX_UNANSWERED_PINGS)
-        self._meter_in = RateMeter()
-        self._meter_out = RateMeter()
+        self._meter_in = RateMeter(time.monotonic)
+        self._meter_out = RateMeter(time.monotonic)
 
     def rates(self) -> tuple[float, float]:
         """Bytes per second received and sent over the last second; 0 once nothing moves."""
