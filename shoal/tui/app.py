@@ -107,6 +107,8 @@ class ShoalApp(App[int]):
         self.transfers: dict[str, TransferTracker] = {}
         self.watches: dict[str, dict[str, Any]] = {}
         self.subscriptions: dict[str, dict[str, Any]] = {}
+        #: Dataset name to the folder its last fetch (in the events seen, history included) completed into.
+        self.fetched: dict[str, str] = {}
         #: Whether the tab to open on was chosen: once, when the daemon's state first arrives.
         self.opened = False
 
@@ -219,6 +221,7 @@ class ShoalApp(App[int]):
         if kind == "progress":
             tracker.update(data)
         elif kind == "done":
+            self._note_fetch(data)
             tracker.finish(data)
             # The daemon publishes no datasets event for a fetch; the copy is local now.
             self._in_background(self._refresh_later, "datasets")
@@ -276,6 +279,15 @@ class ShoalApp(App[int]):
             self.events_log.forget_order()
             raise
         self.events_log.history(recent["run"], recent["events"])
+        for entry in recent["events"]:
+            if entry["topic"] == "transfers" and entry["data"].get("event") == "done":
+                self._note_fetch(entry["data"])
+
+    def _note_fetch(self, done: dict[str, Any]) -> None:
+        """Remember where a fetch put its dataset: with --include, `ls` does not list that folder."""
+        name = (done.get("version") or {}).get("name")
+        if name and done.get("dest"):
+            self.fetched[str(name)] = str(done["dest"])
 
     async def _refresh_transfers(self) -> None:
         """The transfers already running: their events came before this app subscribed."""
@@ -353,7 +365,7 @@ class ShoalApp(App[int]):
 
     def open_fetch(self, name: str, version: str | None = None, include: str = "") -> None:
         # Into the folder that already holds the dataset here: a fetch there updates it in place.
-        dest = existing_folder(name, self.local, self.subscriptions.values()) or str(Path.cwd() / name)
+        dest = existing_folder(name, self.local, self.fetched, self.subscriptions.values()) or str(Path.cwd() / name)
         dialog = FetchDialog(name, dest, include=include, version=version)
         self.push_screen(dialog, self._send("fetch"))
 

@@ -7,7 +7,7 @@ place, and every `.get` with a default marks a field a daemon may not send yet.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rich.text import Text
@@ -109,11 +109,14 @@ def dataset_rows(local: Iterable[dict[str, Any]], remote: Iterable[dict[str, Any
     return rows
 
 
-def existing_folder(name: str, local: Iterable[dict[str, Any]], subscriptions: Iterable[dict[str, Any]]) -> str | None:
+def existing_folder(
+    name: str, local: Iterable[dict[str, Any]], fetched: Mapping[str, str], subscriptions: Iterable[dict[str, Any]]
+) -> str | None:
     """The folder that holds dataset `name` on this machine, if any.
 
-    The one it is shared from (or was first fetched into), else the folder a fetch left it in
-    (a whole copy before a part, the newest first), else the one a subscription keeps current.
+    The one it is shared from (or was first fetched into), else a folder a fetch left it in
+    (a whole copy before a part, the newest first), else the last fetch's (`fetched`: a part
+    `ls` does not list), else the one a subscription keeps current.
     """
     for info in local:
         if info["name"] != name:
@@ -123,6 +126,8 @@ def existing_folder(name: str, local: Iterable[dict[str, Any]], subscriptions: I
         checkouts = sorted(info.get("checkouts") or (), key=lambda c: (not c.get("whole"), -c["version"]["seq"]))
         if checkouts:
             return str(checkouts[0]["path"])
+    if name in fetched:
+        return fetched[name]
     return next((str(sub["dest"]) for sub in subscriptions if sub["name"] == name and sub.get("dest")), None)
 
 

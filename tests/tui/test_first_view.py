@@ -170,13 +170,22 @@ async def proposed(pilot: Pilot[int], app: ShoalApp, name: str) -> str:
 
 async def test_fetch_proposes_the_folder_the_dataset_already_lives_in() -> None:
     client = demo_client()
-    client.remote.append(remote_dataset("weather", 1, client.peers[1]))
+    client.remote += [remote_dataset("weather", 1, client.peers[1]), remote_dataset("traces", 2, client.peers[1])]
+    # Before the app opened: only the daemon's history tells.
+    client.publish("transfers", {"id": 3, "event": "done", "version": version("traces", 2), "dest": "/scratch/tr"},
+                   live=False)
     app = make_app(client)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.table("datasets").row_count == 6 and app.table("subscriptions").row_count == 4)
+        await until(pilot, lambda: app.table("datasets").row_count == 7 and app.table("subscriptions").row_count == 4)
         assert await proposed(pilot, app, "imagenet-subset") == "/data/imagenet-subset"  # shared from there
         assert await proposed(pilot, app, "robot-trajectories") == "/data/robot-trajectories"  # a subscription's
         assert await proposed(pilot, app, "weather") == str(Path.cwd() / "weather")  # nowhere here
+        assert await proposed(pilot, app, "traces") == "/scratch/tr"
+        # Fetched in part (--include): `ls` does not list it, the fetch's done event said where it went.
+        done = {"id": 4, "event": "done", "version": version("weather", 1), "dest": "/scratch/weather"}
+        client.publish("transfers", done)
+        await until(pilot, lambda: "weather" in app.fetched)
+        assert await proposed(pilot, app, "weather") == "/scratch/weather"
 
 
 async def test_a_fetched_copy_is_found_whole_and_newest_first() -> None:
@@ -185,6 +194,6 @@ async def test_a_fetched_copy_is_found_whole_and_newest_first() -> None:
 
     fetched = {**local_dataset("corpus", 3), "path": None,
                "checkouts": [checkout("/a", 3, False), checkout("/b", 1, True), checkout("/c", 2, True)]}
-    assert existing_folder("corpus", [fetched], []) == "/c"
-    assert existing_folder("other", [fetched], [{"name": "other", "dest": "/sub/other"}]) == "/sub/other"
-    assert existing_folder("other", [fetched], []) is None
+    assert existing_folder("corpus", [fetched], {"corpus": "/d"}, []) == "/c"
+    assert existing_folder("other", [fetched], {}, [{"name": "other", "dest": "/sub/other"}]) == "/sub/other"
+    assert existing_folder("other", [fetched], {}, []) is None
