@@ -14,13 +14,18 @@ def test_the_last_events_are_kept_in_order_with_the_seq_their_subscribers_saw():
     assert all(isinstance(e["time"], int) for e in recent)
 
 
-def test_progress_ticks_are_not_history_but_still_count():
-    events = Events(["transfers"])
+def test_passing_states_are_not_history_but_still_count():
+    events = Events(["transfers", "watches"])
     events.publish("transfers", {"id": 1, "event": "started", "name": "x"})
     for _ in range(300):
         events.publish("transfers", {"id": 1, "event": "progress", "name": "x"})
     events.publish("transfers", {"id": 1, "event": "done", "name": "x"})
-    assert [(e["seq"], e["data"]["event"]) for e in events.recent()] == [(1, "started"), (302, "done")]
+    for state in ("settling", "waiting", "sharing", "idle", "error"):
+        events.publish("watches", {"change": "state", "watch": {"name": "run", "state": state}})
+    assert [(e["seq"], e["topic"], e["data"].get("event")) for e in events.recent()] == [
+        (1, "transfers", "started"), (302, "transfers", "done"), (307, "watches", None),
+    ]
+    assert events.recent()[-1]["data"]["watch"]["state"] == "error"
 
 
 def test_a_map_changed_after_publishing_leaves_the_history_as_it_was():

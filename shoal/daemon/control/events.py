@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 #: Events queued for one subscriber before it counts as too slow and is dropped.
 EVENT_BUFFER = 256
-#: Events kept for `recent`; a transfer's progress ticks are not kept, they would crowd out the rest.
+#: Events kept for `recent`.
 HISTORY = 200
 
 #: Sends an event to the control clients subscribed to its topic (`Events.publish`).
@@ -70,7 +70,7 @@ class Events:
         if topic not in self.topics:
             raise LocalProtocolError(f"unknown event topic {topic!r}")
         self._seq += 1
-        kept = not (topic == "transfers" and data.get("event") == "progress")
+        kept = not is_passing(topic, data)
         receivers = [sub for sub in self._subscriptions if topic in sub.topics]
         if not receivers and not kept:
             return
@@ -114,3 +114,18 @@ class Events:
             sub.channel.close()
         for sub in subscriptions:
             await sub.flushed.wait()
+
+
+def is_passing(topic: str, data: dict[str, Any]) -> bool:
+    """Whether an event reports a passing state rather than something that happened.
+
+    A transfer's progress ticks and a watch's trips through settling, waiting and
+    sharing come every second or so while anything moves: kept, they would crowd
+    every other event out of the history within minutes. `status` and `watches`
+    show the state they report.
+    """
+    if topic == "transfers":
+        return data.get("event") == "progress"
+    if topic == "watches":
+        return data.get("change") == "state" and (data.get("watch") or {}).get("state") != "error"
+    return False
