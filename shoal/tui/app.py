@@ -123,7 +123,7 @@ class ShoalApp(App[int]):
             with TabPane("Transfers", id="transfers"):
                 yield KeyedTable(TRANSFER_COLUMNS, id="transfers-table")
             with TabPane("Events", id="events"):
-                yield EventLog(id="events-log")
+                yield EventLog(self._peer_label, id="events-log")
             with TabPane("Watches", id="watches"):
                 yield KeyedTable(WATCH_COLUMNS, id="watches-table")
             with TabPane("Subscriptions", id="subscriptions"):
@@ -151,9 +151,9 @@ class ShoalApp(App[int]):
             if isinstance(signal, Connected):
                 self.connected = True
                 self._set_status("connected", down=False)
-                # Before the queued live events: the history comes first, and tells their copies apart.
-                await self._reporting_failures(self._load_history())
                 await self._refresh()
+                # Before the queued live events, which it tells apart from its own; after the peers, which name.
+                await self._reporting_failures(self._load_history())
             elif isinstance(signal, Event):
                 self._on_event(signal)
             else:

@@ -296,14 +296,13 @@ class TransferTracker:
         )
 
 
-def event_line(topic: str, data: dict[str, Any]) -> str | None:
-    """A human line for the events log, or None for events not worth one (progress ticks)."""
+def event_line(topic: str, data: dict[str, Any], name_of: Callable[[str], str] | None = None) -> str | None:
+    """A human line for the events log, or None for events not worth one (progress ticks).
+
+    `name_of` names a peer known by id only (sessions opening and closing), as the peers table does.
+    """
     if topic == "peers":
-        peer = data.get("peer")
-        if not peer:
-            return None
-        change = str(data.get("change", "changed"))
-        return f"peer {peer_label(peer)} {_PEER_CHANGE.get(change, change)}"
+        return _peer_line(data, name_of)
     if topic == "datasets":
         version = data.get("version") or {}
         return f"published {data.get('name', '?')}@{version.get('seq', '?')}"
@@ -326,6 +325,21 @@ def event_line(topic: str, data: dict[str, Any]) -> str | None:
     if topic == "watches":
         return _watch_line(data)
     return None
+
+
+def _peer_line(data: dict[str, Any], name_of: Callable[[str], str] | None) -> str | None:
+    """Trust changes, peers joining and leaving, refused peers; not catalog updates (the datasets show them)."""
+    change = str(data.get("change", "changed"))
+    if data.get("peer"):
+        return f"peer {peer_label(data['peer'])} {_PEER_CHANGE.get(change, change)}"
+    peer_id = data.get("peer_id")
+    if not peer_id or change == "catalog":
+        return None
+    who = name_of(str(peer_id)) if name_of is not None else str(peer_id)[:7]
+    if change == "pending":
+        return f"refused untrusted peer {who} (trust it on the Peers tab if it is yours)"
+    line = f"peer {who} {_PEER_CHANGE.get(change, change)}"
+    return f"{line} ({data['reason']})" if change == "offline" and data.get("reason") else line
 
 
 def _watch_line(data: dict[str, Any]) -> str | None:

@@ -70,19 +70,27 @@ async def test_opens_on_datasets_with_trusted_peers_and_nothing_running() -> Non
 
 async def test_events_tab_shows_the_daemons_history_then_live_events_once_each() -> None:
     client = demo_client()
-    client.publish("peers", {"change": "online", "peer": client.peers[0]}, live=False, when=NOW - 120)
+    gpu_a, stranger = client.peers[0]["peer_id"], peer(9)["peer_id"]
+    # As the daemon's peer layer sends them: by id; the log names the peer as the Peers tab does.
+    client.publish("peers", {"change": "online", "peer_id": gpu_a, "address": "10.0.0.2:7447"}, live=False,
+                   when=NOW - 120)
+    client.publish("peers", {"change": "catalog", "peer_id": gpu_a, "datasets": 3}, live=False)
+    client.publish("peers", {"change": "pending", "peer_id": stranger, "addresses": []}, live=False)
+    client.publish("peers", {"change": "offline", "peer_id": gpu_a, "reason": "connection lost"}, live=False)
     client.publish("datasets", {"name": "eval-suite", "version": version("eval-suite", 12)}, live=False)
     # Published between the app's subscribe and its `events` call: sent live, and in the history too.
     client.publish("watches", {"change": "added", "watch": {"name": "ckpt", "path": "/runs/ckpt"}})
     client.publish("transfers", {"id": 1, "event": "started", "name": "nas-dump", "dest": "/scratch/nas"})
     app = make_app(client)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.opened and len(logged(app)) >= 4)
+        await until(pilot, lambda: app.opened and len(logged(app)) >= 6)
         client.publish("datasets", {"name": "tokenizer-corpus", "version": version("tokenizer-corpus", 4)})
-        await until(pilot, lambda: len(logged(app)) >= 5)
+        await until(pilot, lambda: len(logged(app)) >= 7)
         await pilot.pause(0.1)
         assert logged(app) == [
             "peer gpu-box-a joined",
+            f"refused untrusted peer {stranger[:7]} (trust it on the Peers tab if it is yours)",
+            "peer gpu-box-a left (connection lost)",
             "published eval-suite@12",
             "watching /runs/ckpt as ckpt",
             "fetching nas-dump into /scratch/nas",

@@ -76,8 +76,9 @@ def test_transfers_tab_with_a_transfer_in_progress(snap_compare) -> None:
 
 def test_events_tab_with_the_daemons_history(snap_compare) -> None:
     client = demo_client()
-    gpu_a = client.peers[0]
-    client.publish("peers", {"change": "online", "peer": gpu_a}, live=False, when=NOW - 3_600)
+    gpu_a = client.peers[0]["peer_id"]
+    client.publish("peers", {"change": "online", "peer_id": gpu_a, "address": "10.0.0.2:7447"}, live=False,
+                   when=NOW - 3_600)
     client.publish("datasets", {"name": "eval-suite", "version": version("eval-suite", 12)}, live=False, when=NOW - 1_800)
     client.publish("transfers", {"id": 1, "event": "started", "name": "robot-trajectories",
                                  "dest": "/scratch/robot-trajectories"}, live=False, when=NOW - 600)

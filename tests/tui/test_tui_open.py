@@ -101,6 +101,8 @@ async def test_opens_on_datasets_then_on_a_running_fetch_whose_rate_falls_to_zer
             await until(pilot, lambda: app.opened, "the first view")
             assert active(app) == "datasets"  # a trusted peer, nothing running
             await until(pilot, lambda: has_row(app, "datasets", "weights"), "A's dataset", timeout=30)
+            # B named A gpu-box; from the history, or live if the session opened after the app did.
+            await until(pilot, lambda: "peer gpu-box joined" in logged(app), "A joining, in the history")
 
         fetch = start_fetch(b, "weights", scratch / "copy")
         await asyncio.to_thread(wait_running, b)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from textual.widgets import Log
@@ -22,8 +22,10 @@ class EventLog(Log):
     history; its number tells the copies apart.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, name_of: Callable[[str], str], **kwargs: Any) -> None:
+        """`name_of` names a peer by its id, as the peers table does."""
         super().__init__(max_lines=MAX_LINES, **kwargs)
+        self._name_of = name_of
         self._run: str | None = None
         self._last_seq = 0
 
@@ -44,7 +46,7 @@ class EventLog(Log):
             if seq <= self._last_seq:
                 return
             self._last_seq = seq
-        line = event_line(topic, data)
+        line = event_line(topic, data, self._name_of)
         if line is not None:
             self.note(line, when)
 
