@@ -117,6 +117,12 @@ def test_a_sample_draws_exactly_its_share_and_log_shows_it_as_a_subset_change(tm
         assert len(files_of(tmp_path / "one")) == 35
         assert [v["kind"] for v in a.json("log", "run")["versions"]][:2] == ["data", "subsets"]
 
+        # Checkpoints by suffix, wherever they sit (gitignore: no slash, any depth).
+        made = a.json("subset", "run", "ckpts", "--include", "*.pt")
+        assert made["version"]["message"] == "subset ckpts defined: 11 files matching *.pt"
+        ok(b("fetch", "run@5:ckpts", str(tmp_path / "ckpts"), "--timeout", "20"))
+        assert set(files_of(tmp_path / "ckpts")) == {p for p in run if p.endswith(".pt")}
+
 
 def test_bad_subsets_get_one_line_errors(tmp_path: Path) -> None:
     with linked_daemons(2) as (a, b):

@@ -27,6 +27,9 @@ def test_included_paths_are_the_files_and_links_a_walk_finds() -> None:
     assert sorted(included_paths(load, root_of(1), ())) == sorted(VERSION_1_PATHS)
     assert sorted(included_paths(load, root_of(2), ())) == sorted(VERSION_2_PATHS)
     assert sorted(included_paths(load, root_of(1), ("data/*",))) == ["data/big.bin", "data/random.bin", "data/up"]
+    # A pattern without a slash matches at any depth, as in gitignore: checkpoints by their suffix.
+    assert sorted(included_paths(load, root_of(1), ("*.bin",))) == ["data/big.bin", "data/random.bin"]
+    assert sorted(included_paths(load, root_of(1), ("/*.bin", "/run.sh"))) == ["run.sh"]
 
 
 @pytest.mark.parametrize(
@@ -47,7 +50,7 @@ def test_patterns_narrow_the_population_before_the_draw() -> None:
     draw = exact_draw(load, root_of(1), subset)
     assert (draw.files, draw.drawn) == (1025, 103)
     matcher = selection_matcher((), subset, draw)
-    assert not matcher(("README.txt",), False) and not matcher(("data",), True)
+    assert not matcher(("README.txt",), False) and not matcher(("data", "big.bin"), False)
     assert sum(matcher(tuple(p.split("/")), False) for p in VERSION_1_PATHS) == 103
 
 
