@@ -109,7 +109,7 @@ class DaemonApi:
         }
 
     async def recent_events(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
-        """The last events the daemon published (progress ticks aside), oldest first."""
+        """The last events the daemon published (passing states aside), oldest first."""
         only(params)
         return {"run": self.events.run, "events": self.events.recent()}
 
