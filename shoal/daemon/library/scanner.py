@@ -10,6 +10,7 @@ unchanged folder costs little more than the stat calls.
 import operator
 import os
 import stat as statmod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -410,3 +411,51 @@ def file_id_of(path: Path, params: ChunkingParams) -> bytes:
         for chunk in make_chunker(params).cut_stream(f):
             builder.add_chunk(chunk_id(chunk.data), chunk.length)
     return builder.finish()[0]
+
+
+def held_by_dir(paths: Iterable[str]) -> dict[str, frozenset[str]]:
+    """Relative paths to hold, grouped by the directory they are in."""
+    by_dir: dict[str, set[str]] = {}
+    for path in paths:
+        rel, _, name = path.rpartition("/")
+        by_dir.setdefault(rel, set()).add(name)
+    return {rel: frozenset(names) for rel, names in by_dir.items()}
+
+
+def hold(index: Index, scan: DirScan, previous_root: bytes | None, names: frozenset[str]) -> None:
+    """Give each of `names` (files of the scanned directory) the entry the previous version's tree
+    `previous_root` has for it, or leave it out where that version has none.
+
+    A directory, on disk or in that version, is never held: only a file's content can be half written.
+    The directory's tree is then not the folder's, so it is not cached: the next share looks again.
+    """
+    if scan.unchanged:
+        _materialize(index, scan)
+        scan.unchanged = False
+    previous = _previous_files(index, previous_root, scan.rel, names)
+    dirs = {e.name for e in scan.entries if e.type == _DIR}
+    entries = [e for e in scan.entries if e.type == _DIR or e.name not in names]
+    entries += [_held_entry(old) for name, old in previous.items() if name not in dirs]
+    entries.sort(key=lambda e: e.name)
+    scan.entries = entries
+    scan.complete = False
+
+
+def _previous_files(index: Index, root: bytes | None, rel: str, names: frozenset[str]) -> dict[str, TreeEntry]:
+    """The entries other than directories that tree `root` has for `names` in its directory `rel`."""
+    load = index_loader(index)
+    tree = root
+    for part in rel.split("/") if rel else ():
+        if tree is None:
+            return {}
+        tree = next((e.id for e in tree_entries(load, tree) if e.name == part and e.type == EntryType.DIR), None)
+    if tree is None:
+        return {}
+    return {e.name: e for e in tree_entries(load, tree) if e.name in names and e.type != EntryType.DIR}
+
+
+def _held_entry(old: TreeEntry) -> ScanEntry:
+    if isinstance(old, FileEntry):
+        return ScanEntry(old.name, _FILE, old.permissions(), None, "", old.id, old.size, 1)
+    assert isinstance(old, SymlinkEntry), f"{old.name!r} is a directory"
+    return ScanEntry(old.name, _SYMLINK, 0, None, old.target, None, old.size)
