@@ -187,6 +187,26 @@ def test_a_file_held_open_but_unchanged_is_published_after_max_wait(cli, folder)
         cli("config", "set", "watch.max_wait", "600")
 
 
+def test_a_file_open_for_writing_when_the_watch_starts_is_published_once_closed(cli, folder):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder / "half.pt")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"written\n"
+        result = start_watch(cli, folder, "--name", "mid-write")
+        assert result["share"]["version"]["files"] == 1, "the first share took a file still being written"
+        # The catch-up share after the watch starts holds it too, and the watch names it.
+        expected = "half.pt open for writing"
+        wait_until(lambda: watch_of(cli, "mid-write")["detail"] == expected, SETTLED, expected)
+        assert len(versions(cli, "mid-write")) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    published = wait_for_seq(cli, "mid-write", 2)
+    assert published["message"] == "watch: 1 file changed (half.pt)" and published["files"] == 2
+    assert_no_new_version(cli, "mid-write", 2)
+
+
 def test_a_burst_of_new_files_makes_one_version(cli, folder):
     folder.mkdir(parents=True)
     (folder / "README").write_text("shards\n")
@@ -353,6 +373,7 @@ def test_a_checkpoint_is_published_while_the_log_beside_it_is_still_being_writte
         assert (tmp_path / "copy" / "train.log").read_text() == "epoch 0\n"
         watch = wait_until(lambda: watch_of(cli, "training")["state"] == "waiting", SETTLED, "waiting on the logs")
         assert watch_of(cli, "training")["detail"] == "events.out, train.log open for writing" and watch
+        assert "waiting: events.out, train.log open for writing" in cli("watches").stdout
     finally:
         stop_logger(logger)
 

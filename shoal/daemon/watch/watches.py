@@ -127,7 +127,9 @@ class Watches:
         """Share the folder now and watch it from then on; return (watch, whether it is new, the share)."""
         root = str(path.resolve())
         self._check_new(root, name)
-        result = await self._library.share(path, name=name, message="watch: first share")
+        # A file being written as the watch starts is left at its last version (out of a first one) until it settles.
+        hold = await _writers(root, None) if os.path.isdir(root) else set()
+        result = await self._library.share(path, name=name, message="watch: first share", hold=hold)
         await self._announce(result, None)
         name = result.version.name
         # Checked again: another request may have added a watch while this one shared.
@@ -230,23 +232,10 @@ class Watches:
                 live.ignore = None  # the share reports the unreadable file
         now = trio.current_time()
         for path in paths:
-            found = self._relevant(live, path)
+            found = _relevant(live.watch.path, live.ignore, path)
             if found is not None:
                 live.changes.add(found[0], now, found[1])
                 live.dirty.set()
-
-    @staticmethod
-    def _relevant(live: _Live, path: str) -> tuple[str, bool] | None:
-        """(path relative to the folder, whether it is a folder) if a change to `path` can change the next version."""
-        if path == live.watch.path:
-            return "", True
-        rel = path[len(live.watch.path) + 1 :]
-        if rel.split("/", 1)[0] == PARTIAL_DIR:
-            return None
-        is_dir = os.path.isdir(path)
-        if live.ignore is not None and live.ignore.excludes(rel, is_dir):
-            return None
-        return rel, is_dir
 
     async def _settle(self, live: _Live) -> Plan:
         """Return the plan of the next version once one can be made, showing what it waits for until then."""
@@ -257,7 +246,7 @@ class Watches:
             config = self._settings()
             now = trio.current_time()
             if not fresh and now >= writers_at + config.quiet:
-                writers, writers_at, fresh = await self._writers(live), now, True
+                writers, writers_at, fresh = await _writers(live.watch.path, live.ignore), now, True
                 continue
             ready = plan(live.changes, writers, now, config.quiet, config.max_wait)
             if ready.ready:
@@ -268,17 +257,11 @@ class Watches:
                 if fresh:
                     return ready
                 # Whether a file is open for writing is asked again right before it is published.
-                writers, writers_at, fresh = await self._writers(live), now, True
+                writers, writers_at, fresh = await _writers(live.watch.path, live.ignore), now, True
                 continue
             fresh = False
             self._set_state(live, ready.state, ready.detail)
             await trio.sleep_until(ready.wake)
-
-    async def _writers(self, live: _Live) -> set[str]:
-        """The files under the folder open for writing that count for its versions, relative to it."""
-        open_paths = await trio.to_thread.run_sync(open_for_writing, live.watch.path)
-        found = (self._relevant(live, path) for path in open_paths if os.path.lexists(path))
-        return {rel for rel, is_dir in filter(None, found) if rel and not is_dir}
 
     async def _share(self, live: _Live, ready: Plan) -> None:
         self._set_state(live, "sharing", None)
@@ -295,6 +278,26 @@ class Watches:
         if (live.state, live.detail) != (state, detail):
             live.state, live.detail = state, detail
             self._publish("watches", {"change": "state", "watch": live.to_json()})
+
+
+def _relevant(root: str, ignore: IgnoreRules | None, path: str) -> tuple[str, bool] | None:
+    """(path relative to `root`, whether it is a folder) if a change to `path` can change the next version."""
+    if path == root:
+        return "", True
+    rel = path[len(root) + 1 :]
+    if rel.split("/", 1)[0] == PARTIAL_DIR:
+        return None
+    is_dir = os.path.isdir(path)
+    if ignore is not None and ignore.excludes(rel, is_dir):
+        return None
+    return rel, is_dir
+
+
+async def _writers(root: str, ignore: IgnoreRules | None) -> set[str]:
+    """The files under `root` open for writing that count for its versions, relative to it."""
+    open_paths = await trio.to_thread.run_sync(open_for_writing, root)
+    found = (_relevant(root, ignore, path) for path in open_paths if os.path.lexists(path))
+    return {rel for rel, is_dir in filter(None, found) if rel and not is_dir}
 
 
 def _failure(exc: BaseException) -> str | None:
