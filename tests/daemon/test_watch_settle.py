@@ -121,3 +121,20 @@ def test_a_version_lingers_for_a_held_file_about_to_settle() -> None:
     ready = planned(changes, 1.8 + QUIET)
     assert ready.ready and ready.hold == ("metrics.csv",) and ready.linger == changes.paths["metrics.csv"].last + QUIET
     assert planned(changes, ready.linger).publish.keys() == {"train.log", "metrics.csv"}
+
+
+def test_files_arriving_without_end_hold_a_burst_back_for_max_wait_at_most() -> None:
+    changes = Changes()
+    changes.add("ckpt.pt", 0.0, False)
+    for step in range(1, 150):
+        changes.add(f"samples/{step:04d}.png", 0.5 * step, False)
+        now = 0.5 * step + 0.1
+        waiting = planned(changes, now)
+        if now < MAX_WAIT:
+            assert not waiting.ready and waiting.detail == "2 files changing", now
+            assert waiting.wake <= MAX_WAIT
+        else:
+            assert waiting.ready and waiting.hold == (f"samples/{step - 1:04d}.png", f"samples/{step:04d}.png")
+            assert "ckpt.pt" in waiting.publish and waiting.message == f"watch: {step - 1} files changed"
+            return
+    raise AssertionError("the burst was never published")

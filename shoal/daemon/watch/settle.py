@@ -11,9 +11,12 @@ written*: it does not hold the others back, the version keeps its previous entry
 published as it is. A path that changed for the first time less than `quiet`
 seconds ago is *arriving*, and holds the whole burst back: a copy of many files
 becomes one version, not one per file. A version is made once nothing is
-arriving and at least one path is settled (or has waited `max_wait`).
+arriving and at least one path is settled (or has waited `max_wait`); new files
+that never stop arriving (a sample image per training step) hold the burst back
+for `max_wait` at most, and are then held like files still being written.
 """
 
+import math
 from dataclasses import dataclass
 
 #: Changed paths tracked one by one per watch. A copy of a million files must not
@@ -126,27 +129,27 @@ def plan(changes: Changes, writers: set[str], now: float, quiet: float, max_wait
             changing.append(rel)
         else:
             arriving.append(rel)
-    whole_due, untracked_writers = _whole(changes, writers, now, quiet, max_wait)
-    whole_arriving = changes.whole is not None and not whole_due and now < changes.whole.last + quiet
+    whole = changes.whole
+    whole_due = whole is not None and (now >= whole.last + quiet or now >= whole.first + max_wait)
+    whole_arriving = whole is not None and not whole_due
     # Untracked changes cannot tell a file still being written from one that changed: every writer is held.
-    track = untracked_writers if whole_due else []
+    track = sorted(path for path in writers if path not in changes.paths) if whole_due else []
     changing += track
-    ready = not arriving and not whole_arriving and bool(due or whole_due)
-    wake = _wake(changes, arriving, whole_arriving, open_ + changing, now, quiet, max_wait)
-    state, detail = _state(changes, arriving, whole_arriving, open_, changing)
-    whole = changes.whole.last if whole_due and changes.whole is not None else None
-    message = _message(changes, due, whole)
+    # Files that keep arriving hold a burst back for `max_wait` at most, as files still being written do.
+    first = min((changes.paths[rel].first for rel in due), default=math.inf)
+    overdue_at = min(first, whole.first if whole is not None else math.inf) + max_wait
+    held_back = bool(arriving or whole_arriving) and now < overdue_at
+    ready = bool(due or whole_due) and not held_back
+    if not ready:
+        state, detail = _state(changes, arriving, whole_arriving, open_, changing)
+        wake = _wake(changes, arriving, whole_arriving, open_ + changing, now, quiet, max_wait)
+        return Plan(False, state, detail, min(wake, max(overdue_at, now + MIN_STEP)), {}, (), None, "")
     soon = [changes.paths[rel].last + quiet for rel in changing if rel in changes.paths]
     linger = max((t for t in soon if t <= now + LINGER), default=None)
-    return Plan(ready, state, detail, wake, due, tuple(open_ + changing), whole, message, tuple(track), linger)
-
-
-def _whole(changes: Changes, writers: set[str], now: float, quiet: float, max_wait: float) -> tuple[bool, list[str]]:
-    """(whether the untracked changes are settled, the writers not tracked by path that the version must hold)."""
-    whole = changes.whole
-    if whole is None or now >= whole.first + max_wait:
-        return whole is not None, []
-    return now >= whole.last + quiet, sorted(path for path in writers if path not in changes.paths)
+    published = whole.last if whole_due and whole is not None else None
+    message = _message(changes, due, published)
+    hold = tuple(open_ + changing + arriving)
+    return Plan(True, "sharing", None, now, due, hold, published, message, tuple(track), linger)
 
 
 def _wake(
@@ -162,8 +165,6 @@ def _wake(
     # Open files are looked for again every `quiet` seconds; a held path may settle or expire sooner.
     soon = [paths[rel].last + quiet for rel in held if rel in paths]
     soon += [paths[rel].first + max_wait for rel in held if rel in paths]
-    if changes.whole is not None:
-        soon.append(changes.whole.first + max_wait)
     return max(now + MIN_STEP, min([now + quiet, *(t for t in soon if t > now)]))
 
 
@@ -173,7 +174,7 @@ def _state(
     if arriving or whole_arriving:
         count = len(arriving) + (changes.untracked if whole_arriving else 0)
         if count == 0:
-            return "settling", "changes made while not watched"
+            return "settling", "changes made while not watched" if changes.catch_up else "the folder changed"
         return "settling", f"{_files(count)} changing"
     parts = [f"{_names(open_)} open for writing"] if open_ else []
     if changing:
