@@ -174,6 +174,13 @@ def drop_caches(enabled: bool) -> None:
         f.write("3\n")
 
 
+def background_cpu(seconds: float = 2.0) -> float:
+    """CPUs the rest of the machine keeps busy while this script waits: what the machine CPU figures also count."""
+    start = machine_cpu()
+    time.sleep(seconds)
+    return sum(cpu_since(start)) / seconds
+
+
 # --- shoal -------------------------------------------------------------------
 
 
@@ -390,6 +397,7 @@ def main() -> int:
         files, size = tree_bytes(data)
         print(f"generated {files} files, {size / 1e9:.3f} GB in {time.perf_counter() - t0:.1f} s: {data}", file=sys.stderr)
         medium_paths: list[Path] = info["medium_paths"]  # type: ignore[assignment]
+        busy = background_cpu()
         dest_shoal = workdir / "dest-shoal"
         dest_rsync = workdir / "dest-rsync"
 
@@ -513,6 +521,8 @@ def main() -> int:
         rsync_run("delta 1 KiB insert", [target])
 
         # --- report ----------------------------------------------------------
+        notes.append(f"background: other processes kept {busy:.2f} of {os.cpu_count()} CPUs busy in the 2 s before the"
+                     " runs; the machine CPU figures include whatever runs beside the benchmark")
         report(args, cmdline, total, info, files, size, rows, notes, failures, drop)
         return 1 if failures else 0
     finally:

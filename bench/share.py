@@ -222,8 +222,9 @@ def run_cold(work: Path, args: argparse.Namespace) -> None:
         rows = []
         for n in range(args.runs):
             print(f"run {n} ...", file=sys.stderr)
-            cat = cat_all(data)
             for label, tree in variants:
+                # cat right before each share: on a busy machine a ratio of neighbours is steadier.
+                cat = cat_all(data)
                 rows.append({"variant": label, "cat": cat, **cold_share(tree, work / f"home-{n}-{label}", data)})
     finally:
         if args.against:
@@ -232,7 +233,7 @@ def run_cold(work: Path, args: argparse.Namespace) -> None:
     print(f"machine: {cpu_model()} x {os.cpu_count()}; command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"data: {files} files, {size / 1e9:.2f} GB ({LARGE_FILES_MIXED} x {info['large'] / 1e6:.0f} MB, "
           f"2 x {info['medium'] / 1e6:.0f} MB, {info['small']} small files); page cache dropped before each cat "
-          "and each first share; each share in a fresh process and index; median (min..max) of "
+          "and each first share; a cat right before each share; each share in a fresh process and index; median (min..max) of "
           f"{args.runs} interleaved runs")
     print(f"{'variant':<14} {'cat every file':>22} {'first share (cold)':>22} {'share/cat':>20} {'re-share (warm)':>22}"
           f" {'peak RSS MB':>12}")
