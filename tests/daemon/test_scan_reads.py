@@ -44,10 +44,10 @@ def reference(data: bytes) -> list[tuple[int, int, bytes]]:
     return [(c.offset, c.length, chunk_id(c.data)) for c in make_chunker(DEFAULT_PARAMS).cut_buf(data)]
 
 
-def read_in_blocks(path: Path) -> list[tuple[int, int, bytes]]:
+def block_cuts(path: Path) -> list[tuple[int, int, bytes]]:
     fd = os.open(path, os.O_RDONLY)
     try:
-        return [(offset, len(chunk), chunk_id(chunk)) for offset, chunk in scanner.read_chunks(fd, DEFAULT_PARAMS)]
+        return [(offset, len(chunk), chunk_id(chunk)) for offset, chunk in scanner.read_in_blocks(fd, DEFAULT_PARAMS)]
     finally:
         os.close(fd)
 
@@ -69,7 +69,7 @@ async def test_block_reads_cut_as_the_whole_content(small_blocks: None, tmp_path
     data = CONTENTS[name]
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    chunks = read_in_blocks(path)
+    chunks = block_cuts(path)
     assert chunks == reference(data)
     assert sum(length for _, length, _ in chunks) == len(data)
 
@@ -79,7 +79,7 @@ async def test_default_blocks_cut_as_the_whole_content(tmp_path: Path) -> None:
     data = noise("default", 2 * scanner.READ_BLOCK + 3 * MAX + 5)
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    assert read_in_blocks(path) == reference(data)
+    assert block_cuts(path) == reference(data)
 
 
 async def test_share_of_large_files_read_in_blocks(small_blocks: None, tmp_path: Path, lib: Library) -> None:
@@ -133,7 +133,7 @@ async def test_file_rewritten_while_read_in_blocks_is_not_published(
     monkeypatch.setattr(scanner, "make_chunker", RewritingChunker)
     result = await lib.share(ds)
     monkeypatch.setattr(scanner, "make_chunker", real)
-    assert writes >= 2  # every attempt saw a rewrite; read_chunks makes a chunker per file
+    assert writes >= 2  # every attempt saw a rewrite; read_in_blocks makes a chunker per file
     assert len(result.warnings) == 1 and "target.bin" in result.warnings[0] and "changing" in result.warnings[0]
     assert result.version.root == expected_root_without(ds, "target.bin")
 

@@ -296,7 +296,7 @@ def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingPa
             chunks = ((c.offset, c.data) for c in make_chunker(params).cut_buf(content))
         else:
             file_row = index.begin_file(str(root), rel, name, before)
-            chunks = read_chunks(fd, params)
+            chunks = read_in_blocks(fd, params)
         for offset, chunk in chunks:
             cid = chunk_id(chunk)
             builder.add_chunk(cid, len(chunk))
@@ -320,7 +320,7 @@ def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingPa
     return HashedFile(file_id, size)
 
 
-def read_chunks(fd: int, params: ChunkingParams) -> Iterator[tuple[int, memoryview]]:
+def read_in_blocks(fd: int, params: ChunkingParams) -> Iterator[tuple[int, memoryview]]:
     """(offset, bytes) of each chunk of an open file, read READ_BLOCK at a time with the kernel reading ahead.
 
     The cuts are those of the whole content chunked at once: a cut depends only
