@@ -182,10 +182,14 @@ def syncthing_run(work: Path, data: Path, files: int, drop: bool) -> dict[str, t
     finally:
         a.stop()
         b.stop()
+    check_copy("Syncthing", data, dest)
+    return out
+
+
+def check_copy(tool: str, data: Path, dest: Path) -> None:
     problems = compare_trees(data, dest)
     if problems:
-        raise RuntimeError("Syncthing's copy differs from the source: " + "; ".join(problems[:10]))
-    return out
+        raise RuntimeError(f"{tool}'s copy differs from the source: " + "; ".join(problems[:10]))
 
 
 def _idle_with(status: dict, files: int) -> bool:
@@ -206,9 +210,7 @@ def shoal_run(work: Path, data: Path, drop: bool) -> dict[str, tuple[float, floa
     finally:
         a.stop()
         b.stop()
-    problems = compare_trees(data, dest)
-    if problems:
-        raise RuntimeError("shoal's copy differs from the source: " + "; ".join(problems[:10]))
+    check_copy("shoal", data, dest)
     return out
 
 
