@@ -376,18 +376,24 @@ class Library:
         self.index.add_version(row, data, path=path)
         return VersionInfo.from_record(version_id, record)
 
-    async def set_subsets(self, name: str, change: Callable[[VersionRecord], tuple[Subset, ...]], message: str) -> VersionInfo:
-        """Publish a version of `name` with its head's tree and the subsets `change` makes of the head's."""
+    async def set_subsets(
+        self, name: str, change: Callable[[VersionRecord], tuple[tuple[Subset, ...], str]]
+    ) -> VersionInfo:
+        """Publish a version of `name` with its head's tree and the subsets and message `change`
+        makes of the head (in a worker thread: describing a subset may read the whole tree)."""
         lock = self._share_locks.setdefault(name, trio.Lock())
         async with lock:
             known = self.index.dataset(name)
             if known is None or known[1] is None:
                 raise UnknownDataset(f"no dataset named {name!r} here; `shoal ls` lists them")
-            head = self._record(known[1])
-            subsets = change(head[1])
-            return await trio.to_thread.run_sync(
-                self._publish, name, known[0], head, head[1].root, head[1].size, head[1].files, message, subsets
-            )
+            return await trio.to_thread.run_sync(self._publish_subsets, name, known[0], self._record(known[1]), change)
+
+    def _publish_subsets(
+        self, name: str, path: str | None, head: tuple[bytes, VersionRecord],
+        change: Callable[[VersionRecord], tuple[tuple[Subset, ...], str]],
+    ) -> VersionInfo:
+        subsets, message = change(head[1])
+        return self._publish(name, path, head, head[1].root, head[1].size, head[1].files, message, subsets)
 
     async def unshare(self, name: str, *, forget: bool) -> tuple[str | None, int]:
         """Stop offering `name`, leaving its folder as it is; with `forget`, drop its versions
