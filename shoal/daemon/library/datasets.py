@@ -332,7 +332,9 @@ class Library:
     ) -> tuple[list[FileRecord], list[tuple[scanner.ScanEntry, str]]]:
         records: list[FileRecord] = []
         errors: list[tuple[scanner.ScanEntry, str]] = []
+        ahead = scanner.ReadAhead(dir_fd, [(e.name, e.size) for e in batch])
         for entry in batch:
+            ahead.advance()
             shown = scanner.join(rel, entry.name)
             try:
                 hashed = scanner.hash_file(self.index, run.root, rel, entry.name, run.params, dir_fd)
