@@ -84,7 +84,7 @@ async def test_watch_a_folder_through_the_ui(daemon: Daemon, scratch: Path) -> N
         await until(pilot, lambda: cell(app, "datasets", "ckpt", 2) == "@2", "the change shared as @2")
         await until(pilot, lambda: cell(app, "watches", "ckpt", STATE) == "idle", "the watch idle again")
         log = await client.call("log", {"name": "ckpt"})
-        assert log["versions"][0]["message"] == "watch: 1 change"
+        assert log["versions"][0]["message"] == "watch: 1 file changed (step-2.ckpt)"
 
         # A folder that does not exist: the daemon refuses, the UI says why, no row appears.
         await pilot.press("w")
