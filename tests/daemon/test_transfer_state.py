@@ -90,3 +90,17 @@ def test_a_transfer_waiting_for_a_peer_shows_no_rate_nor_eta_and_says_why() -> N
     assert shown["waiting"] == "waiting for a peer that has ds@1 (gpu-box is offline since 10:42)"
     transfer.bytes_done += 1
     assert not transfer.stalled()
+
+
+def test_a_sender_cap_whose_data_arrives_in_bursts_is_named_at_every_sample_once_the_window_fills() -> None:
+    # A capped sender pays for 16 chunks, then sends them: 4 MB every 2 s at 2 MB/s, sampled every 0.5 s.
+    transfer = running()
+    caps = {"rate limit (receiver)": 0, "rate limit (sender)": 2 * MB}
+    seen = []
+    for step in range(40):
+        now = 100.0 + step * 0.5
+        if step % 4 == 3:
+            transfer.bytes_received += 4 * MB
+        transfer._sample_bottleneck(now, transfer._window_rate(now), caps)
+        seen.append(transfer.bottleneck)
+    assert set(seen[16:]) == {"rate limit (sender)"}, seen

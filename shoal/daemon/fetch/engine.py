@@ -170,13 +170,14 @@ class Fetcher:
         checked = CheckedDirs()
         walk = Walk(self.objects, transfer, sources, matcher, not spec.partial, checked if streaming else None)
         if not streaming:
-            size, files, _ = await walk.version(record, old_root if reuse_unchanged else None)
+            await walk.version(record, old_root if reuse_unchanged else None)
             if spec.partial:
-                # The walk's totals are of every folder it entered; the summary counts what was selected.
+                # The walk's totals are of every folder it entered; the summary, and the room a
+                # fresh DEST needs (only a partial fetch is fresh and not streaming), are the selection's.
                 selected = await trio.to_thread.run_sync(selected_totals, self.index, record.root, matcher)
                 transfer.bytes_total, transfer.files_total = selected
             if fresh:
-                await trio.to_thread.run_sync(check_room, dest, size, files, spec.name)
+                await trio.to_thread.run_sync(check_room, dest, transfer.bytes_total, transfer.files_total, spec.name)
             checked.finish()
         transfer.phase = "data"
         resuming = await trio.to_thread.run_sync(_open_partial_dir, dest, spec.name)

@@ -6,6 +6,7 @@ worker threads, which only ever add to them).
 """
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,12 @@ BUSY_SHARE = 0.8
 #: The bottleneck while no connected peer serves what the fetch still needs.
 NO_PEER = "waiting for peers"
 
+#: Seconds of arrivals a rate cap is judged over: a capped sender pays for, then sends, a
+#: group of chunks at a time, so what arrives at 2 MB/s comes in bursts seconds apart.
+CAP_WINDOW = 6.0
+#: Data arriving at this share of a cap, over CAP_WINDOW, is held back by it.
+CAP_SHARE = 0.7
+
 
 @dataclass(slots=True)
 class Transfer:
@@ -99,6 +106,8 @@ class Transfer:
     #: Changes in DEST a keep_local update kept rather than overwrote.
     conflicts: ConflictLog = field(default_factory=ConflictLog)
     _rate_mark: tuple[float, int] = (0.0, 0)
+    #: (time, bytes received) over the last CAP_WINDOW seconds.
+    _arrivals: deque[tuple[float, int]] = field(default_factory=deque)
     _done_mark: int = -1
     rate: float = 0.0
 
@@ -120,12 +129,20 @@ class Transfer:
         0: none) of this daemon and of the peers serving the fetch on what it may receive."""
         now = time.monotonic()
         last_t, last_b = self._rate_mark
-        instant = 0.0
         if last_t and now > last_t:
             instant = (self.bytes_received - last_b) / (now - last_t)
             self.rate = instant if not self.rate else 0.5 * self.rate + 0.5 * instant
         self._rate_mark = (now, self.bytes_received)
-        self._sample_bottleneck(now, instant, {"rate limit (receiver)": ours, "rate limit (sender)": theirs})
+        self._sample_bottleneck(now, self._window_rate(now), {"rate limit (receiver)": ours, "rate limit (sender)": theirs})
+
+    def _window_rate(self, now: float) -> float:
+        """Bytes/s received over the last CAP_WINDOW seconds (as far back as samples go)."""
+        window = self._arrivals
+        window.append((now, self.bytes_received))
+        while len(window) > 2 and window[1][0] <= now - CAP_WINDOW:
+            window.popleft()
+        then, before = window[0]
+        return (self.bytes_received - before) / (now - then) if now > then else 0.0
 
     def stalled(self) -> bool:
         """Whether nothing moved since the last call: no byte placed, from peers or from local data."""
@@ -139,14 +156,15 @@ class Transfer:
         self.rate = 0.0
         self.bottleneck = NO_PEER
 
-    def _sample_bottleneck(self, now: float, instant: float, caps: dict[str, int]) -> None:
+    def _sample_bottleneck(self, now: float, received: float, caps: dict[str, int]) -> None:
         """Name the stage that limited the transfer since the last sample, from measured busy time.
 
         The writer thread's time hashing and writing, and the planner's time
         reading local data, are measured; a stage busy most of the interval is
         the bottleneck. Otherwise chunks were not arriving fast enough: a rate
-        cap, this daemon's or the senders', when they arrived at the lower of
-        the two, else the network, or no peer at all.
+        cap, this daemon's or the senders', when they arrived (`received`
+        bytes/s over CAP_WINDOW) near the lower of the two, else the network,
+        or no peer at all.
         """
         then, hashing, writing, reading = self._busy_mark
         busy = self.busy
@@ -168,7 +186,7 @@ class Transfer:
             self.bottleneck = stage
         else:
             limit, cap = min(((name, cap) for name, cap in caps.items() if cap), key=lambda c: c[1], default=("", 0))
-            self.bottleneck = limit if cap and instant >= BUSY_SHARE * cap else "network"
+            self.bottleneck = limit if cap and received >= CAP_SHARE * cap else "network"
 
     def to_json(self) -> dict:
         left = self.bytes_total - self.bytes_done
