@@ -20,6 +20,7 @@ sans-I/O `Connection` (or the bare `SecureChannel` where the attack sits below i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -1030,6 +1031,10 @@ class Scenario:
             assert not s.errors, s.errors
 
 
+#: A peer id as shoal writes one, 8 groups of 7: a message names a peer by its trust name instead.
+FULL_PEER_ID = re.compile(r"[A-Z2-7]{7}(-[A-Z2-7]{7}){7}")
+
+
 def fetch_fails(scenario: Scenario, name: str, *, timeout: float = 3, bound: float = 15) -> str:
     fetch = Fetch(scenario.daemon, name, scenario.dest, timeout)
     finished = fetch.wait(bound)
@@ -1043,6 +1048,7 @@ def fetch_fails(scenario: Scenario, name: str, *, timeout: float = 3, bound: flo
     assert getattr(fetch.error, "code", None) != "internal", (
         f"the daemon hit a bug: {message}\n{scenario.daemon.log_tail(12)}"
     )
+    assert not FULL_PEER_ID.search(message), f"a peer is named by its whole id, not its trust name: {message}"
     return message
 
 
