@@ -108,6 +108,7 @@ class Transfer:
     _rate_mark: tuple[float, int] = (0.0, 0)
     #: (time, bytes received) over the last CAP_WINDOW seconds.
     _arrivals: deque[tuple[float, int]] = field(default_factory=deque)
+    #: bytes_done when stalled() last looked (-1: never).
     _done_mark: int = -1
     rate: float = 0.0
 
