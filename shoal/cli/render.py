@@ -95,7 +95,7 @@ def render_datasets(listing: dict[str, Any]) -> str:
     rows = []
     for info in listing["datasets"]:
         missing = "" if info["present"] else " (missing: fetch or share it again)"
-        rows.append((*_head_cells(info), audience_text(info.get("audience")), (info["path"] or "-") + missing))
+        rows.append((*_head_cells(info), audience_text(info), (info["path"] or "-") + missing))
         for checkout in info.get("checkouts", []):
             if checkout["path"] != info["path"]:
                 part = "" if checkout["whole"] else " (part)"
@@ -234,7 +234,7 @@ def render_share(result: dict[str, Any]) -> str:
     first = f"{version_label(version)} {version['id']}"
     contents = f"{format_count(version['files'], 'file')}, {format_size(version['size'])}"
     # Only a dataset limited to chosen peers says who sees it: the default needs no word.
-    seen_by = f"\nseen by {audience_text(result['audience'])}" if result.get("audience") is not None else ""
+    seen_by = f"\nseen by {audience_text(result)}" if result.get("audience") is not None else ""
     if not result["created"]:
         return f"{first}\nunchanged since {format_time(version['time'])}: {contents}{seen_by}"
     rehashed = format_count(result["files_rehashed"], "file")
@@ -248,18 +248,19 @@ def render_watch(result: dict[str, Any]) -> str:
     return f"{render_share(result['share'])}\n{verb} {watch['path']}: changes are shared once they settle"
 
 
-def audience_text(audience: list[str] | None) -> str:
-    """Who sees a dataset, in a few words."""
+def audience_text(result: dict[str, Any]) -> str:
+    """Who sees a dataset, in a few words: its peers by trust name (`seen_by`)."""
+    audience = result.get("audience")
     if audience is None:
         return "all trusted peers"
     if not audience:
         return "no peer"
-    return ", ".join(peer_id[:7] for peer_id in audience)
+    return ", ".join(result["seen_by"])
 
 
 def render_audience(result: dict[str, Any]) -> str:
     """`shoal share NAME --to ...`."""
-    return f"{result['name']} is now seen by {audience_text(result['audience'])}"
+    return f"{result['name']} is now seen by {audience_text(result)}"
 
 
 def render_unshare(result: dict[str, Any]) -> str:

@@ -339,8 +339,7 @@ class PeerManager:
 
     def name_of(self, peer_id: str) -> str:
         """The trust name of a peer, for messages; its short id if it is no longer trusted."""
-        trusted = self._trust.get(peer_id)
-        return trusted.name if trusted is not None else PeerId.parse(peer_id).short()
+        return self._trust.name_of(peer_id)
 
     def reach(self) -> list[PeerReach]:
         """Every trusted peer and where it stands: online, still being tried, or offline."""
