@@ -132,14 +132,13 @@ def existing_folder(
 
 
 def version_row(version: dict[str, Any]) -> Row:
-    return (
-        f"@{version['seq']}",
-        version["id"][:16],
-        format_time(version["time"]),
-        format_size(version["size"]),
-        f"{version['files']:,}",
-        version.get("message") or "",
-    )
+    """A version of the Versions screen; one that only changes subsets (`kind` "subsets")
+    holds the same data as its parent, so it shows no size or file count of its own."""
+    head = (f"@{version['seq']}", version["id"][:16], format_time(version["time"]))
+    message = version.get("message") or ""
+    if version.get("kind") == "subsets":
+        return (*head, "", Text("subsets", style="italic"), Text(message, style="italic"))
+    return (*head, format_size(version["size"]), f"{version['files']:,}", message)
 
 
 def browse_row(entry: dict[str, Any]) -> Row:
