@@ -212,6 +212,8 @@ class TransferTracker:
         self.phase = "starting"
         self.paused = bool(data.get("paused", False))
         self.bottleneck: str | None = data.get("bottleneck")
+        #: What the fetch waits for while no connected peer serves it (the daemon's words), else None.
+        self.waiting: str | None = data.get("waiting")
         self.bytes_done = 0
         self.bytes_total = 0
         self.rate = 0
@@ -231,6 +233,8 @@ class TransferTracker:
             self.paused = bool(data["paused"])
         if data.get("bottleneck"):
             self.bottleneck = str(data["bottleneck"])
+        if "waiting" in data:
+            self.waiting = data["waiting"]
 
     def update(self, data: dict[str, Any], now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -261,7 +265,7 @@ class TransferTracker:
             for peer_id, received in (data.get("peers") or {}).items():
                 if isinstance(received, int):
                     self._received[peer_id] = received
-        self.rate, self.eta = 0, None
+        self.rate, self.eta, self.waiting = 0, None, None
         self.peer_rates.clear()
 
     def row(self, label: Callable[[str], str]) -> Row:
@@ -276,9 +280,11 @@ class TransferTracker:
             most_first = sorted(self._received.items(), key=lambda item: -item[1])
             rates = ", ".join(f"{label(peer)} {format_size(received)}" for peer, received in most_first if received)
         # Paused, the daemon's rate (an average) still falls for a while: what moves now is nothing new.
-        moving = self.rate > 0 and not self.paused
+        moving = self.rate > 0 and not self.paused and self.waiting is None
         if not self.running:
             bottleneck: str | Text = "-"
+        elif self.waiting is not None and not self.paused:
+            bottleneck = Text(self.waiting, style="yellow")
         else:
             # Until the daemon measures again after a resume, its last value still says paused.
             shown = "paused" if self.paused else "resuming" if self.bottleneck == "paused" else self.bottleneck or "-"

@@ -153,6 +153,20 @@ async def test_a_paused_or_ended_transfer_shows_no_rate_and_an_ended_one_what_ea
     assert (row[1], row[4], row[5], row[7]) == ("done", "-", "-", "P1 100 B")
 
 
+async def test_a_transfer_waiting_for_a_peer_says_what_it_waits_for_and_shows_no_rate() -> None:
+    tracker = TransferTracker({"id": 1, "name": "x"})
+    tracker.update({"phase": "data", "bytes_total": 100, "bytes_done": 60, "rate": 50, "eta": 0.8}, now=1.0)
+    why = "waiting for a peer that has x@2 (gpu-box is offline since 10:42)"
+    tracker.update({"phase": "data", "bytes_total": 100, "bytes_done": 60, "rate": 0, "eta": None, "waiting": why},
+                   now=2.0)
+    row = tracker.row(str)
+    assert (row[4], row[5], str(row[6])) == ("-", "-", why)
+    tracker.update({"phase": "data", "bytes_total": 100, "bytes_done": 80, "rate": 20, "eta": 1.0, "waiting": None},
+                   now=3.0)
+    row = tracker.row(str)
+    assert (row[4], row[5], str(row[6])) == ("20 B/s", "1s", "-")
+
+
 async def test_a_configured_rate_cap_stands_out_like_the_other_limits_of_a_machine() -> None:
     styles = {}
     for bottleneck in ("disk write", "rate limit (sender)", "rate limit (receiver)", "network"):
