@@ -71,9 +71,11 @@ from shoal.protocol.wire.messages import (
     Catalog,
     CatalogEntry,
     Data,
+    DataRun,
     End,
     GetChunks,
     GetObjects,
+    GetRuns,
     Hello,
     Ping,
     Pong,
@@ -230,7 +232,7 @@ class Peer:
                 if not hello:
                     self.flush()
                     return
-                self.conn.send(Hello(1, "hostile/0", None))
+                self.conn.send(Hello(2, "hostile/0", None))
                 self.flush()
             elif isinstance(event, HelloReceived):
                 return
@@ -434,7 +436,7 @@ def _oversized_after_hello(peer: Peer) -> None:
 
 
 def _second_hello(peer: Peer) -> None:
-    peer.frame(encode_message(Hello(1, "hostile/0", None)))
+    peer.frame(encode_message(Hello(2, "hostile/0", None)))
 
 
 def _data_before_hello(peer: Peer) -> None:
@@ -890,6 +892,11 @@ class Seeder:
             self.errors.append(e)
 
     def _answer(self, message) -> None:
+        if isinstance(message, GetRuns):
+            self.asked_chunks.set()
+            if self.answer_chunks:
+                self._answer_runs(message)
+            return
         if isinstance(message, GetObjects):
             if not self.answer_objects:
                 return
@@ -911,6 +918,21 @@ class Seeder:
             if sent != data and isinstance(message, GetChunks):
                 self.lied_chunks.set()
             self.peer.conn.send(Data(message.req, oid, sent))
+        self.peer.conn.send(End(message.req, tuple(missing)))
+        self.peer.flush()
+
+    def _answer_runs(self, message: GetRuns) -> None:
+        """Each run as the chunk policy has it (a lie in any chunk lies in its run)."""
+        missing = []
+        for run in message.runs:
+            held = [self.store.chunks.get(cid) for cid in run.ids]
+            sent = [self.chunks_policy(cid, data) if data is not None else None for cid, data in zip(run.ids, held)]
+            if any(piece is None for piece in sent):
+                missing.append(run.ids[0])
+                continue
+            if sent != held:
+                self.lied_chunks.set()
+            self.peer.conn.send(DataRun(message.req, run.ids[0], b"".join(sent)))
         self.peer.conn.send(End(message.req, tuple(missing)))
         self.peer.flush()
 

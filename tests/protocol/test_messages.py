@@ -20,16 +20,19 @@ from shoal.protocol.wire.messages import (
     Catalog,
     CatalogEntry,
     Data,
+    DataRun,
     End,
     Error,
     GetChunks,
     GetObjects,
+    GetRuns,
     Hello,
     InvalidMessage,
     Message,
     MessageType,
     Ping,
     Pong,
+    Run,
     data_parts,
     decode_message,
     encode_message,
@@ -37,7 +40,10 @@ from shoal.protocol.wire.messages import (
 )
 from tests.protocol.spec_vectors import spec_vectors
 
-CLASSES = {cls.TYPE.name: cls for cls in (Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye)}
+CLASSES = {
+    cls.TYPE.name: cls
+    for cls in (Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, GetRuns, DataRun)
+}
 A, B, C = bytes([0xAA]) * 32, bytes([0xBB]) * 32, bytes([0xCC]) * 32
 
 
@@ -52,6 +58,10 @@ def from_json(cls: type, values: dict[str, Any]) -> Any:
             value = tuple(bytes.fromhex(v) for v in value)
         elif field.type == "tuple[CatalogEntry, ...]":
             value = tuple(from_json(CatalogEntry, v) for v in value)
+        elif field.type == "tuple[Run, ...]":
+            value = tuple(from_json(Run, v) for v in value)
+        elif field.type == "tuple[int, ...]":
+            value = tuple(value)
         kwargs[field.name] = value
     return cls(**kwargs)
 
@@ -75,8 +85,8 @@ def test_spec_has_a_vector_for_every_message_kind() -> None:
 
 EXAMPLES: list[Message] = [
     Auth(bytes(range(32)), bytes(range(64))),
-    Hello(1, "shoal/0.1.0 (linux)", 22000),
-    Hello(1, "ünïcode agent", None),
+    Hello(2, "shoal/0.1.0 (linux)", 22000),
+    Hello(2, "ünïcode agent", None),
     Catalog(()),
     Catalog(
         (
@@ -96,6 +106,9 @@ EXAMPLES: list[Message] = [
     Pong(2**64 - 1),
     Error("bad-request", "a" * 1024),
     Bye(""),
+    GetRuns(4, (Run((A, A, B), (1, 1, MAX_DATA_SIZE - 2)), Run((C,), (7,)))),
+    GetRuns(5, tuple(Run((i.to_bytes(32, "big"),) * 4, (1,) * 4) for i in range(256))),
+    DataRun(4, A, bytes(range(256)) * 300),
 ]
 
 
@@ -177,7 +190,7 @@ def test_bad_payloads_are_refused_as_bad_message(payload: bytes) -> None:
 
 
 def test_unknown_type_is_refused_with_its_own_code() -> None:
-    for code in (0, 13, 200):
+    for code in (0, 15, 200):
         with pytest.raises(RemoteProtocolError) as caught:
             decode_message(packed(code, 1))
         assert caught.value.code == "unknown-message"
@@ -191,12 +204,21 @@ def test_unknown_type_is_refused_with_its_own_code() -> None:
         lambda: Data(-1, A, b""),
         lambda: GetChunks(1, [A]),
         lambda: GetChunks(1, tuple(i.to_bytes(32, "big") for i in range(MAX_CHUNK_IDS + 1))),
-        lambda: Hello(1, "agent", 70000),
+        lambda: Hello(2, "agent", 70000),
         lambda: Error("code", "\udc80"),
         lambda: Catalog([]),
         lambda: Catalog(({"name": "x"},)),
         lambda: CatalogEntry("x", A, 1, 0, 0, 2**63, ()),
         lambda: Ping(True),
+        lambda: Run((A, B), (1,)),
+        lambda: Run((A,), (0,)),
+        lambda: Run((A, B), (MAX_DATA_SIZE, 1)),
+        lambda: Run((), ()),
+        lambda: GetRuns(1, ()),
+        lambda: GetRuns(1, (Run((A,), (1,)), Run((A, B), (1, 1)))),
+        lambda: GetRuns(1, tuple(Run((i.to_bytes(32, "big"),) * 4, (1,) * 4) for i in range(257))),
+        lambda: GetRuns(1, tuple(Run((i.to_bytes(32, "big"),) * 5, (1,) * 5) for i in range(205))),
+        lambda: DataRun(1, A, bytes(MAX_DATA_SIZE + 1)),
     ],
 )
 def test_constructors_refuse_invalid_fields_as_local_errors(build: Any) -> None:
@@ -212,7 +234,7 @@ MSGPACK_VALUES = st.recursive(
 )
 
 
-@given(st.integers(0, 14), st.lists(MSGPACK_VALUES, max_size=5))
+@given(st.integers(0, 16), st.lists(MSGPACK_VALUES, max_size=5))
 def test_arbitrary_msgpack_arrays_decode_or_raise_remote_errors(kind: int, fields: list[Any]) -> None:
     payload = msgpack.packb([kind, *fields], use_bin_type=True)
     try:

@@ -20,10 +20,16 @@ from shoal.daemon.store.loader import index_loader
 from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.manifest import file_chunks
 from shoal.protocol.format.objects import Ref
+from shoal.protocol.wire.messages import MAX_RUNS, Run
 
-#: Chunk ids per GET_CHUNKS: about 5 MB, small enough that the endgame's
-#: duplicate requests waste little, large enough to amortise a request.
-BATCH_CHUNKS = 64
+#: A batch (one GET_RUNS) holds at most this many chunks and bytes: small enough
+#: that the endgame's duplicate requests waste little, large enough to amortise a request.
+BATCH_CHUNKS = 256
+BATCH_BYTES = 8 * 1024 * 1024
+#: A run (one DATA_RUN, one preadv on the sender, one pwrite here) holds at most this many bytes.
+RUN_BYTES = 4 * 1024 * 1024
+#: Chunks of a large file planned per worker-thread call.
+SEGMENT_CHUNKS = 256
 #: Files up to this size are prepared many to a worker-thread call.
 SMALL_FILE = 4 * 1024 * 1024
 #: Complete files that may wait for the manifest walk to end before the copier pauses:
@@ -99,18 +105,26 @@ class Copier:
         return file_chunks(index_loader(self.job.index), self.objects.file(task.entry.id))
 
     def _next_segment(self, task: FileTask, chunks: Iterator[tuple[int, Ref]]) -> tuple[Segment, int]:
-        segment = _first(chunks, BATCH_CHUNKS)
+        segment = _first(chunks, SEGMENT_CHUNKS)
         return self._copy(task, segment) if segment else ([], 0)
 
     async def _queue(self, task: FileTask, needed: Segment, done: int) -> None:
         """Count what was copied; batch what is still needed for the puller."""
         self.job.transfer.bytes_reused += done
         count_done(self.job, task, done, self._finished)
-        for offset, ref in needed:
-            self._batch.add(ref.id, ref.size, (task, offset))
-            if len(self._batch) >= BATCH_CHUNKS:
+        for offset, run in runs_of(needed):
+            if not self._fits(run) or not self._batch.add_run(run, (task, offset)):
                 await self._batches.send(self._batch)
                 self._batch = Batch()
+                self._batch.add_run(run, (task, offset))
+
+    def _fits(self, run: Run) -> bool:
+        batch = self._batch
+        return not batch.runs or (
+            batch.chunks + len(run.ids) <= BATCH_CHUNKS
+            and batch.total + run.total <= BATCH_BYTES
+            and len(batch.runs) < MAX_RUNS
+        )
 
     def _copy(self, task: FileTask, segment: Segment, local: set[bytes] | None = None) -> tuple[Segment, int]:
         """Write what the partial file or the local index already has; return (still needed, bytes done).
@@ -157,6 +171,26 @@ class Copier:
                     os.pwrite(fd, data, offset)
                 done += ref.size
         return needed, done
+
+
+def runs_of(segment: Segment) -> Iterator[tuple[int, Run]]:
+    """The chunks of `segment` (in file order, with holes where chunks are not needed)
+    as runs of consecutive chunks of at most RUN_BYTES (or one larger chunk), each with its offset."""
+    ids: list[bytes] = []
+    sizes: list[int] = []
+    start = end = total = 0
+    for offset, ref in segment:
+        if ids and (offset != end or total + ref.size > RUN_BYTES):
+            yield start, Run(tuple(ids), tuple(sizes))
+            ids, sizes, total = [], [], 0
+        if not ids:
+            start = offset
+        ids.append(ref.id)
+        sizes.append(ref.size)
+        total += ref.size
+        end = offset + ref.size
+    if ids:
+        yield start, Run(tuple(ids), tuple(sizes))
 
 
 def _first(iterator: Iterator[tuple[int, Ref]], n: int) -> Segment:

@@ -32,7 +32,21 @@ from shoal.protocol.wire.connection import (
     State,
 )
 from shoal.protocol.wire.liveness import KEEPALIVE_INTERVAL, MAX_UNANSWERED_PINGS, Liveness, PeerTimedOut
-from shoal.protocol.wire.messages import Cancel, Catalog, CatalogEntry, Data, End, GetChunks, GetObjects, Hello
+from shoal.protocol.wire.messages import (
+    PROTOCOL_VERSION,
+    Cancel,
+    Catalog,
+    CatalogEntry,
+    Data,
+    DataRun,
+    End,
+    GetChunks,
+    GetObjects,
+    GetRuns,
+    Hello,
+    Message,
+    Run,
+)
 
 _log = logging.getLogger("shoal.session")
 
@@ -46,6 +60,8 @@ SERVE_GROUP = 16
 #: call, while objects near the 1 MiB limit go one or two at a time.
 OBJECT_GROUP_BYTES = 1024 * 1024
 SERVE_CONCURRENCY = 2
+#: The read buffer each serving slot keeps: a run up to this size needs no new allocation.
+RUN_BUFFER = 4 * 1024 * 1024
 AGENT = "shoal/0.1"
 
 
@@ -99,7 +115,7 @@ async def establish(
                     await _flush(conn, stream)
                     raise Rejected(str(peer))
                 conn.accept()
-                conn.send(Hello(version=1, agent=AGENT, listen_port=listen_port))
+                conn.send(Hello(version=PROTOCOL_VERSION, agent=AGENT, listen_port=listen_port))
                 await _flush(conn, stream)
                 continue
             if isinstance(event, HelloReceived):
@@ -167,6 +183,9 @@ class PeerSession:
         # Requests answered at once: one reads from disk while the other sends,
         # and memory per peer stays a few MB however many requests it opens.
         self._serve_slots = trio.Semaphore(SERVE_CONCURRENCY)
+        #: Read buffers of the serving slots, reused run after run: a fresh 4 MiB
+        #: bytearray per run would cost its page faults every time.
+        self._run_buffers: list[bytearray] = []
         self._closed = False
         self._liveness = Liveness(trio.current_time(), interval=KEEPALIVE_INTERVAL, max_unanswered=MAX_UNANSWERED_PINGS)
         self._rate_mark = (time.monotonic(), 0, 0)
@@ -258,7 +277,7 @@ class PeerSession:
             self.conn.send(ping)
 
     def _dispatch(self, message, nursery: trio.Nursery) -> None:
-        if isinstance(message, Data):
+        if isinstance(message, (Data, DataRun)):
             pending = self._pending.get(message.req)
             if pending is not None and pending.error is None:
                 try:
@@ -278,7 +297,7 @@ class PeerSession:
             self.catalog = message.datasets
             self._offers = {entry.name: entry for entry in message.datasets}
             self._on_catalog(self)
-        elif isinstance(message, (GetObjects, GetChunks)):
+        elif isinstance(message, (GetObjects, GetChunks, GetRuns)):
             scope = trio.CancelScope()
             self._serving[message.req] = scope
             nursery.start_soon(self._serve, message, scope)
@@ -325,7 +344,7 @@ class PeerSession:
 
     # --- serving the peer -----------------------------------------------------
 
-    async def _serve(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
+    async def _serve(self, request: GetObjects | GetChunks | GetRuns, scope: trio.CancelScope) -> None:
         try:
             await self._answer(request, scope)
         except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -334,13 +353,15 @@ class PeerSession:
             self._serving.pop(request.req, None)
             self.served_at = trio.current_time()
 
-    async def _answer(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
+    async def _answer(self, request: GetObjects | GetChunks | GetRuns, scope: trio.CancelScope) -> None:
         # `scope` is cancelled by the peer's CANCEL only; the request still ends
         # with END (listing whatever was not sent), or its id would stay taken on
         # both sides. Closing the session cancels an outer scope and skips this.
         with scope:
             async with self._serve_slots:
-                if isinstance(request, GetChunks):
+                if isinstance(request, GetRuns):
+                    await self._answer_runs(request)
+                elif isinstance(request, GetChunks):
                     await self._answer_chunks(request)
                 else:
                     await self._answer_objects(request)
@@ -366,6 +387,27 @@ class PeerSession:
                 found += await trio.to_thread.run_sync(chunkio.read_chunks, self._index, rest, places)
             await self._send_found(request.req, found)
 
+    async def _answer_runs(self, request: GetRuns) -> None:
+        """Each run read with one preadv and verified chunk by chunk in a worker thread,
+        then sent as one DATA_RUN; END lists the runs not held (or withheld) here."""
+        ids = list({cid for run in request.runs for cid in run.ids})
+        allowed = set(await self._allowed(ids))
+        runs = [run for run in request.runs if allowed.issuperset(run.ids)]
+        places = await trio.to_thread.run_sync(chunkio.locate_runs, self._index, runs)
+        buf = self._run_buffers.pop() if self._run_buffers else bytearray(RUN_BUFFER)
+        try:
+            for run in runs:
+                if run.total > len(buf):
+                    buf = bytearray(run.total)
+                view = await trio.to_thread.run_sync(chunkio.read_run, self._index, run, places.get(run.ids[0]), buf)
+                if view is not None:
+                    with view:
+                        self.conn.send_data_run(request.req, run.ids[0], view)
+                    await self._flush()
+        finally:
+            if len(buf) <= RUN_BUFFER:
+                self._run_buffers.append(buf)
+
     async def _answer_objects(self, request: GetObjects) -> None:
         ids = await self._allowed(list(request.ids))
         sizes = await trio.to_thread.run_sync(self._index.object_sizes, ids)
@@ -386,13 +428,14 @@ class PeerSession:
 
     # --- asking the peer (the fetch engine's Source) -----------------------------
 
-    async def _request(self, message_type, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+    async def _request(self, make: Callable[[int], Message], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+        """Send the request `make(req)` builds; deliver its DATA as it comes; the ids END lists."""
         await self._request_slot()
         req = self.conn.new_request_id()
         pending = _Pending(deliver)
         self._pending[req] = pending
         try:
-            await self.send(message_type(req, tuple(ids)))
+            await self.send(make(req))
             await pending.done.wait()
         except BaseException:
             if self._pending.pop(req, None) is not None and self._open:
@@ -416,11 +459,15 @@ class PeerSession:
 
     async def get_objects(self, ids: Sequence[bytes]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
         got: list[tuple[bytes, bytes]] = []
-        missing = await self._request(GetObjects, ids, lambda oid, data: got.append((oid, data)))
+        missing = await self._request(lambda req: GetObjects(req, tuple(ids)), lambda oid, data: got.append((oid, data)))
         return got, missing
 
     async def get_chunks(self, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
-        return await self._request(GetChunks, ids, deliver)
+        return await self._request(lambda req: GetChunks(req, tuple(ids)), deliver)
+
+    async def get_runs(self, runs: Sequence[Run], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+        """Stream each run's bytes into `deliver(first id, bytes)`; return the first ids of the runs the peer lacks."""
+        return await self._request(lambda req: GetRuns(req, tuple(runs)), deliver)
 
 
 def _groups_by_size(ids: list[bytes], sizes: dict[bytes, int], limit: int) -> Iterator[list[bytes]]:

@@ -49,15 +49,18 @@ from shoal.protocol.wire.messages import (
     Cancel,
     Catalog,
     Data,
+    DataRun,
     End,
     Error,
     GetChunks,
     GetObjects,
+    GetRuns,
     Hello,
     Message,
     Ping,
     Pong,
     data_parts,
+    data_run_parts,
     decode_message,
     encode_message_parts,
     starts_as_data,
@@ -75,7 +78,7 @@ __all__ = [
 PRE_OPEN_FRAME_LIMIT = 4096
 #: Frames larger than this, DATA aside, are handed out undecoded (LargeFrame): a
 #: CATALOG near the frame limit takes about a second to decode, too long for an
-#: event loop. DATA decodes in a copy whatever its size.
+#: event loop. DATA and DATA_RUN decode in a copy whatever their size.
 DEFER_DECODE_SIZE = 64 * 1024
 UNTRUSTED = "untrusted"
 
@@ -211,6 +214,15 @@ class Connection:
         self._requests.settle(req, oid)
         self._write_parts("DATA", parts)
 
+    def send_data_run(self, req: int, first: bytes, data: bytearray | memoryview) -> None:
+        """Queue DATA_RUN for the run named `first` of the peer's GET_RUNS `req`; `data`
+        (a reusable buffer's bytes) is copied before this returns."""
+        parts = data_run_parts(req, first, data)
+        self._check_open()
+        self._check_hello_sent("DATA_RUN")
+        self._requests.settle(req, first)
+        self._write_parts("DATA_RUN", parts)
+
     def send_end(self, req: int) -> None:
         """Queue END for the peer's request `req`, listing as missing every id not sent.
 
@@ -314,13 +326,16 @@ class Connection:
         if not isinstance(message, Hello):
             raise UnexpectedMessage(f"{message.TYPE.name} before HELLO")
         if message.version != PROTOCOL_VERSION:
-            raise UnsupportedVersion(f"peer speaks protocol version {message.version}, we speak {PROTOCOL_VERSION}")
+            raise UnsupportedVersion(
+                f"peer speaks shoal protocol version {message.version}, this daemon speaks {PROTOCOL_VERSION}:"
+                " upgrade shoal on the machine with the older version"
+            )
         self.peer_hello = message
         self._advance(Step.HELLO_RECEIVED)
         self._frames.max_size = MAX_FRAME_SIZE
         return HelloReceived(message)
 
-    def _on_request(self, message: GetObjects | GetChunks | Data | End | Cancel) -> MessageReceived | None:
+    def _on_request(self, message: GetObjects | GetChunks | GetRuns | Data | DataRun | End | Cancel) -> MessageReceived | None:
         return MessageReceived(message) if self._requests.receive(message) else None
 
     def _on_ping(self, message: Ping) -> None:
@@ -350,7 +365,7 @@ class Connection:
     def _write(self, message: Message) -> None:
         self._write_parts(message.TYPE.name, encode_message_parts(message))
 
-    def _write_parts(self, name: str, parts: tuple[bytes | bytearray, ...]) -> None:
+    def _write_parts(self, name: str, parts: tuple[bytes | bytearray | memoryview, ...]) -> None:
         size = sum(map(len, parts))
         if size > MAX_FRAME_SIZE:
             raise LocalProtocolError(f"{name} of {size} bytes exceeds the {MAX_FRAME_SIZE}-byte frame limit")
@@ -380,7 +395,9 @@ class Connection:
 _RECEIVE_HANDLERS: dict[type, Callable[[Connection, Any], Event | None]] = {
     GetObjects: Connection._on_request,
     GetChunks: Connection._on_request,
+    GetRuns: Connection._on_request,
     Data: Connection._on_request,
+    DataRun: Connection._on_request,
     End: Connection._on_request,
     Cancel: Connection._on_request,
     Ping: Connection._on_ping,
