@@ -68,6 +68,7 @@ from shoal.protocol.wire.connection import (
 )
 from shoal.protocol.wire.framing import MAX_FRAME_SIZE
 from shoal.protocol.wire.messages import (
+    MAX_DATA_SIZE,
     Catalog,
     CatalogEntry,
     Data,
@@ -77,6 +78,7 @@ from shoal.protocol.wire.messages import (
     GetObjects,
     GetRuns,
     Hello,
+    MessageType,
     Ping,
     Pong,
     encode_message,
@@ -500,6 +502,17 @@ def _preauth_oversized(daemon: Daemon) -> tuple[str, ...]:
         sock.close()
 
 
+def _oversize_run(peer: Peer) -> None:
+    """A run whose sizes add up to more than a DATA_RUN may carry (the constructor refuses to build it)."""
+    run = [[bytes(32), bytes([1] * 32)], [MAX_DATA_SIZE, 1]]
+    peer.frame(msgpack.packb([MessageType.GET_RUNS, 1, [run]], use_bin_type=True))
+
+
+def _too_many_run_chunks(peer: Peer) -> None:
+    runs = [[[i.to_bytes(32, "big")] * 5, [1] * 5] for i in range(205)]
+    peer.frame(msgpack.packb([MessageType.GET_RUNS, 1, runs], use_bin_type=True))
+
+
 SERVING_ATTACKS = {
     "oversized-frame-after-hello": (_session_attack(_oversized_after_hello), ("frame-too-large",)),
     "oversized-frame-before-auth": (_preauth_oversized, ("frame-too-large",)),
@@ -512,6 +525,11 @@ SERVING_ATTACKS = {
     "get-before-hello": (_session_attack(_get_before_hello, hello=False), ("GET_OBJECTS before HELLO",)),
     "second-hello": (_session_attack(_second_hello), ("unexpected-message",)),
     "data-not-asked-for": (_session_attack(_data_unasked), ("bad-request",)),
+    "data-run-not-asked-for": (
+        _session_attack(lambda p: p.frame(encode_message(DataRun(7, bytes(32), b"surprise")))), ("bad-request",),
+    ),
+    "oversize-run": (_session_attack(_oversize_run), ("bad-message",)),
+    "too-many-chunks-in-runs": (_session_attack(_too_many_run_chunks), ("bad-message",)),
     "request-flood": (_request_flood, ("bad-request", "more than 32", "peer closed")),
 }
 

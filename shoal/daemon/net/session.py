@@ -9,8 +9,9 @@ cancels them. A misbehaving peer ends only its own session.
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -49,6 +50,7 @@ from shoal.protocol.wire.messages import (
 )
 
 _log = logging.getLogger("shoal.session")
+K = TypeVar("K", bound=Hashable)
 
 RECEIVE_SIZE = 256 * 1024
 #: Seconds for the Noise handshake, both AUTHs and both HELLOs together (SPEC "Session").
@@ -388,22 +390,24 @@ class PeerSession:
             await self._send_found(request.req, found)
 
     async def _answer_runs(self, request: GetRuns) -> None:
-        """Each run read with one preadv and verified chunk by chunk in a worker thread,
-        then sent as one DATA_RUN; END lists the runs not held (or withheld) here."""
+        """Runs read with one preadv each and verified chunk by chunk in a worker thread,
+        a buffer's worth per call, then sent as one DATA_RUN each; END lists the runs
+        not held (or withheld) here."""
         ids = list({cid for run in request.runs for cid in run.ids})
         allowed = set(await self._allowed(ids))
         runs = [run for run in request.runs if allowed.issuperset(run.ids)]
         places = await trio.to_thread.run_sync(chunkio.locate_runs, self._index, runs)
         buf = self._run_buffers.pop() if self._run_buffers else bytearray(RUN_BUFFER)
         try:
-            for run in runs:
-                if run.total > len(buf):
-                    buf = bytearray(run.total)
-                view = await trio.to_thread.run_sync(chunkio.read_run, self._index, run, places.get(run.ids[0]), buf)
-                if view is not None:
-                    with view:
+            for group in _groups_by_size(runs, {run: run.total for run in runs}, RUN_BUFFER):
+                need = sum(run.total for run in group)
+                if need > len(buf):
+                    buf = bytearray(need)
+                views = await trio.to_thread.run_sync(chunkio.read_runs, self._index, group, places, buf)
+                for run, view in zip(group, views):
+                    if view is not None:
                         self.conn.send_data_run(request.req, run.ids[0], view)
-                    await self._flush()
+                await self._flush()
         finally:
             if len(buf) <= RUN_BUFFER:
                 self._run_buffers.append(buf)
@@ -470,9 +474,9 @@ class PeerSession:
         return await self._request(lambda req: GetRuns(req, tuple(runs)), deliver)
 
 
-def _groups_by_size(ids: list[bytes], sizes: dict[bytes, int], limit: int) -> Iterator[list[bytes]]:
-    """`ids` in order, cut into runs whose sizes add up to at most `limit` (or a single larger one)."""
-    group: list[bytes] = []
+def _groups_by_size(ids: list[K], sizes: dict[K, int], limit: int) -> Iterator[list[K]]:
+    """`ids` in order, cut into groups whose sizes add up to at most `limit` (or a single larger one)."""
+    group: list[K] = []
     total = 0
     for oid in ids:
         if group and total + sizes[oid] > limit:

@@ -168,15 +168,26 @@ def locate_runs(index: Index, runs: list[Run]) -> dict[bytes, Location]:
     return places
 
 
-def read_run(index: Index, run: Run, place: Location | None, buf: bytearray) -> memoryview | None:
-    """The verified bytes of `run` as a view of `buf` (at least `run.total` long), or None
-    if some chunk of it is held nowhere here.
+def read_runs(index: Index, runs: list[Run], places: dict[bytes, Location], buf: bytearray) -> list[memoryview | None]:
+    """`read_run` for each of `runs`, back to back in `buf` (at least their total long):
+    many small runs cost one worker-thread call. Runs in a thread."""
+    out: list[memoryview | None] = []
+    pos = 0
+    with memoryview(buf) as whole:
+        for run in runs:
+            out.append(read_run(index, run, places.get(run.ids[0]), whole[pos : pos + run.total]))
+            pos += run.total
+    return out
+
+
+def read_run(index: Index, run: Run, place: Location | None, view: memoryview) -> memoryview | None:
+    """`view` (`run.total` long) filled with the verified bytes of `run`, or None if some
+    chunk of it is held nowhere here.
 
     The run is read with one preadv from where its first chunk is believed to be, and
     each chunk is hashed from the buffer: where one does not match (the file changed
     under the index, or this machine holds the run's chunks in different files), that
-    chunk alone is read from wherever else the index has it. Runs in a thread."""
-    view = memoryview(buf)[: run.total]
+    chunk alone is read from wherever else the index has it."""
     got = _read_into(place, view) if place is not None else 0
     pos = 0
     for cid, size in zip(run.ids, run.sizes):
@@ -186,7 +197,6 @@ def read_run(index: Index, run: Run, place: Location | None, buf: bytearray) -> 
                 index.mark_stale(cid, place.file_row, place.offset)
             data = read_chunk(index, cid)
             if data is None or len(data) != size:
-                view.release()
                 return None
             view[pos:end] = data
         pos = end
