@@ -255,7 +255,7 @@ class Connection:
         """End the session on a violation the application found (e.g. DATA with a wrong hash)."""
         self._fail(error)
 
-    def data_to_send(self) -> bytes:
+    def data_to_send(self) -> bytes | bytearray:
         """Every byte queued for the peer, encrypted; send it all in one write."""
         return self._channel.data_to_send()
 

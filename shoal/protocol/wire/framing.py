@@ -98,5 +98,7 @@ class FrameDecoder:
             self._pos = 0
 
 
-#: Spare buffer kept between frames: a few records' worth of room.
-_KEEP = 1024 * 1024
+#: Spare buffer kept between frames: room for a run-sized frame (the reference
+#: daemon asks for runs of up to 4 MiB) and the records after it, so that the
+#: buffer is not given back and grown again (zeroed, faulted in) for every run.
+_KEEP = 8 * 1024 * 1024
