@@ -25,7 +25,7 @@ from shoal.protocol.wire.messages import MAX_RUNS, Run
 #: A batch (one GET_RUNS) holds at most this many chunks and bytes: small enough
 #: that the endgame's duplicate requests waste little, large enough to amortise a request.
 BATCH_CHUNKS = 256
-BATCH_BYTES = 8 * 1024 * 1024
+BATCH_BYTES = 4 * 1024 * 1024
 #: A run (one DATA_RUN, one preadv on the sender, one pwrite here) holds at most this many bytes.
 RUN_BYTES = 4 * 1024 * 1024
 #: Chunks of a large file planned per worker-thread call.
@@ -143,33 +143,52 @@ class Copier:
             self.job.transfer.busy.disk_read += time.perf_counter() - started
 
     def _verify_partial(self, task: FileTask, segment: Segment) -> tuple[Segment, int]:
-        """A partial file left by an interrupted fetch: keep every chunk that verifies."""
+        """A partial file left by an interrupted fetch: keep every chunk that verifies,
+        a run's bytes read with one pread and hashed from a view of them."""
         needed = []
         done = 0
         with self.job.files.use(task) as fd:
-            for offset, ref in segment:
-                present = chunkio.read_fd_at(fd, offset, ref.size)
-                if present is not None and chunk_id(present) == ref.id:
-                    done += ref.size
-                else:
-                    needed.append((offset, ref))
+            for start, run in runs_of(segment):
+                present = os.pread(fd, run.total, start)
+                with memoryview(present) as view:
+                    pos = 0
+                    for cid, size in zip(run.ids, run.sizes):
+                        if pos + size <= len(view) and chunk_id(view[pos : pos + size]) == cid:
+                            done += size
+                        else:
+                            needed.append((start + pos, Ref(size, cid)))
+                        pos += size
         return needed, done
 
     def _copy_local(self, task: FileTask, segment: Segment, local: set[bytes] | None) -> tuple[Segment, int]:
-        """Copy the chunks the index knows of from wherever they are stored here."""
+        """Copy the chunks the index knows of from wherever they are stored here, a run
+        at a time: one read where this machine holds the run in one piece, one write."""
         index = self.job.index
         if local is None:
             local = index.chunks_present([ref.id for _, ref in segment])
-        needed = []
+        needed = [(offset, ref) for offset, ref in segment if ref.id not in local]
+        held = [(offset, ref) for offset, ref in segment if ref.id in local]
+        runs = list(runs_of(held))
+        places = index.first_locations([run.ids[0] for _, run in runs])
         done = 0
-        for offset, ref in segment:
-            data = chunkio.read_chunk(index, ref.id) if ref.id in local else None
-            if data is None:
-                needed.append((offset, ref))
-            else:
+        for start, run in runs:
+            buf = bytearray(run.total)
+            with memoryview(buf) as view:
+                filled = chunkio.fill_run(index, run, places.get(run.ids[0]), view, whole=False)
                 with self.job.files.use(task) as fd:
-                    os.pwrite(fd, data, offset)
-                done += ref.size
+                    if all(filled):
+                        os.pwrite(fd, view, start)
+                        done += run.total
+                        continue
+                    pos = 0
+                    for good, cid, size in zip(filled, run.ids, run.sizes):
+                        if good:
+                            os.pwrite(fd, view[pos : pos + size], start + pos)
+                            done += size
+                        else:
+                            needed.append((start + pos, Ref(size, cid)))
+                        pos += size
+        needed.sort(key=lambda item: item[0])
         return needed, done
 
 

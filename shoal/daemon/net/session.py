@@ -359,14 +359,17 @@ class PeerSession:
         # `scope` is cancelled by the peer's CANCEL only; the request still ends
         # with END (listing whatever was not sent), or its id would stay taken on
         # both sides. Closing the session cancels an outer scope and skips this.
+        # Manifest objects do not queue behind bulk data: a fetch streams its manifest
+        # while runs flow, and its next directory waits on these answers.
         with scope:
-            async with self._serve_slots:
-                if isinstance(request, GetRuns):
-                    await self._answer_runs(request)
-                elif isinstance(request, GetChunks):
-                    await self._answer_chunks(request)
-                else:
-                    await self._answer_objects(request)
+            if isinstance(request, GetObjects):
+                await self._answer_objects(request)
+            else:
+                async with self._serve_slots:
+                    if isinstance(request, GetRuns):
+                        await self._answer_runs(request)
+                    else:
+                        await self._answer_chunks(request)
         self.conn.send_end(request.req)
         await self._flush()
 

@@ -182,25 +182,37 @@ def read_runs(index: Index, runs: list[Run], places: dict[bytes, Location], buf:
 
 def read_run(index: Index, run: Run, place: Location | None, view: memoryview) -> memoryview | None:
     """`view` (`run.total` long) filled with the verified bytes of `run`, or None if some
-    chunk of it is held nowhere here.
+    chunk of it is held nowhere here."""
+    filled = fill_run(index, run, place, view, whole=True)
+    return view if len(filled) == len(run.ids) and all(filled) else None
+
+
+def fill_run(index: Index, run: Run, place: Location | None, view: memoryview, *, whole: bool) -> list[bool]:
+    """Fill `view` (`run.total` long) with the verified bytes of `run`'s chunks; whether
+    each one is there (with `whole`, stop at the first that is not).
 
     The run is read with one preadv from where its first chunk is believed to be, and
     each chunk is hashed from the buffer: where one does not match (the file changed
     under the index, or this machine holds the run's chunks in different files), that
     chunk alone is read from wherever else the index has it."""
     got = _read_into(place, view) if place is not None else 0
+    filled = []
     pos = 0
     for cid, size in zip(run.ids, run.sizes):
         end = pos + size
-        if end > got or chunk_id(view[pos:end]) != cid:
+        good = end <= got and chunk_id(view[pos:end]) == cid
+        if not good:
             if pos == 0 and place is not None:
                 index.mark_stale(cid, place.file_row, place.offset)
             data = read_chunk(index, cid)
-            if data is None or len(data) != size:
-                return None
-            view[pos:end] = data
+            good = data is not None and len(data) == size
+            if data is not None and good:
+                view[pos:end] = data
+        filled.append(good)
+        if whole and not good:
+            break
         pos = end
-    return view
+    return filled
 
 
 def _read_into(place: Location, view: memoryview) -> int:
