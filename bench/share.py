@@ -10,11 +10,26 @@ default) and a separate folder of 100,000 small files, then prints one table:
 * peak RSS while sharing (bar <= 200 MB), from VmHWM after resetting it.
 
     .venv/bin/python bench/share.py [--size 2G] [--small-files 100000] [--dir DIR]
+
+With --cold it measures instead a first share from a cold page cache against
+reading every file (`find DIR -type f -print0 | xargs -0 cat > /dev/null`),
+both after `sync; echo 3 > /proc/sys/vm/drop_caches`, on bench/fetch.py's
+mixed folder (checkpoints, two shards and --images small files; the issue's
+1 GiB folder by default), then the unchanged re-share (warm). Each share runs
+in a fresh process and index; --against REV alternates runs with a git
+worktree of REV (its shoal on PYTHONPATH), as this machine is noisy:
+
+    .venv/bin/python bench/share.py --cold [--size 1G] [--images 10000] [--runs 3] [--against REV]
 """
 
 import argparse
+import json
 import os
+import shlex
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,7 +38,10 @@ from pathlib import Path
 import blake3
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from data import parse_size, write_random
+from data import cpu_model, parse_size, write_random
+from fetch import LARGE_FILES as LARGE_FILES_MIXED
+from fetch import drop_caches, tree_bytes
+from fetch import make_dataset as make_mixed
 
 from shoal.daemon.library.datasets import Library, ShareResult
 from shoal.protocol.format.chunking import DEFAULT_PARAMS, make_chunker
@@ -37,9 +55,8 @@ FILES_PER_DIR = 1000
 BAR_RATIO = 0.7
 BAR_RESHARE = 0.05
 BAR_RSS = 200 * 10**6
-
-
-
+BAR_COLD = 1.3
+REPO = Path(__file__).resolve().parent.parent
 
 
 
@@ -122,16 +139,112 @@ def timed_share(library: Library, path: Path) -> tuple[float, int, ShareResult]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=parse_size, default=parse_size("2G"), help="bytes of data, e.g. 2G, 200M")
+    parser.add_argument("--size", type=parse_size, help="bytes of data, e.g. 2G, 200M (default 2G; 1G with --cold)")
     parser.add_argument("--small-files", type=int, default=100_000, help="files in the small-file folder")
     parser.add_argument("--dir", type=Path, help="work directory (default: a new temporary one, removed after)")
+    parser.add_argument("--cold", action="store_true", help="cold first share against `cat` of every file")
+    parser.add_argument("--images", type=int, default=10_000, help="with --cold: small files in the mixed folder")
+    parser.add_argument("--runs", type=int, default=3, help="with --cold: runs per variant (default 3)")
+    parser.add_argument("--against", metavar="REV", help="with --cold: alternate with a git worktree of REV")
+    parser.add_argument("--share-once", nargs=2, type=Path, metavar=("HOME", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.share_once:
+        share_once(*args.share_once)
+        return
+    if args.size is None:
+        args.size = parse_size("1G" if args.cold else "2G")
 
     work = Path(tempfile.mkdtemp(prefix="shoal-bench-", dir=args.dir))
     try:
-        run(work, args.size, args.small_files)
+        if args.cold:
+            run_cold(work, args)
+        else:
+            run(work, args.size, args.small_files)
     finally:
         shutil.rmtree(work)
+
+
+# --- cold first share against cat ----------------------------------------------
+
+
+def share_once(home: Path, data: Path) -> None:
+    """In a fresh process: drop the page cache, share `data` into a new index, share it again; print JSON."""
+    import shoal
+
+    library = Library.open(home, Ed25519PrivateKey.generate())
+    drop_caches(True)
+    first, rss, result = timed_share(library, data)
+    again, _, unchanged = timed_share(library, data)
+    assert result.created and unchanged.files_rehashed == 0
+    library.close()
+    print(json.dumps({"first": first, "again": again, "rss": rss, "files": result.files_rehashed,
+                      "shoal": str(Path(shoal.__file__).parent.parent)}))
+
+
+def cat_all(data: Path) -> float:
+    """Seconds to read every file from a cold page cache, the way a user would measure it."""
+    drop_caches(True)
+    start = time.perf_counter()
+    subprocess.run(f"find {shlex.quote(str(data))} -type f -print0 | xargs -0 cat > /dev/null", shell=True, check=True)
+    return time.perf_counter() - start
+
+
+def cold_share(tree: Path, home: Path, data: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    home.mkdir()
+    argv = [sys.executable, str(Path(__file__).resolve()), "--share-once", str(home), str(data)]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tree, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"share failed with {tree}: {proc.stderr[-2000:]}")
+    shutil.rmtree(home)
+    out = json.loads(proc.stdout.splitlines()[-1])
+    if Path(out["shoal"]).resolve() != tree.resolve():
+        raise RuntimeError(f"the share imported shoal from {out['shoal']}, not {tree}")
+    return out
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}..{max(values):.{digits}f})"
+
+
+def run_cold(work: Path, args: argparse.Namespace) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("--cold drops the page cache: run it as root")
+    data = work / "data"
+    info = make_mixed(data, args.size, args.images)
+    files, size = tree_bytes(data)
+    variants = [("tree", REPO)]
+    if args.against:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(work / "against"), args.against],
+                       check=True, capture_output=True)
+        variants.append((args.against, work / "against"))
+    try:
+        rows = []
+        for n in range(args.runs):
+            print(f"run {n} ...", file=sys.stderr)
+            for label, tree in variants:
+                # cat right before each share: on a busy machine a ratio of neighbours is steadier.
+                cat = cat_all(data)
+                rows.append({"variant": label, "cat": cat, **cold_share(tree, work / f"home-{n}-{label}", data)})
+    finally:
+        if args.against:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "against")],
+                           capture_output=True)
+    print(f"machine: {cpu_model()} x {os.cpu_count()}; command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"data: {files} files, {size / 1e9:.2f} GB ({LARGE_FILES_MIXED} x {info['large'] / 1e6:.0f} MB, "
+          f"2 x {info['medium'] / 1e6:.0f} MB, {info['small']} small files); page cache dropped before each cat "
+          "and each first share; a cat right before each share; each share in a fresh process and index; median (min..max) of "
+          f"{args.runs} interleaved runs")
+    print(f"{'variant':<14} {'cat every file':>22} {'first share (cold)':>22} {'share/cat':>20} {'re-share (warm)':>22}"
+          f" {'peak RSS MB':>12}")
+    for label, _ in variants:
+        mine = [r for r in rows if r["variant"] == label]
+        ratios = [r["first"] / r["cat"] for r in mine]
+        print(f"{label:<14} {spread([r['cat'] for r in mine]) + ' s':>22} {spread([r['first'] for r in mine]) + ' s':>22}"
+              f" {spread(ratios):>20} {spread([r['again'] for r in mine], 3) + ' s':>22}"
+              f" {max(r['rss'] for r in mine) / 1e6:>12.0f}")
+    best = statistics.median(r["first"] / r["cat"] for r in rows if r["variant"] == "tree")
+    print(f"first share / cat (tree) = {best:.2f} (bar <= {BAR_COLD}: {verdict(best <= BAR_COLD)})")
 
 
 def row(label: str, seconds: float, nbytes: int | None = None, note: str = "") -> None:

@@ -65,6 +65,10 @@ class UnknownSubset(UnknownDataset):
     """The version has no subset of that name."""
 
 
+class BadSample(UsageError):
+    """A --sample share that is not a percentage or fraction above 0 and at most 100%."""
+
+
 def single_exception(exc: BaseException) -> BaseException:
     """The lone exception inside nested one-member groups, as a handler's nursery raises them."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:

@@ -131,24 +131,39 @@ def render_browse(listing: dict[str, Any]) -> str:
 
 
 def render_log(log: dict[str, Any]) -> str:
-    """`shoal log NAME`: newest first."""
-    rows = [
-        (
-            f"@{version['seq']}",
-            version["id"][:16],
-            format_time(version["time"]),
-            version.get("author_name") or version.get("author_peer", ""),
-            format_size(version["size"]),
-            f"{version['files']:,}",
-            _unknown(version.get("files_changed"), lambda n: f"{n:,}"),
-            _unknown(version.get("bytes_new"), format_size),
-            "yes" if version.get("kept") else "",
-            version["message"],
-        )
-        for version in log["versions"]
-    ]
+    """`shoal log NAME`: newest first; a version that only changes subsets is marked as
+    such, with no data columns, and is not counted among the data versions."""
+    rows = [_log_row(version) for version in log["versions"]]
     headers = ("VERSION", "ID", "TIME", "AUTHOR", "SIZE", "FILES", "CHANGED", "NEW", "KEPT", "MESSAGE")
-    return table(headers, rows, right=(4, 5, 6, 7))
+    data = sum(1 for version in log["versions"] if version.get("kind") != "subsets")
+    changes = len(log["versions"]) - data
+    summary = _count(data, "data version") + (f", {_count(changes, 'subset change')}" if changes else "")
+    return table(headers, rows, right=(4, 5, 6, 7)) + "\n" + summary
+
+
+def _log_row(version: dict[str, Any]) -> tuple[str, ...]:
+    head = (
+        f"@{version['seq']}",
+        version["id"][:16],
+        format_time(version["time"]),
+        version.get("author_name") or version.get("author_peer", ""),
+    )
+    kept = "yes" if version.get("kept") else ""
+    if version.get("kind") == "subsets":
+        return (*head, "", "", "subsets", "", kept, version["message"])
+    return (
+        *head,
+        format_size(version["size"]),
+        f"{version['files']:,}",
+        _unknown(version.get("files_changed"), lambda n: f"{n:,}"),
+        _unknown(version.get("bytes_new"), format_size),
+        kept,
+        version["message"],
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _unknown(value: Any, shown: Any) -> str:
@@ -172,13 +187,22 @@ def render_diff(diff: dict[str, Any]) -> str:
 def render_subsets(result: dict[str, Any]) -> str:
     """`shoal subset NAME [SUBSET]`: the subsets of the dataset's head."""
     rows = [
-        (name, " ".join(s["include"]) or "*", f"{s['sample'] * 100:g}%", str(s["seed"]))
+        (name, " ".join(s["include"]) or "*", _share(s), str(s["seed"]))
         for name, s in sorted(result["subsets"].items())
     ]
-    head = f"{version_label(result['version'])} {result['version']['id']}"
+    version = result["version"]
+    head = f"{version_label(version)} {version['id']}"
+    if result.get("changed"):
+        head += f"\n{version['message']}"
     if not rows:
         return f"{head}\nno subsets; define one with `shoal subset {result['name']} SUBSET --include GLOB`"
     return head + "\n" + table(("SUBSET", "INCLUDE", "SAMPLE", "SEED"), rows)
+
+
+def _share(subset: dict[str, Any]) -> str:
+    """An exact sample as its share; a per-file one (older records) as about that share."""
+    share = f"{subset['sample'] * 100:.4f}".rstrip("0").rstrip(".") + "%"
+    return f"~{share} per file" if subset.get("draw") == "per-file" else share
 
 
 def render_pin(result: dict[str, Any]) -> str:

@@ -12,10 +12,11 @@ Keys (dotted names are TOML tables):
   A dataset's budget is max(max_fraction × its size, min_bytes); see keeper.py.
 - share.default_audience: who sees a newly shared dataset shared without --to:
   "all" trusted peers (the default) or "none" until `shoal share NAME --to PEER`.
-- watch.quiet: seconds a watched folder must go without changes (and without a
-  writer holding a file open) before its new version is shared; default 2.
-- watch.max_wait: seconds after which a watched folder whose files have stopped
-  changing is shared even if a process still holds one open for writing; default 600.
+- watch.quiet: seconds a changed file in a watched folder must go without changes
+  (and not open for writing) before it is published; default 2. Files still being
+  written do not hold the others back: a version keeps their last settled state.
+- watch.max_wait: seconds a file still being written (open for writing, or changing
+  again and again) is held back at most; then it is published as it is; default 600.
 
 Sizes accept "2GiB", "500MB" or a number of bytes. The limits accept rates such as "100MB/s",
 "50Mbit" or "1.5GiB/s" from the command line and in the file; they are stored as bytes per second.
@@ -282,10 +283,12 @@ KEYS: dict[str, KeySpec] = {
         "who sees a dataset shared without --to: all trusted peers, or none", _check_audience, _check_audience
     ),
     "watch.quiet": KeySpec(
-        "seconds a watched folder stays unchanged before it is shared", _parse_seconds, _check_seconds
+        "seconds a changed file stays unchanged (and not open for writing) before a watch publishes it",
+        _parse_seconds, _check_seconds,
     ),
     "watch.max_wait": KeySpec(
-        "seconds after which a file held open for writing no longer delays a watch", _parse_seconds, _check_seconds
+        "seconds a watch holds back a file still being written before it publishes it as it is",
+        _parse_seconds, _check_seconds,
     ),
 }
 _SECTIONS = {key.partition(".")[0] for key in KEYS if "." in key}

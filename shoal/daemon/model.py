@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from shoal.protocol.format.objects import SAMPLE_ALL, Subset, VersionRecord
+from shoal.protocol.format.objects import DRAW_EXACT, SAMPLE_ALL, Subset, VersionRecord
 
 #: The selection key of a complete version (no patterns, no subset), as fetch/selection.py keys them.
 FULL = msgpack.packb([[], None], use_bin_type=True)
@@ -69,5 +69,8 @@ class VersionQuery:
 
 
 def subset_json(subset: Subset) -> dict:
-    """A subset as the control API shows it: include patterns, sample fraction, seed."""
-    return {"include": list(subset.include), "sample": subset.sample / SAMPLE_ALL, "seed": subset.seed}
+    """A subset as the control API shows it: include patterns, sample fraction, seed, and how the
+    sample is drawn: "exact" (round(sample × files) files), "per-file" (each file on its own,
+    records from before the exact draw) or "all"."""
+    draw = "all" if subset.sample == SAMPLE_ALL else "exact" if subset.draw == DRAW_EXACT else "per-file"
+    return {"include": list(subset.include), "sample": subset.sample / SAMPLE_ALL, "seed": subset.seed, "draw": draw}

@@ -226,6 +226,33 @@ def test_log_shows_author_and_change_columns_with_unknowns_as_question_marks():
     assert "5VQOWZU" in lines[2] and lines[2].count(" ? ") == 2
 
 
+def test_log_marks_a_subset_change_without_data_columns_and_counts_it_apart():
+    data = VERSION | {"seq": 1, "kind": "data", "files_changed": 12, "bytes_new": 3_000_000, "kept": True}
+    subsets = VERSION | {
+        "seq": 2, "kind": "subsets", "subsets_changed": {"tenth": "defined"}, "files_changed": 0, "bytes_new": 0,
+        "message": "subset tenth defined: 10% of 333 files, 33 drawn",
+    }
+    lines = render.render_log({"name": "imagenet", "versions": [subsets, data]}).splitlines()
+    assert lines[1].split()[4:] == ["subsets", "subset", "tenth", "defined:", "10%", "of", "333", "files,", "33", "drawn"]
+    assert "3.0 MB" in lines[2] and "yes" in lines[2]
+    assert lines[-1] == "1 data version, 1 subset change"
+
+
+def test_subsets_show_an_exact_share_and_a_per_file_one_as_approximate():
+    version = VERSION | {"message": "subset tenth defined: 10% of 333 files, 33 drawn"}
+    subsets = {
+        "tenth": {"include": [], "sample": 0.1, "seed": 0, "draw": "exact"},
+        "old": {"include": ["data/*"], "sample": 0.125, "seed": 7, "draw": "per-file"},
+        "small": {"include": ["data/*"], "sample": 1.0, "seed": 0, "draw": "all"},
+    }
+    text = render.render_subsets({"name": "imagenet", "version": version, "subsets": subsets, "changed": True})
+    lines = text.splitlines()
+    assert lines[1] == "subset tenth defined: 10% of 333 files, 33 drawn"
+    rows = {line.split()[0]: line for line in lines[3:]}
+    assert "~12.5% per file" in rows["old"] and " 10% " in rows["tenth"] and " 100% " in rows["small"]
+    assert "defined" not in render.render_subsets({"name": "imagenet", "version": version, "subsets": subsets})
+
+
 def test_diff_lists_marks_then_a_summary_and_says_how_many_were_left_out():
     diff = {
         "from": VERSION | {"seq": 1}, "to": VERSION, "total": 5,

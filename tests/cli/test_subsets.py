@@ -15,10 +15,14 @@ TRAIN = {f"train/n0{k}_{i:02}.jpg": 3000 + i for k in (1, 2) for i in range(10)}
 OTHER = {"val/v0.jpg": 5000, "val/v1.jpg": 5001, "README": 100}
 
 
-def drawn(path: str, ppm: int, seed: int) -> bool:
-    """SPEC.md's sampling rule, written out again from its text."""
-    key = blake3.blake3(msgpack.packb([seed, path]), derive_key_context="shoal 2026-11 sample v1").digest(length=8)
-    return int.from_bytes(key, "big") * 1_000_000 < ppm * 2**64
+def drawn(paths: set[str], ppm: int, seed: int) -> set[str]:
+    """SPEC.md's exact draw, written out again from its text: the round(share × N) smallest draw keys."""
+    def key(path: str) -> bytes:
+        data = msgpack.packb([seed, path], use_bin_type=True)
+        return blake3.blake3(data, derive_key_context="shoal 2026-11 sample v1").digest(length=8) + path.encode()
+
+    k = max(1, (ppm * len(paths) + 500_000) // 1_000_000)
+    return set(sorted(paths, key=key)[:k])
 
 
 def test_subset_by_include_then_full_set_then_back(tmp_path: Path) -> None:
@@ -29,7 +33,8 @@ def test_subset_by_include_then_full_set_then_back(tmp_path: Path) -> None:
         made = a.json("subset", "ds", "small", "--include", "train/n01*")
         assert made["version"]["seq"] == 2 and made["version"]["root"] == first["root"]
         assert made["version"]["parents"] == [first["id"]]
-        assert made["subsets"] == {"small": {"include": ["train/n01*"], "sample": 1.0, "seed": 0}}
+        assert made["subsets"] == {"small": {"include": ["train/n01*"], "sample": 1.0, "seed": 0, "draw": "all"}}
+        assert made["version"]["message"] == "subset small defined: 10 files matching train/n01*"
         assert a.json("subset", "ds")["subsets"] == made["subsets"]
         assert "small" in ok(a("subset", "ds"))
 
@@ -64,20 +69,59 @@ def test_subset_by_include_then_full_set_then_back(tmp_path: Path) -> None:
         assert deleted["subsets"] == {} and deleted["version"]["seq"] == 4
 
 
-def test_subset_by_sample_is_deterministic(tmp_path: Path) -> None:
+def test_a_sample_draws_exactly_its_share_and_log_shows_it_as_a_subset_change(tmp_path: Path) -> None:
     with linked_daemons(2) as (a, b):
-        data = tmp_path / "ds"
-        many = {f"d{i % 3}/f{i:03}.bin": 200 + i for i in range(120)}
-        write_files(data, many)
+        data = tmp_path / "run"
+        # A training run's folder: checkpoints, event files, metrics and a log; 333 files.
+        run = {f"ckpt/step{i:03}.pt": 3000 + i for i in range(11)}
+        run |= {f"events/ev{i:03}.tfevents": 100 + i for i in range(200)}
+        run |= {f"metrics/m{i:03}.csv": 50 + i for i in range(121)} | {"train.log": 400}
+        write_files(data, run)
         ok(a("share", str(data)))
-        ok(a("subset", "ds", "quarter", "--sample", "25%", "--seed", "7", "--include", "d0/", "--include", "d1/"))
-        expected = {p for p in many if p[:2] in ("d0", "d1") and drawn(p, 250_000, 7)}
-        assert 10 < len(expected) < 70
-        one = b.json("fetch", "ds:quarter", str(tmp_path / "one"), "--timeout", "20")
-        two = b.json("fetch", "ds@2:quarter", str(tmp_path / "two"), "--timeout", "20")
+        made = a.json("subset", "run", "tenth", "--sample", "10%")
+        assert made["subsets"]["tenth"] == {"include": [], "sample": 0.1, "seed": 0, "draw": "exact"}
+        assert made["version"]["message"] == "subset tenth defined: 10% of 333 files, 33 drawn"
+        ok(a("subset", "run", "quarter", "--sample", "25%", "--seed", "7", "--include", "ckpt/", "--include", "events/"))
+
+        one = b.json("fetch", "run:tenth", str(tmp_path / "one"), "--timeout", "20")
+        assert one["files_written"] == 33
+        assert set(files_of(tmp_path / "one")) == drawn(set(run), 100_000, 0)
+        two = b.json("fetch", "run@3:tenth", str(tmp_path / "two"), "--timeout", "20")
         assert one["version"]["id"] == two["version"]["id"]
-        assert set(files_of(tmp_path / "one")) == expected == set(files_of(tmp_path / "two"))
-        assert files_of(tmp_path / "one") == {p: (data / p).read_bytes() for p in expected}
+        assert files_of(tmp_path / "one") == files_of(tmp_path / "two")
+        assert files_of(tmp_path / "one") == {p: (data / p).read_bytes() for p in drawn(set(run), 100_000, 0)}
+        ok(b("fetch", "run:quarter", str(tmp_path / "quarter"), "--timeout", "20"))
+        included = {p for p in run if p.startswith(("ckpt/", "events/"))}
+        assert set(files_of(tmp_path / "quarter")) == drawn(included, 250_000, 7)
+        assert len(drawn(included, 250_000, 7)) == 53  # 25% of 211, rounded
+
+        # Log: two subset changes on top of one data version, in text and JSON.
+        log = a.json("log", "run")["versions"]
+        assert [v["kind"] for v in log] == ["subsets", "subsets", "data"]
+        assert log[0]["subsets_changed"] == {"quarter": "defined"} and log[1]["subsets_changed"] == {"tenth": "defined"}
+        assert "subsets_changed" not in log[2]
+        text = ok(a("log", "run")).splitlines()
+        tenth_row = next(line for line in text if line.startswith("@2 "))
+        assert "subsets" in tenth_row and "subset tenth defined: 10% of 333 files, 33 drawn" in tenth_row
+        assert "333" not in tenth_row.split("subset tenth")[0], "a subset change shows no data columns"
+        assert text[-1] == "1 data version, 2 subset changes"
+
+        # A later version with more files: the carried-forward subset draws 10% of them, and the
+        # folder that held the old draw is brought to exactly the new one.
+        more = {f"events/late{i:02}.tfevents": 70 + i for i in range(17)}
+        write_files(data, more)
+        ok(a("share", str(data)))
+        updated = b.json("fetch", "run@4:tenth", str(tmp_path / "one"), "--timeout", "20")
+        assert updated["version"]["seq"] == 4
+        assert set(files_of(tmp_path / "one")) == drawn(set(run) | set(more), 100_000, 0)
+        assert len(files_of(tmp_path / "one")) == 35
+        assert [v["kind"] for v in a.json("log", "run")["versions"]][:2] == ["data", "subsets"]
+
+        # Checkpoints by suffix, wherever they sit (gitignore: no slash, any depth).
+        made = a.json("subset", "run", "ckpts", "--include", "*.pt")
+        assert made["version"]["message"] == "subset ckpts defined: 11 files matching *.pt"
+        ok(b("fetch", "run@5:ckpts", str(tmp_path / "ckpts"), "--timeout", "20"))
+        assert set(files_of(tmp_path / "ckpts")) == {p for p in run if p.endswith(".pt")}
 
 
 def test_bad_subsets_get_one_line_errors(tmp_path: Path) -> None:
@@ -87,8 +131,9 @@ def test_bad_subsets_get_one_line_errors(tmp_path: Path) -> None:
         ok(a("share", str(data)))
         cases = [
             (a("subset", "ds", "x"), 2, "--include"),
-            (a("subset", "ds", "x", "--sample", "0%"), 2, "--sample"),
-            (a("subset", "ds", "x", "--sample", "150%"), 2, "--sample"),
+            (a("subset", "ds", "x", "--sample", "0%"), 2, "0% draws no file; give a share above 0"),
+            (a("subset", "ds", "x", "--sample", "150%"), 2, "150% is more than every file; give at most 100%"),
+            (a("subset", "ds", "x", "--sample", "ten"), 2, "write a percentage such as 10%"),
             (a("subset", "ds", "bad/name", "--include", "*"), 2, "subset name"),
             (a("subset", "ds", "nope", "--delete"), 4, "no subset 'nope'"),
             (a("subset", "ghost", "x", "--include", "*"), 4, "ghost"),

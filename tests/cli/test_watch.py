@@ -1,7 +1,6 @@
 """Watched folders against real daemon processes: settling, writers, .shoalignore, restarts, errors."""
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -51,6 +50,31 @@ with open(sys.argv[1], "wb") as out:
     time.sleep(120)
 """
 
+#: Appends a line to each of its files every 0.2 s until its stdin closes, then closes them.
+#: "open:" files stay open throughout, as a trainer's log does; the others are reopened for
+#: every line, as a metrics logger may do.
+LOGGER = """
+import sys, threading, time
+
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+kept = [open(path[5:], "a") for path in sys.argv[1:] if path.startswith("open:")]
+reopened = [path for path in sys.argv[1:] if not path.startswith("open:")]
+print("logging", flush=True)
+step = 0
+while not stop.is_set():
+    step += 1
+    for log in kept:
+        log.write(f"step {step}\\n")
+        log.flush()
+    for path in reopened:
+        with open(path, "a") as log:
+            log.write(f"step {step}\\n")
+    time.sleep(0.2)
+for log in kept:
+    log.close()
+"""
+
 #: The config.toml lines of a home whose watches settle quickly.
 WATCH_CONFIG = f"[watch]\nquiet = {QUIET}\n"
 
@@ -90,6 +114,23 @@ def assert_no_new_version(cli: ShoalCli, name: str, count: int) -> None:
     assert len(versions(cli, name)) == count
     watch = watch_of(cli, name)
     assert watch is not None and watch["state"] == "idle", watch
+
+
+def start_logger(*paths: str) -> subprocess.Popen:
+    logger = subprocess.Popen(
+        [sys.executable, "-c", LOGGER, *paths], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert logger.stdout.readline() == "logging\n"
+    return logger
+
+
+def stop_logger(logger: subprocess.Popen) -> None:
+    logger.stdin.close()
+    assert logger.wait(timeout=10) == 0
+
+
+def entries_of(cli: ShoalCli, spec: str) -> dict[str, dict]:
+    return {entry["name"]: entry for entry in cli.json("ls", spec)["entries"]}
 
 
 def start_watch(cli: ShoalCli, folder: Path, *extra: str) -> dict:
@@ -146,6 +187,26 @@ def test_a_file_held_open_but_unchanged_is_published_after_max_wait(cli, folder)
         cli("config", "set", "watch.max_wait", "600")
 
 
+def test_a_file_open_for_writing_when_the_watch_starts_is_published_once_closed(cli, folder):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder / "half.pt")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"written\n"
+        result = start_watch(cli, folder, "--name", "mid-write")
+        assert result["share"]["version"]["files"] == 1, "the first share took a file still being written"
+        # The catch-up share after the watch starts holds it too, and the watch names it.
+        expected = "half.pt open for writing"
+        wait_until(lambda: watch_of(cli, "mid-write")["detail"] == expected, SETTLED, expected)
+        assert len(versions(cli, "mid-write")) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    published = wait_for_seq(cli, "mid-write", 2)
+    assert published["message"] == "watch: 1 file changed (half.pt)" and published["files"] == 2
+    assert_no_new_version(cli, "mid-write", 2)
+
+
 def test_a_burst_of_new_files_makes_one_version(cli, folder):
     folder.mkdir(parents=True)
     (folder / "README").write_text("shards\n")
@@ -156,7 +217,7 @@ def test_a_burst_of_new_files_makes_one_version(cli, folder):
     published = wait_for_seq(cli, "run", 2)
     assert_no_new_version(cli, "run", 2)
     assert published["files"] == 301
-    assert re.fullmatch(r"watch: \d+ changes", published["message"]), published["message"]
+    assert published["message"] == "watch: 300 files changed"
 
 
 def test_shoalignore_keeps_paths_out_and_their_changes_publish_nothing(cli, folder):
@@ -276,3 +337,67 @@ def test_a_watch_survives_a_restart_and_catches_up_on_changes_made_meanwhile(fol
         (folder / "more.csv").write_text("3,4\n")
         assert wait_for_seq(cli, "durable", 3)["files"] == 2
         assert cli.json("status")["watches"] == 1
+
+
+def test_a_checkpoint_is_published_while_the_log_beside_it_is_still_being_written(cli, folder, tmp_path):
+    folder.mkdir(parents=True)
+    (folder / "train.log").write_text("epoch 0\n")
+    start_watch(cli, folder, "--name", "training")
+    source = folder.parent / "ckpt.src"
+    source.write_bytes(os.urandom(2 * 1024 * 1024 + 4321))
+    logger = start_logger(f"open:{folder / 'train.log'}", f"open:{folder / 'events.out'}")
+    try:
+        writer = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(source), str(folder / "ckpt_small.pt")])
+        details = set()
+        while writer.poll() is None:
+            assert len(versions(cli, "training")) == 1, "published while every changed file was still being written"
+            watch = watch_of(cli, "training")
+            details.add(f"{watch['state']}: {watch['detail']}")
+            time.sleep(0.2)
+        closed = time.monotonic()
+        assert writer.returncode == 0 and any(
+            detail.startswith("waiting: ") and "train.log" in detail and detail.endswith(" open for writing")
+            for detail in details
+        ), details
+        published = wait_for_seq(cli, "training", 2, timeout=closed + QUIET + 2 - time.monotonic())
+        assert logger.poll() is None, "the version must come while the log is still open"
+        assert published["message"] == "watch: 1 file changed (ckpt_small.pt)"
+        # The log is in its last settled state, the new event file not there yet, the checkpoint whole.
+        assert {name: e["size"] for name, e in entries_of(cli, "training@2").items()} == {
+            "train.log": len("epoch 0\n"), "ckpt_small.pt": source.stat().st_size,
+        }
+        changes = cli.json("diff", "training@1", "training@2")["changes"]
+        assert [(c["path"], c["change"]) for c in changes] == [("ckpt_small.pt", "added")]
+        cli.json("fetch", "training@2", str(tmp_path / "copy"), "--timeout", "20")
+        assert (tmp_path / "copy" / "ckpt_small.pt").read_bytes() == source.read_bytes()
+        assert (tmp_path / "copy" / "train.log").read_text() == "epoch 0\n"
+        watch = wait_until(lambda: watch_of(cli, "training")["state"] == "waiting", SETTLED, "waiting on the logs")
+        assert watch_of(cli, "training")["detail"] == "events.out, train.log open for writing" and watch
+        assert "waiting: events.out, train.log open for writing" in cli("watches").stdout
+    finally:
+        stop_logger(logger)
+
+
+def test_logs_are_published_as_they_are_once_they_close_and_settle(cli, folder):
+    folder.mkdir(parents=True)
+    (folder / "train.log").write_text("epoch 0\n")
+    start_watch(cli, folder, "--name", "logs-settle")
+    logger = start_logger(f"open:{folder / 'train.log'}", str(folder / "metrics.csv"))
+    try:
+        time.sleep(2 * QUIET)
+        (folder / "eval.json").write_text('{"acc": 0.9}')
+        published = wait_for_seq(cli, "logs-settle", 2)
+        assert published["message"] == "watch: 1 file changed (eval.json)"
+        assert set(entries_of(cli, "logs-settle@2")) == {"train.log", "eval.json"}
+        assert entries_of(cli, "logs-settle@2")["train.log"]["size"] == len("epoch 0\n")
+        # The reopened log is named as still changing (unless caught open), the one kept open as open for writing.
+        expected = "train.log open for writing, metrics.csv still changing"
+        wait_until(lambda: watch_of(cli, "logs-settle")["detail"] == expected, SETTLED, expected)
+    finally:
+        stop_logger(logger)
+    settled = wait_for_seq(cli, "logs-settle", 3)
+    assert_no_new_version(cli, "logs-settle", 3)
+    assert settled["message"] == "watch: 2 files changed (metrics.csv, train.log)"
+    sizes = {name: e["size"] for name, e in entries_of(cli, "logs-settle@3").items()}
+    assert sizes == {name: (folder / name).stat().st_size for name in ("train.log", "metrics.csv", "eval.json")}
+    assert cli.json("verify", "logs-settle")["ok"] is True

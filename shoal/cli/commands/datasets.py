@@ -176,8 +176,12 @@ def add_subset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME", help="the dataset (shared or fetched here)")
     parser.add_argument("subset", metavar="SUBSET", nargs="?", help="the subset to define or delete; none lists them")
     parser.add_argument("--include", metavar="GLOB", action="append", help="paths the subset holds (repeatable)")
-    parser.add_argument("--sample", metavar="PCT", help="keep this share of the files, e.g. 1%% or 0.01")
-    parser.add_argument("--seed", type=int, metavar="N", help="the sample's seed (default 0)")
+    parser.add_argument(
+        "--sample", metavar="PCT",
+        help="draw exactly this share of the (included) files, rounded to whole files and at least one, "
+        "e.g. 10%% or 0.1 (0.0001%% to 100%%); every machine draws the same files",
+    )
+    parser.add_argument("--seed", type=int, metavar="N", help="which files the sample draws (default 0)")
     parser.add_argument("--delete", action="store_true", help="remove the subset")
     add_json_option(parser)
     parser.set_defaults(run=run_subset)

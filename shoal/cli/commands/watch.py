@@ -20,6 +20,11 @@ def add_watch(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="the folder to share now and again whenever it changes")
     parser.add_argument("--name", help="the dataset's name (default: the folder's name)")
     add_json_option(parser)
+    parser.epilog = (
+        "Each changed file is published once it has gone watch.quiet seconds unchanged and no process has it "
+        "open for writing. Files still being written (a log, an event file) do not hold the others back: "
+        "versions keep their last settled state until they settle, or for watch.max_wait seconds at most."
+    )
     parser.set_defaults(run=run_watch)
 
 

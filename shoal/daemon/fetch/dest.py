@@ -92,7 +92,8 @@ def include_matcher(include: tuple[str, ...]):
         spec = pathspec.PathSpec.from_lines("gitwildmatch", include)
     except Exception as e:
         raise UsageError(f"bad --include pattern: {e}") from None
-    prefixes = [p.strip("/").split("/") for p in include]
+    # As in gitignore, a pattern without a slash before its end matches at any depth.
+    prefixes = [p.strip("/").split("/") if "/" in p.rstrip("/") else ["**"] for p in include]
 
     def match(parts: tuple[str, ...], is_dir: bool) -> bool:
         path = "/".join(parts)

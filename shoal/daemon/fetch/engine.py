@@ -126,11 +126,12 @@ class Fetcher:
         dest = await trio.to_thread.run_sync(self.check_dest, spec)
         version = await self.resolver.find(spec.query)
         record = version.record
-        matcher, selection = selection_of(spec.include, spec.subset, record)
         transfer.version = VersionInfo.from_record(version.id, record)
         transfer.bytes_total = record.size
         transfer.files_total = record.files
         transfer.phase = "manifest"
+        sources = self.resolver.sources(spec.query, version.id)
+        matcher, selection = await selection_of(spec.include, spec.subset, record, self.objects, transfer, sources)
         old_root, reuse_unchanged = await trio.to_thread.run_sync(dest_holds, self.index, spec, dest, selection)
         # An update or a resumed fetch needs room for what is still missing only,
         # unknown until planned; a disk that fills up then fails it as DiskFull, resumable.
@@ -141,7 +142,6 @@ class Fetcher:
         # arrives (an update's walk is short, and one that fails must not have touched DEST).
         streaming = fresh and not spec.partial
         checked = CheckedDirs()
-        sources = self.resolver.sources(spec.query, version.id)
         walk = Walk(self.objects, transfer, sources, matcher, not spec.partial, checked if streaming else None)
         if not streaming:
             size, files, _ = await walk.version(record, old_root if reuse_unchanged else None)

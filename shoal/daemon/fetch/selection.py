@@ -5,13 +5,30 @@ table), so the next fetch into it knows which files the folder should hold and
 can bring it to exactly the new selection.
 """
 
+from collections.abc import Sequence
+
 import msgpack
 
 from shoal.daemon.fetch.dest import include_matcher
-from shoal.errors import UnknownSubset, UsageError
-from shoal.protocol.errors import ObjectFormatError
-from shoal.protocol.format.objects import MAX_SUBSETS, SAMPLE_ALL, Subset, VersionRecord, check_subset
-from shoal.protocol.format.subsets import in_sample, parse_fraction
+from shoal.daemon.fetch.draw import Draw, draw_for_fetch, exact_draw
+from shoal.daemon.fetch.job import Matcher
+from shoal.daemon.fetch.objects import Objects
+from shoal.daemon.fetch.source import Source
+from shoal.daemon.fetch.state import Transfer
+from shoal.daemon.store.index import Index
+from shoal.daemon.store.loader import index_loader
+from shoal.errors import BadSample, UnknownSubset, UsageError
+from shoal.protocol.errors import ObjectFormatError, ProtocolError
+from shoal.protocol.format.objects import (
+    DRAW_EXACT,
+    DRAW_PER_FILE,
+    MAX_SUBSETS,
+    SAMPLE_ALL,
+    Subset,
+    VersionRecord,
+    check_subset,
+)
+from shoal.protocol.format.subsets import format_share, in_draw, in_sample, parse_fraction
 
 
 def subset_of(record: VersionRecord, name: str) -> Subset:
@@ -25,24 +42,33 @@ def subset_of(record: VersionRecord, name: str) -> Subset:
     )
 
 
-def selection_matcher(include: tuple[str, ...], subset: Subset | None):
-    """match(parts, is_dir): whether a path is selected by the patterns and the subset."""
+def selection_matcher(include: tuple[str, ...], subset: Subset | None, draw: Draw | None = None) -> Matcher:
+    """match(parts, is_dir): whether a path is selected by the patterns and the subset
+    (an exact sample's by its `draw` from the version fetched)."""
     outer = include_matcher(include)
     if subset is None:
         return outer
     inner = include_matcher(subset.include)
 
+    def drawn(path: str) -> bool:
+        if draw is not None:
+            return in_draw(path, subset.seed, draw.last)
+        return in_sample(path, subset.sample, subset.seed)
+
     def match(parts: tuple[str, ...], is_dir: bool) -> bool:
         if not (outer(parts, is_dir) and inner(parts, is_dir)):
             return False
-        return is_dir or in_sample("/".join(parts), subset.sample, subset.seed)
+        return is_dir or drawn("/".join(parts))
 
     return match
 
 
-def selection_key(include: tuple[str, ...], subset: Subset | None) -> bytes:
-    """Equal for two selections that pick the same files of any tree."""
+def selection_key(include: tuple[str, ...], subset: Subset | None, draw: Draw | None = None) -> bytes:
+    """Equal for two selections that pick the same files of any tree: an exact draw's
+    files depend on the whole version, so its last drawn key is part of it."""
     picked = None if subset is None else [list(subset.include), subset.sample, subset.seed]
+    if picked is not None and draw is not None:
+        picked += [DRAW_EXACT, draw.last]
     return msgpack.packb([sorted(include), picked], use_bin_type=True)
 
 
@@ -60,10 +86,17 @@ def without_subset(record: VersionRecord, name: str) -> tuple[Subset, ...]:
     return tuple(s for s in record.subsets if s.name != name)
 
 
-def selection_of(include: tuple[str, ...], subset_name: str | None, record: VersionRecord):
-    """(matcher, selection key) of a fetch of `record`."""
+async def selection_of(
+    include: tuple[str, ...], subset_name: str | None, record: VersionRecord,
+    objects: Objects, transfer: Transfer, sources: Sequence[Source],
+) -> tuple[Matcher, bytes]:
+    """(matcher, selection key) of a fetch of `record`; an exact sample first fetches
+    the trees its patterns include, to draw from them."""
     subset = subset_of(record, subset_name) if subset_name is not None else None
-    return selection_matcher(include, subset), selection_key(include, subset)
+    draw = None
+    if subset is not None and subset.draw == DRAW_EXACT:
+        draw = await draw_for_fetch(record.root, subset, objects, transfer, sources)
+    return selection_matcher(include, subset, draw), selection_key(include, subset, draw)
 
 
 def parse_subset(name: str, include: object, sample: object, seed: object) -> Subset:
@@ -77,18 +110,44 @@ def parse_subset(name: str, include: object, sample: object, seed: object) -> Su
     ppm = SAMPLE_ALL
     if sample is not None:
         if not isinstance(sample, str):
-            raise UsageError("sample must be text such as '1%' or '0.01'")
+            raise BadSample("sample must be text such as '10%' or '0.1'")
         try:
             ppm = parse_fraction(sample)
         except ValueError as e:
-            raise UsageError(f"bad --sample: {e}") from None
+            raise BadSample(f"bad --sample: {e}") from None
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
         raise UsageError("seed must be an integer from 0 to 2^64 - 1")
     if seed is not None and sample is None:
         raise UsageError("--seed only makes sense with --sample")
-    subset = Subset(name, tuple(patterns), ppm, seed or 0)
+    subset = Subset(name, tuple(patterns), ppm, seed or 0, DRAW_EXACT if ppm < SAMPLE_ALL else DRAW_PER_FILE)
     try:
         check_subset(subset)
     except ObjectFormatError as e:
         raise UsageError(f"bad subset: {e}") from None
     return subset
+
+
+def defined(index: Index, head: VersionRecord, subset: Subset) -> tuple[tuple[Subset, ...], str]:
+    """The head's subsets with `subset` added or replaced, and the message of the version that
+    publishes them: what the subset holds of the head's files, when its trees are stored here."""
+    subsets = with_subset(head, subset)
+    verb = "redefined" if any(s.name == subset.name for s in head.subsets) else "defined"
+    try:
+        draw = exact_draw(index_loader(index), head.root, subset)
+    except ProtocolError:
+        draw = None  # a partial copy: its trees outside the fetched part are not here
+    return subsets, f"subset {subset.name} {verb}: {_holds(subset, draw)}"
+
+
+def _holds(subset: Subset, draw: Draw | None) -> str:
+    shown = subset.include[:3]
+    matching = f" matching {' '.join(shown)}" if shown else ""
+    if len(subset.include) > len(shown):
+        matching += f" and {len(subset.include) - len(shown)} more patterns"
+    if draw is None:
+        share = f"{format_share(subset.sample)} of " if subset.sample < SAMPLE_ALL else ""
+        return f"{share}the files{matching}"
+    files = f"{draw.files:,} file{'s' if draw.files != 1 else ''}{matching}"
+    if subset.sample == SAMPLE_ALL:
+        return files
+    return f"{format_share(subset.sample)} of {files}, {draw.drawn:,} drawn"

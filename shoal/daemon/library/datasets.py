@@ -7,7 +7,7 @@ where in their files, and every read for serving re-checks the hash.
 import os
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -150,6 +150,9 @@ class _ShareRun:
     bytes_rehashed: int = 0
     warnings: list[str] = field(default_factory=list)
     visited: list[str] = field(default_factory=list)
+    #: Files kept at their entry in the head version's tree `previous`, by directory.
+    hold: dict[str, frozenset[str]] = field(default_factory=dict)
+    previous: bytes | None = None
 
 
 class Library:
@@ -185,14 +188,24 @@ class Library:
         name: str | None = None,
         message: str = "",
         on_progress: Callable[[ShareProgress], None] | None = None,
+        hold: Collection[str] = (),
     ) -> ShareResult:
-        """Record the folder at `path` as a new version of dataset `name`, if it changed."""
+        """Record the folder at `path` as a new version of dataset `name`, if it changed.
+
+        Each file in `hold` (a path relative to the folder) keeps the entry the head version has
+        for it, or stays out if the head has none: a watch publishes a file still being written
+        in its last settled state.
+        """
         root = self._check_root(path)
         self.check_outside_home(root)
         name = self._check_name(name or root.name, root)
         lock = self._share_locks.setdefault(name, trio.Lock())
         async with lock:
             run = _ShareRun(root, DEFAULT_PARAMS, on_progress, load_ignore(root))
+            if hold:
+                run.hold = scanner.held_by_dir(hold)
+                head = self._head_record(name)
+                run.previous = head[1].root if head else None
             try:
                 tree_id, size, files, _ = await self._scan_dir(run, "", 0)
             except PermissionError as e:
@@ -255,6 +268,8 @@ class Library:
             raise _Skip from None
         run.visited.append(rel)
         run.warnings.extend(scan.warnings)
+        if rel in run.hold:
+            await trio.to_thread.run_sync(scanner.hold, self.index, scan, run.previous, run.hold[rel])
         for entry in list(scan.entries):
             if entry.type == EntryType.DIR:
                 try:
@@ -317,7 +332,9 @@ class Library:
     ) -> tuple[list[FileRecord], list[tuple[scanner.ScanEntry, str]]]:
         records: list[FileRecord] = []
         errors: list[tuple[scanner.ScanEntry, str]] = []
+        ahead = scanner.ReadAhead(dir_fd, [(e.name, e.size) for e in batch])
         for entry in batch:
+            ahead.advance()
             shown = scanner.join(rel, entry.name)
             try:
                 hashed = scanner.hash_file(self.index, run.root, rel, entry.name, run.params, dir_fd)
@@ -339,11 +356,14 @@ class Library:
             entry.stat = None
         return records, errors
 
-    def _commit(self, name: str, root: Path, tree_id: bytes, size: int, files: int, message: str) -> tuple[VersionInfo, bool]:
+    def _head_record(self, name: str) -> tuple[bytes, VersionRecord] | None:
         known = self.index.dataset(name)
         # A dataset unshared without --forget keeps its history: sharing it again continues it.
         head_id = known[1] if known else next((row.id for row in self.index.versions(name)), None)
-        head = self._record(head_id) if head_id else None
+        return self._record(head_id) if head_id else None
+
+    def _commit(self, name: str, root: Path, tree_id: bytes, size: int, files: int, message: str) -> tuple[VersionInfo, bool]:
+        head = self._head_record(name)
         if head is not None and head[1].root == tree_id:
             return VersionInfo.from_record(*head), False
         # A named subset is part of the dataset: it carries forward to every later version.
@@ -374,18 +394,24 @@ class Library:
         self.index.add_version(row, data, path=path)
         return VersionInfo.from_record(version_id, record)
 
-    async def set_subsets(self, name: str, change: Callable[[VersionRecord], tuple[Subset, ...]], message: str) -> VersionInfo:
-        """Publish a version of `name` with its head's tree and the subsets `change` makes of the head's."""
+    async def set_subsets(
+        self, name: str, change: Callable[[VersionRecord], tuple[tuple[Subset, ...], str]]
+    ) -> VersionInfo:
+        """Publish a version of `name` with its head's tree and the subsets and message `change`
+        makes of the head (in a worker thread: describing a subset may read the whole tree)."""
         lock = self._share_locks.setdefault(name, trio.Lock())
         async with lock:
             known = self.index.dataset(name)
             if known is None or known[1] is None:
                 raise UnknownDataset(f"no dataset named {name!r} here; `shoal ls` lists them")
-            head = self._record(known[1])
-            subsets = change(head[1])
-            return await trio.to_thread.run_sync(
-                self._publish, name, known[0], head, head[1].root, head[1].size, head[1].files, message, subsets
-            )
+            return await trio.to_thread.run_sync(self._publish_subsets, name, known[0], self._record(known[1]), change)
+
+    def _publish_subsets(
+        self, name: str, path: str | None, head: tuple[bytes, VersionRecord],
+        change: Callable[[VersionRecord], tuple[tuple[Subset, ...], str]],
+    ) -> VersionInfo:
+        subsets, message = change(head[1])
+        return self._publish(name, path, head, head[1].root, head[1].size, head[1].files, message, subsets)
 
     async def unshare(self, name: str, *, forget: bool) -> tuple[str | None, int]:
         """Stop offering `name`, leaving its folder as it is; with `forget`, drop its versions

@@ -92,15 +92,16 @@ def new_bytes(load: ObjectLoader, old_root: bytes | None, new_root: bytes, chang
     db = sqlite3.connect("")  # a private temporary database, spilled to disk when large
     try:
         db.execute("CREATE TABLE wanted(id BLOB PRIMARY KEY, size INTEGER NOT NULL) WITHOUT ROWID")
-        _insert(db, "INSERT OR IGNORE INTO wanted VALUES (?, ?)", changed_chunks(load, changed))
+        insert_rows(db, "INSERT OR IGNORE INTO wanted VALUES (?, ?)", changed_chunks(load, changed))
         if old_root is not None:
-            _insert(db, "DELETE FROM wanted WHERE id = ?", ((cid,) for cid, _ in _tree_chunks(load, old_root)))
+            insert_rows(db, "DELETE FROM wanted WHERE id = ?", ((cid,) for cid, _ in _tree_chunks(load, old_root)))
         return db.execute("SELECT coalesce(sum(size), 0) FROM wanted").fetchone()[0]
     finally:
         db.close()
 
 
-def _insert(db: sqlite3.Connection, sql: str, rows: Iterator[tuple]) -> None:
+def insert_rows(db: sqlite3.Connection, sql: str, rows: Iterator[tuple]) -> None:
+    """Run `sql` for every row, a batch of rows per statement."""
     batch = []
     for row in rows:
         batch.append(row)
@@ -162,6 +163,27 @@ def parent_stats(index: Index, version_id: bytes) -> tuple[int, int] | None:
     moved = new_bytes(load, parent_root, record.root, changes(load, parent_root, record.root))
     index.set_version_stats(version_id, count, moved)
     return count, moved
+
+
+def version_kind(index: Index, version: VersionInfo) -> dict[str, Any]:
+    """What a version changed: `{"kind": "data"}`, or for one that keeps its parent's tree (a
+    subset definition, SPEC.md "Subsets") `{"kind": "subsets", "subsets_changed": {name: how}}`,
+    how being "defined", "redefined" or "deleted"."""
+    found = index.get_object(version.parents[0]) if version.parents else None
+    parent = decode_version(found[1], version.parents[0]) if found is not None else None
+    if parent is None or parent.root != version.root:
+        return {"kind": "data"}
+    before = {s.name: s for s in parent.subsets}
+    after = {s.name: s for s in version.subsets}
+    changed = {}
+    for name in sorted(before.keys() | after.keys()):
+        if name not in after:
+            changed[name] = "deleted"
+        elif name not in before:
+            changed[name] = "defined"
+        elif before[name] != after[name]:
+            changed[name] = "redefined"
+    return {"kind": "subsets", "subsets_changed": changed}
 
 
 def diff_report(index: Index, a: VersionInfo, b: VersionInfo, limit: int) -> dict:

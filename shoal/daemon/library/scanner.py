@@ -10,6 +10,7 @@ unchanged folder costs little more than the stat calls.
 import operator
 import os
 import stat as statmod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,16 @@ _FLUSH_EVERY = 2048
 #: Files up to this size are hashed whole before anything is written to the index.
 SMALL_FILE = 32 * 1024 * 1024
 _HASH_ATTEMPTS = 3
+#: A larger file is read this much at a time into one reused buffer. The disk sees large requests
+#: anyway (READ_AHEAD); a block that stays in the CPU's cache between the copy and the hashing was
+#: faster than 8 MiB blocks (measured, cold cache, 2 files at once: 0.27 vs 0.32 s for 400 MB).
+READ_BLOCK = 2 * 1024 * 1024
+#: How far ahead of the reader the kernel is asked to read (posix_fadvise WILLNEED). The kernel
+#: reads on its own while the chunker and BLAKE3 work, so a cold file is read and hashed at once,
+#: and small files' reads are in flight together instead of each waiting its turn, as with `cat`.
+READ_AHEAD = 16 * 1024 * 1024
+#: Files of a batch announced to the kernel ahead of the one being hashed, at most READ_AHEAD bytes.
+AHEAD_FILES = 64
 
 
 class FileChanged(ShoalError):
@@ -275,20 +286,21 @@ def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingPa
             return _hash_tiny(fd, dir_fd, first, rel, name, params)
         before = _stat_of(first)
         builder = FileBuilder(params, lambda i, d: objects.append((i, _kind_of_page(d), d)))
-        f = open(fd, "rb", buffering=0, closefd=False)  # noqa: SIM115 - the caller owns and closes fd
+        chunks: Iterator[tuple[int, memoryview]]
         if before.size <= SMALL_FILE:
-            # Whole-buffer cutting skips the stream reader's setup, which dominates for small files.
-            data = f.read()
-            if is_identity_key(data):
+            # Whole-buffer cutting skips the block reader's setup, which dominates for small files.
+            # One byte more than expected shows a file that grew, which the size check then rejects.
+            content = os.read(fd, before.size + 1)
+            if is_identity_key(content):
                 raise IdentityKeyFile(_key_warning(join(rel, name)))
-            chunks = make_chunker(params).cut_buf(data)
+            chunks = ((c.offset, c.data) for c in make_chunker(params).cut_buf(content))
         else:
             file_row = index.begin_file(str(root), rel, name, before)
-            chunks = make_chunker(params).cut_stream(f)
-        for chunk in chunks:
-            cid = chunk_id(chunk.data)
-            builder.add_chunk(cid, chunk.length)
-            locations.append((cid, chunk.offset, chunk.length))
+            chunks = read_in_blocks(fd, params)
+        for offset, chunk in chunks:
+            cid = chunk_id(chunk)
+            builder.add_chunk(cid, len(chunk))
+            locations.append((cid, offset, len(chunk)))
             if file_row is not None and len(locations) >= _FLUSH_EVERY:
                 index.add_locations(file_row, locations)
                 index.put_objects(objects)
@@ -306,6 +318,94 @@ def _hash_once(index: Index, root: Path, rel: str, name: str, params: ChunkingPa
     index.put_objects(objects)
     index.finish_file(file_row, before, file_id)
     return HashedFile(file_id, size)
+
+
+def read_in_blocks(fd: int, params: ChunkingParams) -> Iterator[tuple[int, memoryview]]:
+    """(offset, bytes) of each chunk of an open file, read READ_BLOCK at a time with the kernel reading ahead.
+
+    The cuts are those of the whole content chunked at once: a cut depends only
+    on the max_size bytes from its chunk's start, so a chunk is taken from a
+    block only when that many bytes follow its start there (or the file ends),
+    and the rest is carried into the next block. Each chunk is a view into one
+    reused buffer, valid until the next is asked for: memory stays one block
+    whatever the file's size.
+    """
+    chunker = make_chunker(params)
+    view = memoryview(bytearray(READ_BLOCK + params.max_size))
+    # os.read would allocate each block anew; preadv fills the buffer in place.
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    base = kept = advised = 0
+    eof = False
+    while not eof:
+        advised = _advise_ahead(fd, base + kept, advised)
+        filled = kept
+        while filled < len(view):
+            got = os.preadv(fd, [view[filled:]], base + filled)
+            if got == 0:
+                eof = True
+                break
+            filled += got
+        taken = 0
+        for chunk in chunker.cut_buf(view[:filled]):
+            if not eof and filled - chunk.offset < params.max_size:
+                break
+            yield base + chunk.offset, chunk.data
+            taken = chunk.offset + chunk.length
+        kept = filled - taken
+        view[:kept] = view[taken:filled]
+        base += taken
+
+
+def _advise_ahead(fd: int, position: int, advised: int) -> int:
+    """Ask the kernel to read up to READ_AHEAD past `position` when less than a block short of that; return how far is asked."""
+    if advised - position < READ_AHEAD - READ_BLOCK:
+        end = position + READ_AHEAD
+        os.posix_fadvise(fd, advised, end - advised, os.POSIX_FADV_WILLNEED)
+        return end
+    return advised
+
+
+class ReadAhead:
+    """Announces the next files of a batch to the kernel while one is hashed.
+
+    From a cold disk, a small file read after another waits for the disk each
+    time; asked for together (posix_fadvise WILLNEED, which returns at once),
+    their reads overlap and the hashing thread finds them in the page cache.
+    At most AHEAD_FILES files and READ_AHEAD bytes are announced beyond the
+    file being hashed, so the page cache, not this process, holds them.
+    """
+
+    def __init__(self, dir_fd: int, files: list[tuple[str, int]]) -> None:
+        self._dir_fd = dir_fd
+        self._files = files
+        self._next = 0
+        self._current = 0
+        self._ahead = 0
+
+    def advance(self) -> None:
+        """Call before hashing each file of the batch in turn."""
+        if self._current < self._next:
+            self._ahead -= min(self._files[self._current][1], READ_AHEAD)
+        self._current += 1
+        while (
+            self._next < len(self._files)
+            and self._next - self._current < AHEAD_FILES
+            and self._ahead < READ_AHEAD
+        ):
+            name, size = self._files[self._next]
+            self._next += 1
+            self._ahead += min(size, READ_AHEAD)
+            self._announce(name, min(size, READ_AHEAD))
+
+    def _announce(self, name: str, length: int) -> None:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self._dir_fd)
+        except OSError:
+            return  # the hashing reports it
+        try:
+            os.posix_fadvise(fd, 0, length, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
 
 
 def _hash_tiny(fd: int, dir_fd: int, first: os.stat_result, rel: str, name: str, params: ChunkingParams) -> HashedFile:
@@ -410,3 +510,51 @@ def file_id_of(path: Path, params: ChunkingParams) -> bytes:
         for chunk in make_chunker(params).cut_stream(f):
             builder.add_chunk(chunk_id(chunk.data), chunk.length)
     return builder.finish()[0]
+
+
+def held_by_dir(paths: Iterable[str]) -> dict[str, frozenset[str]]:
+    """Relative paths to hold, grouped by the directory they are in."""
+    by_dir: dict[str, set[str]] = {}
+    for path in paths:
+        rel, _, name = path.rpartition("/")
+        by_dir.setdefault(rel, set()).add(name)
+    return {rel: frozenset(names) for rel, names in by_dir.items()}
+
+
+def hold(index: Index, scan: DirScan, previous_root: bytes | None, names: frozenset[str]) -> None:
+    """Give each of `names` (files of the scanned directory) the entry the previous version's tree
+    `previous_root` has for it, or leave it out where that version has none.
+
+    A directory, on disk or in that version, is never held: only a file's content can be half written.
+    The directory's tree is then not the folder's, so it is not cached: the next share looks again.
+    """
+    if scan.unchanged:
+        _materialize(index, scan)
+        scan.unchanged = False
+    previous = _previous_files(index, previous_root, scan.rel, names)
+    dirs = {e.name for e in scan.entries if e.type == _DIR}
+    entries = [e for e in scan.entries if e.type == _DIR or e.name not in names]
+    entries += [_held_entry(old) for name, old in previous.items() if name not in dirs]
+    entries.sort(key=lambda e: e.name)
+    scan.entries = entries
+    scan.complete = False
+
+
+def _previous_files(index: Index, root: bytes | None, rel: str, names: frozenset[str]) -> dict[str, TreeEntry]:
+    """The entries other than directories that tree `root` has for `names` in its directory `rel`."""
+    load = index_loader(index)
+    tree = root
+    for part in rel.split("/") if rel else ():
+        if tree is None:
+            return {}
+        tree = next((e.id for e in tree_entries(load, tree) if e.name == part and e.type == EntryType.DIR), None)
+    if tree is None:
+        return {}
+    return {e.name: e for e in tree_entries(load, tree) if e.name in names and e.type != EntryType.DIR}
+
+
+def _held_entry(old: TreeEntry) -> ScanEntry:
+    if isinstance(old, FileEntry):
+        return ScanEntry(old.name, _FILE, old.permissions(), None, "", old.id, old.size, 1)
+    assert isinstance(old, SymlinkEntry), f"{old.name!r} is a directory"
+    return ScanEntry(old.name, _SYMLINK, 0, None, old.target, None, old.size)

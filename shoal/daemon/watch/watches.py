@@ -7,21 +7,24 @@ every watch restarts with the daemon:
     path = "/home/me/runs/resnet50"
     added = 1700000000
 
-Policy, per watch: a change under the folder (not under `.shoal-partial`, not
-matched by `.shoalignore`) starts a settling period. It ends once the folder has
-gone `watch.quiet` seconds without a change and no process holds a file under it
-open for writing; then the folder is shared, giving at most one version per
-settled burst (none when nothing changed). A file held open but unchanged for
-`watch.max_wait` seconds no longer delays the share. On start (of the watch or
-of the daemon) the folder settles and is shared once, catching changes made
-while nobody watched.
+Policy, per watch: the paths changed under the folder (not under
+`.shoal-partial`, not matched by `.shoalignore`) settle one by one (settle.py).
+Once every changed path is settled (`watch.quiet` seconds without a change and
+not open for writing) or still being written, the folder is shared: one version
+per settled burst, none when nothing changed. Files still being written (a log
+held open, a checkpoint half saved) do not hold the others back; the version
+keeps their previous entry until they settle, or until they have waited
+`watch.max_wait` seconds. On start (of the watch or of the daemon) the whole
+folder settles and is shared once, catching changes made while nobody watched.
 """
 
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from shoal.daemon.library.datasets import Library, ShareResult
 from shoal.daemon.library.ignore import IGNORE_FILE, IgnoreRules, load_ignore
 from shoal.daemon.model import PARTIAL_DIR
 from shoal.daemon.toml_file import write_toml_atomic
+from shoal.daemon.watch.settle import MAX_TRACKED, Changes, Plan, plan
 from shoal.daemon.watch.watcher import watch_tree
 from shoal.daemon.watch.writers import open_for_writing
 from shoal.errors import ConfigError, ShareError, ShoalError, UnknownDataset, UsageError
@@ -41,8 +45,6 @@ log = logging.getLogger(__name__)
 WATCHES_FILE = "watches.toml"
 #: A folder that cannot be watched or shared (gone, unreadable) is tried again this often.
 RETRY_AFTER = 10.0
-#: The message of a version made by the share a watch does when it starts.
-_CATCH_UP_MESSAGE = "watch: changes made while not watched"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +64,9 @@ class _Live:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     state: str = "starting"
     detail: str | None = None
+    #: Set while `changes` holds anything.
     dirty: trio.Event = field(default_factory=trio.Event)
-    last_change: float = 0.0
-    #: Changed paths reported since the last share, counted per burst: a count, not a set,
-    #: so that copying a million files into the folder costs no memory here.
-    changed: int = 0
+    changes: Changes = field(default_factory=Changes)
     #: When the dataset's head version was made, as of this watch's last share.
     last_shared: int | None = None
     ignore: IgnoreRules | None = None
@@ -78,7 +78,7 @@ class _Live:
             "added": self.watch.added,
             "state": self.state,
             "detail": self.detail,
-            "pending": self.changed,
+            "pending": len(self.changes),
             "last_shared": self.last_shared,
         }
 
@@ -127,7 +127,9 @@ class Watches:
         """Share the folder now and watch it from then on; return (watch, whether it is new, the share)."""
         root = str(path.resolve())
         self._check_new(root, name)
-        result = await self._library.share(path, name=name, message="watch: first share")
+        # A file being written as the watch starts is left at its last version (out of a first one) until it settles.
+        hold = await _writers(root, None) if os.path.isdir(root) else set()
+        result = await self._library.share(path, name=name, message="watch: first share", hold=hold)
         await self._announce(result, None)
         name = result.version.name
         # Checked again: another request may have added a watch while this one shared.
@@ -212,15 +214,15 @@ class Watches:
         root = Path(live.watch.path)
         live.ignore = await trio.to_thread.run_sync(load_ignore, root)
         async with trio.open_nursery() as nursery:
-            await nursery.start(watch_tree, root, lambda paths: self._on_changes(live, paths))
-            # Whatever changed while nobody watched is shared once it settles.
-            live.last_change = trio.current_time()
+            await nursery.start(partial(watch_tree, listed=MAX_TRACKED), root, lambda paths: self._on_changes(live, paths))
+            live.changes.start_catch_up(trio.current_time())
             live.dirty.set()
             while True:
                 await live.dirty.wait()
-                await self._settle(live)
-                live.dirty = trio.Event()
-                await self._share(live)
+                await self._share(live, await self._settle(live))
+                if not live.changes:
+                    live.dirty = trio.Event()
+                    self._set_state(live, "idle", None)
 
     def _on_changes(self, live: _Live, paths: set[str]) -> None:
         if os.path.join(live.watch.path, IGNORE_FILE) in paths:
@@ -228,57 +230,74 @@ class Watches:
                 live.ignore = load_ignore(live.watch.path)
             except ShareError:
                 live.ignore = None  # the share reports the unreadable file
-        relevant = sum(1 for path in paths if self._relevant(live, path))
-        if relevant:
-            live.changed += relevant
-            live.last_change = trio.current_time()
-            live.dirty.set()
+        now = trio.current_time()
+        for path in paths:
+            found = _relevant(live.watch.path, live.ignore, path)
+            if found is not None:
+                live.changes.add(found[0], now, found[1])
+                live.dirty.set()
 
-    @staticmethod
-    def _relevant(live: _Live, path: str) -> bool:
-        """Whether a change to `path` can change the folder's next version."""
-        if path == live.watch.path:
-            return True
-        rel = path[len(live.watch.path) + 1 :]
-        if rel.split("/", 1)[0] == PARTIAL_DIR:
-            return False
-        return live.ignore is None or not live.ignore.excludes(rel, os.path.isdir(path))
-
-    async def _settle(self, live: _Live) -> None:
-        """Return once the folder is quiet and nothing under it is open for writing (or waited long enough)."""
-        started = trio.current_time()
+    async def _settle(self, live: _Live) -> Plan:
+        """Return the plan of the next version once one can be made, showing what it waits for until then."""
+        writers: set[str] = set()
+        writers_at = -math.inf
+        fresh = lingered = False
         while True:
             config = self._settings()
-            quiet_until = live.last_change + config.quiet
-            if trio.current_time() < quiet_until:
-                self._set_state(live, "settling", None)
-                await trio.sleep_until(quiet_until)
+            now = trio.current_time()
+            if not fresh and now >= writers_at + config.quiet:
+                writers, writers_at, fresh = await _writers(live.watch.path, live.ignore), now, True
                 continue
-            open_paths = await trio.to_thread.run_sync(open_for_writing, live.watch.path)
-            writers = [path for path in open_paths if self._relevant(live, path)]
-            if not writers:
-                return
-            if trio.current_time() - started >= config.max_wait:
-                log.warning("watch %s: sharing although %s is still open for writing", live.watch.name, writers[0])
-                return
-            self._set_state(live, "waiting", f"{writers[0]} is open for writing")
-            await trio.sleep(config.quiet)
+            ready = plan(live.changes, writers, now, config.quiet, config.max_wait)
+            if ready.ready:
+                if ready.linger is not None and not lingered:
+                    lingered, fresh = True, False
+                    await trio.sleep_until(ready.linger)
+                    continue
+                if fresh:
+                    return ready
+                # Whether a file is open for writing is asked again right before it is published.
+                writers, writers_at, fresh = await _writers(live.watch.path, live.ignore), now, True
+                continue
+            fresh = False
+            self._set_state(live, ready.state, ready.detail)
+            await trio.sleep_until(ready.wake)
 
-    async def _share(self, live: _Live) -> None:
+    async def _share(self, live: _Live, ready: Plan) -> None:
         self._set_state(live, "sharing", None)
-        changed, live.changed = live.changed, 0
-        message = f"watch: {changed} change{'s' if changed != 1 else ''}" if changed else _CATCH_UP_MESSAGE
-        result = await self._library.share(Path(live.watch.path), name=live.watch.name, message=message)
+        result = await self._library.share(
+            Path(live.watch.path), name=live.watch.name, message=ready.message, hold=ready.hold
+        )
+        live.changes.published(ready, trio.current_time())
         await self._announce(result, None)
         live.last_shared = result.version.time
         for warning in result.warnings:
             log.warning("watch %s: %s", live.watch.name, warning)
-        self._set_state(live, "idle", None)
 
     def _set_state(self, live: _Live, state: str, detail: str | None) -> None:
         if (live.state, live.detail) != (state, detail):
             live.state, live.detail = state, detail
             self._publish("watches", {"change": "state", "watch": live.to_json()})
+
+
+def _relevant(root: str, ignore: IgnoreRules | None, path: str) -> tuple[str, bool] | None:
+    """(path relative to `root`, whether it is a folder) if a change to `path` can change the next version."""
+    if path == root:
+        return "", True
+    rel = path[len(root) + 1 :]
+    if rel.split("/", 1)[0] == PARTIAL_DIR:
+        return None
+    is_dir = os.path.isdir(path)
+    if ignore is not None and ignore.excludes(rel, is_dir):
+        return None
+    return rel, is_dir
+
+
+async def _writers(root: str, ignore: IgnoreRules | None) -> set[str]:
+    """The files under `root` open for writing that count for its versions, relative to it."""
+    open_paths = await trio.to_thread.run_sync(open_for_writing, root)
+    found = (_relevant(root, ignore, path) for path in open_paths if os.path.lexists(path))
+    return {rel for rel, is_dir in filter(None, found) if rel and not is_dir}
 
 
 def _failure(exc: BaseException) -> str | None:

@@ -41,6 +41,11 @@ MAX_PATTERNS = 256
 MAX_PATTERN = 1024
 #: A subset's sample is in parts per million; this keeps every file.
 SAMPLE_ALL = 1_000_000
+#: How a sample is drawn (SPEC.md, "Subsets"): each file on its own, the rule of
+#: records written before the exact draw existed, encoded without a `draw` field...
+DRAW_PER_FILE = 0
+#: ...or exactly round(sample × files) files, those with the smallest keys.
+DRAW_EXACT = 1
 _SUBSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -156,12 +161,19 @@ class TreeNode:
 @dataclass(frozen=True, slots=True)
 class Subset:
     """A named part of a version: files matching `include` (all when empty), then a
-    deterministic sample of `sample` parts per million of them, drawn with `seed`."""
+    deterministic sample of `sample` parts per million of them, drawn with `seed`
+    by the rule `draw` names."""
 
     name: str
     include: tuple[str, ...] = ()
     sample: int = SAMPLE_ALL
     seed: int = 0
+    draw: int = DRAW_PER_FILE
+
+    def fields(self) -> list[Any]:
+        """The SUBSET array: `draw` only when it is not the per-file rule, so older records keep their bytes."""
+        out = [self.name, list(self.include), self.sample, self.seed]
+        return out + [self.draw] if self.draw != DRAW_PER_FILE else out
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +218,7 @@ def _version_fields(v: VersionRecord) -> list[Any]:
         v.size, v.files, v.author, v.time, v.message,
     ]
     if v.subsets:
-        fields.append([[s.name, list(s.include), s.sample, s.seed] for s in v.subsets])
+        fields.append([s.fields() for s in v.subsets])
     return fields
 
 
@@ -357,21 +369,25 @@ def _subsets(value: Any) -> tuple[Subset, ...]:
 
 
 def _subset(value: Any) -> Subset:
-    item = _list(value, "subset", 4)
-    if len(item) != 4:
-        raise _fail("subset must be [name, include, sample, seed]")
-    name, include, sample, seed = item
+    item = _list(value, "subset", 5)
+    if len(item) not in (4, 5):
+        raise _fail("subset must be [name, include, sample, seed] or [name, include, sample, seed, draw]")
+    name, include, sample, seed = item[:4]
     if type(name) is not str or not _SUBSET_NAME.fullmatch(name):
         raise _fail(f"subset name {name!r} is invalid: 1-64 letters, digits, '.', '_' or '-'")
     patterns = _list(include, f"subset {name} patterns", MAX_PATTERNS)
     if not all(type(p) is str and 0 < len(p.encode("utf-8")) <= MAX_PATTERN for p in patterns):
         raise _fail(f"subset {name}: patterns must be non-empty text of at most {MAX_PATTERN} bytes")
-    return Subset(name, tuple(patterns), _int(sample, "subset sample", 1, SAMPLE_ALL), _int(seed, "subset seed", 0, 2**64 - 1))
+    sample = _int(sample, "subset sample", 1, SAMPLE_ALL)
+    draw = _int(item[4], "subset draw", DRAW_EXACT, DRAW_EXACT) if len(item) == 5 else DRAW_PER_FILE
+    if draw != DRAW_PER_FILE and sample == SAMPLE_ALL:
+        raise _fail(f"subset {name}: a sample of every file draws nothing; its draw must be left out")
+    return Subset(name, tuple(patterns), sample, _int(seed, "subset seed", 0, 2**64 - 1), draw)
 
 
 def check_subset(subset: Subset) -> None:
     """Raise ObjectFormatError unless `subset` may be part of a version record."""
-    _subset([subset.name, list(subset.include), subset.sample, subset.seed])
+    _subset(subset.fields())
 
 
 def _check_sorted(entries: tuple[TreeEntry, ...]) -> None:

@@ -11,7 +11,7 @@ from shoal.daemon.config import Settings
 from shoal.daemon.control.api.params import flag, only, optional_text, text
 from shoal.daemon.control.events import Publish
 from shoal.daemon.control.server import Handler, ProgressFn
-from shoal.daemon.fetch.selection import parse_subset, with_subset, without_subset
+from shoal.daemon.fetch.selection import defined, parse_subset, without_subset
 from shoal.daemon.library.datasets import Library, ShareProgress, ShareResult
 from shoal.daemon.library.retention import Keeper
 from shoal.daemon.net.trust import TrustStore
@@ -148,17 +148,15 @@ class DatasetsApi:
             if set(params) - {"name", "subset", "delete"}:
                 raise UsageError("--delete takes no --include, --sample or --seed")
             version = await self.library.set_subsets(
-                name, lambda head: without_subset(head, subset), f"subset {subset} deleted"
+                name, lambda head: (without_subset(head, subset), f"subset {subset} deleted")
             )
         else:
             wanted = parse_subset(subset, params.get("include"), params.get("sample"), params.get("seed"))
-            version = await self.library.set_subsets(
-                name, lambda head: with_subset(head, wanted), f"subset {subset} set"
-            )
+            version = await self.library.set_subsets(name, lambda head: defined(self.library.index, head, wanted))
         self.publish("datasets", {"name": name, "version": version.to_json()})
         await self.publish_catalog()
         await self.keeper.after_share(name, version.id, None)
-        return {"name": name, "version": version.to_json(), "subsets": version.to_json()["subsets"]}
+        return {"name": name, "version": version.to_json(), "subsets": version.to_json()["subsets"], "changed": True}
 
     async def verify(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Re-hash a dataset's folder against its latest version."""

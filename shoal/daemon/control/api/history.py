@@ -10,7 +10,7 @@ from shoal.daemon.control.api.lookup import VersionLookup
 from shoal.daemon.control.api.params import flag, limit, only, text, timeout
 from shoal.daemon.control.server import Handler, ProgressFn
 from shoal.daemon.library.datasets import Library
-from shoal.daemon.library.history import diff_report, parent_stats
+from shoal.daemon.library.history import diff_report, parent_stats, version_kind
 from shoal.daemon.model import VersionInfo, VersionQuery
 from shoal.daemon.net.peers import PeerManager
 from shoal.daemon.net.trust import TrustStore
@@ -76,7 +76,7 @@ class HistoryApi:
             "files_changed": stats[0] if stats else None,
             "bytes_new": stats[1] if stats else None,
             "kept": version.id in kept,
-        }
+        } | version_kind(self.library.index, version)
 
     async def diff(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """The paths that differ between two versions, and the bytes a fetch from one to the other moves."""
