@@ -35,6 +35,7 @@ from shoal.protocol.wire.messages import (
     Run,
     data_parts,
     decode_message,
+    decode_owned,
     encode_message,
     encode_message_parts,
 )
@@ -52,7 +53,7 @@ def from_json(cls: type, values: dict[str, Any]) -> Any:
     kwargs = {}
     for field in dataclasses.fields(cls):
         value = values[field.name]
-        if field.type == "bytes":
+        if field.type in ("bytes", "bytes | memoryview"):
             value = bytes.fromhex(value)
         elif field.type == "tuple[bytes, ...]":
             value = tuple(bytes.fromhex(v) for v in value)
@@ -250,3 +251,34 @@ def test_random_bytes_decode_or_raise_remote_errors(payload: bytes) -> None:
         decode_message(payload)
     except RemoteProtocolError:
         pass
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        encode_message(DataRun(5, A, bytes(range(256)) * 5000)),
+        encode_message(DataRun(2**32 - 1, B, b"")),
+        # Wider encodings than the shortest: decoded all the same (by decode_message).
+        msgpack.packb([14, 5, A, b"x" * 300], use_bin_type=True).replace(b"\x0e\x05", b"\x0e\xcd\x00\x05", 1),
+        encode_message(Data(5, A, b"not a run")),
+    ],
+)
+def test_an_owned_payload_decodes_as_any_other_and_a_run_stays_in_place(payload: bytes) -> None:
+    buffer = bytearray(payload)
+    message = decode_owned(memoryview(buffer))
+    assert message == decode_message(payload)
+    if isinstance(message, DataRun) and payload[2] != 0xCD:
+        assert isinstance(message.data, memoryview) and message.data.obj is buffer
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        encode_message(DataRun(5, A, b"abc")) + b"\x00",  # trailing bytes
+        encode_message(DataRun(5, A, b"abc"))[:-1],  # short data
+        bytes([0x94, 0x0E, 0xCF]) + (2**40).to_bytes(8, "big") + bytes([0xC4, 0x20]) + A + b"\xc4\x00",  # req too large
+    ],
+)
+def test_an_owned_payload_that_is_not_a_valid_run_is_refused(payload: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_owned(memoryview(bytearray(payload)))

@@ -36,7 +36,8 @@ class Arrival:
     peer: str
     cid: bytes
     run: Run
-    data: bytes
+    #: A view of the frame it came in (DATA_RUN), which nothing else uses.
+    data: bytes | memoryview
     targets: list[Target]
 
 
@@ -195,7 +196,7 @@ class Puller:
         with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
             self._requests[batch, peer] = scope
 
-            def arrived(cid: bytes, data: bytes) -> None:
+            def arrived(cid: bytes, data: bytes | memoryview) -> None:
                 # Moved only once a second has passed: every move of a
                 # deadline re-files it in trio's deadline heap.
                 deadline = trio.current_time() + timeout
@@ -213,7 +214,7 @@ class Puller:
             return None if batch.pending else []
         return missing
 
-    def _deliver(self, batch: Batch[Target], peer: str, cid: bytes, data: bytes) -> None:
+    def _deliver(self, batch: Batch[Target], peer: str, cid: bytes, data: bytes | memoryview) -> None:
         """Take a run off the wire; it is verified and written by the writer stage."""
         receipt = self.schedule.receive(batch, peer, cid, len(data))
         run = batch.runs[cid]

@@ -17,7 +17,7 @@ class Source(Protocol):
     async def get_chunks(self, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
         """Stream chunks into `deliver(id, bytes)` as they arrive; return the ids the peer lacks."""
 
-    async def get_runs(self, runs: Sequence[Run], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+    async def get_runs(self, runs: Sequence[Run], deliver: Callable[[bytes, bytes | memoryview], None]) -> list[bytes]:
         """Stream runs into `deliver(first id, bytes)` as they arrive; return the first ids of the runs the peer lacks."""
 
 

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -79,7 +79,7 @@ class Rejected(Exception):
 class _Pending:
     """A request of ours waiting for DATA and END."""
 
-    deliver: Callable[[bytes, bytes], None]
+    deliver: Callable[[bytes, bytes | memoryview], None]
     done: trio.Event = field(default_factory=trio.Event)
     missing: tuple[bytes, ...] = ()
     error: BaseException | None = None
@@ -435,7 +435,7 @@ class PeerSession:
 
     # --- asking the peer (the fetch engine's Source) -----------------------------
 
-    async def _request(self, make: Callable[[int], Message], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+    async def _request(self, make: Callable[[int], Message], deliver: Callable[[bytes, Any], None]) -> list[bytes]:
         """Send the request `make(req)` builds; deliver its DATA as it comes; the ids END lists."""
         await self._request_slot()
         req = self.conn.new_request_id()
@@ -472,7 +472,7 @@ class PeerSession:
     async def get_chunks(self, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
         return await self._request(lambda req: GetChunks(req, tuple(ids)), deliver)
 
-    async def get_runs(self, runs: Sequence[Run], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+    async def get_runs(self, runs: Sequence[Run], deliver: Callable[[bytes, bytes | memoryview], None]) -> list[bytes]:
         """Stream each run's bytes into `deliver(first id, bytes)`; return the first ids of the runs the peer lacks."""
         return await self._request(lambda req: GetRuns(req, tuple(runs)), deliver)
 

@@ -62,6 +62,7 @@ from shoal.protocol.wire.messages import (
     data_parts,
     data_run_parts,
     decode_message,
+    decode_owned,
     encode_message_parts,
     starts_as_data,
 )
@@ -293,7 +294,10 @@ class Connection:
         return self._finish(Step.CLOSE, ConnectionClosed("the peer closed the connection", None, by_peer=True))
 
     def _handle_frame(self, payload: memoryview) -> Event | None:
-        return self._handle_message(decode_message(payload))
+        if self._frames.owns(payload):
+            return self._handle_message(decode_message(payload))
+        # A large frame in a buffer of its own: a DATA_RUN's bytes go on from there uncopied.
+        return self._handle_message(decode_owned(payload))
 
     def _handle_message(self, message: Message) -> Event | None:
         if isinstance(message, Bye):

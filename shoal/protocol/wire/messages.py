@@ -289,15 +289,17 @@ class GetRuns:
 
 @dataclass(frozen=True, slots=True)
 class DataRun:
-    """The bytes of one requested run, its chunks back to back; `id` is the run's first id."""
+    """The bytes of one requested run, its chunks back to back; `id` is the run's first id.
+
+    Received, `data` is a view of the frame's own buffer (`decode_owned`)."""
 
     TYPE: ClassVar[MessageType] = MessageType.DATA_RUN
     req: int
     id: bytes
-    data: bytes
+    data: bytes | memoryview
 
     def __post_init__(self) -> None:
-        _check_data(self.req, self.id, self.data, bytes)
+        _check_data(self.req, self.id, self.data, bytes, memoryview)
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +413,7 @@ def encode_message(message: Message) -> bytes:
     return b"".join(encode_message_parts(message))
 
 
-def encode_message_parts(message: Message) -> tuple[bytes, ...]:
+def encode_message_parts(message: Message) -> tuple[bytes | memoryview, ...]:
     """The frame payload of `message` in pieces, so DATA's bytes need not be copied to join them."""
     if isinstance(message, (Data, DataRun)):
         return _data_header(message.req, message.id, len(message.data), message.TYPE), message.data
@@ -442,6 +444,41 @@ def starts_as_data(payload: bytes | bytearray | memoryview) -> bool:
     """Whether `payload` begins as DATA or DATA_RUN encoded the shortest way (`94 06`,
     `94 0e`), the forms the receive hot path needs to tell apart without decoding."""
     return bytes(payload[:2]) in (_DATA_START, _DATA_RUN_START)
+
+
+_UINT_WIDTHS = {0xCC: 1, 0xCD: 2, 0xCE: 4}
+_BIN_WIDTHS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+
+
+def decode_owned(payload: memoryview) -> Message:
+    """`decode_message` for a payload the caller owns: a DATA_RUN's data stays where it
+    is, as a view of `payload`. (Only the encoding `encode_message` writes takes
+    that path; any other goes through `decode_message`.)"""
+    try:
+        if bytes(payload[:2]) != _DATA_RUN_START:
+            raise ValueError
+        pos, req = _read_uint(payload, 2, _UINT_WIDTHS)
+        if bytes(payload[pos : pos + 2]) != _ID_HEADER:
+            raise ValueError
+        oid = bytes(payload[pos + 2 : pos + 2 + ID_SIZE])
+        pos, size = _read_uint(payload, pos + 2 + ID_SIZE, _BIN_WIDTHS, fixint=False)
+        if len(payload) - pos != size:
+            raise ValueError
+    except (ValueError, IndexError, KeyError):
+        return decode_message(payload)
+    try:
+        return DataRun(req, oid, payload[pos:])
+    except InvalidMessage as exc:
+        raise MalformedMessage(str(exc)) from None
+
+
+def _read_uint(payload: memoryview, pos: int, widths: dict[int, int], *, fixint: bool = True) -> tuple[int, int]:
+    """The msgpack unsigned int (or bin length) at `pos`: (the position after it, its value)."""
+    marker = payload[pos]
+    if fixint and marker < 0x80:
+        return pos + 1, marker
+    width = widths[marker]
+    return pos + 1 + width, int.from_bytes(payload[pos + 1 : pos + 1 + width], "big")
 
 
 def _data_header(req: int, oid: bytes, size: int, kind: MessageType) -> bytes:
