@@ -87,7 +87,7 @@ def compose(
     )
     daemon_api = DaemonApi(
         info=info, settings=settings, library=library, trust=trust, peers=peers, transfers=transfers,
-        keeper=keeper, watches=watches, publish=publish, request_shutdown=request_shutdown,
+        keeper=keeper, watches=watches, events=events, publish=publish, request_shutdown=request_shutdown,
     )
     methods = method_table(
         daemon_api,

@@ -115,8 +115,12 @@ class ErrorReply(namedtuple("ErrorReply", "id code message exit_code", defaults=
     __slots__ = ()
 
 
-class Event(namedtuple("Event", "topic data")):
-    """A published fact (`data` map) on `topic`, sent to connections that subscribed to it."""
+class Event(namedtuple("Event", "topic data seq", defaults=(None,))):
+    """A published fact (`data` map) on `topic`, sent to connections that subscribed to it.
+
+    `seq` numbers the daemon's events from 1 since it started, so a client can tell
+    a live event from the same one in the `events` history.
+    """
 
     __slots__ = ()
 
@@ -157,7 +161,7 @@ def decode_message(payload: bytes) -> Message:
         elif kind == "error":
             message = ErrorReply(body["id"], body["code"], body["message"], body.get("exit_code"))
         elif kind == "event":
-            message = Event(body["topic"], body["data"])
+            message = Event(body["topic"], body["data"], body.get("seq"))
         else:
             raise ControlProtocolError(f"unknown control message type {kind!r}")
     except KeyError as exc:
@@ -207,6 +211,8 @@ def _validate(message: Message, error: type[Exception]) -> None:
     if isinstance(message, Event):
         _check_name("topic", message.topic, error)
         _check_map("data", message.data, error)
+        if message.seq is not None and not (type(message.seq) is int and 1 <= message.seq <= MAX_REQUEST_ID):
+            raise error(f"bad control event seq {message.seq!r}")
         return
     _check_id(message, error)
     if isinstance(message, Request):

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Log, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
 from shoal.client.aio import Connected, ControlClient, Signal
 from shoal.errors import DaemonError, DaemonNotRunning
@@ -29,12 +29,13 @@ from shoal.tui.rows import (
     Row,
     TransferTracker,
     dataset_rows,
-    event_line,
+    existing_folder,
     peer_label,
     peer_row,
     subscription_row,
     watch_row,
 )
+from shoal.tui.widgets.event_log import EventLog
 from shoal.tui.widgets.keyed_table import KeyedTable
 from shoal.tui.widgets.modals import (
     CancelTransferDialog,
@@ -51,6 +52,8 @@ from shoal.tui.widgets.screens import BrowseScreen, HelpScreen, VersionsScreen
 
 #: Dataset events come in bursts (a share of many datasets); one `ls` per burst is enough.
 REFRESH_DELAY = 0.2
+#: Seconds between reads of the peers while the Peers tab shows them: their rates are measured, not announced.
+PEER_POLL = 2.0
 #: The tabs with a table, by id; the Events tab holds the log instead.
 TABLES = ("peers", "datasets", "transfers", "watches", "subscriptions")
 #: Actions that belong to some tabs only: elsewhere they are hidden, so the footer fits, and do nothing.
@@ -104,6 +107,10 @@ class ShoalApp(App[int]):
         self.transfers: dict[str, TransferTracker] = {}
         self.watches: dict[str, dict[str, Any]] = {}
         self.subscriptions: dict[str, dict[str, Any]] = {}
+        #: Dataset name to the folder its last fetch (in the events seen, history included) completed into.
+        self.fetched: dict[str, str] = {}
+        #: Whether the tab to open on was chosen: once, when the daemon's state first arrives.
+        self.opened = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -116,7 +123,7 @@ class ShoalApp(App[int]):
             with TabPane("Transfers", id="transfers"):
                 yield KeyedTable(TRANSFER_COLUMNS, id="transfers-table")
             with TabPane("Events", id="events"):
-                yield Log(id="events-log", max_lines=5000)
+                yield EventLog(self._peer_label, id="events-log")
             with TabPane("Watches", id="watches"):
                 yield KeyedTable(WATCH_COLUMNS, id="watches-table")
             with TabPane("Subscriptions", id="subscriptions"):
@@ -127,11 +134,12 @@ class ShoalApp(App[int]):
         # Looked up once: events keep arriving while the app shuts down, when a
         # query of the torn-down screen would raise NoMatches inside a worker.
         self.status = self.query_one("#status", Static)
-        self.events_log = self.query_one("#events-log", Log)
+        self.events_log = self.query_one("#events-log", EventLog)
         self.tabs = self.query_one(TabbedContent)
         self.tables = {name: self.query_one(f"#{name}-table", KeyedTable) for name in TABLES}
         self.table("datasets").focus()
         self.run_worker(self._follow(), group="signals", exclusive=True)
+        self.set_interval(PEER_POLL, self._poll_peers)
 
     def table(self, name: str) -> KeyedTable:
         return self.tables[name]
@@ -144,6 +152,8 @@ class ShoalApp(App[int]):
                 self.connected = True
                 self._set_status("connected", down=False)
                 await self._refresh()
+                # Before the queued live events, which it tells apart from its own; after the peers, which name.
+                await self._reporting_failures(self._load_history())
             elif isinstance(signal, Event):
                 self._on_event(signal)
             else:
@@ -176,9 +186,7 @@ class ShoalApp(App[int]):
             self._on_sync("subscriptions", self.subscriptions, data["subscription"], data.get("change"), subscription_row)
             # `updated` and `failed` are sent while the update still counts as running: re-read the settled state.
             self._subscriptions_may_change()
-        line = event_line(event.topic, data)
-        if line is not None:
-            self.events_log.write_line(line)
+        self.events_log.event(event.topic, data, event.seq)
 
     def _in_background(self, work: Callable[[], Coroutine[None, None, None]], group: str) -> None:
         """Run `work` as the only worker of `group`, replacing one still running.
@@ -212,18 +220,13 @@ class ShoalApp(App[int]):
         kind = data.get("event")
         if kind == "progress":
             tracker.update(data)
-            # Peers' rates change while data moves: re-read them, at most once per report.
-            self._in_background(partial(self._refresh_later, peers=True, datasets=False), "peers")
         elif kind == "done":
-            tracker.phase = "done"
-            fetched = int(data.get("bytes_received", 0)) + int(data.get("bytes_reused", 0))
-            tracker.bytes_done = tracker.bytes_total = max(tracker.bytes_total, fetched)
-            tracker.rate, tracker.eta = 0, None
+            self._note_fetch(data)
+            tracker.finish(data)
             # The daemon publishes no datasets event for a fetch; the copy is local now.
             self._in_background(self._refresh_later, "datasets")
         elif kind == "failed":
-            tracker.phase = f"failed: {data.get('reason') or 'cancelled'}"
-            tracker.rate, tracker.eta = 0, None
+            tracker.finish(data, failed=str(data.get("reason") or "cancelled"))
         elif kind in ("paused", "resumed"):
             tracker.update_state(data)
         self.table("transfers").upsert(key, tracker.row(self._peer_label))
@@ -264,6 +267,49 @@ class ShoalApp(App[int]):
         await self._refresh_peers()
         await self._refresh_datasets()
         await self._refresh_sync()
+        await self._refresh_transfers()
+        if not self.opened:
+            self.opened = True
+            self._open_first_tab()
+
+    async def _load_history(self) -> None:
+        try:
+            recent = await self.client.call("events")
+        except DaemonError:
+            self.events_log.forget_order()
+            raise
+        self.events_log.history(recent["run"], recent["events"])
+        for entry in recent["events"]:
+            if entry["topic"] == "transfers" and entry["data"].get("event") == "done":
+                self._note_fetch(entry["data"])
+
+    def _note_fetch(self, done: dict[str, Any]) -> None:
+        """Remember where a fetch put its dataset: with --include, `ls` does not list that folder."""
+        name = (done.get("version") or {}).get("name")
+        if name and done.get("dest"):
+            self.fetched[str(name)] = str(done["dest"])
+
+    async def _refresh_transfers(self) -> None:
+        """The transfers already running: their events came before this app subscribed."""
+        for transfer in (await self.client.call("status")).get("transfers", ()):
+            key = str(transfer["id"])
+            tracker = self.transfers.setdefault(key, TransferTracker(transfer))
+            tracker.update(transfer)
+            self.table("transfers").upsert(key, tracker.row(self._peer_label))
+
+    def _open_first_tab(self) -> None:
+        """Peers until one is trusted (nothing can move before), else a running transfer, else the datasets."""
+        if self.tabs.active != "datasets":
+            return  # the user chose a tab already
+        if not any(peer.get("trusted") for peer in self.peers.values()):
+            self.action_tab("peers")
+        elif any(tracker.running for tracker in self.transfers.values()):
+            self.action_tab("transfers")
+
+    def _poll_peers(self) -> None:
+        # Its own group: replacing a refresh that a peers event started would drop that one's datasets.
+        if self.connected and self.tabs.active == "peers":
+            self._in_background(partial(self._refresh_later, peers=True, datasets=False), "peer-poll")
 
     async def _refresh_peers(self) -> None:
         peers = await self.client.call("peers")
@@ -296,6 +342,7 @@ class ShoalApp(App[int]):
 
     def on_tabbed_content_tab_activated(self) -> None:
         self.refresh_bindings()  # the footer shows the new tab's actions
+        self._poll_peers()  # rates as they are now, not as when the tab was last shown
 
     def action_tab(self, tab: str) -> None:
         self.tabs.active = tab
@@ -317,7 +364,9 @@ class ShoalApp(App[int]):
         self.open_fetch(name)
 
     def open_fetch(self, name: str, version: str | None = None, include: str = "") -> None:
-        dialog = FetchDialog(name, str(Path.cwd() / name), include=include, version=version)
+        # Into the folder that already holds the dataset here: a fetch there updates it in place.
+        dest = existing_folder(name, self.local, self.fetched, self.subscriptions.values()) or str(Path.cwd() / name)
+        dialog = FetchDialog(name, dest, include=include, version=version)
         self.push_screen(dialog, self._send("fetch"))
 
     def action_browse(self) -> None:
@@ -416,7 +465,7 @@ class ShoalApp(App[int]):
             result = await self.client.call(method, params)
         except (DaemonError, DaemonNotRunning) as exc:
             message = f"{verb} of {tracker.name} failed: {exc}"
-            self.events_log.write_line(message)
+            self.events_log.note(message)
             self.notify(message, severity="error", timeout=8)
             return
         if method != "transfer.cancel" and tracker.running:

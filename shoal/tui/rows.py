@@ -7,7 +7,7 @@ place, and every `.get` with a default marks a field a daemon may not send yet.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rich.text import Text
@@ -23,14 +23,16 @@ WATCH_COLUMNS = ("dataset", "folder", "state", "pending", "last shared", "detail
 SUBSCRIPTION_COLUMNS = ("dataset", "folder", "state", "holds", "updated", "detail")
 
 _STATE_STYLE = {"online": "green", "offline": "dim", "pending": "yellow", "trusted": "cyan"}
-#: The daemon's measured bottleneck of a running transfer; one limited by this machine stands out.
+#: The daemon's measured bottleneck of a running transfer; a limit of a machine (its disks, its CPU, a
+#: configured rate cap) stands out from the network's.
 _BOTTLENECK_STYLE = {"paused": "yellow", "waiting for peers": "dim", "hashing": "magenta", "disk write": "magenta",
-                     "disk read": "magenta"}
+                     "disk read": "magenta", "rate limit (sender)": "magenta", "rate limit (receiver)": "magenta"}
 #: Watch and subscription states: settled in green, trouble in red, waiting in yellow, busy in cyan.
 _SYNC_STYLE = {"idle": "green", "current": "green", "error": "red", "failed": "red", "withdrawn": "red",
                "settling": "yellow", "waiting": "yellow", "pending": "yellow", "starting": "cyan", "sharing": "cyan",
                "updating": "cyan", "removed": "dim"}
-BAR_WIDTH = 20
+#: Narrow enough that a long bottleneck ("rate limit (receiver)") leaves room for the peers at 120 columns.
+BAR_WIDTH = 12
 #: The peer layer reports sessions as online/offline; people say joined/left.
 _PEER_CHANGE = {"online": "joined", "offline": "left"}
 
@@ -107,15 +109,36 @@ def dataset_rows(local: Iterable[dict[str, Any]], remote: Iterable[dict[str, Any
     return rows
 
 
+def existing_folder(
+    name: str, local: Iterable[dict[str, Any]], fetched: Mapping[str, str], subscriptions: Iterable[dict[str, Any]]
+) -> str | None:
+    """The folder that holds dataset `name` on this machine, if any.
+
+    The one it is shared from (or was first fetched into), else a folder a fetch left it in
+    (a whole copy before a part, the newest first), else the last fetch's (`fetched`: a part
+    `ls` does not list), else the one a subscription keeps current.
+    """
+    for info in local:
+        if info["name"] != name:
+            continue
+        if info.get("path"):
+            return str(info["path"])
+        checkouts = sorted(info.get("checkouts") or (), key=lambda c: (not c.get("whole"), -c["version"]["seq"]))
+        if checkouts:
+            return str(checkouts[0]["path"])
+    if name in fetched:
+        return fetched[name]
+    return next((str(sub["dest"]) for sub in subscriptions if sub["name"] == name and sub.get("dest")), None)
+
+
 def version_row(version: dict[str, Any]) -> Row:
-    return (
-        f"@{version['seq']}",
-        version["id"][:16],
-        format_time(version["time"]),
-        format_size(version["size"]),
-        f"{version['files']:,}",
-        version.get("message") or "",
-    )
+    """A version of the Versions screen; one that only changes subsets (`kind` "subsets")
+    holds the same data as its parent, so it shows no size or file count of its own."""
+    head = (f"@{version['seq']}", version["id"][:16], format_time(version["time"]))
+    message = version.get("message") or ""
+    if version.get("kind") == "subsets":
+        return (*head, "", Text("subsets", style="italic"), Text(message, style="italic"))
+    return (*head, format_size(version["size"]), f"{version['files']:,}", message)
 
 
 def browse_row(entry: dict[str, Any]) -> Row:
@@ -226,11 +249,34 @@ class TransferTracker:
             self._received[peer_id] = received
         self._mark = now
 
+    def finish(self, data: dict[str, Any], *, failed: str | None = None) -> None:
+        """The transfer ended (`failed` says why, when it did): nothing moves any more."""
+        if failed is not None:
+            self.phase = f"failed: {failed}"
+        else:
+            self.phase = "done"
+            fetched = int(data.get("bytes_received", 0)) + int(data.get("bytes_reused", 0))
+            self.bytes_done = self.bytes_total = max(self.bytes_total, fetched)
+            # The result counts each peer's bytes in full; the last progress report may be older.
+            for peer_id, received in (data.get("peers") or {}).items():
+                if isinstance(received, int):
+                    self._received[peer_id] = received
+        self.rate, self.eta = 0, None
+        self.peer_rates.clear()
+
     def row(self, label: Callable[[str], str]) -> Row:
-        """The table row; `label` names a peer id the way the peers table does."""
-        fastest_first = sorted(self.peer_rates.items(), key=lambda item: -item[1])
-        rates = ", ".join(f"{label(peer)} {format_size(rate)}/s" for peer, rate in fastest_first)
-        moving = self.rate > 0
+        """The table row; `label` names a peer id the way the peers table does.
+
+        Per peer, the rate while the transfer runs; once it ended, what each peer sent.
+        """
+        if self.running:
+            fastest_first = sorted(self.peer_rates.items(), key=lambda item: -item[1])
+            rates = ", ".join(f"{label(peer)} {format_size(rate)}/s" for peer, rate in fastest_first)
+        else:
+            most_first = sorted(self._received.items(), key=lambda item: -item[1])
+            rates = ", ".join(f"{label(peer)} {format_size(received)}" for peer, received in most_first if received)
+        # Paused, the daemon's rate (an average) still falls for a while: what moves now is nothing new.
+        moving = self.rate > 0 and not self.paused
         if not self.running:
             bottleneck: str | Text = "-"
         else:
@@ -243,20 +289,19 @@ class TransferTracker:
             progress_bar(self.bytes_done, self.bytes_total),
             f"{format_size(self.bytes_done)} / {format_size(self.bytes_total)}",
             f"{format_size(self.rate)}/s" if moving else "-",
-            format_duration(self.eta) if self.eta is not None else "-",
+            format_duration(self.eta) if self.eta is not None and moving else "-",
             bottleneck,
             rates or "-",
         )
 
 
-def event_line(topic: str, data: dict[str, Any]) -> str | None:
-    """A human line for the events log, or None for events not worth one (progress ticks)."""
+def event_line(topic: str, data: dict[str, Any], name_of: Callable[[str], str] | None = None) -> str | None:
+    """A human line for the events log, or None for events not worth one (progress ticks).
+
+    `name_of` names a peer known by id only (sessions opening and closing), as the peers table does.
+    """
     if topic == "peers":
-        peer = data.get("peer")
-        if not peer:
-            return None
-        change = str(data.get("change", "changed"))
-        return f"peer {peer_label(peer)} {_PEER_CHANGE.get(change, change)}"
+        return _peer_line(data, name_of)
     if topic == "datasets":
         version = data.get("version") or {}
         return f"published {data.get('name', '?')}@{version.get('seq', '?')}"
@@ -279,6 +324,21 @@ def event_line(topic: str, data: dict[str, Any]) -> str | None:
     if topic == "watches":
         return _watch_line(data)
     return None
+
+
+def _peer_line(data: dict[str, Any], name_of: Callable[[str], str] | None) -> str | None:
+    """Trust changes, peers joining and leaving, refused peers; not catalog updates (the datasets show them)."""
+    change = str(data.get("change", "changed"))
+    if data.get("peer"):
+        return f"peer {peer_label(data['peer'])} {_PEER_CHANGE.get(change, change)}"
+    peer_id = data.get("peer_id")
+    if not peer_id or change == "catalog":
+        return None
+    who = name_of(str(peer_id)) if name_of is not None else str(peer_id)[:7]
+    if change == "pending":
+        return f"refused untrusted peer {who} (trust it on the Peers tab if it is yours)"
+    line = f"peer {who} {_PEER_CHANGE.get(change, change)}"
+    return f"{line} ({data['reason']})" if change == "offline" and data.get("reason") else line
 
 
 def _watch_line(data: dict[str, Any]) -> str | None:

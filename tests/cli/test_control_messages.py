@@ -33,6 +33,7 @@ MESSAGES = [
     ErrorReply(1, "not-found", "no dataset named 'x'; see `shoal ls`", 4),
     ErrorReply(0, "bad-message", "bad"),
     Event("datasets", {"name": "x"}),
+    Event("datasets", {"name": "x"}, 7),
 ]
 
 

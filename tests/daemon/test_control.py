@@ -269,8 +269,8 @@ async def test_events_reach_only_subscribers_of_their_topic(served):
         server.events.publish("other", {"n": 2})
         got_news = await trio.to_thread.run_sync(lambda: list(news.events(timeout=0.5)))
         got_other = await trio.to_thread.run_sync(lambda: list(other.events(timeout=0.5)))
-    assert got_news == [Event("news", {"n": 1})]
-    assert got_other == [Event("news", {"n": 1}), Event("other", {"n": 2})]
+    assert got_news == [Event("news", {"n": 1}, 1)]
+    assert got_other == [Event("news", {"n": 1}, 1), Event("other", {"n": 2}, 2)]
 
 
 async def test_subscribing_to_an_unknown_topic_is_a_usage_error(served):

@@ -9,13 +9,13 @@ from collections.abc import Callable
 import pytest
 from textual import events
 from textual.pilot import Pilot
-from textual.widgets import Input, Log, Static, TabbedContent
-from tui_fakes import FakeClient, demo_client, local_dataset, peer, version, watch
+from textual.widgets import Input, Static, TabbedContent
+from tui_fakes import FakeClient, cell, demo_client, local_dataset, logged, peer, until, version, watch
 
 from shoal.client.aio import Connected
 from shoal.errors import DaemonError
 from shoal.tui.app import ShoalApp, make_app
-from shoal.tui.rows import dataset_rows
+from shoal.tui.rows import dataset_rows, version_row
 from shoal.tui.widgets.modals import (
     CancelTransferDialog,
     ConfirmDialog,
@@ -31,20 +31,6 @@ pytestmark = pytest.mark.asyncio
 
 SIZE = (120, 40)
 BOTTLENECK = 6  # the transfers table's column
-
-
-async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the UI never reached the expected state"
-        await pilot.pause(0.01)
-
-
-def cell(app: ShoalApp, table: str, key: str, column: int) -> str:
-    """The text of one cell; empty while the row is not there yet, so `until` can wait for it."""
-    if key not in app.table(table)._shown:
-        return ""
-    return str(app.table(table).get_row(key)[column])
 
 
 async def test_tables_are_filled_from_the_daemon() -> None:
@@ -82,7 +68,7 @@ async def test_transfer_events_update_one_row() -> None:
         client.event("transfers", id=1, event="failed", name="speech-commands", reason="no peer has chunk 4f2a")
         await until(pilot, lambda: cell(app, "transfers", "1", 1).startswith("failed"))
         assert app.table("transfers").row_count == 1
-        log = "\n".join(app.query_one("#events-log", Log).lines)
+        log = "\n".join(logged(app))
         assert "fetch of speech-commands failed: no peer has chunk 4f2a" in log
 
 
@@ -119,7 +105,7 @@ async def test_bottleneck_column_shows_the_daemons_measure_and_paused() -> None:
         await until(pilot, lambda: cell(app, "transfers", "4", BOTTLENECK) == "resuming")
         client.event("transfers", event="progress", **base, paused=False, bottleneck="network")
         await until(pilot, lambda: cell(app, "transfers", "4", BOTTLENECK) == "network")
-        log = app.query_one("#events-log", Log).lines
+        log = logged(app)
         assert "paused the fetch of speech-commands" in log and "resumed the fetch of speech-commands" in log
         client.event("transfers", id=4, event="done", name="speech-commands", dest="/d", bytes_received=10)
         await until(pilot, lambda: cell(app, "transfers", "4", 1) == "done")
@@ -192,9 +178,8 @@ async def test_a_refused_transfer_request_is_reported_in_the_events_log() -> Non
         del client.transfers[3]  # it ended in the daemon before its event arrived
         await pilot.press("3", "p")
         await until(pilot, lambda: bool(client.sent("transfer.pause")))
-        log = app.query_one("#events-log", Log)
         refused = "pause of eval-suite failed: no transfer 3 is running; `shoal status` lists them"
-        await until(pilot, lambda: refused in log.lines)
+        await until(pilot, lambda: refused in logged(app))
         assert cell(app, "transfers", "3", BOTTLENECK) == "network"
 
 
@@ -255,7 +240,7 @@ async def test_peer_events_update_the_row_and_the_log() -> None:
         client.event("peers", change="online", peer={**laptop, "online": True, "address": "192.168.1.9:7447"})
         await until(pilot, lambda: cell(app, "peers", laptop["peer_id"], 3) == "online")
         assert cell(app, "peers", laptop["peer_id"], 2) == "192.168.1.9:7447"
-        assert "peer laptop-mira joined" in app.query_one("#events-log", Log).lines
+        assert "peer laptop-mira joined" in logged(app)
 
 
 async def test_dataset_event_refreshes_the_listing() -> None:
@@ -266,7 +251,7 @@ async def test_dataset_event_refreshes_the_listing() -> None:
         client.local.append(local_dataset("new-one", 1))
         client.event("datasets", name="new-one", version=client.local[-1]["head"])
         await until(pilot, lambda: app.table("datasets").row_count == 6)
-        assert "published new-one@1" in app.query_one("#events-log", Log).lines
+        assert "published new-one@1" in logged(app)
 
 
 async def test_subscription_events_are_logged() -> None:
@@ -279,8 +264,8 @@ async def test_subscription_events_are_logged() -> None:
         held = {**sub, "version": version("ckpt", 3)}
         client.event("subscriptions", change="updated", subscription=held, conflicts=[], conflicts_total=2)
         client.event("subscriptions", change="failed", subscription={**held, "last_error": "no connected peer"})
-        await until(pilot, lambda: len(app.query_one("#events-log", Log).lines) >= 3)
-        lines = app.query_one("#events-log", Log).lines
+        await until(pilot, lambda: len(logged(app)) >= 3)
+        lines = logged(app)
         assert lines[-3:] == [
             "following ckpt into /data/ckpt",
             "ckpt updated to @3 in /data/ckpt; kept 2 local changes (`shoal subscriptions`)",
@@ -300,7 +285,7 @@ async def test_watch_events_update_and_drop_rows() -> None:
         client.event("watches", change="removed", watch=watch("checkpoints", "/runs/exp42/checkpoints", "removed"))
         await until(pilot, lambda: app.table("watches").row_count == 2)
         assert cell(app, "watches", "eval-suite", 5) == "/data/eval-suite: Permission denied"
-        assert app.query_one("#events-log", Log).lines[-2:] == [
+        assert logged(app)[-2:] == [
             "watch of eval-suite failed: /data/eval-suite: Permission denied",
             "stopped watching checkpoints",
         ]
@@ -341,6 +326,15 @@ async def test_enter_on_a_dataset_shows_its_versions() -> None:
         await until(pilot, lambda: isinstance(app.screen, VersionsScreen))
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, VersionsScreen))
+
+
+def test_a_version_that_only_changes_subsets_shows_no_data_of_its_own() -> None:
+    data = {"seq": 3, "id": "ab" * 32, "time": 1_700_000_000, "size": 2_000_000, "files": 333, "message": "more data"}
+    subsets = {**data, "seq": 4, "kind": "subsets", "message": "subset tenth defined: 10% of 333 files, 33 drawn"}
+    assert version_row(data)[3:5] == ("2.0 MB", "333")
+    row = version_row(subsets)
+    assert row[3] == "" and str(row[4]) == "subsets"
+    assert str(row[5]) == "subset tenth defined: 10% of 333 files, 33 drawn"
 
 
 def listing(screen: BrowseScreen) -> list[str]:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from textual.pilot import Pilot
-from tui_fakes import FakeClient, demo_client
+from tui_fakes import NOW, FakeClient, demo_client, version
 
 from shoal.tui.app import ShoalApp, make_app
 
@@ -32,7 +32,7 @@ async def loaded(pilot: Pilot[int]) -> None:
     app = pilot.app
     assert isinstance(app, ShoalApp)
     deadline = time.monotonic() + 5
-    while app.table("datasets").row_count < 5 or app.table("subscriptions").row_count < 4:
+    while not app.opened or app.table("datasets").row_count < 5 or app.table("subscriptions").row_count < 4:
         assert time.monotonic() < deadline, "the demo data never loaded"
         await pilot.pause(0.01)
 
@@ -61,7 +61,7 @@ def test_transfers_tab_with_a_transfer_in_progress(snap_compare) -> None:
         client.event("transfers", id=1, event="started", name="robot-trajectories", dest="/scratch/robot-trajectories")
         client.event("transfers", id=1, event="progress", name="robot-trajectories", phase="chunks",
                      bytes_total=48_000_000_000, bytes_done=19_400_000_000, rate=230_000_000, eta=124.0,
-                     paused=False, bottleneck="disk write",
+                     paused=False, bottleneck="rate limit (receiver)",
                      peers={nas: {"received": 12_000_000_000, "dropped": None},
                             gpu_a: {"received": 7_400_000_000, "dropped": None}})
         while "1" not in app.transfers or app.transfers["1"].phase != "chunks":
@@ -72,6 +72,22 @@ def test_transfers_tab_with_a_transfer_in_progress(snap_compare) -> None:
         app.table("transfers").upsert("1", tracker.row(app._peer_label))
 
     assert snap_compare(app, press=["3"], terminal_size=SIZE, run_before=transferring)
+
+
+def test_events_tab_with_the_daemons_history(snap_compare) -> None:
+    client = demo_client()
+    gpu_a = client.peers[0]["peer_id"]
+    client.publish("peers", {"change": "online", "peer_id": gpu_a, "address": "10.0.0.2:7447"}, live=False,
+                   when=NOW - 3_600)
+    client.publish("datasets", {"name": "eval-suite", "version": version("eval-suite", 12)}, live=False, when=NOW - 1_800)
+    client.publish("transfers", {"id": 1, "event": "started", "name": "robot-trajectories",
+                                 "dest": "/scratch/robot-trajectories"}, live=False, when=NOW - 600)
+    client.publish("transfers", {"id": 1, "event": "done", "name": "robot-trajectories",
+                                 "dest": "/scratch/robot-trajectories"}, live=False, when=NOW - 60)
+    client.publish("watches", {"change": "state", "watch": {"name": "notes", "state": "error",
+                                                             "detail": "/home/mira/notes: No such file or directory"}},
+                   live=False, when=NOW - 5)
+    assert snap_compare(make_app(client), press=["4"], terminal_size=SIZE, run_before=loaded)
 
 
 def test_watches_tab(snap_compare) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input, Log
+from textual.widgets import Input
 from tui_daemons import Daemon, cell, files_of, has_row, notices, pair, scratch, trust_each_other, until  # noqa: F401 - fixtures
+from tui_fakes import logged
 
 from shoal.client.aio import ControlClient
 from shoal.home import socket_path
@@ -75,7 +76,7 @@ async def test_watch_a_folder_through_the_ui(daemon: Daemon, scratch: Path) -> N
         assert cell(app, "watches", "ckpt", 1) == str(data)
         await until(pilot, lambda: has_row(app, "datasets", "ckpt"), "the watched folder's dataset")
         assert cell(app, "datasets", "ckpt", 2) == "@1"
-        assert f"watching {data} as ckpt" in app.query_one("#events-log", Log).lines
+        assert f"watching {data} as ckpt" in logged(app)
 
         # A change is shared once it settles: the watch passes through settling and the dataset gets @2.
         (data / "step-2.ckpt").write_bytes(b"weights 2")
@@ -83,7 +84,7 @@ async def test_watch_a_folder_through_the_ui(daemon: Daemon, scratch: Path) -> N
         await until(pilot, lambda: cell(app, "datasets", "ckpt", 2) == "@2", "the change shared as @2")
         await until(pilot, lambda: cell(app, "watches", "ckpt", STATE) == "idle", "the watch idle again")
         log = await client.call("log", {"name": "ckpt"})
-        assert log["versions"][0]["message"] == "watch: 1 change"
+        assert log["versions"][0]["message"] == "watch: 1 file changed (step-2.ckpt)"
 
         # A folder that does not exist: the daemon refuses, the UI says why, no row appears.
         await pilot.press("w")
@@ -93,7 +94,7 @@ async def test_watch_a_folder_through_the_ui(daemon: Daemon, scratch: Path) -> N
 
         await remove_selected(pilot, "watches", "ckpt")
         assert (await client.call("watches"))["watches"] == []
-        assert "stopped watching ckpt" in app.query_one("#events-log", Log).lines
+        assert "stopped watching ckpt" in logged(app)
         assert has_row(app, "datasets", "ckpt")  # its versions stay
 
 
@@ -128,7 +129,7 @@ async def test_subscribe_through_the_ui(pair: tuple[Daemon, Daemon], scratch: Pa
         await until(pilot, lambda: cell(app, "subscriptions", "corpus", VERSION) == "@2", "the update to @2", timeout=45)
         await until(pilot, lambda: cell(app, "subscriptions", "corpus", STATE) == "current", "the subscription current")
         assert files_of(dest) == files_of(data)
-        assert f"corpus updated to @2 in {dest}" in app.query_one("#events-log", Log).lines
+        assert f"corpus updated to @2 in {dest}" in logged(app)
 
         # The same dataset into another folder: the daemon refuses, the UI says why.
         await pilot.press("S")

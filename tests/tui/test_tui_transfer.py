@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, Log
+from textual.widgets import Input
 from tui_daemons import Daemon, cell, files_of, has_row, pair, scratch, trust_each_other, until  # noqa: F401 - fixtures
+from tui_fakes import logged
 
 from shoal.client.aio import ControlClient
 from shoal.home import running_pid, socket_path
@@ -141,7 +142,7 @@ async def test_trust_then_fetch_through_the_ui(pair: tuple[Daemon, Daemon], scra
             await daemon_says(client, tracker.id, lambda t: t["bottleneck"] == "paused", "bottleneck paused")
             await until(pilot, lambda: tracker.bottleneck == "paused", "the measured bottleneck paused")
             assert cell(app, "transfers", key, BOTTLENECK) == "paused"
-            assert f"paused the fetch of {DATASET}" in app.query_one("#events-log", Log).lines
+            assert f"paused the fetch of {DATASET}" in logged(app)
             if screenshot := os.environ.get("SHOAL_TUI_SCREENSHOT"):
                 # Mid-transfer and paused: the new column and keys are in the picture.
                 await pilot.pause()
@@ -150,12 +151,12 @@ async def test_trust_then_fetch_through_the_ui(pair: tuple[Daemon, Daemon], scra
             await pilot.press("p")
             await until(pilot, lambda: cell(app, "transfers", key, BOTTLENECK) != "paused", "the transfer resumed")
             assert (await transfer_state(client, tracker.id))["paused"] is False
-            assert f"resumed the fetch of {DATASET}" in app.query_one("#events-log", Log).lines
+            assert f"resumed the fetch of {DATASET}" in logged(app)
         finally:
             os.kill(pid_a, signal.SIGCONT)
         await until(pilot, lambda: cell(app, "transfers", key, 1) == "done", "the transfer done", timeout=30)
         assert "100%" in cell(app, "transfers", key, 2)
-        log = app.query_one("#events-log", Log).lines
+        log = logged(app)
         assert f"fetched {DATASET} into {dest}" in log
         assert files_of(dest) == files_of(data)
         # B now holds it too; the datasets table follows.
@@ -217,7 +218,7 @@ async def test_share_cancel_and_untrust_through_the_ui(pair: tuple[Daemon, Daemo
             await pilot.press("y")
             await until(pilot, lambda: not tracker.running, "the transfer cancelled")
             assert (await client.call("status"))["transfers"] == []
-            assert "cancelled" in " ".join(app.query_one("#events-log", Log).lines)
+            assert "cancelled" in " ".join(logged(app))
         finally:
             os.kill(pid_a, signal.SIGCONT)
         assert not any(p.is_file() for p in dest.glob("part-*.bin") if p.stat().st_size != FILE_SIZE)

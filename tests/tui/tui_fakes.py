@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
+
+from textual.pilot import Pilot
 
 from shoal.client.aio import Connected, Disconnected, Signal
 from shoal.errors import DaemonError, DaemonNotRunning
@@ -114,6 +117,10 @@ class FakeClient:
         #: The tree every dataset's versions have; set `browse_error` to make `browse` fail with it.
         self.tree = FAKE_TREE
         self.browse_error: DaemonError | None = None
+        #: What `events` answers: the daemon's last events, as `publish` numbers and keeps them.
+        self.history: list[dict[str, Any]] = []
+        self.run = "run-1"
+        self._seq = 0
         self._signals: asyncio.Queue[Signal] = asyncio.Queue()
         self.push(Connected() if up else Disconnected("cannot reach /tmp/x/control.sock: No such file", 1.0))
 
@@ -122,6 +129,13 @@ class FakeClient:
 
     def event(self, topic: str, **data: Any) -> None:
         self.push(Event(topic, data))
+
+    def publish(self, topic: str, data: dict[str, Any], *, live: bool = True, when: int = NOW) -> None:
+        """An event as the daemon publishes it: numbered, kept for `events`, and (if `live`) sent to the app."""
+        self._seq += 1
+        self.history.append({"seq": self._seq, "time": when, "topic": topic, "data": data})
+        if live:
+            self.push(Event(topic, data, self._seq))
 
     def start_transfer(self, tid: int, name: str, **state: Any) -> dict[str, Any]:
         """A running transfer, announced with the `started` and one `progress` event as the daemon does."""
@@ -151,6 +165,10 @@ class FakeClient:
             return {"peer_id": peer_id(0), "short": peer_id(0)[:7], "listen": "0.0.0.0:7447"}
         if method == "peers":
             return {"peers": self.peers}
+        if method == "status":
+            return {"transfers": [{"id": tid, **transfer} for tid, transfer in self.transfers.items()]}
+        if method == "events":
+            return {"run": self.run, "events": self.history[-200:]}
         if method == "ls":
             return {"datasets": self.remote if params.get("remote") else self.local}
         if method == "log":
@@ -215,11 +233,11 @@ class FakeClient:
 def demo_client(*, up: bool = True) -> FakeClient:
     """A small lab: a few peers in every state, datasets here and there, two transfers."""
     peers = [
-        peer(1, state="online", name="gpu-box-a"),
+        {**peer(1, state="online", name="gpu-box-a"), "rates": {"up": 0, "down": 80_000_000}},
         peer(2, state="online", name="gpu-box-b"),
         peer(3, name="laptop-mira"),
         peer(4, state="pending"),
-        peer(5, state="online", name="nas"),
+        {**peer(5, state="online", name="nas"), "rates": {"up": 1_200_000, "down": 150_000_000}},
     ]
     local = [
         local_dataset("imagenet-subset", 7, size=12_800_000_000, files=128_000),
@@ -249,3 +267,22 @@ def demo_client(*, up: bool = True) -> FakeClient:
                      conflicts=[{"path": "vocab.txt", "change": "edited", "kept_as": "vocab.txt.shoal-conflict-3"}]),
     ]
     return client
+
+
+async def until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the UI never reached the expected state"
+        await pilot.pause(0.01)
+
+
+def cell(app: Any, table: str, key: str, column: int) -> str:
+    """The text of one cell; empty while the row is not there yet, so `until` can wait for it."""
+    if key not in app.table(table)._shown:
+        return ""
+    return str(app.table(table).get_row(key)[column])
+
+
+def logged(app: Any) -> list[str]:
+    """The lines of the Events tab, without the time each starts with."""
+    return [line.split("  ", 1)[1] for line in app.events_log.lines]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from shoal.daemon.net.meter import RateMeter
 from shoal.daemon.store import chunks as chunkio
 from shoal.daemon.store.index import Index
 from shoal.protocol.errors import LocalProtocolError, ProtocolError
@@ -190,17 +191,12 @@ class PeerSession:
         self._run_buffers: list[bytearray] = []
         self._closed = False
         self._liveness = Liveness(trio.current_time(), interval=KEEPALIVE_INTERVAL, max_unanswered=MAX_UNANSWERED_PINGS)
-        self._rate_mark = (time.monotonic(), 0, 0)
-        self._rates = (0.0, 0.0)
+        self._meter_in = RateMeter(time.monotonic)
+        self._meter_out = RateMeter(time.monotonic)
 
     def rates(self) -> tuple[float, float]:
-        """Bytes per second received and sent, averaged over the last second or so."""
-        now = time.monotonic()
-        then, bytes_in, bytes_out = self._rate_mark
-        if now - then >= 1.0:
-            self._rates = ((self.bytes_in - bytes_in) / (now - then), (self.bytes_out - bytes_out) / (now - then))
-            self._rate_mark = (now, self.bytes_in, self.bytes_out)
-        return self._rates
+        """Bytes per second received and sent over the last second; 0 once nothing moves."""
+        return self._meter_in.rate(), self._meter_out.rate()
 
     def offer(self, name: str) -> CatalogEntry | None:
         """The peer's catalog entry for dataset `name`, if it shares one."""
@@ -248,6 +244,7 @@ class PeerSession:
                     self._keep_alive()
                     continue
                 self.bytes_in += len(data)
+                self._meter_in.add(len(data))
                 self.conn.receive_data(data)
                 if self._pay is not None:
                     # Reading no more until the bytes are paid for makes TCP slow the sender down.
@@ -319,6 +316,7 @@ class PeerSession:
             data = self.conn.data_to_send()
             if data:
                 self.bytes_out += len(data)
+                self._meter_out.add(len(data))
                 # A send cut short by cancellation would leave half a record on
                 # the wire and break the channel for every other request.
                 with trio.CancelScope(shield=True):

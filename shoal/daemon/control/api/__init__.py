@@ -2,7 +2,7 @@
 
 One handler class per area, each holding only the services its methods use:
 
-- daemon: id, status, shutdown, config.reload, gc
+- daemon: id, status, events, shutdown, config.reload, gc
 - datasets: share, unshare, audience, subset, verify
 - history: ls, log, diff
 - peers: peers, trust, untrust

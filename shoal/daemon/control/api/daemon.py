@@ -1,4 +1,4 @@
-"""The daemon itself: `id`, `status`, `shutdown`, `config.reload` and `gc`."""
+"""The daemon itself: `id`, `status`, `events`, `shutdown`, `config.reload` and `gc`."""
 
 import os
 import time
@@ -12,7 +12,7 @@ import trio
 import shoal
 from shoal.daemon.config import Settings, load_config
 from shoal.daemon.control.api.params import only, optional_text
-from shoal.daemon.control.events import Publish
+from shoal.daemon.control.events import Events, Publish
 from shoal.daemon.control.server import Handler, ProgressFn
 from shoal.daemon.fetch.manager import Transfers
 from shoal.daemon.library.datasets import Library
@@ -56,6 +56,7 @@ class DaemonApi:
     transfers: Transfers
     keeper: Keeper
     watches: Watches
+    events: Events
     publish: Publish
     request_shutdown: Callable[[], None]
 
@@ -64,6 +65,7 @@ class DaemonApi:
         return {
             "id": self.id,
             "status": self.status,
+            "events": self.recent_events,
             "shutdown": self.shutdown,
             "config.reload": self.reload_config,
             "gc": self.gc,
@@ -105,6 +107,11 @@ class DaemonApi:
             "transfers": self.transfers.snapshot(),
             "retention": await trio.to_thread.run_sync(self.keeper.summary),
         }
+
+    async def recent_events(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
+        """The last events the daemon published (passing states aside), oldest first."""
+        only(params)
+        return {"run": self.events.run, "events": self.events.recent()}
 
     async def shutdown(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Stop the daemon once this reply is on its way."""
