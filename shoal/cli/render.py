@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from shoal.client.fmt import format_count, format_duration, format_rate, format_size, format_time
+from shoal.client.fmt import format_count, format_duration, format_elapsed, format_rate, format_size, format_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing adds milliseconds to every `shoal` start; annotations do not need it at run time.
@@ -95,7 +95,7 @@ def render_datasets(listing: dict[str, Any]) -> str:
     rows = []
     for info in listing["datasets"]:
         missing = "" if info["present"] else " (missing: fetch or share it again)"
-        rows.append((*_head_cells(info), audience_text(info.get("audience")), (info["path"] or "-") + missing))
+        rows.append((*_head_cells(info), audience_text(info), (info["path"] or "-") + missing))
         for checkout in info.get("checkouts", []):
             if checkout["path"] != info["path"]:
                 part = "" if checkout["whole"] else " (part)"
@@ -234,7 +234,7 @@ def render_share(result: dict[str, Any]) -> str:
     first = f"{version_label(version)} {version['id']}"
     contents = f"{format_count(version['files'], 'file')}, {format_size(version['size'])}"
     # Only a dataset limited to chosen peers says who sees it: the default needs no word.
-    seen_by = f"\nseen by {audience_text(result['audience'])}" if result.get("audience") is not None else ""
+    seen_by = f"\nseen by {audience_text(result)}" if result.get("audience") is not None else ""
     if not result["created"]:
         return f"{first}\nunchanged since {format_time(version['time'])}: {contents}{seen_by}"
     rehashed = format_count(result["files_rehashed"], "file")
@@ -248,18 +248,19 @@ def render_watch(result: dict[str, Any]) -> str:
     return f"{render_share(result['share'])}\n{verb} {watch['path']}: changes are shared once they settle"
 
 
-def audience_text(audience: list[str] | None) -> str:
-    """Who sees a dataset, in a few words."""
+def audience_text(result: dict[str, Any]) -> str:
+    """Who sees a dataset, in a few words: its peers by trust name (`seen_by`)."""
+    audience = result.get("audience")
     if audience is None:
         return "all trusted peers"
     if not audience:
         return "no peer"
-    return ", ".join(peer_id[:7] for peer_id in audience)
+    return ", ".join(result["seen_by"])
 
 
 def render_audience(result: dict[str, Any]) -> str:
     """`shoal share NAME --to ...`."""
-    return f"{result['name']} is now seen by {audience_text(result['audience'])}"
+    return f"{result['name']} is now seen by {audience_text(result)}"
 
 
 def render_unshare(result: dict[str, Any]) -> str:
@@ -338,16 +339,18 @@ def render_config(values: dict[str, Any]) -> str:
 
 
 def render_fetch(result: dict[str, Any]) -> str:
-    """`shoal fetch`: the version line, then where it went and what crossed the network."""
+    """`shoal fetch`: the version line, then what the selection holds and what was placed, then
+    what crossed the network, its rate from the same time the line shows."""
     version = result["version"]
     seconds = result["seconds"]
     received = result["bytes_received"]
     rate = f" ({format_rate(received / seconds)})" if seconds > 0 and received else ""
+    placed = f"{result['files_written']:,} written, {result['files_present']:,} already there"
     return (
         f"{version_label(version)} {version['id']}\n"
         f"fetched into {result['dest']}: {format_count(result['files_total'], 'file')}, "
-        f"{format_size(version['size'])}; {format_size(received)} received from "
-        f"{format_count(len(result['peers']), 'peer')} in {format_duration(seconds)}{rate}, "
+        f"{format_size(result['bytes_total'])} ({placed}); {format_size(received)} received from "
+        f"{format_count(len(result['peers']), 'peer')} in {format_elapsed(seconds)}{rate}, "
         f"{format_size(result['bytes_reused'])} reused from local data"
     )
 

@@ -37,6 +37,15 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+def format_elapsed(seconds: float) -> str:
+    """A time something took, with the decimals a short one needs for a rate to match it: 0.42s, 9.7s, 3m05s."""
+    if seconds < 1:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    return format_duration(seconds)
+
+
 def format_time(unix: int | float) -> str:
     """Local date and time to the minute."""
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix))

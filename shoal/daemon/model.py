@@ -66,6 +66,24 @@ class VersionQuery:
     timeout: float = 30.0
     #: Ask only this peer (a full id or a prefix of one).
     from_peer: str | None = None
+    #: Give up as soon as every trusted peer has been tried, rather than wait out `timeout`:
+    #: for a user who gave no --timeout, a name no peer shares should fail at once.
+    fail_fast: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReach:
+    """Where a trusted peer stands, for messages that name it."""
+
+    peer_id: str
+    #: Its trust name, the way every message names it.
+    name: str
+    #: "online" (its catalog is in), "trying" (dialling it, or its catalog is on its way) or "offline".
+    state: str
+    #: Unix time it was last connected, while this daemon ran; None if never.
+    last_seen: float | None = None
+    #: Why the last attempt to reach it failed, if it did.
+    error: str | None = None
 
 
 def subset_json(subset: Subset) -> dict:

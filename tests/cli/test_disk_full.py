@@ -200,3 +200,6 @@ def test_more_files_than_the_disk_has_inodes_for_is_refused_before_writing(pair,
         assert refused.returncode == 1, (refused.stdout, refused.stderr)
         assert refused.stderr.count("\n") == 1 and "needs 0 bytes in 1,000 files" in refused.stderr, refused.stderr
         assert not dest.exists() or not any(dest.iterdir())
+        # Part of the folder needs room for that part only, not for every file beside it.
+        part = b.json("fetch", "empties", str(mnt / "part"), "--include", "0[0-2]*", "--timeout", "30")
+        assert (part["files_total"], part["files_written"]) == (300, 300)

@@ -171,7 +171,7 @@ def test_errors_are_one_line_with_documented_exit_codes(running, data):
     one_line_error(running("untrust", "nobody"), 4, "no trusted peer")
     one_line_error(running("share", str(data / "missing")), 1, "does not exist")
     one_line_error(running("share"), 2, "shoal share --help")
-    one_line_error(running("fetch", "nothing-here", "--timeout", "1"), 6, "no connected peer has nothing-here")
+    one_line_error(running("fetch", "nothing-here", "--timeout", "1"), 6, "no peer has nothing-here")
     labels = data / "imagenet-mini" / "labels.csv"
     one_line_error(running("fetch", "imagenet-mini@1", str(labels), "--timeout", "1"), 2, "is not a folder")
     assert "no peer offers a dataset" in running("ls", "--remote").stdout

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from shoal.cli import render
-from shoal.cli.progress import PlainProgress, RichProgress, describe, open_progress
+from shoal.cli.progress import PLAIN_INTERVAL, PlainProgress, RichProgress, describe, open_progress
 from shoal.client import fmt
 
 VERSION = {
@@ -122,8 +122,10 @@ def test_fetch_reports_where_the_data_went_and_what_crossed_the_network():
     result = {
         "version": VERSION,
         "dest": "/data/imagenet",
-        "files_written": 1234,
+        "files_written": 1200,
+        "files_present": 34,
         "files_total": 1234,
+        "bytes_total": 4_500_000_000,
         "bytes_received": 2_000_000_000,
         "bytes_reused": 2_500_000_000,
         "seconds": 20.0,
@@ -131,8 +133,21 @@ def test_fetch_reports_where_the_data_went_and_what_crossed_the_network():
         "warnings": [],
     }
     assert render.render_fetch(result).splitlines()[1] == (
-        "fetched into /data/imagenet: 1,234 files, 4.5 GB; 2.0 GB received from 2 peers in 20s (100.0 MB/s), "
-        "2.5 GB reused from local data"
+        "fetched into /data/imagenet: 1,234 files, 4.5 GB (1,200 written, 34 already there); 2.0 GB received"
+        " from 2 peers in 20.0s (100.0 MB/s), 2.5 GB reused from local data"
+    )
+
+
+def test_a_fetch_of_part_of_a_version_counts_the_part_and_times_it_to_the_tenth():
+    # 3 checkpoints of a 333-file version; 1.93 s is shown as 1.9s, not 1s, so the rate matches it.
+    result = {
+        "version": {**VERSION, "files": 333, "size": 358_000_000}, "dest": "/data/ckpts",
+        "files_written": 3, "files_present": 0, "files_total": 3, "bytes_total": 170_900_000,
+        "bytes_received": 170_900_000, "bytes_reused": 0, "seconds": 1.93, "peers": {"A": 1}, "warnings": [],
+    }
+    assert render.render_fetch(result).splitlines()[1] == (
+        "fetched into /data/ckpts: 3 files, 170.9 MB (3 written, 0 already there); 170.9 MB received"
+        " from 1 peer in 1.9s (88.5 MB/s), 0 B reused from local data"
     )
 
 
@@ -193,6 +208,23 @@ def test_plain_progress_prints_a_line_per_interval_at_most():
     assert lines[0] == "sharing x: 4/10 files, 4.0 MB of 10.0 MB, 2.0 MB/s, ETA 3s"
 
 
+def test_a_fetch_shows_the_daemons_rate_and_eta_and_no_rate_while_it_waits_for_a_peer():
+    fetch = {"files_done": 2, "bytes_done": 4_000_000, "files_total": 4, "bytes_total": 8_000_000,
+             "rate": 1_000_000, "eta": 4.0, "waiting": None}
+    # The daemon's rate is of bytes from peers; an average over files already here would overstate it.
+    assert describe(fetch, 0.5) == "2/4 files, 4.0 MB of 8.0 MB, 1.0 MB/s, ETA 4s"
+    clock = FakeClock()
+    out = io.StringIO()
+    view = PlainProgress("fetching ds", out, interval=2.0, clock=clock)
+    waiting = "waiting for a peer that has ds@1 (gpu-box is offline since 10:42)"
+    for step in range(10):
+        clock.now += 0.5
+        view.update({**fetch, "rate": 0, "eta": None, "waiting": waiting})
+        if step == 2:
+            assert out.getvalue() == "", "a fetch that fails within the first interval prints its error alone"
+    assert out.getvalue().splitlines() == [waiting]
+
+
 def test_progress_without_totals_shows_counts_and_rate_only():
     assert describe({"files_done": 5, "bytes_done": 3000, "files_total": None, "bytes_total": None}, 1.5) == (
         "5 files, 3.0 kB, 2.0 kB/s"
@@ -213,6 +245,19 @@ def test_a_terminal_gets_a_live_bar_and_a_pipe_plain_lines():
     time.sleep(0.15)
     view.close()
     assert "sharing imagenet" in terminal.getvalue()
+
+
+def test_the_live_bar_of_a_fetch_waiting_for_a_peer_says_why_and_shows_no_rate():
+    terminal = Terminal()
+    view = RichProgress("fetching ds", terminal)
+    view._started -= PLAIN_INTERVAL  # a wait is said once the first interval has passed
+    fetch = {"files_done": 1, "bytes_done": 500, "files_total": 2, "bytes_total": 1000, "rate": 0, "eta": None}
+    waiting = "waiting for a peer that has ds@1 (gpu-box is offline since 10:42)"
+    for _ in range(3):
+        view.update({**fetch, "waiting": waiting})
+    view.close()
+    shown = terminal.getvalue()
+    assert shown.count(waiting) == 1 and "/s" not in shown
 
 
 def test_log_shows_author_and_change_columns_with_unknowns_as_question_marks():

@@ -208,9 +208,11 @@ def test_a_dataset_shared_to_b_is_fetchable_by_b_and_invisible_to_c(daemons, fol
     (public / "common.bin").write_bytes(common)
 
     one_line_error(a("share", str(secret), "--to", "nobody-by-that-name"), 4, "no trusted peer is called")
+    ok(a("trust", id_b, "--name", "laptop"))
     shared = a.json("share", str(secret), "--to", id_b[:9])
-    assert shared["audience"] == [id_b]
-    assert "seen by" in ok(a("share", str(secret))), "an unchanged share keeps its audience and says so"
+    assert (shared["audience"], shared["seen_by"]) == ([id_b], ["laptop"])
+    # An unchanged share keeps its audience and says so, naming the peer as the user did.
+    assert "seen by laptop" in ok(a("share", str(secret)))
     ok(a("share", str(public)))
     listing = {d["name"]: d for d in a.json("ls")["datasets"]}
     assert (listing["secret"]["audience"], listing["public"]["audience"]) == ([id_b], None)
@@ -220,7 +222,7 @@ def test_a_dataset_shared_to_b_is_fetchable_by_b_and_invisible_to_c(daemons, fol
     b.json("fetch", "secret", str(folder / "on-b"), "--timeout", "20")
     assert (folder / "on-b" / "plans.bin").read_bytes() == (secret / "plans.bin").read_bytes()
     refused = c("fetch", "secret", str(folder / "on-c"), "--timeout", "3")
-    assert refused.returncode == 6 and "no connected peer has secret" in refused.stderr
+    assert refused.returncode == 6 and "no trusted peer has secret" in refused.stderr
     assert not (folder / "on-c" / "plans.bin").exists()
 
     # C asks for the ids themselves, as a peer that learnt them elsewhere would.

@@ -62,8 +62,8 @@ def test_share_fetch_update_fetch_delta(pair, tmp_path: Path) -> None:
     dest = tmp_path / "copy"
     fetched = b.json("fetch", "imagenet-mini", str(dest), "--timeout", "20")
     assert set(fetched) == {
-        "version", "dest", "files_written", "files_total", "bytes_received", "bytes_reused", "seconds",
-        "first_byte", "peers", "warnings",
+        "version", "dest", "files_total", "bytes_total", "files_written", "files_present", "bytes_received",
+        "bytes_reused", "seconds", "first_byte", "peers", "warnings",
     }
     assert 0 < fetched["first_byte"] <= fetched["seconds"]
     assert fetched["version"]["id"] == first["id"]
@@ -106,7 +106,7 @@ def test_fetch_waits_then_reports_no_peer(pair, tmp_path: Path) -> None:
     _, b = pair
     process = b("fetch", "ghost", str(tmp_path / "ghost"), "--timeout", "1")
     assert process.returncode == 6
-    assert process.stderr.count("\n") == 1 and "no connected peer has ghost" in process.stderr
+    assert process.stderr.count("\n") == 1 and "no peer has ghost: this daemon trusts no peer yet" in process.stderr
     assert not (tmp_path / "ghost").exists() or not any((tmp_path / "ghost").iterdir())
 
 

@@ -20,6 +20,7 @@ sans-I/O `Connection` (or the bare `SecureChannel` where the attack sits below i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -1070,6 +1071,10 @@ class Scenario:
             assert not s.errors, s.errors
 
 
+#: A peer id as shoal writes one, 8 groups of 7: a message names a peer by its trust name instead.
+FULL_PEER_ID = re.compile(r"[A-Z2-7]{7}(-[A-Z2-7]{7}){7}")
+
+
 def fetch_fails(scenario: Scenario, name: str, *, timeout: float = 3, bound: float = 15) -> str:
     fetch = Fetch(scenario.daemon, name, scenario.dest, timeout)
     finished = fetch.wait(bound)
@@ -1083,6 +1088,7 @@ def fetch_fails(scenario: Scenario, name: str, *, timeout: float = 3, bound: flo
     assert getattr(fetch.error, "code", None) != "internal", (
         f"the daemon hit a bug: {message}\n{scenario.daemon.log_tail(12)}"
     )
+    assert not FULL_PEER_ID.search(message), f"a peer is named by its whole id, not its trust name: {message}"
     return message
 
 
@@ -1167,7 +1173,7 @@ def test_manifest_with_escaping_paths(fetcher: Daemon, tmp_path: Path, case: str
     sc.seeder(store, name, vid, key=key)
     message = fetch_fails(sc, name)
     # The user is told why, not that the objects are missing.
-    assert "no connected peer has" not in message, message
+    assert "no trusted peer has" not in message, message
     assert any(why in message for why in ("breaks the rules", "symlink", "reserves", "not allowed")), message
     # Whatever did land must be exactly the version's good file.
     sc.finish({"ok.txt": ok})
@@ -1298,7 +1304,9 @@ def test_wrong_chunks_then_honest_peer_completes(fetcher: Daemon, tmp_path: Path
     sc.seeder(store, "chunkmix", vid, key=key)
     assert fetch.wait(20), "fetch did not finish"
     assert fetch.error is None, fetch.error
-    assert any(liar.id in w for w in fetch.result["warnings"]), fetch.result["warnings"]
+    # Trusted without a name, the liar is named by its short id, as `shoal peers` shows it.
+    short = PeerId.parse(liar.id).short()
+    assert fetch.result["warnings"] == [f"dropped peer {short}: sent chunks whose bytes do not match their ids"]
     check_dest(sc.dest, content)
     sc.finish(content)
 

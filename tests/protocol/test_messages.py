@@ -28,6 +28,7 @@ from shoal.protocol.wire.messages import (
     GetRuns,
     Hello,
     InvalidMessage,
+    Limit,
     Message,
     MessageType,
     Ping,
@@ -43,7 +44,9 @@ from tests.protocol.spec_vectors import spec_vectors
 
 CLASSES = {
     cls.TYPE.name: cls
-    for cls in (Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, GetRuns, DataRun)
+    for cls in (
+        Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, GetRuns, DataRun, Limit
+    )
 }
 A, B, C = bytes([0xAA]) * 32, bytes([0xBB]) * 32, bytes([0xCC]) * 32
 
@@ -110,6 +113,8 @@ EXAMPLES: list[Message] = [
     GetRuns(4, (Run((A, A, B), (1, 1, MAX_DATA_SIZE - 2)), Run((C,), (7,)))),
     GetRuns(5, tuple(Run((i.to_bytes(32, "big"),) * 4, (1,) * 4) for i in range(256))),
     DataRun(4, A, bytes(range(256)) * 300),
+    Limit(0),
+    Limit(2**64 - 1),
 ]
 
 
@@ -191,7 +196,7 @@ def test_bad_payloads_are_refused_as_bad_message(payload: bytes) -> None:
 
 
 def test_unknown_type_is_refused_with_its_own_code() -> None:
-    for code in (0, 15, 200):
+    for code in (0, 16, 200):
         with pytest.raises(RemoteProtocolError) as caught:
             decode_message(packed(code, 1))
         assert caught.value.code == "unknown-message"
@@ -220,6 +225,7 @@ def test_unknown_type_is_refused_with_its_own_code() -> None:
         lambda: GetRuns(1, tuple(Run((i.to_bytes(32, "big"),) * 4, (1,) * 4) for i in range(257))),
         lambda: GetRuns(1, tuple(Run((i.to_bytes(32, "big"),) * 5, (1,) * 5) for i in range(205))),
         lambda: DataRun(1, A, bytes(MAX_DATA_SIZE + 1)),
+        lambda: Limit(-1),
     ],
 )
 def test_constructors_refuse_invalid_fields_as_local_errors(build: Any) -> None:
@@ -235,7 +241,7 @@ MSGPACK_VALUES = st.recursive(
 )
 
 
-@given(st.integers(0, 16), st.lists(MSGPACK_VALUES, max_size=5))
+@given(st.integers(0, 17), st.lists(MSGPACK_VALUES, max_size=5))
 def test_arbitrary_msgpack_arrays_decode_or_raise_remote_errors(kind: int, fields: list[Any]) -> None:
     payload = msgpack.packb([kind, *fields], use_bin_type=True)
     try:

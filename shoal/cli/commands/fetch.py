@@ -34,7 +34,9 @@ def add_fetch(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="peer", metavar="PEER", help="fetch only from this peer (id, name or prefix)")
     parser.add_argument(
         "--timeout", type=positive_seconds, metavar="SECONDS",
-        help="how long to wait for a peer (default 30; exit 6 when it runs out); never limits the whole transfer",
+        help="how long to wait for a peer that has the dataset (default: only until every trusted peer has been"
+        " tried), and for another once serving peers leave (default 30); exit 6 when it runs out; never limits the"
+        " whole transfer",
     )
     parser.add_argument(
         "--verify",

@@ -33,12 +33,14 @@ from shoal.daemon.fetch.job import FileTask, Job, Matcher, Target, open_partial
 from shoal.daemon.fetch.objects import Objects
 from shoal.daemon.fetch.plan import Planner, dest_holds
 from shoal.daemon.fetch.puller import Arrival, Puller
+from shoal.daemon.fetch.reach import looking, waiting
 from shoal.daemon.fetch.record import Installed, record_stage, record_version
 from shoal.daemon.fetch.resolve import Resolved, Resolver
 from shoal.daemon.fetch.schedule import Batch
 from shoal.daemon.fetch.selection import selection_of
 from shoal.daemon.fetch.source import SourceDirectory
 from shoal.daemon.fetch.state import FetchResult, FetchSpec, Transfer
+from shoal.daemon.fetch.totals import selected_totals
 from shoal.daemon.fetch.walk import Walk
 from shoal.daemon.fetch.writer import finish_stage, write_stage
 from shoal.daemon.model import PARTIAL_DIR, VersionInfo, VersionQuery
@@ -54,7 +56,7 @@ class Fetcher:
     def __init__(self, index: Index, peers: SourceDirectory) -> None:
         self.index = index
         self.peers = peers
-        self.objects = Objects(index)
+        self.objects = Objects(index, peers.name_of)
         self.resolver = Resolver(index, peers, self.objects)
 
     async def fetch(self, spec: FetchSpec, transfer: Transfer) -> FetchResult:
@@ -69,6 +71,30 @@ class Fetcher:
             if named is None or named is exc:
                 raise
             raise named from exc
+
+    def caps(self, transfer: Transfer) -> tuple[int, int]:
+        """The most bytes/s `transfer` may receive from the peers serving it, as this daemon's caps
+        allow and as theirs do (0: no cap)."""
+        serving = [p for p, stats in transfer.peers.items() if not stats.dropped]
+        ours = self.peers.receive_cap(len(serving))
+        if transfer.version is None:
+            return ours, 0
+        theirs = {s.peer_id: s.peer_cap for s in self.resolver.sources(transfer.spec.query, transfer.version.id)}
+        # One serving peer without a cap lets the transfer go as fast as the network does.
+        sent = [theirs.get(p, 0) for p in serving]
+        return ours, sum(sent) if sent and all(sent) else 0
+
+    def note_waiting(self, transfer: Transfer) -> None:
+        """Say what `transfer` waits for, by peer name, while nothing moves for want of a peer."""
+        query = transfer.spec.query
+        stalled = transfer.stalled()
+        if transfer.phase == "resolving":
+            transfer.starve(looking(query.name, self.resolver.asked(query)))
+        elif stalled and transfer.version is not None and not self.resolver.sources(query, transfer.version.id):
+            what = f"{query.name}@{transfer.version.seq}"
+            transfer.starve(waiting(what, self.resolver.asked(query)))
+        else:
+            transfer.waiting = None
 
     async def browse(self, query: VersionQuery, path: tuple[str, ...], limit: int) -> dict[str, Any]:
         """List one directory of a version (browse.browse)."""
@@ -127,8 +153,8 @@ class Fetcher:
         version = await self.resolver.find(spec.query)
         record = version.record
         transfer.version = VersionInfo.from_record(version.id, record)
-        transfer.bytes_total = record.size
-        transfer.files_total = record.files
+        if not spec.partial:
+            transfer.bytes_total, transfer.files_total = record.size, record.files
         transfer.phase = "manifest"
         sources = self.resolver.sources(spec.query, version.id)
         matcher, selection = await selection_of(spec.include, spec.subset, record, self.objects, transfer, sources)
@@ -144,15 +170,20 @@ class Fetcher:
         checked = CheckedDirs()
         walk = Walk(self.objects, transfer, sources, matcher, not spec.partial, checked if streaming else None)
         if not streaming:
-            size, files, _ = await walk.version(record, old_root if reuse_unchanged else None)
+            await walk.version(record, old_root if reuse_unchanged else None)
+            if spec.partial:
+                # The walk's totals are of every folder it entered; the summary, and the room a
+                # fresh DEST needs (only a partial fetch is fresh and not streaming), are the selection's.
+                selected = await trio.to_thread.run_sync(selected_totals, self.index, record.root, matcher)
+                transfer.bytes_total, transfer.files_total = selected
             if fresh:
-                await trio.to_thread.run_sync(check_room, dest, size, files, spec.name)
+                await trio.to_thread.run_sync(check_room, dest, transfer.bytes_total, transfer.files_total, spec.name)
             checked.finish()
         transfer.phase = "data"
         resuming = await trio.to_thread.run_sync(_open_partial_dir, dest, spec.name)
         job = Job(
             self.index, spec, transfer, dest, version.id, FilePool(pool_size(), open_partial), checked,
-            selection, old_root, reuse_unchanged, resuming,
+            selection, old_root, reuse_unchanged, resuming, self.peers.name_of,
         )
         try:
             warnings = await self._assemble(job, record, matcher, walk if streaming else None)
@@ -162,8 +193,9 @@ class Fetcher:
         await trio.to_thread.run_sync(record_version, self.index, dest, _row(version), version.data, spec, selection)
         transfer.phase = "done"
         return FetchResult(
-            transfer.version, str(dest), transfer.files_written, transfer.files_total,
-            transfer.bytes_received, transfer.bytes_reused, time.monotonic() - transfer.started, transfer.first_byte,
+            transfer.version, str(dest), transfer.files_total, transfer.bytes_total, transfer.files_written,
+            transfer.files_done - transfer.files_written, transfer.bytes_received, transfer.bytes_reused,
+            time.monotonic() - transfer.started, transfer.first_byte,
             {p: s.received for p, s in transfer.peers.items()}, tuple(warnings),
         )
 

@@ -40,6 +40,8 @@ class Job:
     reuse_unchanged: bool
     #: Whether an interrupted fetch left partial files to resume from.
     resuming: bool
+    #: What messages call a peer (its trust name), given its id.
+    name_of: Callable[[str], str]
 
     @property
     def partial_dir(self) -> Path:

@@ -111,7 +111,8 @@ class Transfers:
     ) -> None:
         while True:
             await trio.sleep(REPORT_INTERVAL)
-            transfer.sample_rate()
+            transfer.sample_rate(*self._fetcher.caps(transfer))
+            self._fetcher.note_waiting(transfer)
             state = {"id": tid, **transfer.to_json()}
             self._publish("transfers", {"event": "progress", **state})
             await progress(state)

@@ -5,7 +5,7 @@ while, and the event loop must not wait for it.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -39,8 +39,10 @@ _log = logging.getLogger("shoal.fetch")
 class Objects:
     """The index's manifest objects, completed from peers on demand."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: Index, name_of: Callable[[str], str]) -> None:
         self.index = index
+        #: What messages call a peer: its trust name.
+        self._name_of = name_of
 
     async def ensure(self, kind: Kind, ids: Sequence[bytes], sources: Sequence[Source]) -> dict[bytes, object]:
         """Make sure the index holds these objects, downloading and checking what it lacks;
@@ -111,7 +113,7 @@ class Objects:
             except (PeerMisbehaved, ProtocolError) as e:
                 _log.warning("peer %s: %s", source.peer_id, e)
                 what = f"a {kind.name.lower()} object that breaks the rules ({e})"
-                refused.append(f"peer {source.peer_id[:7]} sent {what}")
+                refused.append(f"peer {self._name_of(source.peer_id)} sent {what}")
                 continue
             except trio.BrokenResourceError:
                 continue

@@ -122,8 +122,11 @@ class Puller:
                 f"no connected peer serves {what} in full and this machine holds only part of it;"
                 f" waited {spec.timeout:g}s"
             )
-        why = "; ".join(f"{peer[:7]}: {stats.dropped}" for peer, stats in transfer.peers.items() if stats.dropped)
-        return NoPeer(f"every peer serving {spec.name} left or failed ({why}); waited {spec.timeout:g}s for another")
+        why = "; ".join(f"{self.job.name_of(p)}: {stats.dropped}" for p, stats in transfer.peers.items() if stats.dropped)
+        return NoPeer(
+            f"every peer serving {spec.name} left or failed ({why}); waited {spec.timeout:g}s for another;"
+            " `shoal peers` shows who is online; the same fetch, run again, resumes from what was verified"
+        )
 
     async def _worker(self, source: Source) -> None:
         peer = source.peer_id
@@ -254,7 +257,7 @@ class Puller:
         """The peer misbehaved: never ask it again during this fetch."""
         if self.schedule.drop(peer):
             self.job.transfer.peers[peer].dropped = reason
-            self.warnings.append(f"dropped peer {peer}: {reason}")
+            self.warnings.append(f"dropped peer {self.job.name_of(peer)}: {reason}")
             _log.warning("fetch %s: dropped peer %s: %s", self.job.spec.name, peer, reason)
 
 

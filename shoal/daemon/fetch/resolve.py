@@ -1,14 +1,16 @@
 """Finding the version a fetch names, and the peers that serve it."""
 
+import math
 from dataclasses import dataclass
 
 import trio
 
 from shoal.daemon.fetch.errors import FetchError, NoPeer
 from shoal.daemon.fetch.objects import Objects, stored_bytes
+from shoal.daemon.fetch.reach import no_peer, settled
 from shoal.daemon.fetch.source import Source, SourceDirectory
 from shoal.daemon.library.history import has_manifest
-from shoal.daemon.model import VersionQuery
+from shoal.daemon.model import PeerReach, VersionQuery
 from shoal.daemon.store.index import Index, VersionRow
 from shoal.errors import UnknownDataset, UsageError
 from shoal.protocol.format.hashing import Kind
@@ -17,6 +19,10 @@ from shoal.protocol.format.objects import VersionRecord
 from shoal.protocol.wire.messages import CatalogEntry
 
 Offers = list[tuple[Source, CatalogEntry]]
+
+#: How often a fetch that gives up once every peer was tried looks again: a failed dial
+#: and the end of discovery's grace change where peers stand without any event.
+SETTLE_POLL = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +53,9 @@ class Resolver:
         return found.id, found.record
 
     async def find(self, query: VersionQuery, *, need_full: bool = True) -> Resolved:
-        """The version `query` names, waiting up to its timeout for a peer that offers it;
-        with `need_full`, one that some peer serves in full or that is stored here."""
+        """The version `query` names, waiting up to its timeout for a peer that offers it (with
+        `fail_fast`, only until every trusted peer has been tried); with `need_full`, one that
+        some peer serves in full or that is stored here."""
         with trio.move_on_after(query.timeout):
             while True:
                 offers = self.offers(query)
@@ -60,9 +67,18 @@ class Resolver:
                     stored = await self._stored(query)
                     if stored is not None:
                         return stored
-                await self.peers.wait_for_change()
-        seen = ", ".join(self.peers.connected()) or "none"
-        raise NoPeer(f"no connected peer has {_what(query)} (waited {query.timeout:g}s; peers connected: {seen})")
+                if query.fail_fast and settled(self.asked(query)):
+                    raise NoPeer(no_peer(_what(query), query.name, self.asked(query), None))
+                with trio.move_on_after(SETTLE_POLL if query.fail_fast else math.inf):
+                    await self.peers.wait_for_change()
+        raise NoPeer(no_peer(_what(query), query.name, self.asked(query), query.timeout))
+
+    def asked(self, query: VersionQuery) -> list[PeerReach]:
+        """The trusted peers a fetch of `query` looks to: all of them, or the one --from names."""
+        peers = self.peers.reach()
+        if query.from_peer:
+            peers = [p for p in peers if p.peer_id == query.from_peer or p.peer_id.startswith(query.from_peer)]
+        return peers
 
     def offers(self, query: VersionQuery) -> Offers:
         """The peers offering query.name, narrowed to query.from_peer if it names one."""

@@ -189,11 +189,9 @@ class Scheduler(Generic[T]):
     def receive(self, batch: Batch[T], peer: str, cid: bytes, size: int) -> Receipt[T] | None:
         """A chunk of `size` bytes arrived from `peer`; None if another peer's copy came first."""
         if cid not in batch.sizes:
-            raise PeerMisbehaved(f"peer {peer} sent chunk {cid.hex()[:16]}, which was not asked for")
+            raise PeerMisbehaved(f"sent chunk {cid.hex()[:16]}, which was not asked for")
         if size != batch.sizes[cid]:
-            raise PeerMisbehaved(
-                f"peer {peer} sent chunk {cid.hex()[:16]} of {size} bytes; the manifest says {batch.sizes[cid]}"
-            )
+            raise PeerMisbehaved(f"sent chunk {cid.hex()[:16]} of {size} bytes; the manifest says {batch.sizes[cid]}")
         if cid not in batch.pending:
             return None
         batch.pending.discard(cid)

@@ -3,6 +3,7 @@
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from shoal.daemon.model import PeerReach
 from shoal.protocol.wire.messages import CatalogEntry, Run
 
 
@@ -10,6 +11,8 @@ class Source(Protocol):
     """A connected, trusted peer that can be asked for objects and chunks."""
 
     peer_id: str
+    #: The most bytes/s the peer says it sends us (its bandwidth caps); 0: no cap.
+    peer_cap: int
 
     async def get_objects(self, ids: Sequence[bytes]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
         """Return ([(id, bytes)], missing ids); bytes are unverified."""
@@ -32,3 +35,12 @@ class SourceDirectory(Protocol):
 
     def connected(self) -> list[str]:
         """The ids of the peers connected now."""
+
+    def name_of(self, peer_id: str) -> str:
+        """What messages call a peer: its trust name."""
+
+    def reach(self) -> list[PeerReach]:
+        """Every trusted peer, and whether it is online, still being tried, or offline."""
+
+    def receive_cap(self, peers: int) -> int:
+        """The bytes/s this daemon's own caps allow from `peers` peers at once; 0: no cap."""

@@ -222,7 +222,10 @@ class Library:
         try:
             root = path.resolve(strict=True)
         except FileNotFoundError:
-            raise ShareError(f"{path} does not exist") from None
+            raise ShareError(
+                f"{path} does not exist; check the path (a folder is shared with `shoal share PATH --name NAME`),"
+                " or see what is shared here already with `shoal ls`"
+            ) from None
         except OSError as e:
             raise ShareError(f"cannot open {path}: {e.strerror}") from None
         if not root.is_dir():

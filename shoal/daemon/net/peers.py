@@ -18,6 +18,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.library.datasets import Library
+from shoal.daemon.model import PeerReach
 from shoal.daemon.net.ratelimit import TokenBucket, throttle
 from shoal.daemon.net.session import PeerSession, Rejected, establish, flush_quietly
 from shoal.daemon.net.trust import TrustStore
@@ -25,7 +26,7 @@ from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.identity import PeerId
 from shoal.protocol.wire.channel import Role
 from shoal.protocol.wire.connection import DuplicateSession
-from shoal.protocol.wire.messages import MAX_FULL_VERSIONS, Catalog, CatalogEntry
+from shoal.protocol.wire.messages import MAX_FULL_VERSIONS, Catalog, CatalogEntry, Limit
 
 _log = logging.getLogger("shoal.peers")
 
@@ -38,6 +39,8 @@ DIAL_PERIOD = 1.0
 #: A peer answered this recently still counts as being served: a fetch asks in
 #: bursts, with its own work (checking, writing) between them.
 SERVING_GRACE = 3.0
+#: A trusted peer with no address counts as tried once discovery has had this long to find it.
+DISCOVERY_GRACE = 3.0
 
 
 @dataclass(slots=True)
@@ -83,6 +86,8 @@ class PeerManager:
         # Bandwidth caps in bytes/s (0: none), read at every payment so a config reload applies at once.
         self._per_peer_limit = lambda: limits()[1]
         self._all_peers = TokenBucket(lambda: limits()[0])
+        #: The upload cap each peer was last told of (LIMIT).
+        self._told_cap: dict[str, int] = {}
         #: Versions of a dataset the pack store keeps in full, newest first.
         self._kept_versions = kept_versions
         self.port: int | None = None
@@ -92,6 +97,9 @@ class PeerManager:
         #: dropped from its catalog that no catalog has offered since.
         self._offered: dict[str, frozenset[str]] = {}
         self._withdrawn: set[str] = set()
+        #: Peers whose catalog arrived in the session open now.
+        self._catalog_in: set[str] = set()
+        self._started = time.monotonic()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -100,11 +108,13 @@ class PeerManager:
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and dial until cancelled; started() reports the bound port."""
         host, port = split_address(self._listen)
+        self._started = time.monotonic()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             listeners = await nursery.start(partial(trio.serve_tcp, self._accept, port, host=host or None))
             self.port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(self._dial_loop)
+            nursery.start_soon(self._limit_loop)
             task_status.started(self.port)
 
     def _notify(self) -> None:
@@ -225,6 +235,8 @@ class PeerManager:
                 nursery.cancel_scope.cancel()
         finally:
             del self.sessions[peer_id]
+            self._catalog_in.discard(peer_id)
+            self._told_cap.pop(peer_id, None)
             self._reach[peer_id].last_seen = time.time()
             self._reach[peer_id].next_try = time.monotonic() + BACKOFF_START
             self._on_event(PeerEvent("offline", peer_id, {"reason": reason}))
@@ -236,6 +248,7 @@ class PeerManager:
         self._withdrawn |= self._offered.get(session.peer_id, frozenset()) - offered
         self._withdrawn -= offered
         self._offered[session.peer_id] = offered
+        self._catalog_in.add(session.peer_id)
         self._on_event(PeerEvent("catalog", session.peer_id, {"datasets": len(session.catalog)}))
         self._notify()
 
@@ -267,8 +280,31 @@ class PeerManager:
         entries = await trio.to_thread.run_sync(self.local_catalog)
         try:
             await session.send(self._catalog_for(session.peer_id, entries))
+            await self._tell_cap(session)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+
+    def upload_cap(self) -> int:
+        """The most bytes/s this daemon sends one peer: the smaller of its caps; 0: none."""
+        return min((cap for cap in (self._all_peers.rate(), self._per_peer_limit()) if cap > 0), default=0)
+
+    async def _tell_cap(self, session: PeerSession) -> None:
+        """Tell the peer our upload cap (LIMIT), so that its fetches can name it as what limits them."""
+        cap = self.upload_cap()
+        self._told_cap[session.peer_id] = cap
+        await session.send(Limit(cap))
+
+    async def _limit_loop(self) -> None:
+        """Tell every peer of a changed upload cap; `config set` changes it at any time."""
+        while True:
+            await trio.sleep(DIAL_PERIOD)
+            cap = self.upload_cap()
+            for session in list(self.sessions.values()):
+                if self._told_cap.get(session.peer_id, cap) != cap:
+                    try:
+                        await self._tell_cap(session)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass
 
     async def publish_catalog(self) -> None:
         """Tell every connected peer what we share now."""
@@ -300,6 +336,31 @@ class PeerManager:
 
     def connected(self) -> list[str]:
         return sorted(self.sessions)
+
+    def name_of(self, peer_id: str) -> str:
+        """The trust name of a peer, for messages; its short id if it is no longer trusted."""
+        return self._trust.name_of(peer_id)
+
+    def reach(self) -> list[PeerReach]:
+        """Every trusted peer and where it stands: online, still being tried, or offline."""
+        return [self._reach_of(peer.peer_id, peer.name, bool(peer.dial_addresses())) for peer in self._trust.list().trusted]
+
+    def _reach_of(self, peer_id: str, name: str, has_address: bool) -> PeerReach:
+        reach = self._reach.get(peer_id) or _Reachability()
+        if peer_id in self.sessions:
+            state = "online" if peer_id in self._catalog_in else "trying"
+        elif reach.failures or reach.last_seen is not None:
+            state = "offline"
+        elif has_address or reach.discovered or time.monotonic() - self._started < DISCOVERY_GRACE:
+            state = "trying"
+        else:
+            state = "offline"
+        return PeerReach(peer_id, name, state, reach.last_seen, reach.last_error or None)
+
+    def receive_cap(self, peers: int) -> int:
+        """The most bytes/s this daemon's own caps let it take from `peers` peers at once; 0: no cap."""
+        caps = [cap for cap in (self._all_peers.rate(), self._per_peer_limit() * peers) if cap > 0]
+        return min(caps, default=0)
 
     def serving(self) -> bool:
         """Whether some peer's request is being answered now, or was a moment ago."""

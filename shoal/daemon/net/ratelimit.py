@@ -22,6 +22,10 @@ class TokenBucket:
         self._balance = 0.0
         self._stamp: float | None = None
 
+    def rate(self) -> int:
+        """The cap now, in bytes/s; 0: none."""
+        return self._rate()
+
     async def pay(self, n: int) -> None:
         """Take `n` bytes of allowance, sleeping off any debt.
 

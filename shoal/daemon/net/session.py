@@ -46,6 +46,7 @@ from shoal.protocol.wire.messages import (
     GetObjects,
     GetRuns,
     Hello,
+    Limit,
     Message,
     Run,
 )
@@ -171,6 +172,8 @@ class PeerSession:
         self._offers: dict[str, CatalogEntry] = {}
         self.bytes_in = 0
         self.bytes_out = 0
+        #: The most bytes/s the peer says it sends us (LIMIT; 0: no cap).
+        self.peer_cap = 0
         self._index = index
         self._on_catalog = on_catalog
         self._pay = pay
@@ -296,6 +299,8 @@ class PeerSession:
             self.catalog = message.datasets
             self._offers = {entry.name: entry for entry in message.datasets}
             self._on_catalog(self)
+        elif isinstance(message, Limit):
+            self.peer_cap = message.rate
         elif isinstance(message, (GetObjects, GetChunks, GetRuns)):
             scope = trio.CancelScope()
             self._serving[message.req] = scope

@@ -138,6 +138,11 @@ class TrustStore:
         """Whether this exact peer id is trusted."""
         return canonical_peer_id(peer_id) in self._trusted
 
+    def name_of(self, peer_id: str) -> str:
+        """What messages call a peer: its trust name, or its short id once it is no longer trusted."""
+        trusted = self._trusted.get(peer_id)
+        return trusted.name if trusted is not None else PeerId.parse(peer_id).short()
+
     def get(self, peer_id: str) -> TrustedPeer | None:
         """The trusted entry for this exact peer id, if any."""
         return self._trusted.get(canonical_peer_id(peer_id))

@@ -56,6 +56,7 @@ from shoal.protocol.wire.messages import (
     GetObjects,
     GetRuns,
     Hello,
+    Limit,
     Message,
     Ping,
     Pong,
@@ -407,6 +408,7 @@ _RECEIVE_HANDLERS: dict[type, Callable[[Connection, Any], Event | None]] = {
     Ping: Connection._on_ping,
     Pong: Connection._surface,
     Catalog: Connection._surface,
+    Limit: Connection._surface,
 }
 
 

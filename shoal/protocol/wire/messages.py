@@ -51,6 +51,7 @@ class MessageType(IntEnum):
     BYE = 12
     GET_RUNS = 13
     DATA_RUN = 14
+    LIMIT = 15
 
 
 class InvalidMessage(LocalProtocolError):
@@ -385,13 +386,30 @@ class Bye:
         _check_text("BYE", "reason", self.reason, MAX_TEXT_BYTES)
 
 
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """The most bytes per second the sender sends to the receiver (its bandwidth caps; 0: none).
+
+    Advisory: it lets a receiver say that the sender's cap, not the network, limits a transfer.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.LIMIT
+    rate: int
+
+    def __post_init__(self) -> None:
+        _check_int("LIMIT", "rate", self.rate, 0, _U64)
+
+
 Message: TypeAlias = (
     Auth | Hello | Catalog | GetObjects | GetChunks | Data | End | Cancel | Ping | Pong | Error | Bye | GetRuns | DataRun
+    | Limit
 )
 
 _CLASSES: dict[int, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, GetRuns, DataRun)
+    for cls in (
+        Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, GetRuns, DataRun, Limit
+    )
 }
 _ARITY = {code: len(fields(cls)) for code, cls in _CLASSES.items()}
 _ENTRY_ARITY = len(fields(CatalogEntry))

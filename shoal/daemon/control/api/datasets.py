@@ -8,7 +8,7 @@ from typing import Any
 import trio
 
 from shoal.daemon.config import Settings
-from shoal.daemon.control.api.params import flag, only, optional_text, text
+from shoal.daemon.control.api.params import audience_fields, flag, only, optional_text, text
 from shoal.daemon.control.events import Publish
 from shoal.daemon.control.server import Handler, ProgressFn
 from shoal.daemon.fetch.selection import defined, parse_subset, without_subset
@@ -87,7 +87,7 @@ class DatasetsApi:
         if chooses and not result.created:
             await self.publish_catalog()
         await self.announce(result, keep)
-        return {**result.to_json(), "audience": self._audience_of(shared)}
+        return {**result.to_json(), **self._audience_of(shared)}
 
     async def audience(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Change which trusted peers see an existing dataset; they learn it at once."""
@@ -98,8 +98,8 @@ class DatasetsApi:
             raise UsageError("say who sees it: --to PEER (repeatable) or --to-all")
         self.library.audiences.set(name, self._chosen_peers(params))
         await self.publish_catalog()
-        self.publish("datasets", {"name": name, "change": "audience", "audience": self._audience_of(name)})
-        return {"name": name, "audience": self._audience_of(name)}
+        self.publish("datasets", {"name": name, "change": "audience", **self._audience_of(name)})
+        return {"name": name, **self._audience_of(name)}
 
     def _default_audience(self) -> str:
         return self.settings.current().default_audience
@@ -115,9 +115,10 @@ class DatasetsApi:
             raise UsageError("to must be a list of trusted peers (names, ids or id prefixes)")
         return tuple(sorted({self.trust.resolve(ref) for ref in to}))
 
-    def _audience_of(self, name: str) -> list[str] | None:
+    def _audience_of(self, name: str) -> dict[str, list[str] | None]:
+        """`audience` (peer ids, None: every trusted peer) and `seen_by`, their trust names."""
         chosen = self.library.audiences.of(name)
-        return sorted(chosen) if chosen is not None else None
+        return audience_fields(self.trust, sorted(chosen) if chosen is not None else None)
 
     async def unshare(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """Stop offering a dataset now, its folder untouched; `forget` also drops its versions and kept copies."""

@@ -7,7 +7,7 @@ from typing import Any
 import trio
 
 from shoal.daemon.control.api.lookup import VersionLookup
-from shoal.daemon.control.api.params import flag, limit, only, text, timeout
+from shoal.daemon.control.api.params import audience_fields, flag, limit, only, text, timeout
 from shoal.daemon.control.server import Handler, ProgressFn
 from shoal.daemon.library.datasets import Library
 from shoal.daemon.library.history import diff_report, parent_stats, version_kind
@@ -43,7 +43,7 @@ class HistoryApi:
             shown = offers[: limit(params)]
             return {"datasets": [self._remote_entry(pid, e) for pid, e in shown], "total": len(offers)}
         datasets = sorted(await trio.to_thread.run_sync(self.library.datasets), key=lambda info: info.name)
-        return {"datasets": [info.to_json() for info in datasets]}
+        return {"datasets": [{**info.to_json(), **audience_fields(self.trust, info.audience)} for info in datasets]}
 
     def _remote_entry(self, peer_id: str, entry: CatalogEntry) -> dict[str, Any]:
         trusted = self.trust.get(peer_id)

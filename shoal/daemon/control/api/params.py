@@ -1,9 +1,11 @@
 """Reading a request's params: each reader checks one value and names it in the error it raises."""
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shoal.daemon.net.trust import TrustStore
 from shoal.errors import UsageError
 
 #: How long a lookup waits for a peer that has the dataset, unless the request says otherwise.
@@ -57,6 +59,14 @@ def limit(params: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UsageError("limit must be a positive integer")
     return value
+
+
+def audience_fields(trust: TrustStore, audience: Sequence[str] | None) -> dict[str, list[str] | None]:
+    """A dataset's audience as results show it: `audience`, peer ids (None: every trusted
+    peer), and `seen_by`, the same peers by trust name, which is what people read."""
+    if audience is None:
+        return {"audience": None, "seen_by": None}
+    return {"audience": list(audience), "seen_by": [trust.name_of(peer_id) for peer_id in audience]}
 
 
 def timeout(params: dict[str, Any]) -> float:

@@ -62,6 +62,7 @@ class TransfersApi:
             timeout=wait,
             subset=optional_text(params, "subset"),
             verify=flag(params, "verify"),
+            fail_fast="timeout" not in params,
         )
         return await self.transfers.fetch(spec, progress)
 
@@ -77,13 +78,17 @@ class TransfersApi:
             text(params, "name"),
             optional_text(params, "version"),
             timeout=float(params.get("timeout", DEFAULT_FETCH_TIMEOUT)),
+            fail_fast="timeout" not in params,
         )
         return await self.versions.browse(query, parts, most)
 
     async def resolve(self, params: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         """The version a name and version text stand for, here or on peers."""
         only(params, "name", "version", "timeout")
-        query = VersionQuery(text(params, "name"), optional_text(params, "version"), timeout=timeout(params))
+        query = VersionQuery(
+            text(params, "name"), optional_text(params, "version"), timeout=timeout(params),
+            fail_fast="timeout" not in params,
+        )
         version_id, record = await self.versions.resolve(query)
         return {"version": VersionInfo.from_record(version_id, record).to_json()}
 
