@@ -69,13 +69,17 @@ from shoal.protocol.wire.connection import (
 )
 from shoal.protocol.wire.framing import MAX_FRAME_SIZE
 from shoal.protocol.wire.messages import (
+    MAX_DATA_SIZE,
     Catalog,
     CatalogEntry,
     Data,
+    DataRun,
     End,
     GetChunks,
     GetObjects,
+    GetRuns,
     Hello,
+    MessageType,
     Ping,
     Pong,
     encode_message,
@@ -231,7 +235,7 @@ class Peer:
                 if not hello:
                     self.flush()
                     return
-                self.conn.send(Hello(1, "hostile/0", None))
+                self.conn.send(Hello(2, "hostile/0", None))
                 self.flush()
             elif isinstance(event, HelloReceived):
                 return
@@ -435,7 +439,7 @@ def _oversized_after_hello(peer: Peer) -> None:
 
 
 def _second_hello(peer: Peer) -> None:
-    peer.frame(encode_message(Hello(1, "hostile/0", None)))
+    peer.frame(encode_message(Hello(2, "hostile/0", None)))
 
 
 def _data_before_hello(peer: Peer) -> None:
@@ -499,6 +503,17 @@ def _preauth_oversized(daemon: Daemon) -> tuple[str, ...]:
         sock.close()
 
 
+def _oversize_run(peer: Peer) -> None:
+    """A run whose sizes add up to more than a DATA_RUN may carry (the constructor refuses to build it)."""
+    run = [[bytes(32), bytes([1] * 32)], [MAX_DATA_SIZE, 1]]
+    peer.frame(msgpack.packb([MessageType.GET_RUNS, 1, [run]], use_bin_type=True))
+
+
+def _too_many_run_chunks(peer: Peer) -> None:
+    runs = [[[i.to_bytes(32, "big")] * 5, [1] * 5] for i in range(205)]
+    peer.frame(msgpack.packb([MessageType.GET_RUNS, 1, runs], use_bin_type=True))
+
+
 SERVING_ATTACKS = {
     "oversized-frame-after-hello": (_session_attack(_oversized_after_hello), ("frame-too-large",)),
     "oversized-frame-before-auth": (_preauth_oversized, ("frame-too-large",)),
@@ -511,6 +526,11 @@ SERVING_ATTACKS = {
     "get-before-hello": (_session_attack(_get_before_hello, hello=False), ("GET_OBJECTS before HELLO",)),
     "second-hello": (_session_attack(_second_hello), ("unexpected-message",)),
     "data-not-asked-for": (_session_attack(_data_unasked), ("bad-request",)),
+    "data-run-not-asked-for": (
+        _session_attack(lambda p: p.frame(encode_message(DataRun(7, bytes(32), b"surprise")))), ("bad-request",),
+    ),
+    "oversize-run": (_session_attack(_oversize_run), ("bad-message",)),
+    "too-many-chunks-in-runs": (_session_attack(_too_many_run_chunks), ("bad-message",)),
     "request-flood": (_request_flood, ("bad-request", "more than 32", "peer closed")),
 }
 
@@ -891,6 +911,11 @@ class Seeder:
             self.errors.append(e)
 
     def _answer(self, message) -> None:
+        if isinstance(message, GetRuns):
+            self.asked_chunks.set()
+            if self.answer_chunks:
+                self._answer_runs(message)
+            return
         if isinstance(message, GetObjects):
             if not self.answer_objects:
                 return
@@ -912,6 +937,21 @@ class Seeder:
             if sent != data and isinstance(message, GetChunks):
                 self.lied_chunks.set()
             self.peer.conn.send(Data(message.req, oid, sent))
+        self.peer.conn.send(End(message.req, tuple(missing)))
+        self.peer.flush()
+
+    def _answer_runs(self, message: GetRuns) -> None:
+        """Each run as the chunk policy has it (a lie in any chunk lies in its run)."""
+        missing = []
+        for run in message.runs:
+            held = [self.store.chunks.get(cid) for cid in run.ids]
+            sent = [self.chunks_policy(cid, data) if data is not None else None for cid, data in zip(run.ids, held)]
+            if any(piece is None for piece in sent):
+                missing.append(run.ids[0])
+                continue
+            if sent != held:
+                self.lied_chunks.set()
+            self.peer.conn.send(DataRun(message.req, run.ids[0], b"".join(sent)))
         self.peer.conn.send(End(message.req, tuple(missing)))
         self.peer.flush()
 

@@ -89,8 +89,8 @@ PRE_HELLO_VIOLATIONS = {
     # A well-formed AUTH whose signature is not over this channel.
     "bad-auth": lambda peer: peer.send(Auth(public_key_bytes(peer.key), bytes(64))),
     # HELLO before AUTH.
-    "unexpected-message": lambda peer: peer.send(Hello(1, "eager", None)),
-    "unsupported-version": lambda peer: _auth_then_hello(peer, Hello(2, "future", None)),
+    "unexpected-message": lambda peer: peer.send(Hello(2, "eager", None)),
+    "unsupported-version": lambda peer: _auth_then_hello(peer, Hello(1, "old", None)),
 }
 
 
@@ -135,7 +135,7 @@ class DrivenPeer:
                 self.conn.receive_data(await self.stream.receive_some(65536))
             elif isinstance(event, PeerAuthenticated):
                 self.conn.accept()
-                self.conn.send(Hello(1, "driven", None))
+                self.conn.send(Hello(2, "driven", None))
             elif isinstance(event, HelloReceived):
                 return
             else:

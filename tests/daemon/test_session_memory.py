@@ -26,7 +26,7 @@ from shoal.protocol.format.manifest import file_chunks, walk_tree
 from shoal.protocol.format.objects import EntryType, Ref, decode_file, decode_tree, decode_version
 from shoal.protocol.wire.channel import Role
 from shoal.protocol.wire.connection import NEED_DATA, Connection, ConnectionClosed, MessageReceived, PeerAuthenticated
-from shoal.protocol.wire.messages import Catalog, CatalogEntry, GetObjects
+from shoal.protocol.wire.messages import Catalog, CatalogEntry, GetObjects, Run
 
 pytestmark = pytest.mark.trio
 
@@ -330,3 +330,38 @@ async def test_a_peer_closing_mid_stream_ends_the_session_and_fails_its_requests
     assert conn.state.value == ("closed" if how == "between frames" else "error")
     with pytest.raises(SessionClosed):
         await client.get_objects([b"\x01" * 32])  # a closed session takes no more requests
+
+
+async def test_runs_are_served_whole_verified_or_listed_missing(library) -> None:
+    """GET_RUNS: a run comes back as its chunks' bytes, even when this side holds them
+    apart; a run it cannot send whole (sizes that do not match its chunks, a range past
+    the file's end) is listed missing, and nothing of it is sent."""
+    lib, folder, version = library
+    big = (folder / "big.bin").read_bytes()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            _, client, _ = await open_sessions(nursery, lib.index)
+            root = decode_tree(lib.index.get_objects([version.root])[version.root][1], version.root)
+            entry = next(e for e in root.entries if not isinstance(e, Ref) and e.name == "big.bin")
+            file = decode_file(lib.index.get_objects([entry.id])[entry.id][1], entry.id)
+            refs = list(file_chunks(index_loader(lib.index), file))
+            assert len(refs) >= 3
+            ids, sizes = tuple(r.id for r in refs), tuple(r.size for r in refs)
+            received: dict[bytes, bytes] = {}
+
+            def deliver(first: bytes, data: bytes) -> None:
+                received[first] = bytes(data)
+
+            whole = Run(ids, sizes)
+            apart = Run((ids[2], ids[1]), (sizes[2], sizes[1]))
+            past_the_end = Run((ids[-1], b"\x09" * 32), (sizes[-1], 1000))
+            missing = await client.get_runs([whole, apart, past_the_end], deliver)
+            assert missing == [ids[-1]]
+            assert received == {ids[0]: big, ids[2]: big[sizes[0] + sizes[1] : sum(sizes[:3])] + big[sizes[0] : sum(sizes[:2])]}
+
+            received.clear()
+            wrong_sizes = Run(ids[:2], (sizes[0] + 1, sizes[1] - 1))
+            assert await client.get_runs([wrong_sizes], deliver) == [ids[0]]
+            assert received == {}
+            assert not client.conn.sent_requests
+            await client.close("done")

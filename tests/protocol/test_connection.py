@@ -75,12 +75,12 @@ def open_pair() -> tuple[Connection, Connection]:
     assert deliver(responder, initiator) == []
     assert deliver(initiator, responder) == [PeerAuthenticated(initiator.local_peer_id, initiator.local_public_key)]
     responder.accept()
-    responder.send(Hello(1, "responder", 22000))
+    responder.send(Hello(2, "responder", 22000))
     assert deliver(responder, initiator) == [PeerAuthenticated(responder.local_peer_id, responder.local_public_key)]
     initiator.accept()
-    assert drain(initiator) == [HelloReceived(Hello(1, "responder", 22000))]
-    initiator.send(Hello(1, "initiator", None))
-    assert deliver(initiator, responder) == [HelloReceived(Hello(1, "initiator", None))]
+    assert drain(initiator) == [HelloReceived(Hello(2, "responder", 22000))]
+    initiator.send(Hello(2, "initiator", None))
+    assert deliver(initiator, responder) == [HelloReceived(Hello(2, "initiator", None))]
     return initiator, responder
 
 
@@ -130,10 +130,10 @@ def raw_initiator_open(responder: Connection) -> RawPeer:
     raw.send(raw.auth())
     assert isinstance(raw.to(responder)[0], PeerAuthenticated)
     responder.accept()
-    responder.send(Hello(1, "real", None))
+    responder.send(Hello(2, "real", None))
     assert [type(m) for m in raw.receive(responder)] == [Auth, Hello]
-    raw.send(Hello(1, "raw", None))
-    assert raw.to(responder) == [HelloReceived(Hello(1, "raw", None))]
+    raw.send(Hello(2, "raw", None))
+    assert raw.to(responder) == [HelloReceived(Hello(2, "raw", None))]
     return raw
 
 
@@ -164,7 +164,7 @@ def test_full_session_with_a_chunk_request() -> None:
     initiator, responder = open_pair()
     assert initiator.state is responder.state is State.OPEN
     assert initiator.peer_id == responder.local_peer_id and responder.peer_id == initiator.local_peer_id
-    assert initiator.peer_hello == Hello(1, "responder", 22000)
+    assert initiator.peer_hello == Hello(2, "responder", 22000)
 
     req = initiator.new_request_id()
     initiator.send(GetChunks(req, (A, B, C)))
@@ -402,7 +402,7 @@ def test_tampered_record_closes_both_sides() -> None:
 def test_anything_but_auth_before_authentication_is_a_violation() -> None:
     conn = responder()
     raw = raw_initiator_secured(conn)
-    raw.send(Hello(1, "eager", None))
+    raw.send(Hello(2, "eager", None))
     assert_violation(raw.to(conn), conn, raw, "unexpected-message")
 
 
@@ -419,18 +419,22 @@ def test_anything_but_hello_before_hello_is_a_violation() -> None:
 def test_second_hello_is_a_violation() -> None:
     conn = responder()
     raw = raw_initiator_open(conn)
-    raw.send(Hello(1, "again", None))
+    raw.send(Hello(2, "again", None))
     assert_violation(raw.to(conn), conn, raw, "unexpected-message")
 
 
-def test_unsupported_version_is_refused() -> None:
+def test_a_version_1_peer_is_refused_and_told_to_upgrade() -> None:
     conn = responder()
     raw = raw_initiator_secured(conn)
     raw.send(raw.auth())
     raw.to(conn)
     conn.accept()
-    raw.send(Hello(2, "future", None))
-    assert_violation(raw.to(conn), conn, raw, "unsupported-version")
+    raw.send(Hello(1, "old", None))
+    events = raw.to(conn)
+    assert_violation(events, conn, raw, "unsupported-version")
+    closed = events[-1]
+    assert isinstance(closed, ConnectionClosed)
+    assert "version 1" in closed.reason and "upgrade shoal" in closed.reason
 
 
 @pytest.mark.parametrize(
@@ -582,14 +586,14 @@ def test_garbage_frame_is_a_bad_message() -> None:
 def test_local_misuse_raises_local_errors() -> None:
     initiator = Connection(Role.INITIATOR, Ed25519PrivateKey.generate())
     with pytest.raises(LocalProtocolError):
-        initiator.send(Hello(1, "too early", None))
+        initiator.send(Hello(2, "too early", None))
     with pytest.raises(LocalProtocolError):
         initiator.accept()
     with pytest.raises(LocalProtocolError):
         responder().start()
 
     initiator, responder_conn = open_pair()
-    for message in (Auth(A, bytes(64)), Bye("x"), Error("x", "y"), Hello(1, "twice", None), Data(1, A, b"")):
+    for message in (Auth(A, bytes(64)), Bye("x"), Error("x", "y"), Hello(2, "twice", None), Data(1, A, b"")):
         with pytest.raises(LocalProtocolError):
             initiator.send(message)
     with pytest.raises(LocalProtocolError):

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.protocol.errors import FrameTooLarge, LocalProtocolError, ProtocolError
-from shoal.protocol.wire.framing import HEADER_SIZE, MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from shoal.protocol.wire.framing import HEADER_SIZE, MAX_FRAME_SIZE, OWN_BUFFER_SIZE, FrameDecoder, encode_frame
 
 
 def frames_of(decoder: FrameDecoder) -> list[bytes]:
@@ -92,3 +92,29 @@ def test_random_bytes_only_ever_raise_protocol_errors(chunks: list[bytes]) -> No
                 assert len(frame) <= 256
     except ProtocolError:
         pass
+
+
+@pytest.mark.parametrize("piece", [1000, 65519, 300_000, 5_000_000])
+def test_a_large_frame_comes_whole_in_a_buffer_of_its_own(piece: int) -> None:
+    """Frames of OWN_BUFFER_SIZE or more are handed out in a buffer the caller keeps,
+    however the stream is cut, with the frames around them intact."""
+    large = bytes(range(256)) * (OWN_BUFFER_SIZE // 256 + 17)
+    payloads = [b"before", large, b"after", large[::-1], b""]
+    stream = b"".join(encode_frame(p) for p in payloads)
+    decoder = FrameDecoder()
+    got: list[bytes] = []
+    kept: list[memoryview] = []
+    fed = 0
+    for start in range(0, len(stream), piece):
+        decoder.feed(stream[start : start + piece])
+        fed += len(stream[start : start + piece])
+        while (view := decoder.next_view()) is not None:
+            got.append(bytes(view))
+            if not decoder.owns(view):
+                kept.append(view)
+            else:
+                view.release()
+        assert decoder.buffered == fed - sum(len(p) + HEADER_SIZE for p in got)
+    assert got == payloads
+    if piece < OWN_BUFFER_SIZE:  # (a feed holding a whole large frame leaves it in the shared buffer)
+        assert [bytes(v) for v in kept] == [large, large[::-1]]  # still intact after later feeds

@@ -20,10 +20,16 @@ from shoal.daemon.store.loader import index_loader
 from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.manifest import file_chunks
 from shoal.protocol.format.objects import Ref
+from shoal.protocol.wire.messages import MAX_RUNS, Run
 
-#: Chunk ids per GET_CHUNKS: about 5 MB, small enough that the endgame's
-#: duplicate requests waste little, large enough to amortise a request.
-BATCH_CHUNKS = 64
+#: A batch (one GET_RUNS) holds at most this many chunks and bytes: small enough
+#: that the endgame's duplicate requests waste little, large enough to amortise a request.
+BATCH_CHUNKS = 256
+BATCH_BYTES = 4 * 1024 * 1024
+#: A run (one DATA_RUN, one preadv on the sender, one pwrite here) holds at most this many bytes.
+RUN_BYTES = 4 * 1024 * 1024
+#: Chunks of a large file planned per worker-thread call.
+SEGMENT_CHUNKS = 256
 #: Files up to this size are prepared many to a worker-thread call.
 SMALL_FILE = 4 * 1024 * 1024
 #: Complete files that may wait for the manifest walk to end before the copier pauses:
@@ -99,18 +105,26 @@ class Copier:
         return file_chunks(index_loader(self.job.index), self.objects.file(task.entry.id))
 
     def _next_segment(self, task: FileTask, chunks: Iterator[tuple[int, Ref]]) -> tuple[Segment, int]:
-        segment = _first(chunks, BATCH_CHUNKS)
+        segment = _first(chunks, SEGMENT_CHUNKS)
         return self._copy(task, segment) if segment else ([], 0)
 
     async def _queue(self, task: FileTask, needed: Segment, done: int) -> None:
         """Count what was copied; batch what is still needed for the puller."""
         self.job.transfer.bytes_reused += done
         count_done(self.job, task, done, self._finished)
-        for offset, ref in needed:
-            self._batch.add(ref.id, ref.size, (task, offset))
-            if len(self._batch) >= BATCH_CHUNKS:
+        for offset, run in runs_of(needed):
+            if not self._fits(run) or not self._batch.add_run(run, (task, offset)):
                 await self._batches.send(self._batch)
                 self._batch = Batch()
+                self._batch.add_run(run, (task, offset))
+
+    def _fits(self, run: Run) -> bool:
+        batch = self._batch
+        return not batch.runs or (
+            batch.chunks + len(run.ids) <= BATCH_CHUNKS
+            and batch.total + run.total <= BATCH_BYTES
+            and len(batch.runs) < MAX_RUNS
+        )
 
     def _copy(self, task: FileTask, segment: Segment, local: set[bytes] | None = None) -> tuple[Segment, int]:
         """Write what the partial file or the local index already has; return (still needed, bytes done).
@@ -129,34 +143,73 @@ class Copier:
             self.job.transfer.busy.disk_read += time.perf_counter() - started
 
     def _verify_partial(self, task: FileTask, segment: Segment) -> tuple[Segment, int]:
-        """A partial file left by an interrupted fetch: keep every chunk that verifies."""
+        """A partial file left by an interrupted fetch: keep every chunk that verifies,
+        a run's bytes read with one pread and hashed from a view of them."""
         needed = []
         done = 0
         with self.job.files.use(task) as fd:
-            for offset, ref in segment:
-                present = chunkio.read_fd_at(fd, offset, ref.size)
-                if present is not None and chunk_id(present) == ref.id:
-                    done += ref.size
-                else:
-                    needed.append((offset, ref))
+            for start, run in runs_of(segment):
+                present = os.pread(fd, run.total, start)
+                with memoryview(present) as view:
+                    pos = 0
+                    for cid, size in zip(run.ids, run.sizes):
+                        if pos + size <= len(view) and chunk_id(view[pos : pos + size]) == cid:
+                            done += size
+                        else:
+                            needed.append((start + pos, Ref(size, cid)))
+                        pos += size
         return needed, done
 
     def _copy_local(self, task: FileTask, segment: Segment, local: set[bytes] | None) -> tuple[Segment, int]:
-        """Copy the chunks the index knows of from wherever they are stored here."""
+        """Copy the chunks the index knows of from wherever they are stored here, a run
+        at a time: one read where this machine holds the run in one piece, one write."""
         index = self.job.index
         if local is None:
             local = index.chunks_present([ref.id for _, ref in segment])
-        needed = []
+        needed = [(offset, ref) for offset, ref in segment if ref.id not in local]
+        held = [(offset, ref) for offset, ref in segment if ref.id in local]
+        runs = list(runs_of(held))
+        places = index.first_locations([run.ids[0] for _, run in runs])
         done = 0
-        for offset, ref in segment:
-            data = chunkio.read_chunk(index, ref.id) if ref.id in local else None
-            if data is None:
-                needed.append((offset, ref))
-            else:
+        for start, run in runs:
+            buf = bytearray(run.total)
+            with memoryview(buf) as view:
+                filled = chunkio.fill_run(index, run, places.get(run.ids[0]), view, whole=False)
                 with self.job.files.use(task) as fd:
-                    os.pwrite(fd, data, offset)
-                done += ref.size
+                    if all(filled):
+                        os.pwrite(fd, view, start)
+                        done += run.total
+                        continue
+                    pos = 0
+                    for good, cid, size in zip(filled, run.ids, run.sizes):
+                        if good:
+                            os.pwrite(fd, view[pos : pos + size], start + pos)
+                            done += size
+                        else:
+                            needed.append((start + pos, Ref(size, cid)))
+                        pos += size
+        needed.sort(key=lambda item: item[0])
         return needed, done
+
+
+def runs_of(segment: Segment) -> Iterator[tuple[int, Run]]:
+    """The chunks of `segment` (in file order, with holes where chunks are not needed)
+    as runs of consecutive chunks of at most RUN_BYTES (or one larger chunk), each with its offset."""
+    ids: list[bytes] = []
+    sizes: list[int] = []
+    start = end = total = 0
+    for offset, ref in segment:
+        if ids and (offset != end or total + ref.size > RUN_BYTES):
+            yield start, Run(tuple(ids), tuple(sizes))
+            ids, sizes, total = [], [], 0
+        if not ids:
+            start = offset
+        ids.append(ref.id)
+        sizes.append(ref.size)
+        total += ref.size
+        end = offset + ref.size
+    if ids:
+        yield start, Run(tuple(ids), tuple(sizes))
 
 
 def _first(iterator: Iterator[tuple[int, Ref]], n: int) -> Segment:

@@ -20,6 +20,7 @@ from shoal.daemon.fetch.source import Source
 from shoal.daemon.fetch.state import PeerStats
 from shoal.daemon.fetch.wakeup import Signal
 from shoal.protocol.errors import ProtocolError
+from shoal.protocol.wire.messages import Run
 
 #: Requests a single peer may have open for one transfer: about 40 MB in flight.
 WINDOW_PER_PEER = 8
@@ -29,12 +30,14 @@ _log = logging.getLogger("shoal.fetch")
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
-    """A chunk received for a batch, not yet verified."""
+    """A run received for a batch (named by its first chunk id), not yet verified."""
 
     batch: Batch[Target]
     peer: str
     cid: bytes
-    data: bytes
+    run: Run
+    #: A view of the frame it came in (DATA_RUN), which nothing else uses.
+    data: bytes | memoryview
     targets: list[Target]
 
 
@@ -196,7 +199,7 @@ class Puller:
         with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
             self._requests[batch, peer] = scope
 
-            def arrived(cid: bytes, data: bytes) -> None:
+            def arrived(cid: bytes, data: bytes | memoryview) -> None:
                 # Moved only once a second has passed: every move of a
                 # deadline re-files it in trio's deadline heap.
                 deadline = trio.current_time() + timeout
@@ -205,7 +208,8 @@ class Puller:
                 self._deliver(batch, peer, cid, data)
 
             try:
-                missing = await source.get_chunks(sorted(batch.pending), arrived)
+                runs = [run for key, run in batch.runs.items() if key in batch.pending]
+                missing = await source.get_runs(runs, arrived)
             finally:
                 del self._requests[batch, peer]
         if scope.cancelled_caught:
@@ -213,10 +217,11 @@ class Puller:
             return None if batch.pending else []
         return missing
 
-    def _deliver(self, batch: Batch[Target], peer: str, cid: bytes, data: bytes) -> None:
-        """Take a chunk off the wire; it is verified and written by the writer stage."""
+    def _deliver(self, batch: Batch[Target], peer: str, cid: bytes, data: bytes | memoryview) -> None:
+        """Take a run off the wire; it is verified and written by the writer stage."""
         receipt = self.schedule.receive(batch, peer, cid, len(data))
-        self._count(peer, len(data))
+        run = batch.runs[cid]
+        self._count(peer, len(data), len(run.ids))
         if receipt is None:
             return  # the endgame asked two peers; the first copy won
         for other in receipt.cancel:
@@ -225,13 +230,13 @@ class Puller:
             if scope is not None:
                 scope.cancel()
         # Unbounded: what is in flight is bounded by the workers' windows.
-        self._arrivals.send_nowait(Arrival(batch, peer, cid, data, receipt.targets))
+        self._arrivals.send_nowait(Arrival(batch, peer, cid, run, data, receipt.targets))
 
-    def _count(self, peer: str, n: int) -> None:
+    def _count(self, peer: str, n: int, chunks: int) -> None:
         transfer = self.job.transfer
         stats = transfer.peers[peer]
         stats.received += n
-        stats.chunks += 1
+        stats.chunks += chunks
         if transfer.first_byte is None:
             transfer.first_byte = time.monotonic() - transfer.started
         transfer.bytes_received += n

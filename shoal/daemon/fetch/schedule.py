@@ -1,5 +1,7 @@
 """Which peer asks for which batch of chunks: the network stage's decisions, free of I/O.
 
+A batch holds runs (consecutive chunks of one file), each named by its first
+chunk id: "chunk" below means such a run, asked for and delivered whole.
 A batch's life: queued → outstanding (asked of a peer) → in the endgame, once
 nothing is queued, asked of a second peer too → drained (every chunk received
 has been verified and written) → released by each peer serving it: done when
@@ -14,6 +16,7 @@ from enum import Enum
 from typing import Generic, TypeVar
 
 from shoal.daemon.fetch.errors import PeerMisbehaved
+from shoal.protocol.wire.messages import Run
 
 T = TypeVar("T")
 
@@ -37,11 +40,31 @@ class Batch(Generic[T]):
     liars: set[str] = field(default_factory=set)
     #: Chunks received and accepted, still being verified and written.
     writing: int = 0
+    #: Each run by its first id (what `targets`, `sizes` and `pending` are keyed by).
+    runs: dict[bytes, Run] = field(default_factory=dict)
+    #: Chunks and bytes in all its runs.
+    chunks: int = 0
+    total: int = 0
 
     def add(self, cid: bytes, size: int, target: T) -> None:
         self.targets.setdefault(cid, []).append(target)
         self.pending.add(cid)
         self.sizes[cid] = size
+
+    def add_run(self, run: Run, target: T) -> bool:
+        """Add `run`, to be written at `target`; False (and nothing added) if another run
+        of the batch starts with the same chunk: a request names each run by its first id.
+        The same run again (the same content at two places) is fetched once."""
+        key = run.ids[0]
+        known = self.runs.get(key)
+        if known is not None and known != run:
+            return False
+        if known is None:
+            self.runs[key] = run
+            self.chunks += len(run.ids)
+            self.total += run.total
+        self.add(key, run.total, target)
+        return True
 
     def __len__(self) -> int:
         return len(self.pending)

@@ -4,7 +4,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from shoal.daemon.model import PeerReach
-from shoal.protocol.wire.messages import CatalogEntry
+from shoal.protocol.wire.messages import CatalogEntry, Run
 
 
 class Source(Protocol):
@@ -19,6 +19,9 @@ class Source(Protocol):
 
     async def get_chunks(self, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
         """Stream chunks into `deliver(id, bytes)` as they arrive; return the ids the peer lacks."""
+
+    async def get_runs(self, runs: Sequence[Run], deliver: Callable[[bytes, bytes | memoryview], None]) -> list[bytes]:
+        """Stream runs into `deliver(first id, bytes)` as they arrive; return the first ids of the runs the peer lacks."""
 
 
 class SourceDirectory(Protocol):

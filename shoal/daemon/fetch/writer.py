@@ -79,11 +79,12 @@ def _take_ready(channel: trio.MemoryReceiveChannel, into: list) -> None:
 
 
 def verify_and_write(arrivals: list[Arrival], busy: Busy, files: FilePool) -> list[bool]:
-    """Hash each chunk; write the good ones to every place they belong. Runs in a thread."""
+    """Hash each run's chunks; write the runs whose chunks all match to every place they
+    belong, a run in one write. Runs in a thread."""
     verdicts = []
     for arrival in arrivals:
         started = time.perf_counter()
-        good = chunk_id(arrival.data) == arrival.cid
+        good = run_matches(arrival.run.ids, arrival.run.sizes, arrival.data)
         hashed = time.perf_counter()
         if good:
             for task, offset in arrival.targets:
@@ -93,6 +94,18 @@ def verify_and_write(arrivals: list[Arrival], busy: Busy, files: FilePool) -> li
         busy.disk_write += time.perf_counter() - hashed
         verdicts.append(good)
     return verdicts
+
+
+def run_matches(ids: tuple[bytes, ...], sizes: tuple[int, ...], data: bytes | bytearray | memoryview) -> bool:
+    """Whether `data` is exactly the chunks `ids` of `sizes`, each hashed from a view of it."""
+    pos = 0
+    with memoryview(data) as view:
+        for cid, size in zip(ids, sizes):
+            end = pos + size
+            if chunk_id(view[pos:end]) != cid:
+                return False
+            pos = end
+        return pos == len(view)
 
 
 async def finish_stage(

@@ -9,8 +9,9 @@ cancels them. A misbehaving peer ends only its own session.
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -33,9 +34,25 @@ from shoal.protocol.wire.connection import (
     State,
 )
 from shoal.protocol.wire.liveness import KEEPALIVE_INTERVAL, MAX_UNANSWERED_PINGS, Liveness, PeerTimedOut
-from shoal.protocol.wire.messages import Cancel, Catalog, CatalogEntry, Data, End, GetChunks, GetObjects, Hello, Limit
+from shoal.protocol.wire.messages import (
+    PROTOCOL_VERSION,
+    Cancel,
+    Catalog,
+    CatalogEntry,
+    Data,
+    DataRun,
+    End,
+    GetChunks,
+    GetObjects,
+    GetRuns,
+    Hello,
+    Limit,
+    Message,
+    Run,
+)
 
 _log = logging.getLogger("shoal.session")
+K = TypeVar("K", bound=Hashable)
 
 RECEIVE_SIZE = 256 * 1024
 #: Seconds for the Noise handshake, both AUTHs and both HELLOs together (SPEC "Session").
@@ -47,6 +64,8 @@ SERVE_GROUP = 16
 #: call, while objects near the 1 MiB limit go one or two at a time.
 OBJECT_GROUP_BYTES = 1024 * 1024
 SERVE_CONCURRENCY = 2
+#: The read buffer each serving slot keeps: a run up to this size needs no new allocation.
+RUN_BUFFER = 4 * 1024 * 1024
 AGENT = "shoal/0.1"
 
 
@@ -62,7 +81,7 @@ class Rejected(Exception):
 class _Pending:
     """A request of ours waiting for DATA and END."""
 
-    deliver: Callable[[bytes, bytes], None]
+    deliver: Callable[[bytes, bytes | memoryview], None]
     done: trio.Event = field(default_factory=trio.Event)
     missing: tuple[bytes, ...] = ()
     error: BaseException | None = None
@@ -100,7 +119,7 @@ async def establish(
                     await _flush(conn, stream)
                     raise Rejected(str(peer))
                 conn.accept()
-                conn.send(Hello(version=1, agent=AGENT, listen_port=listen_port))
+                conn.send(Hello(version=PROTOCOL_VERSION, agent=AGENT, listen_port=listen_port))
                 await _flush(conn, stream)
                 continue
             if isinstance(event, HelloReceived):
@@ -170,6 +189,9 @@ class PeerSession:
         # Requests answered at once: one reads from disk while the other sends,
         # and memory per peer stays a few MB however many requests it opens.
         self._serve_slots = trio.Semaphore(SERVE_CONCURRENCY)
+        #: Read buffers of the serving slots, reused run after run: a fresh 4 MiB
+        #: bytearray per run would cost its page faults every time.
+        self._run_buffers: list[bytearray] = []
         self._closed = False
         self._liveness = Liveness(trio.current_time(), interval=KEEPALIVE_INTERVAL, max_unanswered=MAX_UNANSWERED_PINGS)
         self._meter_in = RateMeter(time.monotonic)
@@ -257,7 +279,7 @@ class PeerSession:
             self.conn.send(ping)
 
     def _dispatch(self, message, nursery: trio.Nursery) -> None:
-        if isinstance(message, Data):
+        if isinstance(message, (Data, DataRun)):
             pending = self._pending.get(message.req)
             if pending is not None and pending.error is None:
                 try:
@@ -279,7 +301,7 @@ class PeerSession:
             self._on_catalog(self)
         elif isinstance(message, Limit):
             self.peer_cap = message.rate
-        elif isinstance(message, (GetObjects, GetChunks)):
+        elif isinstance(message, (GetObjects, GetChunks, GetRuns)):
             scope = trio.CancelScope()
             self._serving[message.req] = scope
             nursery.start_soon(self._serve, message, scope)
@@ -327,7 +349,7 @@ class PeerSession:
 
     # --- serving the peer -----------------------------------------------------
 
-    async def _serve(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
+    async def _serve(self, request: GetObjects | GetChunks | GetRuns, scope: trio.CancelScope) -> None:
         try:
             await self._answer(request, scope)
         except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -336,16 +358,21 @@ class PeerSession:
             self._serving.pop(request.req, None)
             self.served_at = trio.current_time()
 
-    async def _answer(self, request: GetObjects | GetChunks, scope: trio.CancelScope) -> None:
+    async def _answer(self, request: GetObjects | GetChunks | GetRuns, scope: trio.CancelScope) -> None:
         # `scope` is cancelled by the peer's CANCEL only; the request still ends
         # with END (listing whatever was not sent), or its id would stay taken on
         # both sides. Closing the session cancels an outer scope and skips this.
+        # Manifest objects do not queue behind bulk data: a fetch streams its manifest
+        # while runs flow, and its next directory waits on these answers.
         with scope:
-            async with self._serve_slots:
-                if isinstance(request, GetChunks):
-                    await self._answer_chunks(request)
-                else:
-                    await self._answer_objects(request)
+            if isinstance(request, GetObjects):
+                await self._answer_objects(request)
+            else:
+                async with self._serve_slots:
+                    if isinstance(request, GetRuns):
+                        await self._answer_runs(request)
+                    else:
+                        await self._answer_chunks(request)
         self.conn.send_end(request.req)
         await self._flush()
 
@@ -368,6 +395,29 @@ class PeerSession:
                 found += await trio.to_thread.run_sync(chunkio.read_chunks, self._index, rest, places)
             await self._send_found(request.req, found)
 
+    async def _answer_runs(self, request: GetRuns) -> None:
+        """Runs read with one preadv each and verified chunk by chunk in a worker thread,
+        a buffer's worth per call, then sent as one DATA_RUN each; END lists the runs
+        not held (or withheld) here."""
+        ids = list({cid for run in request.runs for cid in run.ids})
+        allowed = set(await self._allowed(ids))
+        runs = [run for run in request.runs if allowed.issuperset(run.ids)]
+        places = await trio.to_thread.run_sync(chunkio.locate_runs, self._index, runs)
+        buf = self._run_buffers.pop() if self._run_buffers else bytearray(RUN_BUFFER)
+        try:
+            for group in _groups_by_size(runs, {run: run.total for run in runs}, RUN_BUFFER):
+                need = sum(run.total for run in group)
+                if need > len(buf):
+                    buf = bytearray(need)
+                views = await trio.to_thread.run_sync(chunkio.read_runs, self._index, group, places, buf)
+                for run, view in zip(group, views):
+                    if view is not None:
+                        self.conn.send_data_run(request.req, run.ids[0], view)
+                await self._flush()
+        finally:
+            if len(buf) <= RUN_BUFFER:
+                self._run_buffers.append(buf)
+
     async def _answer_objects(self, request: GetObjects) -> None:
         ids = await self._allowed(list(request.ids))
         sizes = await trio.to_thread.run_sync(self._index.object_sizes, ids)
@@ -388,13 +438,14 @@ class PeerSession:
 
     # --- asking the peer (the fetch engine's Source) -----------------------------
 
-    async def _request(self, message_type, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
+    async def _request(self, make: Callable[[int], Message], deliver: Callable[[bytes, Any], None]) -> list[bytes]:
+        """Send the request `make(req)` builds; deliver its DATA as it comes; the ids END lists."""
         await self._request_slot()
         req = self.conn.new_request_id()
         pending = _Pending(deliver)
         self._pending[req] = pending
         try:
-            await self.send(message_type(req, tuple(ids)))
+            await self.send(make(req))
             await pending.done.wait()
         except BaseException:
             if self._pending.pop(req, None) is not None and self._open:
@@ -418,16 +469,20 @@ class PeerSession:
 
     async def get_objects(self, ids: Sequence[bytes]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
         got: list[tuple[bytes, bytes]] = []
-        missing = await self._request(GetObjects, ids, lambda oid, data: got.append((oid, data)))
+        missing = await self._request(lambda req: GetObjects(req, tuple(ids)), lambda oid, data: got.append((oid, data)))
         return got, missing
 
     async def get_chunks(self, ids: Sequence[bytes], deliver: Callable[[bytes, bytes], None]) -> list[bytes]:
-        return await self._request(GetChunks, ids, deliver)
+        return await self._request(lambda req: GetChunks(req, tuple(ids)), deliver)
+
+    async def get_runs(self, runs: Sequence[Run], deliver: Callable[[bytes, bytes | memoryview], None]) -> list[bytes]:
+        """Stream each run's bytes into `deliver(first id, bytes)`; return the first ids of the runs the peer lacks."""
+        return await self._request(lambda req: GetRuns(req, tuple(runs)), deliver)
 
 
-def _groups_by_size(ids: list[bytes], sizes: dict[bytes, int], limit: int) -> Iterator[list[bytes]]:
-    """`ids` in order, cut into runs whose sizes add up to at most `limit` (or a single larger one)."""
-    group: list[bytes] = []
+def _groups_by_size(ids: list[K], sizes: dict[K, int], limit: int) -> Iterator[list[K]]:
+    """`ids` in order, cut into groups whose sizes add up to at most `limit` (or a single larger one)."""
+    group: list[K] = []
     total = 0
     for oid in ids:
         if group and total + sizes[oid] > limit:

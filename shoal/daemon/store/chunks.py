@@ -7,11 +7,12 @@ A chunk that no file holds any more comes from the pack store of kept versions
 """
 
 import os
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 
 from shoal.daemon.store.fdlimit import FilePool
 from shoal.daemon.store.index import Index, Location
 from shoal.protocol.format.hashing import chunk_id
+from shoal.protocol.wire.messages import Run
 
 #: Source files one serving call keeps open.
 OPEN_PER_CALL = 4
@@ -88,17 +89,22 @@ def locate(index: Index, wanted: list[bytes]) -> dict[bytes, Location]:
     the kernel asked to start reading them all: from a cold disk, small files read
     one after the other each wait for the disk, while these reads overlap."""
     places = index.first_locations(wanted)
+    _will_need((place, place.length) for place in places.values())
+    return places
+
+
+def _will_need(extents: Iterable[tuple[Location, int]]) -> None:
+    """Ask the kernel to start reading `length` bytes from each place."""
     fds = _source_files()
     try:
-        for place in places.values():
+        for place, length in extents:
             try:
                 with fds.use(str(place.path)) as fd:
-                    os.posix_fadvise(fd, place.offset, place.length, os.POSIX_FADV_WILLNEED)
+                    os.posix_fadvise(fd, place.offset, length, os.POSIX_FADV_WILLNEED)
             except OSError:
-                pass  # read_chunks looks elsewhere for what cannot be opened
+                pass  # the readers look elsewhere for what cannot be opened
     finally:
         fds.close_all()
-    return places
 
 
 def read_cached(wanted: list[bytes], places: dict[bytes, Location]) -> list[tuple[bytes, bytearray]]:
@@ -152,3 +158,72 @@ def read_chunks(
     finally:
         fds.close_all()
     return out
+
+
+def locate_runs(index: Index, runs: list[Run]) -> dict[bytes, Location]:
+    """A believed location of each run's first chunk, in one query, with the kernel asked
+    to start reading the whole run from there (as `locate` does for single chunks)."""
+    places = index.first_locations([run.ids[0] for run in runs])
+    _will_need((places[run.ids[0]], run.total) for run in runs if run.ids[0] in places)
+    return places
+
+
+def read_runs(index: Index, runs: list[Run], places: dict[bytes, Location], buf: bytearray) -> list[memoryview | None]:
+    """`read_run` for each of `runs`, back to back in `buf` (at least their total long):
+    many small runs cost one worker-thread call. Runs in a thread."""
+    out: list[memoryview | None] = []
+    pos = 0
+    with memoryview(buf) as whole:
+        for run in runs:
+            out.append(read_run(index, run, places.get(run.ids[0]), whole[pos : pos + run.total]))
+            pos += run.total
+    return out
+
+
+def read_run(index: Index, run: Run, place: Location | None, view: memoryview) -> memoryview | None:
+    """`view` (`run.total` long) filled with the verified bytes of `run`, or None if some
+    chunk of it is held nowhere here."""
+    filled = fill_run(index, run, place, view, whole=True)
+    return view if len(filled) == len(run.ids) and all(filled) else None
+
+
+def fill_run(index: Index, run: Run, place: Location | None, view: memoryview, *, whole: bool) -> list[bool]:
+    """Fill `view` (`run.total` long) with the verified bytes of `run`'s chunks; whether
+    each one is there (with `whole`, stop at the first that is not).
+
+    The run is read with one preadv from where its first chunk is believed to be, and
+    each chunk is hashed from the buffer: where one does not match (the file changed
+    under the index, or this machine holds the run's chunks in different files), that
+    chunk alone is read from wherever else the index has it."""
+    got = _read_into(place, view) if place is not None else 0
+    filled = []
+    pos = 0
+    for cid, size in zip(run.ids, run.sizes):
+        end = pos + size
+        good = end <= got and chunk_id(view[pos:end]) == cid
+        if not good:
+            if pos == 0 and place is not None:
+                index.mark_stale(cid, place.file_row, place.offset)
+            data = read_chunk(index, cid)
+            good = data is not None and len(data) == size
+            if data is not None and good:
+                view[pos:end] = data
+        filled.append(good)
+        if whole and not good:
+            break
+        pos = end
+    return filled
+
+
+def _read_into(place: Location, view: memoryview) -> int:
+    """Bytes of `view` filled from `place`'s file at its offset (0 if it cannot be read)."""
+    try:
+        fd = os.open(place.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        return os.preadv(fd, [view], place.offset)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)

@@ -71,11 +71,10 @@ class TransportCipher:
         self._aead = AESGCM(key)
         self._nonce = nonce
 
-    def seal(self, plaintext: bytes | memoryview) -> bytes:
-        """Encrypt the next record's plaintext."""
-        sealed = self._aead.encrypt(self._current_nonce(), plaintext, None)
+    def seal_into(self, plaintext: memoryview, out: memoryview) -> None:
+        """Encrypt the next record's plaintext into `out` (its size plus the tag)."""
+        self._aead.encrypt_into(self._current_nonce(), plaintext, None, out)
         self._nonce += 1
-        return sealed
 
     def open(self, ciphertext: bytes | memoryview) -> bytes:
         """Decrypt the next record; BadRecord (and no nonce used) if the peer did not seal it so."""
@@ -122,7 +121,7 @@ class SecureChannel:
         # trailing partial record is copied into `_inbound`.
         self._held: bytes | None = None
         self._plain_out = bytearray()
-        self._wire_out: list[bytes] = []
+        self._wire_out: list[bytes | bytearray] = []
         self._send: TransportCipher | None = None
         self._recv: TransportCipher | None = None
         self._handshake_hash: bytes | None = None
@@ -191,18 +190,33 @@ class SecureChannel:
         if not self.established:
             raise LocalProtocolError("cannot send application data before the handshake completes")
         for piece in pieces:
-            self._plain_out += piece
+            if len(piece) >= 2 * MAX_RECORD_PLAINTEXT:
+                self._write_large(piece)
+            else:
+                self._plain_out += piece
         if len(self._plain_out) >= MAX_RECORD_PLAINTEXT:
             # Sealing full records as they fill keeps the plaintext buffer small and cache-warm.
             self._seal_records(full_only=True)
 
-    def data_to_send(self) -> bytes:
+    def data_to_send(self) -> bytes | bytearray:
         """Seal queued plaintext and return every byte due to the peer."""
         if self._plain_out:
             self._seal_records(full_only=False)
-        out = b"".join(self._wire_out)
+        out = self._wire_out[0] if len(self._wire_out) == 1 else b"".join(self._wire_out)
         self._wire_out.clear()
         return out
+
+    def _write_large(self, piece: bytes | bytearray | memoryview) -> None:
+        """Queue a large piece (a run's bytes), sealing its full records from where it
+        is: only the head that completes a pending record and the tail are copied."""
+        with memoryview(piece) as view:
+            head = -len(self._plain_out) % MAX_RECORD_PLAINTEXT
+            self._plain_out += view[:head]
+            self._seal_records(full_only=True)
+            body = view[head:]
+            full = len(body) - len(body) % MAX_RECORD_PLAINTEXT
+            self._seal(body[:full])
+            self._plain_out += body[full:]
 
     def _queue_handshake(self, message: bytes | bytearray) -> None:
         self._wire_out.append(len(message).to_bytes(LENGTH_SIZE, "big") + bytes(message))
@@ -267,12 +281,28 @@ class SecureChannel:
             del self._inbound[:pos]
 
     def _seal_records(self, *, full_only: bool) -> None:
-        assert self._send is not None
         size = len(self._plain_out)
         end = size - size % MAX_RECORD_PLAINTEXT if full_only else size
-        with memoryview(self._plain_out) as view:
-            for start in range(0, end, MAX_RECORD_PLAINTEXT):
-                record = self._send.seal(view[start : min(start + MAX_RECORD_PLAINTEXT, end)])
-                self._wire_out.append(len(record).to_bytes(LENGTH_SIZE, "big"))
-                self._wire_out.append(record)
-        del self._plain_out[:end]
+        if end:
+            with memoryview(self._plain_out) as view:
+                self._seal(view[:end])
+            del self._plain_out[:end]
+
+    def _seal(self, plaintext: memoryview) -> None:
+        """Seal `plaintext` as records of MAX_RECORD_PLAINTEXT bytes (the last may be
+        shorter), encrypted in place into one buffer queued for sending."""
+        assert self._send is not None
+        n = len(plaintext)
+        if not n:
+            return
+        records = -(-n // MAX_RECORD_PLAINTEXT)
+        out = bytearray(n + records * (LENGTH_SIZE + TAG_SIZE))
+        pos = 0
+        with memoryview(out) as wire:
+            for start in range(0, n, MAX_RECORD_PLAINTEXT):
+                piece = plaintext[start : start + MAX_RECORD_PLAINTEXT]
+                size = len(piece) + TAG_SIZE
+                wire[pos : pos + LENGTH_SIZE] = size.to_bytes(LENGTH_SIZE, "big")
+                self._send.seal_into(piece, wire[pos + LENGTH_SIZE : pos + LENGTH_SIZE + size])
+                pos += LENGTH_SIZE + size
+        self._wire_out.append(out)

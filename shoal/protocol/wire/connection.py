@@ -49,17 +49,21 @@ from shoal.protocol.wire.messages import (
     Cancel,
     Catalog,
     Data,
+    DataRun,
     End,
     Error,
     GetChunks,
     GetObjects,
+    GetRuns,
     Hello,
     Limit,
     Message,
     Ping,
     Pong,
     data_parts,
+    data_run_parts,
     decode_message,
+    decode_owned,
     encode_message_parts,
     starts_as_data,
 )
@@ -76,7 +80,7 @@ __all__ = [
 PRE_OPEN_FRAME_LIMIT = 4096
 #: Frames larger than this, DATA aside, are handed out undecoded (LargeFrame): a
 #: CATALOG near the frame limit takes about a second to decode, too long for an
-#: event loop. DATA decodes in a copy whatever its size.
+#: event loop. DATA and DATA_RUN decode in a copy whatever their size.
 DEFER_DECODE_SIZE = 64 * 1024
 UNTRUSTED = "untrusted"
 
@@ -212,6 +216,15 @@ class Connection:
         self._requests.settle(req, oid)
         self._write_parts("DATA", parts)
 
+    def send_data_run(self, req: int, first: bytes, data: bytearray | memoryview) -> None:
+        """Queue DATA_RUN for the run named `first` of the peer's GET_RUNS `req`; `data`
+        (a reusable buffer's bytes) is copied before this returns."""
+        parts = data_run_parts(req, first, data)
+        self._check_open()
+        self._check_hello_sent("DATA_RUN")
+        self._requests.settle(req, first)
+        self._write_parts("DATA_RUN", parts)
+
     def send_end(self, req: int) -> None:
         """Queue END for the peer's request `req`, listing as missing every id not sent.
 
@@ -244,7 +257,7 @@ class Connection:
         """End the session on a violation the application found (e.g. DATA with a wrong hash)."""
         self._fail(error)
 
-    def data_to_send(self) -> bytes:
+    def data_to_send(self) -> bytes | bytearray:
         """Every byte queued for the peer, encrypted; send it all in one write."""
         return self._channel.data_to_send()
 
@@ -282,7 +295,10 @@ class Connection:
         return self._finish(Step.CLOSE, ConnectionClosed("the peer closed the connection", None, by_peer=True))
 
     def _handle_frame(self, payload: memoryview) -> Event | None:
-        return self._handle_message(decode_message(payload))
+        if self._frames.owns(payload):
+            return self._handle_message(decode_message(payload))
+        # A large frame in a buffer of its own: a DATA_RUN's bytes go on from there uncopied.
+        return self._handle_message(decode_owned(payload))
 
     def _handle_message(self, message: Message) -> Event | None:
         if isinstance(message, Bye):
@@ -315,13 +331,16 @@ class Connection:
         if not isinstance(message, Hello):
             raise UnexpectedMessage(f"{message.TYPE.name} before HELLO")
         if message.version != PROTOCOL_VERSION:
-            raise UnsupportedVersion(f"peer speaks protocol version {message.version}, we speak {PROTOCOL_VERSION}")
+            raise UnsupportedVersion(
+                f"peer speaks shoal protocol version {message.version}, this daemon speaks {PROTOCOL_VERSION}:"
+                " upgrade shoal on the machine with the older version"
+            )
         self.peer_hello = message
         self._advance(Step.HELLO_RECEIVED)
         self._frames.max_size = MAX_FRAME_SIZE
         return HelloReceived(message)
 
-    def _on_request(self, message: GetObjects | GetChunks | Data | End | Cancel) -> MessageReceived | None:
+    def _on_request(self, message: GetObjects | GetChunks | GetRuns | Data | DataRun | End | Cancel) -> MessageReceived | None:
         return MessageReceived(message) if self._requests.receive(message) else None
 
     def _on_ping(self, message: Ping) -> None:
@@ -351,7 +370,7 @@ class Connection:
     def _write(self, message: Message) -> None:
         self._write_parts(message.TYPE.name, encode_message_parts(message))
 
-    def _write_parts(self, name: str, parts: tuple[bytes | bytearray, ...]) -> None:
+    def _write_parts(self, name: str, parts: tuple[bytes | bytearray | memoryview, ...]) -> None:
         size = sum(map(len, parts))
         if size > MAX_FRAME_SIZE:
             raise LocalProtocolError(f"{name} of {size} bytes exceeds the {MAX_FRAME_SIZE}-byte frame limit")
@@ -381,7 +400,9 @@ class Connection:
 _RECEIVE_HANDLERS: dict[type, Callable[[Connection, Any], Event | None]] = {
     GetObjects: Connection._on_request,
     GetChunks: Connection._on_request,
+    GetRuns: Connection._on_request,
     Data: Connection._on_request,
+    DataRun: Connection._on_request,
     End: Connection._on_request,
     Cancel: Connection._on_request,
     Ping: Connection._on_ping,

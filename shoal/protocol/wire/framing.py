@@ -10,6 +10,9 @@ from shoal.protocol.errors import FrameTooLarge, LocalProtocolError
 HEADER_SIZE = 4
 #: Largest frame payload: one chunk of the largest allowed size plus its header.
 MAX_FRAME_SIZE = 16 * 1024 * 1024 + 4096
+#: Frames of at least this size are received into a buffer of their own, which
+#: `next_view` hands out: a run's bytes then reach the writer without a copy.
+OWN_BUFFER_SIZE = 1024 * 1024
 
 
 def encode_frame(payload: bytes | bytearray | memoryview, *, max_size: int = MAX_FRAME_SIZE) -> bytes:
@@ -25,7 +28,9 @@ class FrameDecoder:
 
     The buffer keeps its spare room between calls, so that bytes can be written
     straight into it (`reserve` and `commit`, as the channel decrypts) without
-    growing and shrinking it for every record.
+    growing and shrinking it for every record. A frame of OWN_BUFFER_SIZE or
+    more, once its header is in, gets a buffer of its own that the rest of its
+    bytes go straight into, and that the caller keeps (`owns` tells which).
     """
 
     def __init__(self, *, max_size: int = MAX_FRAME_SIZE) -> None:
@@ -33,6 +38,10 @@ class FrameDecoder:
         self._buf = bytearray()
         self._pos = 0
         self._end = 0
+        #: The large frame being received into its own buffer, and how much of it is in.
+        self._own: bytearray | None = None
+        self._own_filled = 0
+        self._reserved_own = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
@@ -43,6 +52,10 @@ class FrameDecoder:
 
     def reserve(self, n: int) -> memoryview:
         """A writable view of the next `n` bytes of the buffer; release it, then `commit` what was written."""
+        own = self._own
+        self._reserved_own = own is not None and len(own) - self._own_filled >= n
+        if own is not None and self._reserved_own:
+            return memoryview(own)[self._own_filled : self._own_filled + n]
         if len(self._buf) - self._end < n:
             self._compact()
             if len(self._buf) - self._end < n:
@@ -51,12 +64,28 @@ class FrameDecoder:
 
     def commit(self, n: int) -> None:
         """Count `n` bytes written into the last reserved view as received."""
+        if self._reserved_own:
+            self._own_filled += n
+            return
         self._end += n
+        own = self._own
+        if own is not None:
+            # The bytes straddled the end of the large frame: its part moves over.
+            rest = min(len(own) - self._own_filled, self._end - self._pos)
+            own[self._own_filled : self._own_filled + rest] = self._buf[self._pos : self._pos + rest]
+            self._own_filled += rest
+            self._pos += rest
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a frame."""
-        return self._end - self._pos
+        own = self._own_filled + HEADER_SIZE if self._own is not None else 0
+        return self._end - self._pos + own
+
+    def owns(self, view: memoryview) -> bool:
+        """Whether `view` (from `next_view`) lies in the shared buffer, valid only until more bytes
+        are fed; otherwise it is the frame's own buffer, the caller's to keep."""
+        return view.obj is self._buf
 
     def next_frame(self) -> bytes | None:
         """Return the next complete payload, or None if more bytes are needed.
@@ -72,6 +101,12 @@ class FrameDecoder:
     def next_view(self) -> memoryview | None:
         """Like `next_frame`, but a view into the buffer, saving the copy of a payload
         that is parsed at once; release it before feeding more bytes."""
+        own = self._own
+        if own is not None:
+            if self._own_filled < len(own):
+                return None
+            self._own = None
+            return memoryview(own)
         start = self._pos
         if self._end - start < HEADER_SIZE:
             return None
@@ -80,6 +115,8 @@ class FrameDecoder:
             raise FrameTooLarge(f"peer declared a {n}-byte frame; the limit is {self.max_size}")
         end = start + HEADER_SIZE + n
         if self._end < end:
+            if n >= OWN_BUFFER_SIZE:
+                self._start_own(n)
             return None
         payload = memoryview(self._buf)[start + HEADER_SIZE : end]
         self._pos = end
@@ -90,6 +127,14 @@ class FrameDecoder:
             self._pos = self._end = 0
         return payload
 
+    def _start_own(self, n: int) -> None:
+        """Move the frame begun at `_pos` (its header in, not all its payload) into a buffer of its own."""
+        have = self._end - self._pos - HEADER_SIZE
+        own = bytearray(n)
+        own[:have] = self._buf[self._pos + HEADER_SIZE : self._end]
+        self._own, self._own_filled = own, have
+        self._pos = self._end
+
     def _compact(self) -> None:
         # Only the unread tail, at most one partial frame, moves to the front.
         if self._pos:
@@ -98,5 +143,7 @@ class FrameDecoder:
             self._pos = 0
 
 
-#: Spare buffer kept between frames: a few records' worth of room.
-_KEEP = 1024 * 1024
+#: Spare buffer kept between frames: room for a run-sized frame (the reference
+#: daemon asks for runs of up to 4 MiB) and the records after it, so that the
+#: buffer is not given back and grown again (zeroed, faulted in) for every run.
+_KEEP = 8 * 1024 * 1024

@@ -17,7 +17,7 @@ import msgpack
 
 from shoal.protocol.errors import LocalProtocolError, RemoteProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 ID_SIZE = 32
 MAX_AGENT_BYTES = 128
 MAX_NAME_BYTES = 255
@@ -25,6 +25,9 @@ MAX_CATALOG_ENTRIES = 100_000
 MAX_FULL_VERSIONS = 1024
 MAX_OBJECT_IDS = 1024
 MAX_CHUNK_IDS = 256
+#: GET_RUNS: runs per request, chunk ids in all its runs together.
+MAX_RUNS = 256
+MAX_RUN_CHUNKS = 1024
 MAX_DATA_SIZE = 16 * 1024 * 1024
 MAX_CODE_BYTES = 64
 MAX_TEXT_BYTES = 1024
@@ -46,6 +49,8 @@ class MessageType(IntEnum):
     PONG = 10
     ERROR = 11
     BYE = 12
+    GET_RUNS = 13
+    DATA_RUN = 14
     LIMIT = 15
 
 
@@ -93,6 +98,15 @@ def _check_data(req: Any, oid: Any, data: Any, *types: type) -> None:
         raise _fail("DATA", "data", f"must be {' or '.join(t.__name__ for t in types)}, not {type(data).__name__}")
     if len(data) > MAX_DATA_SIZE:
         raise _fail("DATA", "data", f"is {len(data)} bytes; at most {MAX_DATA_SIZE} allowed")
+
+
+def _check_sizes(owner: str, field: str, value: Any, count: int) -> None:
+    if type(value) is not tuple or len(value) != count:
+        raise _fail(owner, field, f"must be a tuple of {count} sizes")
+    for size in value:
+        _check_int(owner, field, size, 1, MAX_DATA_SIZE)
+    if sum(value) > MAX_DATA_SIZE:
+        raise _fail(owner, field, f"add up to {sum(value)} bytes; a run holds at most {MAX_DATA_SIZE}")
 
 
 def _check_ids(owner: str, field: str, value: Any, limit: int, *, allow_empty: bool) -> None:
@@ -228,6 +242,68 @@ class GetChunks:
 
 
 @dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive chunks of one file, as a GET_RUNS asks for them: their ids and sizes in order.
+
+    `ids[0]` names the run in DATA_RUN and END; an id may repeat inside a run."""
+
+    ids: tuple[bytes, ...]
+    sizes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if type(self.ids) is not tuple or not 1 <= len(self.ids) <= MAX_RUN_CHUNKS:
+            raise _fail("GET_RUNS", "ids", f"must be a tuple of 1..{MAX_RUN_CHUNKS} ids")
+        for item in self.ids:
+            _check_bytes("GET_RUNS", "ids", item, ID_SIZE)
+        _check_sizes("GET_RUNS", "sizes", self.sizes, len(self.ids))
+
+    @property
+    def total(self) -> int:
+        """The run's bytes: the size of its DATA_RUN's data."""
+        return sum(self.sizes)
+
+
+@dataclass(frozen=True, slots=True)
+class GetRuns:
+    """Ask for runs of consecutive chunks, each answered by one DATA_RUN."""
+
+    TYPE: ClassVar[MessageType] = MessageType.GET_RUNS
+    req: int
+    runs: tuple[Run, ...]
+
+    def __post_init__(self) -> None:
+        _check_int("GET_RUNS", "req", self.req, 0, MAX_REQUEST_ID)
+        if type(self.runs) is not tuple or not all(type(r) is Run for r in self.runs):
+            raise _fail("GET_RUNS", "runs", "must be a tuple of Run")
+        if not 1 <= len(self.runs) <= MAX_RUNS:
+            raise _fail("GET_RUNS", "runs", f"holds {len(self.runs)} runs; 1..{MAX_RUNS} allowed")
+        if sum(len(r.ids) for r in self.runs) > MAX_RUN_CHUNKS:
+            raise _fail("GET_RUNS", "runs", f"name more than {MAX_RUN_CHUNKS} chunks in all")
+        if len({r.ids[0] for r in self.runs}) != len(self.runs):
+            raise _fail("GET_RUNS", "runs", "start two runs with the same id")
+
+    @property
+    def ids(self) -> tuple[bytes, ...]:
+        """The runs' names (their first ids): what DATA_RUN and END refer to."""
+        return tuple(r.ids[0] for r in self.runs)
+
+
+@dataclass(frozen=True, slots=True)
+class DataRun:
+    """The bytes of one requested run, its chunks back to back; `id` is the run's first id.
+
+    Received, `data` is a view of the frame's own buffer (`decode_owned`)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.DATA_RUN
+    req: int
+    id: bytes
+    data: bytes | memoryview
+
+    def __post_init__(self) -> None:
+        _check_data(self.req, self.id, self.data, bytes, memoryview)
+
+
+@dataclass(frozen=True, slots=True)
 class Data:
     """The bytes of one requested object or chunk."""
 
@@ -324,14 +400,20 @@ class Limit:
         _check_int("LIMIT", "rate", self.rate, 0, _U64)
 
 
-Message: TypeAlias = Auth | Hello | Catalog | GetObjects | GetChunks | Data | End | Cancel | Ping | Pong | Error | Bye | Limit
+Message: TypeAlias = (
+    Auth | Hello | Catalog | GetObjects | GetChunks | Data | End | Cancel | Ping | Pong | Error | Bye | GetRuns | DataRun
+    | Limit
+)
 
 _CLASSES: dict[int, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, Limit)
+    for cls in (
+        Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, GetRuns, DataRun, Limit
+    )
 }
 _ARITY = {code: len(fields(cls)) for code, cls in _CLASSES.items()}
 _ENTRY_ARITY = len(fields(CatalogEntry))
+_RUN_ARITY = len(fields(Run))
 
 
 def _field_values(obj: Any) -> list[Any]:
@@ -339,7 +421,7 @@ def _field_values(obj: Any) -> list[Any]:
 
 
 def _pack_default(obj: Any) -> list[Any]:
-    if type(obj) is CatalogEntry:
+    if type(obj) in (CatalogEntry, Run):
         return _field_values(obj)
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
@@ -349,14 +431,15 @@ def encode_message(message: Message) -> bytes:
     return b"".join(encode_message_parts(message))
 
 
-def encode_message_parts(message: Message) -> tuple[bytes, ...]:
+def encode_message_parts(message: Message) -> tuple[bytes | memoryview, ...]:
     """The frame payload of `message` in pieces, so DATA's bytes need not be copied to join them."""
-    if type(message) is Data:
-        return _data_header(message.req, message.id, len(message.data)), message.data
+    if isinstance(message, (Data, DataRun)):
+        return _data_header(message.req, message.id, len(message.data), message.TYPE), message.data
     return (msgpack.packb([message.TYPE.value, *_field_values(message)], use_bin_type=True, default=_pack_default),)
 
 
 _DATA_START = bytes([0x94, MessageType.DATA.value])  # fixarray of 4, positive fixint type
+_DATA_RUN_START = bytes([0x94, MessageType.DATA_RUN.value])
 _ID_HEADER = bytes([0xC4, ID_SIZE])  # bin 8 of 32 bytes
 
 
@@ -365,16 +448,58 @@ def data_parts(req: int, oid: bytes, data: bytes | bytearray) -> tuple[bytes, by
     reads chunks into buffers of its own need not copy each into bytes first. Validated
     as Data is; the caller must not change `data` until the pieces are queued."""
     _check_data(req, oid, data, bytes, bytearray)
-    return _data_header(req, oid, len(data)), data
+    return _data_header(req, oid, len(data), MessageType.DATA), data
+
+
+def data_run_parts(req: int, oid: bytes, data: bytearray | memoryview) -> tuple[bytes, bytearray | memoryview]:
+    """The frame payload of DATA_RUN in pieces, for a run read into a reusable buffer:
+    the caller must not change `data` until the pieces are queued."""
+    _check_data(req, oid, data, bytearray, memoryview)
+    return _data_header(req, oid, len(data), MessageType.DATA_RUN), data
 
 
 def starts_as_data(payload: bytes | bytearray | memoryview) -> bool:
-    """Whether `payload` begins as a DATA message encoded the shortest way (`94 06`),
-    the one form the receive hot path needs to tell apart without decoding."""
-    return bytes(payload[:2]) == _DATA_START
+    """Whether `payload` begins as DATA or DATA_RUN encoded the shortest way (`94 06`,
+    `94 0e`), the forms the receive hot path needs to tell apart without decoding."""
+    return bytes(payload[:2]) in (_DATA_START, _DATA_RUN_START)
 
 
-def _data_header(req: int, oid: bytes, size: int) -> bytes:
+_UINT_WIDTHS = {0xCC: 1, 0xCD: 2, 0xCE: 4}
+_BIN_WIDTHS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+
+
+def decode_owned(payload: memoryview) -> Message:
+    """`decode_message` for a payload the caller owns: a DATA_RUN's data stays where it
+    is, as a view of `payload`. (Only the encoding `encode_message` writes takes
+    that path; any other goes through `decode_message`.)"""
+    try:
+        if bytes(payload[:2]) != _DATA_RUN_START:
+            raise ValueError
+        pos, req = _read_uint(payload, 2, _UINT_WIDTHS)
+        if bytes(payload[pos : pos + 2]) != _ID_HEADER:
+            raise ValueError
+        oid = bytes(payload[pos + 2 : pos + 2 + ID_SIZE])
+        pos, size = _read_uint(payload, pos + 2 + ID_SIZE, _BIN_WIDTHS, fixint=False)
+        if len(payload) - pos != size:
+            raise ValueError
+    except (ValueError, IndexError, KeyError):
+        return decode_message(payload)
+    try:
+        return DataRun(req, oid, payload[pos:])
+    except InvalidMessage as exc:
+        raise MalformedMessage(str(exc)) from None
+
+
+def _read_uint(payload: memoryview, pos: int, widths: dict[int, int], *, fixint: bool = True) -> tuple[int, int]:
+    """The msgpack unsigned int (or bin length) at `pos`: (the position after it, its value)."""
+    marker = payload[pos]
+    if fixint and marker < 0x80:
+        return pos + 1, marker
+    width = widths[marker]
+    return pos + 1 + width, int.from_bytes(payload[pos + 1 : pos + 1 + width], "big")
+
+
+def _data_header(req: int, oid: bytes, size: int, kind: MessageType) -> bytes:
     """Everything of a DATA array but the payload bytes, so they are copied once."""
     if size < 0x100:
         bin_header = struct.pack(">BB", 0xC4, size)
@@ -382,7 +507,7 @@ def _data_header(req: int, oid: bytes, size: int) -> bytes:
         bin_header = struct.pack(">BH", 0xC5, size)
     else:
         bin_header = struct.pack(">BI", 0xC6, size)
-    return _DATA_START + cast(bytes, msgpack.packb(req)) + _ID_HEADER + oid + bin_header
+    return bytes([0x94, kind.value]) + cast(bytes, msgpack.packb(req)) + _ID_HEADER + oid + bin_header
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -418,6 +543,8 @@ def decode_message(payload: bytes | memoryview) -> Message:
     try:
         if cls is Catalog:
             return Catalog(_decode_entries(values[0]))
+        if cls is GetRuns:
+            return GetRuns(values[0], _decode_runs(values[1]))
         return cls(*values)
     except InvalidMessage as exc:
         raise MalformedMessage(str(exc)) from None
@@ -432,3 +559,14 @@ def _decode_entries(value: Any) -> tuple[CatalogEntry, ...]:
             raise MalformedMessage(f"a CATALOG entry is an array of {_ENTRY_ARITY} fields")
         entries.append(CatalogEntry(*item))
     return tuple(entries)
+
+
+def _decode_runs(value: Any) -> tuple[Run, ...]:
+    if type(value) is not tuple:
+        raise MalformedMessage("GET_RUNS.runs must be an array")
+    runs = []
+    for item in value:
+        if type(item) is not tuple or len(item) != _RUN_ARITY:
+            raise MalformedMessage(f"a GET_RUNS run is an array of {_RUN_ARITY} fields")
+        runs.append(Run(*item))
+    return tuple(runs)

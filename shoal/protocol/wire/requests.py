@@ -1,7 +1,8 @@
 """The request rules of an open session, in both directions.
 
 Each side numbers its own requests; a request stays open until its END, which
-lists exactly the ids that were not delivered. A peer may hold at most
+lists exactly the ids that were not delivered (for GET_RUNS: the first ids of
+the runs not delivered). A peer may hold at most
 MAX_OUTSTANDING_REQUESTS open at us. A peer that breaks these rules commits a
 RequestViolation; our own code breaking them is a LocalProtocolError.
 """
@@ -13,7 +14,19 @@ from typing import Any
 
 from shoal.protocol.errors import LocalProtocolError
 from shoal.protocol.wire.events import RequestViolation
-from shoal.protocol.wire.messages import MAX_REQUEST_ID, Cancel, Data, End, GetChunks, GetObjects, Message
+from shoal.protocol.wire.messages import (
+    MAX_REQUEST_ID,
+    Cancel,
+    Data,
+    DataRun,
+    End,
+    GetChunks,
+    GetObjects,
+    GetRuns,
+    Message,
+)
+
+Request = GetObjects | GetChunks | GetRuns
 
 #: Requests a peer may have open at us at once; one more is a violation.
 MAX_OUTSTANDING_REQUESTS = 32
@@ -89,12 +102,12 @@ class Requests:
 
     # --- the peer's messages ----------------------------------------------------------
 
-    def receive(self, message: GetObjects | GetChunks | Data | End | Cancel) -> bool:
+    def receive(self, message: Request | Data | DataRun | End | Cancel) -> bool:
         """Check a request message from the peer against the rules and book it; whether the
         application should see it (a CANCEL crossing our END is dropped)."""
         return _RECEIVE[type(message)](self, message)
 
-    def _on_request(self, message: GetObjects | GetChunks) -> bool:
+    def _on_request(self, message: Request) -> bool:
         if message.req in self.received:
             raise RequestViolation(f"request id {message.req} is already open")
         if len(self.received) >= MAX_OUTSTANDING_REQUESTS:
@@ -102,9 +115,10 @@ class Requests:
         self.received.add(message.req, message.ids)
         return True
 
-    def _on_data(self, message: Data) -> bool:
+    def _on_data(self, message: Data | DataRun) -> bool:
         if not self.sent.owes(message.req, message.id):
-            raise RequestViolation(f"DATA for {message.id.hex()} is not owed on request {message.req}")
+            name = message.TYPE.name
+            raise RequestViolation(f"{name} for {message.id.hex()} is not owed on request {message.req}")
         self.sent.settle(message.req, message.id)
         return True
 
@@ -137,7 +151,7 @@ class Requests:
             raise LocalProtocolError(f"request {req} is not open or does not ask for {oid.hex()}")
         self.received.settle(req, oid)
 
-    def _track_request(self, message: GetObjects | GetChunks) -> bool:
+    def _track_request(self, message: Request) -> bool:
         if message.req in self.sent:
             raise LocalProtocolError(f"request id {message.req} is already open")
         if len(self.sent) >= MAX_OUTSTANDING_REQUESTS:
@@ -145,7 +159,7 @@ class Requests:
         self.sent.add(message.req, message.ids)
         return True
 
-    def _track_data(self, message: Data) -> bool:
+    def _track_data(self, message: Data | DataRun) -> bool:
         self.settle(message.req, message.id)
         return True
 
@@ -168,7 +182,9 @@ class Requests:
 _RECEIVE: dict[type, Callable[[Requests, Any], bool]] = {
     GetObjects: Requests._on_request,
     GetChunks: Requests._on_request,
+    GetRuns: Requests._on_request,
     Data: Requests._on_data,
+    DataRun: Requests._on_data,
     End: Requests._on_end,
     Cancel: Requests._on_cancel,
 }
@@ -176,7 +192,9 @@ _RECEIVE: dict[type, Callable[[Requests, Any], bool]] = {
 _SEND: dict[type, Callable[[Requests, Any], bool]] = {
     GetObjects: Requests._track_request,
     GetChunks: Requests._track_request,
+    GetRuns: Requests._track_request,
     Data: Requests._track_data,
+    DataRun: Requests._track_data,
     End: Requests._track_end,
     Cancel: Requests._track_cancel,
 }
