@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 VERSION_KEYS = {"name", "seq", "id", "root", "parents", "author", "time", "message", "size", "files", "subsets"}
-LOG_KEYS = VERSION_KEYS | {"author_peer", "author_name", "files_changed", "bytes_new", "kept"}
+LOG_KEYS = VERSION_KEYS | {"author_peer", "author_name", "files_changed", "bytes_new", "kept", "kind"}
 PEER_KEYS = {
     "peer_id", "short", "name", "trusted", "state", "address", "addresses", "announced", "rates", "added",
     "first_seen", "last_seen", "online", "discovered", "last_error", "bytes_in", "bytes_out",
@@ -75,7 +75,7 @@ def test_share_json_then_ls_and_log_schemas(running, data):
     folder.mkdir()
     (folder / "model.pt").write_bytes(os.urandom(5000))
     shared = running.json("share", str(folder), "--name", "resnet", "-m", "v1")
-    assert set(shared) == {"version", "created", "new_bytes", "files_scanned", "files_rehashed", "warnings", "audience"}
+    assert set(shared) == {"version", "created", "new_bytes", "files_scanned", "files_rehashed", "warnings", "audience", "seen_by"}
     assert shared["created"] is True and shared["warnings"] == []
     check_version(shared["version"], "resnet", 1)
     (folder / "model.pt").write_bytes(os.urandom(6000))
@@ -86,7 +86,7 @@ def test_share_json_then_ls_and_log_schemas(running, data):
     listing = running.json("ls")
     assert set(listing) == {"datasets"}
     resnet = next(entry for entry in listing["datasets"] if entry["name"] == "resnet")
-    assert set(resnet) == {"name", "path", "head", "versions", "audience", "checkouts", "present"}
+    assert set(resnet) == {"name", "path", "head", "versions", "audience", "checkouts", "present", "seen_by"}
     assert resnet["path"] == str(folder) and resnet["versions"] == 2
     check_version(resnet["head"], "resnet", 2)
     assert [entry["name"] for entry in listing["datasets"]] == sorted(entry["name"] for entry in listing["datasets"])
@@ -95,6 +95,7 @@ def test_share_json_then_ls_and_log_schemas(running, data):
     assert set(log) == {"name", "versions"} and log["name"] == "resnet"
     assert [version["message"] for version in log["versions"]] == ["v2", "v1"]
     assert all(set(version) == LOG_KEYS for version in log["versions"])
+    assert [version["kind"] for version in log["versions"]] == ["data", "data"]
     assert [(v["files_changed"], v["bytes_new"]) for v in log["versions"]] == [(1, 6000), (1, 5000)]
     human = running("log", "resnet")
     assert human.returncode == 0
