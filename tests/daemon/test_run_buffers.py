@@ -1,9 +1,12 @@
 """The daemon's pool of run read buffers: bounded however many sessions serve at once."""
 
+import pytest
 import trio
 import trio.testing
 
 from shoal.daemon.net.run_buffers import RunBuffers
+
+pytestmark = pytest.mark.trio
 
 
 async def test_a_third_lease_waits_for_a_buffer_to_come_back_and_then_reuses_it() -> None:
