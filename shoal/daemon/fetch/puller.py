@@ -19,11 +19,15 @@ from shoal.daemon.fetch.schedule import Batch, Idle, Scheduler
 from shoal.daemon.fetch.source import Source
 from shoal.daemon.fetch.state import PeerStats
 from shoal.daemon.fetch.wakeup import Signal
+from shoal.errors import single_exception
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.wire.messages import Run
 
 #: Requests a single peer may have open for one transfer: about 40 MB in flight.
 WINDOW_PER_PEER = 8
+#: Less than this from a peer in a fetch's timeout is silence: more than its keepalive PONGs
+#: (a few dozen bytes every 30 s) add up to in an hour, less than one record of data.
+SILENT_BYTES = 16 * 1024
 
 _log = logging.getLogger("shoal.fetch")
 
@@ -194,22 +198,17 @@ class Puller:
     async def _request(self, source: Source, batch: Batch[Target]) -> list[bytes] | None:
         """The ids `source` lacks; None if it went silent on the request with chunks still pending."""
         peer = source.peer_id
-        timeout = self.job.spec.timeout
-        # A peer that goes silent on a request is given up after the fetch's timeout.
-        with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+        with trio.CancelScope() as scope:
             self._requests[batch, peer] = scope
-
-            def arrived(cid: bytes, data: bytes | memoryview) -> None:
-                # Moved only once a second has passed: every move of a
-                # deadline re-files it in trio's deadline heap.
-                deadline = trio.current_time() + timeout
-                if deadline - scope.deadline > 1.0:
-                    scope.deadline = deadline
-                self._deliver(batch, peer, cid, data)
-
             try:
-                runs = [run for key, run in batch.runs.items() if key in batch.pending]
-                missing = await source.get_runs(runs, arrived)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_cancel_when_silent, source, self.job.spec.timeout, scope)
+                    runs = [run for key, run in batch.runs.items() if key in batch.pending]
+                    missing = await source.get_runs(runs, lambda cid, data: self._deliver(batch, peer, cid, data))
+                    nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # The watcher never fails: what the nursery wraps is the request's own error.
+                raise single_exception(group) from None
             finally:
                 del self._requests[batch, peer]
         if scope.cancelled_caught:
@@ -271,3 +270,20 @@ async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
 async def _then_cancel(wait: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
     await wait()
     scope.cancel()
+
+
+async def _cancel_when_silent(source: Source, timeout: float, scope: trio.CancelScope) -> None:
+    """Cancel `scope` once `source` has sent less than SILENT_BYTES in `timeout` seconds.
+
+    Silence is the peer's, not the request's: a peer answers its requests one after
+    another, so a request queued behind MiBs of runs (a rate-capped peer, or this
+    daemon's own cap) hears nothing of its own while the peer is busy. Bytes, not
+    whole runs, count: a 4 MiB run under a 1 MB/s cap takes 4 s to arrive.
+    """
+    mark = source.bytes_in
+    while True:
+        await trio.sleep(timeout)
+        if source.bytes_in - mark < SILENT_BYTES:
+            scope.cancel()
+            return
+        mark = source.bytes_in
