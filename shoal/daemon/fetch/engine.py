@@ -28,16 +28,17 @@ from shoal.daemon.fetch.browse import browse
 from shoal.daemon.fetch.checked_dirs import CheckedDirs
 from shoal.daemon.fetch.copier import Copier
 from shoal.daemon.fetch.dest import include_matcher
-from shoal.daemon.fetch.errors import DiskFull, named_failure
+from shoal.daemon.fetch.errors import DiskFull, NoPeer, named_failure
 from shoal.daemon.fetch.job import FileTask, Job, Matcher, Target, open_partial
 from shoal.daemon.fetch.objects import Objects
 from shoal.daemon.fetch.plan import Planner, dest_holds
 from shoal.daemon.fetch.puller import Arrival, Puller
-from shoal.daemon.fetch.reach import looking, waiting
+from shoal.daemon.fetch.reach import looking, no_peer, waiting
 from shoal.daemon.fetch.record import Installed, record_stage, record_version
 from shoal.daemon.fetch.resolve import Resolved, Resolver
 from shoal.daemon.fetch.schedule import Batch
 from shoal.daemon.fetch.selection import selection_of
+from shoal.daemon.fetch.serving import Serving
 from shoal.daemon.fetch.source import SourceDirectory
 from shoal.daemon.fetch.state import FetchResult, FetchSpec, Transfer
 from shoal.daemon.fetch.totals import selected_totals
@@ -156,7 +157,7 @@ class Fetcher:
         if not spec.partial:
             transfer.bytes_total, transfer.files_total = record.size, record.files
         transfer.phase = "manifest"
-        sources = self.resolver.sources(spec.query, version.id)
+        sources = self._serving(spec, version)
         matcher, selection = await selection_of(spec.include, spec.subset, record, self.objects, transfer, sources)
         old_root, reuse_unchanged = await trio.to_thread.run_sync(dest_holds, self.index, spec, dest, selection)
         # An update or a resumed fetch needs room for what is still missing only,
@@ -197,6 +198,15 @@ class Fetcher:
             transfer.files_done - transfer.files_written, transfer.bytes_received, transfer.bytes_reused,
             time.monotonic() - transfer.started, transfer.first_byte,
             {p: s.received for p, s in transfer.peers.items()}, tuple(warnings),
+        )
+
+    def _serving(self, spec: FetchSpec, version: Resolved) -> Serving:
+        """The peers serving `version`, for the walk to wait for as the data phase does."""
+        query = spec.query
+        what = f"{query.name}@{version.record.seq}"
+        return Serving(
+            lambda: self.resolver.sources(query, version.id), self.peers.wait_for_change, spec.timeout,
+            lambda: NoPeer(no_peer(what, query.name, self.resolver.asked(query), spec.timeout)),
         )
 
     async def _assemble(self, job: Job, record: VersionRecord, matcher: Matcher, walk: Walk | None) -> list[str]:
