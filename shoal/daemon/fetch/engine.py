@@ -6,7 +6,8 @@ differs from what DEST already holds, in stages joined by memory channels:
 
     planner (plan.py) → copier (copier.py) → puller (puller.py) → writer → finisher (writer.py) → recorder (record.py)
 
-Each stage ends when its input channel closes, and closes its output. Files are
+A chunk needed at several places is fetched once; the fill stage (repeats.py)
+copies it to the others. Each stage ends when its input channel closes, and closes its output. Files are
 assembled in DEST/.shoal-partial/ and renamed into place once complete; a fetch
 into an empty folder moves data while the manifest walk is still under way.
 
@@ -35,6 +36,7 @@ from shoal.daemon.fetch.plan import Planner, dest_holds
 from shoal.daemon.fetch.puller import Arrival, Puller
 from shoal.daemon.fetch.reach import looking, no_peer, waiting
 from shoal.daemon.fetch.record import Installed, record_stage, record_version
+from shoal.daemon.fetch.repeats import Repeats
 from shoal.daemon.fetch.resolve import Resolved, Resolver
 from shoal.daemon.fetch.schedule import Batch
 from shoal.daemon.fetch.selection import selection_of
@@ -219,14 +221,25 @@ class Fetcher:
         puller = Puller(
             job, lambda: self.resolver.sources(job.spec.query, job.version_id), self.peers.wait_for_change, arrivals_out
         )
-        copier = Copier(job, self.objects, batches_out, finished_out.clone())
+        repeats = Repeats(job)
+        copier = Copier(job, self.objects, batches_out, finished_out.clone(), repeats)
+
+        async def pull() -> None:
+            await puller.run(batches_in)
+            repeats.received()
+
+        def written(arrivals: list[Arrival], verdicts: list[bool]) -> None:
+            puller.written(arrivals, verdicts)
+            repeats.written(arrivals, verdicts)
+
         async with trio.open_nursery() as nursery:
             if walk is not None:
                 nursery.start_soon(_walk_streaming, walk, record, job)
             nursery.start_soon(Planner(job, matcher).run, record.root, tasks_out)
             nursery.start_soon(copier.run, tasks_in)
-            nursery.start_soon(puller.run, batches_in)
-            nursery.start_soon(write_stage, job, arrivals_in, finished_out, puller.written)
+            nursery.start_soon(pull)
+            nursery.start_soon(repeats.fill_stage, finished_out.clone())
+            nursery.start_soon(write_stage, job, arrivals_in, finished_out, written)
             nursery.start_soon(finish_stage, job, finished_in, installed_out)
             nursery.start_soon(record_stage, job, installed_in)
         return puller.warnings
