@@ -116,7 +116,6 @@ def test_a_capped_transfer_names_the_cap_and_with_the_only_peer_gone_progress_na
         data = tmp_path / "big"
         write_files(data, {"weights.bin": 16 * MB})
         ok(sender("share", str(data)))
-        short_id = sender.json("id")["peer_id"][:7]
         ok(sender("config", "set", "bandwidth.global_limit", "2MB/s"))
         # --timeout also bounds a request's silence: long enough for a capped peer, short once it is gone.
         fetch = background(receiver, "fetch", "big", str(tmp_path / "got"), "--timeout", "4")
@@ -139,8 +138,6 @@ def test_a_capped_transfer_names_the_cap_and_with_the_only_peer_gone_progress_na
         assert not any("/s" in line or "ETA" in line for line in lines[said:]), stderr
         assert lines[-1].startswith("shoal: every peer serving big left or failed (peer0: "), stderr
         assert "`shoal peers`" in lines[-1] and not PEER_ID.search(stderr), stderr
-        # The lost session is named by trust name too, not by a short id.
-        assert short_id not in stderr, stderr
 
 
 def test_a_fetch_no_peer_can_serve_fails_fast_naming_the_peers_it_asked(tmp_path: Path) -> None:
