@@ -24,6 +24,10 @@ from shoal.protocol.wire.messages import Run
 
 #: Requests a single peer may have open for one transfer: about 40 MB in flight.
 WINDOW_PER_PEER = 8
+#: A peer that sends at least this many bytes a second is still answering, though no
+#: run has arrived whole: under a tight cap a run can take longer than the fetch's
+#: timeout, while keepalives alone send a few bytes a second.
+STILL_SENDING = 16 * 1024
 
 _log = logging.getLogger("shoal.fetch")
 
@@ -60,6 +64,9 @@ class Puller:
         self._lost: dict[str, Source] = {}
         self._requests: dict[tuple[Batch[Target], str], trio.CancelScope] = {}
         self._last_source_seen = time.monotonic()
+        #: Bytes each peer had sent at the last look (trio time), to tell a slow peer from a silent one.
+        self._sent: dict[str, int] = {}
+        self._sent_at = 0.0
         #: The schedule changed: a batch queued, taken or released, a peer joined or left.
         self._changed = Signal()
         #: The writer reported on chunks.
@@ -97,10 +104,28 @@ class Puller:
                 return
             if self._workers:
                 self._last_source_seen = time.monotonic()
+            self._keep_flowing_alive()
             with trio.move_on_after(1.0):
                 await _first_of(self._changed.wait, self._peers_changed)
             if not self._workers and time.monotonic() - self._last_source_seen > spec.timeout:
                 raise self._no_peer()
+
+    def _keep_flowing_alive(self) -> None:
+        """Once a second, move the deadlines of the requests of peers whose bytes still flow."""
+        now = trio.current_time()
+        if now - self._sent_at < 1.0:
+            return
+        flowing = set()
+        for source in self._sources():
+            before = self._sent.get(source.peer_id, source.bytes_in)
+            if source.bytes_in - before >= STILL_SENDING * (now - self._sent_at):
+                flowing.add(source.peer_id)
+            self._sent[source.peer_id] = source.bytes_in
+        self._sent_at = now
+        deadline = now + self.job.spec.timeout
+        for (_, peer), scope in self._requests.items():
+            if peer in flowing and deadline > scope.deadline:
+                scope.deadline = deadline
 
     def _start(self, source: Source, nursery: trio.Nursery) -> None:
         peer = source.peer_id
