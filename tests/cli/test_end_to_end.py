@@ -75,7 +75,9 @@ def test_share_json_then_ls_and_log_schemas(running, data):
     folder.mkdir()
     (folder / "model.pt").write_bytes(os.urandom(5000))
     shared = running.json("share", str(folder), "--name", "resnet", "-m", "v1")
-    assert set(shared) == {"version", "created", "new_bytes", "files_scanned", "files_rehashed", "warnings", "audience", "seen_by"}
+    assert set(shared) == {
+        "version", "created", "new_bytes", "files_scanned", "files_rehashed", "warnings", "audience", "seen_by",
+    }
     assert shared["created"] is True and shared["warnings"] == []
     check_version(shared["version"], "resnet", 1)
     (folder / "model.pt").write_bytes(os.urandom(6000))
