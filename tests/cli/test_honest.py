@@ -114,7 +114,8 @@ def test_a_capped_transfer_names_the_cap_and_with_the_only_peer_gone_progress_na
 ) -> None:
     with linked_daemons(2) as (sender, receiver):
         data = tmp_path / "big"
-        write_files(data, {"weights.bin": 16 * MB})
+        # Long enough at 2 MB/s (24 s) for both caps to be seen in turn, with up to 32 MiB of runs in flight.
+        write_files(data, {"weights.bin": 48 * MB})
         ok(sender("share", str(data)))
         ok(sender("config", "set", "bandwidth.global_limit", "2MB/s"))
         # --timeout also bounds a request's silence: long enough for a capped peer, short once it is gone.

@@ -19,16 +19,16 @@ from shoal.daemon.fetch.schedule import Batch, Idle, Scheduler
 from shoal.daemon.fetch.source import Source
 from shoal.daemon.fetch.state import PeerStats
 from shoal.daemon.fetch.wakeup import Signal
+from shoal.errors import single_exception
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.wire.messages import Run
 
 #: Requests a single peer may have open for one transfer: up to 16 MiB in flight, which keeps
 #: the sender busy on loopback (measured: 8 moved no faster) and bounds what a crash loses.
 WINDOW_PER_PEER = 4
-#: A peer that sends at least this many bytes a second is still answering, though no
-#: run has arrived whole: under a tight cap a run can take longer than the fetch's
-#: timeout, while keepalives alone send a few bytes a second.
-STILL_SENDING = 16 * 1024
+#: Less than this from a peer in a fetch's timeout is silence: more than its keepalive PONGs
+#: (a few dozen bytes every 30 s) add up to in an hour, less than one record of data.
+SILENT_BYTES = 16 * 1024
 
 _log = logging.getLogger("shoal.fetch")
 
@@ -65,9 +65,6 @@ class Puller:
         self._lost: dict[str, Source] = {}
         self._requests: dict[tuple[Batch[Target], str], trio.CancelScope] = {}
         self._last_source_seen = time.monotonic()
-        #: Bytes each peer had sent at the last look (trio time), to tell a slow peer from a silent one.
-        self._sent: dict[str, int] = {}
-        self._sent_at = 0.0
         #: The schedule changed: a batch queued, taken or released, a peer joined or left.
         self._changed = Signal()
         #: The writer reported on chunks.
@@ -105,28 +102,10 @@ class Puller:
                 return
             if self._workers:
                 self._last_source_seen = time.monotonic()
-            self._keep_flowing_alive()
             with trio.move_on_after(1.0):
                 await _first_of(self._changed.wait, self._peers_changed)
             if not self._workers and time.monotonic() - self._last_source_seen > spec.timeout:
                 raise self._no_peer()
-
-    def _keep_flowing_alive(self) -> None:
-        """Once a second, move the deadlines of the requests of peers whose bytes still flow."""
-        now = trio.current_time()
-        if now - self._sent_at < 1.0:
-            return
-        flowing = set()
-        for source in self._sources():
-            before = self._sent.get(source.peer_id, source.bytes_in)
-            if source.bytes_in - before >= STILL_SENDING * (now - self._sent_at):
-                flowing.add(source.peer_id)
-            self._sent[source.peer_id] = source.bytes_in
-        self._sent_at = now
-        deadline = now + self.job.spec.timeout
-        for (_, peer), scope in self._requests.items():
-            if peer in flowing and deadline > scope.deadline:
-                scope.deadline = deadline
 
     def _start(self, source: Source, nursery: trio.Nursery) -> None:
         peer = source.peer_id
@@ -220,22 +199,17 @@ class Puller:
     async def _request(self, source: Source, batch: Batch[Target]) -> list[bytes] | None:
         """The ids `source` lacks; None if it went silent on the request with chunks still pending."""
         peer = source.peer_id
-        timeout = self.job.spec.timeout
-        # A peer that goes silent on a request is given up after the fetch's timeout.
-        with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+        with trio.CancelScope() as scope:
             self._requests[batch, peer] = scope
-
-            def arrived(cid: bytes, data: bytes | memoryview) -> None:
-                # Moved only once a second has passed: every move of a
-                # deadline re-files it in trio's deadline heap.
-                deadline = trio.current_time() + timeout
-                if deadline - scope.deadline > 1.0:
-                    scope.deadline = deadline
-                self._deliver(batch, peer, cid, data)
-
             try:
-                runs = [run for key, run in batch.runs.items() if key in batch.pending]
-                missing = await source.get_runs(runs, arrived)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_cancel_when_silent, source, self.job.spec.timeout, scope)
+                    runs = [run for key, run in batch.runs.items() if key in batch.pending]
+                    missing = await source.get_runs(runs, lambda cid, data: self._deliver(batch, peer, cid, data))
+                    nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # The watcher never fails: what the nursery wraps is the request's own error.
+                raise single_exception(group) from None
             finally:
                 del self._requests[batch, peer]
         if scope.cancelled_caught:
@@ -297,3 +271,20 @@ async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
 async def _then_cancel(wait: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
     await wait()
     scope.cancel()
+
+
+async def _cancel_when_silent(source: Source, timeout: float, scope: trio.CancelScope) -> None:
+    """Cancel `scope` once `source` has sent less than SILENT_BYTES in `timeout` seconds.
+
+    Silence is the peer's, not the request's: a peer answers its requests one after
+    another, so a request queued behind MiBs of runs (a rate-capped peer, or this
+    daemon's own cap) hears nothing of its own while the peer is busy. Bytes, not
+    whole runs, count: a 4 MiB run under a 1 MB/s cap takes 4 s to arrive.
+    """
+    mark = source.bytes_in
+    while True:
+        await trio.sleep(timeout)
+        if source.bytes_in - mark < SILENT_BYTES:
+            scope.cancel()
+            return
+        mark = source.bytes_in

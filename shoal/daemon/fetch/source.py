@@ -13,7 +13,7 @@ class Source(Protocol):
     peer_id: str
     #: The most bytes/s the peer says it sends us (its bandwidth caps); 0: no cap.
     peer_cap: int
-    #: Bytes received from the peer so far: a request is alive while they grow.
+    #: Bytes received from the peer so far: what tells a busy peer from a silent one.
     bytes_in: int
 
     async def get_objects(self, ids: Sequence[bytes]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
