@@ -28,7 +28,9 @@ FAULT_POINTS: dict[str, Callable[..., str]] = {
     "pwrite": lambda fd, *a: _fd_path(fd),
     "replace": lambda src, dst, *a, **k: str(dst),
     "mkdir": lambda path, *a, **k: str(path),
-    "fstat": lambda fd: _fd_path(fd),
+    # Every file of this dataset is filled by one write and stat'ed by path once installed
+    # (writer.py); only a file of many runs is stat'ed through its descriptor.
+    "lstat": lambda path, *a, **k: str(path),
 }
 ERRNOS = [errno.ENOSPC, errno.EACCES, errno.EIO, errno.EMFILE]
 

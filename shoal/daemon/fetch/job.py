@@ -62,6 +62,8 @@ class FileTask:
     #: Every chunk it needs has been written or queued for the network.
     listed: bool = False
     finishing: bool = False
+    #: Written whole by one write and closed (writer.py): installed by path, with no descriptor.
+    whole: bool = False
     #: A small file's chunk locations (id, offset, size), kept from planning for
     #: its index record, so that installing it does not decode its FILE object again.
     locations: list[tuple[bytes, int, int]] | None = None

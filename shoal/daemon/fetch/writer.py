@@ -25,9 +25,15 @@ from shoal.daemon.store.index import FileStat
 from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.objects import DEFAULT_FILE_MODE
 
-#: Arrived chunks the writer waits for (at most WRITE_GATHER seconds) before a worker-thread call.
-WRITE_BATCH = 16
+#: Arrived runs the writer waits for (at most WRITE_GATHER seconds) before a worker-thread call,
+#: and the bytes one call takes at the most. Small files are a run each: a call per
+#: few of them would cost more in thread hand-offs than their writes.
+WRITE_BATCH = 128
+WRITE_BYTES = 64 << 20
 WRITE_GATHER = 0.004
+
+#: How a file written whole is created: beside DEST, never through a symlink, mode given at creation.
+_WHOLE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 async def write_stage(
@@ -57,19 +63,31 @@ async def _gather(arrivals: trio.MemoryReceiveChannel[Arrival]) -> list[Arrival]
         batch = [await arrivals.receive()]
     except trio.EndOfChannel:
         return []
-    _take_ready(arrivals, batch)
-    if len(batch) < WRITE_BATCH:
+    size = _take_ready(arrivals, batch, len(batch[0].data))
+    if len(batch) < WRITE_BATCH and size < WRITE_BYTES:
         with trio.move_on_after(WRITE_GATHER):
-            while len(batch) < WRITE_BATCH:
+            while len(batch) < WRITE_BATCH and size < WRITE_BYTES:
                 try:
                     batch.append(await arrivals.receive())
                 except trio.EndOfChannel:
                     break
-                _take_ready(arrivals, batch)
+                size = _take_ready(arrivals, batch, size + len(batch[-1].data))
     return batch
 
 
-def _take_ready(channel: trio.MemoryReceiveChannel, into: list) -> None:
+def _take_ready(channel: trio.MemoryReceiveChannel[Arrival], into: list[Arrival], size: int) -> int:
+    """Move what is already buffered in `channel` into `into`, up to a batch's worth; the batch's bytes."""
+    while len(into) < WRITE_BATCH and size < WRITE_BYTES:
+        try:
+            arrival = channel.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+        into.append(arrival)
+        size += len(arrival.data)
+    return size
+
+
+def _take_all(channel: trio.MemoryReceiveChannel[FileTask], into: list[FileTask]) -> None:
     """Move everything already buffered in `channel` into `into`."""
     while True:
         try:
@@ -88,12 +106,35 @@ def verify_and_write(arrivals: list[Arrival], busy: Busy, files: FilePool) -> li
         hashed = time.perf_counter()
         if good:
             for task, offset in arrival.targets:
+                if task.fresh and offset == 0 and len(arrival.data) == task.entry.size:
+                    _write_whole(task, arrival.data)
+                    continue
                 with files.use(task) as fd:
                     os.pwrite(fd, arrival.data, offset)
         busy.hashing += hashed - started
         busy.disk_write += time.perf_counter() - hashed
         verdicts.append(good)
     return verdicts
+
+
+def _write_whole(task: FileTask, data: bytes | bytearray | memoryview) -> None:
+    """Create a fresh file that one run fills, with its mode, in one write; close it.
+
+    A small file costs an open, a write, a writeback start and a close here, and a
+    rename and a stat when installed: no descriptor kept in the pool to reopen, no
+    chmod, no fstat."""
+    fd = os.open(task.partial, _WHOLE_FLAGS, task.entry.permissions())
+    try:
+        with memoryview(data) as view:
+            written = os.pwrite(fd, view, 0)
+            while written < len(view):
+                written += os.pwrite(fd, view[written:], written)
+        # Written back while the fetch goes on: the final syncfs then has almost
+        # nothing left (0.01 s instead of 0.4 s after 10,000 small files).
+        start_writeback(fd)
+    finally:
+        os.close(fd)
+    task.whole = True
 
 
 def run_matches(ids: tuple[bytes, ...], sizes: tuple[int, ...], data: bytes | bytearray | memoryview) -> bool:
@@ -119,7 +160,7 @@ async def finish_stage(
                 tasks = [await finished.receive()]
             except trio.EndOfChannel:
                 return
-            _take_ready(finished, tasks)
+            _take_all(finished, tasks)
             stats = await trio.to_thread.run_sync(install_files, job.dest, tasks, job.files)
             job.transfer.files_done += len(tasks)
             job.transfer.files_written += len(tasks)
@@ -130,26 +171,39 @@ def install_files(dest: Path, tasks: list[FileTask], files: FilePool) -> list[Fi
     """Rename complete, verified files into place; their stats after the rename."""
     stats = []
     for task in tasks:
+        target = os.path.join(dest, *task.parts)
+        if task.whole:
+            # Created with its mode and closed; a copy of a chunk it holds twice may have opened it since.
+            files.close(task)
+            _move(task.partial, target)
+            stats.append(_file_stat(os.lstat(target)))
+            continue
         with files.use(task) as fd:
-            stats.append(_install(dest, task, fd))
+            stats.append(_install(target, task, fd))
         files.close(task)
     return stats
 
 
-def _install(dest: Path, task: FileTask, fd: int) -> FileStat:
+def _install(target: str, task: FileTask, fd: int) -> FileStat:
     mode = task.entry.permissions()
     if mode != DEFAULT_FILE_MODE:
         # Otherwise the mode is already right: partial files are created 0o644 less the umask.
         os.fchmod(fd, mode & ~UMASK)
-    target = dest.joinpath(*task.parts)
+    _move(task.partial, target)
+    # Written back while the fetch goes on, so the flush at its end has little left.
+    start_writeback(fd)
+    return _file_stat(os.fstat(fd))
+
+
+def _move(partial: Path, target: str) -> None:
     try:
-        os.replace(task.partial, target)
+        os.replace(partial, target)
     except IsADirectoryError:
         # A real directory where the file goes (a rename replaces a symlink itself).
         shutil.rmtree(target)
-        os.replace(task.partial, target)
-    # Written back while the fetch goes on, so the flush at its end has little left.
-    start_writeback(fd)
-    # After the rename, which changes the inode's ctime: the stat a later fetch will see.
-    st = os.fstat(fd)
+        os.replace(partial, target)
+
+
+def _file_stat(st: os.stat_result) -> FileStat:
+    """Taken after the rename, which changes the inode's ctime: the stat a later fetch will see."""
     return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from shoal.daemon.library.datasets import Library
 from shoal.daemon.model import PeerReach
 from shoal.daemon.net.ratelimit import TokenBucket, throttle
+from shoal.daemon.net.run_buffers import RunBuffers
 from shoal.daemon.net.session import PeerSession, Rejected, establish, flush_quietly
 from shoal.daemon.net.trust import TrustStore
 from shoal.protocol.errors import ProtocolError
@@ -86,6 +87,8 @@ class PeerManager:
         # Bandwidth caps in bytes/s (0: none), read at every payment so a config reload applies at once.
         self._per_peer_limit = lambda: limits()[1]
         self._all_peers = TokenBucket(lambda: limits()[0])
+        #: Read buffers for serving runs, shared by every session: memory bounded however many peers fetch.
+        self._run_buffers = RunBuffers()
         #: The upload cap each peer was last told of (LIMIT).
         self._told_cap: dict[str, int] = {}
         #: Versions of a dataset the pack store keeps in full, newest first.
@@ -221,7 +224,7 @@ class PeerManager:
         pay = throttle(self._all_peers, TokenBucket(self._per_peer_limit))
         session = PeerSession(
             conn, stream, peer, address, self._library.index, self._catalog_changed, pay, partial(self._withheld, peer_id),
-            name=self.name_of(peer_id),
+            self._run_buffers, name=self.name_of(peer_id),
         )
         self.sessions[peer_id] = session
         self._reach.setdefault(peer_id, _Reachability()).last_seen = time.time()

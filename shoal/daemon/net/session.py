@@ -17,6 +17,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.net.meter import RateMeter
+from shoal.daemon.net.run_buffers import RunBuffers
 from shoal.daemon.store import chunks as chunkio
 from shoal.daemon.store.index import Index
 from shoal.protocol.errors import LocalProtocolError, ProtocolError
@@ -64,8 +65,6 @@ SERVE_GROUP = 16
 #: call, while objects near the 1 MiB limit go one or two at a time.
 OBJECT_GROUP_BYTES = 1024 * 1024
 SERVE_CONCURRENCY = 2
-#: The read buffer each serving slot keeps: a run up to this size needs no new allocation.
-RUN_BUFFER = 4 * 1024 * 1024
 AGENT = "shoal/0.1"
 
 
@@ -161,6 +160,7 @@ class PeerSession:
         on_catalog: Callable[["PeerSession"], None],
         pay: Callable[[int], Awaitable[None]] | None = None,
         withheld: Callable[[list[bytes]], Awaitable[set[bytes]]] | None = None,
+        run_buffers: RunBuffers | None = None,
         name: str | None = None,
     ) -> None:
         self.conn = conn
@@ -183,6 +183,8 @@ class PeerSession:
         #: The ids of a request this peer may not have (datasets outside its audience).
         self._withheld = withheld
         self._send_lock = trio.Lock()
+        #: Held from sealing a group of runs until it has gone out (see _answer_runs).
+        self._sealing = trio.Lock()
         self._pending: dict[int, _Pending] = {}
         #: Set (and replaced) whenever an END frees one of our request ids.
         self._request_ended = trio.Event()
@@ -192,9 +194,8 @@ class PeerSession:
         # Requests answered at once: one reads from disk while the other sends,
         # and memory per peer stays a few MB however many requests it opens.
         self._serve_slots = trio.Semaphore(SERVE_CONCURRENCY)
-        #: Read buffers of the serving slots, reused run after run: a fresh 4 MiB
-        #: bytearray per run would cost its page faults every time.
-        self._run_buffers: list[bytearray] = []
+        #: The daemon's pool of read buffers for runs (a session of its own in tests).
+        self._run_buffers = run_buffers if run_buffers is not None else RunBuffers(SERVE_CONCURRENCY)
         self._closed = False
         self._liveness = Liveness(trio.current_time(), interval=KEEPALIVE_INTERVAL, max_unanswered=MAX_UNANSWERED_PINGS)
         self._meter_in = RateMeter(time.monotonic)
@@ -406,20 +407,27 @@ class PeerSession:
         allowed = set(await self._allowed(ids))
         runs = [run for run in request.runs if allowed.issuperset(run.ids)]
         places = await trio.to_thread.run_sync(chunkio.locate_runs, self._index, runs)
-        buf = self._run_buffers.pop() if self._run_buffers else bytearray(RUN_BUFFER)
-        try:
-            for group in _groups_by_size(runs, {run: run.total for run in runs}, RUN_BUFFER):
-                need = sum(run.total for run in group)
-                if need > len(buf):
-                    buf = bytearray(need)
+        pool = self._run_buffers
+        for group in _groups_by_size(runs, {run: run.total for run in runs}, pool.size):
+            need = sum(run.total for run in group)
+            async with pool.lease() as pooled:
+                buf = pooled if need <= len(pooled) else bytearray(need)
                 views = await trio.to_thread.run_sync(chunkio.read_runs, self._index, group, places, buf)
-                for run, view in zip(group, views):
-                    if view is not None:
-                        self.conn.send_data_run(request.req, run.ids[0], view)
+                # One group sealed at a time per session (the other slot reads meanwhile), so a
+                # session holds one buffer's worth of records; the read buffer goes back as soon
+                # as they are sealed (copied), before a slow peer takes them in.
+                await self._sealing.acquire()
+                try:
+                    for run, view in zip(group, views):
+                        if view is not None:
+                            self.conn.send_data_run(request.req, run.ids[0], view)
+                except BaseException:
+                    self._sealing.release()
+                    raise
+            try:
                 await self._flush()
-        finally:
-            if len(buf) <= RUN_BUFFER:
-                self._run_buffers.append(buf)
+            finally:
+                self._sealing.release()
 
     async def _answer_objects(self, request: GetObjects) -> None:
         ids = await self._allowed(list(request.ids))
