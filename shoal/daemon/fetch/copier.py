@@ -53,20 +53,28 @@ class Copier:
     async def run(self, tasks: trio.MemoryReceiveChannel[list[FileTask]]) -> None:
         """The stage: ends, with its outputs closed, when the planner's channel closes."""
         async with tasks, self._batches, self._finished:
-            async for step in tasks:
-                small = [task for task in step if task.entry.size <= SMALL_FILE]
-                if small:
-                    prepared = await trio.to_thread.run_sync(self._prepare_small, small)
-                    for task, needed, done in prepared:
-                        await self._queue(task, needed, done)
-                        self._listed(task)
-                for task in step:
-                    if task.entry.size > SMALL_FILE:
-                        await self._feed_large(task)
-                await self._hold_back()
-            self._repeats.planned()
-            if self._batch:
-                await self._batches.send(self._batch)
+            try:
+                await self._copy_all(tasks)
+            except trio.BrokenResourceError:
+                # The puller (or finisher) ended before the plan did, which only a failing
+                # fetch does: its error is the one to report, not this stage's closed channel.
+                return
+
+    async def _copy_all(self, tasks: trio.MemoryReceiveChannel[list[FileTask]]) -> None:
+        async for step in tasks:
+            small = [task for task in step if task.entry.size <= SMALL_FILE]
+            if small:
+                prepared = await trio.to_thread.run_sync(self._prepare_small, small)
+                for task, needed, done in prepared:
+                    await self._queue(task, needed, done)
+                    self._listed(task)
+            for task in step:
+                if task.entry.size > SMALL_FILE:
+                    await self._feed_large(task)
+            await self._hold_back()
+        self._repeats.planned()
+        if self._batch:
+            await self._batches.send(self._batch)
 
     async def _hold_back(self) -> None:
         """Files complete before the manifest is checked wait to be installed; so many, no more."""
