@@ -44,3 +44,16 @@ def test_a_cap_on_either_side_slows_the_transfer_to_it_and_lifting_it_applies_at
         share_random(sender, tmp_path / "three")
         free = fetch_seconds(receiver, "three", tmp_path / "got-three")
         assert free < capped / 2, (free, capped)
+
+
+def test_a_capped_peer_whose_runs_take_longer_than_the_timeout_is_kept_while_its_bytes_flow(tmp_path: Path) -> None:
+    with linked_daemons(2) as (sender, receiver):
+        ok(sender("config", "set", "bandwidth.global_limit", "2MB/s"))
+        folder = tmp_path / "slow"
+        folder.mkdir()
+        (folder / "weights.bin").write_bytes(os.urandom(2 * SIZE))
+        ok(sender("share", str(folder)))
+        # The sender serves two 4 MiB runs at once, sharing 2 MB/s: each arrives whole after
+        # about 4 s, longer than the timeout, yet the peer never falls silent.
+        fetched = receiver.json("fetch", "slow", str(tmp_path / "got"), "--timeout", "3")
+        assert fetched["warnings"] == [] and fetched["bytes_received"] == 2 * SIZE, fetched

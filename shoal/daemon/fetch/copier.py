@@ -2,8 +2,9 @@
 
 A chunk is taken from the file's own partial file, left by an interrupted
 fetch (if it still hashes to its id), or from any dataset or version the index
-knows; the rest is batched for the puller. A file complete without the network
-goes straight to the finisher.
+knows; the rest is batched for the puller, but for the places of a chunk this
+fetch already asks for (repeats.py). A file complete without the network goes
+straight to the finisher.
 """
 
 import os
@@ -14,6 +15,7 @@ import trio
 
 from shoal.daemon.fetch.job import FileTask, Job, Target, count_done, offsets
 from shoal.daemon.fetch.objects import Objects
+from shoal.daemon.fetch.repeats import Repeats, Segment
 from shoal.daemon.fetch.schedule import Batch
 from shoal.daemon.store import chunks as chunkio
 from shoal.daemon.store.loader import index_loader
@@ -36,17 +38,14 @@ SMALL_FILE = 4 * 1024 * 1024
 #: none is renamed into place until the whole version has passed its checks.
 MAX_UNINSTALLED = 4096
 
-#: Chunks of a file, each with its offset in it.
-Segment = list[tuple[int, Ref]]
-
-
 class Copier:
     """Takes the planner's files; sends batches of chunks to fetch, and complete files."""
 
     def __init__(self, job: Job, objects: Objects, batches: trio.MemorySendChannel[Batch[Target]],
-                 finished: trio.MemorySendChannel[FileTask]) -> None:
+                 finished: trio.MemorySendChannel[FileTask], repeats: Repeats) -> None:
         self.job = job
         self.objects = objects
+        self._repeats = repeats
         self._batches = batches
         self._finished = finished
         self._batch: Batch[Target] = Batch()
@@ -54,19 +53,28 @@ class Copier:
     async def run(self, tasks: trio.MemoryReceiveChannel[list[FileTask]]) -> None:
         """The stage: ends, with its outputs closed, when the planner's channel closes."""
         async with tasks, self._batches, self._finished:
-            async for step in tasks:
-                small = [task for task in step if task.entry.size <= SMALL_FILE]
-                if small:
-                    prepared = await trio.to_thread.run_sync(self._prepare_small, small)
-                    for task, needed, done in prepared:
-                        await self._queue(task, needed, done)
-                        self._listed(task)
-                for task in step:
-                    if task.entry.size > SMALL_FILE:
-                        await self._feed_large(task)
-                await self._hold_back()
-            if self._batch:
-                await self._batches.send(self._batch)
+            try:
+                await self._copy_all(tasks)
+            except trio.BrokenResourceError:
+                # The puller (or finisher) ended before the plan did, which only a failing
+                # fetch does: its error is the one to report, not this stage's closed channel.
+                return
+
+    async def _copy_all(self, tasks: trio.MemoryReceiveChannel[list[FileTask]]) -> None:
+        async for step in tasks:
+            small = [task for task in step if task.entry.size <= SMALL_FILE]
+            if small:
+                prepared = await trio.to_thread.run_sync(self._prepare_small, small)
+                for task, needed, done in prepared:
+                    await self._queue(task, needed, done)
+                    self._listed(task)
+            for task in step:
+                if task.entry.size > SMALL_FILE:
+                    await self._feed_large(task)
+            await self._hold_back()
+        self._repeats.planned()
+        if self._batch:
+            await self._batches.send(self._batch)
 
     async def _hold_back(self) -> None:
         """Files complete before the manifest is checked wait to be installed; so many, no more."""
@@ -112,7 +120,7 @@ class Copier:
         """Count what was copied; batch what is still needed for the puller."""
         self.job.transfer.bytes_reused += done
         count_done(self.job, task, done, self._finished)
-        for offset, run in runs_of(needed):
+        for offset, run in runs_of(self._repeats.split(task, needed)):
             if not self._fits(run) or not self._batch.add_run(run, (task, offset)):
                 await self._batches.send(self._batch)
                 self._batch = Batch()

@@ -6,7 +6,8 @@ differs from what DEST already holds, in stages joined by memory channels:
 
     planner (plan.py) → copier (copier.py) → puller (puller.py) → writer → finisher (writer.py) → recorder (record.py)
 
-Each stage ends when its input channel closes, and closes its output. Files are
+A chunk needed at several places is fetched once; the fill stage (repeats.py)
+copies it to the others. Each stage ends when its input channel closes, and closes its output. Files are
 assembled in DEST/.shoal-partial/ and renamed into place once complete; a fetch
 into an empty folder moves data while the manifest walk is still under way.
 
@@ -28,16 +29,18 @@ from shoal.daemon.fetch.browse import browse
 from shoal.daemon.fetch.checked_dirs import CheckedDirs
 from shoal.daemon.fetch.copier import Copier
 from shoal.daemon.fetch.dest import include_matcher
-from shoal.daemon.fetch.errors import DiskFull, named_failure
+from shoal.daemon.fetch.errors import DiskFull, NoPeer, named_failure
 from shoal.daemon.fetch.job import FileTask, Job, Matcher, Target, open_partial
 from shoal.daemon.fetch.objects import Objects
 from shoal.daemon.fetch.plan import Planner, dest_holds
 from shoal.daemon.fetch.puller import Arrival, Puller
-from shoal.daemon.fetch.reach import looking, waiting
+from shoal.daemon.fetch.reach import looking, no_peer, waiting
 from shoal.daemon.fetch.record import Installed, record_stage, record_version
+from shoal.daemon.fetch.repeats import Repeats
 from shoal.daemon.fetch.resolve import Resolved, Resolver
 from shoal.daemon.fetch.schedule import Batch
 from shoal.daemon.fetch.selection import selection_of
+from shoal.daemon.fetch.serving import Serving
 from shoal.daemon.fetch.source import SourceDirectory
 from shoal.daemon.fetch.state import FetchResult, FetchSpec, Transfer
 from shoal.daemon.fetch.totals import selected_totals
@@ -156,7 +159,7 @@ class Fetcher:
         if not spec.partial:
             transfer.bytes_total, transfer.files_total = record.size, record.files
         transfer.phase = "manifest"
-        sources = self.resolver.sources(spec.query, version.id)
+        sources = self._serving(spec, version)
         matcher, selection = await selection_of(spec.include, spec.subset, record, self.objects, transfer, sources)
         old_root, reuse_unchanged = await trio.to_thread.run_sync(dest_holds, self.index, spec, dest, selection)
         # An update or a resumed fetch needs room for what is still missing only,
@@ -199,6 +202,15 @@ class Fetcher:
             {p: s.received for p, s in transfer.peers.items()}, tuple(warnings),
         )
 
+    def _serving(self, spec: FetchSpec, version: Resolved) -> Serving:
+        """The peers serving `version`, for the walk to wait for as the data phase does."""
+        query = spec.query
+        what = f"{query.name}@{version.record.seq}"
+        return Serving(
+            lambda: self.resolver.sources(query, version.id), self.peers.wait_for_change, spec.timeout,
+            lambda: NoPeer(no_peer(what, query.name, self.resolver.asked(query), spec.timeout)),
+        )
+
     async def _assemble(self, job: Job, record: VersionRecord, matcher: Matcher, walk: Walk | None) -> list[str]:
         """Run the stages until every file is in place and recorded; the warnings about peers."""
         tasks_out, tasks_in = trio.open_memory_channel[list[FileTask]](1)
@@ -209,14 +221,25 @@ class Fetcher:
         puller = Puller(
             job, lambda: self.resolver.sources(job.spec.query, job.version_id), self.peers.wait_for_change, arrivals_out
         )
-        copier = Copier(job, self.objects, batches_out, finished_out.clone())
+        repeats = Repeats(job)
+        copier = Copier(job, self.objects, batches_out, finished_out.clone(), repeats)
+
+        async def pull() -> None:
+            await puller.run(batches_in)
+            repeats.received()
+
+        def written(arrivals: list[Arrival], verdicts: list[bool]) -> None:
+            puller.written(arrivals, verdicts)
+            repeats.written(arrivals, verdicts)
+
         async with trio.open_nursery() as nursery:
             if walk is not None:
                 nursery.start_soon(_walk_streaming, walk, record, job)
             nursery.start_soon(Planner(job, matcher).run, record.root, tasks_out)
             nursery.start_soon(copier.run, tasks_in)
-            nursery.start_soon(puller.run, batches_in)
-            nursery.start_soon(write_stage, job, arrivals_in, finished_out, puller.written)
+            nursery.start_soon(pull)
+            nursery.start_soon(repeats.fill_stage, finished_out.clone())
+            nursery.start_soon(write_stage, job, arrivals_in, finished_out, written)
             nursery.start_soon(finish_stage, job, finished_in, installed_out)
             nursery.start_soon(record_stage, job, installed_in)
         return puller.warnings

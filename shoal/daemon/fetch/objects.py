@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 import trio
 
 from shoal.daemon.fetch.errors import FetchError, PeerMisbehaved
+from shoal.daemon.fetch.serving import Serving
 from shoal.daemon.fetch.source import Source
 from shoal.daemon.store.index import Index
 from shoal.daemon.store.loader import index_loader
@@ -104,21 +105,33 @@ class Objects:
         wanted = set(ids)
         downloaded: dict[bytes, object] = {}
         refused: list[str] = []
-        for source in sources:
-            if not wanted:
+        # Sessions asked, and whether one ended while asked: with Serving sources the walk then waits for another.
+        asked: list[Source] = []
+        lost = False
+        while True:
+            for source in sources:
+                if not wanted:
+                    break
+                if source in asked:
+                    continue
+                asked.append(source)
+                try:
+                    got, _ = await source.get_objects(sorted(wanted))
+                    stored = await trio.to_thread.run_sync(self._check_objects, kind, got, wanted)
+                except (PeerMisbehaved, ProtocolError) as e:
+                    _log.warning("peer %s: %s", source.peer_id, e)
+                    what = f"a {kind.name.lower()} object that breaks the rules ({e})"
+                    refused.append(f"peer {self._name_of(source.peer_id)} sent {what}")
+                    continue
+                except trio.BrokenResourceError:
+                    lost = True
+                    continue
+                wanted -= stored.keys()
+                downloaded |= stored
+            # Peers that answered without it will not have it later; a peer that left might.
+            if not wanted or refused or not isinstance(sources, Serving) or not (lost or not asked):
                 break
-            try:
-                got, _ = await source.get_objects(sorted(wanted))
-                stored = await trio.to_thread.run_sync(self._check_objects, kind, got, wanted)
-            except (PeerMisbehaved, ProtocolError) as e:
-                _log.warning("peer %s: %s", source.peer_id, e)
-                what = f"a {kind.name.lower()} object that breaks the rules ({e})"
-                refused.append(f"peer {self._name_of(source.peer_id)} sent {what}")
-                continue
-            except trio.BrokenResourceError:
-                continue
-            wanted -= stored.keys()
-            downloaded |= stored
+            await sources.wait_for_peer(asked)
         if wanted and refused:
             # The peer's fault, and why: not a mere "missing", which would send the user looking elsewhere.
             raise FetchError("; ".join(refused) + "; refused, and no other connected peer has it")

@@ -224,7 +224,7 @@ class PeerManager:
         pay = throttle(self._all_peers, TokenBucket(self._per_peer_limit))
         session = PeerSession(
             conn, stream, peer, address, self._library.index, self._catalog_changed, pay, partial(self._withheld, peer_id),
-            self._run_buffers,
+            self._run_buffers, name=self.name_of(peer_id),
         )
         self.sessions[peer_id] = session
         self._reach.setdefault(peer_id, _Reachability()).last_seen = time.time()

@@ -163,12 +163,15 @@ class PeerSession:
         pay: Callable[[int], Awaitable[None]] | None = None,
         withheld: Callable[[list[bytes]], Awaitable[set[bytes]]] | None = None,
         run_buffers: RunBuffers | None = None,
+        name: str | None = None,
     ) -> None:
         self.conn = conn
         self.stream = stream
         self.peer = peer_id
         self.peer_id = str(peer_id)
         self.address = address
+        #: What errors a user may read call the peer: its trust name (its short id without one).
+        self.name = name or peer_id.short()
         self.catalog: tuple[CatalogEntry, ...] = ()
         #: The catalog by dataset name, so looking one up costs the same for 100,000 entries.
         self._offers: dict[str, CatalogEntry] = {}
@@ -225,7 +228,7 @@ class PeerSession:
             self._closed = True
             self._request_ended.set()
             for pending in self._pending.values():
-                pending.error = SessionClosed(f"session with {self.peer.short()} closed")
+                pending.error = SessionClosed(f"session with {self.name} closed")
                 pending.done.set()
             with trio.move_on_after(1) as scope:
                 scope.shield = True
@@ -348,7 +351,7 @@ class PeerSession:
     async def send(self, message) -> None:
         """Queue and send one message."""
         if not self._open:
-            raise SessionClosed(f"session with {self.peer.short()} is closed")
+            raise SessionClosed(f"session with {self.name} is closed")
         self.conn.send(message)
         await self._flush()
 
