@@ -61,9 +61,11 @@ class PlainProgress:
                 self._waiting = waiting
             self._last_line = now
             return
-        self._waiting = None
         if now - self._last_line < self._interval:
             return
+        # A wait is said again only once progress has been shown since: a blip between two
+        # reports of the same wait (a peer redialled and lost again) is no news.
+        self._waiting = None
         self._last_line = now
         self._write(f"{self._label}: {describe(data, now - self._started)}")
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 
 NAME = "slow"
-SIZE = 160_000_000
+SIZE = 480_000_000
 INTERRUPTS = 40
 
 
@@ -44,6 +44,14 @@ def start_fetch(cli, dest: Path) -> subprocess.Popen:
     )
 
 
+def wait_until_ended(client: ControlClient) -> None:
+    """Wait until the daemon has ended the interrupted transfer, so the next one is not mistaken for it."""
+    deadline = time.monotonic() + 30
+    while client.call("status", timeout=10)["transfers"]:
+        assert time.monotonic() < deadline, "an interrupted fetch's transfer never ended"
+        time.sleep(0.02)
+
+
 def wait_until_receiving(client: ControlClient, fetch: subprocess.Popen) -> None:
     """Wait until the fetch has received chunk bytes: it has requests open at the sender."""
     deadline = time.monotonic() + 30
@@ -55,7 +63,7 @@ def wait_until_receiving(client: ControlClient, fetch: subprocess.Popen) -> None
 
 def test_forty_interrupted_fetches_leave_the_session_usable(tmp_path: Path) -> None:
     with linked_daemons(2) as (sender, receiver):
-        ok(sender("config", "set", "bandwidth.global_limit", "4MB/s"))
+        ok(sender("config", "set", "bandwidth.global_limit", "16MB/s"))
         folder = tmp_path / "shared"
         folder.mkdir()
         (folder / "weights.bin").write_bytes(os.urandom(SIZE))
@@ -68,6 +76,7 @@ def test_forty_interrupted_fetches_leave_the_session_usable(tmp_path: Path) -> N
                 fetch.send_signal(signal.SIGINT)
                 _, err = fetch.communicate(timeout=20)
                 assert fetch.returncode == 130, err
+                wait_until_ended(client)
 
         ok(sender("config", "set", "bandwidth.global_limit", "0"))
         fetched = receiver.json("fetch", NAME, str(dest), "--timeout", "30")

@@ -223,6 +223,12 @@ def test_a_fetch_shows_the_daemons_rate_and_eta_and_no_rate_while_it_waits_for_a
         if step == 2:
             assert out.getvalue() == "", "a fetch that fails within the first interval prints its error alone"
     assert out.getvalue().splitlines() == [waiting]
+    # A report without the wait between two with it (the peer redialled and was lost again) is no news.
+    clock.now += 0.5
+    view.update(fetch)
+    clock.now += 0.5
+    view.update({**fetch, "rate": 0, "eta": None, "waiting": waiting})
+    assert out.getvalue().splitlines() == [waiting]
 
 
 def test_progress_without_totals_shows_counts_and_rate_only():
