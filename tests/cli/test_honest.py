@@ -147,15 +147,14 @@ def test_a_fetch_no_peer_can_serve_fails_fast_naming_the_peers_it_asked(tmp_path
         wait_for("peer2 to be offline", lambda: {p["name"]: p["state"] for p in receiver.json("peers")["peers"]}
                  == {"peer1": "online", "peer2": "offline"})
 
-        started = time.monotonic()
         failed = receiver("fetch", "nosuch", str(tmp_path / "nosuch"))
-        elapsed = time.monotonic() - started
         assert failed.returncode == 6, failed.stderr
-        assert elapsed < 15, f"a fetch nobody can serve took {elapsed:.1f}s to fail"
         lines = failed.stderr.splitlines()
         assert lines[:-1] in ([], ["looking for nosuch on 2 trusted peers…"]), failed.stderr
         error = lines[-1]
         assert error.startswith("shoal: no trusted peer has nosuch (peer1 does not have it; peer2 is offline since ")
+        # It ended because every trusted peer had been tried, not on a timeout (whose error says "waited Ns").
+        assert "waited" not in error, error
         assert "`shoal peers`" in error and "`shoal fetch nosuch --timeout 60`" in error
         assert not PEER_ID.search(failed.stderr), failed.stderr
 
