@@ -57,10 +57,10 @@ def stop(home: Path, *, timeout: float = STOP_TIMEOUT) -> int | None:
     except ShoalError as exc:
         # The daemon may close the socket before the reply leaves: that is a stop too.
         log.debug("shutdown request: %s", exc)
-    if _wait_for_exit(home, timeout):
+    if _wait_for_exit(home, timeout, pid):
         return pid
     _signal(pid, signal.SIGTERM)
-    if _wait_for_exit(home, TERM_TIMEOUT):
+    if _wait_for_exit(home, TERM_TIMEOUT, pid):
         return pid
     raise TimedOut(f"the daemon (pid {pid}) did not stop; end it with `kill -9 {pid}`")
 
@@ -91,13 +91,30 @@ def _wait_until_answering(home: Path, process: subprocess.Popen[bytes], log_path
     )
 
 
-def _wait_for_exit(home: Path, timeout: float) -> bool:
+def _wait_for_exit(home: Path, timeout: float, pid: int | None = None) -> bool:
+    """Wait until the lock is free and, given its pid, the process is gone: it drops the lock
+    before the interpreter shuts down, and a stop that returns must mean nothing of it runs."""
     deadline = time.monotonic() + timeout
-    while _still_running(home):
+    while _still_running(home) or (pid is not None and _alive(pid)):
         if time.monotonic() >= deadline:
             return False
         time.sleep(POLL_INTERVAL)
     return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # A daemon that is a child of the caller (tests run it so) stays a zombie until reaped.
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return True
 
 
 def _still_running(home: Path) -> bool:

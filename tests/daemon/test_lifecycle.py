@@ -32,6 +32,15 @@ def home():
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs; the detached daemon is our child, so a zombie has exited."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
 def wait_until(predicate, timeout=20.0):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -75,6 +84,7 @@ def test_start_answers_then_stop_removes_every_trace(home):
     assert answers(home)
     assert os.getsid(pid) == pid, "the daemon leads its own session, detached from our terminal"
     assert stop(home) == pid
+    assert not _running(pid), "stop returns once the process has exited, not only its lock"
     assert running_pid(home) is None
     assert not (home / "control.sock").exists()
     assert "ready" in (home / LOG_FILE).read_text()
