@@ -26,7 +26,7 @@ from shoal.daemon.fetch.dest import remove_entry
 from shoal.daemon.library.scanner import file_id_of
 from shoal.daemon.store.index import FileStat, Index
 from shoal.protocol.format.manifest import tree_entries
-from shoal.protocol.format.objects import EntryType, TreeEntry, decode_file
+from shoal.protocol.format.objects import EntryType, TreeEntry, stored_file
 
 CONFLICT_MARK = ".shoal-conflict-"
 #: Conflicts one update reports in full; beyond them only a count, so a folder
@@ -154,7 +154,7 @@ class KeepLocal(Overwrite):
         # Not recorded, or its record unfinished (a crash mid-record): the bytes decide.
         if entry is None or entry.type != EntryType.FILE or st.st_size != entry.size:
             return False
-        file = decode_file(self._index.get_object(entry.id)[1], entry.id)  # type: ignore[index]
+        file = stored_file(self._index.get_object(entry.id)[1], entry.id)  # type: ignore[index]
         return file_id_of(path, file.params) == entry.id
 
 

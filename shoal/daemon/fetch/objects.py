@@ -27,8 +27,9 @@ from shoal.protocol.format.objects import (
     TreeNode,
     VersionRecord,
     decode,
-    decode_file,
+    decode_stored,
     decode_version,
+    stored_file,
 )
 
 #: Object ids per GET_OBJECTS request.
@@ -80,7 +81,7 @@ class Objects:
 
     def decoded(self, kind: Kind, object_id: bytes) -> ManifestObject:
         """A stored object, decoded."""
-        return decode(kind, stored_bytes(self.index, object_id), object_id)
+        return decode_stored(kind, stored_bytes(self.index, object_id), object_id)
 
     def version(self, version_id: bytes) -> VersionRecord:
         """A stored VERSION object, decoded."""
@@ -88,7 +89,7 @@ class Objects:
 
     def file(self, file_id: bytes) -> FileObject:
         """A stored FILE object, decoded."""
-        return decode_file(stored_bytes(self.index, file_id), file_id)
+        return stored_file(stored_bytes(self.index, file_id), file_id)
 
     def files(self, entries: list[FileEntry], decoded: dict[bytes, object] | None = None) -> list[FileObject]:
         """The FILE objects of `entries`, taken from `decoded` (those just downloaded) or else
@@ -176,7 +177,7 @@ def _file(oid: bytes, decoded: dict[bytes, object], found: dict[bytes, tuple[Kin
         kind, data = found.get(oid, (None, b""))
         if kind != Kind.FILE:
             raise ProtocolError(f"file object {oid.hex()[:16]} is not in the index")
-        return decode_file(data, oid)
+        return stored_file(data, oid)
     assert isinstance(file, FileObject)
     return file
 

@@ -25,7 +25,7 @@ from shoal.daemon.model import FULL
 from shoal.daemon.store.index import CachedFile, FileStat, Index
 from shoal.daemon.store.loader import index_loader
 from shoal.protocol.format.manifest import tree_entries
-from shoal.protocol.format.objects import EntryType, FileEntry, TreeEntry, decode_file
+from shoal.protocol.format.objects import EntryType, FileEntry, TreeEntry, stored_file
 
 #: Plan actions per worker-thread call: a call costs milliseconds of waiting for
 #: the event loop, which is busy receiving, so many files share one.
@@ -218,7 +218,7 @@ def already_there(
         return True
     # Unknown to the index, or its record unfinished (a crash between the rename and
     # the end of the record): check the bytes.
-    file = decode_file(stored_bytes(index, entry.id), entry.id)
+    file = stored_file(stored_bytes(index, entry.id), entry.id)
     if file_id_of(Path(path), file.params) != entry.id:
         return False
     record_file(index, dest, parts, entry, _set_mode(path, st, entry) or current)

@@ -14,7 +14,7 @@ from shoal.daemon.store.flush import sync_filesystem
 from shoal.daemon.store.index import FileRecord, FileStat, Index, VersionRow
 from shoal.daemon.store.loader import index_loader
 from shoal.protocol.format.manifest import file_chunks
-from shoal.protocol.format.objects import FileEntry, decode_file
+from shoal.protocol.format.objects import FileEntry, stored_file
 
 #: Chunk locations written to the index per call, for a large file.
 LOCATION_BATCH = 4096
@@ -46,7 +46,7 @@ def record_file(index: Index, dest: Path, parts: tuple[str, ...], entry: FileEnt
     """Record one file DEST holds, reading its chunk list from its FILE object."""
     row = index.begin_file(str(dest), "/".join(parts[:-1]), parts[-1], stat)
     file_id = entry.id
-    file = decode_file(stored_bytes(index, file_id), file_id)
+    file = stored_file(stored_bytes(index, file_id), file_id)
     batch: list[tuple[bytes, int, int]] = []
     for offset, ref in offsets(file_chunks(index_loader(index), file)):
         batch.append((ref.id, offset, ref.size))

@@ -24,7 +24,7 @@ from shoal.daemon.store.loader import index_loader
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import file_chunks, tree_entries
-from shoal.protocol.format.objects import EntryType, decode_file, decode_version
+from shoal.protocol.format.objects import EntryType, decode_version, stored_file
 
 #: Reachable ids recorded per transaction.
 REACH_BATCH = 10_000
@@ -127,7 +127,7 @@ def _walk_versions(index: Index, versions: bytes) -> Iterator[bytes]:
                 yield from drain()
                 yield from visit(entry.id)
             elif entry.type == EntryType.FILE:
-                file = decode_file(load(Kind.FILE, entry.id), entry.id)
+                file = stored_file(load(Kind.FILE, entry.id), entry.id)
                 yield from (ref.id for ref in file_chunks(load, file))
                 yield from drain()
         yield from drain()

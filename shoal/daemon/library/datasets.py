@@ -26,7 +26,7 @@ from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import sign_version, walk_tree
-from shoal.protocol.format.objects import EntryType, Subset, VersionRecord, decode_file, decode_version, encode_with_id
+from shoal.protocol.format.objects import EntryType, Subset, VersionRecord, decode_version, encode_with_id, stored_file
 from shoal.protocol.format.paths import check_dataset_name
 
 #: Files hashed per worker-thread call, and recorded per index transaction: a
@@ -540,7 +540,7 @@ def _check_entry(load, path: Path, entry) -> str | None:
         return "expected a regular file"
     if st.st_size != entry.size:
         return f"size is {st.st_size}, expected {entry.size}"
-    file = decode_file(load(Kind.FILE, entry.id), entry.id)
+    file = stored_file(load(Kind.FILE, entry.id), entry.id)
     try:
         actual = scanner.file_id_of(path, file.params)
     except OSError as e:

@@ -17,7 +17,7 @@ from shoal.daemon.store.loader import index_loader
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import ObjectLoader, file_chunks, tree_entries
-from shoal.protocol.format.objects import EntryType, TreeEntry, decode_file, decode_version
+from shoal.protocol.format.objects import EntryType, TreeEntry, decode_version, stored_file
 
 #: Rows inserted into the chunk tables per statement.
 _BATCH = 4096
@@ -126,7 +126,7 @@ def _tree_chunks(load: ObjectLoader, root: bytes) -> Iterator[tuple[bytes, int]]
 
 
 def _file_chunks(load: ObjectLoader, file_id: bytes) -> Iterator[tuple[bytes, int]]:
-    file = decode_file(load(Kind.FILE, file_id), file_id)
+    file = stored_file(load(Kind.FILE, file_id), file_id)
     for ref in file_chunks(load, file):
         yield ref.id, ref.size
 

@@ -33,7 +33,7 @@ from shoal.daemon.store.packs import CHANGES, KEEPING, KEPT, NOT_KEPT, SERVED, K
 from shoal.errors import UnknownDataset
 from shoal.protocol.format.hashing import Kind
 from shoal.protocol.format.manifest import file_chunks, walk_tree
-from shoal.protocol.format.objects import EntryType, decode_file, decode_version
+from shoal.protocol.format.objects import EntryType, decode_version, stored_file
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ def _version_chunks(index: Index, root: bytes) -> Iterator[tuple[bytes, int]]:
     for _, entry in walk_tree(load, root):
         if entry.type != EntryType.FILE:
             continue
-        file = decode_file(load(Kind.FILE, entry.id), entry.id)
+        file = stored_file(load(Kind.FILE, entry.id), entry.id)
         for ref in file_chunks(load, file):
             yield ref.id, ref.size
 

@@ -22,9 +22,9 @@ from shoal.protocol.format.objects import (
     TreeEntry,
     TreeNode,
     VersionRecord,
-    decode_chunks,
-    decode_tree,
     encode_with_id,
+    stored_chunks,
+    stored_tree,
 )
 from shoal.protocol.format.paged import PagedListBuilder, iter_items
 from shoal.protocol.format.paths import check_symlink_target
@@ -106,13 +106,14 @@ def check_version_signature(record: VersionRecord) -> None:
 
 
 
-#: Returns the encoded bytes of a stored object, already checked against its id.
+#: Returns the encoded bytes of a stored object: bytes that met `decode`'s checks when they were
+#: stored, or were encoded here (the walkers below check only their ids; see `decode_stored`).
 ObjectLoader = Callable[[Kind, bytes], bytes]
 
 
 def load_tree_page(load: ObjectLoader, level: int, ref: Ref) -> tuple[TreeEntry | Ref, ...]:
     """Load and check one page of a directory at `level`."""
-    node = decode_tree(load(Kind.TREE, ref.id), ref.id)
+    node = stored_tree(load(Kind.TREE, ref.id), ref.id)
     if node.level != level:
         raise ObjectFormatError(f"tree page {ref.id.hex()[:16]} is at level {node.level}, expected {level}")
     return node.entries
@@ -120,7 +121,7 @@ def load_tree_page(load: ObjectLoader, level: int, ref: Ref) -> tuple[TreeEntry 
 
 def tree_entries(load: ObjectLoader, tree_id: bytes) -> Iterator[TreeEntry]:
     """Yield a directory's entries across its pages, checking order and names."""
-    node = decode_tree(load(Kind.TREE, tree_id), tree_id)
+    node = stored_tree(load(Kind.TREE, tree_id), tree_id)
     prev: bytes | None = None
     entries: Iterator[TreeEntry] = iter_items(node.level, node.entries, lambda lvl, ref: load_tree_page(load, lvl, ref))
     for entry in entries:
@@ -166,7 +167,7 @@ def check_dir_size(path: tuple[str, ...], entry: TreeEntry, actual: int) -> None
 
 def load_chunk_page(load: ObjectLoader, level: int, ref: Ref) -> tuple[Ref, ...]:
     """Load and check one page of a file's chunk list at `level`."""
-    node = decode_chunks(load(Kind.CHUNKS, ref.id), ref.id)
+    node = stored_chunks(load(Kind.CHUNKS, ref.id), ref.id)
     if node.level != level:
         raise ObjectFormatError(f"chunk-list page {ref.id.hex()[:16]} is at level {node.level}, expected {level}")
     return node.entries

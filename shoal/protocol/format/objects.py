@@ -539,3 +539,88 @@ def decode_tree(data: bytes, expected_id: bytes | None = None) -> TreeNode:
 def decode_version(data: bytes, expected_id: bytes | None = None) -> VersionRecord:
     """Decode a VERSION record (its signature is not checked here); see `decode`."""
     return _decode(Kind.VERSION, data, expected_id, _version_from)
+
+
+# --- decoding stored objects ----------------------------------------------------
+#
+# A daemon reads its own manifest objects back many times during a fetch (the
+# planner, the copier and the recorder each read every file's), and the full
+# checks above, with their canonical re-encoding, cost three times the decoding.
+# Bytes that passed them when stored, or were encoded here, pass them again: the
+# id check below makes sure they are those very bytes.
+
+
+def decode_stored(kind: Kind, data: bytes, expected_id: bytes) -> ManifestObject:
+    """Decode an object from this daemon's own store: its bytes are checked against
+    `expected_id` (IntegrityError), not the format rules, which they met when stored.
+
+    Only for bytes that went through `decode` (or came from `encode`) before they were stored."""
+    if object_id(kind, data) != expected_id:
+        raise IntegrityError(f"stored {kind.name.lower()} object does not match its id {expected_id.hex()[:16]}")
+    fields = msgpack.unpackb(data, raw=False, use_list=True)
+    if type(fields) is not list or not fields or fields[0] != int(kind):
+        raise _fail(f"stored object {expected_id.hex()[:16]} is not a {kind.name.lower()} object")
+    build = _FROM_STORED.get(kind)
+    return _FROM_FIELDS[kind](fields) if build is None else build(fields)
+
+
+def stored_file(data: bytes, expected_id: bytes) -> FileObject:
+    """A stored FILE object; see `decode_stored`."""
+    return cast(FileObject, decode_stored(Kind.FILE, data, expected_id))
+
+
+def stored_tree(data: bytes, expected_id: bytes) -> TreeNode:
+    """A stored TREE object (a directory or a page of one); see `decode_stored`."""
+    return cast(TreeNode, decode_stored(Kind.TREE, data, expected_id))
+
+
+def stored_chunks(data: bytes, expected_id: bytes) -> ChunkListNode:
+    """A stored CHUNKS page; see `decode_stored`."""
+    return cast(ChunkListNode, decode_stored(Kind.CHUNKS, data, expected_id))
+
+
+#: The chunking parameters seen so far: a dataset uses one or two sets, each checked once.
+_PARAMS: dict[tuple[int, int, int], ChunkingParams] = {}
+
+
+def _stored_params(fields: list[int]) -> ChunkingParams:
+    key = (fields[0], fields[1], fields[2])
+    params = _PARAMS.get(key)
+    if params is None:
+        params = _PARAMS.setdefault(key, ChunkingParams(*key))
+    return params
+
+
+def _stored_refs(items: list[list[Any]]) -> tuple[Ref, ...]:
+    return tuple([Ref(size, oid) for size, oid in items])
+
+
+def _stored_entry(item: list[Any]) -> TreeEntry:
+    kind = item[1]
+    if kind == EntryType.FILE:
+        return FileEntry(item[0], item[3], item[4], item[2], item[5] if len(item) == 6 else None)
+    if kind == EntryType.DIR:
+        return DirEntry(item[0], item[3], item[4])
+    return SymlinkEntry(item[0], item[4])
+
+
+def _stored_file(fields: list[Any]) -> FileObject:
+    return FileObject(fields[1], _stored_params(fields[2]), fields[3], _stored_refs(fields[4]))
+
+
+def _stored_tree(fields: list[Any]) -> TreeNode:
+    if fields[1] == 0:
+        return TreeNode(0, tuple([_stored_entry(item) for item in fields[2]]))
+    return TreeNode(fields[1], _stored_refs(fields[2]))
+
+
+def _stored_chunks(fields: list[Any]) -> ChunkListNode:
+    return ChunkListNode(fields[1], _stored_refs(fields[2]))
+
+
+#: The fast builders; a VERSION record, read once per fetch, takes the full path.
+_FROM_STORED: dict[Kind, Callable[[list[Any]], ManifestObject]] = {
+    Kind.CHUNKS: _stored_chunks,
+    Kind.FILE: _stored_file,
+    Kind.TREE: _stored_tree,
+}
