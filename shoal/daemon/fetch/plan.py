@@ -50,6 +50,7 @@ class Planner:
     def __init__(self, job: Job, matcher: Matcher) -> None:
         self.job = job
         self.matcher = matcher
+        self._partial_dir = job.partial_dir
 
     async def run(self, root: bytes, tasks: trio.MemorySendChannel[list[FileTask]]) -> None:
         """The stage: send the files to assemble, a step's worth at a time; close `tasks` at the end."""
@@ -164,7 +165,7 @@ class Planner:
 
     def _start_file(self, parts: tuple[str, ...], entry: FileEntry) -> FileTask:
         job = self.job
-        partial = job.partial_dir / partial_name(parts, entry.id)
+        partial = os.path.join(self._partial_dir, partial_name(parts, entry.id))
         fresh = not (job.resuming and os.path.lexists(partial))
         task = FileTask(parts, entry, partial, entry.size, fresh)
         if not fresh:

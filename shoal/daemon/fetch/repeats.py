@@ -15,7 +15,6 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import trio
 
@@ -40,7 +39,7 @@ class _First:
     """Where a chunk's first copy is written: its file's partial path, its path in DEST, and the offset.
     Not the FileTask, which would keep a small file's chunk list alive long after it is recorded."""
 
-    partial: Path
+    partial: str
     parts: tuple[str, ...]
     offset: int
 

@@ -170,8 +170,9 @@ async def finish_stage(
 def install_files(dest: Path, tasks: list[FileTask], files: FilePool) -> list[FileStat]:
     """Rename complete, verified files into place; their stats after the rename."""
     stats = []
+    folder = os.fspath(dest)
     for task in tasks:
-        target = os.path.join(dest, *task.parts)
+        target = os.path.join(folder, *task.parts)
         if task.whole:
             # Created with its mode and closed; a copy of a chunk it holds twice may have opened it since.
             files.close(task)
@@ -195,7 +196,7 @@ def _install(target: str, task: FileTask, fd: int) -> FileStat:
     return _file_stat(os.fstat(fd))
 
 
-def _move(partial: Path, target: str) -> None:
+def _move(partial: str, target: str) -> None:
     try:
         os.replace(partial, target)
     except IsADirectoryError:
