@@ -15,7 +15,7 @@ def three_chunks(tmp_path: Path) -> tuple[Path, list[bytes], dict[bytes, Locatio
     parts = [os.urandom(SIZE) for _ in range(3)]
     path.write_bytes(b"".join(parts))
     ids = [chunk_id(p) for p in parts]
-    places = {cid: Location(1, path, i * SIZE, SIZE) for i, cid in enumerate(ids)}
+    places = {cid: Location(1, str(path), i * SIZE, SIZE) for i, cid in enumerate(ids)}
     return path, ids, places
 
 

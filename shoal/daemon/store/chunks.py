@@ -57,7 +57,7 @@ def _read_verified(index: Index, wanted: bytes, place: Location, fds: FilePool |
     if fds is None:
         data = read_at(place.path, place.offset, place.length)
     else:
-        data = _read_open(fds, str(place.path), place.offset, place.length)
+        data = _read_open(fds, place.path, place.offset, place.length)
     if data is not None and chunk_id(data) == wanted:
         return data
     index.mark_stale(wanted, place.file_row, place.offset)
@@ -99,7 +99,7 @@ def _will_need(extents: Iterable[tuple[Location, int]]) -> None:
     try:
         for place, length in extents:
             try:
-                with fds.use(str(place.path)) as fd:
+                with fds.use(place.path) as fd:
                     os.posix_fadvise(fd, place.offset, length, os.POSIX_FADV_WILLNEED)
             except OSError:
                 pass  # the readers look elsewhere for what cannot be opened
@@ -126,7 +126,7 @@ def read_cached(wanted: list[bytes], places: dict[bytes, Location]) -> list[tupl
                 break
             buf = bytearray(place.length)
             try:
-                with fds.use(str(place.path)) as fd:
+                with fds.use(place.path) as fd:
                     got = os.preadv(fd, [buf], place.offset, os.RWF_NOWAIT)
             except OSError:  # BlockingIOError: not cached; EOPNOTSUPP: no RWF_NOWAIT here; or not openable
                 break

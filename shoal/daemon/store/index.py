@@ -8,6 +8,7 @@ Calls come from worker threads (`trio.to_thread`), so one lock serialises them;
 every public method is one short transaction.
 """
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -89,7 +90,8 @@ class Location:
     """Where one chunk's bytes were found, and the file's stat at that time."""
 
     file_row: int
-    path: Path
+    #: Text, not a Path: a sender builds one per run served, where Path costs more than the read.
+    path: str
     offset: int
     length: int
 
@@ -342,7 +344,7 @@ class Index:
             " JOIN files f ON f.id = l.file WHERE l.chunk_id = ? AND l.stale = 0 LIMIT ?",
             (chunk_id, limit),
         )
-        return [Location(r[0], Path(r[1], r[2], r[3]), r[4], r[5]) for r in rows]
+        return [Location(r[0], os.path.join(r[1], r[2], r[3]), r[4], r[5]) for r in rows]
 
     def first_locations(self, ids: list[bytes]) -> dict[bytes, Location]:
         """One believed location for each of `ids` that has any, in one query."""
@@ -354,7 +356,7 @@ class Index:
             f" JOIN files f ON f.id = l.file WHERE l.stale = 0 AND l.chunk_id IN ({marks})",
             ids,
         )
-        return {r[0]: Location(r[1], Path(r[2], r[3], r[4]), r[5], r[6]) for r in rows}
+        return {r[0]: Location(r[1], os.path.join(r[2], r[3], r[4]), r[5], r[6]) for r in rows}
 
     def chunks_present(self, ids: list[bytes]) -> set[bytes]:
         """Those of `ids` that some non-stale location is believed to hold."""
