@@ -12,7 +12,7 @@ With --against REV the runs alternate between the working tree and a git
 worktree of REV, whose daemons import shoal from there (PYTHONPATH): on this
 noisy machine a change is judged by interleaved runs, and by CPU as well as time.
 
-    .venv/bin/python bench/fetch_cpu.py [--part full|large|small] [--runs 3] [--size 2G] [--against REV]
+    .venv/bin/python bench/fetch_cpu.py [--part full|large|small] [--runs 3] [--size 2G] [--small-files N] [--against REV]
 """
 
 import argparse
@@ -183,6 +183,8 @@ def main() -> int:
     parser.add_argument("--part", choices=("full", "large", "small"), default="full")
     parser.add_argument("--runs", type=int, default=3, help="fetches per variant (default 3)")
     parser.add_argument("--size", default="2G", help="dataset size before --part selects from it (default 2G)")
+    parser.add_argument("--small-files", type=int, metavar="N",
+                        help="small files in the dataset (bench/fetch.py's option: 10000 with --size 1G is the 1 GiB folder)")
     parser.add_argument("--against", metavar="REV", help="alternate with a git worktree of REV")
     parser.add_argument("--no-drop-caches", action="store_true")
     args = parser.parse_args()
@@ -199,7 +201,7 @@ def main() -> int:
             variants.append(Variant(args.against, worktree))
         data = work / "data"
         print(f"generating {size / 1e9:.2f} GB ...", file=sys.stderr)
-        make_dataset(data, size)
+        make_dataset(data, size, args.small_files)
         select_part(data, args.part)
         for v in variants:
             v.sender = TreeDaemon("A", work / f"{v.slug}-a", v.tree)
