@@ -45,7 +45,7 @@ class Job:
 
     @property
     def partial_dir(self) -> str:
-        """DEST's partial folder, as text: files are named in it per file, where Path costs tens of microseconds."""
+        """DEST's partial folder, as text: every file is named in it, and a Path join costs microseconds a file."""
         return os.path.join(self.dest, PARTIAL_DIR)
 
 
