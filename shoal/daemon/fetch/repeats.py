@@ -22,6 +22,7 @@ from shoal.daemon.fetch.errors import FetchError
 from shoal.daemon.fetch.job import FileTask, Job, Target, count_done
 from shoal.daemon.fetch.puller import Arrival
 from shoal.daemon.fetch.wakeup import Signal
+from shoal.daemon.store.chunks import read_at
 from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.objects import Ref
 
@@ -163,13 +164,8 @@ class Repeats:
 
     def _first_copy(self, first: _First, size: int) -> bytes | None:
         """The bytes at `first`: in its partial file, or in DEST once that file was moved into place."""
-        for path in (first.partial, self.job.dest.joinpath(*first.parts)):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                return os.pread(fd, size, first.offset)
-            finally:
-                os.close(fd)
+        for path in (first.partial, os.path.join(self.job.dest, *first.parts)):
+            data = read_at(path, first.offset, size)
+            if data is not None:
+                return data
         return None

@@ -21,7 +21,7 @@ OPEN_PER_CALL = 4
 def read_at(path: os.PathLike | str, offset: int, length: int) -> bytes | None:
     """Return `length` bytes at `offset`, or None if the file is gone or too short."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
