@@ -9,7 +9,10 @@ files/s for the writer thread (each case stops after LIMIT seconds):
 * alone;
 * beside a thread running Python without pause, at CPython's default switch interval (5 ms);
 * the same at the daemon's interval (shoal.daemon.main.SWITCH_INTERVAL);
-* in a process of its own, the busy thread left in this one.
+* in a process of its own, the busy thread left in this one;
+* beside busy Python at the daemon's interval, with the calls made in batches of
+  128 files by shoal.daemon.store._filebatch (C, the GIL released once a batch),
+  as the fetch's writer and finisher now make them.
 
     .venv/bin/python bench/gil_files.py [--files 10000] [--dir /tmp] [--rounds 2]
 """
@@ -29,10 +32,13 @@ from data import cpu_model
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shoal.daemon.main import SWITCH_INTERVAL  # noqa: E402
+from shoal.daemon.store._filebatch import replace, write_new  # noqa: E402
 from shoal.daemon.store.flush import start_writeback  # noqa: E402
 
 DATA = os.urandom(30_000)
 DEFAULT_INTERVAL = 0.005
+#: Files per C call in the batched case: the writer's WRITE_BATCH.
+BATCH = 128
 #: Seconds a case may take: beside busy Python at 5 ms a file can take tens of milliseconds.
 LIMIT = 10.0
 
@@ -57,6 +63,23 @@ def write_files(root: str, count: int) -> tuple[int, float]:
     return i, time.perf_counter() - started
 
 
+def write_batches(root: str, count: int) -> tuple[int, float]:
+    """write_files' steps, BATCH files per call of the C module."""
+    os.makedirs(os.path.join(root, "partial"), exist_ok=True)
+    os.makedirs(os.path.join(root, "dest"), exist_ok=True)
+    started = time.perf_counter()
+    i = 0
+    while i < count and time.perf_counter() - started < LIMIT:
+        names = range(i, min(i + BATCH, count))
+        partials = [os.path.join(root, "partial", f"{n}.part") for n in names]
+        if any(write_new([(partial, 0o644, DATA) for partial in partials])):
+            raise OSError("write_new failed")
+        if any(row[0] for row in replace([(p, os.path.join(root, "dest", str(n))) for p, n in zip(partials, names)])):
+            raise OSError("replace failed")
+        i += len(names)
+    return i, time.perf_counter() - started
+
+
 def busy(stop: threading.Event) -> None:
     total = 0
     while not stop.is_set():
@@ -65,7 +88,8 @@ def busy(stop: threading.Event) -> None:
 
 
 def measure(work: Path, count: int, where: str, interval: float) -> float:
-    """Files/s of write_files run `where` ("alone", "thread" or "process") at switch `interval`."""
+    """Files/s of write_files run `where` ("alone", "thread", "process", or "batched": beside
+    busy Python, in C) at switch `interval`."""
     root = tempfile.mkdtemp(dir=work)
     os.sync()
     stop = threading.Event()
@@ -77,6 +101,8 @@ def measure(work: Path, count: int, where: str, interval: float) -> float:
         if where == "process":
             with multiprocessing.get_context("fork").Pool(1) as pool:
                 done, seconds = pool.apply(write_files, (root, count))
+        elif where == "batched":
+            done, seconds = write_batches(root, count)
         else:
             done, seconds = write_files(root, count)
     finally:
@@ -100,6 +126,7 @@ def main() -> int:
         (f"beside busy Python, {DEFAULT_INTERVAL * 1000:g} ms", "thread", DEFAULT_INTERVAL),
         (f"beside busy Python, {SWITCH_INTERVAL * 1000:g} ms", "thread", SWITCH_INTERVAL),
         ("own process, busy Python in this one", "process", DEFAULT_INTERVAL),
+        (f"beside busy Python, {SWITCH_INTERVAL * 1000:g} ms, C batches", "batched", SWITCH_INTERVAL),
     ]
     print(f"bench/gil_files.py --files {args.files}: {cpu_model()} x {os.cpu_count()}, Python {sys.version.split()[0]}")
     print(f"{'writer thread':40s} " + " ".join(f"{'round ' + str(r + 1):>12s}" for r in range(args.rounds)))

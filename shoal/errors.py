@@ -48,6 +48,10 @@ class DaemonStartFailed(DaemonNotRunning):
     """A daemon was spawned but never answered on its control socket."""
 
 
+class NotBuilt(ShoalError):
+    """shoal's C module was not built by its install (no compiler, or a checkout pulled since)."""
+
+
 class TimedOut(ShoalError):
     """An operation did not finish within its time limit."""
 

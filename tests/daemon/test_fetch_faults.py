@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from test_filebatch import replace_in_python, write_new_in_python
 from test_peers import fetch, shared_pair, tree_bytes
 
+from shoal.daemon.fetch import writer
 from shoal.errors import ShoalError
 
 pytestmark = pytest.mark.trio
@@ -36,9 +38,14 @@ ERRNOS = [errno.ENOSPC, errno.EACCES, errno.EIO, errno.EMFILE]
 
 
 class Injector:
-    """Makes the `nth` call of os.`name` below `root` fail with `code`."""
+    """Makes the `nth` call of os.`name` below `root` fail with `code`.
+
+    The writer's C batches (store/_filebatch.c) make their calls outside Python; here they are
+    replaced by the same calls made through os, so that those fail too."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, code: int, root: Path, nth: int) -> None:
+        monkeypatch.setattr(writer, "write_new", write_new_in_python)
+        monkeypatch.setattr(writer, "replace", replace_in_python)
         self.fired = False
         self.calls = 0
         real = getattr(os, name)

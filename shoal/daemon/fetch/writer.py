@@ -6,6 +6,7 @@ written before it hashes to its id; no file is renamed into DEST before the
 whole manifest has passed its checks.
 """
 
+import errno
 import os
 import shutil
 import time
@@ -20,6 +21,7 @@ from shoal.daemon.fetch.puller import Arrival
 from shoal.daemon.fetch.record import Installed
 from shoal.daemon.fetch.state import Busy
 from shoal.daemon.store.fdlimit import FilePool
+from shoal.daemon.store.filebatch import replace, write_new
 from shoal.daemon.store.flush import start_writeback
 from shoal.daemon.store.index import FileStat
 from shoal.protocol.format.hashing import chunk_id
@@ -32,8 +34,8 @@ WRITE_BATCH = 128
 WRITE_BYTES = 64 << 20
 WRITE_GATHER = 0.004
 
-#: How a file written whole is created: beside DEST, never through a symlink, mode given at creation.
-_WHOLE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+#: A run's bytes as the puller hands them over.
+Data = bytes | bytearray | memoryview
 
 
 async def write_stage(
@@ -100,6 +102,7 @@ def verify_and_write(arrivals: list[Arrival], busy: Busy, files: FilePool) -> li
     """Hash each run's chunks; write the runs whose chunks all match to every place they
     belong, a run in one write. Runs in a thread."""
     verdicts = []
+    whole: list[tuple[FileTask, Data]] = []
     for arrival in arrivals:
         started = time.perf_counter()
         good = run_matches(arrival.run.ids, arrival.run.sizes, arrival.data)
@@ -107,34 +110,37 @@ def verify_and_write(arrivals: list[Arrival], busy: Busy, files: FilePool) -> li
         if good:
             for task, offset in arrival.targets:
                 if task.fresh and offset == 0 and len(arrival.data) == task.entry.size:
-                    _write_whole(task, arrival.data)
+                    whole.append((task, arrival.data))
                     continue
                 with files.use(task) as fd:
                     os.pwrite(fd, arrival.data, offset)
         busy.hashing += hashed - started
         busy.disk_write += time.perf_counter() - hashed
         verdicts.append(good)
+    if whole:
+        started = time.perf_counter()
+        _write_whole(whole)
+        busy.disk_write += time.perf_counter() - started
     return verdicts
 
 
-def _write_whole(task: FileTask, data: bytes | bytearray | memoryview) -> None:
-    """Create a fresh file that one run fills, with its mode, in one write; close it.
+def _write_whole(files: list[tuple[FileTask, Data]]) -> None:
+    """Create fresh files that one run fills each, with their modes, in one write each; close them.
 
-    A small file costs an open, a write, a writeback start and a close here, and a
-    rename and a stat when installed: no descriptor kept in the pool to reopen, no
-    chmod, no fstat."""
-    fd = os.open(task.partial, _WHOLE_FLAGS, task.entry.permissions())
-    try:
-        with memoryview(data) as view:
-            written = os.pwrite(fd, view, 0)
-            while written < len(view):
-                written += os.pwrite(fd, view[written:], written)
-        # Written back while the fetch goes on: the final syncfs then has almost
-        # nothing left (0.01 s instead of 0.4 s after 10,000 small files).
-        start_writeback(fd)
-    finally:
-        os.close(fd)
-    task.whole = True
+    A small file costs an open, a write, a writeback start and a close here (the
+    writeback runs while the fetch goes on: the final syncfs then has 0.01 s left
+    instead of 0.4 s after 10,000 files), and a rename and an lstat when installed:
+    no descriptor kept to reopen, no chmod, no fstat. All of a batch's calls are
+    made in C with the GIL released once."""
+    errors = write_new([(task.partial, task.entry.permissions(), data) for task, data in files])
+    failed = None
+    for (task, _), err in zip(files, errors):
+        if err:
+            failed = failed or OSError(err, os.strerror(err), task.partial)
+        else:
+            task.whole = True
+    if failed is not None:
+        raise failed
 
 
 def run_matches(ids: tuple[bytes, ...], sizes: tuple[int, ...], data: bytes | bytearray | memoryview) -> bool:
@@ -169,20 +175,30 @@ async def finish_stage(
 
 def install_files(dest: Path, tasks: list[FileTask], files: FilePool) -> list[FileStat]:
     """Rename complete, verified files into place; their stats after the rename."""
-    stats = []
     folder = os.fspath(dest)
-    for task in tasks:
-        target = os.path.join(folder, *task.parts)
+    targets = [os.path.join(folder, *task.parts) for task in tasks]
+    stats: dict[int, FileStat] = {}
+    moves = []
+    for i, task in enumerate(tasks):
         if task.whole:
             # Created with its mode and closed; a copy of a chunk it holds twice may have opened it since.
             files.close(task)
-            _move(task.partial, target)
-            stats.append(_file_stat(os.lstat(target)))
-            continue
-        with files.use(task) as fd:
-            stats.append(_install(target, task, fd))
-        files.close(task)
-    return stats
+            moves.append(i)
+    moved = replace([(tasks[i].partial, targets[i]) for i in moves])
+    for i, (err, size, mtime_ns, ctime_ns, inode) in zip(moves, moved):
+        if err == errno.EISDIR:
+            _move(tasks[i].partial, targets[i])
+            stats[i] = _file_stat(os.lstat(targets[i]))
+        elif err:
+            raise OSError(err, os.strerror(err), targets[i])
+        else:
+            stats[i] = FileStat(size, mtime_ns, ctime_ns, inode)
+    for i, task in enumerate(tasks):
+        if not task.whole:
+            with files.use(task) as fd:
+                stats[i] = _install(targets[i], task, fd)
+            files.close(task)
+    return [stats[i] for i in range(len(tasks))]
 
 
 def _install(target: str, task: FileTask, fd: int) -> FileStat:
