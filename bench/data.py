@@ -2,12 +2,27 @@
 
 import os
 import platform
+import subprocess
+import sysconfig
+import tomllib
 from pathlib import Path
 
 import blake3
 
 _BLOCK = 16 * 2**20
 _UNITS = {"K": 10**3, "M": 10**6, "G": 10**9}
+
+
+def build_in_place(tree: Path) -> None:
+    """Build the C modules a checkout's pyproject.toml lists next to their sources, as an
+    editable install does: a git worktree of another revision imports shoal from there."""
+    modules = tomllib.loads((tree / "pyproject.toml").read_text()).get("tool", {}).get("setuptools", {}).get("ext-modules", [])
+    include = sysconfig.get_paths()["include"]
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    for module in modules:
+        target = tree / (module["name"].replace(".", "/") + suffix)
+        subprocess.run(["cc", "-shared", "-fPIC", "-O2", f"-I{include}", *module["sources"], "-o", str(target)],
+                       cwd=tree, check=True, capture_output=True, text=True)
 
 
 def parse_size(text: str) -> int:

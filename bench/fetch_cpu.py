@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from data import cpu_since, machine_cpu, parse_size, print_failures
+from data import build_in_place, cpu_since, machine_cpu, parse_size, print_failures
 from fetch import DATASET, Daemon, ShoalFailed, drop_caches, make_dataset, wait_remote
 from switch import link
 
@@ -198,6 +198,7 @@ def main() -> int:
         if args.against:
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), args.against],
                            check=True, capture_output=True, text=True)
+            build_in_place(worktree)
             variants.append(Variant(args.against, worktree))
         data = work / "data"
         print(f"generating {size / 1e9:.2f} GB ...", file=sys.stderr)

@@ -38,7 +38,7 @@ from pathlib import Path
 import blake3
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from data import cpu_model, parse_size, write_random
+from data import build_in_place, cpu_model, parse_size, write_random
 from fetch import LARGE_FILES as LARGE_FILES_MIXED
 from fetch import drop_caches, tree_bytes
 from fetch import make_dataset as make_mixed
@@ -217,6 +217,7 @@ def run_cold(work: Path, args: argparse.Namespace) -> None:
     if args.against:
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(work / "against"), args.against],
                        check=True, capture_output=True)
+        build_in_place(work / "against")
         variants.append((args.against, work / "against"))
     try:
         rows = []

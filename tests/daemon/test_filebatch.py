@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.daemon.store._filebatch import replace, write_new
+from shoal.daemon.store._filebatch import read_into, replace, will_need, write_new
 
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -102,6 +102,33 @@ def test_replace_moves_each_file_and_returns_its_lstat(tmp_path: Path) -> None:
     assert replace(moves[2:]) == replace_in_python(moves[2:])
 
 
+def test_read_into_fills_each_buffer_from_its_file_and_offset(tmp_path: Path) -> None:
+    data = os.urandom(100_000)
+    (tmp_path / "a").write_bytes(data)
+    (tmp_path / "b").write_bytes(b"short")
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    buf = bytearray(80_000)
+    view = memoryview(buf)
+    reads = [
+        (str(tmp_path / "a"), 0, view[:1000]),
+        (str(tmp_path / "a"), 99_000, view[1000:3000]),  # the same file again, past its end
+        (str(tmp_path / "missing"), 0, view[3000:4000]),
+        (str(tmp_path / "link"), 0, view[4000:5000]),
+        (str(tmp_path / "b"), 1, view[5000:5010]),
+        (str(tmp_path / "a"), 50_000, view[10_000:80_000]),
+    ]
+    assert read_into(reads) == [1000, 1000, -errno.ENOENT, -errno.ELOOP, 4, 50_000]
+    assert buf[:1000] == data[:1000]
+    assert buf[1000:2000] == data[99_000:]
+    assert buf[5000:5004] == b"hort"
+    assert buf[10_000:60_000] == data[50_000:]
+
+
+def test_will_need_skips_what_it_cannot_open(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"x" * 10_000)
+    assert will_need([(str(tmp_path / "a"), 0, 10_000), (str(tmp_path / "missing"), 0, 1), (str(tmp_path / "a"), 5, 5)]) is None
+
+
 @pytest.mark.parametrize(
     "call, items",
     [
@@ -113,6 +140,9 @@ def test_replace_moves_each_file_and_returns_its_lstat(tmp_path: Path) -> None:
         (replace, [("only one path",)]),
         (replace, [("a", 5)]),
         (replace, 7),
+        (read_into, [("path", 0, b"bytes are read-only")]),
+        (read_into, [("path", 0)]),
+        (will_need, [("path", "offset", 1)]),
     ],
 )
 def test_items_of_the_wrong_shape_are_refused_before_any_call(tmp_path: Path, call, items) -> None:

@@ -10,6 +10,7 @@ import os
 from collections.abc import Hashable, Iterable
 
 from shoal.daemon.store.fdlimit import FilePool
+from shoal.daemon.store.filebatch import read_into, will_need
 from shoal.daemon.store.index import Index, Location
 from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.wire.messages import Run
@@ -95,16 +96,7 @@ def locate(index: Index, wanted: list[bytes]) -> dict[bytes, Location]:
 
 def _will_need(extents: Iterable[tuple[Location, int]]) -> None:
     """Ask the kernel to start reading `length` bytes from each place."""
-    fds = _source_files()
-    try:
-        for place, length in extents:
-            try:
-                with fds.use(place.path) as fd:
-                    os.posix_fadvise(fd, place.offset, length, os.POSIX_FADV_WILLNEED)
-            except OSError:
-                pass  # the readers look elsewhere for what cannot be opened
-    finally:
-        fds.close_all()
+    will_need([(place.path, place.offset, length) for place, length in extents])
 
 
 def read_cached(wanted: list[bytes], places: dict[bytes, Location]) -> list[tuple[bytes, bytearray]]:
@@ -169,33 +161,42 @@ def locate_runs(index: Index, runs: list[Run]) -> dict[bytes, Location]:
 
 
 def read_runs(index: Index, runs: list[Run], places: dict[bytes, Location], buf: bytearray) -> list[memoryview | None]:
-    """`read_run` for each of `runs`, back to back in `buf` (at least their total long):
-    many small runs cost one worker-thread call. Runs in a thread."""
-    out: list[memoryview | None] = []
+    """`view`s of `buf` (at least the runs' total long) filled back to back with the verified
+    bytes of each of `runs`, or None for a run some chunk of which is held nowhere here.
+    Many small runs cost one worker-thread call, their reads one C call. Runs in a thread."""
+    views = []
     pos = 0
     with memoryview(buf) as whole:
         for run in runs:
-            out.append(read_run(index, run, places.get(run.ids[0]), whole[pos : pos + run.total]))
+            views.append(whole[pos : pos + run.total])
             pos += run.total
+    counts = [0] * len(runs)
+    located = [i for i, run in enumerate(runs) if run.ids[0] in places]
+    reads = [(places[runs[i].ids[0]], views[i]) for i in located]
+    for i, count in zip(located, read_into([(place.path, place.offset, view) for place, view in reads])):
+        counts[i] = max(count, 0)
+    out: list[memoryview | None] = []
+    for run, view, got in zip(runs, views, counts):
+        filled = check_run(index, run, places.get(run.ids[0]), view, got, whole=True)
+        out.append(view if len(filled) == len(run.ids) and all(filled) else None)
     return out
 
 
-def read_run(index: Index, run: Run, place: Location | None, view: memoryview) -> memoryview | None:
-    """`view` (`run.total` long) filled with the verified bytes of `run`, or None if some
-    chunk of it is held nowhere here."""
-    filled = fill_run(index, run, place, view, whole=True)
-    return view if len(filled) == len(run.ids) and all(filled) else None
-
-
 def fill_run(index: Index, run: Run, place: Location | None, view: memoryview, *, whole: bool) -> list[bool]:
-    """Fill `view` (`run.total` long) with the verified bytes of `run`'s chunks; whether
-    each one is there (with `whole`, stop at the first that is not).
+    """Fill `view` (`run.total` long) with the verified bytes of `run`'s chunks, read with one
+    pread from where its first chunk is believed to be; whether each one is there (with
+    `whole`, stop at the first that is not)."""
+    got = read_into([(place.path, place.offset, view)])[0] if place is not None else 0
+    return check_run(index, run, place, view, max(got, 0), whole=whole)
 
-    The run is read with one preadv from where its first chunk is believed to be, and
-    each chunk is hashed from the buffer: where one does not match (the file changed
+
+def check_run(index: Index, run: Run, place: Location | None, view: memoryview, got: int, *, whole: bool) -> list[bool]:
+    """Whether each of `run`'s chunks is in `view`, of which `got` bytes were read from `place`
+    (with `whole`, stop at the first that is not).
+
+    Each chunk is hashed from the buffer: where one does not match (the file changed
     under the index, or this machine holds the run's chunks in different files), that
     chunk alone is read from wherever else the index has it."""
-    got = _read_into(place, view) if place is not None else 0
     filled = []
     pos = 0
     for cid, size in zip(run.ids, run.sizes):
@@ -213,17 +214,3 @@ def fill_run(index: Index, run: Run, place: Location | None, view: memoryview, *
             break
         pos = end
     return filled
-
-
-def _read_into(place: Location, view: memoryview) -> int:
-    """Bytes of `view` filled from `place`'s file at its offset (0 if it cannot be read)."""
-    try:
-        fd = os.open(place.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return 0
-    try:
-        return os.preadv(fd, [view], place.offset)
-    except OSError:
-        return 0
-    finally:
-        os.close(fd)
