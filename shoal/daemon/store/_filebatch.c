@@ -44,6 +44,11 @@ write_whole(const char *path, int mode, const char *data, Py_ssize_t size)
             err = errno;
             break;
         }
+        if (n == 0) {
+            /* No progress and no error: stop rather than spin. */
+            err = EIO;
+            break;
+        }
         done += n;
     }
 #ifdef SYNC_FILE_RANGE_WRITE
