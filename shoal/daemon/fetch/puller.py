@@ -9,7 +9,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 
 import trio
 
@@ -44,6 +45,31 @@ class Arrival:
     #: A view of the frame it came in (DATA_RUN), which nothing else uses.
     data: bytes | memoryview
     targets: list[Target]
+
+
+class _Failure(Enum):
+    """How a request failed: the peer broke the rules, or its session ended."""
+
+    MISBEHAVED = "misbehaved"
+    LOST = "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """How a request ended: the first ids of the runs the peer lacks (None: it went
+    silent with runs still pending), or a failure and why."""
+
+    missing: list[bytes] | None = None
+    failure: _Failure | None = None
+    why: str = ""
+
+
+@dataclass(slots=True)
+class _Settling:
+    """A batch being settled: set once it is released, with whether its peer may go on."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    go_on: bool = False
 
 
 class Puller:
@@ -134,12 +160,29 @@ class Puller:
         )
 
     async def _worker(self, source: Source) -> None:
+        """Ask `source` for batch after batch. A batch is settled (written, judged, released)
+        beside the next request rather than before it: waiting for the writer between
+        requests left every worker idle while the receiver wrote, and the sender and the
+        writer each idle half the time (4 MiB runs: 13-16 ms per batch spent waiting)."""
         peer = source.peer_id
         try:
-            while True:
-                batch = await self._next(peer)
-                if batch is None or not await self._pull(source, batch):
-                    return
+            async with trio.open_nursery() as settling:
+                previous: _Settling | None = None
+                while True:
+                    batch = await self._next(peer)
+                    if batch is None:
+                        return
+                    reply = await self._receive(source, batch)
+                    current = _Settling()
+                    settling.start_soon(self._settle, source, batch, reply, current)
+                    if reply.failure is not None or reply.missing is None:
+                        return
+                    # At most two batches per worker wait for the writer: memory stays bounded.
+                    if previous is not None:
+                        await previous.done.wait()
+                        if not previous.go_on:
+                            return
+                    previous = current
         finally:
             self._workers[peer] -= 1
             if self._workers[peer] <= 0:
@@ -162,27 +205,33 @@ class Puller:
             self._changed.notify()
             return decision
 
-    async def _pull(self, source: Source, batch: Batch[Target]) -> bool:
-        """Ask `source` for `batch`, then let it go; whether the peer may go on serving."""
-        go_on = await self._ask(source, batch)
+    async def _receive(self, source: Source, batch: Batch[Target]) -> "_Reply":
+        """Request `batch` of `source`; how the request ended."""
+        try:
+            return _Reply(missing=await self._request(source, batch))
+        except (PeerMisbehaved, ProtocolError) as e:
+            return _Reply(failure=_Failure.MISBEHAVED, why=str(e))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as e:
+            return _Reply(failure=_Failure.LOST, why=f"connection lost: {e}")
+
+    async def _settle(self, source: Source, batch: Batch[Target], reply: "_Reply", state: "_Settling") -> None:
+        """Once what arrived for `batch` is written, judge the peer by it and let the batch go."""
+        await self._drained(batch)
+        state.go_on = self._judge(source, batch, reply)
         self.schedule.release(batch, source.peer_id)
         self._changed.notify()
-        return go_on
+        state.done.set()
 
-    async def _ask(self, source: Source, batch: Batch[Target]) -> bool:
-        """Request `batch` and wait until what arrived is written; whether the peer behaved."""
+    def _judge(self, source: Source, batch: Batch[Target], reply: "_Reply") -> bool:
+        """Whether the peer may go on serving after `reply` to `batch` (which is drained)."""
         peer = source.peer_id
-        try:
-            missing = await self._request(source, batch)
-        except (PeerMisbehaved, ProtocolError) as e:
-            await self._drained(batch)
-            self._drop(peer, str(e))
+        if reply.failure is _Failure.MISBEHAVED:
+            self._drop(peer, reply.why)
             return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as e:
-            await self._drained(batch)
-            self._lose(source, f"connection lost: {e}")
+        if reply.failure is _Failure.LOST:
+            self._lose(source, reply.why)
             return False
-        await self._drained(batch)
+        missing = reply.missing
         if missing is None:
             self._drop(peer, f"sent nothing for {self.job.spec.timeout:g}s")
             return False

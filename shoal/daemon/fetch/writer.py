@@ -31,7 +31,7 @@ from shoal.protocol.format.objects import DEFAULT_FILE_MODE
 #: and the bytes one call takes at the most. Small files are a run each: a call per
 #: few of them would cost more in thread hand-offs than their writes.
 WRITE_BATCH = 128
-WRITE_BYTES = 64 << 20
+WRITE_BYTES = 4 << 20
 WRITE_GATHER = 0.004
 
 #: A run's bytes as the puller hands them over.
