@@ -205,7 +205,7 @@ class Puller:
             self._changed.notify()
             return decision
 
-    async def _receive(self, source: Source, batch: Batch[Target]) -> "_Reply":
+    async def _receive(self, source: Source, batch: Batch[Target]) -> _Reply:
         """Request `batch` of `source`; how the request ended."""
         try:
             return _Reply(missing=await self._request(source, batch))
@@ -214,7 +214,7 @@ class Puller:
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as e:
             return _Reply(failure=_Failure.LOST, why=f"connection lost: {e}")
 
-    async def _settle(self, source: Source, batch: Batch[Target], reply: "_Reply", state: "_Settling") -> None:
+    async def _settle(self, source: Source, batch: Batch[Target], reply: _Reply, state: _Settling) -> None:
         """Once what arrived for `batch` is written, judge the peer by it and let the batch go."""
         await self._drained(batch)
         state.go_on = self._judge(source, batch, reply)
@@ -222,7 +222,7 @@ class Puller:
         self._changed.notify()
         state.done.set()
 
-    def _judge(self, source: Source, batch: Batch[Target], reply: "_Reply") -> bool:
+    def _judge(self, source: Source, batch: Batch[Target], reply: _Reply) -> bool:
         """Whether the peer may go on serving after `reply` to `batch` (which is drained)."""
         peer = source.peer_id
         if reply.failure is _Failure.MISBEHAVED:

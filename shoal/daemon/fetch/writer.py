@@ -29,7 +29,9 @@ from shoal.protocol.format.objects import DEFAULT_FILE_MODE
 
 #: Arrived runs the writer waits for (at most WRITE_GATHER seconds) before a worker-thread call,
 #: and the bytes one call takes at the most. Small files are a run each: a call per
-#: few of them would cost more in thread hand-offs than their writes.
+#: few of them would cost more in thread hand-offs than their writes. A large run is a
+#: call of its own: its batch is settled (puller.py) as soon as it is written, not
+#: after the runs of every other open request.
 WRITE_BATCH = 128
 WRITE_BYTES = 4 << 20
 WRITE_GATHER = 0.004
