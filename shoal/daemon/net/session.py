@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from shoal.daemon.net.meter import RateMeter
 from shoal.daemon.net.run_buffers import RunBuffers
 from shoal.daemon.store import chunks as chunkio
-from shoal.daemon.store.index import Index
+from shoal.daemon.store.index import Index, Location
 from shoal.protocol.errors import LocalProtocolError, ProtocolError
 from shoal.protocol.format.identity import PeerId
 from shoal.protocol.wire.channel import Role
@@ -415,13 +415,13 @@ class PeerSession:
         ids = list({cid for run in request.runs for cid in run.ids})
         allowed = set(await self._allowed(ids))
         runs = [run for run in request.runs if allowed.issuperset(run.ids)]
-        places = await trio.to_thread.run_sync(chunkio.locate_runs, self._index, runs)
+        places: dict[bytes, Location] = {}
         pool = self._run_buffers
         for group in _groups_by_size(runs, {run: run.total for run in runs}, pool.size):
             need = sum(run.total for run in group)
             async with pool.lease() as pooled:
                 buf = pooled if need <= len(pooled) else bytearray(need)
-                views = await trio.to_thread.run_sync(chunkio.read_runs, self._index, group, places, buf)
+                views = await trio.to_thread.run_sync(self._read_runs, runs, group, places, buf)
                 # One group sealed at a time per session (the other slot reads meanwhile), so a
                 # session holds one buffer's worth of records; the read buffer goes back as soon
                 # as they are sealed (copied), before a slow peer takes them in.
@@ -437,6 +437,16 @@ class PeerSession:
                 await self._flush()
             finally:
                 self._sealing.release()
+
+    def _read_runs(
+        self, runs: list[Run], group: list[Run], places: dict[bytes, Location], buf: bytearray
+    ) -> list[memoryview | None]:
+        """Read `group` of `runs`, locating all of `runs` into `places` first if they are not
+        yet: a request's first group costs one worker-thread call, not a second one before it
+        to locate its runs (two thread switches, and a wait for the GIL on a busy sender)."""
+        if not places:
+            places.update(chunkio.locate_runs(self._index, runs))
+        return chunkio.read_runs(self._index, group, places, buf)
 
     async def _answer_objects(self, request: GetObjects) -> None:
         ids = await self._allowed(list(request.ids))
