@@ -12,8 +12,8 @@ import trio
 
 #: A run up to this size is read into a pooled buffer; a larger one gets its own.
 RUN_BUFFER = 4 * 1024 * 1024
-#: Reads in flight at once across all peers: one reads while another is verified and sealed.
-POOL_BUFFERS = 2
+#: Reads in flight at once across all peers: two read while another is verified and sealed.
+POOL_BUFFERS = 3
 
 
 class RunBuffers:

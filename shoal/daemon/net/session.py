@@ -64,7 +64,7 @@ SERVE_GROUP = 16
 #: most are a few hundred bytes, so a group of a directory's FILE objects is one
 #: call, while objects near the 1 MiB limit go one or two at a time.
 OBJECT_GROUP_BYTES = 1024 * 1024
-SERVE_CONCURRENCY = 2
+SERVE_CONCURRENCY = 3
 #: Bytes sent per payment to the bandwidth caps.
 PAY_SLICE = 1024 * 1024
 AGENT = "shoal/0.1"
@@ -193,8 +193,9 @@ class PeerSession:
         self._serving: dict[int, trio.CancelScope] = {}
         #: trio time the last request of the peer was answered (-inf: never).
         self.served_at = float("-inf")
-        # Requests answered at once: one reads from disk while the other sends,
-        # and memory per peer stays a few MB however many requests it opens.
+        # Requests answered at once: two read from disk while a third is sealed and
+        # sent (with two, a receiver keeping four open left the sender waiting on its
+        # reads), and memory per peer stays a few MB however many requests it opens.
         self._serve_slots = trio.Semaphore(SERVE_CONCURRENCY)
         #: The daemon's pool of read buffers for runs (a session of its own in tests).
         self._run_buffers = run_buffers if run_buffers is not None else RunBuffers(SERVE_CONCURRENCY)
