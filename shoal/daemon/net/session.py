@@ -423,7 +423,7 @@ class PeerSession:
             async with pool.lease() as pooled:
                 buf = pooled if need <= len(pooled) else bytearray(need)
                 views = await trio.to_thread.run_sync(self._read_runs, runs, group, places, buf)
-                # One group sealed at a time per session (the other slot reads meanwhile), so a
+                # One group sealed at a time per session (the other slots read meanwhile), so a
                 # session holds one buffer's worth of records; the read buffer goes back as soon
                 # as they are sealed (copied), before a slow peer takes them in.
                 await self._sealing.acquire()
