@@ -19,6 +19,7 @@ from shoal.daemon.fetch.repeats import Repeats, Segment
 from shoal.daemon.fetch.schedule import Batch
 from shoal.daemon.store import chunks as chunkio
 from shoal.daemon.store.loader import index_loader
+from shoal.daemon.store.writes import write_at
 from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.manifest import file_chunks
 from shoal.protocol.format.objects import Ref
@@ -185,13 +186,13 @@ class Copier:
                 filled = chunkio.fill_run(index, run, places.get(run.ids[0]), view, whole=False)
                 with self.job.files.use(task) as fd:
                     if all(filled):
-                        os.pwrite(fd, view, start)
+                        write_at(fd, view, start)
                         done += run.total
                         continue
                     pos = 0
                     for good, cid, size in zip(filled, run.ids, run.sizes):
                         if good:
-                            os.pwrite(fd, view[pos : pos + size], start + pos)
+                            write_at(fd, view[pos : pos + size], start + pos)
                             done += size
                         else:
                             needed.append((start + pos, Ref(size, cid)))

@@ -23,6 +23,7 @@ from shoal.daemon.fetch.job import FileTask, Job, Target, count_done
 from shoal.daemon.fetch.puller import Arrival
 from shoal.daemon.fetch.wakeup import Signal
 from shoal.daemon.store.chunks import read_at
+from shoal.daemon.store.writes import write_at
 from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.objects import Ref
 
@@ -158,7 +159,7 @@ class Repeats:
                 assert data is not None
                 for task, offset in waiting.places[:n]:
                     with self.job.files.use(task) as fd:
-                        os.pwrite(fd, data, offset)
+                        write_at(fd, data, offset)
             done.append(good)
         return done
 

@@ -24,6 +24,7 @@ from shoal.daemon.store.fdlimit import FilePool
 from shoal.daemon.store.filebatch import replace, write_new
 from shoal.daemon.store.flush import start_writeback
 from shoal.daemon.store.index import FileStat
+from shoal.daemon.store.writes import write_at
 from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.objects import DEFAULT_FILE_MODE
 
@@ -115,7 +116,7 @@ def verify_and_write(arrivals: list[Arrival], busy: Busy, files: FilePool) -> li
                     whole.append((task, arrival.data))
                     continue
                 with files.use(task) as fd:
-                    os.pwrite(fd, arrival.data, offset)
+                    write_at(fd, arrival.data, offset)
         busy.hashing += hashed - started
         busy.disk_write += time.perf_counter() - hashed
         verdicts.append(good)

@@ -27,6 +27,8 @@
 #endif
 
 #define NEW_FILE_FLAGS (O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC)
+/* The most one pwrite takes: larger writes cost the kernel more per byte (writes.py). */
+#define WRITE_PIECE ((Py_ssize_t)1 << 20)
 
 static int
 write_whole(const char *path, int mode, const char *data, Py_ssize_t size)
@@ -37,7 +39,8 @@ write_whole(const char *path, int mode, const char *data, Py_ssize_t size)
     int err = 0;
     Py_ssize_t done = 0;
     while (done < size) {
-        ssize_t n = pwrite(fd, data + done, (size_t)(size - done), (off_t)done);
+        Py_ssize_t want = size - done < WRITE_PIECE ? size - done : WRITE_PIECE;
+        ssize_t n = pwrite(fd, data + done, (size_t)want, (off_t)done);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
