@@ -232,28 +232,37 @@ class Fetcher:
             puller.written(arrivals, verdicts)
             repeats.written(arrivals, verdicts)
 
-        async with trio.open_nursery() as nursery:
-            if walk is not None:
-                nursery.start_soon(_walk_streaming, walk, record, job)
-            nursery.start_soon(Planner(job, matcher).run, record.root, tasks_out)
-            nursery.start_soon(copier.run, tasks_in)
-            nursery.start_soon(pull)
-            nursery.start_soon(repeats.fill_stage, finished_out.clone())
-            nursery.start_soon(write_stage, job, arrivals_in, finished_out, written)
-            nursery.start_soon(finish_stage, job, finished_in, installed_out)
-            nursery.start_soon(record_stage, job, installed_in)
+        walk_failed = False
+
+        async def walk_streaming(walk: Walk) -> None:
+            """Fetch and check the manifest ahead of the planner, then the version as a whole."""
+            nonlocal walk_failed
+            try:
+                await walk.version(record)
+            except Exception:
+                walk_failed = True
+                raise
+            job.checked.finish()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                if walk is not None:
+                    nursery.start_soon(walk_streaming, walk)
+                nursery.start_soon(Planner(job, matcher).run, record.root, tasks_out)
+                nursery.start_soon(copier.run, tasks_in)
+                nursery.start_soon(pull)
+                nursery.start_soon(repeats.fill_stage, finished_out.clone())
+                nursery.start_soon(write_stage, job, arrivals_in, finished_out, written)
+                nursery.start_soon(finish_stage, job, finished_in, installed_out)
+                nursery.start_soon(record_stage, job, installed_in)
+        except BaseException:
+            if walk_failed:
+                # DEST was empty and nothing was renamed into it: take away the folders and links
+                # made so far, once every stage has stopped (the planner makes them as it goes).
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_clear_except_partial, job.dest)
+            raise
         return puller.warnings
-
-
-async def _walk_streaming(walk: Walk, record: VersionRecord, job: Job) -> None:
-    """Fetch and check the manifest ahead of the planner, then the version as a whole."""
-    try:
-        await walk.version(record)
-    except Exception:
-        # DEST was empty and nothing was renamed into it: take the folders and links made so far away again.
-        await trio.to_thread.run_sync(_clear_except_partial, job.dest)
-        raise
-    job.checked.finish()
 
 
 def check_room(dest: Path, size: int, files: int, name: str) -> None:
