@@ -9,7 +9,6 @@ from pathlib import Path
 
 import trio
 
-from shoal.daemon.allocator import keep_freed_buffers
 from shoal.daemon.config import Config, load_config
 from shoal.daemon.service import DaemonHandle, serve
 from shoal.errors import DaemonAlreadyRunning, single_exception
@@ -73,8 +72,6 @@ def run_foreground(home: Path, *, listen: str | None = None, discovery: bool = T
     )
     ensure_home(home)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    if not keep_freed_buffers():
-        log.debug("the C library is not glibc: freed run buffers go back to the kernel")
     with DaemonLock(home) as lock:
         if lock.previous_pid is not None:
             log.warning("the previous daemon (pid %d) did not shut down cleanly; cleaning up", lock.previous_pid)

@@ -12,7 +12,6 @@
 6. control server: the local socket clients drive everything through.
 """
 
-import ctypes
 import logging
 from contextlib import closing
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import trio
 
+from shoal.daemon.allocator import tune_allocator
 from shoal.daemon.compose import Daemon, compose
 from shoal.daemon.config import Config
 from shoal.daemon.keys import load_or_create_private_key
@@ -33,8 +33,6 @@ from shoal.protocol.format.identity import PeerId
 
 log = logging.getLogger(__name__)
 
-#: mallopt's parameter number for the arena limit (glibc malloc.h).
-M_ARENA_MAX = -8
 #: How long requests in flight may run to completion once a shutdown is requested.
 SHUTDOWN_GRACE = 3.0
 
@@ -65,7 +63,8 @@ async def serve(
     `listen` overrides the configured address; `discovery` False turns it off even if configured.
     """
     ensure_home(home)
-    _limit_malloc_arenas()
+    if not tune_allocator():
+        log.debug("the C library is not glibc: its allocator is left as it is")
     # Descriptors are pooled and bounded everywhere; a higher limit only leaves more room.
     log.debug("open file limit: %d", raise_soft_limit())
     signer = load_or_create_private_key(home)
@@ -97,20 +96,6 @@ async def _run(daemon: Daemon, stopping: trio.Event, task_status: trio.TaskStatu
         control.events.publish("daemon", {"state": "stopping"})
         await control.stop(SHUTDOWN_GRACE)
         nursery.cancel_scope.cancel()
-
-
-def _limit_malloc_arenas() -> None:
-    """Keep glibc from giving every worker thread its own heap arena.
-
-    Chunks are read and hashed in worker threads; with one arena per thread the
-    freed buffers stay scattered and the daemon's memory grows with the number
-    of peers it serves. Two arenas keep it flat. Not glibc: nothing to do.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(M_ARENA_MAX, 2)
 
 
 async def _start_discovery(nursery: trio.Nursery, peer_id: PeerId, listen: str, port: int, peers: PeerManager) -> None:

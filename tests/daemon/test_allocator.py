@@ -5,15 +5,15 @@ import sys
 
 import pytest
 
-from shoal.daemon.allocator import keep_freed_buffers
+from shoal.daemon.allocator import tune_allocator
 
 #: Run buffers as the puller holds them (a few of up to 4 MiB alive, freed oldest first);
 #: prints the page faults each new buffer cost.
 PATTERN = """
 import resource, sys
-from shoal.daemon.allocator import keep_freed_buffers
+from shoal.daemon.allocator import tune_allocator
 if sys.argv[1] == "tuned":
-    assert keep_freed_buffers()
+    assert tune_allocator()
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 live = []
@@ -44,4 +44,4 @@ def test_freed_run_buffers_are_reused_not_faulted_in_again() -> None:
 
 
 def test_tuning_reports_whether_it_applied() -> None:
-    assert keep_freed_buffers() is sys.platform.startswith("linux")
+    assert tune_allocator() is sys.platform.startswith("linux")
