@@ -20,12 +20,12 @@ from shoal.daemon.fetch.job import FileTask, Job, count_done
 from shoal.daemon.fetch.puller import Arrival
 from shoal.daemon.fetch.record import Installed
 from shoal.daemon.fetch.state import Busy
+from shoal.daemon.store.chunkhash import chunk_ids
 from shoal.daemon.store.fdlimit import FilePool
 from shoal.daemon.store.filebatch import replace, write_new
 from shoal.daemon.store.flush import start_writeback
 from shoal.daemon.store.index import FileStat
 from shoal.daemon.store.writes import write_at
-from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.objects import DEFAULT_FILE_MODE
 
 #: Arrived runs the writer waits for (at most WRITE_GATHER seconds) before a worker-thread call,
@@ -104,12 +104,12 @@ def _take_all(channel: trio.MemoryReceiveChannel[FileTask], into: list[FileTask]
 def verify_and_write(arrivals: list[Arrival], busy: Busy, files: FilePool) -> list[bool]:
     """Hash each run's chunks; write the runs whose chunks all match to every place they
     belong, a run in one write. Runs in a thread."""
-    verdicts = []
+    started = time.perf_counter()
+    verdicts = runs_match([(arrival.run.ids, arrival.run.sizes, arrival.data) for arrival in arrivals])
+    busy.hashing += time.perf_counter() - started
     whole: list[tuple[FileTask, Data]] = []
-    for arrival in arrivals:
+    for arrival, good in zip(arrivals, verdicts):
         started = time.perf_counter()
-        good = run_matches(arrival.run.ids, arrival.run.sizes, arrival.data)
-        hashed = time.perf_counter()
         if good:
             for task, offset in arrival.targets:
                 if task.fresh and offset == 0 and len(arrival.data) == task.entry.size:
@@ -117,9 +117,7 @@ def verify_and_write(arrivals: list[Arrival], busy: Busy, files: FilePool) -> li
                     continue
                 with files.use(task) as fd:
                     write_at(fd, arrival.data, offset)
-        busy.hashing += hashed - started
-        busy.disk_write += time.perf_counter() - hashed
-        verdicts.append(good)
+        busy.disk_write += time.perf_counter() - started
     if whole:
         started = time.perf_counter()
         _write_whole(whole)
@@ -146,16 +144,24 @@ def _write_whole(files: list[tuple[FileTask, Data]]) -> None:
         raise failed
 
 
-def run_matches(ids: tuple[bytes, ...], sizes: tuple[int, ...], data: bytes | bytearray | memoryview) -> bool:
-    """Whether `data` is exactly the chunks `ids` of `sizes`, each hashed from a view of it."""
-    pos = 0
-    with memoryview(data) as view:
-        for cid, size in zip(ids, sizes):
-            end = pos + size
-            if chunk_id(view[pos:end]) != cid:
-                return False
-            pos = end
-        return pos == len(view)
+def runs_match(runs: list[tuple[tuple[bytes, ...], tuple[int, ...], Data]]) -> list[bool]:
+    """For each (ids, sizes, data), whether `data` is exactly the chunks `ids` of `sizes`,
+    each hashed from a view of it: all of them in one call."""
+    pieces = []
+    for _, sizes, data in runs:
+        view = memoryview(data)
+        pos = 0
+        for size in sizes:
+            pieces.append(view[pos : pos + size])
+            pos += size
+    found = chunk_ids(pieces)
+    verdicts = []
+    start = 0
+    for ids, sizes, data in runs:
+        end = start + len(sizes)
+        verdicts.append(list(ids) == found[start:end] and sum(sizes) == len(data))
+        start = end
+    return verdicts
 
 
 async def finish_stage(

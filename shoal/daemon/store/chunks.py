@@ -9,6 +9,7 @@ A chunk that no file holds any more comes from the pack store of kept versions
 import os
 from collections.abc import Hashable, Iterable
 
+from shoal.daemon.store.chunkhash import chunk_ids
 from shoal.daemon.store.fdlimit import FilePool
 from shoal.daemon.store.filebatch import read_into, will_need
 from shoal.daemon.store.index import Index, Location
@@ -176,8 +177,8 @@ def read_runs(index: Index, runs: list[Run], places: dict[bytes, Location], buf:
     for i, count in zip(located, read_into([(place.path, place.offset, view) for place, view in reads])):
         counts[i] = max(count, 0)
     out: list[memoryview | None] = []
-    for run, view, got in zip(runs, views, counts):
-        filled = check_run(index, run, places.get(run.ids[0]), view, got, whole=True)
+    for run, view, found in zip(runs, views, hash_runs(runs, views, counts)):
+        filled = check_run(index, run, places.get(run.ids[0]), view, found, whole=True)
         out.append(view if len(filled) == len(run.ids) and all(filled) else None)
     return out
 
@@ -187,21 +188,46 @@ def fill_run(index: Index, run: Run, place: Location | None, view: memoryview, *
     pread from where its first chunk is believed to be; whether each one is there (with
     `whole`, stop at the first that is not)."""
     got = read_into([(place.path, place.offset, view)])[0] if place is not None else 0
-    return check_run(index, run, place, view, max(got, 0), whole=whole)
+    found = hash_runs([run], [view], [max(got, 0)])[0]
+    return check_run(index, run, place, view, found, whole=whole)
 
 
-def check_run(index: Index, run: Run, place: Location | None, view: memoryview, got: int, *, whole: bool) -> list[bool]:
-    """Whether each of `run`'s chunks is in `view`, of which `got` bytes were read from `place`
-    (with `whole`, stop at the first that is not).
+def hash_runs(runs: list[Run], views: list[memoryview], counts: list[int]) -> list[list[bytes | None]]:
+    """For each run, the id of the bytes at each of its chunks' places in its view, of which
+    `count` bytes were read (None for a chunk that ends past them): one call for all."""
+    pieces = []
+    read = []
+    for run, view, got in zip(runs, views, counts):
+        pos = 0
+        for size in run.sizes:
+            if pos + size > got:
+                break
+            pieces.append(view[pos : pos + size])
+            pos += size
+        read.append(len(pieces))
+    ids = chunk_ids(pieces)
+    start = 0
+    out: list[list[bytes | None]] = []
+    for run, end in zip(runs, read):
+        out.append([*ids[start:end], *[None] * (len(run.ids) - (end - start))])
+        start = end
+    return out
 
-    Each chunk is hashed from the buffer: where one does not match (the file changed
-    under the index, or this machine holds the run's chunks in different files), that
-    chunk alone is read from wherever else the index has it."""
+
+def check_run(
+    index: Index, run: Run, place: Location | None, view: memoryview, found: list[bytes | None], *, whole: bool
+) -> list[bool]:
+    """Whether each of `run`'s chunks is in `view`, read from `place`, where `found` is what
+    hash_runs gave for its chunks (with `whole`, stop at the first that is not).
+
+    Where a chunk does not match (the file changed under the index, or this machine
+    holds the run's chunks in different files), that chunk alone is read from
+    wherever else the index has it."""
     filled = []
     pos = 0
-    for cid, size in zip(run.ids, run.sizes):
+    for cid, size, got in zip(run.ids, run.sizes, found):
         end = pos + size
-        good = end <= got and chunk_id(view[pos:end]) == cid
+        good = got == cid
         if not good:
             if pos == 0 and place is not None:
                 index.mark_stale(cid, place.file_row, place.offset)

@@ -1,0 +1,3 @@
+from collections.abc import Sequence
+
+def derive_many(context: str, buffers: Sequence[bytes | bytearray | memoryview], /) -> bytes: ...
