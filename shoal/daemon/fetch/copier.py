@@ -20,7 +20,6 @@ from shoal.daemon.fetch.schedule import Batch
 from shoal.daemon.store import chunks as chunkio
 from shoal.daemon.store.loader import index_loader
 from shoal.daemon.store.writes import write_at
-from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.manifest import file_chunks
 from shoal.protocol.format.objects import Ref
 from shoal.protocol.wire.messages import MAX_RUNS, Run
@@ -159,14 +158,14 @@ class Copier:
         with self.job.files.use(task) as fd:
             for start, run in runs_of(segment):
                 present = os.pread(fd, run.total, start)
-                with memoryview(present) as view:
-                    pos = 0
-                    for cid, size in zip(run.ids, run.sizes):
-                        if pos + size <= len(view) and chunk_id(view[pos : pos + size]) == cid:
-                            done += size
-                        else:
-                            needed.append((start + pos, Ref(size, cid)))
-                        pos += size
+                found = chunkio.hash_runs([run], [memoryview(present)], [len(present)])[0]
+                pos = 0
+                for cid, size, got in zip(run.ids, run.sizes, found):
+                    if got == cid:
+                        done += size
+                    else:
+                        needed.append((start + pos, Ref(size, cid)))
+                    pos += size
         return needed, done
 
     def _copy_local(self, task: FileTask, segment: Segment, local: set[bytes] | None) -> tuple[Segment, int]:

@@ -22,9 +22,9 @@ from shoal.daemon.fetch.errors import FetchError
 from shoal.daemon.fetch.job import FileTask, Job, Target, count_done
 from shoal.daemon.fetch.puller import Arrival
 from shoal.daemon.fetch.wakeup import Signal
+from shoal.daemon.store.chunkhash import chunk_ids
 from shoal.daemon.store.chunks import read_at
 from shoal.daemon.store.writes import write_at
-from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.format.objects import Ref
 
 #: Chunk ids remembered as asked for, and places that may wait for a first copy: bounded,
@@ -151,10 +151,11 @@ class Repeats:
     def _fill(self, groups: Sequence[tuple[bytes, _Waiting, int]]) -> list[bool]:
         """Copy each id's first copy, if it is written and still hashes to its id, to the first
         `n` of its places. Runs in a worker thread."""
+        copies = [self._first_copy(waiting.first, waiting.size) for _, waiting, _ in groups]
+        found = iter(chunk_ids([data for data in copies if data is not None]))
         done = []
-        for cid, waiting, n in groups:
-            data = self._first_copy(waiting.first, waiting.size)
-            good = data is not None and chunk_id(data) == cid
+        for (cid, waiting, n), data in zip(groups, copies):
+            good = data is not None and next(found) == cid
             if good:
                 assert data is not None
                 for task, offset in waiting.places[:n]:
