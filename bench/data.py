@@ -3,6 +3,7 @@
 import os
 import platform
 import subprocess
+import sys
 import sysconfig
 import tomllib
 from pathlib import Path
@@ -14,8 +15,13 @@ _UNITS = {"K": 10**3, "M": 10**6, "G": 10**9}
 
 
 def build_in_place(tree: Path) -> None:
-    """Build the C modules a checkout's pyproject.toml lists next to their sources, as an
-    editable install does: a git worktree of another revision imports shoal from there."""
+    """Build a checkout's C modules next to their sources, as an editable install does: a
+    git worktree of another revision imports shoal from there. Revisions with a setup.py
+    build with it (the Rust part too); older ones list plain C modules in pyproject.toml."""
+    if (tree / "setup.py").exists():
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, check=True,
+                       capture_output=True, text=True)
+        return
     modules = tomllib.loads((tree / "pyproject.toml").read_text()).get("tool", {}).get("setuptools", {}).get("ext-modules", [])
     include = sysconfig.get_paths()["include"]
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
