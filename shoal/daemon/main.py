@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 
+from shoal.daemon.collector import tune_collector
 from shoal.daemon.config import Config, load_config
 from shoal.daemon.service import DaemonHandle, serve
 from shoal.errors import DaemonAlreadyRunning, single_exception
@@ -72,6 +73,7 @@ def run_foreground(home: Path, *, listen: str | None = None, discovery: bool = T
     )
     ensure_home(home)
     sys.setswitchinterval(SWITCH_INTERVAL)
+    tune_collector()
     with DaemonLock(home) as lock:
         if lock.previous_pid is not None:
             log.warning("the previous daemon (pid %d) did not shut down cleanly; cleaning up", lock.previous_pid)
