@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.protocol.wire.channel import Role
 from shoal.protocol.wire.connection import NEED_DATA, Connection, MessageReceived, PeerAuthenticated
-from shoal.protocol.wire.messages import MAX_CHUNK_IDS, Data, End, GetChunks, Hello
+from shoal.protocol.wire.messages import MAX_CHUNK_IDS, PROTOCOL_VERSION, Data, End, GetChunks, Hello
 
 PAYLOAD_SIZE = 80 * 1024
 READ_SIZE = 64 * 1024
@@ -46,9 +46,9 @@ def connected_pair() -> tuple[Connection, Connection]:
     transfer(client, server)
     transfer(server, client)
     transfer(client, server)
-    server.send(Hello(1, "bench", None))
+    server.send(Hello(PROTOCOL_VERSION, "bench", None))
     transfer(server, client)
-    client.send(Hello(1, "bench", None))
+    client.send(Hello(PROTOCOL_VERSION, "bench", None))
     transfer(client, server)
     return server, client
 
