@@ -118,3 +118,29 @@ def test_a_large_frame_comes_whole_in_a_buffer_of_its_own(piece: int) -> None:
     assert got == payloads
     if piece < OWN_BUFFER_SIZE:  # (a feed holding a whole large frame leaves it in the shared buffer)
         assert [bytes(v) for v in kept] == [large, large[::-1]]  # still intact after later feeds
+
+
+def test_small_frames_arriving_a_record_at_a_time_move_little(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames of a small file each, fed as records of 64 KiB: the unread tail is moved
+    to the front of the buffer once every many records, not before nearly every one."""
+    moved = []
+    compact = FrameDecoder._compact
+
+    def counted(self: FrameDecoder) -> None:
+        moved.append(self._end - self._pos)
+        compact(self)
+
+    monkeypatch.setattr(FrameDecoder, "_compact", counted)
+    payloads = [bytes([i % 251]) * (60_000 + (i * 7919) % 3000) for i in range(500)]
+    stream = b"".join(encode_frame(p) for p in payloads)
+    decoder = FrameDecoder()
+    got = []
+    records = range(0, len(stream), 65519)
+    for start in records:
+        decoder.feed(stream[start : start + 65519])
+        while (view := decoder.next_view()) is not None:
+            with view:
+                got.append(bytes(view))
+    assert got == payloads
+    assert len(moved) * 8 < len(records), (len(moved), len(records))
+    assert sum(moved) * 8 < len(stream)
