@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.net.meter import RateMeter
 from shoal.daemon.net.run_buffers import RunBuffers
+from shoal.daemon.net.sending import send_views, slices
 from shoal.daemon.store import chunks as chunkio
 from shoal.daemon.store.index import Index, Location
 from shoal.protocol.errors import LocalProtocolError, ProtocolError
@@ -325,23 +326,20 @@ class PeerSession:
 
     async def _flush(self) -> None:
         async with self._send_lock:
-            data = self.conn.data_to_send()
-            if data:
-                self.bytes_out += len(data)
-                self._meter_out.add(len(data))
+            parts = self.conn.data_to_send_parts()
+            size = sum(len(part) for part in parts)
+            if size:
+                self.bytes_out += size
+                self._meter_out.add(size)
                 # A send cut short by cancellation would leave half a record on
                 # the wire and break the channel for every other request.
                 with trio.CancelScope(shield=True):
-                    if self._pay is None:
-                        await self.stream.send_all(data)
-                        return
                     # Paid and sent a slice at a time: a capped peer's data keeps flowing
                     # instead of a 4 MiB group arriving in one burst after a 4 s wait.
-                    with memoryview(data) as view:
-                        for start in range(0, len(view), PAY_SLICE):
-                            piece = view[start : start + PAY_SLICE]
-                            await self._pay(len(piece))
-                            await self.stream.send_all(piece)
+                    for views, length in slices(parts, PAY_SLICE):
+                        if self._pay is not None:
+                            await self._pay(length)
+                        await send_views(self.stream, views)
 
     @property
     def _open(self) -> bool:

@@ -200,11 +200,17 @@ class SecureChannel:
 
     def data_to_send(self) -> bytes | bytearray:
         """Seal queued plaintext and return every byte due to the peer."""
+        parts = self.data_to_send_parts()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def data_to_send_parts(self) -> list[bytes | bytearray]:
+        """Like `data_to_send`, as the buffers the records were sealed into, to be sent in
+        this order (one `sendmsg`): joining them would copy every byte once more."""
         if self._plain_out:
             self._seal_records(full_only=False)
-        out = self._wire_out[0] if len(self._wire_out) == 1 else b"".join(self._wire_out)
-        self._wire_out.clear()
-        return out
+        parts = self._wire_out
+        self._wire_out = []
+        return parts
 
     def _write_large(self, piece: bytes | bytearray | memoryview) -> None:
         """Queue a large piece (a run's bytes), sealing its full records from where it

@@ -261,6 +261,10 @@ class Connection:
         """Every byte queued for the peer, encrypted; send it all in one write."""
         return self._channel.data_to_send()
 
+    def data_to_send_parts(self) -> list[bytes | bytearray]:
+        """The same bytes as `data_to_send`, uncopied: buffers to send in this order."""
+        return self._channel.data_to_send_parts()
+
     def new_request_id(self) -> int:
         """A request id not open on our side."""
         return self._requests.new_id()
