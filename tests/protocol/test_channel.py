@@ -6,10 +6,13 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shoal.protocol.errors import LocalProtocolError
 from shoal.protocol.format.identity import public_key_bytes, sign, verify
 from shoal.protocol.wire.channel import (
+    LENGTH_SIZE,
     MAX_NONCE,
     MAX_RECORD,
     MAX_RECORD_PLAINTEXT,
@@ -283,3 +286,56 @@ def test_a_large_write_is_sealed_as_the_same_records_as_small_ones(pending: int)
     assert wire == pieces.data_to_send()
     receiver = TransportCipher(bytes(32))
     assert b"".join(receiver.open(r) for r in records_of(bytes(wire))) == stream
+
+
+def _sealed_stream(sizes: list[int]) -> tuple[SecureChannel, bytes, list[bytes]]:
+    """A receiver and the wire bytes of one record per size (sealed one write each)."""
+    initiator, responder = established_pair()
+    plaintexts = [bytes([n % 251]) * size for n, size in enumerate(sizes)]
+    wire = b""
+    for plaintext in plaintexts:
+        initiator.write(plaintext)
+        wire += initiator.data_to_send()
+    return responder, wire, plaintexts
+
+
+@given(
+    sizes=st.lists(st.integers(0, 3 * MAX_RECORD_PLAINTEXT), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(0, 4 * MAX_RECORD), max_size=8),
+    kinds=st.lists(st.sampled_from(["bytes", "bytearray", "memoryview"]), min_size=1),
+    reads=st.lists(st.booleans(), min_size=1),
+)
+@settings(max_examples=60, deadline=None)
+def test_records_come_out_the_same_however_the_bytes_are_cut_and_held(
+    sizes: list[int], cuts: list[int], kinds: list[str], reads: list[bool]
+) -> None:
+    """Any split of the wire into received pieces of any kind, read after some of them and
+    not others, opens the same plaintexts; `buffered` counts what is left."""
+    responder, wire, plaintexts = _sealed_stream(sizes)
+    bounds = sorted({0, len(wire), *(c % (len(wire) + 1) for c in cuts)})
+    got: list[bytes] = []
+    for i, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        piece = wire[start:end]
+        kind = kinds[i % len(kinds)]
+        responder.receive_data(piece if kind == "bytes" else bytearray(piece) if kind == "bytearray" else memoryview(piece))
+        if reads[i % len(reads)]:
+            got.extend(responder.read())
+        opened = sum(len(p) for p in got)
+        assert responder.buffered <= len(wire) - opened
+    got.extend(responder.read())
+    assert b"".join(got) == b"".join(plaintexts)
+    assert responder.buffered == 0
+
+
+def test_received_bytes_are_copied_only_to_complete_a_partial_record() -> None:
+    """Records that straddle received pieces: a piece's head completes the partial record
+    (copied), the records after it are opened from the piece itself, and only the
+    tail that starts the next record is copied, not the whole piece."""
+    responder, wire, plaintexts = _sealed_stream([MAX_RECORD_PLAINTEXT] * 8)
+    piece = 4 * MAX_RECORD + 1000
+    got = []
+    for start in range(0, len(wire), piece):
+        responder.receive_data(wire[start : start + piece])
+        assert len(responder._inbound) <= LENGTH_SIZE + MAX_RECORD
+        got.extend(responder.read())
+    assert got == plaintexts

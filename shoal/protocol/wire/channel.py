@@ -116,10 +116,12 @@ class SecureChannel:
         self._noise.start_handshake()
         self._started = False
         self._inbound = bytearray()
-        # Received bytes not yet read, kept as they came while nothing else is
-        # buffered: records are then opened straight from them, and only a
-        # trailing partial record is copied into `_inbound`.
+        # Received bytes not yet read, kept as they came (from `_held_at` on): the
+        # partial record buffered before them is completed in `_inbound` with a copy
+        # of their head, the records after it are opened straight from them, and
+        # only a trailing partial record is copied into `_inbound`.
         self._held: bytes | None = None
+        self._held_at = 0
         self._plain_out = bytearray()
         self._wire_out: list[bytes | bytearray] = []
         self._send: TransportCipher | None = None
@@ -141,7 +143,7 @@ class SecureChannel:
     @property
     def buffered(self) -> int:
         """Received bytes not yet making up a whole handshake message or record."""
-        return len(self._inbound) + (len(self._held) if self._held is not None else 0)
+        return len(self._inbound) + (len(self._held) - self._held_at if self._held is not None else 0)
 
     def start(self) -> None:
         """Queue the initiator's first handshake message."""
@@ -153,13 +155,28 @@ class SecureChannel:
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer bytes received from the peer."""
         if self._held is not None:
-            self._inbound += self._held
+            self._inbound += memoryview(self._held)[self._held_at :]
             self._held = None
         # Only immutable bytes are kept by reference: a caller may reuse its buffer.
-        if not self._inbound and type(data) is bytes and self.established:
-            self._held = data
-        else:
-            self._inbound += data
+        if type(data) is bytes and self.established:
+            head = self._partial_rest()
+            if head is not None and head < len(data):
+                if head:
+                    self._inbound += memoryview(data)[:head]
+                self._held, self._held_at = data, head
+                return
+        self._inbound += data
+
+    def _partial_rest(self) -> int | None:
+        """How many more bytes complete the one partial record buffered (0: none is), or
+        None where that is not known (its length is not all in, or more is buffered)."""
+        have = len(self._inbound)
+        if not have:
+            return 0
+        if have < LENGTH_SIZE:
+            return None
+        rest = LENGTH_SIZE + int.from_bytes(self._inbound[:LENGTH_SIZE], "big") - have
+        return rest if rest > 0 else None
 
     def read(self) -> list[bytes]:
         """Advance the handshake and return the plaintexts of every complete buffered record."""
@@ -266,9 +283,22 @@ class SecureChannel:
         """Each complete buffered record (without its length), in order; consumed
         once the caller has opened them all. A record that fails to open leaves
         the buffer as it was: the channel is dead anyway."""
+        if self._inbound:
+            yield from self._records_in(self._inbound, 0)
         held = self._held
-        buf = held if held is not None else self._inbound
-        pos = 0
+        if held is None:
+            return
+        if self._inbound:
+            # A record still partial: everything held goes after it.
+            self._inbound += memoryview(held)[self._held_at :]
+            self._held = None
+            yield from self._records_in(self._inbound, 0)
+            return
+        yield from self._records_in(held, self._held_at)
+
+    def _records_in(self, buf: bytes | bytearray, pos: int) -> Iterator[memoryview]:
+        """The complete records of `buf` from `pos` (`_inbound` or the held bytes); what is left
+        after them stays in, or is copied to, `_inbound`."""
         with memoryview(buf) as view:
             while len(buf) - pos >= LENGTH_SIZE:
                 size = int.from_bytes(view[pos : pos + LENGTH_SIZE], "big")
@@ -280,10 +310,10 @@ class SecureChannel:
                 with view[pos + LENGTH_SIZE : end] as record:
                     yield record
                 pos = end
-            if held is not None:
+            if buf is not self._inbound:
                 self._held = None
                 self._inbound += view[pos:]
-        if held is None:
+        if buf is self._inbound:
             del self._inbound[:pos]
 
     def _seal_records(self, *, full_only: bool) -> None:
