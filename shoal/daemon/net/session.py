@@ -21,6 +21,7 @@ from shoal.daemon.net.run_buffers import RunBuffers
 from shoal.daemon.net.sending import send_views, slices
 from shoal.daemon.store import chunks as chunkio
 from shoal.daemon.store.index import Index, Location
+from shoal.daemon.store.readahead import ReadAhead
 from shoal.protocol.errors import LocalProtocolError, ProtocolError
 from shoal.protocol.format.identity import PeerId
 from shoal.protocol.wire.channel import Role
@@ -200,6 +201,7 @@ class PeerSession:
         self._serve_slots = trio.Semaphore(SERVE_CONCURRENCY)
         #: The daemon's pool of read buffers for runs (a session of its own in tests).
         self._run_buffers = run_buffers if run_buffers is not None else RunBuffers(SERVE_CONCURRENCY)
+        self._read_ahead = ReadAhead()
         self._closed = False
         self._liveness = Liveness(trio.current_time(), interval=KEEPALIVE_INTERVAL, max_unanswered=MAX_UNANSWERED_PINGS)
         self._meter_in = RateMeter(time.monotonic)
@@ -444,7 +446,7 @@ class PeerSession:
         yet: a request's first group costs one worker-thread call, not a second one before it
         to locate its runs (two thread switches, and a wait for the GIL on a busy sender)."""
         if not places:
-            places.update(chunkio.locate_runs(self._index, runs))
+            places.update(chunkio.locate_runs(self._index, runs, self._read_ahead))
         return chunkio.read_runs(self._index, group, places, buf)
 
     async def _answer_objects(self, request: GetObjects) -> None:

@@ -13,6 +13,7 @@ from shoal.daemon.store.chunkhash import chunk_ids
 from shoal.daemon.store.fdlimit import FilePool
 from shoal.daemon.store.filebatch import read_into, will_need
 from shoal.daemon.store.index import Index, Location
+from shoal.daemon.store.readahead import ReadAhead
 from shoal.protocol.format.hashing import chunk_id
 from shoal.protocol.wire.messages import Run
 
@@ -153,11 +154,16 @@ def read_chunks(
     return out
 
 
-def locate_runs(index: Index, runs: list[Run]) -> dict[bytes, Location]:
+def locate_runs(index: Index, runs: list[Run], ahead: ReadAhead | None = None) -> dict[bytes, Location]:
     """A believed location of each run's first chunk, in one query, with the kernel asked
-    to start reading the whole run from there (as `locate` does for single chunks)."""
+    to start reading the whole run from there (as `locate` does for single chunks), and
+    with `ahead`, past the runs that continue their file's last ones."""
     places = index.first_locations([run.ids[0] for run in runs])
-    _will_need((places[run.ids[0]], run.total) for run in runs if run.ids[0] in places)
+    located = [(places[run.ids[0]], run.total) for run in runs if run.ids[0] in places]
+    if ahead is None:
+        _will_need(located)
+    else:
+        will_need([extent for place, total in located for extent in ahead.extents(place.path, place.offset, total)])
     return places
 
 
