@@ -34,10 +34,11 @@ class ReadAhead:
         end = offset + length
         with self._lock:
             asked = self._asked.pop(path, None)
-            in_order = asked is not None and asked - 2 * self._ahead <= offset <= asked
-            upto = max(asked, end + self._ahead) if in_order and asked is not None else end
+            if asked is not None and asked - 2 * self._ahead <= offset <= asked:
+                start, upto = asked, max(asked, end + self._ahead)
+            else:
+                start, upto = offset, end
             self._asked[path] = upto
             if len(self._asked) > self._files:
                 self._asked.popitem(last=False)
-        start = max(offset, asked) if in_order and asked is not None else offset
         return [(path, start, upto - start)] if upto > start else []

@@ -285,16 +285,10 @@ class SecureChannel:
         the buffer as it was: the channel is dead anyway."""
         if self._inbound:
             yield from self._records_in(self._inbound, 0)
-        held = self._held
-        if held is None:
-            return
-        if self._inbound:
-            # A record still partial: everything held goes after it.
-            self._inbound += memoryview(held)[self._held_at :]
-            self._held = None
-            yield from self._records_in(self._inbound, 0)
-            return
-        yield from self._records_in(held, self._held_at)
+        if self._held is not None:
+            # receive_data completed the record buffered before the held bytes with
+            # their head, so they go on at a record's start.
+            yield from self._records_in(self._held, self._held_at)
 
     def _records_in(self, buf: bytes | bytearray, pos: int) -> Iterator[memoryview]:
         """The complete records of `buf` from `pos` (`_inbound` or the held bytes); what is left
