@@ -6,7 +6,6 @@ native/chunkhash, built with cargo: offline from Debian's packaged crates
 cargo it is left out and shoal hashes one chunk per call (slower, same ids).
 """
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -43,8 +42,7 @@ class BuildExt(build_ext):
         if any(DEBIAN_CRATES.glob("blake3-1.*")):
             command += ["--offline", "--config", 'source.crates-io.replace-with="debian"']
             command += ["--config", f'source.debian.directory="{DEBIAN_CRATES}"']
-        env = dict(os.environ, CARGO_TARGET_DIR=str(target))
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"shoal: building native/chunkhash failed, {CHUNKHASH} left out:\n{done.stderr}")
             return None
