@@ -53,8 +53,9 @@ def test_a_run_is_written_whole_only_when_every_chunk_matches(tmp_path: Path) ->
     # The last chunk's bytes are wrong: nothing of the run may be kept.
     bad = arrival(task, 0, chunks, b"".join(chunks[:2]) + bytes(3000))
     short = arrival(task, 5000, chunks, b"".join(chunks)[:-1])
+    long = arrival(task, 10_000, chunks, b"".join(chunks) + b"x")
     try:
-        assert verify_and_write([bad, good, short], Busy(), files) == [False, True, False]
+        assert verify_and_write([bad, good, short, long], Busy(), files) == [False, True, False, False]
     finally:
         files.close_all()
     written = (tmp_path / "f.part").read_bytes()

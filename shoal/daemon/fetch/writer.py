@@ -20,7 +20,7 @@ from shoal.daemon.fetch.job import FileTask, Job, count_done
 from shoal.daemon.fetch.puller import Arrival
 from shoal.daemon.fetch.record import Installed
 from shoal.daemon.fetch.state import Busy
-from shoal.daemon.store.chunkhash import chunk_ids
+from shoal.daemon.store.chunks import hash_runs
 from shoal.daemon.store.fdlimit import FilePool
 from shoal.daemon.store.filebatch import replace, write_new
 from shoal.daemon.store.flush import start_writeback
@@ -105,7 +105,7 @@ def verify_and_write(arrivals: list[Arrival], busy: Busy, files: FilePool) -> li
     """Hash each run's chunks; write the runs whose chunks all match to every place they
     belong, a run in one write. Runs in a thread."""
     started = time.perf_counter()
-    verdicts = runs_match([(arrival.run.ids, arrival.run.sizes, arrival.data) for arrival in arrivals])
+    verdicts = runs_match(arrivals)
     busy.hashing += time.perf_counter() - started
     whole: list[tuple[FileTask, Data]] = []
     for arrival, good in zip(arrivals, verdicts):
@@ -144,24 +144,12 @@ def _write_whole(files: list[tuple[FileTask, Data]]) -> None:
         raise failed
 
 
-def runs_match(runs: list[tuple[tuple[bytes, ...], tuple[int, ...], Data]]) -> list[bool]:
-    """For each (ids, sizes, data), whether `data` is exactly the chunks `ids` of `sizes`,
-    each hashed from a view of it: all of them in one call."""
-    pieces = []
-    for _, sizes, data in runs:
-        view = memoryview(data)
-        pos = 0
-        for size in sizes:
-            pieces.append(view[pos : pos + size])
-            pos += size
-    found = chunk_ids(pieces)
-    verdicts = []
-    start = 0
-    for ids, sizes, data in runs:
-        end = start + len(sizes)
-        verdicts.append(list(ids) == found[start:end] and sum(sizes) == len(data))
-        start = end
-    return verdicts
+def runs_match(arrivals: list[Arrival]) -> list[bool]:
+    """For each arrival, whether its data is exactly its run's chunks, each hashed from a
+    view of it: all of them in one call."""
+    views = [memoryview(arrival.data) for arrival in arrivals]
+    found = hash_runs([arrival.run for arrival in arrivals], views, [len(view) for view in views])
+    return [list(a.run.ids) == ids and a.run.total == len(a.data) for a, ids in zip(arrivals, found)]
 
 
 async def finish_stage(
