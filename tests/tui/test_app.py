@@ -15,7 +15,7 @@ from tui_fakes import FakeClient, cell, demo_client, local_dataset, logged, peer
 from shoal.client.aio import Connected
 from shoal.errors import DaemonError
 from shoal.tui.app import ShoalApp, make_app
-from shoal.tui.rows import dataset_rows, version_row
+from shoal.tui.rows import dataset_rows
 from shoal.tui.widgets.modals import (
     CancelTransferDialog,
     ConfirmDialog,
@@ -326,15 +326,6 @@ async def test_enter_on_a_dataset_shows_its_versions() -> None:
         await until(pilot, lambda: isinstance(app.screen, VersionsScreen))
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, VersionsScreen))
-
-
-def test_a_version_that_only_changes_subsets_shows_no_data_of_its_own() -> None:
-    data = {"seq": 3, "id": "ab" * 32, "time": 1_700_000_000, "size": 2_000_000, "files": 333, "message": "more data"}
-    subsets = {**data, "seq": 4, "kind": "subsets", "message": "subset tenth defined: 10% of 333 files, 33 drawn"}
-    assert version_row(data)[3:5] == ("2.0 MB", "333")
-    row = version_row(subsets)
-    assert row[3] == "" and str(row[4]) == "subsets"
-    assert str(row[5]) == "subset tenth defined: 10% of 333 files, 33 drawn"
 
 
 def listing(screen: BrowseScreen) -> list[str]:
