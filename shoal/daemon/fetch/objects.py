@@ -69,6 +69,23 @@ class Objects:
                 break
             refs = await trio.to_thread.run_sync(self._page_entries, page_kind, ids, level)
 
+    async def ensure_file_pages(self, files: Sequence[FileObject], sources: Sequence[Source]) -> None:
+        """The CHUNKS pages below the FILE objects of a directory, a level of all of them at
+        once: a round trip per level rather than per file and level, each slow while the
+        peer is busy serving data, and the first data waits for the first directory."""
+        frontier: dict[int, list[bytes]] = {}
+        for file in files:
+            if file.level > 0:
+                frontier.setdefault(file.level, []).extend(r.id for r in _refs(file.entries))
+        while frontier:
+            await self.ensure(Kind.CHUNKS, [oid for ids in frontier.values() for oid in ids], sources)
+            below: dict[int, list[bytes]] = {}
+            for level, ids in frontier.items():
+                if level > 1:
+                    refs = await trio.to_thread.run_sync(self._page_entries, Kind.CHUNKS, ids, level - 1)
+                    below.setdefault(level - 1, []).extend(r.id for r in refs)
+            frontier = below
+
     async def tree(self, tree_id: bytes, sources: Sequence[Source]) -> list[TreeEntry]:
         """The entries of a directory, its TREE object and pages fetched first."""
         await self.ensure(Kind.TREE, [tree_id], sources)

@@ -147,9 +147,7 @@ class Walk:
         ]
         downloaded = await self.objects.ensure(Kind.FILE, [e.id for e in files], self.sources)
         decoded = await trio.to_thread.run_sync(self.objects.files, files, downloaded)
-        for entry, file in zip(files, decoded):
-            if file.level > 0:
-                await self.objects.ensure_pages(Kind.FILE, entry.id, self.sources)
+        await self.objects.ensure_file_pages(decoded, self.sources)
         await trio.to_thread.run_sync(self._check_file_sizes, prefix, files, decoded)
 
     def _tell(self, tree_id: bytes, depth: int, *, whole: bool) -> None:
