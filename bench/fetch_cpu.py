@@ -12,12 +12,19 @@ With --against REV the runs alternate between the working tree and a git
 worktree of REV, whose daemons import shoal from there (PYTHONPATH): on this
 noisy machine a change is judged by interleaved runs, and by CPU as well as time.
 
-    .venv/bin/python bench/fetch_cpu.py [--part full|large|small] [--runs 3] [--size 2G] [--small-files N] [--against REV]
+With --tasks the daemons also count the CPU of each trio task (its steps on the
+event loop) and of each function run in a worker thread (bench/taskcpu, put on
+their PYTHONPATH), and the report adds the medians of each daemon's largest.
+
+    .venv/bin/python bench/fetch_cpu.py [--part full|large|small] [--runs 3] [--size 2G]
+        [--small-files N] [--against REV] [--tasks]
 """
 
 import argparse
+import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -33,6 +40,9 @@ from switch import link
 
 REPO = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
+#: The sitecustomize that counts CPU per task and per worker-thread function (--tasks).
+TASK_CPU = Path(__file__).resolve().parent / "taskcpu"
+TASKS_ENV = "SHOAL_BENCH_TASKS_DIR"
 
 
 class TreeDaemon(Daemon):
@@ -101,7 +111,7 @@ def rest(process: Cpu, main: Cpu) -> Cpu:
 def variant_env(variant: Variant):
     """The daemons the variant's commands start (whose cwd is their home) import shoal from its tree too."""
     saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(variant.tree)
+    os.environ["PYTHONPATH"] = str(variant.tree) + (os.pathsep + str(TASK_CPU) if TASKS_ENV in os.environ else "")
     try:
         yield
     finally:
@@ -109,6 +119,26 @@ def variant_env(variant: Variant):
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = saved
+
+
+def task_cpu(pid: int) -> dict:
+    """What the daemon's bench/taskcpu counted so far: {"loop": s, "tasks": {name: s}, "threads": {name: s}}."""
+    path = Path(os.environ[TASKS_ENV]) / f"tasks-{pid}.json"
+    path.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise ShoalFailed(f"daemon {pid} wrote no {path.name}: is bench/taskcpu on its PYTHONPATH?")
+        time.sleep(0.02)
+    return json.loads(path.read_text())
+
+
+def task_cpu_since(before: dict, after: dict) -> dict:
+    def diff(key: str) -> dict[str, float]:
+        return {name: spent - before[key].get(name, 0.0) for name, spent in after[key].items()}
+
+    return {"loop": after["loop"] - before["loop"], "tasks": diff("tasks"), "threads": diff("threads")}
 
 
 def select_part(data: Path, part: str) -> None:
@@ -132,11 +162,15 @@ def fetch_once(variant: Variant, homes: Path, run: int, drop: bool) -> dict:
             wait_remote(b, 1)
             drop_caches(drop)
             assert b.pid is not None
+            counting = TASKS_ENV in os.environ
+            tasks0 = {"A": task_cpu(sender.pid), "B": task_cpu(b.pid)} if counting else {}
             machine, a0, b0 = machine_cpu(), daemon_cpu(sender.pid), daemon_cpu(b.pid)
             t0 = time.perf_counter()
             fetched, _, _ = b.run("fetch", DATASET, str(dest), timeout=1800)
             wall = time.perf_counter() - t0
             machine, a1, b1 = cpu_since(machine), daemon_cpu(sender.pid), daemon_cpu(b.pid)
+            tasks = {"A": task_cpu_since(tasks0["A"], task_cpu(sender.pid)),
+                     "B": task_cpu_since(tasks0["B"], task_cpu(b.pid))} if counting else {}
         finally:
             b.stop()
     # Each run's copy and home are kept until the end. On ext4 without a journal (this
@@ -152,7 +186,7 @@ def fetch_once(variant: Variant, homes: Path, run: int, drop: bool) -> dict:
         "variant": variant.label, "run": run, "wall": wall, "first_byte": fetched.get("first_byte"),
         "machine": Cpu(*machine),
         "a_main": a_main, "a_rest": rest(a_all, a_main), "b_main": b_main, "b_rest": rest(b_all, b_main),
-        "a_total": a_all.total, "b_total": b_all.total,
+        "a_total": a_all.total, "b_total": b_all.total, "tasks": tasks,
     }
 
 
@@ -181,6 +215,24 @@ def report(rows: list[dict], variants: list[Variant], args: argparse.Namespace, 
             print(f"{v.label}: median of {len(mine)}: fetch {_median(mine, lambda r: r['wall']):.2f} s, "
                   f"machine CPU {_median(mine, lambda r: r['machine'].total):.2f} s, "
                   f"A {_median(mine, lambda r: r['a_total']):.2f} s, B {_median(mine, lambda r: r['b_total']):.2f} s")
+    if any(r["tasks"] for r in rows):
+        report_tasks(rows, variants)
+
+
+def report_tasks(rows: list[dict], variants: list[Variant], top: int = 8) -> None:
+    """Each daemon's largest trio tasks (CPU of their steps on the event loop) and
+    worker-thread functions, medians over a variant's runs."""
+    for v in variants:
+        mine = [r["tasks"] for r in rows if r["variant"] == v.label]
+        for side in ("A", "B"):
+            counted = [m[side] for m in mine]
+            loop = statistics.median(c["loop"] for c in counted)
+            print(f"\n{v.label} {side}: event-loop thread {loop:.2f} s CPU (median of {len(counted)})")
+            for key, what in (("tasks", "task"), ("threads", "in a worker thread")):
+                names = {name for c in counted for name in c[key]}
+                medians = sorted(((statistics.median(c[key].get(n, 0.0) for c in counted), n) for n in names), reverse=True)
+                for spent, name in [m for m in medians if m[0] >= 0.005][:top]:
+                    print(f"  {spent:6.2f} s  {what:18s} {name}")
 
 
 def main() -> int:
@@ -192,11 +244,16 @@ def main() -> int:
                         help="small files in the dataset (bench/fetch.py's option: 10000 with --size 1G is the 1 GiB folder)")
     parser.add_argument("--against", metavar="REV", help="alternate with a git worktree of REV")
     parser.add_argument("--no-drop-caches", action="store_true")
+    parser.add_argument("--tasks", action="store_true",
+                        help="also count CPU per trio task and worker-thread function in both daemons")
     args = parser.parse_args()
     size = parse_size(args.size)
     drop = not args.no_drop_caches
     failures: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="shoal-fetch-cpu-", dir="/tmp"))
+    if args.tasks:
+        (work / "tasks").mkdir()
+        os.environ[TASKS_ENV] = str(work / "tasks")
     variants = [Variant("tree", REPO)]
     worktree = work / "against"
     try:
