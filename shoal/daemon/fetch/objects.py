@@ -55,42 +55,36 @@ class Objects:
             downloaded |= await self._download(kind, missing[start : start + OBJECT_BATCH], sources)
         return downloaded
 
-    async def ensure_pages(self, kind: Kind, object_id: bytes, sources: Sequence[Source]) -> None:
-        """Fetch the pages below a FILE or TREE object, level by level."""
-        obj = await trio.to_thread.run_sync(self.decoded, kind, object_id)
-        assert isinstance(obj, (FileObject, TreeNode))
-        page_kind = Kind.CHUNKS if kind == Kind.FILE else Kind.TREE
-        level, refs = obj.level, _refs(obj.entries)
-        while level > 0:
-            ids = [r.id for r in refs]
-            await self.ensure(page_kind, ids, sources)
-            level -= 1
-            if level == 0:
-                break
-            refs = await trio.to_thread.run_sync(self._page_entries, page_kind, ids, level)
-
     async def ensure_file_pages(self, files: Sequence[FileObject], sources: Sequence[Source]) -> None:
         """The CHUNKS pages below the FILE objects of a directory, a level of all of them at
         once: a round trip per level rather than per file and level, each slow while the
         peer is busy serving data, and the first data waits for the first directory."""
-        frontier: dict[int, list[bytes]] = {}
-        for file in files:
-            if file.level > 0:
-                frontier.setdefault(file.level, []).extend(r.id for r in _refs(file.entries))
-        while frontier:
-            await self.ensure(Kind.CHUNKS, [oid for ids in frontier.values() for oid in ids], sources)
-            below: dict[int, list[bytes]] = {}
-            for level, ids in frontier.items():
-                if level > 1:
-                    refs = await trio.to_thread.run_sync(self._page_entries, Kind.CHUNKS, ids, level - 1)
-                    below.setdefault(level - 1, []).extend(r.id for r in refs)
-            frontier = below
+        await self._ensure_pages(Kind.CHUNKS, files, sources)
 
     async def tree(self, tree_id: bytes, sources: Sequence[Source]) -> list[TreeEntry]:
         """The entries of a directory, its TREE object and pages fetched first."""
         await self.ensure(Kind.TREE, [tree_id], sources)
-        await self.ensure_pages(Kind.TREE, tree_id, sources)
+        node = await trio.to_thread.run_sync(self.decoded, Kind.TREE, tree_id)
+        assert isinstance(node, TreeNode)
+        await self._ensure_pages(Kind.TREE, [node], sources)
         return await trio.to_thread.run_sync(self.entries, tree_id)
+
+    async def _ensure_pages(
+        self, page_kind: Kind, tops: Sequence[FileObject | TreeNode], sources: Sequence[Source]
+    ) -> None:
+        """The pages below `tops`, level by level, each level of all of them in one `ensure`."""
+        frontier: dict[int, list[bytes]] = {}
+        for top in tops:
+            if top.level > 0:
+                frontier.setdefault(top.level, []).extend(r.id for r in _refs(top.entries))
+        while frontier:
+            await self.ensure(page_kind, [oid for ids in frontier.values() for oid in ids], sources)
+            below: dict[int, list[bytes]] = {}
+            for level, ids in frontier.items():
+                if level > 1:
+                    refs = await trio.to_thread.run_sync(self._page_entries, page_kind, ids, level - 1)
+                    below.setdefault(level - 1, []).extend(r.id for r in refs)
+            frontier = below
 
     def entries(self, tree_id: bytes) -> list[TreeEntry]:
         """The entries of a stored directory."""
