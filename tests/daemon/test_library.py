@@ -131,6 +131,23 @@ async def test_changed_file_makes_version_2_and_rehashes_only_it(lib: Library, d
     assert [v.seq for v in lib.log("ds")] == [2, 1]
 
 
+async def test_a_described_message_is_worded_from_the_paths_the_version_changes(lib: Library, ds: Path) -> None:
+    seen: list[list[str]] = []
+
+    def describe(changed) -> str:
+        seen.append(list(changed))
+        return f"{len(seen[-1])} changed"
+
+    first = await lib.share(ds, message=describe)
+    assert first.version.message == "9 changed", "every file and link of a first version"
+    (ds / "val" / "labels.csv").write_text("a,1\n")
+    (ds / "train" / "new.jpg").write_bytes(noise("new", 100))
+    second = await lib.share(ds, message=describe)
+    assert second.version.message == "2 changed" and seen[1] == ["train/new.jpg", "val/labels.csv"]
+    again = await lib.share(ds, message=describe)
+    assert not again.created and len(seen) == 2, "no version, nothing to word"
+
+
 async def test_same_size_rewrite_is_seen(lib: Library, ds: Path) -> None:
     first = await lib.share(ds)
     (ds / "val" / "labels.csv").write_text("a,3\nb,4\n")  # same length, new bytes

@@ -1,6 +1,6 @@
 """Per-file settling rules (shoal/daemon/watch/settle.py), without I/O: times are plain numbers."""
 
-from shoal.daemon.watch.settle import MAX_TRACKED, Changes, plan
+from shoal.daemon.watch.settle import MAX_TRACKED, Changes, files_message, plan
 
 QUIET = 1.0
 MAX_WAIT = 60.0
@@ -21,7 +21,7 @@ def test_a_burst_of_files_publishes_once_its_last_file_settles() -> None:
     assert early.wake == 0.3 * 4 + QUIET
     ready = planned(changes, 0.3 * 4 + QUIET)
     assert ready.ready and ready.hold == () and len(ready.publish) == 6
-    assert ready.message == "watch: 5 files changed"
+    assert ready.message == "watch: 5 files changed" and ready.counts_files
 
 
 def test_a_log_open_for_writing_does_not_hold_back_a_checkpoint() -> None:
@@ -138,3 +138,14 @@ def test_files_arriving_without_end_hold_a_burst_back_for_max_wait_at_most() -> 
             assert "ckpt.pt" in waiting.publish and waiting.message == f"watch: {step - 1} files changed"
             return
     raise AssertionError("the burst was never published")
+
+
+def test_a_version_that_counts_files_is_worded_from_what_it_changes() -> None:
+    # The share words it again from the version's own changes: events for files that
+    # changed after the plan (a burst slower than its events) are not all in yet.
+    assert files_message(iter(f"shards/{i:04d}.bin" for i in range(300))) == "watch: 300 files changed"
+    assert files_message(iter(["b.pt", "a.log"])) == "watch: 2 files changed (a.log, b.pt)"
+    assert files_message(iter([])) == "watch: the folder changed"
+    folders = Changes()
+    folders.add("empty", 0.0, True)
+    assert not planned(folders, 2.0).counts_files, "a version of folders alone keeps its message"

@@ -7,7 +7,7 @@ where in their files, and every read for serving re-checks the hash.
 import os
 import shlex
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -16,11 +16,12 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from shoal.daemon.library import scanner
+from shoal.daemon.library import history, scanner
 from shoal.daemon.library.audience import Audiences
 from shoal.daemon.library.ignore import IgnoreRules, load_ignore
 from shoal.daemon.model import FULL, VersionInfo
 from shoal.daemon.store.index import FileRecord, Index, RetainedChunks, VersionRow
+from shoal.daemon.store.loader import index_loader
 from shoal.errors import HomeFolder, ShareError, UnknownDataset
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.chunking import DEFAULT_PARAMS, ChunkingParams
@@ -35,6 +36,10 @@ _BATCH_FILES = 1024
 _BATCH_BYTES = 64 * 1024 * 1024
 #: A batch whose files average less than this is hashed by the single small-file worker.
 _LARGE_FILE = 1024 * 1024
+
+#: Words a version's message from the paths it changes against the head, in path order
+#: (a watch counts them: the folder may have changed after its events were counted).
+Describe = Callable[[Iterator[str]], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +191,13 @@ class Library:
         path: Path,
         *,
         name: str | None = None,
-        message: str = "",
+        message: str | Describe = "",
         on_progress: Callable[[ShareProgress], None] | None = None,
         hold: Collection[str] = (),
     ) -> ShareResult:
         """Record the folder at `path` as a new version of dataset `name`, if it changed.
+
+        `message` may be a Describe, which words it from the paths the version changes.
 
         Each file in `hold` (a path relative to the folder) keeps the entry the head version has
         for it, or stays out if the head has none: a watch publishes a file still being written
@@ -365,10 +372,15 @@ class Library:
         head_id = known[1] if known else next((row.id for row in self.index.versions(name)), None)
         return self._record(head_id) if head_id else None
 
-    def _commit(self, name: str, root: Path, tree_id: bytes, size: int, files: int, message: str) -> tuple[VersionInfo, bool]:
+    def _commit(
+        self, name: str, root: Path, tree_id: bytes, size: int, files: int, message: str | Describe
+    ) -> tuple[VersionInfo, bool]:
         head = self._head_record(name)
         if head is not None and head[1].root == tree_id:
             return VersionInfo.from_record(*head), False
+        if callable(message):
+            changed = history.changes(index_loader(self.index), head[1].root if head else None, tree_id)
+            message = message(change.path for change in changed)
         # A named subset is part of the dataset: it carries forward to every later version.
         subsets = head[1].subsets if head else ()
         return self._publish(name, str(root), head, tree_id, size, files, message, subsets), True

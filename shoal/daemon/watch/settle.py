@@ -17,6 +17,7 @@ for `max_wait` at most, and are then held like files still being written.
 """
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 #: Changed paths tracked one by one per watch. A copy of a million files must not
@@ -112,6 +113,9 @@ class Plan:
     track: tuple[str, ...] = ()
     #: When a held file settles, if that is within LINGER of now.
     linger: float | None = None
+    #: Whether `message` counts changed files: the share words it again from what the version
+    #: changes (`files_message`), since files may change after their events were counted.
+    counts_files: bool = False
 
 
 def plan(changes: Changes, writers: set[str], now: float, quiet: float, max_wait: float) -> Plan:
@@ -147,9 +151,9 @@ def plan(changes: Changes, writers: set[str], now: float, quiet: float, max_wait
     soon = [changes.paths[rel].last + quiet for rel in changing if rel in changes.paths]
     linger = max((t for t in soon if t <= now + LINGER), default=None)
     published = whole.last if whole_due and whole is not None else None
-    message = _message(changes, due, published)
+    message, counts_files = _message(changes, due, published)
     hold = tuple(open_ + changing + arriving)
-    return Plan(True, "sharing", None, now, due, hold, published, message, tuple(track), linger)
+    return Plan(True, "sharing", None, now, due, hold, published, message, tuple(track), linger, counts_files)
 
 
 def _wake(
@@ -182,18 +186,32 @@ def _state(
     return "waiting", ", ".join(parts) or None
 
 
-def _message(changes: Changes, due: dict[str, float], whole: float | None) -> str:
-    """The version's message: how many paths it publishes changed, and which when few."""
+def _message(changes: Changes, due: dict[str, float], whole: float | None) -> tuple[str, bool]:
+    """The version's message: how many paths it publishes changed, and which when few; and
+    whether that counts files."""
     if whole is not None and changes.untracked:
-        return f"watch: over {MAX_TRACKED:,} files changed"
+        return f"watch: over {MAX_TRACKED:,} files changed", False
     files = [rel for rel in due if not changes.paths[rel].is_dir]
     if files:
-        return _changed(_files(len(files)), files)
+        return _changed(_files(len(files)), files), True
     if whole is not None and changes.catch_up:
-        return "watch: changes made while not watched"
+        return "watch: changes made while not watched", False
     if not due:
+        return "watch: the folder changed", False
+    return _changed(f"{len(due)} folder{'s' if len(due) != 1 else ''}", list(due)), False
+
+
+def files_message(changed: Iterator[str]) -> str:
+    """The message of a version that changes the files `changed` (in path order): how many, and which when few."""
+    first: list[str] = []
+    count = 0
+    for count, path in enumerate(changed, 1):
+        if count <= NAMED:
+            first.append(path)
+    if not count:
         return "watch: the folder changed"
-    return _changed(f"{len(due)} folder{'s' if len(due) != 1 else ''}", list(due))
+    named = f" ({_names(first)})" if count <= NAMED else ""
+    return f"watch: {_files(count)} changed{named}"
 
 
 def _changed(count: str, paths: list[str]) -> str:

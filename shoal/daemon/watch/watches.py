@@ -35,7 +35,7 @@ from shoal.daemon.library.datasets import Library, ShareResult
 from shoal.daemon.library.ignore import IGNORE_FILE, IgnoreRules, load_ignore
 from shoal.daemon.model import PARTIAL_DIR
 from shoal.daemon.toml_file import write_toml_atomic
-from shoal.daemon.watch.settle import MAX_TRACKED, Changes, Plan, plan
+from shoal.daemon.watch.settle import MAX_TRACKED, Changes, Plan, files_message, plan
 from shoal.daemon.watch.watcher import watch_tree
 from shoal.daemon.watch.writers import open_for_writing
 from shoal.errors import ConfigError, ShareError, ShoalError, UnknownDataset, UsageError
@@ -266,7 +266,8 @@ class Watches:
     async def _share(self, live: _Live, ready: Plan) -> None:
         self._set_state(live, "sharing", None)
         result = await self._library.share(
-            Path(live.watch.path), name=live.watch.name, message=ready.message, hold=ready.hold
+            Path(live.watch.path), name=live.watch.name, hold=ready.hold,
+            message=files_message if ready.counts_files else ready.message,
         )
         live.changes.published(ready, trio.current_time())
         await self._announce(result, None)
