@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.library import scanner
 from shoal.daemon.library.datasets import Library
+from shoal.daemon.store.loader import index_loader
 from shoal.errors import ShareError, UnknownDataset
 from shoal.protocol.format.chunking import DEFAULT_PARAMS, make_chunker
 from shoal.protocol.format.hashing import chunk_id
-from shoal.protocol.format.manifest import FileBuilder, TreeBuilder
+from shoal.protocol.format.manifest import FileBuilder, TreeBuilder, tree_entries
 from shoal.protocol.format.objects import DirEntry, FileEntry, SymlinkEntry
 
 pytestmark = pytest.mark.trio
@@ -138,14 +139,24 @@ async def test_a_described_message_is_worded_from_the_paths_the_version_changes(
         seen.append(list(changed))
         return f"{len(seen[-1])} changed"
 
-    first = await lib.share(ds, message=describe)
+    first = await lib.share(ds, describe=describe)
     assert first.version.message == "9 changed", "every file and link of a first version"
     (ds / "val" / "labels.csv").write_text("a,1\n")
     (ds / "train" / "new.jpg").write_bytes(noise("new", 100))
-    second = await lib.share(ds, message=describe)
+    second = await lib.share(ds, describe=describe)
     assert second.version.message == "2 changed" and seen[1] == ["train/new.jpg", "val/labels.csv"]
-    again = await lib.share(ds, message=describe)
+    again = await lib.share(ds, describe=describe)
     assert not again.created and len(seen) == 2, "no version, nothing to word"
+
+
+async def test_a_head_not_all_stored_here_keeps_the_callers_message(lib: Library, ds: Path) -> None:
+    first = await lib.share(ds)
+    # The head's manifest in part only, as after a fetch of a few folders of it.
+    val = next(e for e in tree_entries(index_loader(lib.index), first.version.root) if e.name == "val")
+    lib.index._db.execute("DELETE FROM objects WHERE id = ?", (val.id,))
+    (ds / "val" / "labels.csv").write_text("a,1\n")
+    second = await lib.share(ds, message="watch: 1 file changed", describe=lambda changed: f"{len(list(changed))}")
+    assert second.created and second.version.message == "watch: 1 file changed"
 
 
 async def test_same_size_rewrite_is_seen(lib: Library, ds: Path) -> None:

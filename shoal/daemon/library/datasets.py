@@ -191,13 +191,15 @@ class Library:
         path: Path,
         *,
         name: str | None = None,
-        message: str | Describe = "",
+        message: str = "",
+        describe: Describe | None = None,
         on_progress: Callable[[ShareProgress], None] | None = None,
         hold: Collection[str] = (),
     ) -> ShareResult:
         """Record the folder at `path` as a new version of dataset `name`, if it changed.
 
-        `message` may be a Describe, which words it from the paths the version changes.
+        With `describe`, the message is worded from the paths the version changes, or is
+        `message` where the head's manifest is not all stored here to compare with.
 
         Each file in `hold` (a path relative to the folder) keeps the entry the head version has
         for it, or stays out if the head has none: a watch publishes a file still being written
@@ -218,7 +220,9 @@ class Library:
             except PermissionError as e:
                 raise ShareError(f"cannot read {e.filename}: permission denied") from None
             await trio.to_thread.run_sync(self.index.drop_dirs_except, str(root), run.visited)
-            version, created = await trio.to_thread.run_sync(self._commit, name, root, tree_id, size, files, message)
+            version, created = await trio.to_thread.run_sync(
+                self._commit, name, root, tree_id, size, files, message, describe
+            )
         return ShareResult(
             version, created, run.bytes_rehashed if created else 0, run.files_scanned, run.files_rehashed,
             tuple(run.warnings),
@@ -373,14 +377,17 @@ class Library:
         return self._record(head_id) if head_id else None
 
     def _commit(
-        self, name: str, root: Path, tree_id: bytes, size: int, files: int, message: str | Describe
+        self, name: str, root: Path, tree_id: bytes, size: int, files: int, message: str, describe: Describe | None
     ) -> tuple[VersionInfo, bool]:
         head = self._head_record(name)
         if head is not None and head[1].root == tree_id:
             return VersionInfo.from_record(*head), False
-        if callable(message):
+        if describe is not None:
             changed = history.changes(index_loader(self.index), head[1].root if head else None, tree_id)
-            message = message(change.path for change in changed)
+            try:
+                message = describe(change.path for change in changed)
+            except ProtocolError:
+                pass  # a head fetched in part (or pruned): the caller's own wording stands
         # A named subset is part of the dataset: it carries forward to every later version.
         subsets = head[1].subsets if head else ()
         return self._publish(name, str(root), head, tree_id, size, files, message, subsets), True

@@ -266,8 +266,8 @@ class Watches:
     async def _share(self, live: _Live, ready: Plan) -> None:
         self._set_state(live, "sharing", None)
         result = await self._library.share(
-            Path(live.watch.path), name=live.watch.name, hold=ready.hold,
-            message=files_message if ready.counts_files else ready.message,
+            Path(live.watch.path), name=live.watch.name, hold=ready.hold, message=ready.message,
+            describe=files_message if ready.counts_files else None,
         )
         live.changes.published(ready, trio.current_time())
         await self._announce(result, None)
