@@ -154,16 +154,13 @@ def read_chunks(
     return out
 
 
-def locate_runs(index: Index, runs: list[Run], ahead: ReadAhead | None = None) -> dict[bytes, Location]:
+def locate_runs(index: Index, runs: list[Run], ahead: ReadAhead) -> dict[bytes, Location]:
     """A believed location of each run's first chunk, in one query, with the kernel asked
     to start reading the whole run from there (as `locate` does for single chunks), and
-    with `ahead`, past the runs that continue their file's last ones."""
+    past the runs that continue their file's last ones (`ahead`)."""
     places = index.first_locations([run.ids[0] for run in runs])
     located = [(places[run.ids[0]], run.total) for run in runs if run.ids[0] in places]
-    if ahead is None:
-        _will_need(located)
-    else:
-        will_need([extent for place, total in located for extent in ahead.extents(place.path, place.offset, total)])
+    will_need([extent for place, total in located for extent in ahead.extents(place.path, place.offset, total)])
     return places
 
 
