@@ -70,7 +70,10 @@ def test_a_corrupt_chunk_is_dropped_not_served(tmp_path: Path) -> None:
     [pack] = pack_files(tmp_path)
     with open(pack, "r+b") as f:
         f.seek(5)
-        f.write(b"\0" if f.read(1) != b"\0" else b"\1")
+        flipped = bytes([f.read(1)[0] ^ 0xFF])
+        # Reading moved the position on: the byte flipped is the one read.
+        f.seek(5)
+        f.write(flipped)
     assert store.read(bad[0]) is None
     assert store.holds([bad[0], good[0]]) == {good[0]} and damaged == [True]
     [row] = store.versions("ds")
