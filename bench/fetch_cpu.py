@@ -16,13 +16,20 @@ With --tasks the daemons also count the CPU of each trio task (its steps on the
 event loop) and of each function run in a worker thread (bench/taskcpu, put on
 their PYTHONPATH), and the report adds the medians of each daemon's largest.
 
+With --spy DIR, py-spy (`pip install py-spy`; not a dependency) samples both
+daemons during every fetch (`py-spy record --format raw --threads --gil`,
+samples holding the GIL only) and leaves one collapsed-stack file per daemon
+and run in DIR; the report adds each daemon's functions with the most samples
+of their own (innermost frame) and in total (anywhere on the stack).
+
     .venv/bin/python bench/fetch_cpu.py [--part full|large|small] [--runs 3] [--size 2G]
-        [--small-files N] [--against REV] [--tasks]
+        [--small-files N] [--against REV] [--tasks] [--spy DIR]
 """
 
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -30,7 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from collections import Counter
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +149,50 @@ def task_cpu_since(before: dict, after: dict) -> dict:
     return {"loop": after["loop"] - before["loop"], "tasks": diff("tasks"), "threads": diff("threads")}
 
 
+@contextmanager
+def spied(pid: int, output: Path | None):
+    """py-spy samples `pid` (holding the GIL) into `output` until the block ends."""
+    if output is None:
+        yield
+        return
+    spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(output),
+                            "--rate", "200", "--threads", "--gil", "--nonblocking"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)  # py-spy attaches before the fetch begins
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        _, err = spy.communicate(timeout=60)
+        if not output.exists():
+            raise ShoalFailed(f"py-spy wrote no {output}: {err.decode(errors='replace').strip()[-300:]}")
+
+
+def spy_report(paths: list[Path], top: int = 15) -> None:
+    """The functions with most samples in `paths` (collapsed stacks of one daemon kind): their
+    own (innermost frame), and in total those of shoal's daemon and protocol code."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for path in paths:
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            n = int(count)
+            # The first frame names the thread; "func (file:line)" counts as "func (file)".
+            frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")[1:]]
+            samples += n
+            if frames:
+                own[frames[-1]] += n
+            for frame in set(frames):
+                if "(shoal/daemon/" in frame and "(shoal/daemon/main.py)" not in frame or "(shoal/protocol/" in frame:
+                    total[frame] += n
+    print(f"  {samples} samples holding the GIL (200 a second); own: innermost frame; total: anywhere on the stack")
+    for name, n in own.most_common(top):
+        print(f"    own   {100 * n / max(samples, 1):5.1f}%  {name}")
+    for name, n in total.most_common(top):
+        print(f"    total {100 * n / max(samples, 1):5.1f}%  {name}")
+
+
 def select_part(data: Path, part: str) -> None:
     if part == "large":
         shutil.rmtree(data / "samples")
@@ -150,7 +202,7 @@ def select_part(data: Path, part: str) -> None:
             shard.unlink()
 
 
-def fetch_once(variant: Variant, homes: Path, run: int, drop: bool) -> dict:
+def fetch_once(variant: Variant, homes: Path, run: int, drop: bool, spy: Path | None = None) -> dict:
     sender = variant.sender
     assert sender is not None and sender.pid is not None
     b = TreeDaemon("B", homes / f"{variant.slug}-b{run}", variant.tree)
@@ -164,10 +216,13 @@ def fetch_once(variant: Variant, homes: Path, run: int, drop: bool) -> dict:
             assert b.pid is not None
             counting = TASKS_ENV in os.environ
             tasks0 = {"A": task_cpu(sender.pid), "B": task_cpu(b.pid)} if counting else {}
-            machine, a0, b0 = machine_cpu(), daemon_cpu(sender.pid), daemon_cpu(b.pid)
-            t0 = time.perf_counter()
-            fetched, _, _ = b.run("fetch", DATASET, str(dest), timeout=1800)
-            wall = time.perf_counter() - t0
+            with ExitStack() as spies:
+                for side, pid in (("A", sender.pid), ("B", b.pid)):
+                    spies.enter_context(spied(pid, spy and spy / f"{variant.slug}-{run}-{side}.txt"))
+                machine, a0, b0 = machine_cpu(), daemon_cpu(sender.pid), daemon_cpu(b.pid)
+                t0 = time.perf_counter()
+                fetched, _, _ = b.run("fetch", DATASET, str(dest), timeout=1800)
+                wall = time.perf_counter() - t0
             machine, a1, b1 = cpu_since(machine), daemon_cpu(sender.pid), daemon_cpu(b.pid)
             tasks = {"A": task_cpu_since(tasks0["A"], task_cpu(sender.pid)),
                      "B": task_cpu_since(tasks0["B"], task_cpu(b.pid))} if counting else {}
@@ -217,6 +272,11 @@ def report(rows: list[dict], variants: list[Variant], args: argparse.Namespace, 
                   f"A {_median(mine, lambda r: r['a_total']):.2f} s, B {_median(mine, lambda r: r['b_total']):.2f} s")
     if any(r["tasks"] for r in rows):
         report_tasks(rows, variants)
+    if args.spy:
+        for v in variants:
+            for side in ("A", "B"):
+                print(f"\n{v.label} {side}: py-spy")
+                spy_report(sorted(args.spy.glob(f"{v.slug}-*-{side}.txt")))
 
 
 def report_tasks(rows: list[dict], variants: list[Variant], top: int = 8) -> None:
@@ -246,6 +306,8 @@ def main() -> int:
     parser.add_argument("--no-drop-caches", action="store_true")
     parser.add_argument("--tasks", action="store_true",
                         help="also count CPU per trio task and worker-thread function in both daemons")
+    parser.add_argument("--spy", type=Path, metavar="DIR",
+                        help="sample both daemons with py-spy during every fetch; collapsed stacks go to DIR")
     args = parser.parse_args()
     size = parse_size(args.size)
     drop = not args.no_drop_caches
@@ -254,6 +316,10 @@ def main() -> int:
     if args.tasks:
         (work / "tasks").mkdir()
         os.environ[TASKS_ENV] = str(work / "tasks")
+    if args.spy:
+        if shutil.which("py-spy") is None:
+            parser.error("--spy needs py-spy on PATH (pip install py-spy)")
+        args.spy.mkdir(parents=True, exist_ok=True)
     variants = [Variant("tree", REPO)]
     worktree = work / "against"
     try:
@@ -275,7 +341,7 @@ def main() -> int:
         for run in range(args.runs):
             for v in variants:
                 print(f"{v.label} run {run} ...", file=sys.stderr)
-                rows.append(fetch_once(v, work, run, drop))
+                rows.append(fetch_once(v, work, run, drop, args.spy))
         report(rows, variants, args, size)
     except ShoalFailed as e:
         failures.append(str(e))
