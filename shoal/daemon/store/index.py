@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from shoal.daemon.store.sqlbatch import insert_rows, json_rows
 from shoal.protocol.format.hashing import Kind
 
 #: Ids one `IN (...)` query takes at the most: well under SQLite's bound on a
@@ -156,6 +157,12 @@ class Index:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def _read_json(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """The rows of a query that returns them as one JSON array (sqlbatch.json_rows):
+        for results of many rows, read in one step."""
+        with self._lock:
+            return json_rows(self._db, sql, args)
+
     # --- objects ---------------------------------------------------------------
 
     def put_objects(self, objects: Iterable[tuple[bytes, Kind, bytes]]) -> None:
@@ -165,7 +172,7 @@ class Index:
             return
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO objects VALUES (?, ?, ?)", rows)
+            insert_rows(self._db, "INSERT OR IGNORE INTO objects", rows)
             self._db.execute("COMMIT")
 
     def get_object(self, object_id: bytes) -> tuple[Kind, bytes] | None:
@@ -178,15 +185,20 @@ class Index:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = self._read(f"SELECT id, kind, data FROM objects WHERE id IN ({marks})", ids)
-        return {r[0]: (Kind(r[1]), r[2]) for r in rows}
+        rows = self._read_json(
+            f"SELECT json_group_array(json_array(hex(id), kind, hex(data))) FROM objects WHERE id IN ({marks})", ids
+        )
+        return {bytes.fromhex(oid): (Kind(kind), bytes.fromhex(data)) for oid, kind, data in rows}
 
     def object_sizes(self, ids: list[bytes]) -> dict[bytes, int]:
         """The stored size of those of `ids` that are stored, in one query that reads no object."""
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        return dict(self._read(f"SELECT id, length(data) FROM objects WHERE id IN ({marks})", ids))
+        rows = self._read_json(
+            f"SELECT json_group_array(json_array(hex(id), length(data))) FROM objects WHERE id IN ({marks})", ids
+        )
+        return {bytes.fromhex(oid): size for oid, size in rows}
 
     def missing_objects(self, ids: Iterable[bytes]) -> list[bytes]:
         """Return those of `ids` that are not stored, in order.
@@ -198,7 +210,8 @@ class Index:
         for start in range(0, len(wanted), QUERY_IDS):
             group = wanted[start : start + QUERY_IDS]
             marks = ",".join("?" * len(group))
-            stored.update(r[0] for r in self._read(f"SELECT id FROM objects WHERE id IN ({marks})", group))
+            rows = self._read_json(f"SELECT json_group_array(hex(id)) FROM objects WHERE id IN ({marks})", group)
+            stored.update(map(bytes.fromhex, rows))
         return [i for i in wanted if i not in stored]
 
     def checked_tree(self, tree_id: bytes, depth: int) -> tuple[int, int, int] | None:
@@ -228,11 +241,17 @@ class Index:
 
     def cached_files(self, root: str, rel: str) -> dict[str, CachedFile]:
         """Return the stat-cache rows of one directory, by name."""
-        rows = self._read(
-            "SELECT name, id, size, mtime_ns, ctime_ns, ino, file_id FROM files WHERE root = ? AND dir = ?",
+        rows = self._read_json(
+            # hex(NULL) is '': a row whose file is still being hashed keeps its NULL.
+            "SELECT json_group_array(json_array(name, id, size, mtime_ns, ctime_ns, ino,"
+            " iif(file_id IS NULL, NULL, hex(file_id))))"
+            " FROM files WHERE root = ? AND dir = ?",
             (root, rel),
         )
-        return {r[0]: CachedFile(r[1], FileStat(*r[2:6]), r[6]) for r in rows}
+        return {
+            r[0]: CachedFile(r[1], FileStat(r[2], r[3], r[4], r[5]), None if r[6] is None else bytes.fromhex(r[6]))
+            for r in rows
+        }
 
     def begin_file(self, root: str, rel: str, name: str, stat: FileStat) -> int:
         """Forget a file's old chunks and return its row, pending until `finish_file`."""
@@ -275,31 +294,35 @@ class Index:
                         f" (SELECT id FROM files WHERE root = ? AND dir = ? AND name IN ({marks}))",
                         (root, folder, *names),
                     )
-                self._db.executemany(
-                    "INSERT INTO files(root, dir, name, size, mtime_ns, ctime_ns, ino, file_id)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(root, dir, name) DO UPDATE SET"
-                    " size = excluded.size, mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,"
-                    " ino = excluded.ino, file_id = excluded.file_id",
+                insert_rows(
+                    self._db,
+                    "INSERT INTO files(root, dir, name, size, mtime_ns, ctime_ns, ino, file_id)",
                     [
                         (root, r.dir, r.name, r.stat.size, r.stat.mtime_ns, r.stat.ctime_ns, r.stat.ino, r.file_id)
                         for r in records
                     ],
+                    " ON CONFLICT(root, dir, name) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
+                    " ctime_ns = excluded.ctime_ns, ino = excluded.ino, file_id = excluded.file_id",
                 )
                 rows: dict[tuple[str, str], int] = {}
                 for folder, names in by_folder.items():
                     marks = ",".join("?" * len(names))
-                    for name, row in self._db.execute(
-                        f"SELECT name, id FROM files WHERE root = ? AND dir = ? AND name IN ({marks})",
+                    for name, row in json_rows(
+                        self._db,
+                        "SELECT json_group_array(json_array(name, id)) FROM files"
+                        f" WHERE root = ? AND dir = ? AND name IN ({marks})",
                         (root, folder, *names),
                     ):
                         rows[folder, name] = row
                 ids = [rows[r.dir, r.name] for r in records]
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO locations(chunk_id, file, offset, length) VALUES (?, ?, ?, ?)",
+                insert_rows(
+                    self._db,
+                    "INSERT OR IGNORE INTO locations(chunk_id, file, offset, length)",
                     [(c, i, o, n) for r, i in zip(records, ids) for c, o, n in r.locations],
                 )
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO objects VALUES (?, ?, ?)",
+                insert_rows(
+                    self._db,
+                    "INSERT OR IGNORE INTO objects",
                     [(oid, int(k), d) for r in records for oid, k, d in r.objects],
                 )
             except BaseException:
@@ -312,7 +335,7 @@ class Index:
         rows = [(c, file_row, o, n) for c, o, n in chunks]
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO locations(chunk_id, file, offset, length) VALUES (?, ?, ?, ?)", rows)
+            insert_rows(self._db, "INSERT OR IGNORE INTO locations(chunk_id, file, offset, length)", rows)
             self._db.execute("COMMIT")
 
     def finish_file(self, file_row: int, stat: FileStat, file_id: bytes) -> None:
@@ -327,12 +350,16 @@ class Index:
         keep = set(keep)
         # Names and row ids only: a share calls this for every directory it hashed,
         # and full stat-cache rows cost more than the comparison.
-        rows = self._read("SELECT name, id FROM files WHERE root = ? AND dir = ?", (root, rel))
+        rows = self._read_json(
+            "SELECT json_group_array(json_array(name, id)) FROM files WHERE root = ? AND dir = ?", (root, rel)
+        )
         gone = [row for name, row in rows if name not in keep]
         if gone:
             with self._lock:
                 self._db.execute("BEGIN")
-                self._db.executemany("DELETE FROM files WHERE id = ?", [(g,) for g in gone])
+                for start in range(0, len(gone), QUERY_IDS):
+                    group = gone[start : start + QUERY_IDS]
+                    self._db.execute(f"DELETE FROM files WHERE id IN ({','.join('?' * len(group))})", group)
                 self._db.execute("COMMIT")
 
     def drop_dirs_except(self, root: str, visited: Iterable[str]) -> None:
@@ -341,7 +368,7 @@ class Index:
             self._db.execute("BEGIN")
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS visited(rel TEXT PRIMARY KEY)")
             self._db.execute("DELETE FROM visited")
-            self._db.executemany("INSERT OR IGNORE INTO visited VALUES (?)", ((v,) for v in visited))
+            insert_rows(self._db, "INSERT OR IGNORE INTO visited", [(v,) for v in visited])
             self._db.execute("DELETE FROM files WHERE root = ? AND dir NOT IN (SELECT rel FROM visited)", (root,))
             self._db.execute("DELETE FROM dirs WHERE root = ? AND rel NOT IN (SELECT rel FROM visited)", (root,))
             self._db.execute("COMMIT")
@@ -362,20 +389,24 @@ class Index:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = self._read(
-            "SELECT l.chunk_id, l.file, f.root, f.dir, f.name, l.offset, l.length FROM locations l"
-            f" JOIN files f ON f.id = l.file WHERE l.stale = 0 AND l.chunk_id IN ({marks})",
+        rows = self._read_json(
+            "SELECT json_group_array(json_array(hex(l.chunk_id), l.file, f.root, f.dir, f.name, l.offset, l.length))"
+            f" FROM locations l JOIN files f ON f.id = l.file WHERE l.stale = 0 AND l.chunk_id IN ({marks})",
             ids,
         )
-        return {r[0]: Location(r[1], os.path.join(r[2], r[3], r[4]), r[5], r[6]) for r in rows}
+        return {bytes.fromhex(r[0]): Location(r[1], os.path.join(r[2], r[3], r[4]), r[5], r[6]) for r in rows}
 
     def chunks_present(self, ids: list[bytes]) -> set[bytes]:
         """Those of `ids` that some non-stale location is believed to hold."""
         if not ids:
             return set()
         marks = ",".join("?" * len(ids))
-        rows = self._read(f"SELECT DISTINCT chunk_id FROM locations WHERE stale = 0 AND chunk_id IN ({marks})", ids)
-        found = {r[0] for r in rows}
+        rows = self._read_json(
+            "SELECT json_group_array(hex(chunk_id)) FROM"
+            f" (SELECT DISTINCT chunk_id FROM locations WHERE stale = 0 AND chunk_id IN ({marks}))",
+            ids,
+        )
+        found = set(map(bytes.fromhex, rows))
         if self.retained is not None and len(found) < len(ids):
             found |= self.retained.holds([i for i in ids if i not in found])
         return found
@@ -512,7 +543,7 @@ class Index:
         if rows:
             with self._lock:
                 self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR IGNORE INTO reach VALUES (?, ?)", rows)
+                insert_rows(self._db, "INSERT OR IGNORE INTO reach", rows)
                 self._db.execute("COMMIT")
 
     def finish_reach(self, name: str, versions: bytes) -> None:
@@ -523,10 +554,12 @@ class Index:
         if not ids or not names:
             return set()
         id_marks, name_marks = ",".join("?" * len(ids)), ",".join("?" * len(names))
-        rows = self._read(
-            f"SELECT DISTINCT id FROM reach WHERE id IN ({id_marks}) AND name IN ({name_marks})", [*ids, *names]
+        rows = self._read_json(
+            "SELECT json_group_array(hex(id)) FROM"
+            f" (SELECT DISTINCT id FROM reach WHERE id IN ({id_marks}) AND name IN ({name_marks}))",
+            [*ids, *names],
         )
-        return {r[0] for r in rows}
+        return set(map(bytes.fromhex, rows))
 
     def unlist_dataset(self, name: str, path: str) -> None:
         """Stop listing (and offering) a dataset whose folder no longer holds its whole head."""
