@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #ifndef O_CLOEXEC
@@ -30,6 +31,64 @@
 /* The most one pwrite takes: larger writes cost the kernel more per byte (writes.py). */
 #define WRITE_PIECE ((Py_ssize_t)1 << 20)
 
+/* Uncached buffered I/O (Linux 6.14, <linux/fs.h>; glibc's headers may not name it
+ * yet): the bytes go through the page cache, but pages this call brings in leave it
+ * once read, or once written back, and pages that were cached before stay. See
+ * writes.py for why a fetch and a sender want it. A kernel or file system without
+ * it refuses the flag (EOPNOTSUPP, or EINVAL) before touching the file, and the call
+ * is made again without it. */
+#ifdef __linux__
+#ifndef RWF_DONTCACHE
+#define RWF_DONTCACHE 0x00000080
+#endif
+#define DROP_BEHIND RWF_DONTCACHE
+#else
+#define DROP_BEHIND 0
+#endif
+
+static int
+refused_flag(int err)
+{
+    return err == EOPNOTSUPP || err == EINVAL;
+}
+
+/* pwrite, its pages let go once written back where the kernel can; *uncached says
+ * whether to try, and is cleared when the file refuses it. */
+static ssize_t
+pwrite_behind(int fd, const char *data, size_t size, off_t offset, int *uncached)
+{
+#if DROP_BEHIND
+    if (*uncached) {
+        struct iovec piece = {(void *)data, size};
+        ssize_t n = pwritev2(fd, &piece, 1, offset, DROP_BEHIND);
+        if (n >= 0 || !refused_flag(errno))
+            return n;
+        *uncached = 0;
+    }
+#else
+    (void)uncached;
+#endif
+    return pwrite(fd, data, size, offset);
+}
+
+/* pread, as pwrite_behind: pages this read brings into the cache leave it afterwards. */
+static ssize_t
+pread_behind(int fd, char *data, size_t size, off_t offset, int *uncached)
+{
+#if DROP_BEHIND
+    if (*uncached) {
+        struct iovec piece = {data, size};
+        ssize_t n = preadv2(fd, &piece, 1, offset, DROP_BEHIND);
+        if (n >= 0 || !refused_flag(errno))
+            return n;
+        *uncached = 0;
+    }
+#else
+    (void)uncached;
+#endif
+    return pread(fd, data, size, offset);
+}
+
 static int
 write_whole(const char *path, int mode, const char *data, Py_ssize_t size)
 {
@@ -38,9 +97,10 @@ write_whole(const char *path, int mode, const char *data, Py_ssize_t size)
         return errno;
     int err = 0;
     Py_ssize_t done = 0;
+    int uncached = 1;
     while (done < size) {
         Py_ssize_t want = size - done < WRITE_PIECE ? size - done : WRITE_PIECE;
-        ssize_t n = pwrite(fd, data + done, (size_t)want, (off_t)done);
+        ssize_t n = pwrite_behind(fd, data + done, (size_t)want, (off_t)done, &uncached);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -55,8 +115,9 @@ write_whole(const char *path, int mode, const char *data, Py_ssize_t size)
         done += n;
     }
 #ifdef SYNC_FILE_RANGE_WRITE
-    /* Best effort, as in flush.start_writeback: the fetch's final syncfs does the rest. */
-    if (!err)
+    /* Best effort, as in flush.start_writeback: the fetch's final syncfs does the rest.
+     * An uncached write has started its writeback itself. */
+    if (!err && !uncached)
         (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 #endif
     if (close(fd) != 0 && !err && errno != EINTR)
@@ -77,7 +138,8 @@ release_all(PyObject **paths, Py_buffer *views, Py_ssize_t count)
 PyDoc_STRVAR(write_new_doc,
 "write_new(files) -> list of errno values\n\n"
 "files: a list of (path, mode, data). Each file is created (O_CREAT | O_TRUNC |\n"
-"O_NOFOLLOW) with `mode`, `data` written whole, its writeback started and the file\n"
+"O_NOFOLLOW) with `mode`, `data` written whole (uncached where the kernel can: its\n"
+"pages leave the cache once written back), its writeback started and the file\n"
 "closed, all with the GIL released once. An item's errno is 0 when it was written.");
 
 static PyObject *
@@ -282,7 +344,8 @@ PyDoc_STRVAR(read_into_doc,
 "read_into(reads) -> list of byte counts\n\n"
 "reads: a list of (path, offset, buffer). Each buffer is filled from its file at\n"
 "`offset` (opened O_NOFOLLOW; consecutive reads of one path share a descriptor), all\n"
-"with the GIL released once. An item's count is the bytes read (short at the end of\n"
+"with the GIL released once; pages the reads bring into the cache leave it after them\n"
+"(RWF_DONTCACHE, where the kernel has it). An item's count is the bytes read (short at the end of\n"
 "the file), or minus the errno when the file could not be opened or read.");
 
 static PyObject *
@@ -316,9 +379,10 @@ read_into(PyObject *self, PyObject *arg)
             continue;
         }
         Py_ssize_t done_bytes = 0;
+        int uncached = 1;
         while (done_bytes < views[i].len) {
-            ssize_t n = pread(fd, (char *)views[i].buf + done_bytes, (size_t)(views[i].len - done_bytes),
-                              (off_t)(offsets[i] + done_bytes));
+            ssize_t n = pread_behind(fd, (char *)views[i].buf + done_bytes, (size_t)(views[i].len - done_bytes),
+                                     (off_t)(offsets[i] + done_bytes), &uncached);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0) {
