@@ -31,6 +31,19 @@ def test_insert_rows_takes_any_count_in_a_few_statements() -> None:
         assert len(seen) == n // MAX_ROWS + bin(n % MAX_ROWS).count("1")
 
 
+def test_insert_rows_stays_within_the_builds_parameter_limit() -> None:
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.execute("CREATE TABLE t(a INTEGER PRIMARY KEY, b, c, d, e, f, g, h)")
+    db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # an SQLite before 3.32
+    rows = [(i, *range(7)) for i in range(1000)]
+    seen = _counting(db)
+    insert_rows(db, "INSERT INTO t", rows)
+    db.set_trace_callback(None)
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (1000,)
+    # 999 // 8 = 124 rows at the most: statements of 64 rows and the rest.
+    assert len(seen) == 1000 // 64 + bin(1000 % 64).count("1")
+
+
 def test_insert_rows_keeps_the_tail_clause() -> None:
     db = sqlite3.connect(":memory:", isolation_level=None)
     db.execute("CREATE TABLE t(k TEXT PRIMARY KEY, v INTEGER)")

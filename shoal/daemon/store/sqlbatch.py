@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-#: Rows per INSERT statement at the most: its parameters (a few per row) stay far
-#: below SQLite's bound of 32,766.
+#: Rows per INSERT statement at the most, where the SQLite build allows their
+#: parameters (32,766 by default since 3.32, 999 before).
 MAX_ROWS = 512
 
 
@@ -26,11 +26,15 @@ def insert_rows(db: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]]
 
     Statements take a power of two of rows (the rest in smaller powers), so that
     a few distinct statements serve every count and stay in sqlite3's cache."""
+    if not rows:
+        return
+    width = len(rows[0])
+    most = min(MAX_ROWS, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
     pos = 0
     while pos < len(rows):
-        n = min(MAX_ROWS, 1 << ((len(rows) - pos).bit_length() - 1))
+        n = 1 << (min(len(rows) - pos, most).bit_length() - 1)
         group = rows[pos : pos + n]
-        db.execute(f"{head} VALUES {_values(len(group[0]), n)}{tail}", list(itertools.chain.from_iterable(group)))
+        db.execute(f"{head} VALUES {_values(width, n)}{tail}", list(itertools.chain.from_iterable(group)))
         pos += n
 
 
