@@ -52,33 +52,16 @@ refused_flag(int err)
     return err == EOPNOTSUPP || err == EINVAL;
 }
 
-/* pwrite, its pages let go once written back where the kernel can; *uncached says
- * whether to try, and is cleared when the file refuses it. */
+/* A pread (`writing` 0) or pwrite whose pages leave the cache after it, once written
+ * back for a write, where the kernel can; *uncached says whether to try, and is
+ * cleared when the file refuses it. */
 static ssize_t
-pwrite_behind(int fd, const char *data, size_t size, off_t offset, int *uncached)
-{
-#if DROP_BEHIND
-    if (*uncached) {
-        struct iovec piece = {(void *)data, size};
-        ssize_t n = pwritev2(fd, &piece, 1, offset, DROP_BEHIND);
-        if (n >= 0 || !refused_flag(errno))
-            return n;
-        *uncached = 0;
-    }
-#else
-    (void)uncached;
-#endif
-    return pwrite(fd, data, size, offset);
-}
-
-/* pread, as pwrite_behind: pages this read brings into the cache leave it afterwards. */
-static ssize_t
-pread_behind(int fd, char *data, size_t size, off_t offset, int *uncached)
+io_behind(int fd, char *data, size_t size, off_t offset, int writing, int *uncached)
 {
 #if DROP_BEHIND
     if (*uncached) {
         struct iovec piece = {data, size};
-        ssize_t n = preadv2(fd, &piece, 1, offset, DROP_BEHIND);
+        ssize_t n = writing ? pwritev2(fd, &piece, 1, offset, DROP_BEHIND) : preadv2(fd, &piece, 1, offset, DROP_BEHIND);
         if (n >= 0 || !refused_flag(errno))
             return n;
         *uncached = 0;
@@ -86,7 +69,7 @@ pread_behind(int fd, char *data, size_t size, off_t offset, int *uncached)
 #else
     (void)uncached;
 #endif
-    return pread(fd, data, size, offset);
+    return writing ? pwrite(fd, data, size, offset) : pread(fd, data, size, offset);
 }
 
 static int
@@ -100,7 +83,7 @@ write_whole(const char *path, int mode, const char *data, Py_ssize_t size)
     int uncached = 1;
     while (done < size) {
         Py_ssize_t want = size - done < WRITE_PIECE ? size - done : WRITE_PIECE;
-        ssize_t n = pwrite_behind(fd, data + done, (size_t)want, (off_t)done, &uncached);
+        ssize_t n = io_behind(fd, (char *)data + done, (size_t)want, (off_t)done, 1, &uncached);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -381,8 +364,8 @@ read_into(PyObject *self, PyObject *arg)
         Py_ssize_t done_bytes = 0;
         int uncached = 1;
         while (done_bytes < views[i].len) {
-            ssize_t n = pread_behind(fd, (char *)views[i].buf + done_bytes, (size_t)(views[i].len - done_bytes),
-                                     (off_t)(offsets[i] + done_bytes), &uncached);
+            ssize_t n = io_behind(fd, (char *)views[i].buf + done_bytes, (size_t)(views[i].len - done_bytes),
+                                  (off_t)(offsets[i] + done_bytes), 0, &uncached);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0) {
