@@ -18,8 +18,9 @@ WRITE_PIECE = 1 << 20
 #: other files out (a 147 GB fetch would evict everything else) and makes the
 #: kernel take fresh pages for every write. On this project's VM, whose free memory
 #: goes back to the host, fresh pages were most of a fetch's write cost: 2 GB written
-#: 1 MiB at a time took 1.3-5.2 s of system time plain and 0.6-0.8 s uncached (/tmp
-#: scripts, five alternating pairs). Pages cached before stay; a file system without
+#: 1 MiB at a time took 5.2 and 2.4 s of system time plain, 0.6 s uncached (/tmp
+#: script, two alternating pairs; dropping written pages with fadvise did the same:
+#: 0.6-0.8 s against 1.3-6.1 s over five pairs). Pages cached before stay; a file system without
 #: it refuses the flag before writing, and the write is made plain (_filebatch.c does
 #: the same for small files and reads).
 UNCACHED = 0x80 if sys.platform == "linux" else 0
