@@ -1,13 +1,13 @@
 """Reading chunks on the event loop only while the page cache holds them (chunks.read_cached)."""
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
 from shoal.daemon.store.chunks import read_cached
 from shoal.daemon.store.index import Location
 from shoal.protocol.format.hashing import chunk_id
+from tests.daemon.test_uncached import cached_bytes
 
 SIZE = 64 * 1024
 
@@ -45,11 +45,8 @@ def _evict(path: Path) -> None:
         os.fsync(fd)  # clean pages can be dropped
         for _ in range(100):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            cached = subprocess.run(
-                ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
-                capture_output=True, text=True, check=True,
-            ).stdout.strip()
-            if cached == "0":
+            cached = cached_bytes(path)
+            if not cached:
                 return
             time.sleep(0.01)
     finally:

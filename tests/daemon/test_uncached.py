@@ -16,7 +16,7 @@ from shoal.daemon.store.writes import UNCACHED, write_at
 DATA = os.urandom(3 * 1024 * 1024 + 123)
 
 
-def _cached_bytes(path: Path) -> int:
+def cached_bytes(path: Path) -> int:
     """Bytes of `path` in the page cache (util-linux fincore)."""
     out = subprocess.run(
         ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)], capture_output=True, text=True, check=True
@@ -70,9 +70,9 @@ def test_written_files_hold_their_bytes_and_leave_the_cache_where_it_can(tmp_pat
             os.close(fd)
         for path in (whole, at):
             _settle(path)
-            assert _cached_bytes(path) == 0
+            assert cached_bytes(path) == 0
     else:
-        assert _cached_bytes(whole) > 0  # a plain write, as it was
+        assert cached_bytes(whole) > 0  # a plain write, as it was
 
 
 def test_reads_leave_only_what_was_cached_before(tmp_path: Path) -> None:
@@ -87,15 +87,15 @@ def test_reads_leave_only_what_was_cached_before(tmp_path: Path) -> None:
         os.pread(fd, 1 << 20, 0)
     finally:
         os.close(fd)
-    before = _cached_bytes(path)
+    before = cached_bytes(path)
     buf = bytearray(len(DATA))
     assert read_into([(str(path), 0, memoryview(buf))]) == [len(DATA)]
     assert bytes(buf) == DATA
     if _uncached_here(tmp_path):
         assert 1 << 20 <= before < len(DATA)
-        assert _cached_bytes(path) == before
+        assert cached_bytes(path) == before
     else:
-        assert _cached_bytes(path) >= len(DATA) - 4096  # a plain read, as it was
+        assert cached_bytes(path) >= len(DATA) - 4096  # a plain read, as it was
 
 
 def test_a_file_system_that_refuses_the_flag_gets_plain_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
