@@ -70,10 +70,11 @@ from shoal.protocol.wire.connection import (
 from shoal.protocol.wire.framing import MAX_FRAME_SIZE
 from shoal.protocol.wire.messages import (
     MAX_DATA_SIZE,
+    PROTOCOL_VERSION,
     Catalog,
     CatalogEntry,
     Data,
-    DataRun,
+    DataRuns,
     End,
     GetChunks,
     GetObjects,
@@ -235,7 +236,7 @@ class Peer:
                 if not hello:
                     self.flush()
                     return
-                self.conn.send(Hello(2, "hostile/0", None))
+                self.conn.send(Hello(PROTOCOL_VERSION, "hostile/0", None))
                 self.flush()
             elif isinstance(event, HelloReceived):
                 return
@@ -439,7 +440,7 @@ def _oversized_after_hello(peer: Peer) -> None:
 
 
 def _second_hello(peer: Peer) -> None:
-    peer.frame(encode_message(Hello(2, "hostile/0", None)))
+    peer.frame(encode_message(Hello(PROTOCOL_VERSION, "hostile/0", None)))
 
 
 def _data_before_hello(peer: Peer) -> None:
@@ -504,7 +505,7 @@ def _preauth_oversized(daemon: Daemon) -> tuple[str, ...]:
 
 
 def _oversize_run(peer: Peer) -> None:
-    """A run whose sizes add up to more than a DATA_RUN may carry (the constructor refuses to build it)."""
+    """A run whose sizes add up to more than a DATA_RUNS may carry (the constructor refuses to build it)."""
     run = [[bytes(32), bytes([1] * 32)], [MAX_DATA_SIZE, 1]]
     peer.frame(msgpack.packb([MessageType.GET_RUNS, 1, [run]], use_bin_type=True))
 
@@ -527,7 +528,7 @@ SERVING_ATTACKS = {
     "second-hello": (_session_attack(_second_hello), ("unexpected-message",)),
     "data-not-asked-for": (_session_attack(_data_unasked), ("bad-request",)),
     "data-run-not-asked-for": (
-        _session_attack(lambda p: p.frame(encode_message(DataRun(7, bytes(32), b"surprise")))), ("bad-request",),
+        _session_attack(lambda p: p.frame(encode_message(DataRuns(7, (bytes(32),), b"surprise")))), ("bad-request",),
     ),
     "oversize-run": (_session_attack(_oversize_run), ("bad-message",)),
     "too-many-chunks-in-runs": (_session_attack(_too_many_run_chunks), ("bad-message",)),
@@ -941,8 +942,10 @@ class Seeder:
         self.peer.flush()
 
     def _answer_runs(self, message: GetRuns) -> None:
-        """Each run as the chunk policy has it (a lie in any chunk lies in its run)."""
+        """Each run as the chunk policy has it (a lie in any chunk lies in its run), all in one DATA_RUNS."""
         missing = []
+        firsts = []
+        data = []
         for run in message.runs:
             held = [self.store.chunks.get(cid) for cid in run.ids]
             sent = [self.chunks_policy(cid, data) if data is not None else None for cid, data in zip(run.ids, held)]
@@ -951,7 +954,10 @@ class Seeder:
                 continue
             if sent != held:
                 self.lied_chunks.set()
-            self.peer.conn.send(DataRun(message.req, run.ids[0], b"".join(sent)))
+            firsts.append(run.ids[0])
+            data += sent
+        if firsts:
+            self.peer.conn.send(DataRuns(message.req, tuple(firsts), b"".join(data)))
         self.peer.conn.send(End(message.req, tuple(missing)))
         self.peer.flush()
 
@@ -1287,7 +1293,7 @@ def test_wrong_chunks_fail_the_fetch(fetcher: Daemon, tmp_path: Path, lie: str) 
     message = fetch_fails(sc, name, timeout=2)
     # The peer, and what it did.
     assert "peer" in message, message
-    assert ("bytes; the manifest says" if lie == "wrong-length" else "do not match their ids") in message, message
+    assert ("runs of" if lie == "wrong-length" else "do not match their ids") in message, message
     # A file whose chunks the daemon already held may land, with its right bytes.
     sc.finish(content)
 

@@ -21,7 +21,7 @@ from shoal.protocol.wire.connection import (
     PeerAuthenticated,
 )
 from shoal.protocol.wire.framing import FrameDecoder, encode_frame
-from shoal.protocol.wire.messages import Auth, Error, Hello, Message, decode_message, encode_message
+from shoal.protocol.wire.messages import PROTOCOL_VERSION, Auth, Error, Hello, Message, decode_message, encode_message
 
 pytestmark = pytest.mark.trio
 
@@ -89,7 +89,7 @@ PRE_HELLO_VIOLATIONS = {
     # A well-formed AUTH whose signature is not over this channel.
     "bad-auth": lambda peer: peer.send(Auth(public_key_bytes(peer.key), bytes(64))),
     # HELLO before AUTH.
-    "unexpected-message": lambda peer: peer.send(Hello(2, "eager", None)),
+    "unexpected-message": lambda peer: peer.send(Hello(PROTOCOL_VERSION, "eager", None)),
     "unsupported-version": lambda peer: _auth_then_hello(peer, Hello(1, "old", None)),
 }
 
@@ -135,7 +135,7 @@ class DrivenPeer:
                 self.conn.receive_data(await self.stream.receive_some(65536))
             elif isinstance(event, PeerAuthenticated):
                 self.conn.accept()
-                self.conn.send(Hello(2, "driven", None))
+                self.conn.send(Hello(PROTOCOL_VERSION, "driven", None))
             elif isinstance(event, HelloReceived):
                 return
             else:

@@ -26,7 +26,7 @@ from shoal.protocol.format.manifest import file_chunks, walk_tree
 from shoal.protocol.format.objects import EntryType, Ref, decode_file, decode_tree, decode_version
 from shoal.protocol.wire.channel import Role
 from shoal.protocol.wire.connection import NEED_DATA, Connection, ConnectionClosed, MessageReceived, PeerAuthenticated
-from shoal.protocol.wire.messages import Catalog, CatalogEntry, GetObjects, Run
+from shoal.protocol.wire.messages import Catalog, CatalogEntry, DataRuns, GetObjects, Run
 
 pytestmark = pytest.mark.trio
 
@@ -332,6 +332,16 @@ async def test_a_peer_closing_mid_stream_ends_the_session_and_fails_its_requests
         await client.get_objects([b"\x01" * 32])  # a closed session takes no more requests
 
 
+def _big_chunks(lib: Library, version) -> list[Ref]:
+    """The chunks of the library fixture's big.bin (at least 3), from its index."""
+    root = decode_tree(lib.index.get_objects([version.root])[version.root][1], version.root)
+    entry = next(e for e in root.entries if not isinstance(e, Ref) and e.name == "big.bin")
+    file = decode_file(lib.index.get_objects([entry.id])[entry.id][1], entry.id)
+    refs = list(file_chunks(index_loader(lib.index), file))
+    assert len(refs) >= 3
+    return refs
+
+
 async def test_runs_are_served_whole_verified_or_listed_missing(library) -> None:
     """GET_RUNS: a run comes back as its chunks' bytes, even when this side holds them
     apart; a run it cannot send whole (sizes that do not match its chunks, a range past
@@ -341,11 +351,7 @@ async def test_runs_are_served_whole_verified_or_listed_missing(library) -> None
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             _, client, _ = await open_sessions(nursery, lib.index)
-            root = decode_tree(lib.index.get_objects([version.root])[version.root][1], version.root)
-            entry = next(e for e in root.entries if not isinstance(e, Ref) and e.name == "big.bin")
-            file = decode_file(lib.index.get_objects([entry.id])[entry.id][1], entry.id)
-            refs = list(file_chunks(index_loader(lib.index), file))
-            assert len(refs) >= 3
+            refs = _big_chunks(lib, version)
             ids, sizes = tuple(r.id for r in refs), tuple(r.size for r in refs)
             received: dict[bytes, bytes] = {}
 
@@ -364,4 +370,32 @@ async def test_runs_are_served_whole_verified_or_listed_missing(library) -> None
             assert await client.get_runs([wrong_sizes], deliver) == [ids[0]]
             assert received == {}
             assert not client.conn.sent_requests
+            await client.close("done")
+
+
+async def test_runs_held_back_to_back_come_many_to_a_message(library, monkeypatch) -> None:
+    """Each chunk of big.bin asked for as a run of its own, with one this side lacks in the
+    middle: the runs before it and those after it come as one DATA_RUNS each, cut by their sizes."""
+    lib, folder, version = library
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            _, client, _ = await open_sessions(nursery, lib.index)
+            refs = _big_chunks(lib, version)
+            unknown = b"\x09" * 32
+            runs = [Run((r.id,), (r.size,)) for r in refs]
+            runs.insert(1, Run((unknown,), (1000,)))
+            messages: list[tuple[bytes, ...]] = []
+            dispatch = client._dispatch
+
+            def counting(message, nursery) -> None:
+                if isinstance(message, DataRuns):
+                    messages.append(message.ids)
+                dispatch(message, nursery)
+
+            monkeypatch.setattr(client, "_dispatch", counting)
+            received: dict[bytes, bytes] = {}
+            missing = await client.get_runs(runs, lambda first, data: received.__setitem__(first, bytes(data)))
+            assert missing == [unknown]
+            assert messages == [(refs[0].id,), tuple(r.id for r in refs[1:])]
+            assert b"".join(received[r.id] for r in refs) == (folder / "big.bin").read_bytes()
             await client.close("done")

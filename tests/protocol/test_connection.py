@@ -29,21 +29,25 @@ from shoal.protocol.wire.connection import (
 )
 from shoal.protocol.wire.framing import MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from shoal.protocol.wire.messages import (
+    PROTOCOL_VERSION,
     Auth,
     Bye,
     Cancel,
     Catalog,
     CatalogEntry,
     Data,
+    DataRuns,
     End,
     Error,
     GetChunks,
     GetObjects,
+    GetRuns,
     Hello,
     InvalidMessage,
     Message,
     Ping,
     Pong,
+    Run,
     decode_message,
     encode_message,
 )
@@ -75,12 +79,12 @@ def open_pair() -> tuple[Connection, Connection]:
     assert deliver(responder, initiator) == []
     assert deliver(initiator, responder) == [PeerAuthenticated(initiator.local_peer_id, initiator.local_public_key)]
     responder.accept()
-    responder.send(Hello(2, "responder", 22000))
+    responder.send(Hello(PROTOCOL_VERSION, "responder", 22000))
     assert deliver(responder, initiator) == [PeerAuthenticated(responder.local_peer_id, responder.local_public_key)]
     initiator.accept()
-    assert drain(initiator) == [HelloReceived(Hello(2, "responder", 22000))]
-    initiator.send(Hello(2, "initiator", None))
-    assert deliver(initiator, responder) == [HelloReceived(Hello(2, "initiator", None))]
+    assert drain(initiator) == [HelloReceived(Hello(PROTOCOL_VERSION, "responder", 22000))]
+    initiator.send(Hello(PROTOCOL_VERSION, "initiator", None))
+    assert deliver(initiator, responder) == [HelloReceived(Hello(PROTOCOL_VERSION, "initiator", None))]
     return initiator, responder
 
 
@@ -130,10 +134,10 @@ def raw_initiator_open(responder: Connection) -> RawPeer:
     raw.send(raw.auth())
     assert isinstance(raw.to(responder)[0], PeerAuthenticated)
     responder.accept()
-    responder.send(Hello(2, "real", None))
+    responder.send(Hello(PROTOCOL_VERSION, "real", None))
     assert [type(m) for m in raw.receive(responder)] == [Auth, Hello]
-    raw.send(Hello(2, "raw", None))
-    assert raw.to(responder) == [HelloReceived(Hello(2, "raw", None))]
+    raw.send(Hello(PROTOCOL_VERSION, "raw", None))
+    assert raw.to(responder) == [HelloReceived(Hello(PROTOCOL_VERSION, "raw", None))]
     return raw
 
 
@@ -164,7 +168,7 @@ def test_full_session_with_a_chunk_request() -> None:
     initiator, responder = open_pair()
     assert initiator.state is responder.state is State.OPEN
     assert initiator.peer_id == responder.local_peer_id and responder.peer_id == initiator.local_peer_id
-    assert initiator.peer_hello == Hello(2, "responder", 22000)
+    assert initiator.peer_hello == Hello(PROTOCOL_VERSION, "responder", 22000)
 
     req = initiator.new_request_id()
     initiator.send(GetChunks(req, (A, B, C)))
@@ -402,7 +406,7 @@ def test_tampered_record_closes_both_sides() -> None:
 def test_anything_but_auth_before_authentication_is_a_violation() -> None:
     conn = responder()
     raw = raw_initiator_secured(conn)
-    raw.send(Hello(2, "eager", None))
+    raw.send(Hello(PROTOCOL_VERSION, "eager", None))
     assert_violation(raw.to(conn), conn, raw, "unexpected-message")
 
 
@@ -419,7 +423,7 @@ def test_anything_but_hello_before_hello_is_a_violation() -> None:
 def test_second_hello_is_a_violation() -> None:
     conn = responder()
     raw = raw_initiator_open(conn)
-    raw.send(Hello(2, "again", None))
+    raw.send(Hello(PROTOCOL_VERSION, "again", None))
     assert_violation(raw.to(conn), conn, raw, "unexpected-message")
 
 
@@ -429,12 +433,12 @@ def test_a_version_1_peer_is_refused_and_told_to_upgrade() -> None:
     raw.send(raw.auth())
     raw.to(conn)
     conn.accept()
-    raw.send(Hello(1, "old", None))
+    raw.send(Hello(PROTOCOL_VERSION - 1, "old", None))
     events = raw.to(conn)
     assert_violation(events, conn, raw, "unsupported-version")
     closed = events[-1]
     assert isinstance(closed, ConnectionClosed)
-    assert "version 1" in closed.reason and "upgrade shoal" in closed.reason
+    assert f"version {PROTOCOL_VERSION - 1}" in closed.reason and "upgrade shoal" in closed.reason
 
 
 @pytest.mark.parametrize(
@@ -471,6 +475,40 @@ def test_answer_violations_by_the_peer(answer: list[Message]) -> None:
     conn = responder()
     raw = raw_initiator_open(conn)
     conn.send(GetObjects(3, (A, B)))
+    raw.receive(conn)
+    raw.send(*answer)
+    assert_violation(raw.to(conn), conn, raw, "bad-request")
+
+
+RUNS = GetRuns(3, (Run((A, B), (2, 3)), Run((B,), (1,)), Run((C, C), (1, 1))))
+
+
+def test_runs_come_many_to_a_message_and_end_lists_the_rest() -> None:
+    initiator, responder_conn = open_pair()
+    initiator.send(RUNS)
+    assert deliver(initiator, responder_conn) == [MessageReceived(RUNS)]
+    responder_conn.send_data_runs(3, (C, A), bytearray(b"ccaabbb"))
+    with pytest.raises(LocalProtocolError):
+        responder_conn.send_data_runs(3, (B, A), bytearray(b"baabbb"))  # A was sent
+    responder_conn.send_end(3)
+    events = deliver(responder_conn, initiator)
+    assert events == [MessageReceived(DataRuns(3, (C, A), b"ccaabbb")), MessageReceived(End(3, (B,)))]
+    assert 3 not in initiator.sent_requests
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [DataRuns(3, (A, B, C), b"x"), DataRuns(3, (B,), b"y")],
+        [DataRuns(3, (A, bytes(32)), b"xx")],
+        [DataRuns(3, (C,), b"cc"), End(3, (A, B, C))],
+    ],
+    ids=["run-repeated", "not-a-run", "end-lists-a-delivered-run"],
+)
+def test_run_answer_violations_by_the_peer(answer: list[Message]) -> None:
+    conn = responder()
+    raw = raw_initiator_open(conn)
+    conn.send(RUNS)
     raw.receive(conn)
     raw.send(*answer)
     assert_violation(raw.to(conn), conn, raw, "bad-request")
@@ -586,14 +624,14 @@ def test_garbage_frame_is_a_bad_message() -> None:
 def test_local_misuse_raises_local_errors() -> None:
     initiator = Connection(Role.INITIATOR, Ed25519PrivateKey.generate())
     with pytest.raises(LocalProtocolError):
-        initiator.send(Hello(2, "too early", None))
+        initiator.send(Hello(PROTOCOL_VERSION, "too early", None))
     with pytest.raises(LocalProtocolError):
         initiator.accept()
     with pytest.raises(LocalProtocolError):
         responder().start()
 
     initiator, responder_conn = open_pair()
-    for message in (Auth(A, bytes(64)), Bye("x"), Error("x", "y"), Hello(2, "twice", None), Data(1, A, b"")):
+    for message in (Auth(A, bytes(64)), Bye("x"), Error("x", "y"), Hello(PROTOCOL_VERSION, "twice", None), Data(1, A, b"")):
         with pytest.raises(LocalProtocolError):
             initiator.send(message)
     with pytest.raises(LocalProtocolError):

@@ -9,18 +9,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.protocol.errors import LocalProtocolError, RemoteProtocolError
+from shoal.protocol.errors import IntegrityError, LocalProtocolError, RemoteProtocolError
 from shoal.protocol.wire.messages import (
     MAX_CHUNK_IDS,
     MAX_DATA_SIZE,
     MAX_REQUEST_ID,
+    MAX_RUNS,
     Auth,
     Bye,
     Cancel,
     Catalog,
     CatalogEntry,
     Data,
-    DataRun,
+    DataRuns,
     End,
     Error,
     GetChunks,
@@ -35,17 +36,19 @@ from shoal.protocol.wire.messages import (
     Pong,
     Run,
     data_parts,
+    data_runs_parts,
     decode_message,
     decode_owned,
     encode_message,
     encode_message_parts,
+    split_runs,
 )
 from tests.protocol.spec_vectors import spec_vectors
 
 CLASSES = {
     cls.TYPE.name: cls
     for cls in (
-        Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, GetRuns, DataRun, Limit
+        Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, GetRuns, DataRuns, Limit
     )
 }
 A, B, C = bytes([0xAA]) * 32, bytes([0xBB]) * 32, bytes([0xCC]) * 32
@@ -112,7 +115,8 @@ EXAMPLES: list[Message] = [
     Bye(""),
     GetRuns(4, (Run((A, A, B), (1, 1, MAX_DATA_SIZE - 2)), Run((C,), (7,)))),
     GetRuns(5, tuple(Run((i.to_bytes(32, "big"),) * 4, (1,) * 4) for i in range(256))),
-    DataRun(4, A, bytes(range(256)) * 300),
+    DataRuns(4, (A,), bytes(range(256)) * 300),
+    DataRuns(4, tuple(i.to_bytes(32, "big") for i in range(256)), bytes(range(256)) * 300),
     Limit(0),
     Limit(2**64 - 1),
 ]
@@ -136,6 +140,26 @@ def test_data_fast_path_is_canonical_msgpack(size: int) -> None:
     buffer = bytearray(message.data)
     head, body = data_parts(message.req, message.id, buffer)
     assert body is buffer and head + body == expected
+
+
+@pytest.mark.parametrize(("runs", "size"), [(1, 0), (15, 255), (16, 65536), (MAX_RUNS, 80 * 1024)])
+def test_data_runs_fast_path_is_canonical_msgpack(runs: int, size: int) -> None:
+    ids = tuple(i.to_bytes(32, "big") for i in range(runs))
+    message = DataRuns(MAX_REQUEST_ID, ids, bytes([size % 251]) * size)
+    expected = msgpack.packb([MessageType.DATA_RUNS, message.req, list(ids), message.data], use_bin_type=True)
+    assert encode_message(message) == expected
+    buffer = bytearray(message.data)
+    head, body = data_runs_parts(message.req, ids, buffer)
+    assert body is buffer and head + body == expected
+
+
+def test_a_data_runs_is_cut_into_its_runs_by_their_sizes() -> None:
+    message = DataRuns(3, (A, B, C), b"aaabbbbbc")
+    assert [bytes(view) for view in split_runs(message, [3, 5, 1])] == [b"aaa", b"bbbbb", b"c"]
+    for wrong in ([3, 5], [3, 5, 2], [9, 1, 1]):
+        with pytest.raises(IntegrityError) as caught:
+            split_runs(message, wrong)
+        assert caught.value.code == "bad-hash"
 
 
 @given(req=st.integers(0, MAX_REQUEST_ID), data=st.binary(max_size=70000))
@@ -224,7 +248,11 @@ def test_unknown_type_is_refused_with_its_own_code() -> None:
         lambda: GetRuns(1, (Run((A,), (1,)), Run((A, B), (1, 1)))),
         lambda: GetRuns(1, tuple(Run((i.to_bytes(32, "big"),) * 4, (1,) * 4) for i in range(257))),
         lambda: GetRuns(1, tuple(Run((i.to_bytes(32, "big"),) * 5, (1,) * 5) for i in range(205))),
-        lambda: DataRun(1, A, bytes(MAX_DATA_SIZE + 1)),
+        lambda: DataRuns(1, (A,), bytes(MAX_DATA_SIZE + 1)),
+        lambda: DataRuns(1, (), b""),
+        lambda: DataRuns(1, (A, A), b"ab"),
+        lambda: DataRuns(1, A, b"ab"),
+        lambda: DataRuns(1, tuple(i.to_bytes(32, "big") for i in range(MAX_RUNS + 1)), b"x"),
         lambda: Limit(-1),
     ],
 )
@@ -262,10 +290,13 @@ def test_random_bytes_decode_or_raise_remote_errors(payload: bytes) -> None:
 @pytest.mark.parametrize(
     "payload",
     [
-        encode_message(DataRun(5, A, bytes(range(256)) * 5000)),
-        encode_message(DataRun(2**32 - 1, B, b"")),
+        encode_message(DataRuns(5, (A,), bytes(range(256)) * 5000)),
+        encode_message(DataRuns(2**32 - 1, (B,), b"")),
+        encode_message(DataRuns(6, (A, B, C), bytes(range(256)) * 5000)),
+        encode_message(DataRuns(7, tuple(i.to_bytes(32, "big") for i in range(256)), b"y" * 300)),
         # Wider encodings than the shortest: decoded all the same (by decode_message).
-        msgpack.packb([14, 5, A, b"x" * 300], use_bin_type=True).replace(b"\x0e\x05", b"\x0e\xcd\x00\x05", 1),
+        msgpack.packb([14, 5, [A], b"x" * 300], use_bin_type=True).replace(b"\x0e\x05", b"\x0e\xcd\x00\x05", 1),
+        msgpack.packb([14, 5, [A], b"x" * 300], use_bin_type=True).replace(b"\x05\x91", b"\x05\xdc\x00\x01", 1),
         encode_message(Data(5, A, b"not a run")),
     ],
 )
@@ -273,16 +304,18 @@ def test_an_owned_payload_decodes_as_any_other_and_a_run_stays_in_place(payload:
     buffer = bytearray(payload)
     message = decode_owned(memoryview(buffer))
     assert message == decode_message(payload)
-    if isinstance(message, DataRun) and payload[2] != 0xCD:
+    if isinstance(message, DataRuns) and 0xCD not in payload[2:4] and payload[3] != 0xDC:
         assert isinstance(message.data, memoryview) and message.data.obj is buffer
 
 
 @pytest.mark.parametrize(
     "payload",
     [
-        encode_message(DataRun(5, A, b"abc")) + b"\x00",  # trailing bytes
-        encode_message(DataRun(5, A, b"abc"))[:-1],  # short data
-        bytes([0x94, 0x0E, 0xCF]) + (2**40).to_bytes(8, "big") + bytes([0xC4, 0x20]) + A + b"\xc4\x00",  # req too large
+        encode_message(DataRuns(5, (A,), b"abc")) + b"\x00",  # trailing bytes
+        encode_message(DataRuns(5, (A, B), b"abc"))[:-1],  # short data
+        bytes([0x94, 0x0E, 0xCF]) + (2**40).to_bytes(8, "big") + bytes([0x91, 0xC4, 0x20]) + A + b"\xc4\x00",  # req too large
+        bytes([0x94, 0x0E, 0x05, 0x92, 0xC4, 0x20]) + A + bytes([0xC4, 0x20]) + A + b"\xc4\x00",  # a run twice
+        bytes([0x94, 0x0E, 0x05, 0x90, 0xC4, 0x00]),  # no run
     ],
 )
 def test_an_owned_payload_that_is_not_a_valid_run_is_refused(payload: bytes) -> None:

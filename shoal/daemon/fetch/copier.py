@@ -28,7 +28,7 @@ from shoal.protocol.wire.messages import MAX_RUNS, Run
 #: that the endgame's duplicate requests waste little, large enough to amortise a request.
 BATCH_CHUNKS = 256
 BATCH_BYTES = 4 * 1024 * 1024
-#: A run (one DATA_RUN, one preadv on the sender, one pwrite here) holds at most this many bytes.
+#: A run (one preadv on the sender, one pwrite here) holds at most this many bytes.
 RUN_BYTES = 4 * 1024 * 1024
 #: Chunks of a large file planned per worker-thread call.
 SEGMENT_CHUNKS = 256

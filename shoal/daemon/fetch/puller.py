@@ -42,7 +42,7 @@ class Arrival:
     peer: str
     cid: bytes
     run: Run
-    #: A view of the frame it came in (DATA_RUN), which nothing else uses.
+    #: A view of the frame it came in (DATA_RUNS), which nothing else uses.
     data: bytes | memoryview
     targets: list[Target]
 

@@ -43,7 +43,7 @@ from shoal.protocol.wire.messages import (
     Catalog,
     CatalogEntry,
     Data,
-    DataRun,
+    DataRuns,
     End,
     GetChunks,
     GetObjects,
@@ -52,6 +52,7 @@ from shoal.protocol.wire.messages import (
     Limit,
     Message,
     Run,
+    split_runs,
 )
 
 _log = logging.getLogger("shoal.session")
@@ -85,6 +86,8 @@ class _Pending:
     """A request of ours waiting for DATA and END."""
 
     deliver: Callable[[bytes, bytes | memoryview], None]
+    #: For GET_RUNS: each run's size by its first id, to cut DATA_RUNS into runs.
+    totals: dict[bytes, int] = field(default_factory=dict)
     done: trio.Event = field(default_factory=trio.Event)
     missing: tuple[bytes, ...] = ()
     error: BaseException | None = None
@@ -289,11 +292,16 @@ class PeerSession:
             self.conn.send(ping)
 
     def _dispatch(self, message, nursery: trio.Nursery) -> None:
-        if isinstance(message, (Data, DataRun)):
+        if isinstance(message, (Data, DataRuns)):
             pending = self._pending.get(message.req)
             if pending is not None and pending.error is None:
                 try:
-                    pending.deliver(message.id, message.data)
+                    if isinstance(message, Data):
+                        pending.deliver(message.id, message.data)
+                    else:
+                        totals = [pending.totals[first] for first in message.ids]
+                        for first, data in zip(message.ids, split_runs(message, totals)):
+                            pending.deliver(first, data)
                 except Exception as e:  # a bad chunk: abandon this request only
                     pending.error = e
                     pending.done.set()
@@ -411,8 +419,8 @@ class PeerSession:
 
     async def _answer_runs(self, request: GetRuns) -> None:
         """Runs read with one preadv each and verified chunk by chunk in a worker thread,
-        a buffer's worth per call, then sent as one DATA_RUN each; END lists the runs
-        not held (or withheld) here."""
+        a buffer's worth per call, then sent back to back: one DATA_RUNS for each stretch
+        of runs held here. END lists the runs not held (or withheld)."""
         ids = list({cid for run in request.runs for cid in run.ids})
         allowed = set(await self._allowed(ids))
         runs = [run for run in request.runs if allowed.issuperset(run.ids)]
@@ -428,9 +436,9 @@ class PeerSession:
                 # as they are sealed (copied), before a slow peer takes them in.
                 await self._sealing.acquire()
                 try:
-                    for run, view in zip(group, views):
-                        if view is not None:
-                            self.conn.send_data_run(request.req, run.ids[0], view)
+                    with memoryview(buf) as whole:
+                        for firsts, start, end in _held_stretches(group, views):
+                            self.conn.send_data_runs(request.req, firsts, whole[start:end])
                 except BaseException:
                     self._sealing.release()
                     raise
@@ -469,11 +477,13 @@ class PeerSession:
 
     # --- asking the peer (the fetch engine's Source) -----------------------------
 
-    async def _request(self, make: Callable[[int], Message], deliver: Callable[[bytes, Any], None]) -> list[bytes]:
-        """Send the request `make(req)` builds; deliver its DATA as it comes; the ids END lists."""
+    async def _request(
+        self, make: Callable[[int], Message], deliver: Callable[[bytes, Any], None], totals: dict[bytes, int] | None = None
+    ) -> list[bytes]:
+        """Send the request `make(req)` builds; deliver its DATA (a run at a time) as it comes; the ids END lists."""
         await self._request_slot()
         req = self.conn.new_request_id()
-        pending = _Pending(deliver)
+        pending = _Pending(deliver, totals or {})
         self._pending[req] = pending
         try:
             await self.send(make(req))
@@ -508,7 +518,26 @@ class PeerSession:
 
     async def get_runs(self, runs: Sequence[Run], deliver: Callable[[bytes, bytes | memoryview], None]) -> list[bytes]:
         """Stream each run's bytes into `deliver(first id, bytes)`; return the first ids of the runs the peer lacks."""
-        return await self._request(lambda req: GetRuns(req, tuple(runs)), deliver)
+        totals = {run.ids[0]: run.total for run in runs}
+        return await self._request(lambda req: GetRuns(req, tuple(runs)), deliver, totals)
+
+
+def _held_stretches(group: list[Run], views: list[memoryview | None]) -> Iterator[tuple[tuple[bytes, ...], int, int]]:
+    """The stretches of `group`'s runs read back to back (`views`, None for a run not held):
+    each as its runs' first ids and where its bytes start and end in the buffer."""
+    firsts: list[bytes] = []
+    pos = start = 0
+    for run, view in zip(group, views):
+        if view is not None:
+            if not firsts:
+                start = pos
+            firsts.append(run.ids[0])
+        elif firsts:
+            yield tuple(firsts), start, pos
+            firsts = []
+        pos += run.total
+    if firsts:
+        yield tuple(firsts), start, pos
 
 
 def _groups_by_size(ids: list[K], sizes: dict[K, int], limit: int) -> Iterator[list[K]]:

@@ -49,7 +49,7 @@ from shoal.protocol.wire.messages import (
     Cancel,
     Catalog,
     Data,
-    DataRun,
+    DataRuns,
     End,
     Error,
     GetChunks,
@@ -61,7 +61,7 @@ from shoal.protocol.wire.messages import (
     Ping,
     Pong,
     data_parts,
-    data_run_parts,
+    data_runs_parts,
     decode_message,
     decode_owned,
     encode_message_parts,
@@ -80,7 +80,7 @@ __all__ = [
 PRE_OPEN_FRAME_LIMIT = 4096
 #: Frames larger than this, DATA aside, are handed out undecoded (LargeFrame): a
 #: CATALOG near the frame limit takes about a second to decode, too long for an
-#: event loop. DATA and DATA_RUN decode in a copy whatever their size.
+#: event loop. DATA and DATA_RUNS decode in a copy whatever their size.
 DEFER_DECODE_SIZE = 64 * 1024
 UNTRUSTED = "untrusted"
 
@@ -216,14 +216,14 @@ class Connection:
         self._requests.settle(req, oid)
         self._write_parts("DATA", parts)
 
-    def send_data_run(self, req: int, first: bytes, data: bytearray | memoryview) -> None:
-        """Queue DATA_RUN for the run named `first` of the peer's GET_RUNS `req`; `data`
-        (a reusable buffer's bytes) is copied before this returns."""
-        parts = data_run_parts(req, first, data)
+    def send_data_runs(self, req: int, firsts: tuple[bytes, ...], data: bytearray | memoryview) -> None:
+        """Queue DATA_RUNS for the runs named `firsts` of the peer's GET_RUNS `req`, their bytes
+        back to back in `data` (a reusable buffer's), which is copied before this returns."""
+        parts = data_runs_parts(req, firsts, data)
         self._check_open()
-        self._check_hello_sent("DATA_RUN")
-        self._requests.settle(req, first)
-        self._write_parts("DATA_RUN", parts)
+        self._check_hello_sent("DATA_RUNS")
+        self._requests.settle(req, *firsts)
+        self._write_parts("DATA_RUNS", parts)
 
     def send_end(self, req: int) -> None:
         """Queue END for the peer's request `req`, listing as missing every id not sent.
@@ -301,7 +301,7 @@ class Connection:
     def _handle_frame(self, payload: memoryview) -> Event | None:
         if self._frames.owns(payload):
             return self._handle_message(decode_message(payload))
-        # A large frame in a buffer of its own: a DATA_RUN's bytes go on from there uncopied.
+        # A large frame in a buffer of its own: a DATA_RUNS's bytes go on from there uncopied.
         return self._handle_message(decode_owned(payload))
 
     def _handle_message(self, message: Message) -> Event | None:
@@ -344,7 +344,7 @@ class Connection:
         self._frames.max_size = MAX_FRAME_SIZE
         return HelloReceived(message)
 
-    def _on_request(self, message: GetObjects | GetChunks | GetRuns | Data | DataRun | End | Cancel) -> MessageReceived | None:
+    def _on_request(self, message: GetObjects | GetChunks | GetRuns | Data | DataRuns | End | Cancel) -> MessageReceived | None:
         return MessageReceived(message) if self._requests.receive(message) else None
 
     def _on_ping(self, message: Ping) -> None:
@@ -406,7 +406,7 @@ _RECEIVE_HANDLERS: dict[type, Callable[[Connection, Any], Event | None]] = {
     GetChunks: Connection._on_request,
     GetRuns: Connection._on_request,
     Data: Connection._on_request,
-    DataRun: Connection._on_request,
+    DataRuns: Connection._on_request,
     End: Connection._on_request,
     Cancel: Connection._on_request,
     Ping: Connection._on_ping,

@@ -15,9 +15,9 @@ from typing import Any, ClassVar, TypeAlias, cast
 
 import msgpack
 
-from shoal.protocol.errors import LocalProtocolError, RemoteProtocolError
+from shoal.protocol.errors import IntegrityError, LocalProtocolError, RemoteProtocolError
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 ID_SIZE = 32
 MAX_AGENT_BYTES = 128
 MAX_NAME_BYTES = 255
@@ -50,7 +50,7 @@ class MessageType(IntEnum):
     ERROR = 11
     BYE = 12
     GET_RUNS = 13
-    DATA_RUN = 14
+    DATA_RUNS = 14
     LIMIT = 15
 
 
@@ -94,10 +94,14 @@ def _check_bytes(owner: str, field: str, value: Any, size: int) -> None:
 def _check_data(req: Any, oid: Any, data: Any, *types: type) -> None:
     _check_int("DATA", "req", req, 0, MAX_REQUEST_ID)
     _check_bytes("DATA", "id", oid, ID_SIZE)
+    _check_payload("DATA", data, *types)
+
+
+def _check_payload(owner: str, data: Any, *types: type) -> None:
     if type(data) not in types:
-        raise _fail("DATA", "data", f"must be {' or '.join(t.__name__ for t in types)}, not {type(data).__name__}")
+        raise _fail(owner, "data", f"must be {' or '.join(t.__name__ for t in types)}, not {type(data).__name__}")
     if len(data) > MAX_DATA_SIZE:
-        raise _fail("DATA", "data", f"is {len(data)} bytes; at most {MAX_DATA_SIZE} allowed")
+        raise _fail(owner, "data", f"is {len(data)} bytes; at most {MAX_DATA_SIZE} allowed")
 
 
 def _check_sizes(owner: str, field: str, value: Any, count: int) -> None:
@@ -245,7 +249,7 @@ class GetChunks:
 class Run:
     """Consecutive chunks of one file, as a GET_RUNS asks for them: their ids and sizes in order.
 
-    `ids[0]` names the run in DATA_RUN and END; an id may repeat inside a run."""
+    `ids[0]` names the run in DATA_RUNS and END; an id may repeat inside a run."""
 
     ids: tuple[bytes, ...]
     sizes: tuple[int, ...]
@@ -259,13 +263,13 @@ class Run:
 
     @property
     def total(self) -> int:
-        """The run's bytes: the size of its DATA_RUN's data."""
+        """The run's bytes: its share of a DATA_RUNS's data."""
         return sum(self.sizes)
 
 
 @dataclass(frozen=True, slots=True)
 class GetRuns:
-    """Ask for runs of consecutive chunks, each answered by one DATA_RUN."""
+    """Ask for runs of consecutive chunks, answered by DATA_RUNS carrying one or more each."""
 
     TYPE: ClassVar[MessageType] = MessageType.GET_RUNS
     req: int
@@ -284,23 +288,43 @@ class GetRuns:
 
     @property
     def ids(self) -> tuple[bytes, ...]:
-        """The runs' names (their first ids): what DATA_RUN and END refer to."""
+        """The runs' names (their first ids): what DATA_RUNS and END refer to."""
         return tuple(r.ids[0] for r in self.runs)
 
 
 @dataclass(frozen=True, slots=True)
-class DataRun:
-    """The bytes of one requested run, its chunks back to back; `id` is the run's first id.
+class DataRuns:
+    """The bytes of requested runs back to back, in the order of `ids` (the runs' first ids):
+    each run's share is the sum of its sizes in the request. Many small runs in one
+    message cost one frame, not one each.
 
     Received, `data` is a view of the frame's own buffer (`decode_owned`)."""
 
-    TYPE: ClassVar[MessageType] = MessageType.DATA_RUN
+    TYPE: ClassVar[MessageType] = MessageType.DATA_RUNS
     req: int
-    id: bytes
+    ids: tuple[bytes, ...]
     data: bytes | memoryview
 
     def __post_init__(self) -> None:
-        _check_data(self.req, self.id, self.data, bytes, memoryview)
+        _check_int("DATA_RUNS", "req", self.req, 0, MAX_REQUEST_ID)
+        _check_ids("DATA_RUNS", "ids", self.ids, MAX_RUNS, allow_empty=False)
+        _check_payload("DATA_RUNS", self.data, bytes, memoryview)
+
+
+def split_runs(message: DataRuns, totals: list[int]) -> list[memoryview]:
+    """Each run's bytes in `message`, given the runs' sizes (each the sum of its sizes in the
+    request, in the order of `message.ids`); IntegrityError if they do not add up to the data."""
+    if sum(totals) != len(message.data):
+        raise IntegrityError(
+            f"DATA_RUNS of {len(message.data)} bytes for {len(totals)} runs of {sum(totals)} bytes in all"
+        )
+    views = []
+    pos = 0
+    with memoryview(message.data) as data:
+        for total in totals:
+            views.append(data[pos : pos + total])
+            pos += total
+    return views
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,14 +425,14 @@ class Limit:
 
 
 Message: TypeAlias = (
-    Auth | Hello | Catalog | GetObjects | GetChunks | Data | End | Cancel | Ping | Pong | Error | Bye | GetRuns | DataRun
+    Auth | Hello | Catalog | GetObjects | GetChunks | Data | End | Cancel | Ping | Pong | Error | Bye | GetRuns | DataRuns
     | Limit
 )
 
 _CLASSES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (
-        Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, GetRuns, DataRun, Limit
+        Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, GetRuns, DataRuns, Limit
     )
 }
 _ARITY = {code: len(fields(cls)) for code, cls in _CLASSES.items()}
@@ -436,13 +460,15 @@ def encode_message(message: Message) -> bytes:
 
 def encode_message_parts(message: Message) -> tuple[bytes | memoryview, ...]:
     """The frame payload of `message` in pieces, so DATA's bytes need not be copied to join them."""
-    if isinstance(message, (Data, DataRun)):
-        return _data_header(message.req, message.id, len(message.data), message.TYPE), message.data
+    if isinstance(message, Data):
+        return _data_header(message.req, message.id, len(message.data)), message.data
+    if isinstance(message, DataRuns):
+        return _data_runs_header(message.req, message.ids, len(message.data)), message.data
     return (msgpack.packb([message.TYPE.value, *_field_values(message)], use_bin_type=True, default=_pack_default),)
 
 
 _DATA_START = bytes([0x94, MessageType.DATA.value])  # fixarray of 4, positive fixint type
-_DATA_RUN_START = bytes([0x94, MessageType.DATA_RUN.value])
+_DATA_RUNS_START = bytes([0x94, MessageType.DATA_RUNS.value])
 _ID_HEADER = bytes([0xC4, ID_SIZE])  # bin 8 of 32 bytes
 
 
@@ -451,20 +477,24 @@ def data_parts(req: int, oid: bytes, data: bytes | bytearray) -> tuple[bytes, by
     reads chunks into buffers of its own need not copy each into bytes first. Validated
     as Data is; the caller must not change `data` until the pieces are queued."""
     _check_data(req, oid, data, bytes, bytearray)
-    return _data_header(req, oid, len(data), MessageType.DATA), data
+    return _data_header(req, oid, len(data)), data
 
 
-def data_run_parts(req: int, oid: bytes, data: bytearray | memoryview) -> tuple[bytes, bytearray | memoryview]:
-    """The frame payload of DATA_RUN in pieces, for a run read into a reusable buffer:
-    the caller must not change `data` until the pieces are queued."""
-    _check_data(req, oid, data, bytearray, memoryview)
-    return _data_header(req, oid, len(data), MessageType.DATA_RUN), data
+def data_runs_parts(
+    req: int, ids: tuple[bytes, ...], data: bytearray | memoryview
+) -> tuple[bytes, bytearray | memoryview]:
+    """The frame payload of DATA_RUNS in pieces, for runs read back to back into a reusable
+    buffer: the caller must not change `data` until the pieces are queued."""
+    _check_int("DATA_RUNS", "req", req, 0, MAX_REQUEST_ID)
+    _check_ids("DATA_RUNS", "ids", ids, MAX_RUNS, allow_empty=False)
+    _check_payload("DATA_RUNS", data, bytearray, memoryview)
+    return _data_runs_header(req, ids, len(data)), data
 
 
 def starts_as_data(payload: bytes | bytearray | memoryview) -> bool:
-    """Whether `payload` begins as DATA or DATA_RUN encoded the shortest way (`94 06`,
+    """Whether `payload` begins as DATA or DATA_RUNS encoded the shortest way (`94 06`,
     `94 0e`), the forms the receive hot path needs to tell apart without decoding."""
-    return bytes(payload[:2]) in (_DATA_START, _DATA_RUN_START)
+    return bytes(payload[:2]) in (_DATA_START, _DATA_RUNS_START)
 
 
 _UINT_WIDTHS = {0xCC: 1, 0xCD: 2, 0xCE: 4}
@@ -472,23 +502,27 @@ _BIN_WIDTHS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
 
 
 def decode_owned(payload: memoryview) -> Message:
-    """`decode_message` for a payload the caller owns: a DATA_RUN's data stays where it
+    """`decode_message` for a payload the caller owns: a DATA_RUNS's data stays where it
     is, as a view of `payload`. (Only the encoding `encode_message` writes takes
     that path; any other goes through `decode_message`.)"""
     try:
-        if bytes(payload[:2]) != _DATA_RUN_START:
+        if bytes(payload[:2]) != _DATA_RUNS_START:
             raise ValueError
         pos, req = _read_uint(payload, 2, _UINT_WIDTHS)
-        if bytes(payload[pos : pos + 2]) != _ID_HEADER:
-            raise ValueError
-        oid = bytes(payload[pos + 2 : pos + 2 + ID_SIZE])
-        pos, size = _read_uint(payload, pos + 2 + ID_SIZE, _BIN_WIDTHS, fixint=False)
+        pos, count = _read_array_header(payload, pos)
+        ids = []
+        for _ in range(count):
+            if bytes(payload[pos : pos + 2]) != _ID_HEADER:
+                raise ValueError
+            ids.append(bytes(payload[pos + 2 : pos + 2 + ID_SIZE]))
+            pos += 2 + ID_SIZE
+        pos, size = _read_uint(payload, pos, _BIN_WIDTHS, fixint=False)
         if len(payload) - pos != size:
             raise ValueError
     except (ValueError, IndexError, KeyError):
         return decode_message(payload)
     try:
-        return DataRun(req, oid, payload[pos:])
+        return DataRuns(req, tuple(ids), payload[pos:])
     except InvalidMessage as exc:
         raise MalformedMessage(str(exc)) from None
 
@@ -502,15 +536,34 @@ def _read_uint(payload: memoryview, pos: int, widths: dict[int, int], *, fixint:
     return pos + 1 + width, int.from_bytes(payload[pos + 1 : pos + 1 + width], "big")
 
 
-def _data_header(req: int, oid: bytes, size: int, kind: MessageType) -> bytes:
-    """Everything of a DATA array but the payload bytes, so they are copied once."""
+def _read_array_header(payload: memoryview, pos: int) -> tuple[int, int]:
+    """The msgpack array length at `pos` in its shortest form up to 2^16 - 1: (the position after it, the length)."""
+    marker = payload[pos]
+    if 0x90 <= marker <= 0x9F:
+        return pos + 1, marker & 0x0F
+    if marker == 0xDC:
+        return pos + 3, int.from_bytes(payload[pos + 1 : pos + 3], "big")
+    raise ValueError
+
+
+def _bin_header(size: int) -> bytes:
     if size < 0x100:
-        bin_header = struct.pack(">BB", 0xC4, size)
-    elif size < 0x10000:
-        bin_header = struct.pack(">BH", 0xC5, size)
-    else:
-        bin_header = struct.pack(">BI", 0xC6, size)
-    return bytes([0x94, kind.value]) + cast(bytes, msgpack.packb(req)) + _ID_HEADER + oid + bin_header
+        return struct.pack(">BB", 0xC4, size)
+    if size < 0x10000:
+        return struct.pack(">BH", 0xC5, size)
+    return struct.pack(">BI", 0xC6, size)
+
+
+def _data_header(req: int, oid: bytes, size: int) -> bytes:
+    """Everything of a DATA array but the payload bytes, so they are copied once."""
+    return _DATA_START + cast(bytes, msgpack.packb(req)) + _ID_HEADER + oid + _bin_header(size)
+
+
+def _data_runs_header(req: int, ids: tuple[bytes, ...], size: int) -> bytes:
+    """Everything of a DATA_RUNS array but the runs' bytes."""
+    head = cast(bytes, msgpack.packb([req, ids], use_bin_type=True))
+    # `head` is a 2-array (its first byte 0x92) of req and ids: their encodings follow it.
+    return _DATA_RUNS_START + head[1:] + _bin_header(size)
 
 
 def _ext_hook(code: int, data: bytes) -> Any:

@@ -18,7 +18,7 @@ from shoal.protocol.wire.messages import (
     MAX_REQUEST_ID,
     Cancel,
     Data,
-    DataRun,
+    DataRuns,
     End,
     GetChunks,
     GetObjects,
@@ -102,7 +102,7 @@ class Requests:
 
     # --- the peer's messages ----------------------------------------------------------
 
-    def receive(self, message: Request | Data | DataRun | End | Cancel) -> bool:
+    def receive(self, message: Request | Data | DataRuns | End | Cancel) -> bool:
         """Check a request message from the peer against the rules and book it; whether the
         application should see it (a CANCEL crossing our END is dropped)."""
         return _RECEIVE[type(message)](self, message)
@@ -115,12 +115,20 @@ class Requests:
         self.received.add(message.req, message.ids)
         return True
 
-    def _on_data(self, message: Data | DataRun) -> bool:
-        if not self.sent.owes(message.req, message.id):
-            name = message.TYPE.name
-            raise RequestViolation(f"{name} for {message.id.hex()} is not owed on request {message.req}")
-        self.sent.settle(message.req, message.id)
+    def _on_data(self, message: Data) -> bool:
+        self._delivered(message.req, (message.id,), "DATA")
         return True
+
+    def _on_runs(self, message: DataRuns) -> bool:
+        self._delivered(message.req, message.ids, "DATA_RUNS")
+        return True
+
+    def _delivered(self, req: int, ids: tuple[bytes, ...], name: str) -> None:
+        for oid in ids:
+            if not self.sent.owes(req, oid):
+                raise RequestViolation(f"{name} for {oid.hex()} is not owed on request {req}")
+        for oid in ids:
+            self.sent.settle(req, oid)
 
     def _on_end(self, message: End) -> bool:
         if message.req not in self.sent:
@@ -145,11 +153,13 @@ class Requests:
         track = _SEND.get(type(message))
         return track is None or track(self, message)
 
-    def settle(self, req: int, oid: bytes) -> None:
-        """Book DATA we send for `oid` on the peer's request `req`."""
-        if not self.received.owes(req, oid):
-            raise LocalProtocolError(f"request {req} is not open or does not ask for {oid.hex()}")
-        self.received.settle(req, oid)
+    def settle(self, req: int, *ids: bytes) -> None:
+        """Book DATA (or DATA_RUNS) we send for `ids` on the peer's request `req`."""
+        for oid in ids:
+            if not self.received.owes(req, oid):
+                raise LocalProtocolError(f"request {req} is not open or does not ask for {oid.hex()}")
+        for oid in ids:
+            self.received.settle(req, oid)
 
     def _track_request(self, message: Request) -> bool:
         if message.req in self.sent:
@@ -159,8 +169,12 @@ class Requests:
         self.sent.add(message.req, message.ids)
         return True
 
-    def _track_data(self, message: Data | DataRun) -> bool:
+    def _track_data(self, message: Data) -> bool:
         self.settle(message.req, message.id)
+        return True
+
+    def _track_runs(self, message: DataRuns) -> bool:
+        self.settle(message.req, *message.ids)
         return True
 
     def _track_end(self, message: End) -> bool:
@@ -184,7 +198,7 @@ _RECEIVE: dict[type, Callable[[Requests, Any], bool]] = {
     GetChunks: Requests._on_request,
     GetRuns: Requests._on_request,
     Data: Requests._on_data,
-    DataRun: Requests._on_data,
+    DataRuns: Requests._on_runs,
     End: Requests._on_end,
     Cancel: Requests._on_cancel,
 }
@@ -194,7 +208,7 @@ _SEND: dict[type, Callable[[Requests, Any], bool]] = {
     GetChunks: Requests._track_request,
     GetRuns: Requests._track_request,
     Data: Requests._track_data,
-    DataRun: Requests._track_data,
+    DataRuns: Requests._track_runs,
     End: Requests._track_end,
     Cancel: Requests._track_cancel,
 }
