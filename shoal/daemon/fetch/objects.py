@@ -5,6 +5,8 @@ while, and the event loop must not wait for it.
 """
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import trio
@@ -34,6 +36,10 @@ from shoal.protocol.format.objects import (
 
 #: Object ids per GET_OBJECTS request.
 OBJECT_BATCH = 1024
+#: FILE objects the walk has decoded and the copier not yet taken, kept at most (the
+#: oldest go first): the copier plans a directory's files soon after the walk checks
+#: them, and reading and decoding each again cost it a query and a decode per file.
+KEPT_FILES = 8192
 
 _log = logging.getLogger("shoal.fetch")
 
@@ -45,6 +51,9 @@ class Objects:
         self.index = index
         #: What messages call a peer: its trust name.
         self._name_of = name_of
+        #: Decoded by the walk, for the copier; worker threads of both use it.
+        self._kept: OrderedDict[bytes, FileObject] = OrderedDict()
+        self._kept_lock = threading.Lock()
 
     async def ensure(self, kind: Kind, ids: Sequence[bytes], sources: Sequence[Source]) -> dict[bytes, object]:
         """Make sure the index holds these objects, downloading and checking what it lacks;
@@ -99,18 +108,34 @@ class Objects:
         return decode_version(stored_bytes(self.index, version_id), version_id)
 
     def file(self, file_id: bytes) -> FileObject:
-        """A stored FILE object, decoded."""
-        return stored_file(stored_bytes(self.index, file_id), file_id)
+        """A stored FILE object, decoded (or as the walk decoded it)."""
+        with self._kept_lock:
+            kept = self._kept.pop(file_id, None)
+        return kept if kept is not None else stored_file(stored_bytes(self.index, file_id), file_id)
 
-    def files(self, entries: list[FileEntry], decoded: dict[bytes, object] | None = None) -> list[FileObject]:
-        """The FILE objects of `entries`, taken from `decoded` (those just downloaded) or else
-        read, a query per OBJECT_BATCH files rather than one per file, and decoded."""
-        decoded = decoded or {}
+    def files(
+        self, entries: list[FileEntry], decoded: dict[bytes, object] | None = None, *, keep: bool = False
+    ) -> list[FileObject]:
+        """The FILE objects of `entries`, taken from `decoded` (those just downloaded), or those the
+        walk kept, or else read, a query per OBJECT_BATCH files rather than one per file, and
+        decoded. With `keep` (the walk), they are kept for the copier's call."""
+        decoded = dict(decoded or {})
+        with self._kept_lock:
+            for entry in entries:
+                kept = self._kept.pop(entry.id, None)
+                if kept is not None:
+                    decoded[entry.id] = kept
         out: list[FileObject] = []
         for start in range(0, len(entries), OBJECT_BATCH):
             ids = [e.id for e in entries[start : start + OBJECT_BATCH]]
             found = self.index.get_objects([oid for oid in ids if oid not in decoded])
             out.extend(_file(oid, decoded, found) for oid in ids)
+        if keep:
+            with self._kept_lock:
+                for entry, file in zip(entries, out):
+                    self._kept[entry.id] = file
+                while len(self._kept) > KEPT_FILES:
+                    self._kept.popitem(last=False)
         return out
 
     async def _download(self, kind: Kind, ids: list[bytes], sources: Sequence[Source]) -> dict[bytes, object]:

@@ -9,6 +9,7 @@ receiver checks before writing").
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
@@ -146,7 +147,9 @@ class Walk:
             if isinstance(e, FileEntry) and old.get(e.name) != e and self.matcher(prefix + (e.name,), False)
         ]
         downloaded = await self.objects.ensure(Kind.FILE, [e.id for e in files], self.sources)
-        decoded = await trio.to_thread.run_sync(self.objects.files, files, downloaded)
+        # Kept for the copier when it follows close behind (a planner is told of each directory).
+        keep = self.checked is not None
+        decoded = await trio.to_thread.run_sync(partial(self.objects.files, files, downloaded, keep=keep))
         await self.objects.ensure_file_pages(decoded, self.sources)
         await trio.to_thread.run_sync(self._check_file_sizes, prefix, files, decoded)
 
