@@ -55,7 +55,7 @@ def test_a_run_is_written_whole_only_when_every_chunk_matches(tmp_path: Path) ->
     short = arrival(task, 5000, chunks, b"".join(chunks)[:-1])
     long = arrival(task, 10_000, chunks, b"".join(chunks) + b"x")
     try:
-        assert verify_and_write([bad, good, short, long], Busy(), files) == [False, True, False, False]
+        assert verify_and_write([bad, good, short, long], Busy(), files) == ([False, True, False, False], [])
     finally:
         files.close_all()
     written = (tmp_path / "f.part").read_bytes()

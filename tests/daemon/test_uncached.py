@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal.daemon.fetch.flusher import flush_and_drop
 from shoal.daemon.store import writes
 from shoal.daemon.store.filebatch import read_into, write_new
 from shoal.daemon.store.writes import UNCACHED, write_at
@@ -61,18 +62,33 @@ def test_written_files_hold_their_bytes_and_leave_the_cache_where_it_can(tmp_pat
         assert path.read_bytes() == DATA
     assert whole.stat().st_mode & 0o777 == 0o600
     if _uncached_here(tmp_path):
-        # Reading them back above cached them: write them again to see the writes' own effect.
-        assert write_new([(str(whole), 0o600, DATA)]) == [0]
+        # Reading it back above cached it: write it again to see the write's own effect.
         fd = os.open(at, os.O_WRONLY | os.O_TRUNC)
         try:
             write_at(fd, DATA, 0)
         finally:
             os.close(fd)
-        for path in (whole, at):
-            _settle(path)
-            assert cached_bytes(path) == 0
+        _settle(at)
+        assert cached_bytes(at) == 0
     else:
-        assert cached_bytes(whole) > 0  # a plain write, as it was
+        assert cached_bytes(at) > 0  # a plain write, as it was
+
+
+def test_small_files_written_whole_leave_the_cache_once_flushed_wherever_they_are_now(tmp_path: Path) -> None:
+    """write_new's plain writes stay cached until the fetch's background flush (flusher.py),
+    which finds each file where it was written or where it has been installed since."""
+    small = DATA[:100_000]
+    partials = [tmp_path / f"{i}.partial" for i in range(3)]
+    assert write_new([(str(p), 0o644, small) for p in partials]) == [0, 0, 0]
+    assert all(cached_bytes(p) >= len(small) for p in partials)
+    installed = tmp_path / "installed"
+    partials[1].rename(installed)
+    places = [(str(p), str(tmp_path / f"{i}.final")) for i, p in enumerate(partials)]
+    places[1] = (str(partials[1]), str(installed))
+    flush_and_drop(tmp_path, places + [(str(tmp_path / "gone"), str(tmp_path / "gone too"))])
+    for path in (partials[0], installed, partials[2]):
+        assert cached_bytes(path) == 0
+        assert path.read_bytes() == small
 
 
 def test_reads_leave_only_what_was_cached_before(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 /* Batches of small-file system calls made with the GIL released once per batch.
  *
- * A fetch of many small files costs the receiver an open, a write, a writeback
- * start and a close per file, then a rename and an lstat; the sender an open, a
+ * A fetch of many small files costs the receiver an open, a write and a close per
+ * file, then a rename and an lstat, and a page-cache drop after the batch's
+ * writeback; the sender an open, a
  * read-ahead hint and a close, then an open, a read and a close. Made from Python, every
  * one of those calls gives the GIL up and waits to take it back: beside a busy
  * Python thread, a writer thread did 660 files/s that way and 4,500-6,000 files/s
@@ -31,12 +32,11 @@
 /* The most one pwrite takes: larger writes cost the kernel more per byte (writes.py). */
 #define WRITE_PIECE ((Py_ssize_t)1 << 20)
 
-/* Uncached buffered I/O (Linux 6.14, <linux/fs.h>; glibc's headers may not name it
+/* Uncached buffered reads (Linux 6.14, <linux/fs.h>; glibc's headers may not name it
  * yet): the bytes go through the page cache, but pages this call brings in leave it
- * once read, or once written back, and pages that were cached before stay. See
- * writes.py for why a fetch and a sender want it. A kernel or file system without
- * it refuses the flag (EOPNOTSUPP, or EINVAL) before touching the file, and the call
- * is made again without it. */
+ * once read, and pages that were cached before stay. See writes.py for why a sender
+ * wants it. A kernel or file system without it refuses the flag (EOPNOTSUPP, or
+ * EINVAL) before touching the file, and the call is made again without it. */
 #ifdef __linux__
 #ifndef RWF_DONTCACHE
 #define RWF_DONTCACHE 0x00000080
@@ -52,16 +52,15 @@ refused_flag(int err)
     return err == EOPNOTSUPP || err == EINVAL;
 }
 
-/* A pread (`writing` 0) or pwrite whose pages leave the cache after it, once written
- * back for a write, where the kernel can; *uncached says whether to try, and is
- * cleared when the file refuses it. */
+/* A pread whose pages leave the cache after it, where the kernel can; *uncached says
+ * whether to try, and is cleared when the file refuses it. */
 static ssize_t
-io_behind(int fd, char *data, size_t size, off_t offset, int writing, int *uncached)
+read_behind(int fd, char *data, size_t size, off_t offset, int *uncached)
 {
 #if DROP_BEHIND
     if (*uncached) {
         struct iovec piece = {data, size};
-        ssize_t n = writing ? pwritev2(fd, &piece, 1, offset, DROP_BEHIND) : preadv2(fd, &piece, 1, offset, DROP_BEHIND);
+        ssize_t n = preadv2(fd, &piece, 1, offset, DROP_BEHIND);
         if (n >= 0 || !refused_flag(errno))
             return n;
         *uncached = 0;
@@ -69,9 +68,12 @@ io_behind(int fd, char *data, size_t size, off_t offset, int writing, int *uncac
 #else
     (void)uncached;
 #endif
-    return writing ? pwrite(fd, data, size, offset) : pread(fd, data, size, offset);
+    return pread(fd, data, size, offset);
 }
 
+/* A small file, written whole with plain (cached) writes and no writeback started:
+ * the fetch flushes such files in the background many at a time, then drops their
+ * pages (drop_cached), which costs the kernel less than a writeback per file. */
 static int
 write_whole(const char *path, int mode, const char *data, Py_ssize_t size)
 {
@@ -80,10 +82,9 @@ write_whole(const char *path, int mode, const char *data, Py_ssize_t size)
         return errno;
     int err = 0;
     Py_ssize_t done = 0;
-    int uncached = 1;
     while (done < size) {
         Py_ssize_t want = size - done < WRITE_PIECE ? size - done : WRITE_PIECE;
-        ssize_t n = io_behind(fd, (char *)data + done, (size_t)want, (off_t)done, 1, &uncached);
+        ssize_t n = pwrite(fd, data + done, (size_t)want, (off_t)done);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -97,12 +98,6 @@ write_whole(const char *path, int mode, const char *data, Py_ssize_t size)
         }
         done += n;
     }
-#ifdef SYNC_FILE_RANGE_WRITE
-    /* Best effort, as in flush.start_writeback: the fetch's final syncfs does the rest.
-     * An uncached write has started its writeback itself. */
-    if (!err && !uncached)
-        (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-#endif
     if (close(fd) != 0 && !err && errno != EINTR)
         err = errno;
     return err;
@@ -121,9 +116,9 @@ release_all(PyObject **paths, Py_buffer *views, Py_ssize_t count)
 PyDoc_STRVAR(write_new_doc,
 "write_new(files) -> list of errno values\n\n"
 "files: a list of (path, mode, data). Each file is created (O_CREAT | O_TRUNC |\n"
-"O_NOFOLLOW) with `mode`, `data` written whole (uncached where the kernel can: its\n"
-"pages leave the cache once written back), its writeback started and the file\n"
-"closed, all with the GIL released once. An item's errno is 0 when it was written.");
+"O_NOFOLLOW) with `mode`, `data` written whole with plain writes (its writeback and\n"
+"its pages' leaving the cache are the caller's: drop_cached) and the file closed,\n"
+"all with the GIL released once. An item's errno is 0 when it was written.");
 
 static PyObject *
 write_new(PyObject *self, PyObject *arg)
@@ -323,6 +318,71 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(drop_cached_doc,
+"drop_cached(files) -> int\n\n"
+"files: a list of tuples of paths, each the places one file may be. The first of them\n"
+"that opens (O_NOFOLLOW) has its clean pages dropped from the cache (posix_fadvise\n"
+"DONTNEED; pages still dirty stay), all with the GIL released once. Best effort: a\n"
+"file at none of its places is skipped. Returns the number of files found.");
+
+static PyObject *
+drop_cached(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    PyObject *seq = PySequence_Fast(arg, "drop_cached takes a list of tuples of paths");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    PyObject **places = PyMem_Calloc((size_t)count + 1, sizeof(PyObject *));
+    PyObject *result = NULL;
+    Py_ssize_t ready = 0;
+    long found = 0;
+    if (places == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; ready < count; ready++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, ready);
+        if (!PyTuple_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "drop_cached: each item is a tuple of paths");
+            goto done;
+        }
+        Py_ssize_t n = PyTuple_GET_SIZE(item);
+        places[ready] = PyTuple_New(n);
+        if (places[ready] == NULL)
+            goto done;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            PyObject *converted = NULL;
+            if (!PyUnicode_FSConverter(PyTuple_GET_ITEM(item, j), &converted))
+                goto done;
+            PyTuple_SET_ITEM(places[ready], j, converted);
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++) {
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(places[i]); j++) {
+            int fd = open(PyBytes_AS_STRING(PyTuple_GET_ITEM(places[i], j)), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0)
+                continue;
+#ifdef POSIX_FADV_DONTNEED
+            (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+#endif
+            close(fd);
+            found++;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromLong(found);
+done:
+    if (places != NULL)
+        for (Py_ssize_t i = 0; i <= ready && i < count; i++)
+            Py_XDECREF(places[i]);
+    PyMem_Free(places);
+    Py_DECREF(seq);
+    return result;
+}
+
 PyDoc_STRVAR(read_into_doc,
 "read_into(reads) -> list of byte counts\n\n"
 "reads: a list of (path, offset, buffer). Each buffer is filled from its file at\n"
@@ -364,8 +424,8 @@ read_into(PyObject *self, PyObject *arg)
         Py_ssize_t done_bytes = 0;
         int uncached = 1;
         while (done_bytes < views[i].len) {
-            ssize_t n = io_behind(fd, (char *)views[i].buf + done_bytes, (size_t)(views[i].len - done_bytes),
-                                  (off_t)(offsets[i] + done_bytes), 0, &uncached);
+            ssize_t n = read_behind(fd, (char *)views[i].buf + done_bytes, (size_t)(views[i].len - done_bytes),
+                                    (off_t)(offsets[i] + done_bytes), &uncached);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0) {
@@ -408,6 +468,7 @@ static PyMethodDef methods[] = {
     {"replace", replace, METH_O, replace_doc},
     {"will_need", will_need, METH_O, will_need_doc},
     {"read_into", read_into, METH_O, read_into_doc},
+    {"drop_cached", drop_cached, METH_O, drop_cached_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -3,11 +3,11 @@
 from shoal.errors import NotBuilt
 
 try:
-    from shoal.daemon.store._filebatch import read_into, replace, will_need, write_new
+    from shoal.daemon.store._filebatch import drop_cached, read_into, replace, will_need, write_new
 except ImportError as e:
     raise NotBuilt(
         "shoal's C module is not built; reinstall shoal (`./scripts/run`, or `pip install -e .` in its "
         "checkout) on a machine with a C compiler and Python's headers (apt install gcc python3-dev)"
     ) from e
 
-__all__ = ["read_into", "replace", "will_need", "write_new"]
+__all__ = ["drop_cached", "read_into", "replace", "will_need", "write_new"]

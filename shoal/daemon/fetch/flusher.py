@@ -1,0 +1,77 @@
+"""Small files' writeback, many at a time in the background, and their pages dropped after it.
+
+The writer creates a small file with plain writes (_filebatch.c). Starting each
+one's writeback as it was written (RWF_DONTCACHE, or sync_file_range) cost the
+receiver's writer thread the block allocation and I/O submission of every file;
+one syncfs for many files lets the kernel write them back together, in another
+thread, while the fetch goes on. Once they are on the disk their pages are
+clean, and dropping them keeps a fetch from pushing the machine's other files
+out of memory, as the uncached writes of large files do (writes.py).
+"""
+
+import os
+from pathlib import Path
+
+import trio
+
+from shoal.daemon.fetch.job import FileTask
+from shoal.daemon.store.filebatch import drop_cached
+from shoal.daemon.store.flush import sync_filesystem
+
+#: Small files' bytes, and files, written before a background flush starts.
+FLUSH_BYTES = 64 * 1024 * 1024
+FLUSH_FILES = 8192
+
+
+class Flusher:
+    """Flushes the small files a fetch writes, a batch at a time, in `nursery`."""
+
+    def __init__(self, dest: Path, nursery: trio.Nursery) -> None:
+        self._dest = dest
+        self._nursery = nursery
+        #: Written and not yet flushed: each file's places (partial, then installed).
+        self._waiting: list[tuple[str, str]] = []
+        self._bytes = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def wrote(self, tasks: list[FileTask]) -> None:
+        """Count small files just written whole; start a flush once a batch has gathered.
+        One flush runs at a time; a writer that gets two batches ahead waits for it."""
+        folder = os.fspath(self._dest)
+        self._waiting += [(task.partial, os.path.join(folder, *task.parts)) for task in tasks]
+        self._bytes += sum(task.entry.size for task in tasks)
+        if self._bytes < FLUSH_BYTES and len(self._waiting) < FLUSH_FILES:
+            return
+        if not self._idle.is_set():
+            if self._bytes < 2 * FLUSH_BYTES and len(self._waiting) < 2 * FLUSH_FILES:
+                return
+            await self._idle.wait()
+        self._idle = trio.Event()
+        self._nursery.start_soon(self._flush, self._take())
+
+    async def finish(self) -> None:
+        """Flush what is left, after any flush still running."""
+        await self._idle.wait()
+        if self._waiting:
+            await trio.to_thread.run_sync(flush_and_drop, self._dest, self._take())
+
+    def _take(self) -> list[tuple[str, str]]:
+        batch, self._waiting, self._bytes = self._waiting, [], 0
+        return batch
+
+    async def _flush(self, batch: list[tuple[str, str]]) -> None:
+        try:
+            await trio.to_thread.run_sync(flush_and_drop, self._dest, batch)
+        finally:
+            self._idle.set()
+
+
+def flush_and_drop(dest: Path, files: list[tuple[str, str]]) -> None:
+    """Write back everything dirty on DEST's file system, then drop `files`' pages. Runs in a thread."""
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sync_filesystem(fd)
+    finally:
+        os.close(fd)
+    drop_cached(files)
