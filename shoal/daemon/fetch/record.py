@@ -18,16 +18,38 @@ from shoal.protocol.format.objects import FileEntry, stored_file
 
 #: Chunk locations written to the index per call, for a large file.
 LOCATION_BATCH = 4096
+#: Installed files the recorder gathers for one worker-thread call (it stops once it has
+#: this many), and how long it waits for them. Each call is a transaction whose cost is mostly its pages
+#: (random chunk ids touch a leaf each): 10,000 small files took 0.30-0.37 s of CPU
+#: recorded 20 at a time, 0.17-0.25 s 100 at a time, 0.08-0.17 s 1,000 at a time.
+#: The files are in place already: recording them later only delays serving them.
+RECORD_FILES = 1024
+RECORD_GATHER = 0.05
 
 #: A file moved into place, with its stat after the rename.
 Installed = tuple[FileTask, FileStat]
 
 
 async def record_stage(job: Job, installed: trio.MemoryReceiveChannel[list[Installed]]) -> None:
-    """The last stage: let the index serve each installed file, a group per worker-thread call."""
+    """The last stage: let the index serve each installed file, about RECORD_FILES per worker-thread call."""
     async with installed:
-        async for group in installed:
+        while group := await _gather(installed):
             await trio.to_thread.run_sync(record_installed, job.index, job.dest, group)
+
+
+async def _gather(installed: trio.MemoryReceiveChannel[list[Installed]]) -> list[Installed]:
+    """What the finisher has installed, waiting up to RECORD_GATHER for RECORD_FILES of it; [] at the end."""
+    try:
+        group = list(await installed.receive())
+    except trio.EndOfChannel:
+        return []
+    with trio.move_on_after(RECORD_GATHER):
+        while len(group) < RECORD_FILES:
+            try:
+                group += await installed.receive()
+            except trio.EndOfChannel:
+                break
+    return group
 
 
 def record_installed(index: Index, dest: Path, group: list[Installed]) -> None:
