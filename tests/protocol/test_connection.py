@@ -514,6 +514,28 @@ def test_run_answer_violations_by_the_peer(answer: list[Message]) -> None:
     assert_violation(raw.to(conn), conn, raw, "bad-request")
 
 
+@pytest.mark.parametrize(
+    ("request_", "answer"),
+    [(RUNS, Data(3, A, b"a run as DATA")), (GetChunks(3, (A,)), DataRuns(3, (A,), b"a chunk as runs"))],
+    ids=["data-for-runs", "runs-for-chunks"],
+)
+def test_each_request_kind_has_its_own_answer(request_: Message, answer: Message) -> None:
+    conn = responder()
+    raw = raw_initiator_open(conn)
+    conn.send(request_)
+    raw.receive(conn)
+    raw.send(answer)
+    assert_violation(raw.to(conn), conn, raw, "bad-request")
+    initiator, responder_conn = open_pair()
+    initiator.send(request_)
+    deliver(initiator, responder_conn)
+    with pytest.raises(LocalProtocolError, match="is answered with"):
+        if isinstance(answer, Data):
+            responder_conn.send_data(3, A, answer.data)
+        else:
+            responder_conn.send_data_runs(3, (A,), bytearray(answer.data))
+
+
 def test_cancel_is_surfaced_once_and_ignored_for_finished_requests() -> None:
     conn = responder()
     raw = raw_initiator_open(conn)

@@ -222,7 +222,7 @@ class Connection:
         parts = data_runs_parts(req, firsts, data)
         self._check_open()
         self._check_hello_sent("DATA_RUNS")
-        self._requests.settle(req, *firsts)
+        self._requests.settle(req, *firsts, runs=True)
         self._write_parts("DATA_RUNS", parts)
 
     def send_end(self, req: int) -> None:

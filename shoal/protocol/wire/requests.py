@@ -42,6 +42,8 @@ class RequestTable:
         self._owed: dict[int, set[bytes]] = {}
         self._asked: dict[int, tuple[bytes, ...]] = {}
         self._cancelled: set[int] = set()
+        #: The open requests that are GET_RUNS (answered with DATA_RUNS, the others with DATA).
+        self._runs: set[int] = set()
 
     def __contains__(self, req: object) -> bool:
         return req in self._owed
@@ -68,9 +70,15 @@ class RequestTable:
     def is_cancelled(self, req: int) -> bool:
         return req in self._cancelled
 
-    def add(self, req: int, ids: tuple[bytes, ...]) -> None:
+    def asks_runs(self, req: int) -> bool:
+        """Whether request `req` is a GET_RUNS."""
+        return req in self._runs
+
+    def add(self, req: int, ids: tuple[bytes, ...], *, runs: bool = False) -> None:
         self._owed[req] = set(ids)
         self._asked[req] = ids
+        if runs:
+            self._runs.add(req)
 
     def settle(self, req: int, object_id: bytes) -> None:
         self._owed[req].discard(object_id)
@@ -82,6 +90,7 @@ class RequestTable:
         del self._owed[req]
         del self._asked[req]
         self._cancelled.discard(req)
+        self._runs.discard(req)
 
 
 class Requests:
@@ -112,7 +121,7 @@ class Requests:
             raise RequestViolation(f"request id {message.req} is already open")
         if len(self.received) >= MAX_OUTSTANDING_REQUESTS:
             raise RequestViolation(f"more than {MAX_OUTSTANDING_REQUESTS} requests open at once")
-        self.received.add(message.req, message.ids)
+        self.received.add(message.req, message.ids, runs=isinstance(message, GetRuns))
         return True
 
     def _on_data(self, message: Data) -> bool:
@@ -124,6 +133,8 @@ class Requests:
         return True
 
     def _delivered(self, req: int, ids: tuple[bytes, ...], name: str) -> None:
+        if req in self.sent and self.sent.asks_runs(req) != (name == "DATA_RUNS"):
+            raise RequestViolation(f"{name} for request {req}: GET_RUNS is answered with DATA_RUNS, the others with DATA")
         for oid in ids:
             if not self.sent.owes(req, oid):
                 raise RequestViolation(f"{name} for {oid.hex()} is not owed on request {req}")
@@ -153,8 +164,10 @@ class Requests:
         track = _SEND.get(type(message))
         return track is None or track(self, message)
 
-    def settle(self, req: int, *ids: bytes) -> None:
-        """Book DATA (or DATA_RUNS) we send for `ids` on the peer's request `req`."""
+    def settle(self, req: int, *ids: bytes, runs: bool = False) -> None:
+        """Book DATA (with `runs`, DATA_RUNS) we send for `ids` on the peer's request `req`."""
+        if req in self.received and self.received.asks_runs(req) != runs:
+            raise LocalProtocolError(f"request {req} is answered with {'DATA' if runs else 'DATA_RUNS'}")
         for oid in ids:
             if not self.received.owes(req, oid):
                 raise LocalProtocolError(f"request {req} is not open or does not ask for {oid.hex()}")
@@ -166,7 +179,7 @@ class Requests:
             raise LocalProtocolError(f"request id {message.req} is already open")
         if len(self.sent) >= MAX_OUTSTANDING_REQUESTS:
             raise LocalProtocolError(f"{MAX_OUTSTANDING_REQUESTS} requests are open; wait for an END")
-        self.sent.add(message.req, message.ids)
+        self.sent.add(message.req, message.ids, runs=isinstance(message, GetRuns))
         return True
 
     def _track_data(self, message: Data) -> bool:
@@ -174,7 +187,7 @@ class Requests:
         return True
 
     def _track_runs(self, message: DataRuns) -> bool:
-        self.settle(message.req, *message.ids)
+        self.settle(message.req, *message.ids, runs=True)
         return True
 
     def _track_end(self, message: End) -> bool:
