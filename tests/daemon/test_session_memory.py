@@ -394,8 +394,15 @@ async def test_runs_held_back_to_back_come_many_to_a_message(library, monkeypatc
 
             monkeypatch.setattr(client, "_dispatch", counting)
             received: dict[bytes, bytes] = {}
-            missing = await client.get_runs(runs, lambda first, data: received.__setitem__(first, bytes(data)))
+            kinds: dict[bytes, type] = {}
+
+            def deliver(first: bytes, data: bytes | memoryview) -> None:
+                received[first], kinds[first] = bytes(data), type(data)
+
+            missing = await client.get_runs(runs, deliver)
             assert missing == [unknown]
             assert messages == [(refs[0].id,), tuple(r.id for r in refs[1:])]
+            # A run alone stays in its frame; many are copied out, so that the frame is freed.
+            assert kinds[refs[0].id] is not bytes and all(kinds[r.id] is bytes for r in refs[1:])
             assert b"".join(received[r.id] for r in refs) == (folder / "big.bin").read_bytes()
             await client.close("done")

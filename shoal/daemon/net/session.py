@@ -93,6 +93,17 @@ class _Pending:
     error: BaseException | None = None
 
 
+def _deliver_runs(pending: _Pending, message: DataRuns) -> None:
+    """Hand each run of `message` to the request's `deliver`. A run alone stays a view of its
+    frame; many small runs are copied out, so that the frame (4 MiB) is freed at once rather
+    than when the last of them is written: such buffers grew glibc's heap, and the receiver's
+    peak RSS was 177-183 MB instead of 146 MB (bench/scale.py, 60,000 files)."""
+    runs = split_runs(message, [pending.totals[first] for first in message.ids])
+    pieces: list[bytes | memoryview] = list(runs) if len(runs) == 1 else [bytes(run) for run in runs]
+    for first, data in zip(message.ids, pieces):
+        pending.deliver(first, data)
+
+
 async def establish(
     stream: trio.abc.Stream,
     role: Role,
@@ -299,9 +310,7 @@ class PeerSession:
                     if isinstance(message, Data):
                         pending.deliver(message.id, message.data)
                     else:
-                        totals = [pending.totals[first] for first in message.ids]
-                        for first, data in zip(message.ids, split_runs(message, totals)):
-                            pending.deliver(first, data)
+                        _deliver_runs(pending, message)
                 except Exception as e:  # a bad chunk: abandon this request only
                     pending.error = e
                     pending.done.set()
