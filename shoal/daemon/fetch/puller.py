@@ -42,7 +42,8 @@ class Arrival:
     peer: str
     cid: bytes
     run: Run
-    #: A view of the frame it came in (DATA_RUNS), which nothing else uses.
+    #: A view of the frame it came in (a DATA_RUNS of this run alone), or a copy of its part of
+    #: a frame of many (session.py); nothing else uses it.
     data: bytes | memoryview
     targets: list[Target]
 

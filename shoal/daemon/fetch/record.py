@@ -19,10 +19,11 @@ from shoal.protocol.format.objects import FileEntry, stored_file
 #: Chunk locations written to the index per call, for a large file.
 LOCATION_BATCH = 4096
 #: Installed files the recorder gathers for one worker-thread call (it stops once it has
-#: this many), and how long it waits for them. Each call is a transaction whose cost is mostly its pages
-#: (random chunk ids touch a leaf each): 10,000 small files took 0.30-0.37 s of CPU
-#: recorded 20 at a time, 0.17-0.25 s 100 at a time, 0.08-0.17 s 1,000 at a time.
-#: The files are in place already: recording them later only delays serving them.
+#: this many), and how long it waits for them. Each call is a transaction whose cost is
+#: mostly the pages it touches (random chunk ids, a leaf each): 10,000 small files took
+#: 0.30-0.37 s of CPU recorded 20 at a time, 0.17-0.25 s 100 at a time, 0.08-0.17 s
+#: 1,000 at a time. The files are in place already: recording them later only delays
+#: serving them.
 RECORD_FILES = 1024
 RECORD_GATHER = 0.05
 

@@ -22,7 +22,8 @@ WRITE_PIECE = 1 << 20
 #: script, two alternating pairs; dropping written pages with fadvise did the same:
 #: 0.6-0.8 s against 1.3-6.1 s over five pairs). Pages cached before stay; a file system without
 #: it refuses the flag before writing, and the write is made plain (_filebatch.c does
-#: the same for small files and reads).
+#: the same for reads; small files are written plain and dropped after a background
+#: flush of many, fetch/flusher.py).
 UNCACHED = 0x80 if sys.platform == "linux" else 0
 
 

@@ -537,7 +537,7 @@ def _read_uint(payload: memoryview, pos: int, widths: dict[int, int], *, fixint:
 
 
 def _read_array_header(payload: memoryview, pos: int) -> tuple[int, int]:
-    """The msgpack array length at `pos` in its shortest form up to 2^16 - 1: (the position after it, the length)."""
+    """The msgpack array length at `pos`, a fixarray or array 16 header: (the position after it, the length)."""
     marker = payload[pos]
     if 0x90 <= marker <= 0x9F:
         return pos + 1, marker & 0x0F
