@@ -28,7 +28,7 @@ def test_our_request_takes_data_it_asked_for_and_the_end_that_matches() -> None:
     req = requests.new_id()
     assert requests.track(GetChunks(req, (A, B)))
     assert requests.receive(Data(req, A, b"x"))
-    with pytest.raises(RequestViolation, match="not owed"):
+    with pytest.raises(RequestViolation, match="does not ask for"):
         requests.receive(Data(req, A, b"x"))
     with pytest.raises(RequestViolation, match="exactly the ids not delivered"):
         requests.receive(End(req, ()))

@@ -70,18 +70,26 @@ class RequestTable:
     def is_cancelled(self, req: int) -> bool:
         return req in self._cancelled
 
-    def asks_runs(self, req: int) -> bool:
-        """Whether request `req` is a GET_RUNS."""
-        return req in self._runs
-
     def add(self, req: int, ids: tuple[bytes, ...], *, runs: bool = False) -> None:
         self._owed[req] = set(ids)
         self._asked[req] = ids
         if runs:
             self._runs.add(req)
 
-    def settle(self, req: int, object_id: bytes) -> None:
-        self._owed[req].discard(object_id)
+    def refusal(self, req: int, ids: tuple[bytes, ...], *, runs: bool) -> str | None:
+        """Why DATA for `ids` of request `req` (with `runs`, DATA_RUNS) breaks the rules; None if it does not."""
+        if req not in self._owed:
+            return "the request is not open"
+        if (req in self._runs) != runs:
+            return "GET_RUNS is answered with DATA_RUNS, the others with DATA"
+        for oid in ids:
+            if not self.owes(req, oid):
+                return f"the request does not ask for {oid.hex()}, or not any more"
+        return None
+
+    def settle(self, req: int, *ids: bytes) -> None:
+        for oid in ids:
+            self._owed[req].discard(oid)
 
     def cancel(self, req: int) -> None:
         self._cancelled.add(req)
@@ -133,13 +141,10 @@ class Requests:
         return True
 
     def _delivered(self, req: int, ids: tuple[bytes, ...], name: str) -> None:
-        if req in self.sent and self.sent.asks_runs(req) != (name == "DATA_RUNS"):
-            raise RequestViolation(f"{name} for request {req}: GET_RUNS is answered with DATA_RUNS, the others with DATA")
-        for oid in ids:
-            if not self.sent.owes(req, oid):
-                raise RequestViolation(f"{name} for {oid.hex()} is not owed on request {req}")
-        for oid in ids:
-            self.sent.settle(req, oid)
+        why = self.sent.refusal(req, ids, runs=name == "DATA_RUNS")
+        if why is not None:
+            raise RequestViolation(f"{name} for request {req}: {why}")
+        self.sent.settle(req, *ids)
 
     def _on_end(self, message: End) -> bool:
         if message.req not in self.sent:
@@ -166,13 +171,10 @@ class Requests:
 
     def settle(self, req: int, *ids: bytes, runs: bool = False) -> None:
         """Book DATA (with `runs`, DATA_RUNS) we send for `ids` on the peer's request `req`."""
-        if req in self.received and self.received.asks_runs(req) != runs:
-            raise LocalProtocolError(f"request {req} is answered with {'DATA' if runs else 'DATA_RUNS'}")
-        for oid in ids:
-            if not self.received.owes(req, oid):
-                raise LocalProtocolError(f"request {req} is not open or does not ask for {oid.hex()}")
-        for oid in ids:
-            self.received.settle(req, oid)
+        why = self.received.refusal(req, ids, runs=runs)
+        if why is not None:
+            raise LocalProtocolError(f"request {req}: {why}")
+        self.received.settle(req, *ids)
 
     def _track_request(self, message: Request) -> bool:
         if message.req in self.sent:
