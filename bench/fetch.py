@@ -24,7 +24,18 @@ Page caches are dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before
 every timed command of both tools unless --no-drop-caches; each fetched tree
 is compared byte for byte with the source after the timed part.
 
-    .venv/bin/python bench/fetch.py [--size 2G] [--small-files N] [--dir DIR] [--keep] [--skip-rsync] [--no-drop-caches]
+One pair of full fetches on a noisy machine differs by up to a third, so
+--rounds N (N >= 2) then runs N-1 further full fetches of the unchanged
+folder, each tool into a new empty folder (shoal with a fresh receiver daemon
+that trusts A and is trusted by it: a receiver that already holds the data
+copies it locally instead of fetching), the tools taking turns at going first,
+and prints every round and the medians of the two ratios against the bars.
+Earlier rounds' folders stay until the end (removed then unless --keep):
+deleting ~10,000 files slows file creation on the file system for minutes,
+which would skew the next round.
+
+    .venv/bin/python bench/fetch.py [--size 2G] [--small-files N] [--rounds N] [--dir DIR] [--keep] [--skip-rsync]
+        [--no-drop-caches]
 """
 
 import argparse
@@ -36,6 +47,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,6 +89,10 @@ def fmt_bytes(n: float | None) -> str:
 
 def fmt_time(s: float | None) -> str:
     return "-" if s is None else f"{s:.2f} s"
+
+
+def fmt_ratio(q: float | None) -> str:
+    return "-" if q is None else f"{q:.2f}"
 
 
 def fmt_cpu(cpu: tuple[float, float] | None) -> str:
@@ -267,7 +283,7 @@ def _alive(pid: int) -> bool:
 
 
 def wait_remote(b: Daemon, seq: int, timeout: float = 60, name: str = DATASET) -> float:
-    """Wait until B sees name@seq in `ls --remote`; return the seconds waited."""
+    """Wait until receiver `b` sees name@seq in `ls --remote`; return the seconds waited."""
     t0 = time.perf_counter()
     while True:
         data, _, _ = b.run("ls", "--remote", check=False)
@@ -275,9 +291,20 @@ def wait_remote(b: Daemon, seq: int, timeout: float = 60, name: str = DATASET) -
             if d.get("name") == name and d.get("head", {}).get("seq", -1) >= seq:
                 return time.perf_counter() - t0
         if time.perf_counter() - t0 > timeout:
-            raise ShoalFailed(f"B never saw {name}@{seq} in `ls --remote` within {timeout:.0f} s: {data}\n"
+            raise ShoalFailed(f"{b.label} never saw {name}@{seq} in `ls --remote` within {timeout:.0f} s: {data}\n"
                               + b.log_tail())
         time.sleep(0.2)
+
+
+def trust_each_other(a: Daemon, b: Daemon) -> str:
+    """B trusts A and A trusts B, each by peer id and listen address, named by its label; return a line naming both."""
+    ida, _, _ = a.run("id")
+    idb, _, _ = b.run("id")
+    sta, _, _ = a.run("status")
+    stb, _, _ = b.run("status")
+    b.run("trust", ida["peer_id"], "--addr", sta["listen"], "--name", a.label)
+    a.run("trust", idb["peer_id"], "--addr", stb["listen"], "--name", b.label)
+    return f"{a.label} {ida['short']} on {sta['listen']}, {b.label} {idb['short']} on {stb['listen']}"
 
 
 # --- rsync -------------------------------------------------------------------
@@ -367,11 +394,17 @@ def main() -> int:
     parser.add_argument("--small-files", type=int, metavar="N",
                         help="number of small files (default ~10,000 per 2 GB); the issue's 1 GiB folder is"
                              " --size 1G --small-files 10000")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="full fetches per tool (default 1): rounds 2..N each fetch the unchanged folder into new"
+                             " folders, shoal with a fresh receiver daemon, the tools taking turns at going first;"
+                             " prints every round and the medians of the ratios")
     parser.add_argument("--dir", help="parent of the working dir for data and copies (default /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs (homes, data, copies)")
     parser.add_argument("--skip-rsync", action="store_true", help="measure shoal only")
     parser.add_argument("--no-drop-caches", action="store_true", help="do not drop the page cache before timed commands")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     total = parse_size(args.size)
     drop = not args.no_drop_caches
     if drop and os.geteuid() != 0:
@@ -385,11 +418,13 @@ def main() -> int:
     homes = Path(tempfile.mkdtemp(prefix="shoal-fb-", dir="/tmp"))  # short: control socket paths <= 107 bytes
     workdir = Path(tempfile.mkdtemp(prefix="shoal-fetch-bench-", dir=args.dir or "/tmp"))
     a = b = None
+    extra: list[Daemon] = []  # the fresh receivers of rounds 2..N
     rsyncd = None
     rows: dict[str, dict] = {}
     notes: list[str] = []
     failures: list[str] = []
     shoal_ok = True
+    head_seq = 0  # the seq of A's last share
     try:
         data = workdir / "data"
         t0 = time.perf_counter()
@@ -406,66 +441,72 @@ def main() -> int:
         try:
             a.start()
             b.start()
-            ida, _, _ = a.run("id")
-            idb, _, _ = b.run("id")
-            sta, _, _ = a.run("status")
-            stb, _, _ = b.run("status")
-            b.run("trust", ida["peer_id"], "--addr", sta["listen"], "--name", "A")
-            a.run("trust", idb["peer_id"], "--addr", stb["listen"], "--name", "B")
-            print(f"A {ida['short']} on {sta['listen']}, B {idb['short']} on {stb['listen']}", file=sys.stderr)
+            print(trust_each_other(a, b), file=sys.stderr)
         except ShoalFailed as e:
             shoal_ok = False
             failures.append(f"shoal set-up failed: {e}")
 
+        def shoal_fetch(receiver: Daemon, dest: Path, row: str, seq: int, check_only: list[Path] | None) -> dict:
+            """The timed `shoal fetch` of name@seq on `receiver` into `dest`, its copy then compared with the source."""
+            drop_caches(drop)
+            cpu = machine_cpu()
+            fetch, wall, proc = receiver.run("fetch", DATASET, str(dest), timeout=1800)
+            cpu = cpu_since(cpu)
+            if fetch.get("version", {}).get("seq") != seq:
+                failures.append(f"{row}: fetched seq {fetch.get('version', {}).get('seq')}, expected {seq}")
+            problems = compare_trees(data, dest, check_only)
+            if problems:
+                failures.append(f"{row}: shoal's copy differs from the source: " + "; ".join(problems[:10]))
+            return {
+                "shoal_time": wall, "shoal_bytes": fetch["bytes_received"], "shoal_reused": fetch.get("bytes_reused"),
+                "shoal_seconds": fetch.get("seconds"), "first_byte": fetch.get("first_byte"),
+                "files_written": fetch.get("files_written"), "files_total": fetch.get("files_total"),
+                "warnings": fetch.get("warnings", []), "stderr": proc.stderr.strip(), "shoal_cpu": cpu,
+            }
+
         def shoal_share_fetch(row: str, check_only: list[Path] | None) -> None:
-            nonlocal shoal_ok
+            nonlocal shoal_ok, head_seq
             if not shoal_ok:
                 return
             try:
                 drop_caches(drop)
                 share, share_wall, _ = a.run("share", str(data), "--name", DATASET, timeout=1800)
-                seq = share["version"]["seq"]
-                waited = wait_remote(b, seq)
-                drop_caches(drop)
-                cpu = machine_cpu()
-                fetch, wall, proc = b.run("fetch", DATASET, str(dest_shoal), timeout=1800)
-                cpu = cpu_since(cpu)
-                if fetch.get("version", {}).get("seq") != seq:
-                    failures.append(f"{row}: fetched seq {fetch.get('version', {}).get('seq')}, expected {seq}")
-                problems = compare_trees(data, dest_shoal, check_only)
-                if problems:
-                    failures.append(f"{row}: shoal's copy differs from the source: " + "; ".join(problems[:10]))
+                head_seq = share["version"]["seq"]
+                waited = wait_remote(b, head_seq)
+                fetched = shoal_fetch(b, dest_shoal, row, head_seq, check_only)
                 rows.setdefault(row, {}).update(
-                    shoal_time=wall, shoal_bytes=fetch["bytes_received"], shoal_reused=fetch.get("bytes_reused"),
-                    shoal_seconds=fetch.get("seconds"), first_byte=fetch.get("first_byte"),
-                    share_time=share_wall, new_bytes=share.get("new_bytes"),
-                    files_written=fetch.get("files_written"), files_total=fetch.get("files_total"),
-                    wait_remote=waited, warnings=fetch.get("warnings", []) + share.get("warnings", []),
-                    stderr=proc.stderr.strip(), shoal_cpu=cpu,
+                    fetched, share_time=share_wall, new_bytes=share.get("new_bytes"), wait_remote=waited,
+                    warnings=fetched["warnings"] + share.get("warnings", []),
                 )
             except ShoalFailed as e:
                 shoal_ok = False
                 failures.append(f"{row}: shoal failed: {e}")
 
+        def rsync_timed(dest: Path, row: str, check_only: list[Path] | None) -> tuple[dict, list[str]]:
+            """The timed rsync pull into `dest` and the sync after it, its copy then compared with the source;
+            the row's fields and the rsync command."""
+            drop_caches(drop)
+            start = machine_cpu()
+            wall, stats, argv = rsync_pull(rsyncd.url(), str(dest) + "/")
+            cpu = cpu_since(start)
+            # shoal's fetch ends with syncfs: rsync's copy is only as far once flushed too.
+            t0 = time.perf_counter()
+            os.sync()
+            flushed = wall + time.perf_counter() - t0
+            flushed_cpu = cpu_since(start)
+            problems = compare_trees(data, dest, check_only)
+            if problems:
+                failures.append(f"{row}: rsync's copy differs from the source: " + "; ".join(problems[:10]))
+            timed = {"rsync_time": wall, "rsync_stats": stats, "rsync_cpu": cpu, "synced_time": flushed,
+                     "synced_cpu": flushed_cpu}
+            return timed, argv
+
         def rsync_run(row: str, check_only: list[Path] | None) -> None:
             if rsyncd is None:
                 return
             try:
-                drop_caches(drop)
-                start = machine_cpu()
-                wall, stats, argv = rsync_pull(rsyncd.url(), str(dest_rsync) + "/")
-                cpu = cpu_since(start)
-                # shoal's fetch ends with syncfs: rsync's copy is only as far once flushed too.
-                t0 = time.perf_counter()
-                os.sync()
-                flushed = wall + time.perf_counter() - t0
-                flushed_cpu = cpu_since(start)
-                problems = compare_trees(data, dest_rsync, check_only)
-                if problems:
-                    failures.append(f"{row}: rsync's copy differs from the source: " + "; ".join(problems[:10]))
-                rows.setdefault(row, {}).update(
-                    rsync_time=wall, rsync_stats=stats, rsync_cpu=cpu, synced_time=flushed, synced_cpu=flushed_cpu
-                )
+                timed, argv = rsync_timed(dest_rsync, row, check_only)
+                rows.setdefault(row, {}).update(timed)
                 notes.append(f"rsync command: {shlex.join(argv)}")
                 if check_only:
                     # The same change pulled with --inplace into a copy of the old file alone.
@@ -477,6 +518,34 @@ def main() -> int:
                         failures.append(f"{row}: rsync --inplace copy differs from the source")
                     old.unlink()
                     rows[row].update(inplace_time=wall, inplace_stats=stats, inplace_cmd=shlex.join(argv))
+            except Exception as e:  # noqa: BLE001 - reported in the output
+                failures.append(f"{row}: rsync failed: {e}")
+
+        def shoal_round(r: int, result: dict) -> None:
+            nonlocal shoal_ok
+            if not shoal_ok:
+                return
+            row = f"full fetch round {r}"
+            # A receiver that holds the data copies it locally instead of fetching: each round needs a fresh one.
+            receiver = Daemon(f"B{r}", homes / f"b{r}")
+            extra.append(receiver)
+            try:
+                receiver.start()
+                print(trust_each_other(a, receiver), file=sys.stderr)
+                wait_remote(receiver, head_seq)
+                result.update(shoal_fetch(receiver, workdir / f"dest-shoal-{r}", row, head_seq, None))
+            except ShoalFailed as e:
+                shoal_ok = False
+                failures.append(f"{row}: shoal failed: {e}")
+
+        def rsync_round(r: int, result: dict) -> None:
+            if rsyncd is None:
+                return
+            row = f"full fetch round {r}"
+            try:
+                dest = workdir / f"dest-rsync-{r}"
+                dest.mkdir()
+                result.update(rsync_timed(dest, row, None)[0])
             except Exception as e:  # noqa: BLE001 - reported in the output
                 failures.append(f"{row}: rsync failed: {e}")
 
@@ -520,13 +589,28 @@ def main() -> int:
         print("delta 1 KiB insert: rsync ...", file=sys.stderr)
         rsync_run("delta 1 KiB insert", [target])
 
+        # --- 4. rounds 2..N: the full fetch again ----------------------------
+        # The folder is as the last delta's share left it, so head_seq is its version. Each round's copies go to
+        # new folders, and earlier ones stay: deleting ~10,000 files slows file creation for minutes after.
+        rounds: list[tuple[str, dict]] = [("shoal" if rsyncd else "-", rows.get("full fetch", {}))]
+        for r in range(2, args.rounds + 1):
+            # The tools take turns at going first (round 1: shoal), so neither always runs right after the other.
+            steps = [("shoal", shoal_round), ("rsync", rsync_round)]
+            if r % 2 == 0:
+                steps.reverse()
+            result: dict = {}
+            for tool, step in steps:
+                print(f"full fetch round {r}: {tool} ...", file=sys.stderr)
+                step(r, result)
+            rounds.append((steps[0][0] if rsyncd else "-", result))
+
         # --- report ----------------------------------------------------------
         notes.append(f"background: other processes kept {busy:.2f} of {os.cpu_count()} CPUs busy in the 2 s before the"
                      " runs; the machine CPU figures include whatever runs beside the benchmark")
-        report(args, cmdline, total, info, files, size, rows, notes, failures, drop)
+        report(args, cmdline, total, info, files, size, rows, rounds, notes, failures, drop)
         return 1 if failures else 0
     finally:
-        for d in (a, b):
+        for d in (a, b, *extra):
             if d is not None:
                 note = d.stop()
                 if note:
@@ -540,7 +624,7 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(args, cmdline, total, info, files, size, rows, notes, failures, drop) -> None:  # noqa: ANN001
+def report(args, cmdline, total, info, files, size, rows, rounds, notes, failures, drop) -> None:  # noqa: ANN001
     print()
     print(f"command: {cmdline}")
     rsync = "-"
@@ -563,13 +647,10 @@ def report(args, cmdline, total, info, files, size, rows, notes, failures, drop)
     header = ["", "shoal time", "shoal bytes", "rsync", "rsync+sync", "rsync bytes (literal)", "time ratio",
               "shoal CPU", "rsync CPU", "rsync+sync CPU", "CPU ratio", "bar", "A share"]
     table = [_table_row(name, rows.get(name, {}), size) for name in ("full fetch", "delta 1 MiB overwrite", "delta 1 KiB insert")]
-    widths = [max(len(str(x[i])) for x in [header, *table]) for i in range(len(header))]
-    line = " | ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))
-    print(line)
-    print("-" * len(line))
-    for row in table:
-        print(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    _print_table(header, table)
     print("ratios: shoal / (rsync + sync); CPU columns are user+system seconds, split below")
+    if len(rounds) > 1:
+        _print_rounds(rounds)
     print()
     for name, r in rows.items():
         print(f"{name}: CPU shoal {fmt_cpu(r.get('shoal_cpu'))}; rsync {fmt_cpu(r.get('rsync_cpu'))};"
@@ -593,15 +674,56 @@ def report(args, cmdline, total, info, files, size, rows, notes, failures, drop)
     print_failures(failures)
 
 
+def _print_table(header: list[str], table: list[list[str]]) -> None:
+    widths = [max(len(str(x[i])) for x in [header, *table]) for i in range(len(header))]
+    line = " | ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))
+    print(line)
+    print("-" * len(line))
+    for row in table:
+        print(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+
+
+def _print_rounds(rounds: list[tuple[str, dict]]) -> None:
+    """One line a full-fetch round (which tool went first and the row's fields), then the medians of both ratios."""
+    print()
+    print(f"full fetch, {len(rounds)} rounds (round 1 is the row above; each later round fetches into new folders,"
+          " shoal with a fresh receiver daemon):")
+    header = ["round", "first", "shoal time", "rsync", "rsync+sync", "time ratio", "shoal CPU", "rsync+sync CPU",
+              "CPU ratio"]
+    table = []
+    time_ratios: list[float] = []
+    cpu_ratios: list[float] = []
+    for i, (first, r) in enumerate(rounds, 1):
+        st, synced = r.get("shoal_time"), r.get("synced_time")
+        shoal_cpu, synced_cpu = _cpu(r, "shoal_cpu"), _cpu(r, "synced_cpu")
+        for ratios, q in ((time_ratios, _quotient(st, synced)), (cpu_ratios, _quotient(shoal_cpu, synced_cpu))):
+            if q is not None:
+                ratios.append(q)
+        table.append([str(i), first, fmt_time(st), fmt_time(r.get("rsync_time")), fmt_time(synced), _ratio(st, synced),
+                      fmt_time(shoal_cpu), fmt_time(synced_cpu), _ratio(shoal_cpu, synced_cpu)])
+    median_time = statistics.median(time_ratios) if time_ratios else None
+    median_cpu = statistics.median(cpu_ratios) if cpu_ratios else None
+    table.append(["median", "", "", "", "", fmt_ratio(median_time), "", "", fmt_ratio(median_cpu)])
+    _print_table(header, table)
+    print(f"bar on the medians: {_full_verdict(median_time, median_cpu)}")
+
+
+def _quotient(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
 def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}" if a and b else "-"
+    return fmt_ratio(_quotient(a, b))
+
+
+def _cpu(r: dict, key: str) -> float | None:
+    """User + system seconds of a row's (user, system) CPU field, if measured."""
+    return sum(r[key]) if key in r else None
 
 
 def _table_row(name: str, r: dict, size: int) -> list[str]:
     st, sb, rt, synced = r.get("shoal_time"), r.get("shoal_bytes"), r.get("rsync_time"), r.get("synced_time")
-    shoal_cpu = sum(r["shoal_cpu"]) if "shoal_cpu" in r else None
-    rsync_cpu = sum(r["rsync_cpu"]) if "rsync_cpu" in r else None
-    synced_cpu = sum(r["synced_cpu"]) if "synced_cpu" in r else None
+    shoal_cpu, rsync_cpu, synced_cpu = _cpu(r, "shoal_cpu"), _cpu(r, "rsync_cpu"), _cpu(r, "synced_cpu")
     rs = r.get("rsync_stats", {})
     rb = rs.get("Total bytes received")
     shoal_bytes = fmt_bytes(sb)
@@ -611,7 +733,7 @@ def _table_row(name: str, r: dict, size: int) -> list[str]:
             shoal_bytes += f" ({size / st / 1e6:.0f} MB/s)"
         if rt:
             rsync_bytes += f" {size / rt / 1e6:.0f} MB/s"
-        verdict = _full_verdict(st, synced, shoal_cpu, synced_cpu)
+        verdict = _full_verdict(_quotient(st, synced), _quotient(shoal_cpu, synced_cpu))
     else:
         bar = BAR_OVERWRITE if "overwrite" in name else BAR_INSERT
         verdict = "-" if sb is None else (f"<={fmt_bytes(bar)} " + ("ok" if sb <= bar else "MISSED"))
@@ -620,10 +742,10 @@ def _table_row(name: str, r: dict, size: int) -> list[str]:
             fmt_time(r.get("share_time"))]
 
 
-def _full_verdict(st: float | None, synced: float | None, cpu: float | None, synced_cpu: float | None) -> str:
-    if not (st and synced and cpu and synced_cpu):
+def _full_verdict(time_ratio: float | None, cpu_ratio: float | None) -> str:
+    if time_ratio is None or cpu_ratio is None:
         return "-"
-    ok = st / synced <= BAR_FULL_RATIO and cpu / synced_cpu <= BAR_FULL_CPU
+    ok = time_ratio <= BAR_FULL_RATIO and cpu_ratio <= BAR_FULL_CPU
     return f"time<={BAR_FULL_RATIO}, CPU<={BAR_FULL_CPU} " + ("ok" if ok else "MISSED")
 
 
