@@ -5,7 +5,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.protocol.errors import FrameTooLarge, LocalProtocolError, ProtocolError
-from shoal.protocol.wire.framing import HEADER_SIZE, MAX_FRAME_SIZE, OWN_BUFFER_SIZE, FrameDecoder, encode_frame
+from shoal.protocol.wire.framing import (
+    HEADER_SIZE,
+    MAX_FRAME_SIZE,
+    OWN_BUFFER_SIZE,
+    SPARE_BUFFERS,
+    SPARE_SIZE,
+    FrameDecoder,
+    encode_frame,
+)
 
 
 def frames_of(decoder: FrameDecoder) -> list[bytes]:
@@ -118,6 +126,46 @@ def test_a_large_frame_comes_whole_in_a_buffer_of_its_own(piece: int) -> None:
     assert got == payloads
     if piece < OWN_BUFFER_SIZE:  # (a feed holding a whole large frame leaves it in the shared buffer)
         assert [bytes(v) for v in kept] == [large, large[::-1]]  # still intact after later feeds
+
+
+def _large_frame(decoder: FrameDecoder, payload: bytes) -> memoryview:
+    """Feed `payload` as one frame, a record's worth at a time, as a connection does; its view."""
+    stream = encode_frame(payload)
+    view = None
+    for start in range(0, len(stream), 65519):
+        assert view is None
+        decoder.feed(stream[start : start + 65519])
+        view = decoder.next_view()
+    assert view is not None and not decoder.owns(view)
+    return view
+
+
+def test_a_large_frame_reuses_a_buffer_no_view_refers_to_any_more() -> None:
+    """A buffer is received into again once the views of its frame are gone, never while
+    one is held: what a view shows stays as it was."""
+    payloads = [bytes([i]) * (OWN_BUFFER_SIZE + 1000 * i) for i in range(SPARE_BUFFERS + 2)]
+    decoder = FrameDecoder()
+    first = _large_frame(decoder, payloads[0])
+    buffer = id(first.obj)  # (the buffer itself, held here, would count as in use)
+    run = first[10:20]  # a run cut from the frame holds the buffer as the frame's view does
+    del first
+    held = [run] + [_large_frame(decoder, p) for p in payloads[1:]]
+    assert len({id(view.obj) for view in held}) == len(held)
+    assert [bytes(view) for view in held[1:]] == payloads[1:] and bytes(run) == payloads[0][10:20]
+    del run, held
+    again = _large_frame(decoder, payloads[3])
+    assert id(again.obj) == buffer and bytes(again) == payloads[3]
+
+
+def test_trim_and_frames_larger_than_a_spare_leave_no_buffer_kept() -> None:
+    decoder = FrameDecoder()
+    _large_frame(decoder, b"a" * OWN_BUFFER_SIZE).release()
+    assert len(decoder._spares) == 1
+    decoder.trim()
+    assert decoder._spares == []
+    huge = _large_frame(decoder, b"c" * (SPARE_SIZE + 1))
+    assert len(huge.obj) == SPARE_SIZE + 1 and bytes(huge) == b"c" * (SPARE_SIZE + 1)
+    assert decoder._spares == []
 
 
 def test_small_frames_arriving_a_record_at_a_time_move_little(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -294,6 +294,8 @@ class PeerSession:
         """The peer has been quiet until the keepalive deadline: PING it, or give up."""
         if not self._open:
             return  # closed by another task while we waited; the next event says so
+        # Quiet for a while: the buffers kept for large frames (MiBs) need not wait for the next fetch.
+        self.conn.trim()
         try:
             ping = self._liveness.expire(trio.current_time(), inside_frame=self.conn.inside_frame)
         except PeerTimedOut as e:

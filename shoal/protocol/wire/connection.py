@@ -135,6 +135,10 @@ class Connection:
         """
         return bool(self._frames.buffered or self._channel.buffered)
 
+    def trim(self) -> None:
+        """Give back the buffers kept for receiving large frames; for a quiet connection."""
+        self._frames.trim()
+
     def start(self) -> None:
         """Queue the initiator's first handshake message."""
         if self.role is not Role.INITIATOR:

@@ -5,6 +5,8 @@ the control socket. A declared length is checked against the limit before a sing
 payload byte is buffered, so a hostile length cannot make us allocate.
 """
 
+import sys
+
 from shoal.protocol.errors import FrameTooLarge, LocalProtocolError
 
 HEADER_SIZE = 4
@@ -13,6 +15,14 @@ MAX_FRAME_SIZE = 16 * 1024 * 1024 + 4096
 #: Frames of at least this size are received into a buffer of their own, which
 #: `next_view` hands out: a run's bytes then reach the writer without a copy.
 OWN_BUFFER_SIZE = 1024 * 1024
+#: Own buffers kept to receive later large frames into, once nothing refers to them: a
+#: new one is zeroed and its pages faulted in, on a VM that hands free memory back to
+#: its host a fault there too (17% of the receiving loop's CPU, fetching large files).
+#: At most five were in use at once (a fetch's open requests and the writer's batch).
+SPARE_BUFFERS = 6
+#: A kept buffer's size: a frame of a 4 MiB run (the most the reference daemon asks
+#: for in one) and its message header. A larger frame gets a buffer of its own size.
+SPARE_SIZE = 4 * 1024 * 1024 + 64 * 1024
 
 
 def encode_frame(payload: bytes | bytearray | memoryview, *, max_size: int = MAX_FRAME_SIZE) -> bytes:
@@ -38,10 +48,12 @@ class FrameDecoder:
         self._buf = bytearray()
         self._pos = 0
         self._end = 0
-        #: The large frame being received into its own buffer, and how much of it is in.
+        #: The large frame being received into its own buffer: the buffer, the frame's size, how much of it is in.
         self._own: bytearray | None = None
+        self._own_size = 0
         self._own_filled = 0
         self._reserved_own = False
+        self._spares: list[bytearray] = []
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
@@ -53,7 +65,7 @@ class FrameDecoder:
     def reserve(self, n: int) -> memoryview:
         """A writable view of the next `n` bytes of the buffer; release it, then `commit` what was written."""
         own = self._own
-        self._reserved_own = own is not None and len(own) - self._own_filled >= n
+        self._reserved_own = own is not None and self._own_size - self._own_filled >= n
         if own is not None and self._reserved_own:
             return memoryview(own)[self._own_filled : self._own_filled + n]
         if len(self._buf) - self._end < n:
@@ -72,7 +84,7 @@ class FrameDecoder:
         own = self._own
         if own is not None:
             # The bytes straddled the end of the large frame: its part moves over.
-            rest = min(len(own) - self._own_filled, self._end - self._pos)
+            rest = min(self._own_size - self._own_filled, self._end - self._pos)
             own[self._own_filled : self._own_filled + rest] = self._buf[self._pos : self._pos + rest]
             self._own_filled += rest
             self._pos += rest
@@ -82,6 +94,10 @@ class FrameDecoder:
         """Bytes received but not yet returned as a frame."""
         own = self._own_filled + HEADER_SIZE if self._own is not None else 0
         return self._end - self._pos + own
+
+    def trim(self) -> None:
+        """Give the kept buffers back (one still in use goes when its last view does)."""
+        self._spares = []
 
     def owns(self, view: memoryview) -> bool:
         """Whether `view` (from `next_view`) lies in the shared buffer, valid only until more bytes
@@ -104,10 +120,10 @@ class FrameDecoder:
         that is parsed at once; release it before feeding more bytes."""
         own = self._own
         if own is not None:
-            if self._own_filled < len(own):
+            if self._own_filled < self._own_size:
                 return None
             self._own = None
-            return memoryview(own)
+            return memoryview(own)[: self._own_size]
         start = self._pos
         if self._end - start < HEADER_SIZE:
             return None
@@ -131,10 +147,25 @@ class FrameDecoder:
     def _start_own(self, n: int) -> None:
         """Move the frame begun at `_pos` (its header in, not all its payload) into a buffer of its own."""
         have = self._end - self._pos - HEADER_SIZE
-        own = bytearray(n)
+        own = self._buffer_for(n)
         own[:have] = self._buf[self._pos + HEADER_SIZE : self._end]
-        self._own, self._own_filled = own, have
+        self._own, self._own_size, self._own_filled = own, n, have
         self._pos = self._end
+
+    def _buffer_for(self, n: int) -> bytearray:
+        """A buffer for a frame of `n` bytes: a kept one that no view of an earlier frame
+        refers to any more, else a new one (kept while fewer than SPARE_BUFFERS are)."""
+        if n > SPARE_SIZE:
+            return bytearray(n)
+        spares = self._spares
+        for i in range(len(spares)):
+            # A view of a buffer (or a C call using one) holds a reference to it.
+            if _references(spares, i) <= _UNREFERENCED:
+                return spares[i]
+        own = bytearray(SPARE_SIZE)
+        if len(spares) < SPARE_BUFFERS:
+            spares.append(own)
+        return own
 
     def _compact(self) -> None:
         # Only the unread tail, at most one partial frame, moves to the front.
@@ -143,6 +174,14 @@ class FrameDecoder:
             self._end -= self._pos
             self._pos = 0
 
+
+def _references(buffers: list[bytearray], i: int) -> int:
+    return sys.getrefcount(buffers[i])
+
+
+#: What `_references` counts for a buffer only its list refers to, measured the same way
+#: (what getrefcount counts of its own call differs between Python versions).
+_UNREFERENCED = _references([bytearray()], 0)
 
 #: The least the shared buffer grows to. Compacting moves the unread tail (a partial
 #: frame) to the front before a record is decrypted behind it; in a buffer of a
