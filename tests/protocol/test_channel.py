@@ -16,6 +16,8 @@ from shoal.protocol.wire.channel import (
     MAX_NONCE,
     MAX_RECORD,
     MAX_RECORD_PLAINTEXT,
+    SEAL_SPARE_MIN,
+    SEAL_SPARES,
     TAG_SIZE,
     BadRecord,
     HandshakeFailed,
@@ -286,6 +288,29 @@ def test_a_large_write_is_sealed_as_the_same_records_as_small_ones(pending: int)
     assert wire == pieces.data_to_send()
     receiver = TransportCipher(bytes(32))
     assert b"".join(receiver.open(r) for r in records_of(bytes(wire))) == stream
+
+
+def test_sealed_runs_reuse_a_buffer_only_once_sent() -> None:
+    """Runs sealed into kept buffers: one still waiting to be sent (or being sent) is
+    never sealed into again, and every record opens to its run."""
+    sender, receiver = established_pair()
+    runs = [bytes([i]) * (SEAL_SPARE_MIN + 1000 * i) for i in range(SEAL_SPARES + 2)]
+    waiting = []
+    for run in runs:
+        sender.write(run)
+        waiting.append(sender.data_to_send_parts())
+    buffers = [part.obj for parts in waiting for part in parts if isinstance(part, memoryview)]
+    assert len({id(b) for b in buffers}) == len(buffers) == len(runs)
+    assert len(sender.sealed) == SEAL_SPARES  # the last two were not kept
+    receiver.receive_data(b"".join(part for parts in waiting for part in parts))
+    assert b"".join(receiver.read()) == b"".join(runs)
+    reused = id(buffers[0])
+    del waiting, buffers
+    sender.write(runs[1])
+    parts = sender.data_to_send_parts()  # the run's full records, then its tail's
+    assert isinstance(parts[0], memoryview) and id(parts[0].obj) == reused
+    receiver.receive_data(b"".join(parts))
+    assert b"".join(receiver.read()) == runs[1]
 
 
 def _sealed_stream(sizes: list[int]) -> tuple[SecureChannel, bytes, list[bytes]]:

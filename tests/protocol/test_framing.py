@@ -157,15 +157,15 @@ def test_a_large_frame_reuses_a_buffer_no_view_refers_to_any_more() -> None:
     assert id(again.obj) == buffer and bytes(again) == payloads[3]
 
 
-def test_trim_and_frames_larger_than_a_spare_leave_no_buffer_kept() -> None:
+def test_cleared_spares_or_frames_larger_than_a_spare_leave_no_buffer_kept() -> None:
     decoder = FrameDecoder()
     _large_frame(decoder, b"a" * OWN_BUFFER_SIZE).release()
-    assert len(decoder._spares) == 1
-    decoder.trim()
-    assert decoder._spares == []
+    assert len(decoder.spares) == 1
+    decoder.spares.clear()
+    assert len(decoder.spares) == 0
     huge = _large_frame(decoder, b"c" * (SPARE_SIZE + 1))
     assert len(huge.obj) == SPARE_SIZE + 1 and bytes(huge) == b"c" * (SPARE_SIZE + 1)
-    assert decoder._spares == []
+    assert len(decoder.spares) == 0
 
 
 def test_small_frames_arriving_a_record_at_a_time_move_little(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,8 @@ from noise.connection import Keypair, NoiseConnection
 from noise.exceptions import NoiseInvalidMessage
 
 from shoal.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from shoal.protocol.wire.framing import FrameDecoder
+from shoal.protocol.wire.framing import SPARE_SIZE, FrameDecoder
+from shoal.protocol.wire.spares import SpareBuffers
 
 NOISE_PROTOCOL = b"Noise_NN_25519_AESGCM_SHA256"
 PROLOGUE = b"shoal/1"
@@ -34,6 +35,11 @@ HANDSHAKE_SIZES = (32, 32 + TAG_SIZE)
 #: Noise reserves the all-ones nonce; reaching it ends the channel.
 MAX_NONCE = 2**64 - 1
 AUTH_LABEL = b"shoal-auth-v1\x00"
+#: Records sealed into one buffer of at least this size (a run's) go into a kept one
+#: (spares.py); SEAL_SPARES of them may wait to be sent at once, as many as a
+#: daemon serves runs to a peer at the same time and one more.
+SEAL_SPARE_MIN = 1024 * 1024
+SEAL_SPARES = 4
 
 
 class Role(Enum):
@@ -123,7 +129,8 @@ class SecureChannel:
         self._held: bytes | None = None
         self._held_at = 0
         self._plain_out = bytearray()
-        self._wire_out: list[bytes | bytearray] = []
+        self._wire_out: list[bytes | bytearray | memoryview] = []
+        self.sealed = SpareBuffers(SEAL_SPARES, SPARE_SIZE)
         self._send: TransportCipher | None = None
         self._recv: TransportCipher | None = None
         self._handshake_hash: bytes | None = None
@@ -218,9 +225,11 @@ class SecureChannel:
     def data_to_send(self) -> bytes | bytearray:
         """Seal queued plaintext and return every byte due to the peer."""
         parts = self.data_to_send_parts()
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        if len(parts) == 1 and not isinstance(parts[0], memoryview):
+            return parts[0]
+        return b"".join(parts)
 
-    def data_to_send_parts(self) -> list[bytes | bytearray]:
+    def data_to_send_parts(self) -> list[bytes | bytearray | memoryview]:
         """Like `data_to_send`, as the buffers the records were sealed into, to be sent in
         this order (one `sendmsg`): joining them would copy every byte once more."""
         if self._plain_out:
@@ -326,7 +335,8 @@ class SecureChannel:
         if not n:
             return
         records = -(-n // MAX_RECORD_PLAINTEXT)
-        out = bytearray(n + records * (LENGTH_SIZE + TAG_SIZE))
+        total = n + records * (LENGTH_SIZE + TAG_SIZE)
+        out = self.sealed.take(total) if total >= SEAL_SPARE_MIN else bytearray(total)
         pos = 0
         with memoryview(out) as wire:
             for start in range(0, n, MAX_RECORD_PLAINTEXT):
@@ -335,4 +345,4 @@ class SecureChannel:
                 wire[pos : pos + LENGTH_SIZE] = size.to_bytes(LENGTH_SIZE, "big")
                 self._send.seal_into(piece, wire[pos + LENGTH_SIZE : pos + LENGTH_SIZE + size])
                 pos += LENGTH_SIZE + size
-        self._wire_out.append(out)
+        self._wire_out.append(out if len(out) == total else memoryview(out)[:total])

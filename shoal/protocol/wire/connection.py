@@ -136,8 +136,9 @@ class Connection:
         return bool(self._frames.buffered or self._channel.buffered)
 
     def trim(self) -> None:
-        """Give back the buffers kept for receiving large frames; for a quiet connection."""
-        self._frames.trim()
+        """Give back the buffers kept for large frames and sealed runs; for a quiet connection."""
+        self._frames.spares.clear()
+        self._channel.sealed.clear()
 
     def start(self) -> None:
         """Queue the initiator's first handshake message."""
@@ -265,7 +266,7 @@ class Connection:
         """Every byte queued for the peer, encrypted; send it all in one write."""
         return self._channel.data_to_send()
 
-    def data_to_send_parts(self) -> list[bytes | bytearray]:
+    def data_to_send_parts(self) -> list[bytes | bytearray | memoryview]:
         """The same bytes as `data_to_send`, uncopied: buffers to send in this order."""
         return self._channel.data_to_send_parts()
 

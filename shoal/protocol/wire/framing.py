@@ -5,9 +5,8 @@ the control socket. A declared length is checked against the limit before a sing
 payload byte is buffered, so a hostile length cannot make us allocate.
 """
 
-import sys
-
 from shoal.protocol.errors import FrameTooLarge, LocalProtocolError
+from shoal.protocol.wire.spares import SpareBuffers
 
 HEADER_SIZE = 4
 #: Largest frame payload: one chunk of the largest allowed size plus its header.
@@ -15,10 +14,8 @@ MAX_FRAME_SIZE = 16 * 1024 * 1024 + 4096
 #: Frames of at least this size are received into a buffer of their own, which
 #: `next_view` hands out: a run's bytes then reach the writer without a copy.
 OWN_BUFFER_SIZE = 1024 * 1024
-#: Own buffers kept to receive later large frames into, once nothing refers to them: a
-#: new one is zeroed and its pages faulted in, on a VM that hands free memory back to
-#: its host a fault there too (17% of the receiving loop's CPU, fetching large files).
-#: At most five were in use at once (a fetch's open requests and the writer's batch).
+#: Own buffers kept to receive later large frames into (spares.py): at most five were
+#: in use at once in a fetch (its open requests' frames and the writer's batch).
 SPARE_BUFFERS = 6
 #: A kept buffer's size: a frame of a 4 MiB run (the most the reference daemon asks
 #: for in one) and its message header. A larger frame gets a buffer of its own size.
@@ -53,7 +50,7 @@ class FrameDecoder:
         self._own_size = 0
         self._own_filled = 0
         self._reserved_own = False
-        self._spares: list[bytearray] = []
+        self.spares = SpareBuffers(SPARE_BUFFERS, SPARE_SIZE)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
@@ -94,10 +91,6 @@ class FrameDecoder:
         """Bytes received but not yet returned as a frame."""
         own = self._own_filled + HEADER_SIZE if self._own is not None else 0
         return self._end - self._pos + own
-
-    def trim(self) -> None:
-        """Give the kept buffers back (one still in use goes when its last view does)."""
-        self._spares = []
 
     def owns(self, view: memoryview) -> bool:
         """Whether `view` (from `next_view`) lies in the shared buffer, valid only until more bytes
@@ -147,25 +140,10 @@ class FrameDecoder:
     def _start_own(self, n: int) -> None:
         """Move the frame begun at `_pos` (its header in, not all its payload) into a buffer of its own."""
         have = self._end - self._pos - HEADER_SIZE
-        own = self._buffer_for(n)
+        own = self.spares.take(n)
         own[:have] = self._buf[self._pos + HEADER_SIZE : self._end]
         self._own, self._own_size, self._own_filled = own, n, have
         self._pos = self._end
-
-    def _buffer_for(self, n: int) -> bytearray:
-        """A buffer for a frame of `n` bytes: a kept one that no view of an earlier frame
-        refers to any more, else a new one (kept while fewer than SPARE_BUFFERS are)."""
-        if n > SPARE_SIZE:
-            return bytearray(n)
-        spares = self._spares
-        for i in range(len(spares)):
-            # A view of a buffer (or a C call using one) holds a reference to it.
-            if _references(spares, i) <= _UNREFERENCED:
-                return spares[i]
-        own = bytearray(SPARE_SIZE)
-        if len(spares) < SPARE_BUFFERS:
-            spares.append(own)
-        return own
 
     def _compact(self) -> None:
         # Only the unread tail, at most one partial frame, moves to the front.
@@ -174,14 +152,6 @@ class FrameDecoder:
             self._end -= self._pos
             self._pos = 0
 
-
-def _references(buffers: list[bytearray], i: int) -> int:
-    return sys.getrefcount(buffers[i])
-
-
-#: What `_references` counts for a buffer only its list refers to, measured the same way
-#: (what getrefcount counts of its own call differs between Python versions).
-_UNREFERENCED = _references([bytearray()], 0)
 
 #: The least the shared buffer grows to. Compacting moves the unread tail (a partial
 #: frame) to the front before a record is decrypted behind it; in a buffer of a
