@@ -11,12 +11,12 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from textual.widgets import Input
-from tui_daemons import Daemon, cell, files_of, has_row, pair, scratch, trust_each_other, until  # noqa: F401 - fixtures
+from tui_daemons import Daemon, cell, files_of, has_row, running_pair, scratch, trust_each_other, until  # noqa: F401 - fixtures
 from tui_fakes import logged
 
 from shoal.client.aio import ControlClient
@@ -31,7 +31,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 SIZE = (120, 32)
 DATASET = "imagenet-mini"
 FILE_SIZE = 25 * 1024 * 1024
-FILES = 8  # 200 MiB of random data: on loopback a fetch of about two progress reports (0.5 s apart)
+FILES = 8  # 200 MiB of random data
+#: What A serves B at most: the fetch takes about four seconds, so it is surely caught running
+#: (uncapped, loopback moved the 200 MiB between two status polls of a loaded CI run).
+SERVE_CAP = 50 * 1000 * 1000
 BOTTLENECK = 6  # the transfers table's column
 MEASURED = {"waiting for peers", "network", "hashing", "disk write", "disk read"}
 
@@ -49,6 +52,12 @@ async def daemon_says(client: ControlClient, tid: int, condition: Callable[[dict
         assert time.monotonic() < deadline, f"B's daemon never reported the transfer {what}: {state}"
         await asyncio.sleep(0.05)
     return state
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Daemon, Daemon]]:
+    with running_pair(f"\n[bandwidth]\nper_peer_limit = {SERVE_CAP}\n") as daemons:
+        yield daemons
 
 
 async def test_trust_then_fetch_through_the_ui(pair: tuple[Daemon, Daemon], scratch: Path) -> None:
@@ -112,9 +121,8 @@ async def test_trust_then_fetch_through_the_ui(pair: tuple[Daemon, Daemon], scra
         await pilot.press("f")
         await until(pilot, lambda: isinstance(app.screen, FetchDialog), "the fetch dialog")
         app.screen.query_one("#dest", Input).value = str(dest)
-        # On loopback the fetch takes about a second, less than two progress reports: A is
-        # frozen once a fifth has arrived (as in tests/cli/test_faults.py), so the UI surely
-        # shows it in progress and the keys act on a running fetch.
+        # A is frozen once a fifth has arrived (as in tests/cli/test_faults.py), so the UI
+        # surely shows the fetch in progress and the keys act on a running fetch.
         pid_a = running_pid(a.home)
         assert pid_a is not None
         await pilot.click("#ok")
@@ -203,8 +211,7 @@ async def test_share_cancel_and_untrust_through_the_ui(pair: tuple[Daemon, Daemo
         pid_a = running_pid(a.home)
         assert pid_a is not None
         await pilot.click("#ok")
-        # Loopback moves the data in about a second: freeze A once a fifth has arrived, so
-        # the fetch is certainly still running when `c` is pressed.
+        # Freeze A once a fifth has arrived, so the fetch is certainly still running when `c` is pressed.
         await asyncio.to_thread(_freeze_when_received, b.home, pid_a, 0.2)
         try:
             await pilot.press("3")
@@ -246,10 +253,15 @@ def _freeze_when_received(home: Path, pid: int, share: float) -> None:
     from shoal.client.blocking import ControlClient as BlockingClient
 
     deadline = time.monotonic() + 30
+    seen = None
     with BlockingClient.connect(socket_path(home)) as client:
         while time.monotonic() < deadline:
             running = client.call("status", timeout=10)["transfers"]
-            if running and running[0]["bytes_total"] and running[0]["bytes_received"] >= share * running[0]["bytes_total"]:
-                os.kill(pid, signal.SIGSTOP)
-                return
-    raise AssertionError("the fetch never got going")
+            if not running and seen is not None:
+                raise AssertionError(f"the fetch ended before {share:.0%} of it was seen arriving: {seen}")
+            if running:
+                seen = running[0]
+                if seen["bytes_total"] and seen["bytes_received"] >= share * seen["bytes_total"]:
+                    os.kill(pid, signal.SIGSTOP)
+                    return
+    raise AssertionError(f"the fetch never got going: {seen}")

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -85,9 +86,10 @@ def notices(app: ShoalApp) -> list[str]:
     return [notification.message for notification in app._notifications]
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[Daemon, Daemon]]:
-    daemons = (Daemon(), Daemon())
+@contextmanager
+def running_pair(config_a: str = "") -> Iterator[tuple[Daemon, Daemon]]:
+    """Two started daemons, A with `config_a` in its config.toml; removed after."""
+    daemons = (Daemon(config_a), Daemon())
     try:
         for daemon in daemons:
             daemon.run("daemon", "start")
@@ -95,6 +97,12 @@ def pair() -> Iterator[tuple[Daemon, Daemon]]:
     finally:
         for daemon in daemons:
             daemon.remove()
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Daemon, Daemon]]:
+    with running_pair() as daemons:
+        yield daemons
 
 
 @pytest.fixture
