@@ -35,7 +35,7 @@ def test_bytes_that_do_not_match_their_id_are_refused(tmp_path: Path) -> None:
     store = PackStore(tmp_path)
     cid, data = chunk()
     with pytest.raises(ValueError, match="does not match"):
-        store.append([(cid, data[:-1] + b"x")])
+        store.append([(cid, data[:-1] + bytes([data[-1] ^ 1]))])
     assert store.holds([cid]) == set() and store.disk_bytes() == 0
 
 
