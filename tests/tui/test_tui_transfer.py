@@ -33,7 +33,7 @@ DATASET = "imagenet-mini"
 FILE_SIZE = 25 * 1024 * 1024
 FILES = 8  # 200 MiB of random data
 #: What A serves B at most: the fetch takes about four seconds, so it is surely caught running
-#: (uncapped, loopback moved the 200 MiB between two status polls of a loaded CI run).
+#: (uncapped, a loaded CI run once missed it: the whole fetch can fit between two status polls).
 SERVE_CAP = 50 * 1000 * 1000
 BOTTLENECK = 6  # the transfers table's column
 MEASURED = {"waiting for peers", "network", "hashing", "disk write", "disk read"}
