@@ -42,8 +42,7 @@ class Arrival:
     peer: str
     cid: bytes
     run: Run
-    #: A view of the frame it came in (a DATA_RUNS of this run alone), or a copy of its part of
-    #: a frame of many (session.py); nothing else uses it.
+    #: A view of the DATA_RUNS frame it came in (a kept buffer, spares.py); nothing else uses it.
     data: bytes | memoryview
     targets: list[Target]
 

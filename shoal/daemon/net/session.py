@@ -93,15 +93,6 @@ class _Pending:
     error: BaseException | None = None
 
 
-def _deliver_runs(pending: _Pending, message: DataRuns) -> None:
-    """Hand each run of `message` to the request's `deliver`, as a view of its frame: frames
-    are kept buffers (protocol/wire/spares.py), which do not grow glibc's heap, so copying
-    runs out to free their frame early saves no memory."""
-    runs = split_runs(message, [pending.totals[first] for first in message.ids])
-    for first, data in zip(message.ids, runs):
-        pending.deliver(first, data)
-
-
 async def establish(
     stream: trio.abc.Stream,
     role: Role,
@@ -310,7 +301,11 @@ class PeerSession:
                     if isinstance(message, Data):
                         pending.deliver(message.id, message.data)
                     else:
-                        _deliver_runs(pending, message)
+                        # Each run a view of its frame: frames are kept buffers (spares.py), which do
+                        # not grow glibc's heap, so copying runs out to free a frame early saves no memory.
+                        totals = [pending.totals[first] for first in message.ids]
+                        for first, data in zip(message.ids, split_runs(message, totals)):
+                            pending.deliver(first, data)
                 except Exception as e:  # a bad chunk: abandon this request only
                     pending.error = e
                     pending.done.set()
