@@ -84,3 +84,23 @@ async def test_the_next_batch_is_asked_for_while_the_last_is_written_and_no_furt
     assert log.index("asked 2") < log.index("wrote 1") < log.index("asked 3")
     assert sorted(entry for entry in log if entry.startswith("wrote")) == ["wrote 1", "wrote 2", "wrote 3"]
     assert puller.schedule.finished
+
+
+async def test_a_request_is_cancelled_once_its_peer_has_sent_too_little_for_the_timeout() -> None:
+    def open_request(source: SimpleNamespace) -> Any:
+        return puller_mod._Open(trio.CancelScope(), source, source.bytes_in, 0.0)  # type: ignore[arg-type]
+
+    # Over 3 s one peer sends more than SILENT_BYTES, the other less.
+    enough, trickle = SimpleNamespace(bytes_in=0), SimpleNamespace(bytes_in=0)
+    busy, slow = open_request(enough), open_request(trickle)
+    cancelled_at = {}
+    for second in range(1, 10):
+        if second <= 6:
+            enough.bytes_in += puller_mod.SILENT_BYTES * 3 // 8
+        trickle.bytes_in += puller_mod.SILENT_BYTES // 4
+        puller_mod.cancel_silent([busy, slow], float(second), 3.0)
+        for name, request in (("busy", busy), ("slow", slow)):
+            if request.scope.cancel_called:
+                cancelled_at.setdefault(name, second)
+    # The busy peer went quiet after 6 s, when it was last heard from in full.
+    assert cancelled_at == {"slow": 3, "busy": 9}

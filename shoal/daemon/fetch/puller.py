@@ -8,7 +8,7 @@ one asks for. Peers may come, leave, or be dropped for misbehaving at any time.
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -20,7 +20,6 @@ from shoal.daemon.fetch.schedule import Batch, Idle, Scheduler
 from shoal.daemon.fetch.source import Source
 from shoal.daemon.fetch.state import PeerStats
 from shoal.daemon.fetch.wakeup import Signal
-from shoal.errors import single_exception
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.wire.messages import Run
 
@@ -30,6 +29,8 @@ WINDOW_PER_PEER = 4
 #: Less than this from a peer in a fetch's timeout is silence: more than its keepalive PONGs
 #: (a few dozen bytes every 30 s) add up to in an hour, less than one record of data.
 SILENT_BYTES = 16 * 1024
+#: Seconds between two looks at the open requests for silent peers, at the most.
+SILENCE_CHECK = 1.0
 
 _log = logging.getLogger("shoal.fetch")
 
@@ -65,6 +66,17 @@ class _Reply:
 
 
 @dataclass(slots=True)
+class _Open:
+    """A request waiting on a peer: cancelled once the peer has been silent for the fetch's timeout."""
+
+    scope: trio.CancelScope
+    source: Source
+    #: The peer's bytes_in, and the trio time, when it was last heard from (SILENT_BYTES or more).
+    heard: int
+    since: float
+
+
+@dataclass(slots=True)
 class _Settling:
     """A batch being settled: set once it is released, with whether its peer may go on."""
 
@@ -89,10 +101,14 @@ class Puller:
         self._workers: Counter[str] = Counter()
         #: Peers whose session broke, with that session: welcome back on a new one.
         self._lost: dict[str, Source] = {}
-        self._requests: dict[tuple[Batch[Target], str], trio.CancelScope] = {}
+        self._requests: dict[tuple[Batch[Target], str], _Open] = {}
         self._last_source_seen = time.monotonic()
         #: The schedule changed: a batch queued, taken or released, a peer joined or left.
         self._changed = Signal()
+        #: What the supervisor watches changed: a peer's workers ended, the peers changed, or
+        #: the schedule finished. Not every batch taken or released: waking on those
+        #: cost two tasks and a nursery each time, hundreds of times a second.
+        self._roster = Signal()
         #: The writer reported on chunks.
         self._written = Signal()
 
@@ -100,7 +116,12 @@ class Puller:
         """The stage: ends, closing the writer's channel, once every batch is done."""
         async with self._arrivals, trio.open_nursery() as nursery:
             nursery.start_soon(self._intake, batches)
-            await self._supervise(nursery)
+            watchers = trio.CancelScope()
+            nursery.start_soon(self._watch, watchers)
+            try:
+                await self._supervise(nursery)
+            finally:
+                watchers.cancel()
 
     def written(self, arrivals: list[Arrival], verdicts: list[bool]) -> None:
         """The writer verified and wrote `arrivals`; a chunk that did not verify is pending again."""
@@ -117,6 +138,7 @@ class Puller:
                 self._changed.notify()
         self.schedule.close()
         self._changed.notify()
+        self._roster.notify()
 
     async def _supervise(self, nursery: trio.Nursery) -> None:
         """Start workers for every peer that serves the version, as peers come and go."""
@@ -129,7 +151,7 @@ class Puller:
             if self._workers:
                 self._last_source_seen = time.monotonic()
             with trio.move_on_after(1.0):
-                await _first_of(self._changed.wait, self._peers_changed)
+                await self._roster.wait()
             if not self._workers and time.monotonic() - self._last_source_seen > spec.timeout:
                 raise self._no_peer()
 
@@ -188,6 +210,7 @@ class Puller:
             if self._workers[peer] <= 0:
                 del self._workers[peer]
                 self.schedule.leave(peer)
+                self._roster.notify()
             self._changed.notify()
 
     async def _next(self, peer: str) -> Batch[Target] | None:
@@ -220,6 +243,8 @@ class Puller:
         state.go_on = self._judge(source, batch, reply)
         self.schedule.release(batch, source.peer_id)
         self._changed.notify()
+        if self.schedule.finished:
+            self._roster.notify()
         state.done.set()
 
     def _judge(self, source: Source, batch: Batch[Target], reply: _Reply) -> bool:
@@ -249,16 +274,10 @@ class Puller:
         """The ids `source` lacks; None if it went silent on the request with chunks still pending."""
         peer = source.peer_id
         with trio.CancelScope() as scope:
-            self._requests[batch, peer] = scope
+            self._requests[batch, peer] = _Open(scope, source, source.bytes_in, trio.current_time())
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_cancel_when_silent, source, self.job.spec.timeout, scope)
-                    runs = [run for key, run in batch.runs.items() if key in batch.pending]
-                    missing = await source.get_runs(runs, lambda cid, data: self._deliver(batch, peer, cid, data))
-                    nursery.cancel_scope.cancel()
-            except BaseExceptionGroup as group:
-                # The watcher never fails: what the nursery wraps is the request's own error.
-                raise single_exception(group) from None
+                runs = [run for key, run in batch.runs.items() if key in batch.pending]
+                missing = await source.get_runs(runs, lambda cid, data: self._deliver(batch, peer, cid, data))
             finally:
                 del self._requests[batch, peer]
         if scope.cancelled_caught:
@@ -275,9 +294,9 @@ class Puller:
             return  # the endgame asked two peers; the first copy won
         for other in receipt.cancel:
             # An endgame duplicate is no longer needed: stop the other peers' copies.
-            scope = self._requests.get((batch, other))
-            if scope is not None:
-                scope.cancel()
+            request = self._requests.get((batch, other))
+            if request is not None:
+                request.scope.cancel()
         # Unbounded: what is in flight is bounded by the workers' windows.
         self._arrivals.send_nowait(Arrival(batch, peer, cid, run, data, receipt.targets))
 
@@ -289,6 +308,23 @@ class Puller:
         if transfer.first_byte is None:
             transfer.first_byte = time.monotonic() - transfer.started
         transfer.bytes_received += n
+
+    async def _watch(self, scope: trio.CancelScope) -> None:
+        """Until `scope` is cancelled: tell the supervisor when the peers change, and cancel
+        requests to peers gone silent. One task each for the whole fetch, not one per
+        request (a nursery and a task each: 60 us, hundreds of times a second)."""
+        timeout = self.job.spec.timeout
+        with scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._relay_peer_changes)
+                while True:
+                    await trio.sleep(min(timeout, SILENCE_CHECK))
+                    cancel_silent(list(self._requests.values()), trio.current_time(), timeout)
+
+    async def _relay_peer_changes(self) -> None:
+        while True:
+            await self._peers_changed()
+            self._roster.notify()
 
     async def _drained(self, batch: Batch[Target]) -> None:
         """Wait until every chunk received for `batch` has been verified and written."""
@@ -310,30 +346,17 @@ class Puller:
             _log.warning("fetch %s: dropped peer %s: %s", self.job.spec.name, peer, reason)
 
 
-async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
-    """Return as soon as any of `waits` returns."""
-    async with trio.open_nursery() as nursery:
-        for wait in waits:
-            nursery.start_soon(_then_cancel, wait, nursery.cancel_scope)
-
-
-async def _then_cancel(wait: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
-    await wait()
-    scope.cancel()
-
-
-async def _cancel_when_silent(source: Source, timeout: float, scope: trio.CancelScope) -> None:
-    """Cancel `scope` once `source` has sent less than SILENT_BYTES in `timeout` seconds.
+def cancel_silent(requests: Iterable[_Open], now: float, timeout: float) -> None:
+    """Cancel each request whose peer has sent less than SILENT_BYTES in the last `timeout` seconds.
 
     Silence is the peer's, not the request's: a peer answers its requests one after
     another, so a request queued behind MiBs of runs (a rate-capped peer, or this
     daemon's own cap) hears nothing of its own while the peer is busy. Bytes, not
     whole runs, count: a 4 MiB run under a 1 MB/s cap takes 4 s to arrive.
     """
-    mark = source.bytes_in
-    while True:
-        await trio.sleep(timeout)
-        if source.bytes_in - mark < SILENT_BYTES:
-            scope.cancel()
-            return
-        mark = source.bytes_in
+    for request in requests:
+        heard = request.source.bytes_in
+        if heard - request.heard >= SILENT_BYTES:
+            request.heard, request.since = heard, now
+        elif now - request.since >= timeout:
+            request.scope.cancel()
