@@ -8,6 +8,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import trio
 
@@ -71,10 +72,18 @@ class Objects:
         await self._ensure_pages(Kind.CHUNKS, files, sources)
 
     async def tree(self, tree_id: bytes, sources: Sequence[Source]) -> list[TreeEntry]:
-        """The entries of a directory, its TREE object and pages fetched first."""
-        await self.ensure(Kind.TREE, [tree_id], sources)
-        node = await trio.to_thread.run_sync(self.decoded, Kind.TREE, tree_id)
+        """The entries of a directory, its TREE object and pages fetched first.
+
+        A directory of one page is taken as decoded (by `ensure` when just downloaded, its
+        entries checked in order there, or as stored, checked when it was): reading it back
+        and decoding it twice more cost as much as that check, and two worker-thread calls,
+        while the first data waits for it."""
+        node = (await self.ensure(Kind.TREE, [tree_id], sources)).get(tree_id)
+        if node is None:
+            node = await trio.to_thread.run_sync(self.decoded, Kind.TREE, tree_id)
         assert isinstance(node, TreeNode)
+        if node.level == 0:
+            return list(cast(tuple[TreeEntry, ...], node.entries))
         await self._ensure_pages(Kind.TREE, [node], sources)
         return await trio.to_thread.run_sync(self.entries, tree_id)
 
