@@ -8,6 +8,7 @@ import trio
 from shoal.daemon.fetch import flusher as flusher_module
 from shoal.daemon.fetch.flusher import Flusher
 from shoal.daemon.fetch.job import FileTask
+from shoal.daemon.store import flush as flush_module
 from shoal.protocol.format.objects import FileEntry
 
 pytestmark = pytest.mark.trio
@@ -31,7 +32,7 @@ async def test_a_batch_is_flushed_in_the_background_one_at_a_time_and_the_rest_a
 
     monkeypatch.setattr(flusher_module, "flush_and_drop", flush_and_drop)
     async with trio.open_nursery() as nursery:
-        flusher = Flusher(tmp_path, nursery)
+        flusher = Flusher(tmp_path, nursery, room=0)
         await flusher.wrote(tasks("ab"))
         await flusher.wrote(tasks("c"))  # the third file: a flush starts, and the writer goes on
         await flusher.wrote(tasks("de"))
@@ -52,7 +53,7 @@ async def test_bytes_start_a_flush_too(tmp_path: Path, monkeypatch: pytest.Monke
     flushed: list[int] = []
     monkeypatch.setattr(flusher_module, "flush_and_drop", lambda dest, files: flushed.append(len(files)))
     async with trio.open_nursery() as nursery:
-        flusher = Flusher(tmp_path, nursery)
+        flusher = Flusher(tmp_path, nursery, room=0)
         await flusher.wrote(tasks("a", size=60))
         await trio.sleep(0.05)
         assert flushed == []
@@ -60,3 +61,33 @@ async def test_bytes_start_a_flush_too(tmp_path: Path, monkeypatch: pytest.Monke
         await flusher.finish()
         await flusher.finish()  # nothing left: no flush
     assert flushed == [2]
+
+
+async def test_pages_stay_cached_while_they_fit_in_the_room_and_are_dropped_past_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flusher_module, "FLUSH_FILES", 2)
+    flushed: list[list[str]] = []
+
+    def flush_and_drop(dest: Path, files: list[tuple[str, str]]) -> None:
+        flushed.append([partial.rsplit("/", 1)[1] for partial, _ in files])
+
+    monkeypatch.setattr(flusher_module, "flush_and_drop", flush_and_drop)
+    async with trio.open_nursery() as nursery:
+        flusher = Flusher(tmp_path, nursery, room=35)
+        for names in ("ab", "cd", "ef"):
+            await flusher.wrote(tasks(names, size=10))
+            await trio.sleep(0.05)
+        await flusher.wrote(tasks("g", size=10))
+        await flusher.finish()
+    # 20 bytes fit, 20 more would not (15 left): dropped, and every batch after them.
+    assert flushed == [[], list("cd"), list("ef"), list("g")]
+
+
+async def test_free_memory_is_what_meminfo_calls_free() -> None:
+    with open("/proc/meminfo") as meminfo:
+        line = next(line for line in meminfo if line.startswith("MemFree:"))
+    expected = int(line.split()[1]) * 1024
+    # Memory moves while we look: within 64 MiB of it.
+    assert abs(flush_module.free_memory() - expected) < 64 << 20
+    assert flush_module.free_memory() > 0
