@@ -51,3 +51,21 @@ async def test_the_first_error_stops_the_rest_and_is_raised_as_itself() -> None:
         await walk._subtrees(("top",), _dirs(40))
     assert len(walk.log["started"]) < 40  # type: ignore[attr-defined]
     assert walk.log["now"] == 0  # type: ignore[attr-defined]
+
+
+class Fetching(Subtrees):
+    """Subdirectories whose own objects take a while, fetched under the walk's limiter as `Walk.tree` does."""
+
+    async def tree(self, tree_id: bytes, prefix: tuple[str, ...] = (), old_id: bytes | None = None) -> Totals:
+        async with self.fetching:
+            return await super().tree(tree_id, prefix, old_id)
+
+
+async def test_a_walk_that_starts_narrow_takes_one_directory_at_a_time_until_widened() -> None:
+    walk = Fetching()
+    object.__setattr__(walk, "fetching", trio.CapacityLimiter(1))
+    assert await walk._subtrees(("top",), _dirs(6)) == [(i, 1, 2) for i in range(6)]
+    assert walk.log["most"] == 1  # type: ignore[attr-defined]
+    walk.widen()
+    await walk._subtrees(("top",), _dirs(12))
+    assert walk.log["most"] == WALK_DIRS  # type: ignore[attr-defined]

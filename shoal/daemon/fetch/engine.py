@@ -44,7 +44,7 @@ from shoal.daemon.fetch.serving import Serving
 from shoal.daemon.fetch.source import SourceDirectory
 from shoal.daemon.fetch.state import FetchResult, FetchSpec, Transfer
 from shoal.daemon.fetch.totals import selected_totals
-from shoal.daemon.fetch.walk import Walk
+from shoal.daemon.fetch.walk import WALK_DIRS, Walk
 from shoal.daemon.fetch.writer import finish_stage, write_stage
 from shoal.daemon.model import PARTIAL_DIR, VersionInfo, VersionQuery
 from shoal.daemon.store.fdlimit import FilePool, pool_size
@@ -171,7 +171,13 @@ class Fetcher:
         # arrives (an update's walk is short, and one that fails must not have touched DEST).
         streaming = fresh and not spec.partial
         checked = CheckedDirs()
-        walk = Walk(self.objects, transfer, sources, matcher, not spec.partial, checked if streaming else None)
+        # A streaming walk checks one directory at a time until the planner has files to hand
+        # over: four at once, their FILE objects' checks held the GIL from the one the first
+        # data waited for (README, "The pass of 2026-12-07 from 10:02").
+        walk = Walk(
+            self.objects, transfer, sources, matcher, not spec.partial, checked if streaming else None,
+            trio.CapacityLimiter(1 if streaming else WALK_DIRS),
+        )
         if not streaming:
             await walk.version(record, old_root if reuse_unchanged else None)
             if spec.partial:
@@ -248,7 +254,8 @@ class Fetcher:
             async with trio.open_nursery() as nursery:
                 if walk is not None:
                     nursery.start_soon(walk_streaming, walk)
-                nursery.start_soon(Planner(job, matcher).run, record.root, tasks_out)
+                planner = Planner(job, matcher, walk.widen if walk is not None else None)
+                nursery.start_soon(planner.run, record.root, tasks_out)
                 nursery.start_soon(copier.run, tasks_in)
                 nursery.start_soon(pull)
                 nursery.start_soon(repeats.fill_stage, finished_out.clone())

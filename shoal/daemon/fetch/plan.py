@@ -8,7 +8,7 @@ a directory is planned once the walk has checked it.
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +47,12 @@ _Action = FileTask | _Wait | None
 class Planner:
     """Walks the version against what DEST holds, yielding the files to assemble."""
 
-    def __init__(self, job: Job, matcher: Matcher) -> None:
+    def __init__(self, job: Job, matcher: Matcher, first_files: Callable[[], None] | None = None) -> None:
         self.job = job
         self.matcher = matcher
         self._partial_dir = job.partial_dir
+        #: Called once, when the plan first has files to hand over.
+        self._first_files = first_files
 
     async def run(self, root: bytes, tasks: trio.MemorySendChannel[list[FileTask]]) -> None:
         """The stage: send the files to assemble, a step's worth at a time; close `tasks` at the end."""
@@ -59,6 +61,9 @@ class Planner:
             while True:
                 step, waiting, moved = await trio.to_thread.run_sync(_next_step, plan)
                 if step:
+                    if self._first_files is not None:
+                        self._first_files()
+                        self._first_files = None
                     await tasks.send(step)
                 if waiting is not None:
                     await self.job.checked.wait(waiting.tree_id, waiting.depth)

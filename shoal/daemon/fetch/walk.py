@@ -54,7 +54,13 @@ class Walk:
     remember: bool
     #: Told of each directory checked, for a planner following behind.
     checked: CheckedDirs | None = None
+    #: Directories fetched and checked at once: WALK_DIRS, or one until `widen` (a walk the
+    #: first data waits for: its first directories are checked sooner alone, see the engine).
     fetching: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(WALK_DIRS))
+
+    def widen(self) -> None:
+        """Fetch and check WALK_DIRS directories at once from now on."""
+        self.fetching.total_tokens = WALK_DIRS
 
     async def version(self, record: VersionRecord, old_root: bytes | None = None) -> Totals:
         """Walk the whole version and check its declared totals; `old_root` as `tree`'s `old_id`."""
