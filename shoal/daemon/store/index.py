@@ -122,6 +122,14 @@ class RetainedChunks(Protocol):
     def read(self, wanted: bytes) -> bytes | None: ...
 
 
+#: Bytes per SQLite page of a new index. Chunk ids are random, so every transaction of a
+#: fetch or a share writes most leaves of the locations and objects trees again, one WAL
+#: frame (two `pwrite`s) each: 16 KiB pages made a fetch's worth of index writes (10,000
+#: files, 26,000 locations, 10,000 objects) 11,900 `pwrite`s instead of 39,700 and
+#: 0.20 s of CPU instead of 0.24 s (/tmp script, this VM).
+PAGE_SIZE = 16384
+
+
 class Index:
     """The daemon's SQLite index; thread-safe.
 
@@ -132,6 +140,8 @@ class Index:
         self.retained = retained
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        # Before the first table: it sets the page size of a new index only (a WAL database keeps its own).
+        self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL keeps WAL commits durable across a process crash; only a power
         # loss can drop the last transactions, which a re-share recomputes.
