@@ -16,6 +16,11 @@ With --tasks the daemons also count the CPU of each trio task (its steps on the
 event loop) and of each function run in a worker thread (bench/taskcpu, put on
 their PYTHONPATH), and the report adds the medians of each daemon's largest.
 
+With --dir DIR the runs work in DIR and keep it: the dataset generated there
+before (the same --size, --small-files and --part) is used again, and no copy
+is deleted, so that runs do not follow a large delete, which slows the next
+files created for minutes (see fetch_once). Clean DIR yourself, then wait.
+
 With --spy DIR, py-spy (`pip install py-spy`; not a dependency) samples both
 daemons during every fetch (`py-spy record --format raw --threads --gil`,
 samples holding the GIL only) and leaves one collapsed-stack file per daemon
@@ -23,7 +28,7 @@ and run in DIR; the report adds each daemon's functions with the most samples
 of their own (innermost frame) and in total (anywhere on the stack).
 
     .venv/bin/python bench/fetch_cpu.py [--part full|large|small] [--runs 3] [--size 2G]
-        [--small-files N] [--against REV] [--tasks] [--spy DIR]
+        [--small-files N] [--against REV] [--dir DIR] [--tasks] [--spy DIR]
 """
 
 import argparse
@@ -193,6 +198,19 @@ def spy_report(paths: list[Path], top: int = 15) -> None:
         print(f"    total {100 * n / max(samples, 1):5.1f}%  {name}")
 
 
+def dataset(parent: Path, size: int, small_files: int | None, part: str) -> Path:
+    """The dataset in `parent`, generated unless a finished one of these parameters is there."""
+    data = parent / f"data-{size}-{small_files or 'default'}-{part}"
+    done = data.with_name(data.name + ".done")
+    if not done.exists():
+        shutil.rmtree(data, ignore_errors=True)
+        print(f"generating {size / 1e9:.2f} GB ...", file=sys.stderr)
+        make_dataset(data, size, small_files)
+        select_part(data, part)
+        done.touch()
+    return data
+
+
 def select_part(data: Path, part: str) -> None:
     if part == "large":
         shutil.rmtree(data / "samples")
@@ -304,6 +322,8 @@ def main() -> int:
                         help="small files in the dataset (bench/fetch.py's option: 10000 with --size 1G is the 1 GiB folder)")
     parser.add_argument("--against", metavar="REV", help="alternate with a git worktree of REV")
     parser.add_argument("--no-drop-caches", action="store_true")
+    parser.add_argument("--dir", type=Path, metavar="DIR",
+                        help="work in DIR and keep it: reuse the dataset generated there, delete nothing")
     parser.add_argument("--tasks", action="store_true",
                         help="also count CPU per trio task and worker-thread function in both daemons")
     parser.add_argument("--spy", type=Path, metavar="DIR",
@@ -312,7 +332,7 @@ def main() -> int:
     size = parse_size(args.size)
     drop = not args.no_drop_caches
     failures: list[str] = []
-    work = Path(tempfile.mkdtemp(prefix="shoal-fetch-cpu-", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="shoal-fetch-cpu-", dir=args.dir or "/tmp"))
     if args.tasks:
         (work / "tasks").mkdir()
         os.environ[TASKS_ENV] = str(work / "tasks")
@@ -328,10 +348,7 @@ def main() -> int:
                            check=True, capture_output=True, text=True)
             build_in_place(worktree)
             variants.append(Variant(args.against, worktree))
-        data = work / "data"
-        print(f"generating {size / 1e9:.2f} GB ...", file=sys.stderr)
-        make_dataset(data, size, args.small_files)
-        select_part(data, args.part)
+        data = dataset(args.dir or work, size, args.small_files, args.part)
         for v in variants:
             v.sender = TreeDaemon("A", work / f"{v.slug}-a", v.tree)
             with variant_env(v):
@@ -352,7 +369,10 @@ def main() -> int:
                     v.sender.stop()
         if args.against:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        if args.dir:
+            print(f"kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print_failures(failures)
     return 1 if failures else 0
 
