@@ -85,9 +85,14 @@ async def test_pages_stay_cached_while_they_fit_in_the_room_and_are_dropped_past
 
 
 async def test_free_memory_is_what_meminfo_calls_free() -> None:
-    with open("/proc/meminfo") as meminfo:
-        line = next(line for line in meminfo if line.startswith("MemFree:"))
-    expected = int(line.split()[1]) * 1024
-    # Memory moves while we look: within 64 MiB of it.
-    assert abs(flush_module.free_memory() - expected) < 64 << 20
-    assert flush_module.free_memory() > 0
+    def mem_free() -> int:
+        with open("/proc/meminfo") as meminfo:
+            line = next(line for line in meminfo if line.startswith("MemFree:"))
+        return int(line.split()[1]) * 1024
+
+    before = mem_free()
+    found = flush_module.free_memory()
+    after = mem_free()
+    # Memory moves while we look (other tests run beside this one): between the two looks, give or take.
+    assert min(before, after) - (64 << 20) <= found <= max(before, after) + (64 << 20)
+    assert found > 0
