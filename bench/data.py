@@ -5,6 +5,7 @@ import platform
 import subprocess
 import sys
 import sysconfig
+import time
 import tomllib
 from pathlib import Path
 
@@ -73,6 +74,36 @@ def cpu_since(start: tuple[float, float]) -> tuple[float, float]:
     """The machine's (user, system) CPU seconds spent since `start`, a machine_cpu()."""
     now = machine_cpu()
     return now[0] - start[0], now[1] - start[1]
+
+
+#: Free memory this kernel has handed back to the host (a VM's free page reporting), in KiB.
+REPORTED_KIB = Path("/sys/module/page_reporting/parameters/reported_kib")
+#: Free page reporting walks the free lists every 2 s: this long without a change, it is done.
+SETTLED_AFTER = 3.0
+SETTLE_LIMIT = 30.0
+
+
+def settle_free_memory() -> float | None:
+    """Wait until the kernel has handed the memory freed lately back to the host; the
+    seconds waited, or None on a machine that does not report free memory.
+
+    On such a VM a page handed back costs a fault in the host when next touched, and
+    memory freed in the last seconds (a `drop_caches` of what the previous command left
+    cached) is not handed back yet: a command started right away runs on it cheaply,
+    by as much as the previous command left. rsync + sync of the 1 GiB folder took
+    2.5-2.9 s right after dropping its predecessor's copy and 3.3-3.5 s once the
+    reporting had settled (2026-12-07, README, Performance). Settled, every timed
+    command starts from the same state: that of a machine that has been idle."""
+    if not REPORTED_KIB.exists():
+        return None
+    started = changed = time.monotonic()
+    last = REPORTED_KIB.read_text()
+    while (now := time.monotonic()) - changed < SETTLED_AFTER and now - started < SETTLE_LIMIT:
+        time.sleep(0.1)
+        current = REPORTED_KIB.read_text()
+        if current != last:
+            last, changed = current, time.monotonic()
+    return time.monotonic() - started
 
 
 def print_failures(failures: list[str]) -> None:

@@ -22,7 +22,10 @@ then prints one table:
 
 Page caches are dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before
 every timed command of both tools unless --no-drop-caches; each fetched tree
-is compared byte for byte with the source after the timed part.
+is compared byte for byte with the source after the timed part. On a VM that
+hands free memory back to its host (free page reporting), each drop is followed
+by a wait until that is done (data.settle_free_memory; a few seconds), so that
+no command runs on the memory its predecessor just freed; --no-settle skips it.
 
 One pair of full fetches on a noisy machine differs by up to a third, so
 --rounds N (N >= 2) then runs N-1 further full fetches of the unchanged
@@ -30,12 +33,17 @@ folder, each tool into a new empty folder (shoal with a fresh receiver daemon
 that trusts A and is trusted by it: a receiver that already holds the data
 copies it locally instead of fetching), the tools taking turns at going first,
 and prints every round and the medians of the two ratios against the bars.
+On this VM a command runs slower right after the other tool than right after
+itself (rsync + sync by up to 0.8 s right after a shoal fetch; README,
+Performance), so with --paired each tool fetches twice in a row in every round
+2..N and only the second fetch counts, each timed right after one of its own;
+the first ones, right after the other tool, are summed up below the rounds.
 Earlier rounds' folders stay until the end (removed then unless --keep):
 deleting ~10,000 files slows file creation on the file system for minutes,
 which would skew the next round.
 
-    .venv/bin/python bench/fetch.py [--size 2G] [--small-files N] [--rounds N] [--dir DIR] [--keep] [--skip-rsync]
-        [--no-drop-caches]
+    .venv/bin/python bench/fetch.py [--size 2G] [--small-files N] [--rounds N [--paired]] [--dir DIR] [--keep]
+        [--skip-rsync] [--no-drop-caches] [--no-settle]
 """
 
 import argparse
@@ -55,7 +63,16 @@ import time
 from pathlib import Path
 
 import blake3
-from data import cpu_model, cpu_since, machine_cpu, parse_size, print_failures, write_random
+from data import (
+    REPORTED_KIB,
+    cpu_model,
+    cpu_since,
+    machine_cpu,
+    parse_size,
+    print_failures,
+    settle_free_memory,
+    write_random,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -182,12 +199,20 @@ def compare_trees(src: Path, dst: Path, only: list[Path] | None = None) -> list[
     return problems
 
 
+#: Whether drop_caches also waits for the memory it freed to be handed back to the host
+#: (data.settle_free_memory); the benchmarks' --no-settle clears it.
+SETTLE = True
+
+
 def drop_caches(enabled: bool) -> None:
+    """Empty the page cache (and, with SETTLE, wait until what that freed is handed back to a VM's host)."""
     if not enabled:
         return
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("3\n")
+    if SETTLE:
+        settle_free_memory()
 
 
 def background_cpu(seconds: float = 2.0) -> float:
@@ -398,13 +423,23 @@ def main() -> int:
                         help="full fetches per tool (default 1): rounds 2..N each fetch the unchanged folder into new"
                              " folders, shoal with a fresh receiver daemon, the tools taking turns at going first;"
                              " prints every round and the medians of the ratios")
+    parser.add_argument("--paired", action="store_true",
+                        help="in rounds 2..N each tool fetches twice in a row and the second fetch counts: each timed"
+                             " right after one of its own (twice the time and disk of plain rounds)")
     parser.add_argument("--dir", help="parent of the working dir for data and copies (default /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs (homes, data, copies)")
     parser.add_argument("--skip-rsync", action="store_true", help="measure shoal only")
     parser.add_argument("--no-drop-caches", action="store_true", help="do not drop the page cache before timed commands")
+    parser.add_argument("--no-settle", action="store_true",
+                        help="start timed commands right after dropping the page cache, without waiting for the memory"
+                             " it freed to be handed back to a VM's host")
     args = parser.parse_args()
+    global SETTLE
+    SETTLE = not args.no_settle
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.paired and args.rounds < 2:
+        parser.error("--paired needs --rounds 2 or more")
     total = parse_size(args.size)
     drop = not args.no_drop_caches
     if drop and os.geteuid() != 0:
@@ -521,7 +556,7 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001 - reported in the output
                 failures.append(f"{row}: rsync failed: {e}")
 
-        def shoal_round(r: int, result: dict) -> None:
+        def shoal_round(r: str, result: dict) -> None:
             nonlocal shoal_ok
             if not shoal_ok:
                 return
@@ -538,7 +573,7 @@ def main() -> int:
                 shoal_ok = False
                 failures.append(f"{row}: shoal failed: {e}")
 
-        def rsync_round(r: int, result: dict) -> None:
+        def rsync_round(r: str, result: dict) -> None:
             if rsyncd is None:
                 return
             row = f"full fetch round {r}"
@@ -592,17 +627,21 @@ def main() -> int:
         # --- 4. rounds 2..N: the full fetch again ----------------------------
         # The folder is as the last delta's share left it, so head_seq is its version. Each round's copies go to
         # new folders, and earlier ones stay: deleting ~10,000 files slows file creation for minutes after.
-        rounds: list[tuple[str, dict]] = [("shoal" if rsyncd else "-", rows.get("full fetch", {}))]
+        rounds: list[tuple[str, dict, dict]] = [("shoal" if rsyncd else "-", rows.get("full fetch", {}), {})]
         for r in range(2, args.rounds + 1):
             # The tools take turns at going first (round 1: shoal), so neither always runs right after the other.
             steps = [("shoal", shoal_round), ("rsync", rsync_round)]
             if r % 2 == 0:
                 steps.reverse()
             result: dict = {}
+            before: dict = {}  # with --paired: each tool's first fetch of the round, right after the other tool
             for tool, step in steps:
+                if args.paired:
+                    print(f"full fetch round {r}: {tool}, right after the other tool ...", file=sys.stderr)
+                    step(f"{r}-first", before)
                 print(f"full fetch round {r}: {tool} ...", file=sys.stderr)
-                step(r, result)
-            rounds.append((steps[0][0] if rsyncd else "-", result))
+                step(str(r), result)
+            rounds.append((steps[0][0] if rsyncd else "-", result, before))
 
         # --- report ----------------------------------------------------------
         notes.append(f"background: other processes kept {busy:.2f} of {os.cpu_count()} CPUs busy in the 2 s before the"
@@ -636,6 +675,8 @@ def report(args, cmdline, total, info, files, size, rows, rounds, notes, failure
           "incompressible, all content distinct")
     print("page cache: " + ("dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every timed command of both tools"
                             if drop else "NOT dropped"))
+    if drop:
+        print("free memory: " + _settle_note())
     print("times: wall time of the client command (`shoal fetch --json` on B; `rsync` pulling from rsync://127.0.0.1);"
           " shoal's time excludes A's `share`, shown separately; shoal's fetch ends with syncfs, so the ratios are"
           " against `rsync ... && sync`")
@@ -683,17 +724,29 @@ def _print_table(header: list[str], table: list[list[str]]) -> None:
         print(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
 
 
-def _print_rounds(rounds: list[tuple[str, dict]]) -> None:
+def _settle_note() -> str:
+    if not REPORTED_KIB.exists():
+        return "this kernel does not hand free memory back to a host (no free page reporting): nothing to wait for"
+    if SETTLE:
+        return ("after each drop, waited until the kernel had handed the memory it freed back to the VM's host"
+                " (free page reporting settled), so every timed command starts from the same state")
+    return ("NOT settled (--no-settle): each timed command ran right after the drop, on memory its predecessor"
+            " freed and the host had not taken back yet; the order of the commands then matters")
+
+
+def _print_rounds(rounds: list[tuple[str, dict, dict]]) -> None:
     """One line a full-fetch round (which tool went first and the row's fields), then the medians of both ratios."""
     print()
+    paired = any(before for _, _, before in rounds)
     print(f"full fetch, {len(rounds)} rounds (round 1 is the row above; each later round fetches into new folders,"
-          " shoal with a fresh receiver daemon):")
+          " shoal with a fresh receiver daemon" + ("; rounds 2.. count each tool's second fetch in a row" if paired else "")
+          + "):")
     header = ["round", "first", "shoal time", "rsync", "rsync+sync", "time ratio", "shoal CPU", "rsync+sync CPU",
               "CPU ratio"]
     table = []
     time_ratios: list[float] = []
     cpu_ratios: list[float] = []
-    for i, (first, r) in enumerate(rounds, 1):
+    for i, (first, r, _) in enumerate(rounds, 1):
         st, synced = r.get("shoal_time"), r.get("synced_time")
         shoal_cpu, synced_cpu = _cpu(r, "shoal_cpu"), _cpu(r, "synced_cpu")
         for ratios, q in ((time_ratios, _quotient(st, synced)), (cpu_ratios, _quotient(shoal_cpu, synced_cpu))):
@@ -706,6 +759,23 @@ def _print_rounds(rounds: list[tuple[str, dict]]) -> None:
     table.append(["median", "", "", "", "", fmt_ratio(median_time), "", "", fmt_ratio(median_cpu)])
     _print_table(header, table)
     print(f"bar on the medians: {_full_verdict(median_time, median_cpu)}")
+    if paired:
+        _print_order_effect(rounds[1:])
+
+
+def _print_order_effect(rounds: list[tuple[str, dict, dict]]) -> None:
+    """Medians of each tool's time right after itself (counted) and right after the other tool (not counted)."""
+    def median(runs: list[dict], key: str) -> float | None:
+        values = [r[key] for r in runs if r.get(key)]
+        return statistics.median(values) if values else None
+
+    counted = [r for _, r, _ in rounds]
+    firsts = [before for _, _, before in rounds]
+    for tool, key in (("shoal", "shoal_time"), ("rsync + sync", "synced_time")):
+        print(f"{tool}: median {fmt_time(median(counted, key))} right after itself (counted),"
+              f" {fmt_time(median(firsts, key))} right after the other tool")
+    crossed = _quotient(median(firsts, "shoal_time"), median(firsts, "synced_time"))
+    print(f"time ratio of the medians of the fetches right after the other tool (not counted): {fmt_ratio(crossed)}")
 
 
 def _quotient(a: float | None, b: float | None) -> float | None:

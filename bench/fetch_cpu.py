@@ -2,7 +2,8 @@
 
 Generates the dataset of bench/fetch.py (or only its large or only its small
 files), starts daemon A, which shares it once, and for every run a fresh daemon
-B that fetches it into an empty DEST with the page cache dropped. Prints, per
+B that fetches it into an empty DEST with the page cache dropped (and, on a VM that
+hands free memory back to its host, that settled: bench/fetch.py). Prints, per
 run, the wall time of `shoal fetch`, its first byte, the whole machine's CPU
 (/proc/stat) and each daemon's CPU split into its event-loop thread and the
 rest (worker threads), user and system (/proc/PID/stat and
@@ -47,6 +48,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import fetch
 from data import build_in_place, cpu_since, machine_cpu, parse_size, print_failures
 from fetch import DATASET, Daemon, ShoalFailed, drop_caches, make_dataset, wait_remote
 from switch import link
@@ -267,7 +269,9 @@ def report(rows: list[dict], variants: list[Variant], args: argparse.Namespace, 
     print()
     print(f"command: {' '.join([sys.executable, *sys.argv])}")
     print(f"part: {args.part} of a {size / 1e9:.2f} GB bench/fetch.py dataset; page cache "
-          + ("dropped before every fetch" if not args.no_drop_caches else "NOT dropped"))
+          + ("dropped before every fetch" if not args.no_drop_caches else "NOT dropped")
+          + ("; free memory handed back to the host settled after each drop" if fetch.SETTLE and fetch.REPORTED_KIB.exists()
+             and not args.no_drop_caches else ""))
     print("CPU columns: user/system seconds; machine = the whole machine (/proc/stat); main = a daemon's "
           "event-loop thread, rest = its other threads")
     print()
@@ -322,6 +326,9 @@ def main() -> int:
                         help="small files in the dataset (bench/fetch.py's option: 10000 with --size 1G is the 1 GiB folder)")
     parser.add_argument("--against", metavar="REV", help="alternate with a git worktree of REV")
     parser.add_argument("--no-drop-caches", action="store_true")
+    parser.add_argument("--no-settle", action="store_true",
+                        help="fetch right after dropping the page cache, without waiting for the memory it freed to be"
+                             " handed back to a VM's host (bench/fetch.py's option)")
     parser.add_argument("--dir", type=Path, metavar="DIR",
                         help="work in DIR and keep it: reuse the dataset generated there, delete nothing")
     parser.add_argument("--tasks", action="store_true",
@@ -331,6 +338,7 @@ def main() -> int:
     args = parser.parse_args()
     size = parse_size(args.size)
     drop = not args.no_drop_caches
+    fetch.SETTLE = not args.no_settle
     failures: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="shoal-fetch-cpu-", dir=args.dir or "/tmp"))
     if args.tasks:
