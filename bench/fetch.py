@@ -33,11 +33,12 @@ folder, each tool into a new empty folder (shoal with a fresh receiver daemon
 that trusts A and is trusted by it: a receiver that already holds the data
 copies it locally instead of fetching), the tools taking turns at going first,
 and prints every round and the medians of the two ratios against the bars.
-On this VM a command runs slower right after the other tool than right after
-itself (rsync + sync by up to 0.8 s right after a shoal fetch; README,
-Performance), so with --paired each tool fetches twice in a row in every round
-2..N and only the second fetch counts, each timed right after one of its own;
-the first ones, right after the other tool, are summed up below the rounds.
+Without the wait above (--no-settle), a command on this VM runs slower right
+after the other tool than right after itself (rsync + sync by up to 0.8 s right
+after a shoal fetch; README, Performance): with --paired each tool fetches twice
+in a row in every round 2..N and only the second fetch counts, each timed right
+after one of its own; the first ones, right after the other tool, are summed up
+below the rounds, which shows what is left of the order effect.
 Earlier rounds' folders stay until the end (removed then unless --keep):
 deleting ~10,000 files slows file creation on the file system for minutes,
 which would skew the next round.
