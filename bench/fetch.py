@@ -740,7 +740,8 @@ def _print_rounds(rounds: list[tuple[str, dict, dict]]) -> None:
     print()
     paired = any(before for _, _, before in rounds)
     print(f"full fetch, {len(rounds)} rounds (round 1 is the row above; each later round fetches into new folders,"
-          " shoal with a fresh receiver daemon" + ("; rounds 2.. count each tool's second fetch in a row" if paired else "")
+          " shoal with a fresh receiver daemon" + ("; the medians are of rounds 2.., each tool's second fetch in a row"
+                                                   if paired else "")
           + "):")
     header = ["round", "first", "shoal time", "rsync", "rsync+sync", "time ratio", "shoal CPU", "rsync+sync CPU",
               "CPU ratio"]
@@ -750,10 +751,13 @@ def _print_rounds(rounds: list[tuple[str, dict, dict]]) -> None:
     for i, (first, r, _) in enumerate(rounds, 1):
         st, synced = r.get("shoal_time"), r.get("synced_time")
         shoal_cpu, synced_cpu = _cpu(r, "shoal_cpu"), _cpu(r, "synced_cpu")
+        # Paired, round 1 does not count: its rsync runs right after shoal.
+        counted = not paired or i > 1
         for ratios, q in ((time_ratios, _quotient(st, synced)), (cpu_ratios, _quotient(shoal_cpu, synced_cpu))):
-            if q is not None:
+            if q is not None and counted:
                 ratios.append(q)
-        table.append([str(i), first, fmt_time(st), fmt_time(r.get("rsync_time")), fmt_time(synced), _ratio(st, synced),
+        label = str(i) if counted else f"{i} (not counted)"
+        table.append([label, first, fmt_time(st), fmt_time(r.get("rsync_time")), fmt_time(synced), _ratio(st, synced),
                       fmt_time(shoal_cpu), fmt_time(synced_cpu), _ratio(shoal_cpu, synced_cpu)])
     median_time = statistics.median(time_ratios) if time_ratios else None
     median_cpu = statistics.median(cpu_ratios) if cpu_ratios else None
