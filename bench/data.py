@@ -83,9 +83,9 @@ SETTLED_AFTER = 3.0
 SETTLE_LIMIT = 30.0
 
 
-def settle_free_memory() -> float | None:
-    """Wait until the kernel has handed the memory freed lately back to the host; the
-    seconds waited, or None on a machine that does not report free memory.
+def settle_free_memory() -> None:
+    """Wait until the kernel has handed the memory freed lately back to the host (at
+    once on a machine that does not report free memory).
 
     On such a VM a page handed back costs a fault in the host when next touched, and
     memory freed in the last seconds (a `drop_caches` of what the previous command left
@@ -95,7 +95,7 @@ def settle_free_memory() -> float | None:
     reporting had settled (2026-12-07, README, Performance). Settled, every timed
     command starts from the same state: that of a machine that has been idle."""
     if not REPORTED_KIB.exists():
-        return None
+        return
     started = changed = time.monotonic()
     last = REPORTED_KIB.read_text()
     while (now := time.monotonic()) - changed < SETTLED_AFTER and now - started < SETTLE_LIMIT:
@@ -103,7 +103,6 @@ def settle_free_memory() -> float | None:
         current = REPORTED_KIB.read_text()
         if current != last:
             last, changed = current, time.monotonic()
-    return time.monotonic() - started
 
 
 def print_failures(failures: list[str]) -> None:

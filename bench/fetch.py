@@ -677,7 +677,7 @@ def report(args, cmdline, total, info, files, size, rows, rounds, notes, failure
     print("page cache: " + ("dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every timed command of both tools"
                             if drop else "NOT dropped"))
     if drop:
-        print("free memory: " + _settle_note())
+        print("free memory: " + settle_note())
     print("times: wall time of the client command (`shoal fetch --json` on B; `rsync` pulling from rsync://127.0.0.1);"
           " shoal's time excludes A's `share`, shown separately; shoal's fetch ends with syncfs, so the ratios are"
           " against `rsync ... && sync`")
@@ -725,7 +725,8 @@ def _print_table(header: list[str], table: list[list[str]]) -> None:
         print(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
 
 
-def _settle_note() -> str:
+def settle_note() -> str:
+    """What the free memory was like at the start of each timed command, for a report."""
     if not REPORTED_KIB.exists():
         return "this kernel does not hand free memory back to a host (no free page reporting): nothing to wait for"
     if SETTLE:

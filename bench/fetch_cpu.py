@@ -50,7 +50,7 @@ from pathlib import Path
 
 import fetch
 from data import build_in_place, cpu_since, machine_cpu, parse_size, print_failures
-from fetch import DATASET, Daemon, ShoalFailed, drop_caches, make_dataset, wait_remote
+from fetch import DATASET, Daemon, ShoalFailed, drop_caches, make_dataset, settle_note, wait_remote
 from switch import link
 
 REPO = Path(__file__).resolve().parent.parent
@@ -269,9 +269,9 @@ def report(rows: list[dict], variants: list[Variant], args: argparse.Namespace, 
     print()
     print(f"command: {' '.join([sys.executable, *sys.argv])}")
     print(f"part: {args.part} of a {size / 1e9:.2f} GB bench/fetch.py dataset; page cache "
-          + ("dropped before every fetch" if not args.no_drop_caches else "NOT dropped")
-          + ("; free memory handed back to the host settled after each drop" if fetch.SETTLE and fetch.REPORTED_KIB.exists()
-             and not args.no_drop_caches else ""))
+          + ("dropped before every fetch" if not args.no_drop_caches else "NOT dropped"))
+    if not args.no_drop_caches:
+        print("free memory: " + settle_note())
     print("CPU columns: user/system seconds; machine = the whole machine (/proc/stat); main = a daemon's "
           "event-loop thread, rest = its other threads")
     print()
