@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from shoal.daemon.net import record_pump
 from shoal.daemon.net.meter import RateMeter
 from shoal.daemon.net.run_buffers import RunBuffers
 from shoal.daemon.net.sending import send_views, slices
@@ -209,6 +210,10 @@ class PeerSession:
         self._liveness = Liveness(trio.current_time(), interval=KEEPALIVE_INTERVAL, max_unanswered=MAX_UNANSWERED_PINGS)
         self._meter_in = RateMeter(time.monotonic)
         self._meter_out = RateMeter(time.monotonic)
+        #: Opens large frames' records in a worker thread (TCP sessions, where it is built).
+        self._pump: record_pump.RecordPump | None = None
+        if record_pump.AVAILABLE and isinstance(stream, trio.SocketStream):
+            self._pump = record_pump.RecordPump(stream.socket.fileno())
 
     def rates(self) -> tuple[float, float]:
         """Bytes per second received and sent over the last second; 0 once nothing moves."""
@@ -250,6 +255,16 @@ class PeerSession:
                 # What the events handled since the last read queued (PONG, CANCEL) goes
                 # out before waiting, once per read rather than once per event.
                 await self._flush_quietly()
+                if self._pump is not None:
+                    pumped = await self._pump.pump(self.conn)
+                    if pumped is not None:
+                        if pumped.failed is not None:
+                            return pumped.failed
+                        if pumped.received:
+                            await self._took_in(pumped.received)
+                        if pumped.received or pumped.closed:
+                            continue
+                        # Nothing came in the call's time: wait as below, where the keepalive watches.
                 data: bytes | bytearray | None = None
                 with trio.move_on_at(self._liveness.deadline(inside_frame=self.conn.inside_frame)):
                     try:
@@ -259,14 +274,8 @@ class PeerSession:
                 if data is None:
                     self._keep_alive()
                     continue
-                self.bytes_in += len(data)
-                self._meter_in.add(len(data))
                 self.conn.receive_data(data)
-                if self._pay is not None:
-                    # Reading no more until the bytes are paid for makes TCP slow the sender down.
-                    await self._pay(len(data))
-                # Counted after paying: our own throttle's wait is not the peer's silence.
-                self._liveness.heard(trio.current_time())
+                await self._took_in(len(data))
                 continue
             if isinstance(event, LargeFrame):
                 # A CATALOG near the frame limit takes about a second to decode: not on the loop.
@@ -278,6 +287,16 @@ class PeerSession:
                 return event.reason
             if isinstance(event, MessageReceived):
                 self._dispatch(event.message, nursery)
+
+    async def _took_in(self, n: int) -> None:
+        """Count `n` bytes just received."""
+        self.bytes_in += n
+        self._meter_in.add(n)
+        if self._pay is not None:
+            # Reading no more until the bytes are paid for makes TCP slow the sender down.
+            await self._pay(n)
+        # Counted after paying: our own throttle's wait is not the peer's silence.
+        self._liveness.heard(trio.current_time())
 
     def _keep_alive(self) -> None:
         """The peer has been quiet until the keepalive deadline: PING it, or give up."""

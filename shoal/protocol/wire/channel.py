@@ -12,6 +12,7 @@ back at its author.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import Enum
 
 from cryptography.exceptions import InvalidTag
@@ -74,8 +75,20 @@ class TransportCipher:
     """One direction of the record layer: AES-256-GCM with a counting nonce."""
 
     def __init__(self, key: bytes, nonce: int = 0) -> None:
+        self.key = key
         self._aead = AESGCM(key)
         self._nonce = nonce
+
+    @property
+    def nonce(self) -> int:
+        """The next record's nonce counter."""
+        return self._nonce
+
+    def skip(self, records: int) -> None:
+        """Count `records` opened (or sealed) with this key elsewhere, in order from `nonce`."""
+        if records < 0 or self._nonce + records > MAX_NONCE:
+            raise LocalProtocolError(f"cannot skip {records} records from nonce {self._nonce}")
+        self._nonce += records
 
     def seal_into(self, plaintext: memoryview, out: memoryview) -> None:
         """Encrypt the next record's plaintext into `out` (its size plus the tag)."""
@@ -103,6 +116,20 @@ class TransportCipher:
         if self._nonce >= MAX_NONCE:
             raise NonceExhausted("the channel has used all 2^64-1 record nonces")
         return b"\x00\x00\x00\x00" + self._nonce.to_bytes(8, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHandOff:
+    """The opening of the next received records, lent to other code (SecureChannel.hand_off)."""
+
+    #: The receiving direction's AES-256-GCM key.
+    key: bytes
+    #: The nonce counter of the next record; record i after it uses nonce + i.
+    nonce: int
+    #: How many records may be opened before the nonces run out.
+    max_records: int
+    #: How many received, unopened bytes were moved to the head of the borrower's buffer.
+    have: int
 
 
 class SecureChannel:
@@ -208,6 +235,29 @@ class SecureChannel:
             frames.commit(len(record) - TAG_SIZE)
             progressed = True
         return progressed
+
+    def hand_off(self, wire: bytearray | memoryview) -> RecordHandOff:
+        """Lend the opening of the next records to other code (a compiled reader): the
+        received bytes not yet opened move to the head of `wire`. Give back with `take_back`."""
+        if self._recv is None:
+            raise LocalProtocolError("the handshake is not complete")
+        have = self.buffered
+        if have > len(wire):
+            raise LocalProtocolError(f"{have} buffered bytes do not fit a {len(wire)}-byte buffer")
+        inbound = len(self._inbound)
+        wire[:inbound] = self._inbound
+        del self._inbound[:]
+        if self._held is not None:
+            wire[inbound:have] = memoryview(self._held)[self._held_at :]
+            self._held = None
+        nonce = self._recv.nonce
+        return RecordHandOff(self._recv.key, nonce, MAX_NONCE - nonce, have)
+
+    def take_back(self, records: int, left: bytes | bytearray | memoryview) -> None:
+        """End a hand-off: `records` were opened elsewhere, `left` (received, not opened) is buffered again."""
+        assert self._recv is not None
+        self._recv.skip(records)
+        self._inbound += left
 
     def write(self, *pieces: bytes | bytearray | memoryview) -> None:
         """Queue plaintext pieces; they are sealed into records by the next `data_to_send`."""

@@ -20,7 +20,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from shoal.protocol.format.identity import PeerId, public_key_bytes, sign, verify
-from shoal.protocol.wire.channel import Role, SecureChannel, auth_transcript
+from shoal.protocol.wire.channel import (
+    MAX_RECORD_PLAINTEXT,
+    RecordHandOff,
+    Role,
+    SecureChannel,
+    auth_transcript,
+)
 from shoal.protocol.wire.events import (
     NEED_DATA,
     TRANSITIONS,
@@ -111,6 +117,8 @@ class Connection:
         self._hello_sent = False
         self._eof = False
         self._closed: ConnectionClosed | None = None
+        #: The large frame's room lent with the channel's records (hand_off_records).
+        self._lent: memoryview | None = None
 
     @property
     def state(self) -> State:
@@ -152,6 +160,8 @@ class Connection:
             return
         if self._eof:
             raise LocalProtocolError("received data after end of input")
+        if self._lent is not None:
+            raise LocalProtocolError("take the handed-off records back before feeding more bytes")
         if not data:
             self._eof = True
             return
@@ -165,6 +175,8 @@ class Connection:
             raise LocalProtocolError("accept() or reject() the authenticated peer before reading on")
         if self._decode_pending:
             raise LocalProtocolError("give the LargeFrame's decode() to receive_decoded() before reading on")
+        if self._lent is not None:
+            raise LocalProtocolError("take the handed-off records back before reading on")
         if self._decoded is not None:
             event, self._decoded = self._decoded, None
             return event
@@ -186,6 +198,38 @@ class Connection:
             self._decoded = self._handle_message(decoded)
         except ProtocolError as exc:
             self._fail(exc)
+
+    def hand_off_records(self, wire: bytearray) -> tuple[memoryview, RecordHandOff] | None:
+        """Lend the opening of the next records to other code while they all belong to a
+        large frame, or None (read on with next_event). Call after NEED_DATA.
+
+        The borrower opens whole records in order into the room returned (what the frame
+        still lacks), stops before one that does not fit, and gives back with
+        `take_back_records`; the received bytes not yet opened move to the head of `wire`.
+        """
+        if self._closed is not None or self._eof or self._state is not State.OPEN or self._lent is not None:
+            return None
+        if self._decoded is not None or self._decode_pending:
+            return None
+        room = self._frames.own_room()
+        if room < MAX_RECORD_PLAINTEXT:
+            return None
+        handoff = self._channel.hand_off(wire)
+        self._lent = self._frames.reserve(room)
+        return self._lent, handoff
+
+    def take_back_records(self, records: int, written: int, left: bytes | bytearray | memoryview) -> None:
+        """End a hand-off: `records` were opened, `written` plaintext bytes put in the room, and
+        `left` received bytes are still to open (a record the borrower failed to open among
+        them: next_event fails on it)."""
+        if self._lent is None:
+            raise LocalProtocolError("no records are handed off")
+        if written > len(self._lent):
+            raise LocalProtocolError(f"{written} bytes written into a room of {len(self._lent)}")
+        self._lent.release()
+        self._lent = None
+        self._frames.commit(written)
+        self._channel.take_back(records, left)
 
     def accept(self) -> None:
         """Trust the authenticated peer; a responder now proves its own identity."""

@@ -86,6 +86,10 @@ class FrameDecoder:
             self._own_filled += rest
             self._pos += rest
 
+    def own_room(self) -> int:
+        """How many bytes the large frame being received into its own buffer still lacks (0: none is)."""
+        return self._own_size - self._own_filled if self._own is not None else 0
+
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a frame."""

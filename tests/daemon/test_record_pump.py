@@ -1,0 +1,147 @@
+"""The compiled record pump over a real socket: a large frame's records read and opened in a
+worker thread give the connection the same messages as its own reading would."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import trio
+
+from shoal.daemon.net import record_pump
+from shoal.daemon.net.record_pump import CALL_MS, RecordPump
+from shoal.protocol.wire.connection import NEED_DATA, Connection, ConnectionClosed, MessageReceived
+from shoal.protocol.wire.messages import DataRuns, Pong
+from tests.protocol.test_connection import deliver
+from tests.protocol.test_record_hand_off import FIRST, large_frame_pair
+
+pytestmark = pytest.mark.trio
+
+async def test_the_record_pump_is_built() -> None:
+    assert record_pump.AVAILABLE, (
+        "shoal.daemon.net._recordpump is not built: install OpenSSL's headers (apt install libssl-dev) "
+        "and reinstall shoal (`pip install -e .`)"
+    )
+
+
+async def receive_all(receiver: Connection, sock: trio.socket.SocketType, pump: RecordPump) -> tuple[list, int]:
+    """Events until the connection closes, pumping where it can; and the records the pump opened."""
+    events: list = []
+    pumped = 0
+    while True:
+        event = receiver.next_event()
+        if event is NEED_DATA:
+            done = await pump.pump(receiver)
+            if done is not None and (done.received or done.closed):
+                pumped += done.records
+                continue
+            receiver.receive_data(await sock.recv(256 * 1024))
+            continue
+        events.append(event)
+        if isinstance(event, ConnectionClosed):
+            return events, pumped
+
+
+async def send_all(sock: trio.socket.SocketType, data: bytes) -> None:
+    with memoryview(data) as view:
+        sent = 0
+        while sent < len(view):
+            sent += await sock.send(view[sent:])
+
+
+async def send_slowly(sock: trio.socket.SocketType, data: bytes, piece: int, pause: float) -> None:
+    for start in range(0, len(data), piece):
+        await send_all(sock, data[start : start + piece])
+        await trio.sleep(pause)
+    sock.shutdown(trio.socket.SHUT_WR)
+
+
+@pytest.mark.parametrize("size", [1024 * 1024, 4 * 1024 * 1024 + 17, 16 * 1024 * 1024])
+async def test_pumped_frames_arrive_whole_and_in_order(size: int) -> None:
+    sender, receiver, run, wire = large_frame_pair(size)
+    left, right = trio.socket.socketpair()
+    with left, right:
+        pump = RecordPump(right.fileno())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_slowly, left, wire, 300_000, 0)
+            events, pumped = await receive_all(receiver, right, pump)
+    assert events[0] == MessageReceived(DataRuns(7, (FIRST,), run))
+    assert isinstance(events[1], ConnectionClosed) and events[1].by_peer
+    # Every record of the frame but those of the first read (which finds the frame large)
+    # and the one holding its end was opened by the pump, not by the connection.
+    assert pumped >= (size - 256 * 1024) // 65519 - 1
+    assert deliver(receiver, sender) == [MessageReceived(Pong(5))]
+
+
+async def test_a_slow_peer_is_pumped_in_pieces_within_the_call_time() -> None:
+    _, receiver, run, wire = large_frame_pair(2 * 1024 * 1024)
+    left, right = trio.socket.socketpair()
+    with left, right:
+        pump = RecordPump(right.fileno())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_slowly, left, wire, 200_000, CALL_MS / 1000 * 0.6)
+            events, pumped = await receive_all(receiver, right, pump)
+    assert events[0] == MessageReceived(DataRuns(7, (FIRST,), run))
+    assert pumped > 20
+
+
+async def test_a_quiet_peer_ends_the_call_with_nothing_received() -> None:
+    _, receiver, _, wire = large_frame_pair(2 * 1024 * 1024)
+    left, right = trio.socket.socketpair()
+    with left, right:
+        await send_all(left, wire[:200_000])
+        receiver.receive_data(await right.recv(200_000))
+        assert receiver.next_event() is NEED_DATA
+        start = trio.current_time()
+        done = await RecordPump(right.fileno()).pump(receiver)
+        assert done is not None and (done.received, done.records, done.closed) == (0, 0, False)
+        assert trio.current_time() - start >= CALL_MS / 1000 * 0.9
+        # The connection is as it was: the rest arriving later completes the frame.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_slowly, left, wire[200_000:], 300_000, 0)
+            events, _ = await receive_all(receiver, right, RecordPump(right.fileno()))
+    assert isinstance(events[0], MessageReceived) and isinstance(events[0].message, DataRuns)
+
+
+async def test_a_tampered_record_fails_the_connection_as_it_would_in_python() -> None:
+    _, receiver, _, stream = large_frame_pair(3 * 1024 * 1024)
+    wire = bytearray(stream)
+    wire[1_500_000] ^= 0x01
+    left, right = trio.socket.socketpair()
+    with left, right:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_slowly, left, bytes(wire), 300_000, 0)
+            events, pumped = await receive_all(receiver, right, RecordPump(right.fileno()))
+            nursery.cancel_scope.cancel()  # the rest is never read
+    assert pumped > 10
+    assert len(events) == 1 and events[0].error_code == "bad-record"
+
+
+async def test_a_peer_closing_inside_the_frame_is_a_truncated_connection() -> None:
+    _, receiver, _, wire = large_frame_pair(3 * 1024 * 1024)
+    left, right = trio.socket.socketpair()
+    with left, right:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_slowly, left, wire[:2_000_000], 300_000, 0)
+            events, _ = await receive_all(receiver, right, RecordPump(right.fileno()))
+    assert len(events) == 1 and events[0].error_code == "truncated"
+
+
+async def test_a_reset_connection_ends_the_session_with_its_error() -> None:
+    _, receiver, _, wire = large_frame_pair(2 * 1024 * 1024)
+    listener = trio.socket.socket()
+    with listener:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        left = trio.socket.socket()
+        await left.connect(listener.getsockname())
+        right, _ = await listener.accept()
+        with right:
+            await send_all(left, wire[:200_000])
+            receiver.receive_data(await right.recv(200_000))
+            assert receiver.next_event() is NEED_DATA
+            # Closed with a zero linger: the peer's socket is reset, not shut down.
+            left.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
+            left.close()
+            done = await RecordPump(right.fileno()).pump(receiver)
+    assert done is not None and done.failed is not None and "Connection reset" in done.failed
