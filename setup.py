@@ -4,8 +4,6 @@ _filebatch is plain C and always built. _chunkhash links the `blake3` crate thro
 native/chunkhash, built with cargo: offline from Debian's packaged crates
 (librust-blake3-dev) where they are installed, from crates.io otherwise. Without
 cargo it is left out and shoal hashes one chunk per call (slower, same ids).
-_recordpump links OpenSSL's libcrypto (libssl-dev); without it, it is left out and
-a session's large frames go through the event loop (slower, the same bytes).
 """
 
 import shutil
@@ -14,14 +12,12 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
-from setuptools.errors import CCompilerError, CompileError, LinkError
 
 HERE = Path(__file__).resolve().parent
 CRATE = HERE / "native" / "chunkhash"
 DEBIAN_CRATES = Path("/usr/share/cargo/registry")
 CFLAGS = ["-O2", "-Wall", "-Werror=implicit-function-declaration"]
 CHUNKHASH = "shoal.daemon.store._chunkhash"
-RECORDPUMP = "shoal.daemon.net._recordpump"
 
 
 class BuildExt(build_ext):
@@ -33,12 +29,6 @@ class BuildExt(build_ext):
             if library is None:
                 return
             ext.extra_objects = [str(library)]
-        if ext.name == RECORDPUMP:
-            try:
-                super().build_extension(ext)
-            except (CCompilerError, CompileError, LinkError) as e:
-                print(f"shoal: {RECORDPUMP} left out, libcrypto's headers missing? (apt install libssl-dev): {e}")
-            return
         super().build_extension(ext)
 
     def _cargo_build(self) -> Path | None:
@@ -74,12 +64,6 @@ setup(
             libraries=["gcc_s", "pthread", "dl", "m"],
             # Only the parts of the static library that are called, without symbols.
             extra_link_args=["-Wl,--gc-sections", "-s"],
-        ),
-        Extension(
-            RECORDPUMP,
-            sources=["shoal/daemon/net/_recordpump.c"],
-            extra_compile_args=CFLAGS,
-            libraries=["crypto"],
         ),
     ],
     cmdclass={"build_ext": BuildExt},

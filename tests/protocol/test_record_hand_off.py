@@ -1,8 +1,9 @@
-"""Lending a large frame's records to other code (the daemon's compiled pump) and taking them back.
+"""Lending a large frame's records to other code (the daemon's record pump) and taking them
+back; deferring a run's seals to other code.
 
-The borrower here is a plain-Python one that keeps the contract the compiled
-one keeps: open whole records in order into the room, stop before a record that
-does not fit or does not open, hand back the rest.
+The borrower here keeps the pump's contract without its socket: open whole
+records in order into the room, stop before a record that does not fit or does
+not open, hand back the rest.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shoal.protocol.errors import LocalProtocolError
-from shoal.protocol.wire.channel import LENGTH_SIZE, MAX_RECORD, TAG_SIZE, RecordHandOff
+from shoal.protocol.wire.channel import (
+    LENGTH_SIZE,
+    MAX_RECORD,
+    MAX_RECORD_PLAINTEXT,
+    TAG_SIZE,
+    RecordHandOff,
+    SealJob,
+    TransportCipher,
+)
 from shoal.protocol.wire.connection import NEED_DATA, Connection, ConnectionClosed, MessageReceived
 from shoal.protocol.wire.messages import DataRuns, GetRuns, Ping, Pong, Run
 from tests.protocol.test_connection import deliver, drain, open_pair
@@ -45,13 +54,19 @@ def borrow(room: memoryview, handoff: RecordHandOff, wire: bytearray, more: byte
     return records, written, data[pos:]
 
 
-def large_frame_pair(size: int = RUN_SIZE) -> tuple[Connection, Connection, bytes, bytes]:
-    """(sender, receiver, the run's bytes, the wire bytes of DATA_RUNS then a PING), the receiver
-    asked for the run of `size` bytes."""
+def asked_for_run(size: int) -> tuple[Connection, Connection]:
+    """(receiver, sender), the receiver having asked for one run of `size` bytes."""
     receiver, sender = open_pair()
     request = GetRuns(7, (Run((FIRST,), (size,)),))
     receiver.send(request)
     assert deliver(receiver, sender) == [MessageReceived(request)]
+    return receiver, sender
+
+
+def large_frame_pair(size: int = RUN_SIZE) -> tuple[Connection, Connection, bytes, bytes]:
+    """(sender, receiver, the run's bytes, the wire bytes of DATA_RUNS then a PING), the receiver
+    asked for the run of `size` bytes."""
+    receiver, sender = asked_for_run(size)
     run = os.urandom(size)
     sender.send_data_runs(7, (FIRST,), bytearray(run))
     sender.send(Ping(5))
@@ -144,3 +159,47 @@ def test_reading_on_while_records_are_lent_is_a_local_error() -> None:
     receiver.take_back_records(0, 0, bytes(wire[: receiver_buffered_before(stream[:100_000])]))
     with pytest.raises(LocalProtocolError):
         receiver.take_back_records(0, 0, b"")
+
+
+def test_deferred_seals_run_elsewhere_give_the_peer_the_same_messages() -> None:
+    receiver, sender = asked_for_run(RUN_SIZE)
+    sender.defer_seals()
+    data = bytearray(os.urandom(RUN_SIZE))
+    sender.send_data_runs(7, (FIRST,), data)
+    sender.send(Ping(3))
+    jobs = sender.take_seal_jobs()
+    # The run's whole records wait for their job; the frame's head and tail did not.
+    (job,) = jobs
+    assert len(job.plaintext) % MAX_RECORD_PLAINTEXT == 0 and len(job.plaintext) > RUN_SIZE - 2 * MAX_RECORD_PLAINTEXT
+    assert sender.take_seal_jobs() == []
+    job.run()
+    assert deliver(sender, receiver) == [MessageReceived(DataRuns(7, (FIRST,), bytes(data)))]
+    assert deliver(receiver, sender) == [MessageReceived(Pong(3))]
+    # Records sealed inline after the deferred ones carry the nonces after theirs.
+    sender.send(Ping(4))
+    assert deliver(sender, receiver) == []
+    assert deliver(receiver, sender) == [MessageReceived(Pong(4))]
+
+
+def test_deferred_seals_not_taken_are_run_before_sending() -> None:
+    receiver, sender = asked_for_run(RUN_SIZE)
+    sender.defer_seals()
+    data = bytearray(os.urandom(RUN_SIZE))
+    sender.send_data_runs(7, (FIRST,), data)
+    assert deliver(sender, receiver) == [MessageReceived(DataRuns(7, (FIRST,), bytes(data)))]
+    assert sender.take_seal_jobs() == []
+
+
+@pytest.mark.parametrize("size", [1, MAX_RECORD_PLAINTEXT, 3 * MAX_RECORD_PLAINTEXT + 5])
+def test_a_seal_job_writes_records_that_open_in_order(size: int) -> None:
+    key, plaintext = os.urandom(32), os.urandom(size)
+    records = -(-size // MAX_RECORD_PLAINTEXT)
+    out = bytearray(size + records * (LENGTH_SIZE + TAG_SIZE))
+    SealJob(key, 41, memoryview(plaintext), memoryview(out)).run()
+    opener = TransportCipher(key, 41)
+    pos, opened = 0, b""
+    for _ in range(records):
+        length = int.from_bytes(out[pos : pos + LENGTH_SIZE], "big")
+        opened += opener.open(bytes(out[pos + LENGTH_SIZE : pos + LENGTH_SIZE + length]))
+        pos += LENGTH_SIZE + length
+    assert pos == len(out) and opened == plaintext

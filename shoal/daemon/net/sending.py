@@ -40,14 +40,14 @@ async def send_views(stream: trio.abc.Stream, views: list[memoryview]) -> None:
     try:
         while views:
             sent = await stream.socket.sendmsg(views[:IOV_BATCH])
-            views = _unsent(views, sent)
+            views = unsent(views, sent)
     except OSError as exc:
         if exc.errno == errno.EBADF:
             raise trio.ClosedResourceError("the connection was closed") from None
         raise trio.BrokenResourceError(f"the connection broke: {exc}") from exc
 
 
-def _unsent(views: list[memoryview], sent: int) -> list[memoryview]:
+def unsent(views: list[memoryview], sent: int) -> list[memoryview]:
     """What of `views` is left after the first `sent` bytes went out."""
     for i, view in enumerate(views):
         if sent < len(view):

@@ -210,10 +210,14 @@ class PeerSession:
         self._liveness = Liveness(trio.current_time(), interval=KEEPALIVE_INTERVAL, max_unanswered=MAX_UNANSWERED_PINGS)
         self._meter_in = RateMeter(time.monotonic)
         self._meter_out = RateMeter(time.monotonic)
-        #: Opens large frames' records in a worker thread (TCP sessions, where it is built).
+        #: Opens large frames' records in a worker thread (TCP sessions); the runs we serve
+        #: are then sealed and sent from worker threads too.
         self._pump: record_pump.RecordPump | None = None
-        if record_pump.AVAILABLE and isinstance(stream, trio.SocketStream):
-            self._pump = record_pump.RecordPump(stream.socket.fileno())
+        self._fd: int | None = None
+        if isinstance(stream, trio.SocketStream):
+            self._fd = stream.socket.fileno()
+            self._pump = record_pump.RecordPump(self._fd)
+            conn.defer_seals()
 
     def rates(self) -> tuple[float, float]:
         """Bytes per second received and sent over the last second; 0 once nothing moves."""
@@ -372,7 +376,10 @@ class PeerSession:
                     for views, length in slices(parts, PAY_SLICE):
                         if self._pay is not None:
                             await self._pay(length)
-                        await send_views(self.stream, views)
+                        if self._fd is not None and length >= record_pump.SEND_MIN:
+                            await record_pump.send(self._fd, views)
+                        else:
+                            await send_views(self.stream, views)
 
     @property
     def _open(self) -> bool:
@@ -462,6 +469,7 @@ class PeerSession:
                     with memoryview(buf) as whole:
                         for firsts, start, end in _held_stretches(group, views):
                             self.conn.send_data_runs(request.req, firsts, whole[start:end])
+                    await self._seal_deferred()
                 except BaseException:
                     self._sealing.release()
                     raise
@@ -469,6 +477,15 @@ class PeerSession:
                 await self._flush()
             finally:
                 self._sealing.release()
+
+    async def _seal_deferred(self) -> None:
+        """Seal the records of the runs just queued in a worker thread, before their buffer goes back."""
+        async with self._send_lock:
+            # Under the send lock: no flush may send their buffers before they are sealed.
+            jobs = self.conn.take_seal_jobs()
+            if jobs:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(record_pump.seal, jobs)
 
     def _read_runs(
         self, runs: list[Run], group: list[Run], places: dict[bytes, Location], buf: bytearray

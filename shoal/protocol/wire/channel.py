@@ -132,6 +132,29 @@ class RecordHandOff:
     have: int
 
 
+@dataclass(frozen=True, slots=True)
+class SealJob:
+    """Records whose sealing was deferred (SecureChannel.defer_seals): `plaintext` sealed into
+    `out` (already queued for sending) as records of MAX_RECORD_PLAINTEXT bytes, each its
+    length, ciphertext and tag, record i with nonce `nonce` + i."""
+
+    key: bytes
+    nonce: int
+    plaintext: memoryview
+    out: memoryview
+
+    def run(self) -> None:
+        """Seal the records (a daemon runs this in a worker thread: the AES calls release the GIL)."""
+        cipher = TransportCipher(self.key, self.nonce)
+        pos = 0
+        for start in range(0, len(self.plaintext), MAX_RECORD_PLAINTEXT):
+            piece = self.plaintext[start : start + MAX_RECORD_PLAINTEXT]
+            size = len(piece) + TAG_SIZE
+            self.out[pos : pos + LENGTH_SIZE] = size.to_bytes(LENGTH_SIZE, "big")
+            cipher.seal_into(piece, self.out[pos + LENGTH_SIZE : pos + LENGTH_SIZE + size])
+            pos += LENGTH_SIZE + size
+
+
 class SecureChannel:
     """The handshake and record layer of one connection, without any I/O."""
 
@@ -158,6 +181,10 @@ class SecureChannel:
         self._plain_out = bytearray()
         self._wire_out: list[bytes | bytearray | memoryview] = []
         self.sealed = SpareBuffers(SEAL_SPARES, SPARE_SIZE)
+        #: Whether the records of large pieces written are sealed later, by whoever takes
+        #: `take_seal_jobs` (or by `data_to_send`): the pieces must then stay unchanged until then.
+        self.defer_seals = False
+        self._seal_jobs: list[SealJob] = []
         self._send: TransportCipher | None = None
         self._recv: TransportCipher | None = None
         self._handshake_hash: bytes | None = None
@@ -237,7 +264,7 @@ class SecureChannel:
         return progressed
 
     def hand_off(self, wire: bytearray | memoryview) -> RecordHandOff:
-        """Lend the opening of the next records to other code (a compiled reader): the
+        """Lend the opening of the next records to other code (a worker thread's reader): the
         received bytes not yet opened move to the head of `wire`. Give back with `take_back`."""
         if self._recv is None:
             raise LocalProtocolError("the handshake is not complete")
@@ -279,9 +306,16 @@ class SecureChannel:
             return parts[0]
         return b"".join(parts)
 
+    def take_seal_jobs(self) -> list[SealJob]:
+        """The deferred seals not yet done; run each before the queued bytes are sent."""
+        jobs, self._seal_jobs = self._seal_jobs, []
+        return jobs
+
     def data_to_send_parts(self) -> list[bytes | bytearray | memoryview]:
         """Like `data_to_send`, as the buffers the records were sealed into, to be sent in
         this order (one `sendmsg`): joining them would copy every byte once more."""
+        for job in self.take_seal_jobs():
+            job.run()
         if self._plain_out:
             self._seal_records(full_only=False)
         parts = self._wire_out
@@ -297,7 +331,10 @@ class SecureChannel:
             self._seal_records(full_only=True)
             body = view[head:]
             full = len(body) - len(body) % MAX_RECORD_PLAINTEXT
-            self._seal(body[:full])
+            if self.defer_seals:
+                self._defer_seal(body[:full])
+            else:
+                self._seal(body[:full])
             self._plain_out += body[full:]
 
     def _queue_handshake(self, message: bytes | bytearray) -> None:
@@ -376,6 +413,16 @@ class SecureChannel:
             with memoryview(self._plain_out) as view:
                 self._seal(view[:end])
             del self._plain_out[:end]
+
+    def _defer_seal(self, plaintext: memoryview) -> None:
+        """Queue the buffer `plaintext`'s records will be sealed into, and take their nonces."""
+        assert self._send is not None
+        records = -(-len(plaintext) // MAX_RECORD_PLAINTEXT)
+        total = len(plaintext) + records * (LENGTH_SIZE + TAG_SIZE)
+        out = memoryview(self.sealed.take(total) if total >= SEAL_SPARE_MIN else bytearray(total))[:total]
+        self._seal_jobs.append(SealJob(self._send.key, self._send.nonce, plaintext, out))
+        self._send.skip(records)
+        self._wire_out.append(out)
 
     def _seal(self, plaintext: memoryview) -> None:
         """Seal `plaintext` as records of MAX_RECORD_PLAINTEXT bytes (the last may be

@@ -24,6 +24,7 @@ from shoal.protocol.wire.channel import (
     MAX_RECORD_PLAINTEXT,
     RecordHandOff,
     Role,
+    SealJob,
     SecureChannel,
     auth_transcript,
 )
@@ -267,12 +268,22 @@ class Connection:
 
     def send_data_runs(self, req: int, firsts: tuple[bytes, ...], data: bytearray | memoryview) -> None:
         """Queue DATA_RUNS for the runs named `firsts` of the peer's GET_RUNS `req`, their bytes
-        back to back in `data` (a reusable buffer's), which is copied before this returns."""
+        back to back in `data` (a reusable buffer's), which is copied before this returns, or,
+        where seals are deferred, when the jobs `take_seal_jobs` hands out have run."""
         parts = data_runs_parts(req, firsts, data)
         self._check_open()
         self._check_hello_sent("DATA_RUNS")
         self._requests.settle(req, *firsts, runs=True)
         self._write_parts("DATA_RUNS", parts)
+
+    def defer_seals(self) -> None:
+        """From now on, leave sealing the records of large pieces (runs' bytes) to whoever runs
+        the jobs of `take_seal_jobs` (off the event loop); `data_to_send` runs those not taken."""
+        self._channel.defer_seals = True
+
+    def take_seal_jobs(self) -> list[SealJob]:
+        """The deferred seals: run them all before the bytes now queued are sent."""
+        return self._channel.take_seal_jobs()
 
     def send_end(self, req: int) -> None:
         """Queue END for the peer's request `req`, listing as missing every id not sent.
