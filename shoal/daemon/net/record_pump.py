@@ -6,14 +6,14 @@ about 1 s of its CPU per GB either way, which bound a daemon to one core however
 many peers it had. Here a session's worker thread reads and opens its large
 frames' whole records, seals the runs it serves and sends them; the loop sees a
 call per MiB. The system calls and the AES-GCM calls (cryptography's) release the
-GIL (two threads sealing 64 KiB records ran 1.5-1.8x as fast as one), so N peers'
-data moves on N cores; what holds the GIL is a few microseconds of Python per
-64 KiB record.
+GIL, so N peers' data moves on N cores; what holds the GIL is a few microseconds
+of Python per 64 KiB record.
 
-Why not C: a C loop over the system's libcrypto (OpenSSL 3.0 here) sealed 4 MiB
-in 1.30 ms where cryptography's own OpenSSL 4.1, with its VAES code path, took
-0.58 ms (AMD EPYC with vaes and avx512f): the slower AES alone cost more CPU than
-the Python around cryptography's (README, "Cores").
+Why not C: a loop of our own would link the system's libcrypto, whose AES-GCM
+sealed 4.53 GB/s where cryptography's bundled OpenSSL (with its VAES code path)
+sealed 9.56 GB/s in one thread and 18.91 GB/s in two (`bench/aes_threads.py`,
+AMD EPYC, 2 vCPUs): the slower AES costs more CPU than the Python around
+cryptography's (README, "Cores").
 """
 
 import errno
