@@ -77,7 +77,9 @@ class RecordPump:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._wire = bytearray(WIRE_SIZE)
+        #: The work buffer, made at the first large frame: a session that only asks and
+        #: answers small messages (most of a daemon's peers) never needs one.
+        self._wire = bytearray()
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
         self._aead: AESGCM | None = None
@@ -86,6 +88,8 @@ class RecordPump:
     async def pump(self, conn: Connection, max_bytes: int = CALL_BYTES) -> Pumped | None:
         """Receive and open records into the large frame `conn` is receiving, in a worker
         thread; None when `conn` has no such frame now (read as usual)."""
+        if not self._wire:
+            self._wire = bytearray(WIRE_SIZE)
         lent = conn.hand_off_records(self._wire)
         if lent is None:
             return None
@@ -103,6 +107,10 @@ class RecordPump:
         if progress.closed:
             conn.receive_data(b"")
         return Pumped(progress.received, progress.records, progress.closed, progress.failed)
+
+    def trim(self) -> None:
+        """Give the work buffer back (a quiet session's); the next large frame makes another."""
+        self._wire = bytearray()
 
     def _fill(self, room: memoryview, nonce: int, max_records: int, max_bytes: int, progress: _Progress) -> None:
         """Open whole records into `room`, reading more whenever none is left, until the room

@@ -308,6 +308,8 @@ class PeerSession:
             return  # closed by another task while we waited; the next event says so
         # Quiet for a while: the buffers kept for large frames (MiBs) need not wait for the next fetch.
         self.conn.trim()
+        if self._pump is not None:
+            self._pump.trim()
         try:
             ping = self._liveness.expire(trio.current_time(), inside_frame=self.conn.inside_frame)
         except PeerTimedOut as e:
