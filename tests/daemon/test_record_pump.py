@@ -170,7 +170,7 @@ async def test_sent_from_a_worker_thread_every_byte_arrives_in_order() -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_slowly)
-            await send(left.fileno(), views)
+            await send(left.fileno(), views, trio.CapacityLimiter(1))
     assert got == data
 
 
@@ -178,4 +178,27 @@ async def test_sending_to_a_closed_peer_is_a_broken_connection() -> None:
     left, right = trio.socket.socketpair()
     right.close()
     with left, pytest.raises(trio.BrokenResourceError):
-        await send(left.fileno(), [memoryview(bytes(300_000))])
+        await send(left.fileno(), [memoryview(bytes(300_000))], trio.CapacityLimiter(1))
+
+
+async def test_waiting_pumps_leave_the_daemons_worker_threads_to_its_other_work() -> None:
+    # More sessions waiting on their peers than trio's default limiter has threads (40):
+    # the disk and index calls that share that limiter must not queue behind them.
+    pairs, waiting = [], []
+    default = trio.to_thread.current_default_thread_limiter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(int(default.total_tokens) + 5):
+            _, receiver, _, wire = large_frame_pair(1024 * 1024)
+            left, right = trio.socket.socketpair()
+            pairs += [left, right]
+            await send_all(left, wire[:200_000])
+            receiver.receive_data(await right.recv(200_000))
+            assert receiver.next_event() is NEED_DATA
+            pump = RecordPump(right.fileno())
+            waiting.append(pump)
+            nursery.start_soon(pump.pump, receiver)
+        await trio.sleep(CALL_SECONDS / 4)
+        assert default.borrowed_tokens == 0
+        assert await trio.to_thread.run_sync(lambda: "answered") == "answered"
+    for sock in pairs:
+        sock.close()

@@ -84,6 +84,9 @@ class RecordPump:
         self._poll.register(fd, select.POLLIN)
         self._aead: AESGCM | None = None
         self._key = b""
+        #: A call may wait CALL_SECONDS for the peer: not with one of the threads trio's default
+        #: limiter shares among the daemon's disk and index calls (40), which many peers would take.
+        self._limiter = trio.CapacityLimiter(1)
 
     async def pump(self, conn: Connection, max_bytes: int = CALL_BYTES) -> Pumped | None:
         """Receive and open records into the large frame `conn` is receiving, in a worker
@@ -99,7 +102,9 @@ class RecordPump:
         progress = _Progress(handoff.have)
         # Shielded: a cancelled call would lose the records it opened; it returns within CALL_SECONDS.
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._fill, room, handoff.nonce, handoff.max_records, max_bytes, progress)
+            await trio.to_thread.run_sync(
+                self._fill, room, handoff.nonce, handoff.max_records, max_bytes, progress, limiter=self._limiter
+            )
         # A record that failed to open (tampered, too short) is among those left: the
         # connection opens it again and fails on it as it does on any other.
         with memoryview(self._wire) as wire:
@@ -196,11 +201,12 @@ def seal(jobs: list[SealJob]) -> None:
         job.plaintext.release()
 
 
-async def send(fd: int, views: list[memoryview]) -> None:
-    """Send `views` in order from a worker thread, in calls of at most CALL_SECONDS; errors
-    as trio's SocketStream raises them."""
+async def send(fd: int, views: list[memoryview], limiter: trio.CapacityLimiter) -> None:
+    """Send `views` in order from a worker thread of `limiter` (the session's own: a call may
+    wait CALL_SECONDS for the peer), in calls of at most CALL_SECONDS; errors as trio's
+    SocketStream raises them."""
     while views:
-        sent = await trio.to_thread.run_sync(_send_some, fd, views)
+        sent = await trio.to_thread.run_sync(_send_some, fd, views, limiter=limiter)
         views = unsent(views, sent)
 
 

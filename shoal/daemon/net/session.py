@@ -214,6 +214,8 @@ class PeerSession:
         #: are then sealed and sent from worker threads too.
         self._pump: record_pump.RecordPump | None = None
         self._fd: int | None = None
+        #: The thread that seals and sends (under the send lock, one call at a time).
+        self._send_thread = trio.CapacityLimiter(1)
         if isinstance(stream, trio.SocketStream):
             self._fd = stream.socket.fileno()
             self._pump = record_pump.RecordPump(self._fd)
@@ -379,7 +381,7 @@ class PeerSession:
                         if self._pay is not None:
                             await self._pay(length)
                         if self._fd is not None and length >= record_pump.SEND_MIN:
-                            await record_pump.send(self._fd, views)
+                            await record_pump.send(self._fd, views, self._send_thread)
                         else:
                             await send_views(self.stream, views)
 
@@ -487,7 +489,7 @@ class PeerSession:
             jobs = self.conn.take_seal_jobs()
             if jobs:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(record_pump.seal, jobs)
+                    await trio.to_thread.run_sync(record_pump.seal, jobs, limiter=self._send_thread)
 
     def _read_runs(
         self, runs: list[Run], group: list[Run], places: dict[bytes, Location], buf: bytearray
