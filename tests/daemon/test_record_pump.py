@@ -8,10 +8,14 @@ import struct
 
 import pytest
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.net.record_pump import CALL_SECONDS, RecordPump, seal, send
+from shoal.daemon.net.session import PeerSession, establish
+from shoal.protocol.wire.channel import Role
 from shoal.protocol.wire.connection import NEED_DATA, Connection, ConnectionClosed, MessageReceived
 from shoal.protocol.wire.messages import DataRuns, Pong
+from tests.daemon.test_session import DrivenPeer
 from tests.protocol.test_connection import deliver
 from tests.protocol.test_record_hand_off import FIRST, asked_for_run, large_frame_pair
 
@@ -202,3 +206,38 @@ async def test_waiting_pumps_leave_the_daemons_worker_threads_to_its_other_work(
         assert await trio.to_thread.run_sync(lambda: "answered") == "answered"
     for sock in pairs:
         sock.close()
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_closing_a_tcp_session_ends_the_connection_at_once_and_leaves_no_descriptor() -> None:
+    # The worker threads use a descriptor of their own: closing the session's socket must
+    # still end the connection for the peer, and the session's own copy goes with it.
+    before = open_descriptors()
+    ours, theirs = trio.socket.socketpair()
+    sessions: list[PeerSession] = []
+    reasons: list[str] = []
+
+    async def daemon_side() -> None:
+        stream = trio.SocketStream(ours)
+        conn, peer = await establish(stream, Role.RESPONDER, Ed25519PrivateKey.generate(), lambda peer: True, None)
+        session = PeerSession(conn, stream, peer, "unix", index=None, on_catalog=lambda s: None)  # type: ignore[arg-type]
+        sessions.append(session)
+        reasons.append(await session.run())
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(daemon_side)
+            peer = DrivenPeer(trio.SocketStream(theirs))
+            await peer.open()
+            while not sessions:
+                await trio.sleep(0.01)
+            assert open_descriptors() == before + 3  # both ends, and the session's own copy
+            await sessions[0].close("done here")
+            closed = await peer.listen(answer=False, arrivals=[])
+            assert (closed.reason, closed.by_peer) == ("done here", True)
+            assert await peer.stream.receive_some(1024) == b""
+        await peer.stream.aclose()
+    assert reasons and open_descriptors() == before

@@ -7,7 +7,10 @@ are served by tasks in the session's own nursery, so closing the session
 cancels them. A misbehaving peer ends only its own session.
 """
 
+import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -213,13 +216,20 @@ class PeerSession:
         #: Opens large frames' records in a worker thread (TCP sessions); the runs we serve
         #: are then sealed and sent from worker threads too.
         self._pump: record_pump.RecordPump | None = None
+        #: The socket's descriptor for those threads: a copy of the session's own, closed when
+        #: run() ends, so that closing the stream while a thread is in a call can never leave
+        #: the thread reading or writing a descriptor number the daemon has opened again.
         self._fd: int | None = None
         #: The thread that seals and sends (under the send lock, one call at a time).
         self._send_thread = trio.CapacityLimiter(1)
         if isinstance(stream, trio.SocketStream):
-            self._fd = stream.socket.fileno()
-            self._pump = record_pump.RecordPump(self._fd)
-            conn.defer_seals()
+            try:
+                self._fd = os.dup(stream.socket.fileno())
+            except OSError:
+                _log.warning("out of file descriptors: the session with %s moves its data on the event loop", self.name)
+            else:
+                self._pump = record_pump.RecordPump(self._fd)
+                conn.defer_seals()
 
     def rates(self) -> tuple[float, float]:
         """Bytes per second received and sent over the last second; 0 once nothing moves."""
@@ -252,6 +262,10 @@ class PeerSession:
                 scope.shield = True
                 await self._flush_quietly()
                 await self.stream.aclose()
+            # Every thread call has returned: the reader's pump call is over, and the serving
+            # tasks' shielded sends ended with the nursery.
+            if self._fd is not None:
+                os.close(self._fd)
         return reason
 
     async def _read_loop(self, nursery: trio.Nursery) -> str:
@@ -401,6 +415,11 @@ class PeerSession:
     async def close(self, reason: str = "closing") -> None:
         self.conn.close(reason)
         await self._flush_quietly()
+        if self._fd is not None and isinstance(self.stream, trio.SocketStream):
+            # The threads' copy of the descriptor keeps the connection open after aclose:
+            # shut it down, so that the peer, and a pump call waiting on it, see the end now.
+            with contextlib.suppress(OSError):
+                self.stream.socket.shutdown(socket.SHUT_RDWR)
         await self.stream.aclose()
 
     # --- serving the peer -----------------------------------------------------
