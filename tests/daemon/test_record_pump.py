@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.net.record_pump import CALL_SECONDS, RecordPump, seal, send
 from shoal.daemon.net.session import PeerSession, establish
-from shoal.protocol.wire.channel import Role
+from shoal.protocol.wire.channel import LENGTH_SIZE, MAX_RECORD, Role
 from shoal.protocol.wire.connection import NEED_DATA, Connection, ConnectionClosed, MessageReceived
 from shoal.protocol.wire.messages import DataRuns, Pong
 from tests.daemon.test_session import DrivenPeer
@@ -115,6 +115,24 @@ async def test_a_tampered_record_fails_the_connection_as_it_would_in_python() ->
             nursery.cancel_scope.cancel()  # the rest is never read
     assert pumped > 10
     assert len(events) == 1 and events[0].error_code == "bad-record"
+
+
+async def test_a_record_shorter_than_its_tag_fails_the_connection_as_it_would_in_python() -> None:
+    _, receiver, _, stream = large_frame_pair(3 * 1024 * 1024)
+    wire = bytearray(stream)
+    # Every record but the last is whole (MAX_RECORD bytes after its length): the tenth's
+    # length, well past the first read, now says 5.
+    at = 10 * (LENGTH_SIZE + MAX_RECORD)
+    assert int.from_bytes(wire[at : at + LENGTH_SIZE], "big") == MAX_RECORD
+    wire[at : at + LENGTH_SIZE] = (5).to_bytes(LENGTH_SIZE, "big")
+    left, right = trio.socket.socketpair()
+    with left, right:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_slowly, left, bytes(wire), 300_000, 0)
+            events, pumped = await receive_all(receiver, right, RecordPump(right.fileno()))
+            nursery.cancel_scope.cancel()  # the rest is never read
+    assert pumped > 3
+    assert len(events) == 1 and events[0].error_code == "bad-record" and "shorter than its tag" in events[0].reason
 
 
 async def test_a_peer_closing_inside_the_frame_is_a_truncated_connection() -> None:
