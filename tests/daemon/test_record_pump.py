@@ -103,16 +103,22 @@ async def test_a_quiet_peer_ends_the_call_with_nothing_received() -> None:
     assert events[0] == MessageReceived(DataRuns(7, (FIRST,), run)) and pumped > 20
 
 
-async def test_a_tampered_record_fails_the_connection_as_it_would_in_python() -> None:
-    _, receiver, _, stream = large_frame_pair(3 * 1024 * 1024)
-    wire = bytearray(stream)
-    wire[1_500_000] ^= 0x01
+async def receive_altered(receiver: Connection, wire: bytearray) -> tuple[list, int]:
+    """`receive_all` of `wire` (altered so that the connection fails on it), the rest never read."""
     left, right = trio.socket.socketpair()
     with left, right:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(send_slowly, left, bytes(wire), 300_000, 0)
-            events, pumped = await receive_all(receiver, right, RecordPump(right.fileno()))
-            nursery.cancel_scope.cancel()  # the rest is never read
+            received = await receive_all(receiver, right, RecordPump(right.fileno()))
+            nursery.cancel_scope.cancel()
+    return received
+
+
+async def test_a_tampered_record_fails_the_connection_as_it_would_in_python() -> None:
+    _, receiver, _, stream = large_frame_pair(3 * 1024 * 1024)
+    wire = bytearray(stream)
+    wire[1_500_000] ^= 0x01
+    events, pumped = await receive_altered(receiver, wire)
     assert pumped > 10
     assert len(events) == 1 and events[0].error_code == "bad-record"
 
@@ -125,12 +131,7 @@ async def test_a_record_shorter_than_its_tag_fails_the_connection_as_it_would_in
     at = 10 * (LENGTH_SIZE + MAX_RECORD)
     assert int.from_bytes(wire[at : at + LENGTH_SIZE], "big") == MAX_RECORD
     wire[at : at + LENGTH_SIZE] = (5).to_bytes(LENGTH_SIZE, "big")
-    left, right = trio.socket.socketpair()
-    with left, right:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(send_slowly, left, bytes(wire), 300_000, 0)
-            events, pumped = await receive_all(receiver, right, RecordPump(right.fileno()))
-            nursery.cancel_scope.cancel()  # the rest is never read
+    events, pumped = await receive_altered(receiver, wire)
     assert pumped > 3
     assert len(events) == 1 and events[0].error_code == "bad-record" and "shorter than its tag" in events[0].reason
 
