@@ -1,5 +1,7 @@
-"""The record pump over a real socket: a large frame's records read and opened in a worker
-thread give the connection the same messages as its own reading would."""
+"""A session's data path in worker threads, over real sockets: a large frame's records read
+and opened by the pump give the connection the same messages as its own reading would;
+runs sealed and sent from threads arrive whole; many waiting pumps and a closed session
+leave the daemon's threads and descriptors as they were."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from tests.protocol.test_connection import deliver
 from tests.protocol.test_record_hand_off import FIRST, asked_for_run, large_frame_pair
 
 pytestmark = pytest.mark.trio
+
 
 async def receive_all(receiver: Connection, sock: trio.socket.SocketType, pump: RecordPump) -> tuple[list, int]:
     """Events until the connection closes, pumping where it can; and the records the pump opened."""
