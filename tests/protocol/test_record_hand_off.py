@@ -21,6 +21,7 @@ from shoal.protocol.wire.channel import (
     MAX_RECORD_PLAINTEXT,
     TAG_SIZE,
     RecordHandOff,
+    RecordOpener,
     SealJob,
     TransportCipher,
 )
@@ -203,3 +204,25 @@ def test_a_seal_job_writes_records_that_open_in_order(size: int) -> None:
         opened += opener.open(bytes(out[pos + LENGTH_SIZE : pos + LENGTH_SIZE + length]))
         pos += LENGTH_SIZE + length
     assert pos == len(out) and opened == plaintext
+
+
+@pytest.mark.parametrize("tamper", [None, 20_000, 700_000, 3_000_000])
+def test_the_record_opener_stops_where_a_borrower_must(tamper: int | None) -> None:
+    _, receiver, _, stream = large_frame_pair()
+    room, handoff, wire = lend_after(receiver, stream[:100_000])
+    rest = bytearray(stream[100_000:])
+    if tamper is not None:
+        rest[tamper] ^= 0x01
+    expected = borrow(memoryview(bytearray(len(room))), handoff, wire, bytes(rest))
+    data = bytes(wire[: handoff.have]) + bytes(rest)
+    opener = RecordOpener(handoff, room)
+    pos = opener.open(memoryview(data), 0)
+    assert (opener.records, opener.written, data[pos:]) == expected
+    # It stops before the record holding the frame's end (past the room), or the tampered one.
+    assert opener.blocked
+    receiver.take_back_records(opener.records, opener.written, data[pos:])
+    events = drain(receiver)
+    if tamper is None:
+        assert isinstance(events[0], MessageReceived) and isinstance(events[0].message, DataRuns)
+    else:
+        assert len(events) == 1 and isinstance(events[0], ConnectionClosed) and events[0].error_code == "bad-record"

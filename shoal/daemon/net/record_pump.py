@@ -23,11 +23,9 @@ import time
 from dataclasses import dataclass
 
 import trio
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shoal.daemon.net.sending import IOV_BATCH, unsent
-from shoal.protocol.wire.channel import LENGTH_SIZE, MAX_RECORD, TAG_SIZE, SealJob
+from shoal.protocol.wire.channel import LENGTH_SIZE, MAX_RECORD, RecordOpener, SealJob
 from shoal.protocol.wire.connection import Connection
 
 #: The work buffer a pump reads into: a record and the 256 KiB reads after it.
@@ -59,15 +57,11 @@ class Pumped:
 
 @dataclass(slots=True)
 class _Progress:
-    """A pump call's state, filled in the worker thread."""
+    """A pump call's socket side, filled in the worker thread."""
 
     #: Received bytes not opened, at the head of the work buffer.
     left: int
     received: int = 0
-    records: int = 0
-    written: int = 0
-    #: The next record cannot be opened here: it does not fit the room, or does not open.
-    blocked: bool = False
     closed: bool = False
     failed: str | None = None
 
@@ -82,8 +76,6 @@ class RecordPump:
         self._wire = bytearray()
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
-        self._aead: AESGCM | None = None
-        self._key = b""
         #: A call may wait CALL_SECONDS for the peer: not with one of the threads trio's default
         #: limiter shares among the daemon's disk and index calls (40), which many peers would take.
         self._limiter = trio.CapacityLimiter(1)
@@ -97,36 +89,33 @@ class RecordPump:
         if lent is None:
             return None
         room, handoff = lent
-        if handoff.key != self._key:
-            self._aead, self._key = AESGCM(handoff.key), handoff.key
+        opener = RecordOpener(handoff, room)
         progress = _Progress(handoff.have)
         # Shielded: a cancelled call would lose the records it opened; it returns within CALL_SECONDS.
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(
-                self._fill, room, handoff.nonce, handoff.max_records, max_bytes, progress, limiter=self._limiter
-            )
+            await trio.to_thread.run_sync(self._fill, opener, len(room), max_bytes, progress, limiter=self._limiter)
         # A record that failed to open (tampered, too short) is among those left: the
         # connection opens it again and fails on it as it does on any other.
         with memoryview(self._wire) as wire:
-            conn.take_back_records(progress.records, progress.written, wire[: progress.left])
+            conn.take_back_records(opener.records, opener.written, wire[: progress.left])
         if progress.closed:
             conn.receive_data(b"")
-        return Pumped(progress.received, progress.records, progress.closed, progress.failed)
+        return Pumped(progress.received, opener.records, progress.closed, progress.failed)
 
     def trim(self) -> None:
         """Give the work buffer back (a quiet session's); the next large frame makes another."""
         self._wire = bytearray()
 
-    def _fill(self, room: memoryview, nonce: int, max_records: int, max_bytes: int, progress: _Progress) -> None:
-        """Open whole records into `room`, reading more whenever none is left, until the room
-        is full or its next record cannot be opened here, `max_bytes` are received, or
-        CALL_SECONDS have passed. In a worker thread."""
+    def _fill(self, opener: RecordOpener, room: int, max_bytes: int, progress: _Progress) -> None:
+        """Open whole records into the room (`room` bytes), reading more whenever none is left,
+        until the room is full or its next record cannot be opened here, `max_bytes` are
+        received, or CALL_SECONDS have passed. In a worker thread."""
         deadline = time.monotonic() + CALL_SECONDS
         end, pos = progress.left, 0
         with memoryview(self._wire) as wire:
             while True:
-                pos = self._open(wire[:end], pos, room, nonce, max_records, progress)
-                if progress.blocked or progress.written == len(room) or progress.received >= max_bytes:
+                pos = opener.open(wire[:end], pos)
+                if opener.blocked or opener.written == room or progress.received >= max_bytes:
                     break
                 if pos:
                     wire[: end - pos] = wire[pos:end]
@@ -138,36 +127,6 @@ class RecordPump:
             if pos:
                 wire[: end - pos] = wire[pos:end]
         progress.left = end - pos
-
-    def _open(
-        self, wire: memoryview, pos: int, room: memoryview, nonce: int, max_records: int, progress: _Progress
-    ) -> int:
-        """Open the whole records of `wire` from `pos` into `room`; where the first not opened starts."""
-        assert self._aead is not None
-        decrypt_into = self._aead.decrypt_into
-        while len(wire) - pos >= LENGTH_SIZE:
-            size = (wire[pos] << 8) | wire[pos + 1]
-            if len(wire) - pos < LENGTH_SIZE + size:
-                break
-            plain = size - TAG_SIZE
-            if plain < 0 or plain > len(room) - progress.written or progress.records >= max_records:
-                progress.blocked = True
-                break
-            counter = nonce + progress.records
-            try:
-                decrypt_into(
-                    _NONCE_HEAD + counter.to_bytes(8, "big"),
-                    wire[pos + LENGTH_SIZE : pos + LENGTH_SIZE + size],
-                    None,
-                    room[progress.written : progress.written + plain],
-                )
-            except InvalidTag:
-                progress.blocked = True
-                break
-            progress.written += plain
-            progress.records += 1
-            pos += LENGTH_SIZE + size
-        return pos
 
     def _receive(self, into: memoryview, deadline: float, progress: _Progress) -> int:
         """Read into `into`, waiting until `deadline` at most; the bytes read (0: stop)."""
@@ -188,9 +147,6 @@ class RecordPump:
                 progress.closed = True
             progress.received += n
             return n
-
-
-_NONCE_HEAD = bytes(4)
 
 
 def seal(jobs: list[SealJob]) -> None:

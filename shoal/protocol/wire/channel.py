@@ -126,10 +126,50 @@ class RecordHandOff:
     key: bytes
     #: The nonce counter of the next record; record i after it uses nonce + i.
     nonce: int
-    #: How many records may be opened before the nonces run out.
-    max_records: int
     #: How many received, unopened bytes were moved to the head of the borrower's buffer.
     have: int
+
+
+class RecordOpener:
+    """The borrower's side of a hand-off: opens whole records, in order, into the lent room,
+    and stops before one it cannot open there (shorter than its tag, larger than the room
+    left, failing authentication, past the last nonce). The channel meets that record again
+    when the rest is given back, and fails on it as on any other."""
+
+    def __init__(self, handoff: RecordHandOff, room: memoryview) -> None:
+        self._cipher = TransportCipher(handoff.key, handoff.nonce)
+        self._first = handoff.nonce
+        self._room = room
+        #: Plaintext bytes put in the room.
+        self.written = 0
+        #: The next record cannot be opened here.
+        self.blocked = False
+
+    @property
+    def records(self) -> int:
+        """Records opened."""
+        return self._cipher.nonce - self._first
+
+    def open(self, wire: memoryview, pos: int) -> int:
+        """Open the whole records of `wire` from `pos`; where the first not opened starts."""
+        room = self._room
+        while len(wire) - pos >= LENGTH_SIZE:
+            size = (wire[pos] << 8) | wire[pos + 1]
+            if len(wire) - pos < LENGTH_SIZE + size:
+                break
+            plain = size - TAG_SIZE
+            if plain < 0 or plain > len(room) - self.written:
+                self.blocked = True
+                break
+            record = wire[pos + LENGTH_SIZE : pos + LENGTH_SIZE + size]
+            try:
+                self._cipher.open_into(record, room[self.written : self.written + plain])
+            except ProtocolError:  # BadRecord, NonceExhausted
+                self.blocked = True
+                break
+            self.written += plain
+            pos += LENGTH_SIZE + size
+        return pos
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,8 +317,7 @@ class SecureChannel:
         if self._held is not None:
             wire[inbound:have] = memoryview(self._held)[self._held_at :]
             self._held = None
-        nonce = self._recv.nonce
-        return RecordHandOff(self._recv.key, nonce, MAX_NONCE - nonce, have)
+        return RecordHandOff(self._recv.key, self._recv.nonce, have)
 
     def take_back(self, records: int, left: bytes | bytearray | memoryview) -> None:
         """End a hand-off: `records` were opened elsewhere, `left` (received, not opened) is buffered again."""
