@@ -51,7 +51,9 @@ if _DIR:
         return _run(*args, **kwargs)
 
     async def _timed_to_thread(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        name = getattr(fn, "__qualname__", None) or repr(fn)
+        # A partial's repr would format its arguments (whole tree objects) on every call.
+        inner = getattr(fn, "func", fn)
+        name = getattr(inner, "__qualname__", None) or type(inner).__qualname__
 
         def timed(*a):  # noqa: ANN002, ANN202
             started = time.thread_time()
