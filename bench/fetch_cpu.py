@@ -137,7 +137,8 @@ def variant_env(variant: Variant):
 
 
 def task_cpu(pid: int) -> dict:
-    """What the daemon's bench/taskcpu counted so far: {"loop": s, "tasks": {name: s}, "threads": {name: s}}."""
+    """What the daemon's bench/taskcpu counted so far:
+    {"loop": s, "tasks": {name: s}, "threads": {name: s}, "calls": {name: worker-thread calls}}."""
     path = Path(os.environ[TASKS_ENV]) / f"tasks-{pid}.json"
     path.unlink(missing_ok=True)
     os.kill(pid, signal.SIGUSR2)
@@ -153,7 +154,8 @@ def task_cpu_since(before: dict, after: dict) -> dict:
     def diff(key: str) -> dict[str, float]:
         return {name: spent - before[key].get(name, 0.0) for name, spent in after[key].items()}
 
-    return {"loop": after["loop"] - before["loop"], "tasks": diff("tasks"), "threads": diff("threads")}
+    return {"loop": after["loop"] - before["loop"], "tasks": diff("tasks"), "threads": diff("threads"),
+            "calls": diff("calls")}
 
 
 @contextmanager
@@ -314,7 +316,10 @@ def report_tasks(rows: list[dict], variants: list[Variant], top: int = 8) -> Non
                 names = {name for c in counted for name in c[key]}
                 medians = sorted(((statistics.median(c[key].get(n, 0.0) for c in counted), n) for n in names), reverse=True)
                 for spent, name in [m for m in medians if m[0] >= 0.005][:top]:
-                    print(f"  {spent:6.2f} s  {what:18s} {name}")
+                    calls = statistics.median(c["calls"].get(name, 0) for c in counted) if key == "threads" else None
+                    print(f"  {spent:6.2f} s  {what:18s} {name}" + (f" ({calls:.0f} calls)" if calls else ""))
+            calls = statistics.median(sum(c["calls"].values()) for c in counted)
+            print(f"  worker-thread calls in all: {calls:.0f}")
 
 
 def main() -> int:

@@ -3,7 +3,7 @@
 Python imports this module at start-up when its folder is on PYTHONPATH. Where
 SHOAL_BENCH_TASKS_DIR is set, every `trio.run` gets an instrument that adds the
 thread CPU time of each task step to the task's name, and `trio.to_thread.run_sync`
-adds the CPU time of each call to its function's name; SIGUSR2 writes both, with
+adds the CPU time of each call to its function's name and counts the calls; SIGUSR2 writes both, with
 the event-loop thread's own CPU time, to tasks-PID.json in that folder. Not part
 of shoal: the daemon does not know it is measured.
 """
@@ -22,6 +22,7 @@ if _DIR:
 
     _tasks: collections.Counter[str] = collections.Counter()
     _threads: collections.Counter[str] = collections.Counter()
+    _calls: collections.Counter[str] = collections.Counter()
     _loop_cpu = [0.0]
     _threads_lock = threading.Lock()
 
@@ -39,7 +40,7 @@ if _DIR:
         _loop_cpu[0] = time.thread_time()
         path = os.path.join(_DIR, f"tasks-{os.getpid()}.json")
         with open(path + ".tmp", "w") as f:
-            json.dump({"loop": _loop_cpu[0], "tasks": dict(_tasks), "threads": dict(_threads)}, f)
+            json.dump({"loop": _loop_cpu[0], "tasks": dict(_tasks), "threads": dict(_threads), "calls": dict(_calls)}, f)
         os.replace(path + ".tmp", path)
 
     _run = trio.run
@@ -54,6 +55,7 @@ if _DIR:
         # A partial's repr would format its arguments (whole tree objects) on every call.
         inner = getattr(fn, "func", fn)
         name = getattr(inner, "__qualname__", None) or type(inner).__qualname__
+        _calls[name] += 1
 
         def timed(*a):  # noqa: ANN002, ANN202
             started = time.thread_time()
