@@ -4,7 +4,7 @@ import pytest
 import trio
 import trio.testing
 
-from shoal.daemon.net.ratelimit import BURST_SECONDS, TokenBucket, throttle
+from shoal.daemon.net.ratelimit import BURST_SECONDS, MIN_SLICE, SLICE_SECONDS, Throttle, TokenBucket
 
 MB = 1_000_000
 
@@ -76,10 +76,29 @@ def test_idle_time_saves_at_most_a_short_burst():
 
 def test_throttle_pays_every_bucket():
     slow, fast = TokenBucket(lambda: MB), TokenBucket(lambda: 10 * MB)
-    pay = throttle(fast, slow)
+    caps = Throttle(fast, slow)
 
     async def main():
         for _ in range(30):
-            await pay(100_000)
+            await caps.pay(100_000)
 
     assert run_timed(main) == pytest.approx(3.0, rel=0.01)
+
+
+def test_a_slice_is_a_tenth_of_a_second_of_the_tightest_cap_within_its_bounds():
+    uncapped = TokenBucket(lambda: 0)
+    assert Throttle(uncapped, TokenBucket(lambda: 0)).slice(8 * MB) == 8 * MB
+    assert Throttle(uncapped, TokenBucket(lambda: 10 * MB), TokenBucket(lambda: 3 * MB)).slice(8 * MB) == int(
+        3 * MB * SLICE_SECONDS
+    )
+    assert Throttle(TokenBucket(lambda: 10_000)).slice(8 * MB) == MIN_SLICE
+    assert Throttle(TokenBucket(lambda: 10_000)).slice(1000) == 1000
+    assert Throttle(TokenBucket(lambda: 10**10)).slice(8 * MB) == 8 * MB
+
+
+def test_a_slice_follows_a_cap_changed_at_run_time():
+    rate = [0]
+    caps = Throttle(TokenBucket(lambda: rate[0]))
+    assert caps.slice(8 * MB) == 8 * MB
+    rate[0] = 2 * MB
+    assert caps.slice(8 * MB) == 200_000

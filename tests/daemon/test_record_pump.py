@@ -73,6 +73,25 @@ async def test_pumped_frames_arrive_whole_and_in_order(size: int) -> None:
     assert deliver(receiver, sender) == [MessageReceived(Pong(5))]
 
 
+async def test_a_call_receives_no_more_than_it_is_asked_for() -> None:
+    # Under a bandwidth cap the session asks for about 0.1 s of it a call, and pays after.
+    _, receiver, run, wire = large_frame_pair(4 * 1024 * 1024)
+    left, right = trio.socket.socketpair()
+    with left, right:
+        pump = RecordPump(right.fileno())
+        calls: list[int] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_slowly, left, wire, 1024 * 1024, 0)
+            while (event := receiver.next_event()) is NEED_DATA:
+                done = await pump.pump(receiver, 100_000)
+                if done is None:
+                    receiver.receive_data(await right.recv(256 * 1024))
+                else:
+                    calls.append(done.received)
+    assert event == MessageReceived(DataRuns(7, (FIRST,), run))
+    assert max(calls) == 100_000 and sum(calls) > 3 * 1024 * 1024
+
+
 async def test_a_slow_peer_is_pumped_in_pieces_within_the_call_time() -> None:
     _, receiver, run, wire = large_frame_pair(2 * 1024 * 1024)
     left, right = trio.socket.socketpair()

@@ -16,6 +16,7 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.library.datasets import Library
+from shoal.daemon.net.ratelimit import MIN_SLICE, Throttle, TokenBucket
 from shoal.daemon.net.session import PeerSession, Rejected, SessionClosed, establish
 from shoal.daemon.store.index import Index
 from shoal.daemon.store.loader import index_loader
@@ -197,16 +198,21 @@ async def library(tmp_path: Path):
 
 
 async def open_sessions(
-    nursery: trio.Nursery, index: Index, catalogs: list[tuple[CatalogEntry, ...]] | None = None
+    nursery: trio.Nursery,
+    index: Index,
+    catalogs: list[tuple[CatalogEntry, ...]] | None = None,
+    server_caps: Throttle | None = None,
 ) -> tuple[PeerSession, PeerSession, list[str]]:
-    """(server, client, reasons): `server` answers from `index`; each session's run() ends into `reasons`."""
+    """(server, client, reasons): `server` answers from `index` under `server_caps`; each
+    session's run() ends into `reasons`."""
     keys = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     results, (server_stream, client_stream) = await establish_both(*keys)
     reasons: list[str] = []
     server_conn, client_id = results["responder"]
     client_conn, server_id = results["initiator"]
     on_catalog = (lambda s: catalogs.append(s.catalog)) if catalogs is not None else (lambda s: None)
-    server = PeerSession(server_conn, server_stream, client_id, "memory", index, on_catalog=lambda s: None)
+    server = PeerSession(server_conn, server_stream, client_id, "memory", index, on_catalog=lambda s: None,
+                         caps=server_caps)
     client = PeerSession(client_conn, client_stream, server_id, "memory", None, on_catalog=on_catalog)  # type: ignore[arg-type]
 
     async def run(session: PeerSession) -> None:
@@ -406,3 +412,36 @@ async def test_runs_held_back_to_back_come_many_to_a_message(library, monkeypatc
             assert all(kinds[r.id] is memoryview for r in refs)
             assert b"".join(received[r.id] for r in refs) == (folder / "big.bin").read_bytes()
             await client.close("done")
+
+
+class CountedCaps(Throttle):
+    """A throttle at `rate` bytes/s that keeps every payment, and waits for none."""
+
+    def __init__(self, rate: int) -> None:
+        super().__init__(TokenBucket(lambda: rate))
+        self.payments: list[int] = []
+
+    async def pay(self, n: int) -> None:
+        self.payments.append(n)
+
+
+@pytest.mark.parametrize(("rate", "most"), [(1_000_000, 100_000), (100_000, MIN_SLICE), (10**9, None)])
+async def test_runs_are_paid_for_in_slices_of_a_tenth_of_a_second_of_the_cap(library, rate: int, most) -> None:
+    """Under a cap, the served runs are paid for (and sent) about 0.1 s of it at a time, so
+    capped data flows steadily; under a cap they cannot reach, all at once (one thread call)."""
+    lib, folder, version = library
+    caps = CountedCaps(rate)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            _, client, _ = await open_sessions(nursery, lib.index, server_caps=caps)
+            refs = _big_chunks(lib, version)
+            received: list[bytes] = []
+            run = Run(tuple(r.id for r in refs), tuple(r.size for r in refs))
+            assert await client.get_runs([run], lambda first, data: received.append(bytes(data))) == []
+            assert received == [(folder / "big.bin").read_bytes()]
+            await client.close("done")
+    assert sum(caps.payments) > 600_000
+    if most is None:
+        assert max(caps.payments) > 600_000  # the run's whole DATA_RUNS
+    else:
+        assert max(caps.payments) == most

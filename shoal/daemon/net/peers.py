@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal.daemon.library.datasets import Library
 from shoal.daemon.model import PeerReach
-from shoal.daemon.net.ratelimit import TokenBucket, throttle
+from shoal.daemon.net.ratelimit import Throttle, TokenBucket
 from shoal.daemon.net.run_buffers import RunBuffers
 from shoal.daemon.net.session import PeerSession, Rejected, establish, flush_quietly
 from shoal.daemon.net.trust import TrustStore
@@ -221,9 +221,9 @@ class PeerManager:
                 await flush_quietly(conn, stream)
             await trio.aclose_forcefully(stream)
             return
-        pay = throttle(self._all_peers, TokenBucket(self._per_peer_limit))
+        caps = Throttle(self._all_peers, TokenBucket(self._per_peer_limit))
         session = PeerSession(
-            conn, stream, peer, address, self._library.index, self._catalog_changed, pay, partial(self._withheld, peer_id),
+            conn, stream, peer, address, self._library.index, self._catalog_changed, caps, partial(self._withheld, peer_id),
             self._run_buffers, name=self.name_of(peer_id),
         )
         self.sessions[peer_id] = session

@@ -5,7 +5,7 @@ TCP pushes back on the sender) and for the bytes it is about to send. The rate
 is read on every payment, so `config set bandwidth.*` applies without a restart.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import trio
 
@@ -44,11 +44,28 @@ class TokenBucket:
             await trio.sleep(-self._balance / rate)
 
 
-def throttle(*buckets: TokenBucket) -> Callable[[int], Awaitable[None]]:
-    """One payment function over several buckets (e.g. the daemon's and one peer's)."""
+#: Under a cap, a session moves about this many seconds of it between two payments, so
+#: capped data flows steadily instead of a group of runs arriving in one burst after a long wait.
+SLICE_SECONDS = 0.1
+#: The least it moves between payments under a low cap: a thread call per record would cost more than the cap saves.
+MIN_SLICE = 64 * 1024
 
-    async def pay(n: int) -> None:
-        for bucket in buckets:
+
+class Throttle:
+    """The buckets a session pays into (e.g. the daemon's and one peer's)."""
+
+    def __init__(self, *buckets: TokenBucket) -> None:
+        self._buckets = buckets
+
+    async def pay(self, n: int) -> None:
+        """Pay `n` bytes into every bucket."""
+        for bucket in self._buckets:
             await bucket.pay(n)
 
-    return pay
+    def slice(self, most: int) -> int:
+        """How many bytes to move before the next payment, at most `most`: all of them
+        without a cap (one worker-thread call), else about SLICE_SECONDS of the tightest."""
+        caps = [rate for bucket in self._buckets if (rate := bucket.rate()) > 0]
+        if not caps:
+            return most
+        return min(most, max(MIN_SLICE, int(min(caps) * SLICE_SECONDS)))

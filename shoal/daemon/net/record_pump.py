@@ -5,9 +5,10 @@ every peer's data itself, and seal and send every record of every run it serves:
 about 1 s of its CPU per GB either way, which bound a daemon to one core however
 many peers it had. Here a session's worker thread reads and opens its large
 frames' whole records, seals the runs it serves and sends them; the loop sees a
-call per MiB. The system calls and the AES-GCM calls (cryptography's) release the
-GIL, so N peers' data moves on N cores; what holds the GIL is a few microseconds
-of Python per 64 KiB record.
+call per frame of runs (without a bandwidth cap; about 0.1 s of the cap with one).
+The system calls and the AES-GCM calls (cryptography's) release the GIL, so N
+peers' data moves on N cores; what holds the GIL is a few microseconds of Python
+per 64 KiB record.
 
 Why not C: a loop of our own would link the system's libcrypto, whose AES-GCM
 sealed 4.53 GB/s where cryptography's bundled OpenSSL (with its VAES code path)
@@ -30,9 +31,11 @@ from shoal.protocol.wire.connection import Connection
 
 #: The work buffer a pump reads into: a record and the 256 KiB reads after it.
 WIRE_SIZE = LENGTH_SIZE + MAX_RECORD + 256 * 1024
-#: The most a call receives: the session pays the bandwidth caps for it afterwards,
-#: as for a read of its own, and one call a MiB costs the event loop next to nothing.
-CALL_BYTES = 1024 * 1024
+#: The most a call receives: more than a frame of runs (4 MiB and its records' framing),
+#: so without a cap a frame comes in one call (a call a MiB cost each daemon 0.45 s of CPU
+#: in a 2 GB fetch: thread hand-offs). The session pays the caps after each call, as for a
+#: read of its own, and under a cap asks for less (Throttle.slice).
+CALL_BYTES = 8 * 1024 * 1024
 #: The longest a call waits for bytes (or room to send): a peer that goes quiet is
 #: then watched by the session's keepalive again, and closing a session waits at most this.
 CALL_SECONDS = 0.2
