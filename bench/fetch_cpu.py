@@ -58,6 +58,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 #: The sitecustomize that counts CPU per task and per worker-thread function (--tasks).
 TASK_CPU = Path(__file__).resolve().parent / "taskcpu"
 TASKS_ENV = "SHOAL_BENCH_TASKS_DIR"
+#: py-spy samples a second (--spy); with --gil each sample is one of a thread holding the GIL.
+SPY_RATE = 200
 
 
 class TreeDaemon(Daemon):
@@ -165,7 +167,7 @@ def spied(pid: int, output: Path | None):
         yield
         return
     spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(output),
-                            "--rate", "200", "--threads", "--gil", "--nonblocking"],
+                            "--rate", str(SPY_RATE), "--threads", "--gil", "--nonblocking"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)  # py-spy attaches before the fetch begins
     try:
@@ -195,7 +197,10 @@ def spy_report(paths: list[Path], top: int = 15) -> None:
             for frame in set(frames):
                 if "(shoal/daemon/" in frame and "(shoal/daemon/main.py)" not in frame or "(shoal/protocol/" in frame:
                     total[frame] += n
-    print(f"  {samples} samples holding the GIL (200 a second); own: innermost frame; total: anywhere on the stack")
+    # What a daemon could gain from more cores is bounded by the time some thread of it holds the GIL.
+    held = samples / SPY_RATE / max(len(paths), 1)
+    print(f"  {samples} samples holding the GIL ({SPY_RATE} a second): the GIL held {held:.2f} s a fetch;"
+          " own: innermost frame; total: anywhere on the stack")
     for name, n in own.most_common(top):
         print(f"    own   {100 * n / max(samples, 1):5.1f}%  {name}")
     for name, n in total.most_common(top):
