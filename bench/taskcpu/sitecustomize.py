@@ -3,9 +3,9 @@
 Python imports this module at start-up when its folder is on PYTHONPATH. Where
 SHOAL_BENCH_TASKS_DIR is set, every `trio.run` gets an instrument that adds the
 thread CPU time of each task step to the task's name, and `trio.to_thread.run_sync`
-adds the CPU time of each call to its function's name and counts the calls; SIGUSR2 writes both, with
-the event-loop thread's own CPU time, to tasks-PID.json in that folder. Not part
-of shoal: the daemon does not know it is measured.
+adds the CPU time of each call to its function's name and counts the calls; SIGUSR2
+writes the three, with the event-loop thread's own CPU time, to tasks-PID.json in
+that folder. Not part of shoal: the daemon does not know it is measured.
 """
 
 import collections

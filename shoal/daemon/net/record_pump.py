@@ -32,9 +32,9 @@ from shoal.protocol.wire.connection import Connection
 #: The work buffer a pump reads into: a record and the 256 KiB reads after it.
 WIRE_SIZE = LENGTH_SIZE + MAX_RECORD + 256 * 1024
 #: The most a call receives: more than a frame of runs (4 MiB and its records' framing),
-#: so without a cap a frame comes in one call (a call a MiB cost each daemon 0.45 s of CPU
-#: in a 2 GB fetch: thread hand-offs). The session pays the caps after each call, as for a
-#: read of its own, and under a cap asks for less (Throttle.slice).
+#: so without a cap a frame comes in one call (a call a MiB cost each daemon about 0.5 s
+#: of CPU in a 2 GB fetch: thread hand-offs). The session pays the caps after each call,
+#: as for a read of its own, and under a cap asks for less (Throttle.slice).
 CALL_BYTES = 8 * 1024 * 1024
 #: The longest a call waits for bytes (or room to send): a peer that goes quiet is
 #: then watched by the session's keepalive again, and closing a session waits at most this.

@@ -75,8 +75,8 @@ OBJECT_GROUP_BYTES = 1024 * 1024
 SERVE_CONCURRENCY = 3
 #: The most bytes sent per payment to the bandwidth caps and per worker-thread call: more
 #: than a group of runs and its records' framing, so without a cap a group goes in one
-#: call (a thread call a MiB cost each daemon 0.45 s of CPU in a 2 GB fetch); under a cap,
-#: Throttle.slice makes it about 0.1 s of the cap.
+#: call (a thread call a MiB cost each daemon about 0.5 s of CPU in a 2 GB fetch); under
+#: a cap, Throttle.slice makes it about 0.1 s of the cap.
 PAY_SLICE = 8 * 1024 * 1024
 AGENT = "shoal/0.1"
 
