@@ -280,8 +280,7 @@ class PeerSession:
                 # out before waiting, once per read rather than once per event.
                 await self._flush_quietly()
                 if self._pump is not None:
-                    most = self._caps.slice(record_pump.CALL_BYTES) if self._caps else record_pump.CALL_BYTES
-                    pumped = await self._pump.pump(self.conn, most)
+                    pumped = await self._pump.pump(self.conn, self._slice(record_pump.CALL_BYTES))
                     if pumped is not None:
                         if pumped.failed is not None:
                             return pumped.failed
@@ -322,6 +321,10 @@ class PeerSession:
             await self._caps.pay(n)
         # Counted after paying: our own throttle's wait is not the peer's silence.
         self._liveness.heard(trio.current_time())
+
+    def _slice(self, most: int) -> int:
+        """Bytes to move before paying the caps again, at most `most` (all of them uncapped)."""
+        return self._caps.slice(most) if self._caps is not None else most
 
     def _keep_alive(self) -> None:
         """The peer has been quiet until the keepalive deadline: PING it, or give up."""
@@ -396,8 +399,7 @@ class PeerSession:
                 with trio.CancelScope(shield=True):
                     # Paid and sent a slice at a time: a capped peer's data keeps flowing
                     # instead of a 4 MiB group arriving in one burst after a 4 s wait.
-                    most = self._caps.slice(PAY_SLICE) if self._caps else PAY_SLICE
-                    for views, length in slices(parts, most):
+                    for views, length in slices(parts, self._slice(PAY_SLICE)):
                         if self._caps is not None:
                             await self._caps.pay(length)
                         if self._fd is not None and length >= record_pump.SEND_MIN:
