@@ -92,7 +92,7 @@ def settle_free_memory() -> None:
     cached) is not handed back yet: a command started right away runs on it cheaply,
     by as much as the previous command left. rsync + sync of the 1 GiB folder took
     2.5-2.9 s right after dropping its predecessor's copy and 3.3-3.5 s once the
-    reporting had settled (2026-12-07, README, Performance). Settled, every timed
+    reporting had settled (bench/JOURNAL.md, the pass of 2026-12-07 from 12:26). Settled, every timed
     command starts from the same state: that of a machine that has been idle."""
     if not REPORTED_KIB.exists():
         return

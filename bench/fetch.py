@@ -35,7 +35,7 @@ copies it locally instead of fetching), the tools taking turns at going first,
 and prints every round and the medians of the two ratios against the bars.
 Without the wait above (--no-settle), a command on this VM runs slower right
 after the other tool than right after itself (rsync + sync by up to 0.8 s right
-after a shoal fetch; README, Performance): with --paired each tool fetches twice
+after a shoal fetch; bench/JOURNAL.md, the pass of 2026-12-07 from 10:02): with --paired each tool fetches twice
 in a row in every round 2..N and only the second fetch counts, each timed right
 after one of its own; the first ones, right after the other tool, are summed up
 below the rounds, which shows what is left of the order effect.

@@ -1,5 +1,5 @@
 //! BLAKE3 in derive-key mode over many buffers in one call, so that Python pays one
-//! GIL hand-off per batch of chunks instead of one per chunk (see shoal's README,
+//! GIL hand-off per batch of chunks instead of one per chunk (see shoal's bench/JOURNAL.md,
 //! "What a small file waits for").
 use std::slice;
 

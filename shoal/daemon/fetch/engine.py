@@ -173,7 +173,7 @@ class Fetcher:
         checked = CheckedDirs()
         # A streaming walk checks one directory at a time until the planner has files to hand
         # over: four at once, their FILE objects' checks held the GIL from the one the first
-        # data waited for (README, "The pass of 2026-12-07 from 10:02").
+        # data waited for (bench/JOURNAL.md, "The pass of 2026-12-07 from 10:02").
         walk = Walk(
             self.objects, transfer, sources, matcher, not spec.partial, checked if streaming else None,
             trio.CapacityLimiter(1 if streaming else WALK_DIRS),

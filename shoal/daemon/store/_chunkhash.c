@@ -2,7 +2,7 @@
  *
  * The `blake3` module gives the GIL up for every input of 2 KiB or more, and beside
  * a thread that runs Python taking it back costs up to a switch interval: 257 us a
- * 60 KB chunk that alone hashes in 15 us (README, "What a small file waits for").
+ * 60 KB chunk that alone hashes in 15 us (bench/JOURNAL.md, "What a small file waits for").
  * Here a whole batch is hashed in one call by the `blake3` crate (native/chunkhash),
  * linked in statically when `pip install` finds cargo; the ids are the same.
  */

@@ -2,7 +2,7 @@
 
 The `blake3` module gives the GIL up and takes it back for every chunk; beside a
 thread running Python each hand-off can cost a switch interval, many times the
-hash itself (README, "What a small file waits for"). _chunkhash (built by `pip
+hash itself (bench/JOURNAL.md, "What a small file waits for"). _chunkhash (built by `pip
 install` where cargo is found, see setup.py) hashes a whole batch in one call.
 """
 

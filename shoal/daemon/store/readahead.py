@@ -3,9 +3,10 @@
 A sender opens a file for each group of runs it reads, so the kernel keeps no
 read-ahead state between them, and asking for just the runs requested leaves the
 disk idle between requests: a large file served from a cold cache took 3.6 s
-against 3.0 s with the source already cached (README, Performance). Where a run
-continues what was served of its file, the kernel is asked for AHEAD bytes past
-it, so that the next requests find their bytes read.
+against 3.0 s with the source already cached (bench/JOURNAL.md, the pass of
+2026-12-06 from 21:41). Where a run continues what was served of its file, the
+kernel is asked for AHEAD bytes past it, so that the next requests find their
+bytes read.
 """
 
 import threading
