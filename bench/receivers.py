@@ -18,6 +18,7 @@ each daemon's CPU (user/system, /proc/PID/stat).
 
 import argparse
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -147,7 +148,7 @@ def main() -> int:
         if args.dir:
             print(f"kept: {work}", file=sys.stderr)
         else:
-            subprocess.run(["rm", "-rf", str(work)], check=False)
+            shutil.rmtree(work, ignore_errors=True)
     print_failures(failures)
     return 1 if failures else 0
 
