@@ -44,6 +44,7 @@ from shoal.protocol.wire.messages import (
     GetRuns,
     Hello,
     InvalidMessage,
+    Limit,
     Message,
     Ping,
     Pong,
@@ -427,18 +428,99 @@ def test_second_hello_is_a_violation() -> None:
     assert_violation(raw.to(conn), conn, raw, "unexpected-message")
 
 
-def test_a_version_1_peer_is_refused_and_told_to_upgrade() -> None:
+def test_a_version_3_peer_is_refused_and_told_to_upgrade() -> None:
     conn = responder()
     raw = raw_initiator_secured(conn)
     raw.send(raw.auth())
     raw.to(conn)
     conn.accept()
-    raw.send(Hello(PROTOCOL_VERSION - 1, "old", None))
+    raw.send(Hello(3, "old", None))
     events = raw.to(conn)
     assert_violation(events, conn, raw, "unsupported-version")
     closed = events[-1]
     assert isinstance(closed, ConnectionClosed)
-    assert f"version {PROTOCOL_VERSION - 1}" in closed.reason and "upgrade shoal" in closed.reason
+    assert "version 3," in closed.reason and "version 3 had no lanes" in closed.reason
+    assert "upgrade shoal" in closed.reason
+
+
+def open_lane_pair(lane: int) -> tuple[Connection, Connection]:
+    """(initiator, responder) after a HELLO exchange in which the initiator opened `lane`."""
+    initiator = Connection(Role.INITIATOR, Ed25519PrivateKey.generate())
+    responder_conn = responder()
+    initiator.start()
+    deliver(initiator, responder_conn)
+    deliver(responder_conn, initiator)
+    deliver(initiator, responder_conn)
+    responder_conn.accept()
+    deliver(responder_conn, initiator)
+    initiator.accept()
+    initiator.send(Hello(PROTOCOL_VERSION, "worker", None, lane))
+    assert deliver(initiator, responder_conn) == [HelloReceived(Hello(PROTOCOL_VERSION, "worker", None, lane))]
+    responder_conn.send(Hello(PROTOCOL_VERSION, "daemon", 22000))
+    assert deliver(responder_conn, initiator) == [HelloReceived(Hello(PROTOCOL_VERSION, "daemon", 22000))]
+    return initiator, responder_conn
+
+
+def test_both_sides_of_a_lane_know_its_number_and_a_main_session_is_lane_0() -> None:
+    initiator, responder_conn = open_lane_pair(7)
+    assert (initiator.lane, responder_conn.lane) == (7, 7)
+    assert responder_conn.peer_hello is not None and responder_conn.peer_hello.lane == 7
+    assert [c.lane for c in open_pair()] == [0, 0]
+
+
+def test_requests_and_answers_work_on_a_lane() -> None:
+    initiator, responder_conn = open_lane_pair(1)
+    initiator.send(GetChunks(1, (A,)))
+    assert deliver(initiator, responder_conn) == [MessageReceived(GetChunks(1, (A,)))]
+    responder_conn.send_data(1, A, b"x")
+    responder_conn.send_end(1)
+    assert deliver(responder_conn, initiator) == [MessageReceived(Data(1, A, b"x")), MessageReceived(End(1, ()))]
+    initiator.send(Ping(5))
+    deliver(initiator, responder_conn)
+    assert deliver(responder_conn, initiator) == [MessageReceived(Pong(5))]
+
+
+@pytest.mark.parametrize("message", [Catalog(()), Limit(1000)], ids=lambda m: type(m).__name__)
+def test_catalog_and_limit_are_not_sent_on_a_lane(message: Message) -> None:
+    initiator, responder_conn = open_lane_pair(2)
+    for conn in (initiator, responder_conn):
+        with pytest.raises(LocalProtocolError, match="not sent on a lane"):
+            conn.send(message)
+
+
+@pytest.mark.parametrize("message", [Catalog(()), Limit(1000)], ids=lambda m: type(m).__name__)
+def test_catalog_or_limit_received_on_a_lane_is_a_violation(message: Message) -> None:
+    conn = responder()
+    raw = raw_initiator_secured(conn)
+    raw.send(raw.auth())
+    raw.to(conn)
+    conn.accept()
+    raw.send(Hello(PROTOCOL_VERSION, "worker", None, 4), message)
+    events = raw.to(conn)
+    assert events[0] == HelloReceived(Hello(PROTOCOL_VERSION, "worker", None, 4))
+    assert_violation(events[1:], conn, raw, "unexpected-message")
+
+
+def test_a_responder_never_names_a_lane() -> None:
+    conn = responder()
+    raw = raw_initiator_secured(conn)
+    raw.send(raw.auth())
+    raw.to(conn)
+    conn.accept()
+    with pytest.raises(LocalProtocolError, match="only the initiator"):
+        conn.send(Hello(PROTOCOL_VERSION, "daemon", None, 1))
+
+
+def test_a_lane_in_the_responders_hello_is_a_bad_message() -> None:
+    initiator, raw = raw_responder_secured()
+    raw.send(raw.auth())
+    assert isinstance(raw.to(initiator)[0], PeerAuthenticated)
+    initiator.accept()
+    raw.send(Hello(PROTOCOL_VERSION, "confused", None, 1))
+    events = raw.to(initiator)
+    assert_violation(events, initiator, raw, "bad-message")
+    closed = events[-1]
+    assert isinstance(closed, ConnectionClosed) and "only the side that dialled opens lanes" in closed.reason
 
 
 @pytest.mark.parametrize(

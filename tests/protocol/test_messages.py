@@ -58,6 +58,8 @@ def from_json(cls: type, values: dict[str, Any]) -> Any:
     """Build a message or entry from the spec's JSON, where bytes are hex."""
     kwargs = {}
     for field in dataclasses.fields(cls):
+        if field.name not in values and field.default is not dataclasses.MISSING:
+            continue  # a field the encoding leaves out at its default (HELLO's lane)
         value = values[field.name]
         if field.type in ("bytes", "bytes | memoryview"):
             value = bytes.fromhex(value)
@@ -94,6 +96,8 @@ EXAMPLES: list[Message] = [
     Auth(bytes(range(32)), bytes(range(64))),
     Hello(2, "shoal/0.1.0 (linux)", 22000),
     Hello(2, "ünïcode agent", None),
+    Hello(4, "worker", None, 1),
+    Hello(4, "worker", 22000, 15),
     Catalog(()),
     Catalog(
         (
@@ -201,6 +205,13 @@ BAD_PAYLOADS = {
     "agent with escape": packed(MessageType.HELLO, 1, "\x1b[2J", None),
     "port zero": packed(MessageType.HELLO, 1, "x", 0),
     "version zero": packed(MessageType.HELLO, 0, "x", None),
+    "hello too short": packed(MessageType.HELLO, 4, "x"),
+    "hello too long": packed(MessageType.HELLO, 4, "x", None, 1, 1),
+    "lane zero spelled out": packed(MessageType.HELLO, 4, "x", None, 0),
+    "lane 16": packed(MessageType.HELLO, 4, "x", None, 16),
+    "lane negative": packed(MessageType.HELLO, 4, "x", None, -1),
+    "lane bool": packed(MessageType.HELLO, 4, "x", None, True),
+    "lane nil": packed(MessageType.HELLO, 4, "x", None, None),
     "entry wrong arity": packed(MessageType.CATALOG, [["name", A, 1, 0, 0, 0]]),
     "entry seq zero": packed(MessageType.CATALOG, [["name", A, 0, 0, 0, 0, []]]),
     "entry empty name": packed(MessageType.CATALOG, [["", A, 1, 0, 0, 0, []]]),
@@ -219,6 +230,13 @@ def test_bad_payloads_are_refused_as_bad_message(payload: bytes) -> None:
     assert caught.value.code == "bad-message"
 
 
+def test_a_main_sessions_hello_leaves_the_lane_out_and_a_lanes_carries_it() -> None:
+    assert msgpack.unpackb(encode_message(Hello(4, "x", None))) == [MessageType.HELLO, 4, "x", None]
+    assert msgpack.unpackb(encode_message(Hello(4, "x", None, 3))) == [MessageType.HELLO, 4, "x", None, 3]
+    assert decode_message(packed(MessageType.HELLO, 4, "x", None)).lane == 0
+    assert any(v["kind"] == "HELLO" and "lane" in json.loads(v["fields"]) for v in spec_vectors("message"))
+
+
 def test_unknown_type_is_refused_with_its_own_code() -> None:
     for code in (0, 16, 200):
         with pytest.raises(RemoteProtocolError) as caught:
@@ -235,6 +253,9 @@ def test_unknown_type_is_refused_with_its_own_code() -> None:
         lambda: GetChunks(1, [A]),
         lambda: GetChunks(1, tuple(i.to_bytes(32, "big") for i in range(MAX_CHUNK_IDS + 1))),
         lambda: Hello(2, "agent", 70000),
+        lambda: Hello(4, "agent", None, 16),
+        lambda: Hello(4, "agent", None, -1),
+        lambda: Hello(4, "agent", None, True),
         lambda: Error("code", "\udc80"),
         lambda: Catalog([]),
         lambda: Catalog(({"name": "x"},)),

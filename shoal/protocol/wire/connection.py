@@ -38,7 +38,9 @@ from shoal.protocol.wire.events import (
     HelloReceived,
     LargeFrame,
     MessageReceived,
+    MisplacedLane,
     NeedData,
+    NoSession,
     PeerAuthenticated,
     RequestViolation,
     SelfConnection,
@@ -79,7 +81,8 @@ from shoal.protocol.wire.requests import MAX_OUTSTANDING_REQUESTS, Requests, Req
 __all__ = [
     "DEFER_DECODE_SIZE", "MAX_OUTSTANDING_REQUESTS", "NEED_DATA", "PRE_OPEN_FRAME_LIMIT", "TRANSITIONS", "UNTRUSTED",
     "AuthenticationFailed", "Connection", "ConnectionClosed", "DuplicateSession", "Event", "HelloReceived",
-    "LargeFrame", "MessageReceived", "NeedData", "PeerAuthenticated", "RequestTable", "RequestViolation",
+    "LargeFrame", "MessageReceived", "MisplacedLane", "NeedData", "NoSession", "PeerAuthenticated", "RequestTable",
+    "RequestViolation",
     "SelfConnection", "State", "Step", "UnexpectedMessage", "UnsupportedVersion",
 ]
 
@@ -105,6 +108,8 @@ class Connection:
         self.sent_requests = self._requests.sent
         self.received_requests = self._requests.received
         self.peer_hello: Hello | None = None
+        #: The lane this connection is (0: a main session), known once the initiator's HELLO is sent or received.
+        self.lane = 0
         self._channel = SecureChannel(role)
         # Until the peer's HELLO only small frames are allowed, and the limit is
         # applied to the declared length, before any of the payload is buffered.
@@ -254,6 +259,8 @@ class Connection:
             self._mark_hello_sent(message)
         else:
             self._check_hello_sent(message.TYPE.name)
+        if self.lane and isinstance(message, _MAIN_SESSION_ONLY):
+            raise LocalProtocolError(f"{message.TYPE.name} is not sent on a lane")
         if self._requests.track(message):
             self._write(message)
 
@@ -396,10 +403,14 @@ class Connection:
             raise UnexpectedMessage(f"{message.TYPE.name} before HELLO")
         if message.version != PROTOCOL_VERSION:
             raise UnsupportedVersion(
-                f"peer speaks shoal protocol version {message.version}, this daemon speaks {PROTOCOL_VERSION}:"
-                " upgrade shoal on the machine with the older version"
+                f"peer speaks shoal protocol version {message.version}, this daemon speaks {PROTOCOL_VERSION}"
+                " (version 3 had no lanes): upgrade shoal on the machine with the older version"
             )
+        if message.lane and self.role is Role.INITIATOR:
+            raise MisplacedLane(f"the responder's HELLO names lane {message.lane}; only the side that dialled opens lanes")
         self.peer_hello = message
+        if self.role is Role.RESPONDER:
+            self.lane = message.lane
         self._advance(Step.HELLO_RECEIVED)
         self._frames.max_size = MAX_FRAME_SIZE
         return HelloReceived(message)
@@ -413,6 +424,12 @@ class Connection:
     def _surface(self, message: Message) -> MessageReceived:
         return MessageReceived(message)
 
+    def _surface_on_main(self, message: Catalog | Limit) -> MessageReceived:
+        # A lane carries requests and answers only: what a peer offers is its main session's business.
+        if self.lane:
+            raise UnexpectedMessage(f"{message.TYPE.name} on lane {self.lane}")
+        return MessageReceived(message)
+
     def _mark_hello_sent(self, message: Hello) -> None:
         if self._state not in (State.AWAIT_HELLO, State.OPEN):
             raise LocalProtocolError("HELLO is sent after accept()")
@@ -420,7 +437,11 @@ class Connection:
             raise LocalProtocolError("HELLO is sent once")
         if message.version != PROTOCOL_VERSION:
             raise LocalProtocolError(f"this implementation speaks protocol version {PROTOCOL_VERSION}")
+        if message.lane and self.role is Role.RESPONDER:
+            raise LocalProtocolError("only the initiator's HELLO names a lane")
         self._hello_sent = True
+        if self.role is Role.INITIATOR:
+            self.lane = message.lane
 
     def _auth_message(self) -> Auth:
         transcript = auth_transcript(self.role, self._channel.handshake_hash)
@@ -471,9 +492,11 @@ _RECEIVE_HANDLERS: dict[type, Callable[[Connection, Any], Event | None]] = {
     Cancel: Connection._on_request,
     Ping: Connection._on_ping,
     Pong: Connection._surface,
-    Catalog: Connection._surface,
-    Limit: Connection._surface,
+    Catalog: Connection._surface_on_main,
+    Limit: Connection._surface_on_main,
 }
+#: What only a main session carries (SPEC "Lanes").
+_MAIN_SESSION_ONLY = (Catalog, Limit)
 
 
 def _clip(text: str, max_bytes: int) -> str:

@@ -77,6 +77,18 @@ class DuplicateSession(ProtocolError):
     code = "duplicate-session"
 
 
+class NoSession(ProtocolError):
+    """A lane from a peer that has no main session open here; refused (not a violation)."""
+
+    code = "no-session"
+
+
+class MisplacedLane(RemoteProtocolError):
+    """A lane number in the responder's HELLO: only the side that dialled opens lanes."""
+
+    code = "bad-message"
+
+
 class RequestViolation(RemoteProtocolError):
     """The peer broke the request rules (ids, limits, DATA or END that do not match)."""
 

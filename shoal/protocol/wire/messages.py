@@ -17,7 +17,9 @@ import msgpack
 
 from shoal.protocol.errors import IntegrityError, LocalProtocolError, RemoteProtocolError
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
+#: The highest lane number: a side opens at most this many lanes beside its main session (SPEC "Lanes").
+MAX_LANE = 15
 ID_SIZE = 32
 MAX_AGENT_BYTES = 128
 MAX_NAME_BYTES = 255
@@ -161,19 +163,23 @@ class Hello:
     """The first message after authentication, from each side.
 
     `version` is the protocol version the sender speaks (PROTOCOL_VERSION);
-    `listen_port` is where it accepts connections, if it does.
+    `listen_port` is where it accepts connections, if it does; `lane` is 0 on a
+    main session and 1..MAX_LANE on a lane, where only the initiator's HELLO
+    carries it (encoded only when it is not 0).
     """
 
     TYPE: ClassVar[MessageType] = MessageType.HELLO
     version: int
     agent: str
     listen_port: int | None
+    lane: int = 0
 
     def __post_init__(self) -> None:
         _check_int("HELLO", "version", self.version, 1, _U64)
         _check_text("HELLO", "agent", self.agent, MAX_AGENT_BYTES, name_like=True)
         if self.listen_port is not None:
             _check_int("HELLO", "listen_port", self.listen_port, 1, 65535)
+        _check_int("HELLO", "lane", self.lane, 0, MAX_LANE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,7 +441,8 @@ _CLASSES: dict[int, type[Message]] = {
         Auth, Hello, Catalog, GetObjects, GetChunks, Data, End, Cancel, Ping, Pong, Error, Bye, GetRuns, DataRuns, Limit
     )
 }
-_ARITY = {code: len(fields(cls)) for code, cls in _CLASSES.items()}
+#: The field counts each type's array may hold after its type: a main session's HELLO leaves its lane out.
+_ARITIES = {code: (len(fields(cls)),) for code, cls in _CLASSES.items()} | {MessageType.HELLO: (3, 4)}
 _ENTRY_ARITY = len(fields(CatalogEntry))
 _RUN_ARITY = len(fields(Run))
 #: Each encodable class's field names in order: `fields()` builds its tuple anew at every
@@ -464,7 +471,10 @@ def encode_message_parts(message: Message) -> tuple[bytes | memoryview, ...]:
         return _data_header(message.req, message.id, len(message.data)), message.data
     if isinstance(message, DataRuns):
         return _data_runs_header(message.req, message.ids, len(message.data)), message.data
-    return (msgpack.packb([message.TYPE.value, *_field_values(message)], use_bin_type=True, default=_pack_default),)
+    values = _field_values(message)
+    if isinstance(message, Hello) and not message.lane:
+        values.pop()  # a main session's HELLO leaves the lane out: one encoding per message
+    return (msgpack.packb([message.TYPE.value, *values], use_bin_type=True, default=_pack_default),)
 
 
 _DATA_START = bytes([0x94, MessageType.DATA.value])  # fixarray of 4, positive fixint type
@@ -594,16 +604,26 @@ def decode_message(payload: bytes | memoryview) -> Message:
     if cls is None:
         raise UnknownMessage(f"unknown message type {items[0]}")
     values = items[1:]
-    if len(values) != _ARITY[cls.TYPE]:
-        raise MalformedMessage(f"{cls.TYPE.name} has {_ARITY[cls.TYPE]} fields, not {len(values)}")
+    arities = _ARITIES[cls.TYPE]
+    if len(values) not in arities:
+        raise MalformedMessage(f"{cls.TYPE.name} has {' or '.join(map(str, arities))} fields, not {len(values)}")
     try:
         if cls is Catalog:
             return Catalog(_decode_entries(values[0]))
         if cls is GetRuns:
             return GetRuns(values[0], _decode_runs(values[1]))
+        if cls is Hello:
+            return _decode_hello(values)
         return cls(*values)
     except InvalidMessage as exc:
         raise MalformedMessage(str(exc)) from None
+
+
+def _decode_hello(values: tuple[Any, ...]) -> Hello:
+    # A lane is present only on a lane: an explicit 0 would give a main session's HELLO a second encoding.
+    if len(values) == 4 and type(values[3]) is int and values[3] == 0:
+        raise MalformedMessage("HELLO.lane is left out on a main session, never 0")
+    return Hello(*values)
 
 
 def _decode_entries(value: Any) -> tuple[CatalogEntry, ...]:
