@@ -5,6 +5,11 @@ discovery reports, every address raced and the first to connect kept, with
 backoff while a peer stays unreachable. An inbound connection from a key that
 is not trusted is refused before any catalog or data flows, and the peer is
 recorded as pending so the user can `shoal trust` it.
+
+A peer with a session open here may open lanes beside it (SPEC "Lanes"): more
+connections that carry requests and answers only, for its fetch workers. They
+are served under the peer's trust, audience and caps, end with its session,
+and are not peers of their own: nothing outside this module sees them.
 """
 
 import logging
@@ -26,8 +31,8 @@ from shoal.daemon.net.trust import TrustStore
 from shoal.protocol.errors import ProtocolError
 from shoal.protocol.format.identity import PeerId
 from shoal.protocol.wire.channel import Role
-from shoal.protocol.wire.connection import DuplicateSession
-from shoal.protocol.wire.messages import MAX_FULL_VERSIONS, Catalog, CatalogEntry, Limit
+from shoal.protocol.wire.connection import Connection, DuplicateSession, NoSession
+from shoal.protocol.wire.messages import MAX_FULL_VERSIONS, Catalog, CatalogEntry, Hello, Limit
 
 _log = logging.getLogger("shoal.peers")
 
@@ -59,6 +64,14 @@ class PeerEvent:
     kind: str
     peer_id: str
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """A lane a peer opened to us: its session, and the scope its session's end cancels."""
+
+    session: PeerSession
+    scope: trio.CancelScope
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -95,6 +108,10 @@ class PeerManager:
         self._kept_versions = kept_versions
         self.port: int | None = None
         self.sessions: dict[str, PeerSession] = {}
+        #: The lanes peers opened beside their sessions, by (peer id, lane number).
+        self.lanes: dict[tuple[str, int], Lane] = {}
+        #: Each connected peer's upload allowance, paid into by its session and all its lanes.
+        self._peer_buckets: dict[str, TokenBucket] = {}
         self._reach: dict[str, _Reachability] = {}
         #: Dataset names each peer's latest catalog offered, and those a peer
         #: dropped from its catalog that no catalog has offered since.
@@ -133,7 +150,7 @@ class PeerManager:
         address = _peer_address(stream)
         try:
             conn, peer = await establish(
-                stream, Role.RESPONDER, self._key, self._admit, self.port
+                stream, Role.RESPONDER, self._key, self._admit, self.port, refusal=self._lane_refusal
             )
         except Rejected as e:
             # Its source port is not where it listens: the address is only logged.
@@ -147,10 +164,23 @@ class PeerManager:
             _log.info("inbound connection from %s failed: %s (%s)", address, e, getattr(e, "code", type(e).__name__))
             await stream.aclose()
             return
-        await self._run_session(conn, stream, peer, address)
+        if conn.lane:
+            await self._run_lane(conn, stream, peer, address)
+        else:
+            await self._run_session(conn, stream, peer, address)
 
     def _admit(self, peer: PeerId) -> bool:
         return self._trust.is_trusted(str(peer))
+
+    def _lane_refusal(self, peer: PeerId, hello: Hello) -> ProtocolError | None:
+        """Why the connection that sent `hello` may not open as a lane of `peer`'s session (None: it may)."""
+        if not hello.lane:
+            return None
+        if str(peer) not in self.sessions:
+            return NoSession(f"lane {hello.lane}: this daemon has no session with {peer.short()} to add it to")
+        if (str(peer), hello.lane) in self.lanes:
+            return DuplicateSession(f"lane {hello.lane} of {peer.short()} is already open")
+        return None
 
     # --- outbound ----------------------------------------------------------------
 
@@ -210,22 +240,16 @@ class PeerManager:
 
     # --- sessions -------------------------------------------------------------
 
-    async def _run_session(self, conn, stream: trio.SocketStream, peer: PeerId, address: str) -> None:
+    async def _run_session(self, conn: Connection, stream: trio.SocketStream, peer: PeerId, address: str) -> None:
         peer_id = str(peer)
         if peer_id in self.sessions:
             # Both sides dialled at once, or the peer redialled while our old session
             # still stands (keepalive ends it if it is dead): keep the one that runs,
             # and tell the peer why the new one ends (SPEC "Session").
-            conn.fail(DuplicateSession(f"this daemon already has a session with {peer.short()}"))
-            with trio.move_on_after(1):
-                await flush_quietly(conn, stream)
-            await trio.aclose_forcefully(stream)
+            await _refuse(conn, stream, DuplicateSession(f"this daemon already has a session with {peer.short()}"))
             return
-        caps = Throttle(self._all_peers, TokenBucket(self._per_peer_limit))
-        session = PeerSession(
-            conn, stream, peer, address, self._library.index, self._catalog_changed, caps, partial(self._withheld, peer_id),
-            self._run_buffers, name=self.name_of(peer_id),
-        )
+        self._peer_buckets[peer_id] = TokenBucket(self._per_peer_limit)
+        session = self._session(conn, stream, peer, address, self._catalog_changed)
         self.sessions[peer_id] = session
         self._reach.setdefault(peer_id, _Reachability()).last_seen = time.time()
         self._on_event(PeerEvent("online", peer_id, {"address": address}))
@@ -239,6 +263,8 @@ class PeerManager:
                 nursery.cancel_scope.cancel()
         finally:
             del self.sessions[peer_id]
+            del self._peer_buckets[peer_id]
+            self._end_lanes(peer_id, reason)
             self._catalog_in.discard(peer_id)
             self._told_cap.pop(peer_id, None)
             self._reach[peer_id].last_seen = time.time()
@@ -246,6 +272,45 @@ class PeerManager:
             self._on_event(PeerEvent("offline", peer_id, {"reason": reason}))
             self._notify()
             _log.info("session with %s ended: %s", peer.short(), reason)
+
+    def _session(
+        self, conn: Connection, stream: trio.SocketStream, peer: PeerId, address: str, on_catalog: Callable[[PeerSession], None]
+    ) -> PeerSession:
+        """A session with `peer` (main or lane) under its audience, the daemon's cap and the peer's own."""
+        peer_id = str(peer)
+        caps = Throttle(self._all_peers, self._peer_buckets[peer_id])
+        return PeerSession(
+            conn, stream, peer, address, self._library.index, on_catalog, caps, partial(self._withheld, peer_id),
+            self._run_buffers, name=self.name_of(peer_id),
+        )
+
+    async def _run_lane(self, conn: Connection, stream: trio.SocketStream, peer: PeerId, address: str) -> None:
+        # Checked again: the session may have ended, or the same lane opened, while our HELLO went out.
+        assert conn.peer_hello is not None
+        refusal = self._lane_refusal(peer, conn.peer_hello)
+        if refusal is not None:
+            await _refuse(conn, stream, refusal)
+            return
+        key = (str(peer), conn.lane)
+        # A lane sends no CATALOG (the Connection refuses one on a lane), so it has none to report.
+        lane = Lane(self._session(conn, stream, peer, address, lambda session: None), trio.CancelScope())
+        self.lanes[key] = lane
+        _log.info("lane %d of %s opened from %s", conn.lane, peer.short(), address)
+        reason = "its session ended"
+        try:
+            with lane.scope:
+                reason = await lane.session.run()
+        finally:
+            del self.lanes[key]
+            _log.info("lane %d of %s ended: %s", conn.lane, peer.short(), reason)
+
+    def _end_lanes(self, peer_id: str, reason: str) -> None:
+        """End every lane of `peer_id`, whose session has ended: a BYE each, then their tasks' cancellation."""
+        for (pid, _), lane in list(self.lanes.items()):
+            if pid == peer_id:
+                # Queued here and sent as the cancelled session closes its stream.
+                lane.session.conn.close(f"the session ended: {reason}")
+                lane.scope.cancel()
 
     def _catalog_changed(self, session: PeerSession) -> None:
         offered = frozenset(entry.name for entry in session.catalog)
@@ -367,9 +432,10 @@ class PeerManager:
         return min(caps, default=0)
 
     def serving(self) -> bool:
-        """Whether some peer's request is being answered now, or was a moment ago."""
+        """Whether some peer's request is being answered now, or was a moment ago, on a session or a lane."""
         recent = trio.current_time() - SERVING_GRACE
-        return any(session.serving or session.served_at > recent for session in self.sessions.values())
+        sessions = [*self.sessions.values(), *(lane.session for lane in self.lanes.values())]
+        return any(session.serving or session.served_at > recent for session in sessions)
 
     def remote_datasets(self) -> list[tuple[str, CatalogEntry]]:
         return [(pid, e) for pid, s in self.sessions.items() for e in s.catalog]
@@ -393,6 +459,14 @@ class PeerManager:
         rate_in, rate_out = session.rates() if session else (0.0, 0.0)
         state["rate_in"], state["rate_out"] = round(rate_in), round(rate_out)
         return state
+
+
+async def _refuse(conn: Connection, stream: trio.SocketStream, error: ProtocolError) -> None:
+    """End a connection that completed HELLO but may not run, telling the peer why."""
+    conn.fail(error)
+    with trio.move_on_after(1):
+        await flush_quietly(conn, stream)
+    await trio.aclose_forcefully(stream)
 
 
 def _peer_address(stream: trio.SocketStream) -> str:

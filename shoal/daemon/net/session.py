@@ -108,12 +108,21 @@ async def establish(
     is_trusted: Callable[[PeerId], bool],
     listen_port: int | None,
     expected: str | None = None,
+    lane: int = 0,
+    refusal: Callable[[PeerId, Hello], ProtocolError | None] = lambda peer, hello: None,
 ) -> tuple[Connection, PeerId]:
     """Run the handshake, authentication and HELLO exchange; return the open connection.
+
+    An initiator opens lane `lane` of its session with the peer (0: the main
+    session). A responder sends its HELLO only once it has the initiator's, so
+    that `refusal` may turn the connection away before it opens: the error it
+    returns goes to the peer as ERROR and is raised here.
 
     Raises Rejected when the peer is not trusted (having revealed nothing, if we
     are the responder) and ProtocolError on any violation.
     """
+    if lane and role is not Role.INITIATOR:
+        raise LocalProtocolError("only the initiator opens a lane")
     conn = Connection(role, key)
     if role is Role.INITIATOR:
         conn.start()
@@ -133,11 +142,14 @@ async def establish(
                     await _flush(conn, stream)
                     raise Rejected(str(peer))
                 conn.accept()
-                conn.send(Hello(version=PROTOCOL_VERSION, agent=AGENT, listen_port=listen_port))
+                if role is Role.INITIATOR:
+                    conn.send(Hello(PROTOCOL_VERSION, AGENT, listen_port, lane))
                 await _flush(conn, stream)
                 continue
             if isinstance(event, HelloReceived):
                 assert peer is not None
+                if role is Role.RESPONDER:
+                    await _answer_hello(conn, stream, peer, event.hello, listen_port, refusal)
                 await _flush(conn, stream)
                 return conn, peer
             if isinstance(event, ConnectionClosed):
@@ -146,6 +158,23 @@ async def establish(
                 await flush_quietly(conn, stream)
                 ended = "peer closed" if event.by_peer else "closed on a violation"
                 raise ProtocolError(f"{ended} during the handshake: {event.reason}", code=event.error_code)
+
+
+async def _answer_hello(
+    conn: Connection,
+    stream: trio.abc.Stream,
+    peer: PeerId,
+    hello: Hello,
+    listen_port: int | None,
+    refusal: Callable[[PeerId, Hello], ProtocolError | None],
+) -> None:
+    """The responder's HELLO, or the ERROR that refuses the initiator's (raised here too)."""
+    error = refusal(peer, hello)
+    if error is not None:
+        conn.fail(error)
+        await flush_quietly(conn, stream)
+        raise error
+    conn.send(Hello(PROTOCOL_VERSION, AGENT, listen_port))
 
 
 async def _flush(conn: Connection, stream: trio.abc.Stream) -> None:
