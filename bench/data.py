@@ -105,6 +105,21 @@ def settle_free_memory() -> None:
             last, changed = current, time.monotonic()
 
 
+def fetch_workers(daemon: int) -> dict[int, list[str]]:
+    """The fetch worker processes `daemon` runs now, each with its /proc/PID/stat fields after the name."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == daemon and b"shoal.daemon.worker" in (entry / "cmdline").read_bytes():
+                found[int(entry.name)] = fields
+        except OSError:
+            continue
+    return found
+
+
 def print_failures(failures: list[str]) -> None:
     """The FAILURES block that ends a report, when anything went wrong."""
     if failures:

@@ -18,9 +18,13 @@ table:
   bar <= 200 MB);
 * one-file delta: one file rewritten on A, shared again, fetched by B.
 
+With --workers N, B splits its fetches over N worker processes (`fetch.workers`), and
+the RSS rows add the largest RSS any of B's workers reached.
+
 Every fetched tree is compared with the source byte for byte after the timed part.
 
-    .venv/bin/python bench/scale.py [--files 200000] [--dir DIR] [--nofile 1024] [--keep] [--no-drop-caches]
+    .venv/bin/python bench/scale.py [--files 200000] [--dir DIR] [--nofile 1024] [--workers N] [--keep]
+        [--no-drop-caches]
 """
 
 import argparse
@@ -36,7 +40,7 @@ import time
 from pathlib import Path
 
 import blake3
-from data import cpu_model, print_failures
+from data import cpu_model, fetch_workers, print_failures
 from fetch import Daemon, RsyncDaemon, ShoalFailed, compare_trees, drop_caches, fmt_time, rsync_pull, wait_remote
 
 from shoal.client.blocking import ControlClient
@@ -100,6 +104,8 @@ class Sampler:
         self.pids = pids
         self.home = home
         self.peak = dict.fromkeys(pids, 0)
+        #: The largest RSS of any fetch worker of the daemon labelled "B".
+        self.worker_peak = 0
         self.status: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -117,6 +123,11 @@ class Sampler:
             while not self._stop.wait(0.2):
                 for label, pid in self.pids.items():
                     self.peak[label] = max(self.peak[label], proc_kib(pid, "VmRSS"))
+                for pid in fetch_workers(self.pids["B"]):
+                    try:
+                        self.worker_peak = max(self.worker_peak, proc_kib(pid, "VmRSS"))
+                    except OSError:
+                        pass
                 t0 = time.perf_counter()
                 client.call("status", {}, timeout=30)
                 self.status.append(time.perf_counter() - t0)
@@ -140,6 +151,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--no-drop-caches", action="store_true")
     parser.add_argument("--skip-rsync", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="B's fetch.workers (default 1: none)")
     args = parser.parse_args()
     drop = not args.no_drop_caches
     resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, args.nofile))
@@ -148,6 +160,8 @@ def main() -> int:
     rows: list[tuple[str, str, str, str]] = []
     failures: list[str] = []
     a, b = Daemon("A", work / "home-a"), Daemon("B", work / "home-b")
+    with open(b.home / "config.toml", "a") as config:
+        config.write(f"[fetch]\nworkers = {args.workers}\n")
     rsyncd = None
     try:
         source = work / "source"
@@ -200,7 +214,7 @@ def main() -> int:
             fetched, fetch_time, _ = b.run("fetch", DATASET, str(dest), "--timeout", "120", timeout=7200)
         first_byte = fetched.get("first_byte")
         rows.append(("full fetch, cold cache", fmt_time(fetch_time), f"{size / MB / fetch_time:.0f} MB/s",
-                     f"first byte {fmt_time(first_byte)} (bar <= {BAR_FIRST_BYTE:g} s)"))
+                     f"first byte {fmt_time(first_byte)} (bar <= {BAR_FIRST_BYTE:g} s); {fetched['workers']} workers"))
         if rsync_time is not None:
             ratio = fetch_time / rsync_time
             rows.append(("full fetch / (rsync + sync)", f"{ratio:.2f}x", "", f"bar <= {BAR_FETCH_RATIO}x"))
@@ -216,6 +230,11 @@ def main() -> int:
                          f"bar <= {BAR_RSS / MB:.0f} MB"))
             if max(peak, hwm) > BAR_RSS:
                 failures.append(f"{label}'s RSS reached {max(peak, hwm) / MB:.0f} MB (bar {BAR_RSS / MB:.0f} MB)")
+        if args.workers > 1:
+            rows.append(("B's workers' RSS", f"{sampled.worker_peak / MB:.0f} MB peak of any", "",
+                         f"bar <= {BAR_RSS / MB:.0f} MB"))
+            if sampled.worker_peak > BAR_RSS:
+                failures.append(f"a fetch worker's RSS reached {sampled.worker_peak / MB:.0f} MB")
         problems = compare_trees(source, dest)
         if problems:
             failures.append("fetched tree differs: " + "; ".join(problems[:5]))

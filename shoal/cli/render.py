@@ -346,6 +346,8 @@ def render_fetch(result: dict[str, Any]) -> str:
     received = result["bytes_received"]
     rate = f" ({format_rate(received / seconds)})" if seconds > 0 and received else ""
     placed = f"{result['files_written']:,} written, {result['files_present']:,} already there"
+    if result.get("workers"):
+        placed += f", by {result['workers']} worker processes"
     return (
         f"{version_label(version)} {version['id']}\n"
         f"fetched into {result['dest']}: {format_count(result['files_total'], 'file')}, "

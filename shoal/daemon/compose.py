@@ -8,6 +8,7 @@ pack store answers which versions it keeps, so the peer manager need not wait fo
 the keeper that fills the store.
 """
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +28,7 @@ from shoal.daemon.control.events import Events, Publish
 from shoal.daemon.control.server import ControlServer
 from shoal.daemon.fetch.engine import Fetcher
 from shoal.daemon.fetch.manager import Transfers
+from shoal.daemon.fetch.split import WorkerConfig, auto_workers
 from shoal.daemon.library.datasets import Library
 from shoal.daemon.library.retention import Keeper
 from shoal.daemon.net.peers import PeerEvent, PeerManager
@@ -78,7 +80,10 @@ def compose(
         limits=settings.limits, kept_versions=store.kept_versions,
     )
     keeper = Keeper(library.index, store, settings.current, peers.publish_catalog, peers.serving)
-    fetcher = Fetcher(library.index, peers)
+    workers = WorkerConfig(
+        signer.private_bytes_raw(), library.index.path, lambda: settings.current().workers or auto_workers(_cores())
+    )
+    fetcher = Fetcher(library.index, peers, workers)
     transfers = Transfers(fetcher, peers.publish_catalog, publish)
     announce = share_announcer(publish, peers.publish_catalog, keeper)
     watches = Watches(home, library, announce=announce, publish=publish, settings=settings.current)
@@ -105,6 +110,11 @@ def compose(
     )
     control = ControlServer(socket_path(home), methods, events=events)
     return Daemon(info, peers, keeper, watches, subscriptions, control, daemon_api.listen_address)
+
+
+def _cores() -> int:
+    """The cores this daemon may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _publish_peer_event(publish: Publish, event: PeerEvent) -> None:

@@ -17,6 +17,8 @@ Keys (dotted names are TOML tables):
   written do not hold the others back: a version keeps their last settled state.
 - watch.max_wait: seconds a file still being written (open for writing, or changing
   again and again) is held back at most; then it is published as it is; default 600.
+- fetch.workers: worker processes a fetch of many files is split over, each on a core of
+  its own (1: none); default 0, shoal decides: none below 8 cores, else one per 4 cores.
 
 Sizes accept "2GiB", "500MB" or a number of bytes. The limits accept rates such as "100MB/s",
 "50Mbit" or "1.5GiB/s" from the command line and in the file; they are stored as bytes per second.
@@ -60,6 +62,7 @@ class Config:
     quiet: float = 2.0
     max_wait: float = 600.0
     default_audience: str = "all"
+    workers: int = 0
 
     def get(self, key: str) -> Any:
         """Return the value of a dotted key such as "bandwidth.global_limit"."""
@@ -270,6 +273,23 @@ def _check_audience(value: Any) -> str:
     return value
 
 
+#: A fetch worker opens a lane of its own to each peer, and a peer takes 15 (SPEC.md, "Lanes").
+MAX_FETCH_WORKERS = 15
+
+
+def _parse_workers(text: str) -> int:
+    try:
+        return _check_workers(int(text))
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a number of workers; write 0 (shoal decides) to {MAX_FETCH_WORKERS}") from None
+
+
+def _check_workers(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_FETCH_WORKERS:
+        raise ConfigError(f"{value!r} is not a number of workers; use 0 (shoal decides), 1 (none) to {MAX_FETCH_WORKERS}")
+    return value
+
+
 #: Every configuration key, in documented order.
 KEYS: dict[str, KeySpec] = {
     "listen": KeySpec("HOST:PORT to accept peers on", _check_listen, _check_listen),
@@ -289,6 +309,9 @@ KEYS: dict[str, KeySpec] = {
     "watch.max_wait": KeySpec(
         "seconds a watch holds back a file still being written before it publishes it as it is",
         _parse_seconds, _check_seconds,
+    ),
+    "fetch.workers": KeySpec(
+        "worker processes a fetch of many files is split over (1: none; 0: shoal decides)", _parse_workers, _check_workers
     ),
 }
 _SECTIONS = {key.partition(".")[0] for key in KEYS if "." in key}

@@ -63,8 +63,9 @@ def test_share_fetch_update_fetch_delta(pair, tmp_path: Path) -> None:
     fetched = b.json("fetch", "imagenet-mini", str(dest), "--timeout", "20")
     assert set(fetched) == {
         "version", "dest", "files_total", "bytes_total", "files_written", "files_present", "bytes_received",
-        "bytes_reused", "seconds", "first_byte", "peers", "warnings",
+        "bytes_reused", "seconds", "first_byte", "peers", "warnings", "workers",
     }
+    assert fetched["workers"] == 0
     assert 0 < fetched["first_byte"] <= fetched["seconds"]
     assert fetched["version"]["id"] == first["id"]
     assert files_of(dest) == files_of(data)

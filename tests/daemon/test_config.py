@@ -57,7 +57,17 @@ def test_a_missing_file_means_every_default(tmp_path):
         "share.default_audience": "all",
         "watch.quiet": 2.0,
         "watch.max_wait": 600.0,
+        "fetch.workers": 0,
     }
+
+
+def test_fetch_workers_take_zero_to_fifteen(tmp_path):
+    assert set_config_value(tmp_path, "fetch.workers", "4").workers == 4
+    assert load_config(tmp_path).workers == 4
+    for bad in ("16", "-1", "two"):
+        with pytest.raises(ConfigError, match="not a number of workers"):
+            set_config_value(tmp_path, "fetch.workers", bad)
+    assert load_config(tmp_path).workers == 4
 
 
 def test_values_are_read_from_tables_and_rates_may_be_text(tmp_path):

@@ -1,25 +1,21 @@
 """Fetching a dataset version from peers into a destination folder.
 
 Order of work: resolve the version from the peers' catalogs (resolve.py), fetch
-the manifest objects the index lacks (walk.py), then assemble every file that
-differs from what DEST already holds, in stages joined by memory channels:
-
-    planner (plan.py) → copier (copier.py) → puller (puller.py) → writer → finisher (writer.py) → recorder (record.py)
-
-A chunk needed at several places is fetched once; the fill stage (repeats.py)
-copies it to the others. Each stage ends when its input channel closes, and closes its output. Files are
-assembled in DEST/.shoal-partial/ and renamed into place once complete; a fetch
-into an empty folder moves data while the manifest walk is still under way.
+the manifest objects the index lacks (walk.py), then plan (plan.py) every file that
+differs from what DEST already holds and assemble it (stages.py): here, or in
+worker processes the plan is dealt to (split.py). Files are assembled in
+DEST/.shoal-partial/ and renamed into place once complete; a fetch into an
+empty folder moves data while the manifest walk is still under way.
 
 Resume needs no journal: a partial file's name is derived from its path and
 content id, and chunks already in it are recognised by hashing them again.
 Chunks are verified against their id before they are written.
 """
 
-import math
 import os
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +23,22 @@ import trio
 
 from shoal.daemon.fetch.browse import browse
 from shoal.daemon.fetch.checked_dirs import CheckedDirs
-from shoal.daemon.fetch.copier import Copier
 from shoal.daemon.fetch.dest import include_matcher
 from shoal.daemon.fetch.errors import DiskFull, NoPeer, named_failure
-from shoal.daemon.fetch.job import FileTask, Job, Matcher, Target, open_partial
+from shoal.daemon.fetch.job import FileTask, Job, Matcher, open_partial
 from shoal.daemon.fetch.objects import Objects
 from shoal.daemon.fetch.plan import Planner, dest_holds
-from shoal.daemon.fetch.puller import Arrival, Puller
 from shoal.daemon.fetch.reach import looking, no_peer, waiting
-from shoal.daemon.fetch.record import Installed, record_stage, record_version
-from shoal.daemon.fetch.repeats import Repeats
+from shoal.daemon.fetch.record import record_version
 from shoal.daemon.fetch.resolve import Resolved, Resolver
-from shoal.daemon.fetch.schedule import Batch
 from shoal.daemon.fetch.selection import selection_of
 from shoal.daemon.fetch.serving import Serving
 from shoal.daemon.fetch.source import SourceDirectory
+from shoal.daemon.fetch.split import Lanes, Split, WorkerConfig, split_count
+from shoal.daemon.fetch.stages import assemble_stages
 from shoal.daemon.fetch.state import FetchResult, FetchSpec, Transfer
 from shoal.daemon.fetch.totals import selected_totals
 from shoal.daemon.fetch.walk import WALK_DIRS, Walk
-from shoal.daemon.fetch.writer import finish_stage, write_stage
 from shoal.daemon.model import PARTIAL_DIR, VersionInfo, VersionQuery
 from shoal.daemon.store.fdlimit import FilePool, pool_size
 from shoal.daemon.store.index import Index, VersionRow
@@ -56,9 +49,11 @@ from shoal.protocol.format.objects import VersionRecord
 class Fetcher:
     """Runs fetches against the connected peers."""
 
-    def __init__(self, index: Index, peers: SourceDirectory) -> None:
+    def __init__(self, index: Index, peers: SourceDirectory, workers: WorkerConfig | None = None) -> None:
         self.index = index
         self.peers = peers
+        self.workers = workers
+        self._lanes = Lanes()
         self.objects = Objects(index, peers.name_of)
         self.resolver = Resolver(index, peers, self.objects)
 
@@ -194,10 +189,14 @@ class Fetcher:
             self.index, spec, transfer, dest, version.id, FilePool(pool_size(), open_partial), checked,
             selection, old_root, reuse_unchanged, resuming, self.peers.name_of,
         )
-        try:
-            warnings = await self._assemble(job, record, matcher, walk if streaming else None)
-        finally:
-            job.files.close_all()
+        serving = self.resolver.sources(spec.query, version.id)
+        count = split_count(self.workers, transfer.files_total, serving, self.peers.receive_cap(1) > 0)
+        with self._lanes.lease(count) as lanes:
+            split = Split(job, self.workers, serving, lanes) if lanes and self.workers is not None else None
+            try:
+                warnings = await self._assemble(job, record, matcher, walk if streaming else None, split)
+            finally:
+                job.files.close_all()
         transfer.phase = "finishing"
         await trio.to_thread.run_sync(record_version, self.index, dest, _row(version), version.data, spec, selection)
         transfer.phase = "done"
@@ -205,7 +204,7 @@ class Fetcher:
             transfer.version, str(dest), transfer.files_total, transfer.bytes_total, transfer.files_written,
             transfer.files_done - transfer.files_written, transfer.bytes_received, transfer.bytes_reused,
             time.monotonic() - transfer.started, transfer.first_byte,
-            {p: s.received for p, s in transfer.peers.items()}, tuple(warnings),
+            {p: s.received for p, s in transfer.peers.items()}, tuple(warnings), transfer.workers,
         )
 
     def _serving(self, spec: FetchSpec, version: Resolved) -> Serving:
@@ -217,26 +216,18 @@ class Fetcher:
             lambda: NoPeer(no_peer(what, query.name, self.resolver.asked(query), spec.timeout)),
         )
 
-    async def _assemble(self, job: Job, record: VersionRecord, matcher: Matcher, walk: Walk | None) -> list[str]:
+    async def _assemble(
+        self, job: Job, record: VersionRecord, matcher: Matcher, walk: Walk | None, split: Split | None
+    ) -> list[str]:
         """Run the stages until every file is in place and recorded; the warnings about peers."""
         tasks_out, tasks_in = trio.open_memory_channel[list[FileTask]](1)
-        batches_out, batches_in = trio.open_memory_channel[Batch[Target]](0)
-        arrivals_out, arrivals_in = trio.open_memory_channel[Arrival](math.inf)
-        finished_out, finished_in = trio.open_memory_channel[FileTask](math.inf)
-        installed_out, installed_in = trio.open_memory_channel[list[Installed]](1)
-        puller = Puller(
-            job, lambda: self.resolver.sources(job.spec.query, job.version_id), self.peers.wait_for_change, arrivals_out
-        )
-        repeats = Repeats(job)
-        copier = Copier(job, self.objects, batches_out, finished_out.clone(), repeats)
+        warnings: list[str] = []
 
-        async def pull() -> None:
-            await puller.run(batches_in)
-            repeats.received()
+        sources = partial(self.resolver.sources, job.spec.query, job.version_id)
+        alone = partial(assemble_stages, job, self.objects, sources, self.peers.wait_for_change)
 
-        def written(arrivals: list[Arrival], verdicts: list[bool]) -> None:
-            puller.written(arrivals, verdicts)
-            repeats.written(arrivals, verdicts)
+        async def assemble() -> None:
+            warnings.extend(await (split.run(tasks_in, alone) if split is not None else alone(tasks_in)))
 
         walk_failed = False
 
@@ -256,12 +247,7 @@ class Fetcher:
                     nursery.start_soon(walk_streaming, walk)
                 planner = Planner(job, matcher, walk.widen if walk is not None else None)
                 nursery.start_soon(planner.run, record.root, tasks_out)
-                nursery.start_soon(copier.run, tasks_in)
-                nursery.start_soon(pull)
-                nursery.start_soon(repeats.fill_stage, finished_out.clone())
-                nursery.start_soon(write_stage, job, arrivals_in, finished_out, written)
-                nursery.start_soon(finish_stage, job, finished_in, installed_out)
-                nursery.start_soon(record_stage, job, installed_in)
+                nursery.start_soon(assemble)
         except BaseException:
             if walk_failed:
                 # DEST was empty and nothing was renamed into it: take away the folders and links
@@ -269,7 +255,7 @@ class Fetcher:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(_clear_except_partial, job.dest)
             raise
-        return puller.warnings
+        return warnings
 
 
 def check_room(dest: Path, size: int, files: int, name: str) -> None:

@@ -16,6 +16,10 @@ class Source(Protocol):
     #: Bytes received from the peer so far: what tells a busy peer from a silent one.
     bytes_in: int
 
+    @property
+    def lane_address(self) -> str | None:
+        """Where a fetch worker dials the peer for a lane of its own (SPEC.md, "Lanes"); None: it does not listen."""
+
     async def get_objects(self, ids: Sequence[bytes]) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
         """Return ([(id, bytes)], missing ids); bytes are unverified."""
 

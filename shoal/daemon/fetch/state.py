@@ -105,6 +105,8 @@ class Transfer:
     peers: dict[str, PeerStats] = field(default_factory=dict)
     #: Changes in DEST a keep_local update kept rather than overwrote.
     conflicts: ConflictLog = field(default_factory=ConflictLog)
+    #: Worker processes assembling the files (split.py); 0: the daemon itself.
+    workers: int = 0
     _rate_mark: tuple[float, int] = (0.0, 0)
     #: (time, bytes received) over the last CAP_WINDOW seconds.
     _arrivals: deque[tuple[float, int]] = field(default_factory=deque)
@@ -210,6 +212,7 @@ class Transfer:
             "paused": self.paused,
             "bottleneck": self.bottleneck,
             "first_byte": round(self.first_byte, 3) if self.first_byte is not None else None,
+            "workers": self.workers,
         }
 
 
@@ -229,6 +232,8 @@ class FetchResult:
     first_byte: float | None
     peers: dict[str, int]
     warnings: tuple[str, ...]
+    #: Worker processes that assembled the files; 0: the daemon itself.
+    workers: int = 0
 
     def to_json(self) -> dict:
         return {
@@ -244,4 +249,5 @@ class FetchResult:
             "first_byte": round(self.first_byte, 3) if self.first_byte is not None else None,
             "peers": self.peers,
             "warnings": list(self.warnings),
+            "workers": self.workers,
         }

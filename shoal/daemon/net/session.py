@@ -264,6 +264,15 @@ class PeerSession:
                 self._pump = record_pump.RecordPump(self._fd)
                 conn.defer_seals()
 
+    @property
+    def lane_address(self) -> str | None:
+        """Where the peer takes lanes (SPEC.md, "Lanes"): this session's host at the port its HELLO names."""
+        hello = self.conn.peer_hello
+        if hello is None or hello.listen_port is None:
+            return None
+        host = self.address.rpartition(":")[0]
+        return f"{host}:{hello.listen_port}"
+
     def rates(self) -> tuple[float, float]:
         """Bytes per second received and sent over the last second; 0 once nothing moves."""
         return self._meter_in.rate(), self._meter_out.rate()
